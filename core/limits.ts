@@ -1,0 +1,62 @@
+/**
+ * Every bound of the system, in one place, with how they relate checked at load.
+ *
+ * @module
+ */
+
+/** Default object size: 4 MiB (Sheepdog's SD_DEFAULT_BLOCK_SIZE_SHIFT). */
+export const BLOCK_SIZE_SHIFT_DEFAULT = 22;
+/** Smallest and largest object size shift accepted by `mkfs` (1 MiB .. 2 GiB, as Sheepdog 1.0). */
+export const BLOCK_SIZE_SHIFT_MIN = 20;
+export const BLOCK_SIZE_SHIFT_MAX = 31;
+/** Data objects per VDI: `data_vdi_id` has 2^20 entries. */
+export const DATA_OBJECTS_PER_VDI_MAX = 1 << 20;
+/** The 24-bit VDI id space; vid 0 is invalid. */
+export const VDI_SPACE = 1 << 24;
+/** Name, tag: at most 255 bytes plus the NUL of the 256-byte field. */
+export const NAME_BYTES_MAX = 255;
+export const TAG_BYTES_MAX = 255;
+/** Copies per object. */
+export const COPIES_DEFAULT = 3;
+export const COPIES_MAX = 31;
+/** Virtual nodes per storage node on the ring. */
+export const VNODES_DEFAULT = 128;
+export const VNODES_MAX = 1024;
+/** Nodes in a cluster (Sheepdog's SD_MAX_NODES). */
+export const NODES_MAX = 6144;
+/** Largest payload of one object-protocol message (a whole inode is 4,198,968 bytes). */
+export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+/** Requests one object-protocol connection may have in flight before the server stops reading. */
+export const REQUESTS_IN_FLIGHT_MAX = 256;
+/** Bytes a connection may buffer (unanswered request payloads) before the server stops reading. */
+export const CONNECTION_BUFFER_BYTES_MAX = 256 * 1024 * 1024;
+/** Open object file handles a store keeps cached. */
+export const OPEN_FILES_MAX = 512;
+/** How long a client waits for a reply before it gives up on a connection. */
+export const REQUEST_TIMEOUT_MS = 60_000;
+/** Default ports. */
+export const OBJECT_PORT_DEFAULT = 7000;
+export const NBD_PORT_DEFAULT = 10809;
+export const HTTP_PORT_DEFAULT = 7080;
+
+/** Object size for a block size shift. */
+export function objectSize(blockSizeShift: number): number {
+  return 2 ** blockSizeShift;
+}
+
+/** Largest VDI for an object size: object size × 2^20 (4 TiB with 4 MiB objects). */
+export function vdiSizeMax(blockSizeShift: number): number {
+  return objectSize(blockSizeShift) * DATA_OBJECTS_PER_VDI_MAX;
+}
+
+function checkLimits(): void {
+  if (BLOCK_SIZE_SHIFT_MIN > BLOCK_SIZE_SHIFT_DEFAULT) throw new Error("limits: shift min");
+  if (BLOCK_SIZE_SHIFT_DEFAULT > BLOCK_SIZE_SHIFT_MAX) throw new Error("limits: shift max");
+  // A VDI's byte size must stay an exact JS number at the largest object size.
+  if (!Number.isSafeInteger(vdiSizeMax(BLOCK_SIZE_SHIFT_MAX))) throw new Error("limits: size");
+  // A whole inode must fit one message.
+  if (MESSAGE_BYTES_MAX < 4664 + 4 * DATA_OBJECTS_PER_VDI_MAX) throw new Error("limits: inode");
+  if (MESSAGE_BYTES_MAX < objectSize(BLOCK_SIZE_SHIFT_DEFAULT)) throw new Error("limits: object");
+  if (COPIES_DEFAULT > COPIES_MAX) throw new Error("limits: copies");
+}
+checkLimits();

@@ -1,0 +1,212 @@
+/**
+ * Copy-on-write, snapshot, clone, rollback and delete as pure functions over inodes
+ * (ARCHITECTURE.md §4, SHEEPDOG_REFERENCE.md §2). Nothing here does I/O: callers persist
+ * the inodes these functions return.
+ *
+ * @module
+ */
+
+import { DATA_OBJECTS_PER_VDI_MAX, NAME_BYTES_MAX, TAG_BYTES_MAX, vdiSizeMax } from "../limits.ts";
+import { ResultCode, SheepdogError } from "../errors.ts";
+import { dataOid, type Oid, type Vid } from "./oid.ts";
+import { encodeName, type Inode, isDeleted, isSnapshot, sheepTime } from "./inode.ts";
+
+/** What a write to one data index must do. */
+export type WritePlan =
+  | { kind: "create" }
+  | { kind: "write" }
+  | { kind: "cow"; from: Oid };
+
+/** Decides how a write to `index` of the working VDI `inode` reaches storage. */
+export function planWrite(inode: Inode, index: number): WritePlan {
+  const owner = inode.dataVdiId[index]!;
+  if (owner === 0) return { kind: "create" };
+  if (owner === inode.vdiId) return { kind: "write" };
+  return { kind: "cow", from: dataOid(owner, index) };
+}
+
+/** Options for a new VDI. */
+export interface NewVdiOptions {
+  name: string;
+  vid: Vid;
+  sizeBytes: number;
+  copies: number;
+  blockSizeShift: number;
+  nowMs: number;
+}
+
+/** Checks a VDI name: 1..255 bytes, no NUL. */
+export function validateName(name: string): void {
+  if (name.length === 0) {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, "Invalid VDI name: empty");
+  }
+  encodeName(name, NAME_BYTES_MAX, "VDI name");
+}
+
+/** Checks a size against the maximum for the object size. */
+export function validateSize(sizeBytes: number, blockSizeShift: number): void {
+  const max = vdiSizeMax(blockSizeShift);
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > max) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Invalid VDI size ${sizeBytes}: it must be between 1 byte and ${max} bytes`,
+    );
+  }
+}
+
+/** A new, empty working VDI: every index unallocated (thin). */
+export function newInode(options: NewVdiOptions): Inode {
+  validateName(options.name);
+  validateSize(options.sizeBytes, options.blockSizeShift);
+  return {
+    name: options.name,
+    tag: "",
+    createTime: sheepTime(options.nowMs),
+    snapCtime: 0n,
+    vmClockNsec: 0n,
+    vdiSize: options.sizeBytes,
+    vmStateSize: 0n,
+    copyPolicy: 0,
+    storePolicy: 0,
+    nrCopies: options.copies,
+    blockSizeShift: options.blockSizeShift,
+    snapId: 1,
+    vdiId: options.vid,
+    parentVdiId: 0,
+    dataVdiId: new Uint32Array(DATA_OBJECTS_PER_VDI_MAX),
+  };
+}
+
+/**
+ * Snapshot: the working VDI freezes under its vid (read-only, tagged) and a new working VDI
+ * with the same name, the next snap id and `parent = frozen` takes over, sharing every object.
+ */
+export function snapshotInodes(
+  working: Inode,
+  options: { newVid: Vid; tag: string; nowMs: number },
+): { frozen: Inode; next: Inode } {
+  if (isSnapshot(working)) {
+    throw new SheepdogError(
+      ResultCode.READONLY,
+      `Cannot snapshot '${working.name}': it is a snapshot`,
+    );
+  }
+  encodeName(options.tag, TAG_BYTES_MAX, "tag");
+  // snap_ctime != 0 is what marks a snapshot, so it may never be 0, even at time 0.
+  const snapCtime = sheepTime(options.nowMs) || 1n;
+  const frozen: Inode = { ...working, tag: options.tag, snapCtime };
+  const next: Inode = {
+    ...working,
+    tag: "",
+    createTime: sheepTime(options.nowMs),
+    snapCtime: 0n,
+    snapId: working.snapId + 1,
+    vdiId: options.newVid,
+    parentVdiId: working.vdiId,
+    dataVdiId: working.dataVdiId.slice(),
+  };
+  return { frozen, next };
+}
+
+/** Clone: a new name whose parent is a snapshot; instant, every object shared until written. */
+export function cloneInode(
+  snapshot: Inode,
+  options: { name: string; newVid: Vid; nowMs: number; sizeBytes?: number },
+): Inode {
+  if (!isSnapshot(snapshot)) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Cannot clone '${snapshot.name}': only a snapshot can be cloned, take one first`,
+    );
+  }
+  validateName(options.name);
+  const sizeBytes = options.sizeBytes ?? snapshot.vdiSize;
+  validateSize(sizeBytes, snapshot.blockSizeShift);
+  if (sizeBytes < snapshot.vdiSize) {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, "Cannot clone to a smaller size");
+  }
+  return {
+    ...snapshot,
+    name: options.name,
+    tag: "",
+    createTime: sheepTime(options.nowMs),
+    snapCtime: 0n,
+    vdiSize: sizeBytes,
+    snapId: 1,
+    vdiId: options.newVid,
+    parentVdiId: snapshot.vdiId,
+    dataVdiId: snapshot.dataVdiId.slice(),
+  };
+}
+
+/**
+ * Rollback: a new working VDI of the same name branched from `snapshot`; the caller deletes
+ * the old working VDI. The snap id continues after `latestSnapId`.
+ */
+export function rollbackInode(
+  snapshot: Inode,
+  options: { newVid: Vid; nowMs: number; latestSnapId: number },
+): Inode {
+  const branch = cloneInode(snapshot, {
+    name: snapshot.name,
+    newVid: options.newVid,
+    nowMs: options.nowMs,
+  });
+  return { ...branch, snapId: options.latestSnapId + 1 };
+}
+
+/** Grows a VDI (shrinking would drop data, so it is refused). */
+export function resizeInode(inode: Inode, sizeBytes: number): Inode {
+  if (isSnapshot(inode)) {
+    throw new SheepdogError(ResultCode.READONLY, `Cannot resize '${inode.name}': it is a snapshot`);
+  }
+  validateSize(sizeBytes, inode.blockSizeShift);
+  if (sizeBytes < inode.vdiSize) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Cannot shrink '${inode.name}' from ${inode.vdiSize} to ${sizeBytes} bytes: only growing is supported`,
+    );
+  }
+  return { ...inode, vdiSize: sizeBytes };
+}
+
+/** The tombstone a deleted inode becomes: its vid stays in use, its name and data go. */
+export function tombstone(inode: Inode): Inode {
+  return {
+    ...inode,
+    name: "",
+    tag: "",
+    vdiSize: 0,
+    dataVdiId: new Uint32Array(DATA_OBJECTS_PER_VDI_MAX),
+  };
+}
+
+/**
+ * Mark and sweep after a delete: of the data objects `deleted` referenced, those no live inode
+ * of the family still references. An object `vid<<32|i` is live iff some live inode has
+ * `dataVdiId[i] === vid`, so a snapshot's data stays while a child still reads it.
+ */
+export function unreferencedObjects(deleted: Inode, liveFamily: readonly Inode[]): Oid[] {
+  const garbage: Oid[] = [];
+  const live = liveFamily.filter((inode) => !isDeleted(inode) && inode.vdiId !== deleted.vdiId);
+  for (let index = 0; index < DATA_OBJECTS_PER_VDI_MAX; index++) {
+    const owner = deleted.dataVdiId[index]!;
+    if (owner === 0) continue;
+    if (live.some((inode) => inode.dataVdiId[index] === owner)) continue;
+    garbage.push(dataOid(owner, index));
+  }
+  return garbage;
+}
+
+/** Objects a VDI owns (`allocated`) and reads from an ancestor (`shared`). */
+export function countObjects(inode: Inode): { allocated: number; shared: number } {
+  let allocated = 0;
+  let shared = 0;
+  for (let index = 0; index < DATA_OBJECTS_PER_VDI_MAX; index++) {
+    const owner = inode.dataVdiId[index]!;
+    if (owner === 0) continue;
+    if (owner === inode.vdiId) allocated++;
+    else shared++;
+  }
+  return { allocated, shared };
+}
