@@ -1,0 +1,75 @@
+/**
+ * Opcodes, flags and protocol versions of the Sheepdog 1.0 object protocol
+ * (SHEEPDOG_REFERENCE.md §6). Public opcodes are Sheepdog's; internal ones (>= 0x80) are ours
+ * where Sheepdog had none, and are never renumbered once released.
+ *
+ * @module
+ */
+
+/** Public protocol version (Sheepdog 1.0); requests with a higher one get VER_MISMATCH. */
+export const SD_PROTO_VER = 0x02;
+/** Internal (sheep-to-sheep and admin) protocol version. */
+export const SD_SHEEP_PROTO_VER = 0x0a;
+
+export const Opcode = {
+  // Public: what QEMU's driver and other old clients send.
+  CREATE_AND_WRITE_OBJ: 0x01,
+  READ_OBJ: 0x02,
+  WRITE_OBJ: 0x03,
+  REMOVE_OBJ: 0x04,
+  DISCARD_OBJ: 0x05,
+  NEW_VDI: 0x11,
+  LOCK_VDI: 0x12,
+  RELEASE_VDI: 0x13,
+  GET_VDI_INFO: 0x14,
+  READ_VDIS: 0x15,
+  FLUSH_VDI: 0x16,
+  DEL_VDI: 0x17,
+  GET_CLUSTER_DEFAULT: 0x18,
+  // Internal: admin (payloads are JSON where Sheepdog used C structs).
+  GET_NODE_LIST: 0x82,
+  MAKE_FS: 0x84,
+  SHUTDOWN: 0x85,
+  STAT_SHEEP: 0x86,
+  STAT_CLUSTER: 0x87,
+  FORCE_RECOVER: 0x8a,
+  STAT_RECOVERY: 0x97,
+  // Internal: peer object I/O, the gateway's *_PEER twins.
+  GET_OBJ_LIST: 0xa1,
+  GET_EPOCH: 0xa2,
+  CREATE_AND_WRITE_PEER: 0xa3,
+  READ_PEER: 0xa4,
+  WRITE_PEER: 0xa5,
+  REMOVE_PEER: 0xa6,
+  COMPLETE_RECOVERY: 0xac,
+  FLUSH_PEER: 0xae,
+  EXIST: 0xbd,
+  // Internal, ours: VDI administration beyond the public set.
+  RESIZE_VDI: 0xe0,
+  LIST_LOCKS: 0xe1,
+  VDI_SUMMARY: 0xe2,
+} as const;
+
+export type Opcode = typeof Opcode[keyof typeof Opcode];
+
+/** Request flags. */
+export const Flag = {
+  WRITE: 0x01,
+  COW: 0x02,
+  CACHE: 0x04,
+  DIRECT: 0x08,
+  PIGGYBACK: 0x10,
+  FWD: 0x40,
+  RECOVERY: 0x80,
+} as const;
+
+/** The name of an opcode, for logs and metrics. */
+export function opcodeName(opcode: number): string {
+  for (const [name, value] of Object.entries(Opcode)) if (value === opcode) return name;
+  return `OP_0x${opcode.toString(16)}`;
+}
+
+/** True for opcodes of the internal protocol. */
+export function isInternalOpcode(opcode: number): boolean {
+  return opcode >= 0x80;
+}

@@ -1,0 +1,98 @@
+/**
+ * Object-protocol server: accepts TCP connections, parses requests, hands each to the request
+ * handler and writes responses as they complete (out of order, matched by id). A connection
+ * with too many requests or bytes in flight stops being read until it drains.
+ *
+ * @module
+ */
+
+import * as net from "node:net";
+import { CONNECTION_BUFFER_BYTES_MAX, REQUESTS_IN_FLIGHT_MAX } from "../../core/limits.ts";
+import { FrameReader, requestPayloadLength } from "./framing.ts";
+import type { RequestHandler } from "./transport.ts";
+
+/** Where a server listens. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export class ObjectServer {
+  readonly #handler: RequestHandler;
+  readonly #onError: (message: string) => void;
+  #server: net.Server | undefined;
+  #sockets = new Set<net.Socket>();
+
+  constructor(handler: RequestHandler, options: { onError?: (message: string) => void } = {}) {
+    this.#handler = handler;
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  listen(address: ListenAddress): Promise<ListenAddress> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer((socket) => this.#serve(socket));
+      server.once("error", reject);
+      server.listen(address.port, address.host, () => {
+        server.off("error", reject);
+        server.on("error", (error) => this.#onError(`object server: ${error.message}`));
+        this.#server = server;
+        const bound = server.address() as net.AddressInfo;
+        resolve({ host: address.host, port: bound.port });
+      });
+    });
+  }
+
+  #serve(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    socket.setNoDelay(true);
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const reader = new FrameReader(requestPayloadLength);
+    let inFlight = 0;
+    let inFlightBytes = 0;
+    const throttle = () => {
+      const over = inFlight >= REQUESTS_IN_FLIGHT_MAX ||
+        inFlightBytes >= CONNECTION_BUFFER_BYTES_MAX;
+      if (over && !socket.isPaused()) socket.pause();
+      else if (!over && socket.isPaused()) socket.resume();
+    };
+    socket.on("data", (chunk: Uint8Array) => {
+      let messages;
+      try {
+        messages = reader.push(chunk);
+      } catch (error) {
+        this.#onError(`closing ${peer}: ${(error as Error).message}`);
+        socket.destroy();
+        return;
+      }
+      for (const message of messages) {
+        inFlight++;
+        inFlightBytes += message.data.length;
+        this.#handler(message, peer).then((response) => {
+          inFlight--;
+          inFlightBytes -= message.data.length;
+          if (socket.destroyed) return;
+          response.header.dataLength = response.data.length;
+          socket.cork();
+          socket.write(response.header.bytes);
+          if (response.data.length > 0) socket.write(response.data);
+          socket.uncork();
+          throttle();
+        });
+      }
+      throttle();
+    });
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => this.#sockets.delete(socket));
+  }
+
+  /** Stops accepting, closes every connection and waits for the listener to close. */
+  close(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
+    const server = this.#server;
+    this.#server = undefined;
+    if (!server) return Promise.resolve();
+    return new Promise((resolve) => server.close(() => resolve()));
+  }
+}

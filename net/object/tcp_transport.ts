@@ -1,0 +1,141 @@
+/**
+ * Object-protocol client connection over TCP: requests are pipelined, matched to responses by
+ * id, and may complete out of order. A lost connection fails what is in flight with
+ * NETWORK_ERROR naming the address; the next request reconnects.
+ *
+ * @module
+ */
+
+import * as net from "node:net";
+import { REQUEST_TIMEOUT_MS } from "../../core/limits.ts";
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { FrameReader, responsePayloadLength } from "./framing.ts";
+import type { Header, Message } from "./header.ts";
+import type { Transport } from "./transport.ts";
+
+interface Pending {
+  resolve: (message: Message) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Options of a TCP transport. */
+export interface TcpTransportOptions {
+  host: string;
+  port: number;
+  timeoutMs?: number;
+}
+
+export class TcpTransport implements Transport {
+  readonly host: string;
+  readonly port: number;
+  readonly #timeoutMs: number;
+  #socket: net.Socket | undefined;
+  #connecting: Promise<net.Socket> | undefined;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #closed = false;
+
+  constructor(options: TcpTransportOptions) {
+    this.host = options.host;
+    this.port = options.port;
+    this.#timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  }
+
+  get address(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  #connect(): Promise<net.Socket> {
+    if (this.#socket) return Promise.resolve(this.#socket);
+    if (this.#connecting) return this.#connecting;
+    this.#connecting = new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect({ host: this.host, port: this.port });
+      socket.setNoDelay(true);
+      const reader = new FrameReader(responsePayloadLength);
+      const onConnectError = (error: Error) => {
+        this.#connecting = undefined;
+        reject(this.#networkError(error));
+      };
+      socket.once("error", onConnectError);
+      socket.once("connect", () => {
+        socket.off("error", onConnectError);
+        this.#socket = socket;
+        this.#connecting = undefined;
+        socket.on("error", (error) => this.#fail(socket, error));
+        socket.on("close", () => this.#fail(socket, new Error("connection closed")));
+        resolve(socket);
+      });
+      socket.on("data", (chunk: Uint8Array) => {
+        try {
+          for (const message of reader.push(chunk)) this.#deliver(message);
+        } catch (error) {
+          socket.destroy(error as Error);
+        }
+      });
+    });
+    return this.#connecting;
+  }
+
+  #networkError(error: Error): SheepdogError {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === "ECONNREFUSED"
+      ? "connection refused (is a sheep running there?)"
+      : code ?? error.message;
+    return new SheepdogError(
+      ResultCode.NETWORK_ERROR,
+      `Cannot reach the cluster at ${this.address}: ${reason}`,
+    );
+  }
+
+  #deliver(message: Message): void {
+    const pending = this.#pending.get(message.header.id);
+    if (!pending) return; // A response to a request that timed out.
+    this.#pending.delete(message.header.id);
+    clearTimeout(pending.timer);
+    pending.resolve(message);
+  }
+
+  #fail(socket: net.Socket, error: Error): void {
+    if (this.#socket !== socket) return;
+    this.#socket = undefined;
+    socket.destroy();
+    const failure = this.#networkError(error);
+    for (const pending of this.#pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(failure);
+    }
+    this.#pending.clear();
+  }
+
+  async request(header: Header, data: Uint8Array = new Uint8Array(0)): Promise<Message> {
+    if (this.#closed) throw new SheepdogError(ResultCode.NETWORK_ERROR, "Transport is closed");
+    const socket = await this.#connect();
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    header.id = id;
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(
+          new SheepdogError(
+            ResultCode.NETWORK_ERROR,
+            `No reply from ${this.address} within ${this.#timeoutMs} ms`,
+          ),
+        );
+      }, this.#timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      socket.cork();
+      socket.write(header.bytes);
+      if (data.length > 0) socket.write(data);
+      socket.uncork();
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    const socket = this.#socket;
+    if (socket) this.#fail(socket, new Error("closed by client"));
+    return Promise.resolve();
+  }
+}

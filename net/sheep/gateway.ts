@@ -1,0 +1,195 @@
+/**
+ * The gateway: any sheep maps an object to its replicas under the current view, writes all of
+ * them in parallel and acknowledges only when every one has it; reads use the local replica if
+ * there is one and fall over to the next replica on error. Copy-on-write happens here: a COW
+ * create reads the source object once and creates the new one with the client's bytes on top.
+ *
+ * @module
+ */
+
+import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import type { RingNode } from "../../core/hash/ring.ts";
+import { objectSize } from "../../core/limits.ts";
+import type { ObjectStore } from "../../core/store/object_store.ts";
+import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
+import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
+import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid } from "../../core/vdi/oid.ts";
+import type { VdiRegistry } from "../../core/vdi/registry.ts";
+import { Header } from "../object/header.ts";
+import { Flag, Opcode } from "../object/ops.ts";
+import { checkResponse, requestHeader } from "../object/client.ts";
+import type { Peers } from "./peers.ts";
+
+/** What the gateway needs from its sheep. */
+export interface GatewayContext {
+  readonly selfId: string;
+  readonly store: ObjectStore;
+  readonly registry: VdiRegistry;
+  readonly peers: Peers;
+  view(): ClusterView;
+  defaultCopies(): number;
+  defaultBlockSizeShift(): number;
+}
+
+export class Gateway {
+  readonly #context: GatewayContext;
+
+  constructor(context: GatewayContext) {
+    this.#context = context;
+  }
+
+  /** Copies for `oid`: its VDI's `nr_copies`, else the cluster default. */
+  #copies(oid: Oid): number {
+    const header = this.#context.registry.get(oidToVid(oid));
+    return header && header.nrCopies > 0 ? header.nrCopies : this.#context.defaultCopies();
+  }
+
+  /** The largest valid size of `oid`: an inode, or a data object of its VDI's object size. */
+  objectLimit(oid: Oid): number {
+    if (isVdiOid(oid)) return INODE_SIZE;
+    const header = this.#context.registry.get(oidToVid(oid));
+    return objectSize(header?.blockSizeShift ?? this.#context.defaultBlockSizeShift());
+  }
+
+  #checkRange(oid: Oid, offset: number, length: number): void {
+    const limit = this.objectLimit(oid);
+    if (offset + length > limit) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Range ${offset}+${length} is outside object ${oidToHex(oid)} (${limit} bytes)`,
+      );
+    }
+  }
+
+  /** Writes to a snapshot's objects are refused: the client must reload its inode. */
+  #checkWritable(oid: Oid): void {
+    if (!isVdiOid(oid) && !isDataOid(oid)) return;
+    const header = this.#context.registry.get(oidToVid(oid));
+    if (header && isSnapshot(header)) {
+      throw new SheepdogError(ResultCode.READONLY, `Object ${oidToHex(oid)} belongs to a snapshot`);
+    }
+  }
+
+  #targets(oid: Oid): RingNode[] {
+    const targets = targetsOf(this.#context.view(), oid, this.#copies(oid));
+    if (targets.length === 0) {
+      throw new SheepdogError(ResultCode.HALT, "No storage node is alive to hold the object");
+    }
+    return targets;
+  }
+
+  async read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+    this.#checkRange(oid, offset, length);
+    const targets = this.#targets(oid);
+    const local = targets.findIndex((n) => n.id === this.#context.selfId);
+    if (local > 0) targets.unshift(...targets.splice(local, 1));
+    let lastError: unknown;
+    for (const node of targets) {
+      try {
+        return await this.#readFrom(node, oid, offset, length);
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  }
+
+  #readFrom(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+    if (node.id === this.#context.selfId) return this.#context.store.read(oid, offset, length);
+    const header = this.#peerHeader(Opcode.READ_PEER, oid, offset);
+    header.dataLength = length;
+    return this.#sendPeer(node, header).then((data) => data);
+  }
+
+  #peerHeader(opcode: number, oid: Oid, offset: number): Header {
+    const header = requestHeader(opcode, { internal: true });
+    header.oid = oid;
+    header.offset = offset;
+    header.epoch = this.#context.view().epoch;
+    return header;
+  }
+
+  async #sendPeer(node: RingNode, header: Header, data?: Uint8Array): Promise<Uint8Array> {
+    if (data && data.length > 0) {
+      header.flags |= Flag.WRITE;
+      header.dataLength = data.length;
+    }
+    const client = this.#context.peers.get(node);
+    return checkResponse(await client.transport.request(header, data)).data;
+  }
+
+  /** Runs `operation` on every target in parallel; all must succeed. */
+  async #onAll(oid: Oid, operation: (node: RingNode) => Promise<unknown>): Promise<void> {
+    const results = await Promise.allSettled(this.#targets(oid).map(operation));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+  }
+
+  async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+    this.#checkRange(oid, offset, data.length);
+    this.#checkWritable(oid);
+    await this.writeAt(oid, data, offset);
+  }
+
+  /** Writes on every target without the read-only check (VDI administration, recovery). */
+  async writeAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+    await this.#onAll(oid, (node) => {
+      if (node.id === this.#context.selfId) return this.#context.store.write(oid, data, offset);
+      return this.#sendPeer(node, this.#peerHeader(Opcode.WRITE_PEER, oid, offset), data);
+    });
+  }
+
+  async create(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
+    this.#checkRange(oid, offset, data.length);
+    this.#checkWritable(oid);
+    let payload = data;
+    let payloadOffset = offset;
+    if (cowFrom !== undefined) {
+      const size = this.objectLimit(oid);
+      const source = await this.read(cowFrom, 0, size).catch((error) => {
+        // A source that was never written reads as zeros.
+        if (isResult(error, ResultCode.NO_OBJ)) return new Uint8Array(size);
+        throw error;
+      });
+      source.set(data, offset);
+      payload = trimTrailingZeros(source);
+      payloadOffset = 0;
+    }
+    await this.createAt(oid, payload, payloadOffset);
+  }
+
+  /** Creates the object on every target (no COW, no read-only check: recovery and VDI admin). */
+  async createAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+    await this.#onAll(oid, (node) => {
+      if (node.id === this.#context.selfId) return this.#context.store.create(oid, data, offset);
+      return this.#sendPeer(
+        node,
+        this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset),
+        data,
+      );
+    });
+  }
+
+  async remove(oid: Oid): Promise<void> {
+    await this.#onAll(oid, (node) => {
+      if (node.id === this.#context.selfId) return this.#context.store.remove(oid);
+      return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
+    });
+  }
+
+  /** Makes acknowledged writes durable on every node of the view. */
+  async flush(): Promise<void> {
+    const nodes = this.#context.view().nodes;
+    await Promise.all(nodes.map((node) => {
+      if (node.id === this.#context.selfId) return this.#context.store.flush();
+      return this.#sendPeer(node, requestHeader(Opcode.FLUSH_PEER, { internal: true }));
+    }));
+  }
+}
+
+/** Sparse objects: trailing zeros need not be written, the file reads them as zeros anyway. */
+function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return bytes.subarray(0, end);
+}

@@ -1,0 +1,365 @@
+/**
+ * The op table: every opcode a sheep answers, with whether it runs before `mkfs` ("force") and
+ * its handler. A handler returns the response payload (and may set response header fields);
+ * errors thrown become result codes with the message as payload.
+ *
+ * @module
+ */
+
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { decodeInodeHeader, decodeName, INODE_HEADER_SIZE } from "../../core/vdi/inode.ts";
+import { countObjects } from "../../core/vdi/cow.ts";
+import { vdiOid } from "../../core/vdi/oid.ts";
+import type { SnapshotRef } from "../../core/vdi/registry.ts";
+import type { Header, Message } from "../object/header.ts";
+import {
+  Flag,
+  isInternalOpcode,
+  Opcode,
+  opcodeName,
+  SD_PROTO_VER,
+  SD_SHEEP_PROTO_VER,
+} from "../object/ops.ts";
+import { FLAG_STRICT } from "./cluster_config.ts";
+import type { Sheep } from "./sheep.ts";
+
+type Handler = (
+  sheep: Sheep,
+  request: Message,
+  reply: Header,
+  peer: string,
+) => Promise<Uint8Array | void>;
+
+interface Op {
+  /** Allowed before the cluster is formatted. */
+  force: boolean;
+  handle: Handler;
+}
+
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+
+function json(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+function parseJson<T>(request: Message): T {
+  try {
+    return JSON.parse(new TextDecoder().decode(request.data)) as T;
+  } catch {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, "Request payload is not valid JSON");
+  }
+}
+
+/** name[256] (+ tag[256]) and snapid → the snapshot reference they name. */
+function nameAndRef(request: Message): { name: string; ref: SnapshotRef } {
+  const data = request.data;
+  if (data.length !== 256 && data.length !== 512) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `VDI name payload must be 256 or 512 bytes, got ${data.length}`,
+    );
+  }
+  const name = decodeName(data.subarray(0, 256));
+  const tag = data.length === 512 ? decodeName(data.subarray(256, 512)) : "";
+  const snapId = request.header.snapid;
+  const ref = snapId !== 0 ? { snapId } : tag !== "" ? { tag } : undefined;
+  return { name, ref };
+}
+
+function replyVdi(sheep: Sheep, reply: Header, vid: number): void {
+  const header = sheep.registry.get(vid);
+  reply.rspVdiId = vid;
+  reply.rspVdiCopies = header?.nrCopies ?? 0;
+  reply.rspVdiBlockSizeShift = header?.blockSizeShift ?? 0;
+}
+
+const objectOps: Record<number, Op> = {
+  [Opcode.READ_OBJ]: {
+    force: false,
+    handle: (sheep, { header }) => sheep.gateway.read(header.oid, header.offset, header.dataLength),
+  },
+  [Opcode.WRITE_OBJ]: {
+    force: false,
+    handle: async (sheep, { header, data }) => {
+      await sheep.gateway.write(header.oid, data, header.offset);
+    },
+  },
+  [Opcode.CREATE_AND_WRITE_OBJ]: {
+    force: false,
+    handle: async (sheep, { header, data }) => {
+      const cowFrom = header.flags & Flag.COW ? header.cowOid : undefined;
+      await sheep.gateway.create(header.oid, data, header.offset, cowFrom);
+    },
+  },
+  [Opcode.REMOVE_OBJ]: {
+    force: false,
+    handle: async (sheep, { header }) => {
+      await sheep.gateway.remove(header.oid);
+    },
+  },
+  [Opcode.FLUSH_VDI]: {
+    force: false,
+    handle: async (sheep) => {
+      await sheep.gateway.flush();
+    },
+  },
+};
+
+const peerOps: Record<number, Op> = {
+  [Opcode.READ_PEER]: {
+    force: false,
+    handle: (sheep, { header }) => sheep.store.read(header.oid, header.offset, header.dataLength),
+  },
+  [Opcode.WRITE_PEER]: {
+    force: false,
+    handle: (sheep, { header, data }) => sheep.store.write(header.oid, data, header.offset),
+  },
+  [Opcode.CREATE_AND_WRITE_PEER]: {
+    force: false,
+    handle: (sheep, { header, data }) => sheep.store.create(header.oid, data, header.offset),
+  },
+  [Opcode.REMOVE_PEER]: {
+    force: false,
+    handle: (sheep, { header }) => sheep.store.remove(header.oid),
+  },
+  [Opcode.FLUSH_PEER]: { force: true, handle: (sheep) => sheep.store.flush() },
+  [Opcode.GET_OBJ_LIST]: {
+    force: true,
+    handle: async (sheep) => json((await sheep.store.list()).map((oid) => oid.toString(16))),
+  },
+};
+
+const vdiOps: Record<number, Op> = {
+  [Opcode.NEW_VDI]: { force: false, handle: newVdi },
+  [Opcode.DEL_VDI]: {
+    force: false,
+    handle: async (sheep, request) => {
+      const { name, ref } = nameAndRef(request);
+      const vid = sheep.registry.lookup(name, ref).vdiId;
+      const lock = sheep.locks.get(vid);
+      if (lock) {
+        throw new SheepdogError(
+          ResultCode.VDI_LOCKED,
+          `Cannot delete '${name}': it is in use by ${lock.client}`,
+        );
+      }
+      await sheep.vdis.change({ type: "delete", vid });
+    },
+  },
+  [Opcode.GET_VDI_INFO]: {
+    force: false,
+    handle: (sheep, request, reply) => {
+      const { name, ref } = nameAndRef(request);
+      replyVdi(sheep, reply, sheep.registry.lookup(name, ref).vdiId);
+      return Promise.resolve();
+    },
+  },
+  [Opcode.LOCK_VDI]: {
+    force: false,
+    handle: (sheep, request, reply, peer) => {
+      const { name, ref } = nameAndRef(request);
+      const vid = sheep.registry.lookup(name, ref).vdiId;
+      sheep.locks.set(vid, { vid, client: peer.replace(/:\d+$/, ""), sinceMs: sheep.now() });
+      replyVdi(sheep, reply, vid);
+      return Promise.resolve();
+    },
+  },
+  [Opcode.RELEASE_VDI]: {
+    force: false,
+    handle: (sheep, { header }) => {
+      sheep.locks.delete(header.baseVdiId);
+      return Promise.resolve();
+    },
+  },
+  [Opcode.READ_VDIS]: {
+    force: false,
+    handle: (sheep) => Promise.resolve(sheep.registry.bitmap.bytes),
+  },
+  [Opcode.GET_CLUSTER_DEFAULT]: {
+    force: false,
+    handle: (sheep, _request, reply) => {
+      reply.rspDefaultCopies = sheep.config!.copies;
+      reply.rspDefaultBlockSizeShift = sheep.config!.blockSizeShift;
+      return Promise.resolve();
+    },
+  },
+  [Opcode.RESIZE_VDI]: {
+    force: false,
+    handle: async (sheep, request) => {
+      const body = parseJson<{ name: string; sizeBytes: number }>(request);
+      const vid = sheep.registry.lookup(body.name).vdiId;
+      await sheep.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
+    },
+  },
+};
+
+async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<void> {
+  const { header, data } = request;
+  if (data.length !== 256 && data.length !== 512) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `NEW_VDI payload must be 256 bytes, got ${data.length}`,
+    );
+  }
+  const name = decodeName(data.subarray(0, 256));
+  const nowMs = sheep.now();
+  const config = sheep.config!;
+  let vid: number;
+  if (header.snapid !== 0) {
+    const working = sheep.registry.lookup(name);
+    if (header.baseVdiId !== 0 && header.baseVdiId !== working.vdiId) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot snapshot '${name}': base is not its working VDI`,
+      );
+    }
+    // QEMU writes the tag into the working inode before asking; our clients send it along.
+    const tag = data.length === 512
+      ? decodeName(data.subarray(256))
+      : await storedTag(sheep, working.vdiId);
+    vid = await sheep.vdis.change({ type: "snapshot", vid: working.vdiId, tag, nowMs });
+  } else if (header.baseVdiId !== 0) {
+    const sizeBytes = header.vdiSize === 0 ? undefined : header.vdiSize;
+    const event = { type: "clone" as const, baseVid: header.baseVdiId, name, nowMs };
+    vid = await sheep.vdis.change(sizeBytes === undefined ? event : { ...event, sizeBytes });
+  } else {
+    vid = await sheep.vdis.change({
+      type: "create",
+      name,
+      sizeBytes: header.vdiSize,
+      copies: header.vdiCopies || config.copies,
+      blockSizeShift: header.vdiBlockSizeShift || config.blockSizeShift,
+      nowMs,
+    });
+  }
+  replyVdi(sheep, reply, vid);
+}
+
+async function storedTag(sheep: Sheep, vid: number): Promise<string> {
+  const bytes = await sheep.gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE);
+  return decodeInodeHeader(bytes).tag;
+}
+
+const adminOps: Record<number, Op> = {
+  [Opcode.MAKE_FS]: {
+    force: true,
+    handle: async (sheep, request) => {
+      await sheep.makeFs(parseJson(request));
+      return json({ ok: true });
+    },
+  },
+  [Opcode.STAT_SHEEP]: {
+    force: true,
+    handle: async (sheep, _request, reply) => {
+      const space = await sheep.store.space();
+      reply.rspStoreSize = space.totalBytes;
+      reply.rspStoreFree = space.freeBytes;
+      return json(space);
+    },
+  },
+  [Opcode.STAT_CLUSTER]: {
+    force: true,
+    handle: (sheep) => {
+      const config = sheep.config;
+      return Promise.resolve(json({
+        status: sheep.status,
+        ctimeMs: config?.ctimeMs ?? 0,
+        copies: config?.copies ?? 0,
+        blockSizeShift: config?.blockSizeShift ?? 0,
+        strict: ((config?.flags ?? 0) & FLAG_STRICT) !== 0,
+        epoch: sheep.view.epoch,
+        zones: sheep.view.ring.zones,
+        nodes: sheep.view.nodes.map((n) => n.id),
+      }));
+    },
+  },
+  [Opcode.GET_NODE_LIST]: {
+    force: true,
+    handle: async (sheep) => {
+      const space = await sheep.store.space();
+      return json(sheep.view.nodes.map((node) => ({
+        ...node,
+        ...(node.id === sheep.id ? space : {}),
+      })));
+    },
+  },
+  [Opcode.LIST_LOCKS]: {
+    force: true,
+    handle: (sheep) => Promise.resolve(json([...sheep.locks.values()])),
+  },
+  [Opcode.VDI_SUMMARY]: {
+    force: false,
+    handle: async (sheep) => {
+      const rows = [];
+      for (const header of sheep.registry.live()) {
+        const inode = await sheep.vdis.readInode(header.vdiId);
+        const { dataVdiId: _table, ...fields } = inode;
+        rows.push({
+          ...fields,
+          createTime: fields.createTime.toString(),
+          snapCtime: fields.snapCtime.toString(),
+          vmClockNsec: fields.vmClockNsec.toString(),
+          vmStateSize: fields.vmStateSize.toString(),
+          ...countObjects(inode),
+        });
+      }
+      return json(rows);
+    },
+  },
+};
+
+const OPS: Record<number, Op> = { ...objectOps, ...peerOps, ...vdiOps, ...adminOps };
+
+function checkVersion(header: Header): void {
+  if (isInternalOpcode(header.opcode)) {
+    if (header.protoVer !== SD_SHEEP_PROTO_VER) {
+      throw new SheepdogError(
+        ResultCode.VER_MISMATCH,
+        `Internal protocol version ${header.protoVer} is not supported`,
+      );
+    }
+  } else if (header.protoVer > SD_PROTO_VER) {
+    throw new SheepdogError(
+      ResultCode.VER_MISMATCH,
+      `Protocol version ${header.protoVer} is not supported`,
+    );
+  }
+}
+
+/** Dispatches one request to its handler and builds the response. Never rejects. */
+export async function handleRequest(
+  sheep: Sheep,
+  request: Message,
+  peer: string,
+): Promise<Message> {
+  const reply = request.header.reply(ResultCode.SUCCESS, sheep.view.epoch);
+  try {
+    checkVersion(request.header);
+    const op = OPS[request.header.opcode];
+    if (!op) {
+      throw new SheepdogError(
+        ResultCode.NO_SUPPORT,
+        `Unknown opcode 0x${request.header.opcode.toString(16)}`,
+      );
+    }
+    if (!op.force && sheep.status !== "running") {
+      throw new SheepdogError(
+        sheep.status === "waiting-for-format" ? ResultCode.WAIT_FOR_FORMAT : ResultCode.SHUTDOWN,
+        sheep.status === "waiting-for-format"
+          ? "Waiting for cluster to be formatted (run: shepherd mkfs --copies=N)"
+          : "The sheep is shutting down",
+      );
+    }
+    const data = (await op.handle(sheep, request, reply, peer)) ?? EMPTY;
+    return { header: reply, data };
+  } catch (error) {
+    const code = error instanceof SheepdogError ? error.code : ResultCode.SYSTEM_ERROR;
+    const message = error instanceof Error ? error.message : String(error);
+    if (!(error instanceof SheepdogError)) {
+      sheep.logger.error(`${opcodeName(request.header.opcode)} from ${peer} failed: ${message}`);
+    }
+    reply.result = code;
+    return { header: reply, data: encoder.encode(message) };
+  }
+}

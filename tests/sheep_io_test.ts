@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { randomBytes, withSheep } from "./harness.ts";
+import { VdiIo } from "../core/vdi/io.ts";
+import { ResultCode, SheepdogError } from "../core/errors.ts";
+
+const MiB = 1 << 20;
+
+Deno.test("a sheep serves thin VDIs: writes read back, holes read as zeros", async () => {
+  await withSheep(async ({ client }) => {
+    await client.newVdi({ name: "alice", sizeBytes: 64 * MiB });
+    const io = await VdiIo.open(client, "alice");
+    assert.equal(io.sizeBytes, 64 * MiB);
+    const data = randomBytes(3 * MiB);
+    await io.write(4 * MiB - 1234, data); // unaligned, crosses object boundaries
+    await io.flush();
+    const again = await VdiIo.open(client, "alice");
+    assert.deepEqual(await again.read(4 * MiB - 1234, 3 * MiB), data);
+    assert.deepEqual(await again.read(0, 4096), new Uint8Array(4096));
+    assert.equal(again.inode.dataVdiId.filter((v) => v !== 0).length, 2);
+  });
+});
+
+Deno.test("snapshots freeze data and clones copy on write", async () => {
+  await withSheep(async ({ client }) => {
+    await client.newVdi({ name: "alice", sizeBytes: 16 * MiB });
+    const alice = await VdiIo.open(client, "alice");
+    const first = randomBytes(MiB);
+    await alice.write(0, first);
+    const working = await client.lookupVdi("alice");
+    await client.newVdi({ name: "alice", sizeBytes: 0, baseVid: working, snapshot: true, tag: "before" });
+    // The open handle follows the VDI to its new vid transparently.
+    const second = randomBytes(4096);
+    await alice.write(0, second);
+    const snapshot = await VdiIo.open(client, "alice", { tag: "before" });
+    assert.ok(snapshot.readOnly);
+    assert.deepEqual(await snapshot.read(0, MiB), first);
+    await assert.rejects(snapshot.write(0, second), (e: unknown) => e instanceof SheepdogError && e.code === ResultCode.READONLY);
+    const head = await VdiIo.open(client, "alice");
+    assert.deepEqual(await head.read(0, 4096), second);
+    assert.deepEqual(await head.read(4096, MiB - 4096), first.subarray(4096));
+    // Clone from the snapshot and write to it.
+    const snapVid = await client.lookupVdi("alice", { snapId: 1 });
+    await client.newVdi({ name: "charlie", sizeBytes: 0, baseVid: snapVid });
+    const charlie = await VdiIo.open(client, "charlie");
+    assert.deepEqual(await charlie.read(0, MiB), first);
+    await charlie.write(100, new Uint8Array([1, 2, 3]));
+    assert.deepEqual((await charlie.read(99, 5)), new Uint8Array([first[99]!, 1, 2, 3, first[103]!]));
+    assert.deepEqual(await (await VdiIo.open(client, "alice", { snapId: 1 })).read(0, MiB), first);
+  });
+});
+
+Deno.test("requests before mkfs get WAIT_FOR_FORMAT", async () => {
+  await withSheep(async ({ client }) => {
+    await assert.rejects(
+      client.newVdi({ name: "x", sizeBytes: MiB }),
+      (e: unknown) => e instanceof SheepdogError && e.code === ResultCode.WAIT_FOR_FORMAT,
+    );
+  }, { format: false });
+});
