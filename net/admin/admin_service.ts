@@ -1,0 +1,174 @@
+/**
+ * Every admin action, in one place: `shepherd`, `img` and the HTTP API all call this, over TCP
+ * or in-process, so they share validation, behaviour and errors.
+ *
+ * @module
+ */
+
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { objectSize } from "../../core/limits.ts";
+import { sheepTimeToMs } from "../../core/vdi/inode.ts";
+import type { SnapshotRef } from "../../core/vdi/registry.ts";
+import type { Vid } from "../../core/vdi/oid.ts";
+import { ObjectClient } from "../object/client.ts";
+import { Opcode } from "../object/ops.ts";
+
+/** One VDI or snapshot as listings show it. */
+export interface VdiRow {
+  name: string;
+  vid: Vid;
+  sizeBytes: number;
+  allocatedBytes: number;
+  sharedBytes: number;
+  createdMs: number;
+  snapshotMs: number;
+  snapId: number;
+  tag: string;
+  snapshot: boolean;
+  parentVid: Vid;
+  copies: number;
+  blockSizeShift: number;
+  /** Who has it open, when someone does. */
+  attachedTo?: string;
+}
+
+export interface NodeRow {
+  id: string;
+  host: string;
+  port: number;
+  zone: number;
+  vnodes: number;
+  usedBytes?: number;
+  freeBytes?: number;
+  totalBytes?: number;
+}
+
+export interface ClusterInfo {
+  status: string;
+  ctimeMs: number;
+  copies: number;
+  blockSizeShift: number;
+  strict: boolean;
+  epoch: number;
+  zones: number;
+  nodes: string[];
+}
+
+interface SummaryRow {
+  name: string;
+  tag: string;
+  createTime: string;
+  snapCtime: string;
+  vdiSize: number;
+  nrCopies: number;
+  blockSizeShift: number;
+  snapId: number;
+  vdiId: number;
+  parentVdiId: number;
+  allocated: number;
+  shared: number;
+}
+
+/** Parses "NAME", "NAME:3" or "NAME:tag" into a name and a snapshot reference. */
+export function parseVdiRef(text: string): { name: string; ref: SnapshotRef } {
+  const colon = text.lastIndexOf(":");
+  if (colon <= 0) return { name: text, ref: undefined };
+  const name = text.slice(0, colon);
+  const snap = text.slice(colon + 1);
+  if (snap === "") return { name, ref: undefined };
+  return { name, ref: /^\d+$/.test(snap) ? { snapId: Number(snap) } : { tag: snap } };
+}
+
+export class AdminService {
+  readonly client: ObjectClient;
+
+  constructor(client: ObjectClient) {
+    this.client = client;
+  }
+
+  mkfs(options: { copies: number; blockSizeShift: number; force?: boolean; strict?: boolean }): Promise<void> {
+    return this.client.makeFs({ force: false, strict: false, ...options });
+  }
+
+  clusterInfo(): Promise<ClusterInfo> {
+    return this.client.json<ClusterInfo>(Opcode.STAT_CLUSTER);
+  }
+
+  nodes(): Promise<NodeRow[]> {
+    return this.client.json<NodeRow[]>(Opcode.GET_NODE_LIST);
+  }
+
+  /** Every live VDI and snapshot, with space accounting and attachment. */
+  async vdis(): Promise<VdiRow[]> {
+    const [rows, locks] = await Promise.all([
+      this.client.json<SummaryRow[]>(Opcode.VDI_SUMMARY),
+      this.client.json<{ vid: number; client: string }[]>(Opcode.LIST_LOCKS),
+    ]);
+    const attached = new Map(locks.map((l) => [l.vid, l.client]));
+    return rows.map((row) => {
+      const objectBytes = objectSize(row.blockSizeShift);
+      const result: VdiRow = {
+        name: row.name,
+        vid: row.vdiId,
+        sizeBytes: row.vdiSize,
+        allocatedBytes: row.allocated * objectBytes,
+        sharedBytes: row.shared * objectBytes,
+        createdMs: sheepTimeToMs(BigInt(row.createTime)),
+        snapshotMs: sheepTimeToMs(BigInt(row.snapCtime)),
+        snapId: row.snapId,
+        tag: row.tag,
+        snapshot: BigInt(row.snapCtime) !== 0n,
+        parentVid: row.parentVdiId,
+        copies: row.nrCopies,
+        blockSizeShift: row.blockSizeShift,
+      };
+      const client = attached.get(row.vdiId);
+      if (client !== undefined) result.attachedTo = client;
+      return result;
+    });
+  }
+
+  /** The VDI (or snapshot) `text` names, e.g. "Alice's Disk:1". */
+  async vdi(text: string): Promise<VdiRow> {
+    const { name, ref } = parseVdiRef(text);
+    const vid = await this.client.lookupVdi(name, ref);
+    const row = (await this.vdis()).find((r) => r.vid === vid);
+    if (!row) throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI '${text}'`);
+    return row;
+  }
+
+  createVdi(options: { name: string; sizeBytes: number; copies?: number }): Promise<Vid> {
+    return this.client.newVdi(options);
+  }
+
+  /** Snapshots the working VDI `name`; returns the snapshot's vid (it keeps the old one). */
+  async snapshot(name: string, tag = ""): Promise<Vid> {
+    const working = await this.client.lookupVdi(name);
+    await this.client.newVdi({ name, sizeBytes: 0, baseVid: working, snapshot: true, tag });
+    return working;
+  }
+
+  /** Clones the snapshot `source` ("NAME:SNAP") as a new VDI `name`. */
+  async clone(source: string, name: string, sizeBytes?: number): Promise<Vid> {
+    const { name: sourceName, ref } = parseVdiRef(source);
+    if (ref === undefined) {
+      // A working VDI is not a snapshot: say so precisely rather than "no such snapshot".
+      await this.client.lookupVdi(sourceName);
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot clone '${source}': only a snapshot can be cloned (use NAME:SNAPID or NAME:TAG)`,
+      );
+    }
+    const baseVid = await this.client.lookupVdi(sourceName, ref);
+    return await this.client.newVdi({ name, sizeBytes: sizeBytes ?? 0, baseVid });
+  }
+
+  deleteVdi(text: string): Promise<void> {
+    const { name, ref } = parseVdiRef(text);
+    return this.client.deleteVdi(name, ref);
+  }
+
+  async resize(name: string, sizeBytes: number): Promise<void> {
+    await this.client.json(Opcode.RESIZE_VDI, { name, sizeBytes });
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Text output in the seed's formats (SHEEPDOG_REFERENCE.md §7.3): `info -t vdi` lines,
+ * the `-f tree` drawing and the `info -t vm` table; plus size parsing and printing.
+ *
+ * @module
+ */
+
+import type { NodeRow, VdiRow } from "./admin_service.ts";
+
+const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
+
+/** "256 GB", "1.5 MB": binary units, as Sheepdog prints them. */
+export function formatSize(bytes: number): string {
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const text = Number.isInteger(value) ? String(value) : value.toFixed(1);
+  return `${text} ${UNITS[unit]}`;
+}
+
+/** Parses "256G", "10M", "4096", "1.5T" (binary units). Throws a RangeError on anything else. */
+export function parseSize(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(text.trim());
+  if (!match) throw new RangeError(`Invalid size '${text}': use a number with K, M, G or T`);
+  const power = " kmgtp".indexOf((match[2] || " ").toLowerCase());
+  const bytes = Math.round(Number(match[1]) * 1024 ** power);
+  if (!Number.isSafeInteger(bytes)) throw new RangeError(`Invalid size '${text}': too large`);
+  return bytes;
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, "0");
+}
+
+/** "2009-10-15 16:17:18" in local time. */
+export function formatTime(ms: number): string {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ` +
+    `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+}
+
+function wholeMb(bytes: number): string {
+  return `${Math.round(bytes / (1024 * 1024))} MB`;
+}
+
+/** `40000 : Alice's Disk  256 GB (allocated: 0 MB, shared: 0 MB), 2009-10-15 16:17:18, tag:        0, current` */
+export function formatVdiLine(row: VdiRow): string {
+  const tag = row.snapshot ? (row.tag || String(row.snapId)) : (row.tag || "0");
+  return `${row.vid.toString(16).padStart(5)} : ${row.name}  ${formatSize(row.sizeBytes)} ` +
+    `(allocated: ${wholeMb(row.allocatedBytes)}, shared: ${wholeMb(row.sharedBytes)}), ` +
+    `${formatTime(row.snapshot ? row.snapshotMs : row.createdMs)}, tag: ${tag.padStart(8)}, ` +
+    (row.snapshot ? "not current" : "current");
+}
+
+interface TreeNode {
+  label: string;
+  children: TreeNode[];
+}
+
+function shortTime(ms: number): string {
+  return formatTime(ms).slice(2);
+}
+
+/** Builds the family trees of `rows`: snapshots by time, working VDIs as "(You Are Here)". */
+function buildTrees(rows: VdiRow[]): TreeNode[] {
+  const byVid = new Map(rows.map((r) => [r.vid, r]));
+  const nodes = new Map<number, TreeNode>();
+  for (const row of rows) {
+    const here = row.snapshot ? `[${shortTime(row.snapshotMs)}]` : "(You Are Here)";
+    nodes.set(row.vid, { label: here, children: [] });
+  }
+  const roots: TreeNode[] = [];
+  for (const row of [...rows].sort((a, b) => a.vid - b.vid)) {
+    const node = nodes.get(row.vid)!;
+    const parent = byVid.get(row.parentVid);
+    if (parent && parent.name === row.name) nodes.get(parent.vid)!.children.push(node);
+    else if (parent) nodes.get(parent.vid)!.children.push({ label: row.name, children: [node] });
+    else roots.push({ label: row.name, children: [node] });
+  }
+  return roots;
+}
+
+function drawTree(node: TreeNode, indent: string, lines: string[], first: boolean): void {
+  const text = node.label;
+  if (first) lines[lines.length - 1] += text;
+  else lines.push(indent + text);
+  const childIndent = indent + " ".repeat(text.length);
+  node.children.forEach((child, i) => {
+    const many = node.children.length > 1;
+    if (i === 0) {
+      lines[lines.length - 1] += many ? "-+-" : "---";
+      drawTree(child, childIndent + (many ? " | " : "   "), lines, true);
+      return;
+    }
+    const last = i === node.children.length - 1;
+    lines.push(childIndent + (last ? " `-" : " |-"));
+    drawTree(child, childIndent + (last ? "   " : " | "), lines, true);
+  });
+}
+
+/** The seed's tree: `Alice's Disk---[09-10-16 10:02:31]-+-[...]---(You Are Here)`. */
+export function formatVdiTree(rows: VdiRow[]): string {
+  const lines: string[] = [];
+  for (const root of buildTrees(rows)) {
+    lines.push("");
+    drawTree(root, "", lines, true);
+  }
+  return lines.map((line) => line.replace(/ \| ( *)$/, "")).join("\n");
+}
+
+/** `info -t vm`: Name | Vdi size | Allocated | Shared | Status, working VDIs only. */
+export function formatVmTable(rows: VdiRow[]): string {
+  const table = [["Name", "Vdi size", "Allocated", "Shared", "Status"]];
+  for (const row of rows.filter((r) => !r.snapshot)) {
+    table.push([
+      row.name,
+      formatSize(row.sizeBytes),
+      wholeMb(row.allocatedBytes),
+      wholeMb(row.sharedBytes),
+      row.attachedTo ? `running on ${row.attachedTo}` : "not running",
+    ]);
+  }
+  return formatTable(table, " | ");
+}
+
+/** Left-aligned columns. */
+export function formatTable(rows: string[][], separator = "  "): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join(separator).trimEnd())
+    .join("\n");
+}
+
+/** `info -t node`. */
+export function formatNodeTable(nodes: NodeRow[]): string {
+  const rows = [["Id", "Host:Port", "V-Nodes", "Zone", "Used", "Free"]];
+  nodes.forEach((node, i) => {
+    rows.push([
+      String(i),
+      node.id,
+      String(node.vnodes),
+      String(node.zone),
+      node.usedBytes === undefined ? "-" : formatSize(node.usedBytes),
+      node.freeBytes === undefined ? "-" : formatSize(node.freeBytes),
+    ]);
+  });
+  return formatTable(rows);
+}
