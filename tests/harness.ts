@@ -26,7 +26,12 @@ export async function withSheep(
   const client = new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: sheep.port }));
   try {
     if (options.format !== false) {
-      await client.makeFs({ copies: options.copies ?? 1, blockSizeShift: 22, force: false, strict: false });
+      await client.makeFs({
+        copies: options.copies ?? 1,
+        blockSizeShift: 22,
+        force: false,
+        strict: false,
+      });
     }
     await fn({ sheep, client, dir });
   } finally {

@@ -27,14 +27,23 @@ Deno.test("snapshots freeze data and clones copy on write", async () => {
     const first = randomBytes(MiB);
     await alice.write(0, first);
     const working = await client.lookupVdi("alice");
-    await client.newVdi({ name: "alice", sizeBytes: 0, baseVid: working, snapshot: true, tag: "before" });
+    await client.newVdi({
+      name: "alice",
+      sizeBytes: 0,
+      baseVid: working,
+      snapshot: true,
+      tag: "before",
+    });
     // The open handle follows the VDI to its new vid transparently.
     const second = randomBytes(4096);
     await alice.write(0, second);
     const snapshot = await VdiIo.open(client, "alice", { tag: "before" });
     assert.ok(snapshot.readOnly);
     assert.deepEqual(await snapshot.read(0, MiB), first);
-    await assert.rejects(snapshot.write(0, second), (e: unknown) => e instanceof SheepdogError && e.code === ResultCode.READONLY);
+    await assert.rejects(
+      snapshot.write(0, second),
+      (e: unknown) => e instanceof SheepdogError && e.code === ResultCode.READONLY,
+    );
     const head = await VdiIo.open(client, "alice");
     assert.deepEqual(await head.read(0, 4096), second);
     assert.deepEqual(await head.read(4096, MiB - 4096), first.subarray(4096));
@@ -44,7 +53,7 @@ Deno.test("snapshots freeze data and clones copy on write", async () => {
     const charlie = await VdiIo.open(client, "charlie");
     assert.deepEqual(await charlie.read(0, MiB), first);
     await charlie.write(100, new Uint8Array([1, 2, 3]));
-    assert.deepEqual((await charlie.read(99, 5)), new Uint8Array([first[99]!, 1, 2, 3, first[103]!]));
+    assert.deepEqual(await charlie.read(99, 5), new Uint8Array([first[99]!, 1, 2, 3, first[103]!]));
     assert.deepEqual(await (await VdiIo.open(client, "alice", { snapId: 1 })).read(0, MiB), first);
   });
 });

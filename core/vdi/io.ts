@@ -162,36 +162,42 @@ export class VdiIo {
   }
 
   async #writePieces(offset: number, data: Uint8Array): Promise<void> {
+    // One inode for the whole attempt: a reload meanwhile (a snapshot) must not redirect the
+    // table write of objects created under the old vid; that write then fails READONLY instead.
+    const inode = this.#inode;
     const pieces = splitRange(offset, data.length, this.objectBytes);
     const changed = await Promise.all(
       pieces.map((piece) =>
         this.#writePiece(
+          inode,
           piece,
           data.subarray(piece.bufferOffset, piece.bufferOffset + piece.length),
         )
       ),
     );
     const indexes = pieces.filter((_, i) => changed[i]).map((p) => p.index);
-    if (indexes.length > 0) await this.#writeTable(Math.min(...indexes), Math.max(...indexes));
+    if (indexes.length > 0) {
+      await this.#writeTable(inode, Math.min(...indexes), Math.max(...indexes));
+    }
   }
 
   /** Writes one piece; true when it allocated the index (the table must be written back). */
-  async #writePiece(piece: Piece, bytes: Uint8Array): Promise<boolean> {
+  async #writePiece(inode: Inode, piece: Piece, bytes: Uint8Array): Promise<boolean> {
     for (;;) {
       const pending = this.#creating.get(piece.index);
       if (!pending) break;
       await pending.catch(() => undefined);
     }
-    const vid = this.#inode.vdiId;
+    const vid = inode.vdiId;
     const target = dataOid(vid, piece.index);
-    const plan = planWrite(this.#inode, piece.index);
+    const plan = planWrite(inode, piece.index);
     if (plan.kind === "write") {
       await this.#access.writeObject(target, bytes, piece.offset);
       return false;
     }
     const cowFrom = plan.kind === "cow" ? plan.from : undefined;
     const creating = this.#access.createObject(target, bytes, piece.offset, cowFrom).then(() => {
-      if (this.#inode.vdiId === vid) this.#inode.dataVdiId[piece.index] = vid;
+      inode.dataVdiId[piece.index] = vid;
     });
     this.#creating.set(piece.index, creating);
     try {
@@ -202,9 +208,9 @@ export class VdiIo {
     return true;
   }
 
-  async #writeTable(first: number, last: number): Promise<void> {
-    const bytes = encodeDataVdiIdRange(this.#inode, first, last);
-    await this.#access.writeObject(vdiOid(this.#inode.vdiId), bytes, dataVdiIdOffset(first));
+  async #writeTable(inode: Inode, first: number, last: number): Promise<void> {
+    const bytes = encodeDataVdiIdRange(inode, first, last);
+    await this.#access.writeObject(vdiOid(inode.vdiId), bytes, dataVdiIdOffset(first));
   }
 
   /**
@@ -242,7 +248,7 @@ export class VdiIo {
       this.#inode.dataVdiId[piece.index] = 0;
     }
     // The table goes first: a crash in between leaves an orphan object, never a dangling entry.
-    await this.#writeTable(whole[0]!.index, whole[whole.length - 1]!.index);
+    await this.#writeTable(this.#inode, whole[0]!.index, whole[whole.length - 1]!.index);
     await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
   }
 

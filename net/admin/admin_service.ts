@@ -86,7 +86,9 @@ export class AdminService {
     this.client = client;
   }
 
-  mkfs(options: { copies: number; blockSizeShift: number; force?: boolean; strict?: boolean }): Promise<void> {
+  mkfs(
+    options: { copies: number; blockSizeShift: number; force?: boolean; strict?: boolean },
+  ): Promise<void> {
     return this.client.makeFs({ force: false, strict: false, ...options });
   }
 

@@ -73,7 +73,13 @@ function buildTrees(rows: VdiRow[]): TreeNode[] {
     nodes.set(row.vid, { label: here, children: [] });
   }
   const roots: TreeNode[] = [];
-  for (const row of [...rows].sort((a, b) => a.vid - b.vid)) {
+  // The VDI's own line of descent first, clones (other names) after it.
+  const ordered = [...rows].sort((a, b) => {
+    const aClone = byVid.get(a.parentVid)?.name !== a.name && a.parentVid !== 0 ? 1 : 0;
+    const bClone = byVid.get(b.parentVid)?.name !== b.name && b.parentVid !== 0 ? 1 : 0;
+    return aClone - bClone || a.vid - b.vid;
+  });
+  for (const row of ordered) {
     const node = nodes.get(row.vid)!;
     const parent = byVid.get(row.parentVid);
     if (parent && parent.name === row.name) nodes.get(parent.vid)!.children.push(node);
@@ -129,7 +135,9 @@ export function formatVmTable(rows: VdiRow[]): string {
 /** Left-aligned columns. */
 export function formatTable(rows: string[][], separator = "  "): string {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  for (const row of rows) {
+    row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  }
   return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join(separator).trimEnd())
     .join("\n");
 }

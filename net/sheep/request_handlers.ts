@@ -20,6 +20,7 @@ import {
   SD_PROTO_VER,
   SD_SHEEP_PROTO_VER,
 } from "../object/ops.ts";
+import { observeObjectRequest } from "../metrics/object_protocol.ts";
 import { FLAG_STRICT } from "./cluster_config.ts";
 import type { Sheep } from "./sheep.ts";
 
@@ -327,12 +328,19 @@ function checkVersion(header: Header): void {
   }
 }
 
-/** Dispatches one request to its handler and builds the response. Never rejects. */
+/** Dispatches one request, builds the response, counts and times it. Never rejects. */
 export async function handleRequest(
   sheep: Sheep,
   request: Message,
   peer: string,
 ): Promise<Message> {
+  const started = performance.now();
+  const response = await dispatch(sheep, request, peer);
+  observeObjectRequest(sheep.metrics, { request, response }, (performance.now() - started) / 1000);
+  return response;
+}
+
+async function dispatch(sheep: Sheep, request: Message, peer: string): Promise<Message> {
   const reply = request.header.reply(ResultCode.SUCCESS, sheep.view.epoch);
   try {
     checkVersion(request.header);

@@ -23,6 +23,7 @@ import { type ClusterView, makeView } from "../../core/cluster/view.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
 import { type VdiChange, type VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
+import { Metrics } from "../metrics/metrics.ts";
 import { ObjectServer } from "../object/server.ts";
 import { LocalTransport } from "../object/transport.ts";
 import { ObjectClient } from "../object/client.ts";
@@ -67,6 +68,8 @@ export class Sheep {
   readonly gateway: Gateway;
   readonly vdis: VdiService;
   readonly locks = new Map<Vid, VdiLock>();
+  /** Request counters and latencies, bytes moved, state gauges (served at GET /metrics). */
+  readonly metrics = new Metrics();
   readonly now: () => number;
   #port: number;
   #zone: number | undefined;
@@ -86,10 +89,10 @@ export class Sheep {
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
     this.store = new FsObjectStore(path.join(this.dir, "obj"));
-    const sheep = this;
+    const selfId = () => this.id;
     this.gateway = new Gateway({
       get selfId() {
-        return sheep.id;
+        return selfId();
       },
       store: this.store,
       registry: this.registry,
@@ -140,7 +143,7 @@ export class Sheep {
   /** Opens the directory, loads what it holds and starts serving. */
   async start(): Promise<void> {
     await this.#prepareDirectory();
-    this.#dirLock = await DirLock.acquire(this.dir, "starting");
+    this.#dirLock = await DirLock.acquire(this.dir, `${this.host}:${this.#port}`);
     try {
       await this.store.open();
       this.#config = await readConfig(this.dir);

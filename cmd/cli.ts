@@ -1,0 +1,107 @@
+/**
+ * What every subcommand shares: flag parsing with usage errors (exit 2), reaching the cluster
+ * (`--cluster`, then SHEEPDOG_CLUSTER, then 127.0.0.1:7000), and one-line error reports.
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { SheepdogError } from "../core/errors.ts";
+import { OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import { ObjectClient } from "../net/object/client.ts";
+import { TcpTransport } from "../net/object/tcp_transport.ts";
+import { AdminService } from "../net/admin/admin_service.ts";
+
+export const VERSION = "0.1.0";
+
+/** A usage error: printed with a hint, exit status 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** parseArgs with strict checking; unknown flags and missing values become UsageErrors. */
+export function parseFlags<T extends Options>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: true, allowNegative: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message.split("\n")[0]!);
+  }
+}
+
+/** The flag every cluster client takes. */
+export const CLUSTER_FLAG = { cluster: { type: "string" } } as const satisfies Options;
+
+/** Splits "HOST:PORT" (or "HOST", or ":PORT"). */
+export function parseHostPort(
+  text: string,
+  defaultPort = OBJECT_PORT_DEFAULT,
+): { host: string; port: number } {
+  const match = /^\[?([^\]]*?)\]?(?::(\d+))?$/.exec(text.trim());
+  const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
+  if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`Invalid address '${text}': use HOST:PORT`);
+  }
+  return { host: match[1] || "127.0.0.1", port };
+}
+
+/** Where the cluster is: --cluster, else SHEEPDOG_CLUSTER, else 127.0.0.1:7000. */
+export function clusterAddress(flag: string | undefined): { host: string; port: number } {
+  return parseHostPort(flag ?? process.env.SHEEPDOG_CLUSTER ?? `127.0.0.1:${OBJECT_PORT_DEFAULT}`);
+}
+
+export function connect(address: { host: string; port: number }): AdminService {
+  return new AdminService(new ObjectClient(new TcpTransport(address)));
+}
+
+/** Runs a command body, printing failures as one line; returns the exit status. */
+export async function runCommand(
+  name: string,
+  usage: string,
+  body: () => Promise<void>,
+): Promise<number> {
+  try {
+    await body();
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`${name}: ${error.message}\n${usage}\n`);
+      return 2;
+    }
+    if (error instanceof SheepdogError || error instanceof RangeError) {
+      process.stderr.write(`${name}: ${error.message}\n`);
+      return 1;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`${name}: ${message}\n`);
+    if (process.env.SHEEPDOG_DEBUG) console.error(error);
+    return 1;
+  }
+}
+
+export function print(text: string): void {
+  process.stdout.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+export function printJson(value: unknown): void {
+  print(JSON.stringify(value, null, 2));
+}
+
+/** True inside the single executable, where argv[1] is the executable itself, not a script. */
+export function isSingleExecutable(): boolean {
+  const first = process.argv[1];
+  if (process.versions.deno || first === undefined) return false;
+  try {
+    return fs.realpathSync(path.resolve(first)) === fs.realpathSync(process.execPath);
+  } catch {
+    return false;
+  }
+}
+
+/** The program's own arguments, whether run by deno, node or as the single executable. */
+export function programArguments(): string[] {
+  return process.argv.slice(2);
+}

@@ -1,0 +1,265 @@
+/**
+ * `sheepdog img`: the image tool, in the spirit of `qemu-img` (the seed's `kvm-img`): create,
+ * convert (raw <-> VDI, skipping runs of zeros), snapshot, info, resize.
+ *
+ * @module
+ */
+
+import * as fsp from "node:fs/promises";
+import { ResultCode, SheepdogError } from "../core/errors.ts";
+import { formatSize, formatTime, parseSize } from "../net/admin/format.ts";
+import type { AdminService } from "../net/admin/admin_service.ts";
+import {
+  CLUSTER_FLAG,
+  clusterAddress,
+  connect,
+  parseFlags,
+  print,
+  printJson,
+  runCommand,
+  UsageError,
+} from "./cli.ts";
+import { isExplicitVdi, parseVdiAddress } from "./vdi_address.ts";
+import { convertImage, type ImageEnd } from "./img_convert.ts";
+
+export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
+
+Commands:
+  create [-f sheepdog] [-b BACKING:SNAP] NAME [SIZE]   create a thin VDI (SIZE like 256G), or a
+                                                        copy-on-write clone of a snapshot with -b
+  convert [-f raw|sheepdog] [-O raw|sheepdog] [-n] [-p] SOURCE TARGET
+                                 copy a raw image into a VDI or a VDI out to a raw file;
+                                 -n writes into an existing VDI, -p shows progress
+  snapshot -c TAG NAME           take a snapshot
+  snapshot -l NAME               list snapshots
+  snapshot -d SNAP NAME          delete a snapshot (by id or tag)
+  info [--json] NAME[:SNAP]      show a VDI
+  resize NAME [+]SIZE            grow a VDI
+
+VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
+Options:
+  --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)`;
+
+/** Opens the cluster a VDI argument points at. */
+function adminFor(text: string, flag: string | undefined): { admin: AdminService; vdi: string } {
+  const address = parseVdiAddress(text);
+  return { admin: connect(address.cluster ?? clusterAddress(flag)), vdi: address.vdi };
+}
+
+async function withAdmin<T>(
+  text: string,
+  flag: string | undefined,
+  fn: (admin: AdminService, vdi: string) => Promise<T>,
+): Promise<T> {
+  const { admin, vdi } = adminFor(text, flag);
+  try {
+    return await fn(admin, vdi);
+  } finally {
+    await admin.client.close();
+  }
+}
+
+function checkFormat(format: string | undefined, allowed: string[], flag: string): void {
+  if (format !== undefined && !allowed.includes(format)) {
+    throw new UsageError(`Unknown format '${format}' for ${flag}: use ${allowed.join(" or ")}`);
+  }
+}
+
+async function create(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    format: { type: "string", short: "f" },
+    backing: { type: "string", short: "b" },
+  });
+  checkFormat(values.format, ["sheepdog"], "-f");
+  const [target, sizeText] = positionals;
+  if (!target || positionals.length > 2) throw new UsageError("create takes NAME and SIZE");
+  if (!values.backing && !sizeText) throw new UsageError("create needs a SIZE (e.g. 256G)");
+  const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText);
+  await withAdmin(target, values.cluster, async (admin, name) => {
+    if (values.backing) {
+      await admin.clone(parseVdiAddress(values.backing).vdi, name, sizeBytes);
+      print(`Cloned '${values.backing}' as '${name}'`);
+    } else {
+      await admin.createVdi({ name, sizeBytes: sizeBytes! });
+      print(`Formatting '${name}', fmt=sheepdog size=${sizeBytes}`);
+    }
+  });
+}
+
+/** Decides whether a convert argument is a raw file or a VDI. */
+/**
+ * Decides whether a convert argument is a raw file or a VDI: `-f/-O` decide, then a
+ * `sheepdog:` prefix; otherwise an existing file is raw, and `whenMissing` decides the rest.
+ */
+async function imageEnd(
+  text: string,
+  format: string | undefined,
+  whenMissing: "file" | "vdi",
+): Promise<ImageEnd> {
+  if (format === "raw") return { kind: "file", path: text };
+  if (format === "sheepdog" || isExplicitVdi(text)) {
+    return { kind: "vdi", ...parseVdiAddress(text) };
+  }
+  const exists = await fsp.stat(text).then((s) => s.isFile() || s.isBlockDevice(), () => false);
+  if (exists || whenMissing === "file") return { kind: "file", path: text };
+  return { kind: "vdi", ...parseVdiAddress(text) };
+}
+
+async function convert(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    format: { type: "string", short: "f" },
+    "output-format": { type: "string", short: "O" },
+    "skip-create": { type: "boolean", short: "n", default: false },
+    progress: { type: "boolean", short: "p", default: false },
+  });
+  checkFormat(values.format, ["raw", "sheepdog"], "-f");
+  checkFormat(values["output-format"], ["raw", "sheepdog"], "-O");
+  if (positionals.length !== 2) throw new UsageError("convert takes SOURCE and TARGET");
+  // A missing source that looks like a path is a missing file, anything else a VDI name.
+  const sourceText = positionals[0]!;
+  const looksLikePath = /[/\\]|\.(raw|img|bin|iso)$/i.test(sourceText);
+  const source = await imageEnd(sourceText, values.format, looksLikePath ? "file" : "vdi");
+  if (source.kind === "file" && !(await fsp.stat(source.path).catch(() => undefined))) {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, `Cannot open '${source.path}': no such file`);
+  }
+  // Raw in, VDI out; VDI in, raw out, unless -O says otherwise.
+  const target = await imageEnd(
+    positionals[1]!,
+    values["output-format"],
+    source.kind === "file" ? "vdi" : "file",
+  );
+  const showProgress = values.progress || (process.stderr.isTTY ?? false);
+  const summary = await convertImage({
+    source,
+    target,
+    createTarget: !values["skip-create"],
+    cluster: clusterAddress(values.cluster),
+    onProgress: showProgress ? (done, total) => writeProgress(done, total) : undefined,
+  });
+  if (showProgress) process.stderr.write("\n");
+  if (values.progress) {
+    print(
+      `${formatSize(summary.bytes)} in ${(summary.ms / 1000).toFixed(2)} s, ${
+        formatSize(summary.writtenBytes)
+      } written (zero runs skipped)`,
+    );
+  }
+}
+
+function writeProgress(done: number, total: number): void {
+  const percent = total === 0 ? 100 : (done / total) * 100;
+  process.stderr.write(`\r    (${percent.toFixed(2)}/100%)`);
+}
+
+async function snapshot(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    create: { type: "string", short: "c" },
+    list: { type: "boolean", short: "l", default: false },
+    delete: { type: "string", short: "d" },
+  });
+  const chosen =
+    [values.create !== undefined, values.list, values.delete !== undefined].filter(Boolean).length;
+  if (chosen !== 1) throw new UsageError("snapshot needs exactly one of -c TAG, -l, -d SNAP");
+  if (positionals.length !== 1) throw new UsageError("snapshot takes one VDI name");
+  await withAdmin(positionals[0]!, values.cluster, async (admin, name) => {
+    if (values.create !== undefined) {
+      const tag = values.create;
+      if (/^\d+$/.test(tag)) {
+        throw new UsageError(
+          `Invalid tag '${tag}': a tag cannot be all digits (those are snap ids)`,
+        );
+      }
+      await admin.snapshot(name, tag);
+      const snap = (await admin.vdis()).find((r) => r.name === name && r.snapshot && r.tag === tag);
+      print(`Snapshot '${tag}' of '${name}' taken (snap id ${snap?.snapId ?? "?"})`);
+    } else if (values.list) {
+      const rows = (await admin.vdis()).filter((r) => r.name === name && r.snapshot);
+      if (rows.length === 0 && !(await admin.vdis()).some((r) => r.name === name)) {
+        throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI '${name}': no such VDI`);
+      }
+      print("Snapshot list:\nID        TAG                 VM SIZE                DATE");
+      for (const row of rows) {
+        print(
+          `${String(row.snapId).padEnd(10)}${row.tag.padEnd(20)}${
+            formatSize(row.allocatedBytes).padStart(7)
+          } ${formatTime(row.snapshotMs).padStart(24)}`,
+        );
+      }
+    } else {
+      await admin.deleteVdi(`${name}:${values.delete}`);
+      print(`Deleted snapshot '${values.delete}' of '${name}'`);
+    }
+  });
+}
+
+async function info(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    json: { type: "boolean", default: false },
+  });
+  if (positionals.length !== 1) throw new UsageError("info takes one VDI name");
+  await withAdmin(positionals[0]!, values.cluster, async (admin, vdi) => {
+    const row = await admin.vdi(vdi);
+    const family = (await admin.vdis()).filter((r) => r.name === row.name && r.snapshot);
+    if (values.json) return printJson({ ...row, snapshots: family });
+    print(`image: ${row.name}${row.snapshot ? `:${row.snapId}` : ""}`);
+    print("file format: sheepdog");
+    print(`virtual size: ${formatSize(row.sizeBytes)} (${row.sizeBytes} bytes)`);
+    print(
+      `disk size: ${formatSize(row.allocatedBytes)} (shared with snapshots: ${
+        formatSize(row.sharedBytes)
+      })`,
+    );
+    print(
+      `vdi id: ${row.vid.toString(16)}, copies: ${row.copies}, object size: ${
+        formatSize(2 ** row.blockSizeShift)
+      }`,
+    );
+    print(`created: ${formatTime(row.createdMs)}${row.snapshot ? ", read-only snapshot" : ""}`);
+    if (row.attachedTo) print(`attached: running on ${row.attachedTo}`);
+    if (family.length > 0) {
+      print("Snapshot list:\nID        TAG                 DATE");
+      for (const s of family) {
+        print(`${String(s.snapId).padEnd(10)}${s.tag.padEnd(20)}${formatTime(s.snapshotMs)}`);
+      }
+    }
+  });
+}
+
+async function resize(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
+  if (positionals.length !== 2) throw new UsageError("resize takes NAME and SIZE");
+  const sizeText = positionals[1]!;
+  await withAdmin(positionals[0]!, values.cluster, async (admin, name) => {
+    const current = await admin.vdi(name);
+    const size = sizeText.startsWith("+")
+      ? current.sizeBytes + parseSize(sizeText.slice(1))
+      : parseSize(sizeText);
+    await admin.resize(name, size);
+    print(`Image resized to ${formatSize(size)}`);
+  });
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  create,
+  convert,
+  snapshot,
+  info,
+  resize,
+};
+
+export function imgMain(args: string[]): Promise<number> {
+  return runCommand("img", IMG_USAGE, async () => {
+    const [command, ...rest] = args;
+    if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+      return print(IMG_USAGE);
+    }
+    const run = COMMANDS[command];
+    if (!run) throw new UsageError(`Unknown command '${command}'`);
+    if (rest.includes("-h") || rest.includes("--help")) return print(IMG_USAGE);
+    await run(rest);
+  });
+}

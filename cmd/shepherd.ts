@@ -1,0 +1,158 @@
+/**
+ * `sheepdog shepherd`: the admin CLI of the 2009 design (mkfs, info, vdi delete).
+ *
+ * @module
+ */
+
+import { BLOCK_SIZE_SHIFT_DEFAULT } from "../core/limits.ts";
+import {
+  formatNodeTable,
+  formatTime,
+  formatVdiLine,
+  formatVdiTree,
+  formatVmTable,
+} from "../net/admin/format.ts";
+import {
+  CLUSTER_FLAG,
+  clusterAddress,
+  connect,
+  parseFlags,
+  print,
+  printJson,
+  runCommand,
+  UsageError,
+} from "./cli.ts";
+import type { AdminService } from "../net/admin/admin_service.ts";
+
+export const SHEPHERD_USAGE = `Usage: sheepdog shepherd COMMAND [options]
+
+Commands:
+  mkfs [--copies=N] [--object-size-shift=S] [--strict] [--force]
+                                 format the cluster (N copies of every object, default 3)
+  info -t vdi [-f list|tree] [--json]   list VDIs and snapshots
+  info -t vm [--json]                   attached VDIs and who runs them
+  info -t node [--json]                 storage nodes, zones, space
+  info -t cluster [--json]              status, copies, epoch
+  vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
+
+Options:
+  --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
+  -h, --help            show this help`;
+
+const INFO_FLAGS = {
+  ...CLUSTER_FLAG,
+  type: { type: "string", short: "t" },
+  format: { type: "string", short: "f", default: "list" },
+  json: { type: "boolean", default: false },
+} as const;
+
+async function mkfs(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    copies: { type: "string", default: "3" },
+    "object-size-shift": { type: "string", default: String(BLOCK_SIZE_SHIFT_DEFAULT) },
+    strict: { type: "boolean", default: false },
+    force: { type: "boolean", default: false },
+  });
+  if (positionals.length > 0) throw new UsageError(`mkfs takes no arguments: '${positionals[0]}'`);
+  const copies = Number(values.copies);
+  const shift = Number(values["object-size-shift"]);
+  if (!Number.isInteger(copies)) throw new UsageError(`Invalid --copies '${values.copies}'`);
+  if (!Number.isInteger(shift)) {
+    throw new UsageError(`Invalid --object-size-shift '${values["object-size-shift"]}'`);
+  }
+  const admin = connect(clusterAddress(values.cluster));
+  try {
+    await admin.mkfs({ copies, blockSizeShift: shift, force: values.force, strict: values.strict });
+    print(`Cluster formatted with ${copies} ${copies === 1 ? "copy" : "copies"}`);
+  } finally {
+    await admin.client.close();
+  }
+}
+
+async function info(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, INFO_FLAGS);
+  if (positionals.length > 0) throw new UsageError(`info takes no arguments: '${positionals[0]}'`);
+  const admin = connect(clusterAddress(values.cluster));
+  try {
+    await showInfo(admin, values.type ?? "vdi", values.format, values.json);
+  } finally {
+    await admin.client.close();
+  }
+}
+
+async function showInfo(
+  admin: AdminService,
+  type: string,
+  format: string,
+  json: boolean,
+): Promise<void> {
+  if (format !== "list" && format !== "tree") {
+    throw new UsageError(`Unknown format '${format}': use list or tree`);
+  }
+  switch (type) {
+    case "vdi": {
+      const rows = await admin.vdis();
+      if (json) return printJson(rows);
+      if (rows.length === 0) return print("No VDIs");
+      print(format === "tree" ? formatVdiTree(rows) : rows.map(formatVdiLine).join("\n"));
+      return;
+    }
+    case "vm": {
+      const rows = await admin.vdis();
+      if (json) return printJson(rows.filter((r) => !r.snapshot));
+      return print(formatVmTable(rows));
+    }
+    case "node": {
+      const nodes = await admin.nodes();
+      return json ? printJson(nodes) : print(formatNodeTable(nodes));
+    }
+    case "cluster": {
+      const cluster = await admin.clusterInfo();
+      if (json) return printJson(cluster);
+      const status = cluster.status === "running"
+        ? "running"
+        : "Waiting for cluster to be formatted";
+      print(`Cluster status: ${status}`);
+      if (cluster.ctimeMs) print(`\nCluster created at ${formatTime(cluster.ctimeMs)}`);
+      print(
+        `Copies: ${cluster.copies}, object size: ${
+          cluster.blockSizeShift ? 2 ** cluster.blockSizeShift : 0
+        } bytes`,
+      );
+      print(`Epoch ${cluster.epoch}: ${cluster.nodes.join(", ")}`);
+      return;
+    }
+    default:
+      throw new UsageError(`Unknown info type '${type}': use vdi, vm, node or cluster`);
+  }
+}
+
+async function vdi(args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseFlags(rest, CLUSTER_FLAG);
+  if (sub !== "delete") throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete`);
+  if (positionals.length !== 1) throw new UsageError("vdi delete takes one VDI name");
+  const admin = connect(clusterAddress(values.cluster));
+  try {
+    await admin.deleteVdi(positionals[0]!);
+    print(`Deleted ${positionals[0]}`);
+  } finally {
+    await admin.client.close();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { mkfs, info, vdi };
+
+export function shepherdMain(args: string[]): Promise<number> {
+  return runCommand("shepherd", SHEPHERD_USAGE, async () => {
+    const [command, ...rest] = args;
+    if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+      return print(SHEPHERD_USAGE);
+    }
+    const run = COMMANDS[command];
+    if (!run) throw new UsageError(`Unknown command '${command}'`);
+    if (rest.includes("-h") || rest.includes("--help")) return print(SHEPHERD_USAGE);
+    await run(rest);
+  });
+}

@@ -1,0 +1,53 @@
+/**
+ * The one executable: `sheepdog sheep|dog|shepherd|img ...`.
+ *
+ * @module
+ */
+
+import { programArguments, VERSION } from "./cmd/cli.ts";
+import { sheepMain } from "./cmd/sheep.ts";
+import { dogMain } from "./cmd/dog.ts";
+import { shepherdMain } from "./cmd/shepherd.ts";
+import { imgMain } from "./cmd/img.ts";
+
+const USAGE = `Usage: sheepdog COMMAND [args]
+
+Distributed block storage for virtual machines.
+
+Commands:
+  sheep DIR      run a storage node (daemon)
+  dog            run the group-membership daemon
+  shepherd ...   administer the cluster (mkfs, info -t vdi|vm|node|cluster, vdi delete)
+  img ...        create, convert, snapshot and inspect volumes
+
+Run 'sheepdog COMMAND --help' for a command's options. 'sheepdog --version' prints the version.`;
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  sheep: sheepMain,
+  dog: dogMain,
+  shepherd: shepherdMain,
+  img: imgMain,
+};
+
+/** Runs the command line and returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === "--version" || command === "-V") {
+    process.stdout.write(`sheepdog ${VERSION}\n`);
+    return 0;
+  }
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    process.stdout.write(USAGE + "\n");
+    return command === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`sheepdog: unknown command '${command}'\n${USAGE}\n`);
+    return 2;
+  }
+  return await run(args);
+}
+
+main(programArguments()).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,92 @@
+// `npm start`: a working local cluster on a default directory (.sheepdog/ in the checkout, or
+// $SHEEPDOG_HOME). Starts the sheep in the foreground, formats the cluster on first start, prints
+// how to use it, and stops everything cleanly on Ctrl-C.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import net from "node:net";
+
+const root = new URL("..", import.meta.url).pathname;
+const home = process.env.SHEEPDOG_HOME ?? join(root, ".sheepdog");
+const nodes = Number(process.env.SHEEPDOG_NODES ?? 1);
+const copies = Math.min(3, nodes);
+const basePort = Number(process.env.SHEEPDOG_PORT ?? 7000);
+// `npm start` builds ./sheepdog first, so the commands printed below work as shown.
+const sheepdog = [join(root, "sheepdog")];
+
+function waitForPort(port, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = net.connect({ host: "127.0.0.1", port }, () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.on("error", () => {
+        socket.destroy();
+        if (Date.now() > deadline) reject(new Error(`sheep on port ${port} did not start`));
+        else setTimeout(attempt, 100);
+      });
+    };
+    attempt();
+  });
+}
+
+const children = [];
+for (let i = 0; i < nodes; i++) {
+  const dir = join(home, `sheep${i}`);
+  mkdirSync(dir, { recursive: true });
+  const port = basePort + i;
+  const child = spawn(sheepdog[0], [
+    ...sheepdog.slice(1),
+    "sheep",
+    dir,
+    "--port",
+    String(port),
+    "--foreground",
+  ], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, NO_COLOR: "1" },
+  });
+  child.on("exit", (code, signal) => {
+    if (!stopping) {
+      console.error(`sheep ${i} exited (${signal ?? code}); stopping`);
+      stop(1);
+    }
+  });
+  children.push(child);
+}
+
+let stopping = false;
+function stop(code = 0) {
+  stopping = true;
+  for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  setTimeout(() => process.exit(code), 1500).unref();
+  Promise.all(children.map((c) => c.exitCode !== null ? null : new Promise((r) => c.on("exit", r))))
+    .then(() => process.exit(code));
+}
+process.on("SIGINT", () => stop(0));
+process.on("SIGTERM", () => stop(0));
+
+await Promise.all(children.map((_, i) => waitForPort(basePort + i)));
+const cluster = `127.0.0.1:${basePort}`;
+if (!existsSync(join(home, "sheep0", "config"))) {
+  execFileSync(sheepdog[0], [
+    ...sheepdog.slice(1),
+    "shepherd",
+    "mkfs",
+    `--copies=${copies}`,
+    "--cluster",
+    cluster,
+  ], {
+    stdio: "inherit",
+  });
+}
+console.log(`
+sheepdog is running: ${nodes} sheep on ${cluster}${
+  nodes > 1 ? ` to ${basePort + nodes - 1}` : ""
+}, data in ${home}
+  ./sheepdog img create "Alice's Disk" 10G
+  ./sheepdog img convert disk.raw "Bob's Disk"
+  ./sheepdog shepherd info -t vdi
+Press Ctrl-C to stop.`);
