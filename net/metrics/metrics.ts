@@ -1,0 +1,218 @@
+/**
+ * Prometheus metrics of one sheep, in a registry of its own (several sheep share a process in
+ * tests, so nothing goes to prom-client's global registry). Request counters and latency
+ * histograms are fed by the protocol servers as requests complete; the gauges (space, objects,
+ * epoch, recovery, attachments) are refreshed by collectors just before each scrape.
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+/** Which front door a request came through. */
+export type Protocol = "object" | "nbd";
+
+/** Bytes moved for clients: read from or written to VDIs. */
+export type Direction = "read" | "write";
+
+/** The state gauges a sheep reports; any subset may be set at a time. */
+export interface SheepGauges {
+  epoch: number;
+  nodes: number;
+  objects: number;
+  vdis: number;
+  snapshots: number;
+  usedBytes: number;
+  freeBytes: number;
+  totalBytes: number;
+  /** VDIs some client holds open (locked). */
+  attachedVdis: number;
+}
+
+/** Recovery progress of this node: objects done of total, and the current rate. */
+export interface RecoveryGauges {
+  active: boolean;
+  done: number;
+  total: number;
+  /** Objects per second. */
+  rate: number;
+}
+
+/** Runs before each scrape to bring gauges up to date; failures never fail the scrape. */
+export type Collector = () => void | Promise<void>;
+
+/** Latency buckets from 50 µs (a cached local read) to 10 s (a stalled membership change). */
+const LATENCY_BUCKETS = [
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+
+export class Metrics {
+  /** The registry `text()` serialises; callers may register their own metrics in it. */
+  readonly registry = new Registry();
+  readonly #collectors: Collector[] = [];
+  readonly #requests: Counter<"protocol" | "op" | "result">;
+  readonly #latency: Histogram<"protocol" | "op">;
+  readonly #bytes: Counter<"protocol" | "direction">;
+  readonly #clients: Gauge<"protocol">;
+  readonly #collectErrors: Counter;
+  readonly #gauges: { [K in keyof SheepGauges]: Gauge };
+  readonly #recovery: { [K in keyof RecoveryGauges]: Gauge };
+  #recoveryState: RecoveryGauges = { active: false, done: 0, total: 0, rate: 0 };
+
+  constructor() {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
+    this.#requests = new Counter({
+      name: "sheepdog_requests_total",
+      help: "Requests handled, by protocol, operation and result (ok or error)",
+      labelNames: ["protocol", "op", "result"],
+      registers,
+    });
+    this.#latency = new Histogram({
+      name: "sheepdog_request_duration_seconds",
+      help: "Time from receiving a request to having its reply, by protocol and operation",
+      labelNames: ["protocol", "op"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#bytes = new Counter({
+      name: "sheepdog_io_bytes_total",
+      help: "Bytes of VDI data read or written for clients, by protocol and direction",
+      labelNames: ["protocol", "direction"],
+      registers,
+    });
+    this.#clients = new Gauge({
+      name: "sheepdog_connected_clients",
+      help: "Client connections open now, by protocol",
+      labelNames: ["protocol"],
+      registers,
+    });
+    this.#collectErrors = new Counter({
+      name: "sheepdog_metrics_collect_errors_total",
+      help: "Scrapes during which a gauge could not be refreshed (its previous value was kept)",
+      registers,
+    });
+    this.#gauges = {
+      epoch: gauge("sheepdog_epoch", "Current epoch of the cluster view"),
+      nodes: gauge("sheepdog_cluster_nodes", "Nodes in the current cluster view"),
+      objects: gauge("sheepdog_objects_stored", "Objects held by this node's store"),
+      vdis: gauge("sheepdog_vdis", "Working VDIs (not counting snapshots)"),
+      snapshots: gauge("sheepdog_snapshots", "Snapshots"),
+      usedBytes: gauge("sheepdog_space_used_bytes", "Disk space the objects of this node use"),
+      freeBytes: gauge("sheepdog_space_free_bytes", "Free space on this node's store filesystem"),
+      totalBytes: gauge("sheepdog_space_total_bytes", "Size of this node's store filesystem"),
+      attachedVdis: gauge("sheepdog_attached_vdis", "VDIs a client (VM) holds open"),
+    };
+    this.#recovery = {
+      active: gauge("sheepdog_recovery_active", "1 while this node recovers objects, else 0"),
+      done: gauge("sheepdog_recovery_objects_done", "Objects recovered in the current recovery"),
+      total: gauge("sheepdog_recovery_objects_total", "Objects to recover in the current recovery"),
+      rate: gauge("sheepdog_recovery_rate_objects_per_second", "Recent recovery rate"),
+    };
+    new Gauge({
+      name: "sheepdog_process_memory_bytes",
+      help: "Memory of the sheep process (rss, heap_total, heap_used, external, array_buffers)",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const usage = process.memoryUsage();
+        this.set({ kind: "rss" }, usage.rss);
+        this.set({ kind: "heap_total" }, usage.heapTotal);
+        this.set({ kind: "heap_used" }, usage.heapUsed);
+        this.set({ kind: "external" }, usage.external);
+        this.set({ kind: "array_buffers" }, usage.arrayBuffers);
+      },
+    });
+    gauge(
+      "sheepdog_start_time_seconds",
+      "When these metrics began, in seconds since the Unix epoch",
+    )
+      .set(Date.now() / 1000);
+  }
+
+  /** Counts one finished request and records its latency. */
+  observeRequest(protocol: Protocol, op: string, seconds: number, ok: boolean): void {
+    this.#requests.inc({ protocol, op, result: ok ? "ok" : "error" });
+    this.#latency.observe({ protocol, op }, seconds);
+  }
+
+  /**
+   * Starts timing a request; call the returned function once it is answered. For the NBD
+   * server: `const done = metrics.startRequest("nbd", "READ"); ... done(ok)`.
+   */
+  startRequest(protocol: Protocol, op: string): (ok: boolean) => void {
+    const started = performance.now();
+    return (ok) => this.observeRequest(protocol, op, (performance.now() - started) / 1000, ok);
+  }
+
+  /** Counts client data moved. */
+  addBytes(direction: Direction, bytes: number, protocol: Protocol = "object"): void {
+    if (bytes > 0) this.#bytes.inc({ protocol, direction }, bytes);
+  }
+
+  /** A client connected (an NBD session, say). */
+  clientConnected(protocol: Protocol): void {
+    this.#clients.inc({ protocol });
+  }
+
+  /** A client went away. */
+  clientDisconnected(protocol: Protocol): void {
+    this.#clients.dec({ protocol });
+  }
+
+  /** Sets any of the state gauges. */
+  setGauges(values: Partial<SheepGauges>): void {
+    for (const [key, value] of Object.entries(values)) {
+      if (value !== undefined) this.#gauges[key as keyof SheepGauges].set(value);
+    }
+  }
+
+  /** Sets recovery progress (the recovery worker calls this as it goes). */
+  setRecovery(values: Partial<RecoveryGauges>): void {
+    this.#recoveryState = { ...this.#recoveryState, ...values };
+    const state = this.#recoveryState;
+    this.#recovery.active.set(state.active ? 1 : 0);
+    this.#recovery.done.set(state.done);
+    this.#recovery.total.set(state.total);
+    this.#recovery.rate.set(state.rate);
+  }
+
+  /** The recovery progress last set. */
+  get recovery(): RecoveryGauges {
+    return { ...this.#recoveryState };
+  }
+
+  /** Adds a function that refreshes gauges before each scrape. */
+  addCollector(collector: Collector): void {
+    this.#collectors.push(collector);
+  }
+
+  /** The Content-Type of `text()`. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Runs the collectors, then renders every metric in the Prometheus text format. */
+  async text(): Promise<string> {
+    const results = await Promise.allSettled(this.#collectors.map(async (c) => await c()));
+    for (const result of results) if (result.status === "rejected") this.#collectErrors.inc();
+    return await this.registry.metrics();
+  }
+}
