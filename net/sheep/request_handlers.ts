@@ -191,6 +191,7 @@ const vdiOps: Record<number, Op> = {
       const body = parseJson<{ name: string; sizeBytes: number }>(request);
       const vid = sheep.registry.lookup(body.name).vdiId;
       await sheep.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
+      return json({ ok: true });
     },
   },
 };
