@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { sample } from "../../tests/http/prom_text.ts";
+import { Metrics } from "./metrics.ts";
+
+Deno.test("Metrics counts requests by protocol, op and result, with latency histograms", async () => {
+  const metrics = new Metrics();
+  metrics.observeRequest("object", "READ_OBJ", 0.002, true);
+  metrics.observeRequest("object", "READ_OBJ", 0.004, false);
+  metrics.observeRequest("nbd", "READ", 0.0001, true);
+  const done = metrics.startRequest("nbd", "WRITE");
+  done(true);
+  const text = await metrics.text();
+  assert.equal(
+    sample(text, "sheepdog_requests_total", { protocol: "object", op: "READ_OBJ", result: "ok" }),
+    1,
+  );
+  assert.equal(
+    sample(text, "sheepdog_requests_total", {
+      protocol: "object",
+      op: "READ_OBJ",
+      result: "error",
+    }),
+    1,
+  );
+  assert.equal(
+    sample(text, "sheepdog_requests_total", { protocol: "nbd", op: "WRITE", result: "ok" }),
+    1,
+  );
+  assert.equal(
+    sample(text, "sheepdog_request_duration_seconds_count", { protocol: "object", op: "READ_OBJ" }),
+    2,
+  );
+  assert.equal(
+    sample(text, "sheepdog_request_duration_seconds_bucket", { op: "READ_OBJ", le: "0.0025" }),
+    1,
+  );
+  assert.ok(
+    Math.abs(sample(text, "sheepdog_request_duration_seconds_sum", { op: "READ_OBJ" })! - 0.006) <
+      1e-9,
+  );
+});
+
+Deno.test("Metrics counts bytes, clients, gauges and recovery; memory is read at scrape", async () => {
+  const metrics = new Metrics();
+  metrics.addBytes("read", 4096);
+  metrics.addBytes("write", 512, "nbd");
+  metrics.addBytes("write", 0, "nbd");
+  metrics.clientConnected("nbd");
+  metrics.clientConnected("nbd");
+  metrics.clientDisconnected("nbd");
+  metrics.setGauges({ epoch: 7, objects: 42, usedBytes: 1000, freeBytes: 2000, totalBytes: 5000 });
+  metrics.setRecovery({ active: true, done: 3, total: 10, rate: 1.5 });
+  assert.deepEqual(metrics.recovery, { active: true, done: 3, total: 10, rate: 1.5 });
+  const text = await metrics.text();
+  assert.equal(
+    sample(text, "sheepdog_io_bytes_total", { protocol: "object", direction: "read" }),
+    4096,
+  );
+  assert.equal(
+    sample(text, "sheepdog_io_bytes_total", { protocol: "nbd", direction: "write" }),
+    512,
+  );
+  assert.equal(sample(text, "sheepdog_connected_clients", { protocol: "nbd" }), 1);
+  assert.equal(sample(text, "sheepdog_epoch"), 7);
+  assert.equal(sample(text, "sheepdog_objects_stored"), 42);
+  assert.equal(sample(text, "sheepdog_space_free_bytes"), 2000);
+  assert.equal(sample(text, "sheepdog_recovery_active"), 1);
+  assert.equal(sample(text, "sheepdog_recovery_objects_total"), 10);
+  assert.equal(sample(text, "sheepdog_recovery_rate_objects_per_second"), 1.5);
+  assert.ok(sample(text, "sheepdog_process_memory_bytes", { kind: "rss" })! > 0);
+  assert.ok(sample(text, "sheepdog_process_memory_bytes", { kind: "heap_used" })! > 0);
+});
+
+Deno.test("Metrics runs collectors before each scrape and survives a failing one", async () => {
+  const metrics = new Metrics();
+  let epoch = 1;
+  metrics.addCollector(() => metrics.setGauges({ epoch: epoch++ }));
+  metrics.addCollector(() => Promise.reject(new Error("disk gone")));
+  assert.equal(sample(await metrics.text(), "sheepdog_epoch"), 1);
+  const text = await metrics.text();
+  assert.equal(sample(text, "sheepdog_epoch"), 2);
+  assert.equal(sample(text, "sheepdog_metrics_collect_errors_total"), 2);
+});
+
+Deno.test("two Metrics keep separate registries (several sheep in one process)", async () => {
+  const a = new Metrics();
+  const b = new Metrics();
+  a.observeRequest("object", "FLUSH_VDI", 0.001, true);
+  assert.equal(sample(await a.text(), "sheepdog_requests_total", { op: "FLUSH_VDI" }), 1);
+  assert.equal(sample(await b.text(), "sheepdog_requests_total", { op: "FLUSH_VDI" }), undefined);
+});

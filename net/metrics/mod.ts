@@ -1,0 +1,21 @@
+/**
+ * Prometheus metrics of a sheep: `Metrics` (one registry per sheep), the object-protocol hook
+ * and the collector of a sheep's state gauges.
+ *
+ * For the NBD server: `metrics.observeRequest("nbd", op, seconds, ok)` or
+ * `const done = metrics.startRequest("nbd", op); ...; done(ok)`, `metrics.addBytes("read", n,
+ * "nbd")`, and `metrics.clientConnected("nbd")` / `clientDisconnected("nbd")` per session.
+ *
+ * @module
+ */
+
+export {
+  type Collector,
+  type Direction,
+  Metrics,
+  type Protocol,
+  type RecoveryGauges,
+  type SheepGauges,
+} from "./metrics.ts";
+export { observeObjectRequest } from "./object_protocol.ts";
+export { collectSheepGauges, type GaugeSource, watchSheep } from "./sheep_gauges.ts";
