@@ -1,20 +1,75 @@
 /**
- * `sheepdog dog`: the group-membership daemon of the 2009 design.
+ * `sheepdog dog`: the group-membership daemon of the 2009 design, on its own: a member with no
+ * storage that counts toward quorum (a witness, e.g. the third vote of a two-sheep cluster),
+ * printing membership events as they happen.
  *
  * @module
  */
 
-import { print, runCommand, UsageError } from "./cli.ts";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import { GroupDriver } from "../net/group/mod.ts";
+import { EpochLog } from "../net/sheep/epoch_log.ts";
+import { parseFlags, parseHostPort, print, runCommand, UsageError } from "./cli.ts";
 
 export const DOG_USAGE = `Usage: sheepdog dog [options]
 
-Runs the group-membership daemon alone: a member with no storage that counts toward quorum.`;
+Runs the group-membership daemon alone: a witness that stores nothing but counts toward the
+majority a new view needs, and prints membership events as they happen. Stays in the
+foreground; Ctrl-C leaves the group.
+
+Options:
+  --address HOST:PORT   where to listen for the group (UDP; default 127.0.0.1:7900)
+  --seed HOST:PORT      a sheep of the cluster (repeatable)
+  --multicast G:P       multicast group and port (default 239.10.10.10:7400); 'off' for seeds only
+  --dir DIR             where to keep the epoch log (default: none, a fresh member each start)
+  -h, --help            show this help`;
+
+function timestamp(): string {
+  return new Date().toISOString().replace("T", " ").slice(0, 19);
+}
 
 export function dogMain(args: string[]): Promise<number> {
-  return runCommand("dog", DOG_USAGE, () => {
-    if (args.includes("-h") || args.includes("--help")) return Promise.resolve(print(DOG_USAGE));
-    throw new UsageError(
-      "dog is not available yet in this build: the cluster membership layer is in progress",
-    );
+  return runCommand("dog", DOG_USAGE, async () => {
+    const { values, positionals } = parseFlags(args, {
+      address: { type: "string", default: "127.0.0.1:7900" },
+      seed: { type: "string", multiple: true },
+      multicast: { type: "string", default: "239.10.10.10:7400" },
+      dir: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    });
+    if (values.help) return print(DOG_USAGE);
+    if (positionals.length > 0) throw new UsageError(`dog takes no arguments: '${positionals[0]}'`);
+    const address = parseHostPort(values.address!);
+    const seeds = values.seed ?? [];
+    for (const seed of seeds) parseHostPort(seed);
+    const multicast = values.multicast === "off" ? false : parseHostPort(values.multicast!);
+    const log = values.dir ? new EpochLog(path.resolve(values.dir)) : undefined;
+    if (values.dir) await fsp.mkdir(values.dir, { recursive: true });
+    const driver = new GroupDriver({
+      address: `${address.host}:${address.port}`,
+      witness: true,
+      persisted: log ? await log.last() : null,
+      persist: (records) => log ? log.append(records, Date.now()) : Promise.resolve(),
+      seeds,
+      multicast: multicast && { group: multicast.host, port: multicast.port },
+      onView: (view) => {
+        const members = view.members.map((m) => m.witness ? `${m.id} (witness)` : m.id).join(", ");
+        print(`${timestamp()} epoch ${view.epoch}${view.primary ? "" : " (minority)"}: ${members}`);
+      },
+      onStatus: (status) =>
+        print(`${timestamp()} ${status.state}${status.master ? `, master ${status.master}` : ""}`),
+      onError: (error) => process.stderr.write(`dog: ${error.message}\n`),
+    });
+    await driver.start();
+    print(`${timestamp()} dog ${driver.id} listening (witness)`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        driver.leave();
+        setTimeout(() => void driver.stop().then(resolve), 200);
+      };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
   });
 }

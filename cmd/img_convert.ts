@@ -8,6 +8,7 @@
 import * as fsp from "node:fs/promises";
 import { ResultCode, SheepdogError } from "../core/errors.ts";
 import { VdiIo } from "../core/vdi/io.ts";
+import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
 import { connect } from "./cli.ts";
@@ -170,14 +171,6 @@ export function dataRuns(data: Uint8Array): { offset: number; length: number; ze
     else runs.push({ offset, length: block.length, zero });
   }
   return runs;
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  const aligned = bytes.byteOffset % 8 === 0 ? Math.floor(bytes.length / 8) : 0;
-  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, aligned);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  for (let i = aligned * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
 }
 
 async function copyChunk(

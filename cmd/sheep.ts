@@ -13,7 +13,14 @@ import * as path from "node:path";
 import { OBJECT_PORT_DEFAULT } from "../core/limits.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
 import type { Logger } from "../net/sheep/logger.ts";
-import { isSingleExecutable, parseFlags, print, runCommand, UsageError } from "./cli.ts";
+import {
+  isSingleExecutable,
+  parseFlags,
+  parseHostPort,
+  print,
+  runCommand,
+  UsageError,
+} from "./cli.ts";
 
 export const SHEEP_USAGE = `Usage: sheepdog sheep DIR [options]
 
@@ -24,6 +31,11 @@ Options:
   --host ADDR       address to listen on and advertise (default 127.0.0.1)
   --zone N          failure zone (default: derived from the address)
   --vnodes N        virtual nodes on the ring (default 128)
+  --seed HOST:PORT  another sheep to find the cluster through (repeatable; for networks
+                    without multicast)
+  --multicast G:P   multicast group and port for discovery (default 239.10.10.10:7400);
+                    'off' to discover through --seed addresses only
+  --failure-timeout MS  declare a silent node gone after MS ms (default 5000)
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
@@ -33,6 +45,9 @@ const FLAGS = {
   host: { type: "string", default: "127.0.0.1" },
   zone: { type: "string" },
   vnodes: { type: "string" },
+  seed: { type: "string", multiple: true },
+  multicast: { type: "string", default: "239.10.10.10:7400" },
+  "failure-timeout": { type: "string", default: "5000" },
   "log-level": { type: "string", default: "info" },
   foreground: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
@@ -112,9 +127,19 @@ async function serve(
   const logger = streamLogger(process.stderr, level);
   const zone = integerFlag(values.zone, "zone", 0, 0xffffffff);
   const vnodes = integerFlag(values.vnodes, "vnodes", 0, 1024);
+  const seeds = values.seed ?? [];
+  for (const seed of seeds) parseHostPort(seed);
+  const multicast = values.multicast === undefined || values.multicast === "off"
+    ? false
+    : parseHostPort(values.multicast);
   const sheep = new Sheep({
     dir,
     host: values.host!,
+    cluster: {
+      seeds,
+      multicast: multicast && { group: multicast.host, port: multicast.port },
+      failureTimeoutMs: integerFlag(values["failure-timeout"], "failure-timeout", 500, 600_000)!,
+    },
     port: integerFlag(values.port, "port", 0, 65535)!,
     logger,
     ...(zone === undefined ? {} : { zone }),

@@ -6,8 +6,9 @@
 
 import { BLOCK_SIZE_SHIFT_DEFAULT } from "../core/limits.ts";
 import {
+  formatClusterInfo,
   formatNodeTable,
-  formatTime,
+  formatRecovery,
   formatVdiLine,
   formatVdiTree,
   formatVmTable,
@@ -32,8 +33,10 @@ Commands:
   info -t vdi [-f list|tree] [--json]   list VDIs and snapshots
   info -t vm [--json]                   attached VDIs and who runs them
   info -t node [--json]                 storage nodes, zones, space
-  info -t cluster [--json]              status, copies, epoch
+  info -t cluster [--json]              status, copies, epoch history newest first
+  info -t recovery [--json]             nodes in recovery, objects to go, progress, rate
   vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
+  cluster recover force                 after a full stop, start with the nodes that are back
 
 Options:
   --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
@@ -109,22 +112,14 @@ async function showInfo(
     }
     case "cluster": {
       const cluster = await admin.clusterInfo();
-      if (json) return printJson(cluster);
-      const status = cluster.status === "running"
-        ? "running"
-        : "Waiting for cluster to be formatted";
-      print(`Cluster status: ${status}`);
-      if (cluster.ctimeMs) print(`\nCluster created at ${formatTime(cluster.ctimeMs)}`);
-      print(
-        `Copies: ${cluster.copies}, object size: ${
-          cluster.blockSizeShift ? 2 ** cluster.blockSizeShift : 0
-        } bytes`,
-      );
-      print(`Epoch ${cluster.epoch}: ${cluster.nodes.join(", ")}`);
-      return;
+      return json ? printJson(cluster) : print(formatClusterInfo(cluster));
+    }
+    case "recovery": {
+      const rows = await admin.recovery();
+      return json ? printJson(rows) : print(formatRecovery(rows));
     }
     default:
-      throw new UsageError(`Unknown info type '${type}': use vdi, vm, node or cluster`);
+      throw new UsageError(`Unknown info type '${type}': use vdi, vm, node, cluster or recovery`);
   }
 }
 
@@ -142,7 +137,21 @@ async function vdi(args: string[]): Promise<void> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { mkfs, info, vdi };
+async function cluster(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
+  if (positionals[0] !== "recover" || positionals[1] !== "force" || positionals.length !== 2) {
+    throw new UsageError("Unknown cluster command: use 'cluster recover force'");
+  }
+  const admin = connect(clusterAddress(values.cluster));
+  try {
+    await admin.forceRecover();
+    print("Recovery forced: the cluster starts with the nodes that are back");
+  } finally {
+    await admin.client.close();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { mkfs, info, vdi, cluster };
 
 export function shepherdMain(args: string[]): Promise<number> {
   return runCommand("shepherd", SHEPHERD_USAGE, async () => {

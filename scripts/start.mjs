@@ -8,7 +8,7 @@ import net from "node:net";
 
 const root = new URL("..", import.meta.url).pathname;
 const home = process.env.SHEEPDOG_HOME ?? join(root, ".sheepdog");
-const nodes = Number(process.env.SHEEPDOG_NODES ?? 1);
+const nodes = Number(process.env.SHEEPDOG_NODES ?? 3);
 const copies = Math.min(3, nodes);
 const basePort = Number(process.env.SHEEPDOG_PORT ?? 7000);
 // `npm start` builds ./sheepdog first, so the commands printed below work as shown.
@@ -37,14 +37,21 @@ for (let i = 0; i < nodes; i++) {
   const dir = join(home, `sheep${i}`);
   mkdirSync(dir, { recursive: true });
   const port = basePort + i;
-  const child = spawn(sheepdog[0], [
-    ...sheepdog.slice(1),
+  // On one machine the sheep find each other through seeds; multicast is for real networks.
+  // Each node is its own zone, so three copies land on three different sheep.
+  const seeds = Array.from({ length: nodes }, (_, j) => basePort + j).filter((p) => p !== port)
+    .flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
+  const args = [
     "sheep",
     dir,
     "--port",
     String(port),
-    "--foreground",
-  ], {
+    "--zone",
+    String(i + 1),
+    "--multicast",
+    "off",
+  ];
+  const child = spawn(sheepdog[0], [...sheepdog.slice(1), ...args, ...seeds, "--foreground"], {
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, NO_COLOR: "1" },
   });

@@ -51,7 +51,29 @@ export interface ClusterInfo {
   strict: boolean;
   epoch: number;
   zones: number;
+  /** Fewer live zones than copies: objects have fewer replicas than asked for. */
+  redundancyReduced: boolean;
+  master: string | null;
   nodes: string[];
+  /** Epoch history, newest first. */
+  epochs: {
+    epoch: number;
+    timeMs: number;
+    members: { id: string; witness: boolean; vnodes: number }[];
+  }[];
+}
+
+/** One node's recovery. */
+export interface RecoveryRow {
+  node: string;
+  state: string;
+  epoch: number;
+  total: number;
+  done: number;
+  objectsPerSecond: number;
+  startedMs: number;
+  finishedMs: number;
+  error?: string;
 }
 
 interface SummaryRow {
@@ -94,6 +116,15 @@ export class AdminService {
 
   clusterInfo(): Promise<ClusterInfo> {
     return this.client.json<ClusterInfo>(Opcode.STAT_CLUSTER);
+  }
+
+  recovery(): Promise<RecoveryRow[]> {
+    return this.client.json<RecoveryRow[]>(Opcode.STAT_RECOVERY);
+  }
+
+  /** After a full stop: start with the nodes that are back instead of waiting for the rest. */
+  async forceRecover(): Promise<void> {
+    await this.client.json(Opcode.FORCE_RECOVER);
   }
 
   nodes(): Promise<NodeRow[]> {

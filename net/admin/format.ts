@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { NodeRow, VdiRow } from "./admin_service.ts";
+import type { ClusterInfo, NodeRow, RecoveryRow, VdiRow } from "./admin_service.ts";
 
 const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
 
@@ -156,4 +156,61 @@ export function formatNodeTable(nodes: NodeRow[]): string {
     ]);
   });
   return formatTable(rows);
+}
+
+const STATUS_TEXT: Record<string, string> = {
+  "running": "running",
+  "waiting-for-format": "Waiting for cluster to be formatted",
+  "waiting-for-nodes": "Waiting for other nodes to join cluster",
+  "minority": "halted: this node is cut off from the majority of the cluster",
+  "stopped": "shutting down",
+};
+
+/** `info -t cluster`, after Sheepdog's `cluster info`: status, then epochs newest first. */
+export function formatClusterInfo(info: ClusterInfo): string {
+  const lines = [`Cluster status: ${STATUS_TEXT[info.status] ?? info.status}`];
+  if (info.redundancyReduced && info.status === "running") {
+    lines.push(
+      info.strict
+        ? `Writes refused: only ${info.zones} zone(s) for ${info.copies} copies (strict)`
+        : `Redundancy reduced: only ${info.zones} zone(s) alive for ${info.copies} copies`,
+    );
+  }
+  if (info.ctimeMs) {
+    lines.push("", `Cluster created at ${formatTime(info.ctimeMs)}`);
+    lines.push(`Copies: ${info.copies}, object size: ${formatSize(2 ** info.blockSizeShift)}`);
+  }
+  if (info.epochs.length > 0) {
+    lines.push("", "Epoch Time           Version [Host:Port:V-Nodes,,,]");
+    for (const epoch of info.epochs) {
+      const members = epoch.members.map((m) => `${m.id}:${m.witness ? "witness" : m.vnodes}`);
+      lines.push(
+        `${formatTime(epoch.timeMs)} ${String(epoch.epoch).padStart(6)} [${members.join(", ")}]`,
+      );
+    }
+  } else if (info.nodes.length > 0) {
+    lines.push("", `Epoch ${info.epoch}: ${info.nodes.join(", ")}`);
+  }
+  return lines.join("\n");
+}
+
+/** `info -t recovery`: each node's progress. */
+export function formatRecovery(rows: RecoveryRow[]): string {
+  const busy = rows.filter((r) => r.state === "gathering" || r.state === "recovering");
+  const table = [["Node", "Epoch", "State", "Objects", "Progress", "Rate"]];
+  for (const row of rows) {
+    const percent = row.total === 0 ? 100 : (row.done / row.total) * 100;
+    table.push([
+      row.node,
+      String(row.epoch ?? "-"),
+      row.state,
+      `${row.done ?? 0}/${row.total ?? 0}`,
+      `${percent.toFixed(1)}%`,
+      `${(row.objectsPerSecond ?? 0).toFixed(1)} obj/s`,
+    ]);
+  }
+  const head = busy.length === 0
+    ? "Recovery: done"
+    : `Nodes In Recovery: ${busy.map((r) => r.node).join(", ")}`;
+  return `${head}\n\n${formatTable(table)}`;
 }

@@ -48,6 +48,7 @@ export const Opcode = {
   RESIZE_VDI: 0xe0,
   LIST_LOCKS: 0xe1,
   VDI_SUMMARY: 0xe2,
+  GET_CLUSTER_STATE: 0xe3,
 } as const;
 
 export type Opcode = typeof Opcode[keyof typeof Opcode];

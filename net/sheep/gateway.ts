@@ -8,9 +8,9 @@
  */
 
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { trimTrailingZeros } from "../../core/bytes.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import { objectSize } from "../../core/limits.ts";
-import type { ObjectStore } from "../../core/store/object_store.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
 import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid } from "../../core/vdi/oid.ts";
@@ -20,13 +20,35 @@ import { Flag, Opcode } from "../object/ops.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 
+/** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
+export interface LocalObjects {
+  read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+  write(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
+  create(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
+  remove(oid: Oid): Promise<void>;
+  flush(): Promise<void>;
+}
+
+/** Results that mean "the cluster is changing": wait for the view to settle and resend. */
+const RETRYABLE = [
+  ResultCode.NETWORK_ERROR,
+  ResultCode.OLD_NODE_VER,
+  ResultCode.NEW_NODE_VER,
+  ResultCode.WAIT_FOR_JOIN,
+];
+/** How long a request may stall on a membership change before the client sees an error. */
+const RETRY_FOR_MS = 30_000;
+const RETRY_INTERVAL_MS = 200;
+
 /** What the gateway needs from its sheep. */
 export interface GatewayContext {
   readonly selfId: string;
-  readonly store: ObjectStore;
+  readonly local: LocalObjects;
   readonly registry: VdiRegistry;
   readonly peers: Peers;
   view(): ClusterView;
+  /** Throws when this node may not accept writes now (minority side, strict and short of zones). */
+  admitWrite(): void;
   defaultCopies(): number;
   defaultBlockSizeShift(): number;
 }
@@ -39,7 +61,7 @@ export class Gateway {
   }
 
   /** Copies for `oid`: its VDI's `nr_copies`, else the cluster default. */
-  #copies(oid: Oid): number {
+  copiesOf(oid: Oid): number {
     const header = this.#context.registry.get(oidToVid(oid));
     return header && header.nrCopies > 0 ? header.nrCopies : this.#context.defaultCopies();
   }
@@ -71,15 +93,35 @@ export class Gateway {
   }
 
   #targets(oid: Oid): RingNode[] {
-    const targets = targetsOf(this.#context.view(), oid, this.#copies(oid));
+    const targets = targetsOf(this.#context.view(), oid, this.copiesOf(oid));
     if (targets.length === 0) {
       throw new SheepdogError(ResultCode.HALT, "No storage node is alive to hold the object");
     }
     return targets;
   }
 
-  async read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+  /**
+   * Runs `attempt` until it succeeds, fails for good, or the cluster has been changing for
+   * longer than RETRY_FOR_MS: a VM sees a stall, not an error, while membership changes.
+   */
+  async #retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (;;) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!isResult(error, ...RETRYABLE) || Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
+      }
+    }
+  }
+
+  read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
     this.#checkRange(oid, offset, length);
+    return this.#retrying(() => this.#readOnce(oid, offset, length));
+  }
+
+  async #readOnce(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
     const targets = this.#targets(oid);
     const local = targets.findIndex((n) => n.id === this.#context.selfId);
     if (local > 0) targets.unshift(...targets.splice(local, 1));
@@ -95,7 +137,7 @@ export class Gateway {
   }
 
   #readFrom(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array> {
-    if (node.id === this.#context.selfId) return this.#context.store.read(oid, offset, length);
+    if (node.id === this.#context.selfId) return this.#context.local.read(oid, offset, length);
     const header = this.#peerHeader(Opcode.READ_PEER, oid, offset);
     header.dataLength = length;
     return this.#sendPeer(node, header).then((data) => data);
@@ -118,23 +160,26 @@ export class Gateway {
     return checkResponse(await client.transport.request(header, data)).data;
   }
 
-  /** Runs `operation` on every target in parallel; all must succeed. */
-  async #onAll(oid: Oid, operation: (node: RingNode) => Promise<unknown>): Promise<void> {
-    const results = await Promise.allSettled(this.#targets(oid).map(operation));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed) throw failed.reason;
+  /** Runs `operation` on every target in parallel; all must succeed (resent on view changes). */
+  #onAll(oid: Oid, operation: (node: RingNode) => Promise<unknown>): Promise<void> {
+    return this.#retrying(async () => {
+      const results = await Promise.allSettled(this.#targets(oid).map(operation));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+    });
   }
 
   async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
     this.#checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
+    this.#context.admitWrite();
     await this.writeAt(oid, data, offset);
   }
 
   /** Writes on every target without the read-only check (VDI administration, recovery). */
   async writeAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
     await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.store.write(oid, data, offset);
+      if (node.id === this.#context.selfId) return this.#context.local.write(oid, data, offset);
       return this.#sendPeer(node, this.#peerHeader(Opcode.WRITE_PEER, oid, offset), data);
     });
   }
@@ -142,6 +187,7 @@ export class Gateway {
   async create(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
     this.#checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
+    this.#context.admitWrite();
     let payload = data;
     let payloadOffset = offset;
     if (cowFrom !== undefined) {
@@ -161,7 +207,7 @@ export class Gateway {
   /** Creates the object on every target (no COW, no read-only check: recovery and VDI admin). */
   async createAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
     await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.store.create(oid, data, offset);
+      if (node.id === this.#context.selfId) return this.#context.local.create(oid, data, offset);
       return this.#sendPeer(
         node,
         this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset),
@@ -172,7 +218,7 @@ export class Gateway {
 
   async remove(oid: Oid): Promise<void> {
     await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.store.remove(oid);
+      if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
       return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
     });
   }
@@ -180,16 +226,10 @@ export class Gateway {
   /** Makes acknowledged writes durable on every node of the view. */
   async flush(): Promise<void> {
     const nodes = this.#context.view().nodes;
+    if (nodes.length === 0) return await this.#context.local.flush();
     await Promise.all(nodes.map((node) => {
-      if (node.id === this.#context.selfId) return this.#context.store.flush();
+      if (node.id === this.#context.selfId) return this.#context.local.flush();
       return this.#sendPeer(node, requestHeader(Opcode.FLUSH_PEER, { internal: true }));
     }));
   }
-}
-
-/** Sparse objects: trailing zeros need not be written, the file reads them as zeros anyway. */
-function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
-  return bytes.subarray(0, end);
 }

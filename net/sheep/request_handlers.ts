@@ -22,6 +22,10 @@ import {
 } from "../object/ops.ts";
 import { observeObjectRequest } from "../metrics/object_protocol.ts";
 import { FLAG_STRICT } from "./cluster_config.ts";
+import { encodeClusterState } from "./cluster_state.ts";
+import { checkResponse, requestHeader } from "../object/client.ts";
+import type { RingNode } from "../../core/hash/ring.ts";
+import type { StoreSpace } from "../../core/store/object_store.ts";
 import type { Sheep } from "./sheep.ts";
 
 type Handler = (
@@ -107,27 +111,66 @@ const objectOps: Record<number, Op> = {
   },
 };
 
+/**
+ * A peer request was routed with the sender's view. A sender behind us must refresh its view
+ * (OLD_NODE_VER); a sender ahead of us waits here briefly for our view to catch up.
+ */
+async function checkEpoch(sheep: Sheep, header: Header): Promise<void> {
+  if (header.flags & Flag.RECOVERY || header.epoch === 0) return;
+  if (header.epoch < sheep.view.epoch) {
+    throw new SheepdogError(
+      ResultCode.OLD_NODE_VER,
+      `Request epoch ${header.epoch} is older than ${sheep.view.epoch}`,
+    );
+  }
+  for (let waited = 0; header.epoch > sheep.view.epoch && waited < 3000; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  if (header.epoch > sheep.view.epoch) {
+    throw new SheepdogError(
+      ResultCode.NEW_NODE_VER,
+      `Request epoch ${header.epoch} is newer than ${sheep.view.epoch}`,
+    );
+  }
+}
+
 const peerOps: Record<number, Op> = {
   [Opcode.READ_PEER]: {
-    force: false,
-    handle: (sheep, { header }) => sheep.store.read(header.oid, header.offset, header.dataLength),
+    force: true,
+    handle: async (sheep, { header }) => {
+      await checkEpoch(sheep, header);
+      return await sheep.local.read(header.oid, header.offset, header.dataLength);
+    },
   },
   [Opcode.WRITE_PEER]: {
-    force: false,
-    handle: (sheep, { header, data }) => sheep.store.write(header.oid, data, header.offset),
+    force: true,
+    handle: async (sheep, { header, data }) => {
+      await checkEpoch(sheep, header);
+      await sheep.local.write(header.oid, data, header.offset);
+    },
   },
   [Opcode.CREATE_AND_WRITE_PEER]: {
-    force: false,
-    handle: (sheep, { header, data }) => sheep.store.create(header.oid, data, header.offset),
+    force: true,
+    handle: async (sheep, { header, data }) => {
+      await checkEpoch(sheep, header);
+      await sheep.local.create(header.oid, data, header.offset);
+    },
   },
   [Opcode.REMOVE_PEER]: {
-    force: false,
-    handle: (sheep, { header }) => sheep.store.remove(header.oid),
+    force: true,
+    handle: async (sheep, { header }) => {
+      await checkEpoch(sheep, header);
+      await sheep.local.remove(header.oid);
+    },
   },
   [Opcode.FLUSH_PEER]: { force: true, handle: (sheep) => sheep.store.flush() },
   [Opcode.GET_OBJ_LIST]: {
     force: true,
     handle: async (sheep) => json((await sheep.store.list()).map((oid) => oid.toString(16))),
+  },
+  [Opcode.GET_CLUSTER_STATE]: {
+    force: true,
+    handle: (sheep) => Promise.resolve(encodeClusterState(sheep.clusterState())),
   },
 };
 
@@ -158,20 +201,18 @@ const vdiOps: Record<number, Op> = {
   },
   [Opcode.LOCK_VDI]: {
     force: false,
-    handle: (sheep, request, reply, peer) => {
+    handle: async (sheep, request, reply, peer) => {
       const { name, ref } = nameAndRef(request);
       const vid = sheep.registry.lookup(name, ref).vdiId;
-      sheep.locks.set(vid, { vid, client: peer.replace(/:\d+$/, ""), sinceMs: sheep.now() });
+      // Sheepdog 1.0 without `format -l` treats LOCK_VDI as a lookup, so a reopen (or a
+      // migration) never fails: record the latest holder for `info -t vm`, don't refuse.
+      await sheep.lockVdi(vid, peer.replace(/:\d+$/, ""), { force: true });
       replyVdi(sheep, reply, vid);
-      return Promise.resolve();
     },
   },
   [Opcode.RELEASE_VDI]: {
     force: false,
-    handle: (sheep, { header }) => {
-      sheep.locks.delete(header.baseVdiId);
-      return Promise.resolve();
-    },
+    handle: (sheep, { header }) => sheep.unlockVdi(header.baseVdiId),
   },
   [Opcode.READ_VDIS]: {
     force: false,
@@ -238,6 +279,46 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
   replyVdi(sheep, reply, vid);
 }
 
+/** Space of a node's store: asked over the wire for peers; absent when it does not answer. */
+async function nodeSpace(sheep: Sheep, node: RingNode): Promise<Partial<StoreSpace>> {
+  if (node.id === sheep.id) return await sheep.store.space();
+  try {
+    const response = checkResponse(
+      await sheep.peers.get(node).transport.request(requestHeader(Opcode.STAT_SHEEP)),
+    );
+    return JSON.parse(new TextDecoder().decode(response.data)) as StoreSpace;
+  } catch {
+    return {};
+  }
+}
+
+/** STAT_CLUSTER: status, config, epoch and its history (newest first), redundancy. */
+async function clusterInfo(sheep: Sheep): Promise<Uint8Array> {
+  const config = sheep.config;
+  const history = sheep.member ? await sheep.member.epochHistory() : [];
+  return json({
+    status: sheep.status,
+    ctimeMs: config?.ctimeMs ?? 0,
+    copies: config?.copies ?? 0,
+    blockSizeShift: config?.blockSizeShift ?? 0,
+    strict: ((config?.flags ?? 0) & FLAG_STRICT) !== 0,
+    epoch: sheep.view.epoch,
+    zones: sheep.view.ring.zones,
+    redundancyReduced: config !== undefined && sheep.redundancyReduced,
+    master: sheep.member?.master ?? null,
+    nodes: sheep.view.nodes.map((n) => n.id),
+    epochs: history.map((record) => ({
+      epoch: record.epoch,
+      timeMs: record.timeMs,
+      members: record.members.map((m) => ({
+        id: m.id,
+        witness: m.witness,
+        vnodes: m.info.vnodes ?? 0,
+      })),
+    })),
+  });
+}
+
 async function storedTag(sheep: Sheep, vid: number): Promise<string> {
   const bytes = await sheep.gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE);
   return decodeInodeHeader(bytes).tag;
@@ -262,28 +343,55 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.STAT_CLUSTER]: {
     force: true,
+    handle: (sheep) => clusterInfo(sheep),
+  },
+  [Opcode.FORCE_RECOVER]: {
+    force: true,
     handle: (sheep) => {
-      const config = sheep.config;
-      return Promise.resolve(json({
-        status: sheep.status,
-        ctimeMs: config?.ctimeMs ?? 0,
-        copies: config?.copies ?? 0,
-        blockSizeShift: config?.blockSizeShift ?? 0,
-        strict: ((config?.flags ?? 0) & FLAG_STRICT) !== 0,
-        epoch: sheep.view.epoch,
-        zones: sheep.view.ring.zones,
-        nodes: sheep.view.nodes.map((n) => n.id),
-      }));
+      if (!sheep.member) {
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          "This sheep runs alone: nothing to recover",
+        );
+      }
+      if (!sheep.member.forceRecover()) {
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          `Cannot force recovery: the node is ${sheep.status}, not waiting for nodes`,
+        );
+      }
+      return Promise.resolve(json({ ok: true }));
+    },
+  },
+  [Opcode.STAT_RECOVERY]: {
+    force: true,
+    handle: async (sheep, request) => {
+      const own = { node: sheep.id, ...sheep.recovery.status() };
+      if (request.header.flags & Flag.FWD) return json([own]);
+      return json(
+        await Promise.all(sheep.view.nodes.map(async (node) => {
+          if (node.id === sheep.id) return own;
+          const header = requestHeader(Opcode.STAT_RECOVERY, { internal: true });
+          header.flags |= Flag.FWD;
+          try {
+            const response = checkResponse(await sheep.peers.get(node).transport.request(header));
+            return (JSON.parse(new TextDecoder().decode(response.data)) as unknown[])[0];
+          } catch (error) {
+            return { node: node.id, state: "unreachable", error: (error as Error).message };
+          }
+        })),
+      );
     },
   },
   [Opcode.GET_NODE_LIST]: {
     force: true,
     handle: async (sheep) => {
-      const space = await sheep.store.space();
-      return json(sheep.view.nodes.map((node) => ({
-        ...node,
-        ...(node.id === sheep.id ? space : {}),
-      })));
+      const nodes = sheep.view.nodes.length > 0 ? sheep.view.nodes : [sheep.ringNode()];
+      return json(
+        await Promise.all(
+          nodes.map(async (node) => ({ ...node, ...await nodeSpace(sheep, node) })),
+        ),
+      );
     },
   },
   [Opcode.LIST_LOCKS]: {
@@ -329,6 +437,27 @@ function checkVersion(header: Header): void {
   }
 }
 
+/** Requests that need a formatted, joined cluster get the reason it is not one yet. */
+function refuseUnlessServing(status: string): void {
+  switch (status) {
+    case "running":
+    case "minority": // reads still work; writes are refused by the gateway
+      return;
+    case "waiting-for-format":
+      throw new SheepdogError(
+        ResultCode.WAIT_FOR_FORMAT,
+        "Waiting for cluster to be formatted (run: shepherd mkfs --copies=N)",
+      );
+    case "waiting-for-nodes":
+      throw new SheepdogError(
+        ResultCode.WAIT_FOR_JOIN,
+        "Waiting for other nodes to join cluster (or run: shepherd cluster recover force)",
+      );
+    default:
+      throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down");
+  }
+}
+
 /** Dispatches one request, builds the response, counts and times it. Never rejects. */
 export async function handleRequest(
   sheep: Sheep,
@@ -352,14 +481,7 @@ async function dispatch(sheep: Sheep, request: Message, peer: string): Promise<M
         `Unknown opcode 0x${request.header.opcode.toString(16)}`,
       );
     }
-    if (!op.force && sheep.status !== "running") {
-      throw new SheepdogError(
-        sheep.status === "waiting-for-format" ? ResultCode.WAIT_FOR_FORMAT : ResultCode.SHUTDOWN,
-        sheep.status === "waiting-for-format"
-          ? "Waiting for cluster to be formatted (run: shepherd mkfs --copies=N)"
-          : "The sheep is shutting down",
-      );
-    }
+    if (!op.force) refuseUnlessServing(sheep.status);
     const data = (await op.handle(sheep, request, reply, peer)) ?? EMPTY;
     return { header: reply, data };
   } catch (error) {

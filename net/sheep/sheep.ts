@@ -23,6 +23,8 @@ import { type ClusterView, makeView } from "../../core/cluster/view.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
 import { type VdiChange, type VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
+import { type InodeHeader, isDeleted, isSnapshot } from "../../core/vdi/inode.ts";
+import type { Oid } from "../../core/vdi/oid.ts";
 import { Metrics } from "../metrics/metrics.ts";
 import { ObjectServer } from "../object/server.ts";
 import { LocalTransport } from "../object/transport.ts";
@@ -30,7 +32,11 @@ import { ObjectClient } from "../object/client.ts";
 import type { Message } from "../object/header.ts";
 import { type ClusterConfig, FLAG_STRICT, readConfig, writeConfig } from "./cluster_config.ts";
 import { DirLock } from "./dir_lock.ts";
-import { Gateway } from "./gateway.ts";
+import { Gateway, type LocalObjects } from "./gateway.ts";
+import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
+import type { ClusterEvent } from "./cluster_events.ts";
+import type { ClusterState } from "./cluster_state.ts";
+import { Recovery } from "./recovery.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { Peers } from "./peers.ts";
 import { VdiService } from "./vdi_service.ts";
@@ -47,6 +53,8 @@ export interface SheepOptions {
   vnodes?: number;
   logger?: Logger;
   now?: () => number;
+  /** Join a cluster through the group (multicast and/or seeds). Without it the sheep is alone. */
+  cluster?: ClusterOptions;
 }
 
 /** Who holds a VDI open ("running on ADDR"). */
@@ -54,9 +62,16 @@ export interface VdiLock {
   vid: Vid;
   client: string;
   sinceMs: number;
+  /** The sheep the client is attached through: its locks go when it leaves the cluster. */
+  node?: string;
 }
 
-export type SheepStatus = "waiting-for-format" | "running" | "stopped";
+export type SheepStatus =
+  | "waiting-for-format"
+  | "waiting-for-nodes"
+  | "running"
+  | "minority"
+  | "stopped";
 
 export class Sheep {
   readonly dir: string;
@@ -78,7 +93,11 @@ export class Sheep {
   #view: ClusterView = makeView(0, []);
   #server: ObjectServer | undefined;
   #dirLock: DirLock | undefined;
-  #status: SheepStatus = "stopped";
+  #running = false;
+  readonly member: ClusterMember | undefined;
+  readonly recovery: Recovery;
+  /** Which nodes reported recovery complete, per epoch; all of them ⇒ leftovers are purged. */
+  #recovered = new Map<number, Set<string>>();
 
   constructor(options: SheepOptions) {
     this.dir = path.resolve(options.dir);
@@ -94,13 +113,27 @@ export class Sheep {
       get selfId() {
         return selfId();
       },
-      store: this.store,
+      local: this.#localObjects(),
       registry: this.registry,
       peers: this.peers,
       view: () => this.#view,
+      admitWrite: () => this.#admitWrite(),
       defaultCopies: () => this.#config?.copies ?? COPIES_DEFAULT,
       defaultBlockSizeShift: () => this.#config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
     });
+    this.recovery = new Recovery({
+      get selfId() {
+        return selfId();
+      },
+      store: this.store,
+      peers: this.peers,
+      logger: this.logger,
+      copies: (oid) => this.gateway.copiesOf(oid),
+      objectLimit: (oid) => this.gateway.objectLimit(oid),
+      now: () => this.now(),
+      completed: (epoch) => void this.#reportRecovered(epoch),
+    });
+    this.member = options.cluster ? new ClusterMember(this, options.cluster) : undefined;
     this.vdis = new VdiService({
       registry: this.registry,
       gateway: this.gateway,
@@ -118,7 +151,13 @@ export class Sheep {
   }
 
   get status(): SheepStatus {
-    return this.#status;
+    if (!this.#running) return "stopped";
+    if (this.member) {
+      const state = this.member.state;
+      if (state === "minority") return "minority";
+      if (state !== "primary") return "waiting-for-nodes";
+    }
+    return this.#config ? "running" : "waiting-for-format";
   }
 
   get config(): ClusterConfig | undefined {
@@ -153,9 +192,10 @@ export class Sheep {
       const bound = await this.#server.listen({ host: this.host, port: this.#port });
       this.#port = bound.port;
       await this.#loadVdis();
-      this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
-      this.#status = this.#config ? "running" : "waiting-for-format";
-      this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.#status})`);
+      this.#running = true;
+      if (this.member) await this.member.start();
+      else this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
+      this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
       throw error;
@@ -185,8 +225,13 @@ export class Sheep {
   }
 
   /** Stops serving and releases the directory. */
-  async stop(): Promise<void> {
-    this.#status = "stopped";
+  /**
+   * Stops serving and releases the directory. `graceful: false` skips saying goodbye to the
+   * group, as a crash would (tests use it to kill a node).
+   */
+  async stop(options: { graceful?: boolean } = {}): Promise<void> {
+    this.#running = false;
+    await this.member?.stop({ leave: options.graceful ?? true });
     await this.#server?.close();
     this.#server = undefined;
     await this.peers.close();
@@ -195,12 +240,70 @@ export class Sheep {
     this.#dirLock = undefined;
   }
 
-  /** Applies a VDI event; with one node, directly. */
+  /** Applies a VDI event on every node (through the group), or directly when alone. */
   submitVdiEvent(event: VdiEvent): Promise<VdiChange> {
-    return Promise.resolve().then(() => this.registry.apply(event));
+    return this.#submit<VdiChange>({ type: "vdi", event });
   }
 
-  /** Formats the cluster: persists the config and starts epoch 1. */
+  #submit<T>(event: ClusterEvent): Promise<T> {
+    if (this.member) return this.member.propose<T>(event);
+    return Promise.resolve().then(() => this.applyEvent(event) as Promise<T>);
+  }
+
+  /**
+   * Applies one delivered cluster event. Deterministic: every node gets the same result or the
+   * same error, so the VDI table and config stay identical everywhere.
+   */
+  async applyEvent(event: ClusterEvent): Promise<unknown> {
+    switch (event.type) {
+      case "vdi":
+        return this.registry.apply(event.event);
+      case "mkfs":
+        return await this.#applyMkfs(event.config, event.force);
+      case "lock": {
+        const held = this.locks.get(event.vid);
+        if (held && held.client !== event.client && !event.force) {
+          throw new SheepdogError(ResultCode.VDI_LOCKED, `VDI is in use by ${held.client}`);
+        }
+        this.locks.set(event.vid, {
+          vid: event.vid,
+          client: event.client,
+          sinceMs: event.sinceMs,
+          node: event.node,
+        });
+        return undefined;
+      }
+      case "unlock": {
+        const held = this.locks.get(event.vid);
+        if (held && (event.client === undefined || held.client === event.client)) {
+          this.locks.delete(event.vid);
+        }
+        return undefined;
+      }
+      case "recovered":
+        return await this.#noteRecovered(event.node, event.epoch);
+    }
+  }
+
+  /** Takes the one-writer lock of `vid` for `client`; VDI_LOCKED names the holder. */
+  lockVdi(vid: Vid, client: string, options: { force?: boolean } = {}): Promise<void> {
+    return this.#submit({
+      type: "lock",
+      vid,
+      client,
+      node: this.id,
+      sinceMs: this.now(),
+      force: options.force ?? false,
+    });
+  }
+
+  unlockVdi(vid: Vid, client?: string): Promise<void> {
+    return this.#submit(
+      client === undefined ? { type: "unlock", vid } : { type: "unlock", vid, client },
+    );
+  }
+
+  /** Formats the cluster: every node persists the config. */
   async makeFs(
     options: { copies: number; blockSizeShift: number; force: boolean; strict: boolean },
   ): Promise<void> {
@@ -214,13 +317,6 @@ export class Sheep {
     if (!Number.isInteger(shift) || shift < BLOCK_SIZE_SHIFT_MIN || shift > BLOCK_SIZE_SHIFT_MAX) {
       throw new SheepdogError(ResultCode.INVALID_PARMS, `Invalid object size shift ${shift}`);
     }
-    if (this.#config && !options.force) {
-      throw new SheepdogError(
-        ResultCode.INVALID_PARMS,
-        "Cannot format: the cluster is formatted already and holds data (use --force to erase it)",
-      );
-    }
-    if (this.#config) await this.#erase();
     const config: ClusterConfig = {
       ctimeMs: this.now(),
       flags: options.strict ? FLAG_STRICT : 0,
@@ -228,11 +324,23 @@ export class Sheep {
       blockSizeShift: shift,
       shutdown: false,
     };
+    await this.#submit({ type: "mkfs", config, force: options.force });
+  }
+
+  async #applyMkfs(config: ClusterConfig, force: boolean): Promise<void> {
+    if (this.#config && !force) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        "Cannot format: the cluster is formatted already and holds data (use --force to erase it)",
+      );
+    }
+    if (this.#config) await this.#erase();
     await writeConfig(this.dir, config);
     this.#config = config;
-    this.#view = makeView(1, [this.ringNode()]);
-    this.#status = "running";
-    this.logger.info(`cluster formatted: ${config.copies} copies, object size 2^${shift}`);
+    if (!this.member) this.#view = makeView(1, [this.ringNode()]);
+    this.logger.info(
+      `cluster formatted: ${config.copies} copies, object size 2^${config.blockSizeShift}`,
+    );
   }
 
   async #erase(): Promise<void> {
@@ -240,6 +348,118 @@ export class Sheep {
     this.registry.clear();
     this.locks.clear();
   }
+
+  /** True when a strict cluster has fewer zones than copies (writes are refused then). */
+  get redundancyReduced(): boolean {
+    const copies = this.#config?.copies ?? 0;
+    return this.#view.ring.zones < copies;
+  }
+
+  #admitWrite(): void {
+    const status = this.status;
+    if (status === "minority") {
+      throw new SheepdogError(
+        ResultCode.HALT,
+        "This node is cut off from the majority of the cluster: writes are refused",
+      );
+    }
+    if (status === "waiting-for-nodes") {
+      throw new SheepdogError(ResultCode.WAIT_FOR_JOIN, "Waiting for other nodes to join cluster");
+    }
+    if (this.redundancyReduced && ((this.#config?.flags ?? 0) & FLAG_STRICT) !== 0) {
+      throw new SheepdogError(
+        ResultCode.HALT,
+        `Writes are refused: ${this.#view.ring.zones} zone(s) alive, the strict cluster needs ${this.#config?.copies}`,
+      );
+    }
+  }
+
+  /** A new view from the group: switch placement, drop locks of departed nodes, recover. */
+  installView(
+    view: ClusterView,
+    options: { previousMembers: ReadonlySet<string>; wasAbsent: boolean },
+  ): Promise<void> {
+    const ids = new Set(view.nodes.map((n) => n.id));
+    this.#view = view;
+    for (const [vid, lock] of this.locks) {
+      if (lock.node && !ids.has(lock.node)) this.locks.delete(vid);
+    }
+    for (const left of options.previousMembers) if (!ids.has(left)) void this.peers.forget(left);
+    this.logger.info(`epoch ${view.epoch}: ${view.nodes.map((n) => n.id).join(", ")}`);
+    if (this.#config && ids.has(this.id)) this.recovery.start(view, options);
+    return Promise.resolve();
+  }
+
+  async #reportRecovered(epoch: number): Promise<void> {
+    try {
+      await this.#submit({ type: "recovered", node: this.id, epoch });
+    } catch (error) {
+      this.logger.debug(
+        `recovery report for epoch ${epoch} not delivered: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  async #noteRecovered(node: string, epoch: number): Promise<void> {
+    const done = this.#recovered.get(epoch) ?? new Set<string>();
+    done.add(node);
+    this.#recovered.set(epoch, done);
+    const view = this.#view;
+    if (epoch !== view.epoch || !view.nodes.every((n) => done.has(n.id))) return;
+    // Every node has what the ring puts on it: leftovers of earlier epochs can go.
+    for (const old of this.#recovered.keys()) if (old < epoch) this.#recovered.delete(old);
+    const removed = await this.recovery.purge(view);
+    if (removed > 0) {
+      this.logger.info(`all nodes recovered epoch ${epoch}: purged ${removed} leftover objects`);
+    }
+  }
+
+  /** The state a joining peer fetches (GET_CLUSTER_STATE). */
+  clusterState(): ClusterState {
+    return {
+      seq: this.member?.lastSeq ?? 0,
+      config: this.#config ?? null,
+      headers: this.registry.all(),
+      locks: [...this.locks.values()],
+    };
+  }
+
+  /** Merges a peer's state in: its config if we have none, its VDI headers, its locks. */
+  async mergeState(state: ClusterState): Promise<void> {
+    if (!this.#config && state.config) {
+      await writeConfig(this.dir, state.config);
+      this.#config = state.config;
+    }
+    for (const header of state.headers) {
+      const mine = this.registry.get(header.vdiId);
+      if (!mine || headerRank(header) > headerRank(mine)) this.registry.load(header);
+    }
+    for (const lock of state.locks) if (!this.locks.has(lock.vid)) this.locks.set(lock.vid, lock);
+  }
+
+  /** Local replicas, with recovery in front: a missing object may be on its way here. */
+  #localObjects(): LocalObjects {
+    const store = this.store;
+    const whenMissing = async <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
+      if (!this.recovery.active) return await work();
+      await this.recovery.ensure(oid);
+      return await this.recovery.withObjectLock(oid, work);
+    };
+    return {
+      read: (oid, offset, length) => whenMissing(oid, () => store.read(oid, offset, length)),
+      write: (oid, data, offset) => whenMissing(oid, () => store.write(oid, data, offset)),
+      create: (oid, data, offset) =>
+        this.recovery.withObjectLock(oid, () => store.create(oid, data, offset)),
+      remove: (oid) => this.recovery.withObjectLock(oid, () => store.remove(oid)),
+      flush: () => store.flush(),
+    };
+  }
+
+  /** The local replica operations, for peer requests. */
+  get local(): LocalObjects {
+    return this.#local ??= this.#localObjects();
+  }
+  #local: LocalObjects | undefined;
 
   /** A client of this very sheep that takes no network hop (NBD export, HTTP API). */
   localClient(peer = "local"): ObjectClient {
@@ -252,4 +472,12 @@ export class Sheep {
   handle(request: Message, peer: string): Promise<Message> {
     return handleRequest(this, request, peer);
   }
+}
+
+/**
+ * Which of two headers of one vid is newer: a tombstone beats a snapshot beats a working VDI
+ * (a vid only ever moves that way), then the larger size (VDIs only grow).
+ */
+function headerRank(header: InodeHeader): number {
+  return (isDeleted(header) ? 4 : isSnapshot(header) ? 2 : 0) * 2 ** 50 + header.vdiSize;
 }

@@ -1,0 +1,28 @@
+/**
+ * Small byte helpers shared by the store, the gateway, recovery and `img convert`.
+ *
+ * @module
+ */
+
+/** `bytes` without its zero tail: sparse objects need not store it, it reads as zeros anyway. */
+export function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return bytes.subarray(0, end);
+}
+
+/** True when every byte is zero (compares 8 bytes at a time where aligned). */
+export function isZero(bytes: Uint8Array): boolean {
+  const aligned = bytes.byteOffset % 8 === 0 ? Math.floor(bytes.length / 8) : 0;
+  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, aligned);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
+  for (let i = aligned * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/** Byte-wise equality. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

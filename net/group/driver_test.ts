@@ -1,0 +1,128 @@
+/**
+ * Goal: the driver runs the protocol over real UDP on 127.0.0.1: unicast seeds alone form a
+ * cluster, events reach everyone, a stopped member is dropped, the epoch log is persisted
+ * before a view is delivered, and multicast discovery works with the interface given.
+ * Method: start drivers on ephemeral ports with short timing (one tick is still 100 ms) and
+ * poll their callbacks until a deadline; close everything at the end.
+ */
+
+import assert from "node:assert/strict";
+import { GroupDriver, type GroupDriverOptions } from "./driver.ts";
+import type { EpochRecord, View } from "./types.ts";
+
+const timing = { heartbeatTicks: 2, failureTimeoutTicks: 10, settleTicks: 5, retransmitTicks: 1 };
+
+interface Probe {
+  driver: GroupDriver;
+  views: View[];
+  events: string[];
+  persisted: EpochRecord[];
+  /** Epochs delivered before they were persisted (must stay empty). */
+  unpersisted: number[];
+  errors: Error[];
+}
+
+function probe(options: Partial<GroupDriverOptions>): Probe {
+  const result: Probe = {
+    driver: null as unknown as GroupDriver,
+    views: [],
+    events: [],
+    persisted: [],
+    unpersisted: [],
+    errors: [],
+  };
+  const onView = (view: View) => {
+    if (!result.persisted.some((r) => r.epoch === view.epoch)) result.unpersisted.push(view.epoch);
+    result.views.push(view);
+  };
+  result.driver = new GroupDriver({
+    address: "127.0.0.1:0",
+    multicast: false,
+    timing,
+    persist: async (records) => {
+      await new Promise((resolve) => setTimeout(resolve, 1)); // a real write takes time
+      result.persisted.push(...records);
+    },
+    onView,
+    onResync: onView,
+    onEvent: (event) => result.events.push(new TextDecoder().decode(event.payload)),
+    onError: (error) => result.errors.push(error),
+    ...options,
+  });
+  return result;
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function lastView(p: Probe): View | undefined {
+  return p.views.at(-1);
+}
+
+Deno.test("three drivers on 127.0.0.1 with unicast seeds form a cluster and agree", async () => {
+  const a = probe({ incarnation: 1 });
+  await a.driver.start();
+  const b = probe({ incarnation: 1, seeds: [a.driver.id] });
+  await b.driver.start();
+  const c = probe({ incarnation: 1, seeds: [a.driver.id, b.driver.id] });
+  await c.driver.start();
+  const all = [a, b, c];
+  try {
+    await until("one view of three", () =>
+      all.every((p) => lastView(p)?.members.length === 3 && p.driver.status().state === "primary") &&
+      new Set(all.map((p) => lastView(p)?.epoch)).size === 1);
+
+    c.driver.propose(new TextEncoder().encode("vdi create alpha"));
+    a.driver.propose(new TextEncoder().encode("vdi create beta"));
+    await until("events everywhere", () => all.every((p) => p.events.length === 2));
+    assert.deepEqual(b.events, a.events);
+    assert.deepEqual(c.events, a.events);
+    assert.throws(() => a.driver.propose(new Uint8Array(60_001)), RangeError);
+
+    const epoch = lastView(a)!.epoch;
+    await c.driver.stop();
+    await until("the stopped member dropped", () =>
+      [a, b].every((p) => lastView(p)?.epoch === epoch + 1 && lastView(p)?.members.length === 2));
+    for (const p of all) assert.deepEqual(p.unpersisted, []);
+    for (const p of all) assert.deepEqual(p.errors, []);
+    assert.ok(a.driver.stats.received > 0 && a.driver.stats.rejected === 0);
+  } finally {
+    await Promise.all(all.map((p) => p.driver.stop()));
+  }
+});
+
+Deno.test("two drivers find each other by multicast alone on 127.0.0.1", async () => {
+  const port = 40_000 + (Date.now() % 20_000);
+  const multicast = { group: "239.10.10.10", port };
+  const groupName = `driver-test-${port}`;
+  const a = probe({ multicast, groupName });
+  await a.driver.start();
+  const b = probe({ multicast, groupName });
+  await b.driver.start();
+  try {
+    await until("one view of two", () =>
+      [a, b].every((p) => lastView(p)?.members.length === 2 && p.driver.status().state === "primary"));
+    assert.deepEqual(a.errors, []);
+  } finally {
+    await Promise.all([a.driver.stop(), b.driver.stop()]);
+  }
+});
+
+Deno.test("a driver refuses a malformed address and reports a failing persist by stopping", async () => {
+  assert.throws(() => new GroupDriver({ address: "localhost:7000", persist: async () => {} }), TypeError);
+  assert.throws(() => new GroupDriver({ address: "10.0.0.300:7000", persist: async () => {} }), TypeError);
+  const p = probe({ persist: () => Promise.reject(new Error("disk full")) });
+  await p.driver.start();
+  try {
+    await until("the persist failure", () => p.errors.length > 0);
+    assert.match(p.errors[0]!.message, /Cannot persist the epoch log: disk full/);
+    assert.deepEqual(p.views, [], "nothing is delivered without the epoch log");
+  } finally {
+    await p.driver.stop();
+  }
+});

@@ -1,0 +1,300 @@
+/**
+ * A sheep's membership in the cluster: runs the group driver (the seed's `dog` role, embedded),
+ * turns views into ring views, proposes cluster events and applies delivered ones in order, and
+ * catches up from peers when it missed history (a join, a restart, a healed partition).
+ *
+ * @module
+ */
+
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import type { RingNode } from "../../core/hash/ring.ts";
+import { makeView } from "../../core/cluster/view.ts";
+import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
+import type { GroupEventDelivery } from "../group/driver.ts";
+import { checkResponse, requestHeader } from "../object/client.ts";
+import { Opcode } from "../object/ops.ts";
+import { type ClusterEvent, decodeEvent, encodeEvent } from "./cluster_events.ts";
+import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
+import type { Sheep } from "./sheep.ts";
+import { decodeClusterState } from "./cluster_state.ts";
+
+/** How a sheep finds and watches its peers. */
+export interface ClusterOptions {
+  /** Unicast "host:port" of other sheep (their object ports); the alternative to multicast. */
+  seeds?: string[];
+  /** Multicast group and port, or false for seeds only. */
+  multicast?: { group: string; port: number } | false;
+  /** Failure detection in ms (default 5000). */
+  failureTimeoutMs?: number;
+  /** How long a fresh node listens for peers before forming a cluster (default 3000). */
+  settleMs?: number;
+  /** Don't form a new cluster with fewer fresh nodes than this. */
+  bootstrapMinMembers?: number;
+}
+
+/** Group ticks are 100 ms. */
+const TICK_MS = 100;
+/** How long a proposal waits for a node that is still forming or joining. */
+const PROPOSE_WAIT_MS = 10_000;
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+}
+
+export class ClusterMember {
+  readonly #sheep: Sheep;
+  readonly #options: ClusterOptions;
+  readonly epochLog: EpochLog;
+  #driver: GroupDriver | undefined;
+  #state: GroupState = "forming";
+  #incarnation = 0;
+  #pending = new Map<number, Pending>();
+  #applying: Promise<void> = Promise.resolve();
+  #lastSeq = 0;
+  #syncing = false;
+  #buffered: GroupEventDelivery[] = [];
+  #members: string[] = [];
+  #firstView = true;
+  #master: string | null = null;
+
+  constructor(sheep: Sheep, options: ClusterOptions) {
+    this.#sheep = sheep;
+    this.#options = options;
+    this.epochLog = new EpochLog(sheep.dir);
+  }
+
+  get state(): GroupState {
+    return this.#state;
+  }
+
+  get master(): string | null {
+    return this.#master;
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.#startDriver(this.#options.multicast ?? false);
+    } catch (error) {
+      if (!this.#options.multicast || !/multicast/i.test((error as Error).message)) throw error;
+      // No multicast here (no route, a container): seeds still work, so carry on without it.
+      this.#sheep.logger.warn(`${(error as Error).message}; continuing with seeds only`);
+      await this.#driver?.stop();
+      await this.#startDriver(false);
+    }
+  }
+
+  async #startDriver(multicast: ClusterOptions["multicast"]): Promise<void> {
+    const sheep = this.#sheep;
+    const persisted = await this.epochLog.last();
+    this.#incarnation = sheep.now();
+    const node = sheep.ringNode();
+    const failureTicks = Math.max(
+      5,
+      Math.round((this.#options.failureTimeoutMs ?? 5000) / TICK_MS),
+    );
+    const settleTicks = Math.max(1, Math.round((this.#options.settleMs ?? 3000) / TICK_MS));
+    this.#driver = new GroupDriver({
+      address: sheep.id,
+      incarnation: this.#incarnation,
+      info: { host: node.host, port: node.port, zone: node.zone, vnodes: node.vnodes },
+      persisted: persisted ? stripTime(persisted) : null,
+      persist: (records) => this.epochLog.append(records, sheep.now()),
+      seeds: this.#options.seeds ?? [],
+      multicast: multicast ?? false,
+      timing: {
+        failureTimeoutTicks: failureTicks,
+        heartbeatTicks: Math.max(1, Math.floor(failureTicks / 10)),
+        settleTicks,
+      },
+      ...(this.#options.bootstrapMinMembers
+        ? { bootstrapMinMembers: this.#options.bootstrapMinMembers }
+        : {}),
+      onView: (view) => this.#onView(view),
+      onEvent: (event) => this.#onEvent(event),
+      onResync: (view) => this.#onResync(view),
+      onStatus: (status) => {
+        this.#state = status.state;
+        this.#master = status.master;
+      },
+      onError: (error) => sheep.logger.warn(`group: ${error.message}`),
+    });
+    await this.#driver.start();
+  }
+
+  async stop(options: { leave: boolean }): Promise<void> {
+    const driver = this.#driver;
+    this.#driver = undefined;
+    if (!driver) return;
+    if (options.leave) {
+      try {
+        driver.leave();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } catch {
+        // Leaving is a courtesy: the others detect the silence anyway.
+      }
+    }
+    await driver.stop();
+    for (const pending of this.#pending.values()) {
+      pending.reject(new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down"));
+    }
+    this.#pending.clear();
+  }
+
+  /**
+   * Proposes an event and resolves with what applying it returned on this node. While the
+   * node is still forming or joining, it waits a little for a view rather than failing.
+   */
+  async propose<T>(event: ClusterEvent): Promise<T> {
+    for (
+      let waited = 0;
+      this.#state !== "primary" && this.#state !== "minority" && waited < PROPOSE_WAIT_MS;
+      waited += 100
+    ) {
+      if (!this.#driver) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return await this.#propose<T>(event);
+  }
+
+  #propose<T>(event: ClusterEvent): Promise<T> {
+    const driver = this.#driver;
+    if (!driver) {
+      return Promise.reject(new SheepdogError(ResultCode.SHUTDOWN, "The sheep is not running"));
+    }
+    if (this.#state !== "primary") {
+      return Promise.reject(
+        new SheepdogError(
+          this.#state === "minority" ? ResultCode.HALT : ResultCode.WAIT_FOR_JOIN,
+          this.#state === "minority"
+            ? "This node is cut off from the majority of the cluster: changes are refused"
+            : "Waiting for other nodes to join cluster",
+        ),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const id = driver.propose(encodeEvent(event));
+      this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+    });
+  }
+
+  /** Operator override after a full stop: start with the nodes present. */
+  forceRecover(): boolean {
+    return this.#driver?.forceRecover() ?? false;
+  }
+
+  /** Members of the current view, witnesses included. */
+  get members(): readonly string[] {
+    return this.#members;
+  }
+
+  epochHistory(): Promise<StoredEpoch[]> {
+    return this.epochLog.list();
+  }
+
+  #onView(view: View): void {
+    const previous = new Set(this.#members);
+    const wasAbsent = !previous.has(this.#sheep.id);
+    this.#members = view.members.map((m) => m.id);
+    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) => ({
+      id: m.id,
+      host: String(m.info.host),
+      port: Number(m.info.port),
+      zone: Number(m.info.zone),
+      vnodes: Number(m.info.vnodes),
+    }));
+    const ringView = makeView(view.epoch, nodes);
+    const first = this.#firstView;
+    this.#firstView = false;
+    this.#enqueue(async () => {
+      if (first && nodes.some((n) => n.id !== this.#sheep.id)) {
+        await this.#mergeFromPeers(nodes, false);
+      }
+      await this.#sheep.installView(ringView, {
+        previousMembers: previous,
+        wasAbsent: wasAbsent && !first,
+      });
+    });
+  }
+
+  #onEvent(event: GroupEventDelivery): void {
+    if (this.#syncing) {
+      this.#buffered.push(event);
+      return;
+    }
+    this.#enqueue(() => this.#apply(event));
+  }
+
+  async #apply(delivery: GroupEventDelivery): Promise<void> {
+    if (delivery.seq <= this.#lastSeq) return;
+    this.#lastSeq = delivery.seq;
+    const mine = delivery.origin === this.#sheep.id &&
+      delivery.originIncarnation === this.#incarnation;
+    const pending = mine ? this.#pending.get(delivery.proposalId) : undefined;
+    if (pending) this.#pending.delete(delivery.proposalId);
+    try {
+      const result = await this.#sheep.applyEvent(decodeEvent(delivery.payload));
+      pending?.resolve(result);
+    } catch (error) {
+      pending?.reject(error as Error);
+    }
+  }
+
+  /** Missed history: fetch the state from peers, then install the view it came with. */
+  #onResync(view: View): void {
+    this.#syncing = true;
+    this.#firstView = false;
+    const nodes = view.members.filter((m) => !m.witness && m.id !== this.#sheep.id);
+    this.#enqueue(async () => {
+      try {
+        await this.#mergeFromPeers(
+          nodes.map((m) => ({ id: m.id, host: String(m.info.host), port: Number(m.info.port) })),
+          true,
+        );
+      } finally {
+        this.#syncing = false;
+        const buffered = this.#buffered;
+        this.#buffered = [];
+        for (const event of buffered) await this.#apply(event);
+      }
+    });
+    this.#onView(view);
+  }
+
+  /** Fetches the cluster state (config, VDIs, locks) from peers and merges it in. */
+  async #mergeFromPeers(
+    nodes: readonly Pick<RingNode, "id" | "host" | "port">[],
+    adoptSeq: boolean,
+  ): Promise<void> {
+    for (const node of nodes) {
+      if (node.id === this.#sheep.id) continue;
+      try {
+        const header = requestHeader(Opcode.GET_CLUSTER_STATE, { internal: true });
+        const response = checkResponse(await this.#sheep.peers.get(node).transport.request(header));
+        const state = decodeClusterState(response.data);
+        await this.#sheep.mergeState(state);
+        if (adoptSeq) this.#lastSeq = Math.max(this.#lastSeq, state.seq);
+      } catch (error) {
+        this.#sheep.logger.warn(
+          `cannot fetch cluster state from ${node.id}: ${(error as Error).message}`,
+        );
+      }
+    }
+  }
+
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /** Views, events and syncs are applied strictly one after another, in delivery order. */
+  #enqueue(work: () => Promise<void>): void {
+    this.#applying = this.#applying.then(work).catch((error) => {
+      this.#sheep.logger.error(`applying a cluster change failed: ${(error as Error).message}`);
+    });
+  }
+}
+
+function stripTime(record: StoredEpoch) {
+  const { timeMs: _time, ...rest } = record;
+  return rest;
+}

@@ -1,0 +1,146 @@
+/**
+ * In-process clusters: several sheep in one process on loopback, joined through unicast seeds
+ * with fast failure detection, started, killed and restarted at will.
+ *
+ * @module
+ */
+
+import * as fsp from "node:fs/promises";
+import * as net from "node:net";
+import * as path from "node:path";
+import { Sheep } from "../net/sheep/sheep.ts";
+import { ObjectClient } from "../net/object/client.ts";
+import { TcpTransport } from "../net/object/tcp_transport.ts";
+import { AdminService } from "../net/admin/admin_service.ts";
+import { tempDir } from "./harness.ts";
+
+/** A free loopback port (TCP; the group uses the same number over UDP). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export interface TestClusterOptions {
+  nodes: number;
+  copies: number;
+  failureTimeoutMs?: number;
+  /** Zone of node i; by default every node is its own zone. */
+  zone?: (index: number) => number;
+}
+
+export class TestCluster {
+  readonly root: string;
+  readonly ports: number[] = [];
+  readonly sheep: (Sheep | undefined)[] = [];
+  readonly #options: TestClusterOptions;
+  #clients: AdminService[] = [];
+
+  private constructor(root: string, options: TestClusterOptions) {
+    this.root = root;
+    this.#options = options;
+  }
+
+  static async start(options: TestClusterOptions): Promise<TestCluster> {
+    const cluster = new TestCluster(await tempDir("sd-cluster-"), options);
+    for (let i = 0; i < options.nodes; i++) cluster.ports.push(await freePort());
+    await Promise.all(cluster.ports.map((_, i) => cluster.startNode(i)));
+    await cluster.waitForView(options.nodes);
+    await cluster.admin(0).mkfs({ copies: options.copies, blockSizeShift: 22 });
+    await waitFor(
+      "every node formatted",
+      () => cluster.live().every((s) => s.status === "running"),
+    );
+    return cluster;
+  }
+
+  /** Starts (or restarts) node `index` on its directory and port. */
+  async startNode(index: number): Promise<Sheep> {
+    if (index >= this.ports.length) this.ports.push(await freePort());
+    const port = this.ports[index]!;
+    const sheep = new Sheep({
+      dir: path.join(this.root, `sheep${index}`),
+      host: "127.0.0.1",
+      port,
+      zone: this.#options.zone?.(index) ?? index + 1,
+      cluster: {
+        seeds: this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
+        multicast: false,
+        failureTimeoutMs: this.#options.failureTimeoutMs ?? 1500,
+        settleMs: 500,
+      },
+    });
+    await sheep.start();
+    this.sheep[index] = sheep;
+    return sheep;
+  }
+
+  node(index: number): Sheep {
+    const sheep = this.sheep[index];
+    if (!sheep) throw new Error(`node ${index} is not running`);
+    return sheep;
+  }
+
+  live(): Sheep[] {
+    return this.sheep.filter((s): s is Sheep => s !== undefined);
+  }
+
+  /** An admin client talking TCP to node `index`. */
+  admin(index: number): AdminService {
+    const admin = new AdminService(
+      new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: this.ports[index]! })),
+    );
+    this.#clients.push(admin);
+    return admin;
+  }
+
+  /** Kills node `index` without a goodbye, as a crash would. */
+  async kill(index: number): Promise<void> {
+    const sheep = this.node(index);
+    this.sheep[index] = undefined;
+    await sheep.stop({ graceful: false });
+  }
+
+  /** Waits until every live node is running in one view of `size` storage nodes. */
+  async waitForView(size: number, timeoutMs = 20_000): Promise<number> {
+    await waitFor(`a view of ${size} nodes`, () => {
+      const live = this.live();
+      const epochs = new Set(live.map((s) => s.view.epoch));
+      return epochs.size === 1 &&
+        live.every((s) => s.view.nodes.length === size && s.member?.state === "primary");
+    }, timeoutMs);
+    return this.live()[0]!.view.epoch;
+  }
+
+  /** Waits until every live node finished recovering the current epoch. */
+  async waitForRecovery(timeoutMs = 30_000): Promise<void> {
+    await waitFor("recovery to finish", () =>
+      this.live().every((s) => {
+        const status = s.recovery.status();
+        return status.state === "done" && status.epoch === s.view.epoch;
+      }), timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    for (const client of this.#clients) await client.client.close();
+    await Promise.all(this.live().map((s) => s.stop({ graceful: false })));
+    await fsp.rm(this.root, { recursive: true, force: true });
+  }
+}
