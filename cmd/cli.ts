@@ -105,3 +105,18 @@ export function isSingleExecutable(): boolean {
 export function programArguments(): string[] {
   return process.argv.slice(2);
 }
+
+/** An integer flag in [min, max], or undefined when not given; anything else is a UsageError. */
+export function integerFlag(
+  value: string | undefined,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`Invalid --${name} '${value}': use ${min}..${max}`);
+  }
+  return n;
+}

@@ -10,10 +10,12 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import { HTTP_PORT_DEFAULT, OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import { startHttpService } from "../net/http/mod.ts";
+import { createLogger, parseLogLevel } from "../net/log/mod.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
-import type { Logger } from "../net/sheep/logger.ts";
 import {
+  integerFlag,
   isSingleExecutable,
   parseFlags,
   parseHostPort,
@@ -36,6 +38,10 @@ Options:
   --multicast G:P   multicast group and port for discovery (default 239.10.10.10:7400);
                     'off' to discover through --seed addresses only
   --failure-timeout MS  declare a silent node gone after MS ms (default 5000)
+  --http-address A  HTTP admin API and dashboard address (default 127.0.0.1)
+  --http-port N     HTTP port (default ${HTTP_PORT_DEFAULT})
+  --http-token T    token required for changes through HTTP (needed beyond loopback)
+  --no-http         no HTTP admin API
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
@@ -46,39 +52,16 @@ const FLAGS = {
   zone: { type: "string" },
   vnodes: { type: "string" },
   seed: { type: "string", multiple: true },
+  http: { type: "boolean", default: true },
+  "http-address": { type: "string", default: "127.0.0.1" },
+  "http-port": { type: "string", default: String(HTTP_PORT_DEFAULT) },
+  "http-token": { type: "string" },
   multicast: { type: "string", default: "239.10.10.10:7400" },
   "failure-timeout": { type: "string", default: "5000" },
   "log-level": { type: "string", default: "info" },
   foreground: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
 } as const;
-
-const LEVELS = ["debug", "info", "warn", "error"] as const;
-
-function integerFlag(
-  value: string | undefined,
-  name: string,
-  min: number,
-  max: number,
-): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`Invalid --${name} '${value}': use ${min}..${max}`);
-  }
-  return n;
-}
-
-/** A plain levelled line logger to a stream (the HTTP/logging work may replace it). */
-function streamLogger(stream: NodeJS.WritableStream, level: string): Logger {
-  const threshold = LEVELS.indexOf(level as typeof LEVELS[number]);
-  const line = (name: typeof LEVELS[number]) => (message: string) => {
-    if (LEVELS.indexOf(name) >= threshold) {
-      stream.write(`${new Date().toISOString()} ${name.toUpperCase()} ${message}\n`);
-    }
-  };
-  return { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
-}
 
 /** The command that re-runs this program (single executable, node script, or deno). */
 function selfCommand(args: string[]): { command: string; args: string[] } {
@@ -108,7 +91,12 @@ async function daemonise(dir: string, args: string[]): Promise<void> {
       const text = await fsp.readFile(logFile, "utf8").catch(() => "");
       const last = text.trim().split("\n").pop() ?? "";
       // The child's last line says why: "sheep: Cannot use DIR: ..." or a logged error.
-      const reason = last.replace(/^\d{4}-\d\d-\d\dT\S+ \w+ /, "").replace(/^sheep: /, "");
+      let reason = last.replace(/^sheep: /, "");
+      try {
+        reason = (JSON.parse(last) as { msg?: string }).msg ?? reason; // a pino line
+      } catch {
+        // A plain line, as runCommand prints.
+      }
       reject(new Error(reason || `sheep exited with status ${code}`));
     });
   });
@@ -120,11 +108,18 @@ async function serve(
   dir: string,
   values: ReturnType<typeof parseFlags<typeof FLAGS>>["values"],
 ): Promise<void> {
-  const level = values["log-level"]!;
-  if (!LEVELS.includes(level as typeof LEVELS[number])) {
-    throw new UsageError(`Invalid --log-level '${level}'`);
+  let level;
+  try {
+    level = parseLogLevel(values["log-level"]!);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
   }
-  const logger = streamLogger(process.stderr, level);
+  // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
+  const logger = createLogger({
+    level,
+    name: "sheep",
+    ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
+  });
   const zone = integerFlag(values.zone, "zone", 0, 0xffffffff);
   const vnodes = integerFlag(values.vnodes, "vnodes", 0, 1024);
   const seeds = values.seed ?? [];
@@ -146,6 +141,22 @@ async function serve(
     ...(vnodes === undefined ? {} : { vnodes }),
   });
   await sheep.start();
+  const services: { close(): Promise<void> }[] = [];
+  try {
+    if (values.http) {
+      services.push(
+        await startHttpService(sheep, {
+          host: values["http-address"]!,
+          port: integerFlag(values["http-port"], "http-port", 0, 65535)!,
+          ...(values["http-token"] ? { token: values["http-token"] } : {}),
+          logger,
+        }),
+      );
+    }
+  } catch (error) {
+    await sheep.stop();
+    throw error;
+  }
   const pidFile = path.join(sheep.dir, "sheep.pid");
   await fsp.writeFile(pidFile, `${process.pid}\n`);
   let stopping = false;
@@ -153,7 +164,9 @@ async function serve(
     if (stopping) return;
     stopping = true;
     logger.info(`${signal}: stopping`);
+    for (const service of services) await service.close().catch(() => undefined);
     await sheep.stop();
+    await logger.close();
     await fsp.rm(pidFile, { force: true });
     process.exit(0);
   };

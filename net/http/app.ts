@@ -387,6 +387,12 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     const info = await admin.clusterInfo();
     const history = options.epochHistory
       ? await options.epochHistory()
+      : info.epochs.length > 0
+      ? info.epochs.map((e) => ({
+        epoch: e.epoch,
+        timeMs: e.timeMs,
+        nodes: e.members.map((m) => m.id),
+      }))
       : info.epoch > 0
       ? [{ epoch: info.epoch, nodes: info.nodes }]
       : [];
@@ -475,18 +481,14 @@ export function createAdminApp(options: AdminAppOptions): Hono {
 
   app.get("/api/v1/recovery", async (c) => {
     if (options.recovery) return c.json(await options.recovery());
-    const nodes = (await admin.nodes()).map((node): NodeRecovery => {
-      const own = metrics && node.id === options.self ? metrics.recovery : undefined;
-      return own
-        ? {
-          id: node.id,
-          state: own.active ? "recovering" : "idle",
-          done: own.done,
-          total: own.total,
-          rate: own.rate,
-        }
-        : { id: node.id, state: "idle", done: 0, total: 0, rate: 0 };
-    });
+    // Every node's own report, gathered by the sheep answering (STAT_RECOVERY).
+    const nodes = (await admin.recovery()).map((row): NodeRecovery => ({
+      id: row.node,
+      state: row.state === "gathering" || row.state === "recovering" ? "recovering" : "idle",
+      done: row.done ?? 0,
+      total: row.total ?? 0,
+      rate: row.objectsPerSecond ?? 0,
+    }));
     const state = nodes.some((n) => n.state === "recovering") ? "recovering" : "idle";
     return c.json({ state, nodes } satisfies RecoveryReport);
   });

@@ -10,7 +10,10 @@ import type { Sheep } from "../sheep/sheep.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** What the collector reads from a sheep. */
-export type GaugeSource = Pick<Sheep, "view" | "store" | "locks" | "registry" | "status">;
+export type GaugeSource = Pick<
+  Sheep,
+  "view" | "store" | "locks" | "registry" | "status" | "recovery"
+>;
 
 /** Reads the sheep's state into `metrics`. */
 export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): Promise<void> {
@@ -26,6 +29,13 @@ export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): 
     vdis,
     snapshots,
     attachedVdis: sheep.locks.size,
+  });
+  const recovery = sheep.recovery.status();
+  metrics.setRecovery({
+    active: recovery.state === "gathering" || recovery.state === "recovering",
+    done: recovery.done,
+    total: recovery.total,
+    rate: recovery.objectsPerSecond,
   });
   if (sheep.status === "stopped") return;
   const [oids, space] = await Promise.all([sheep.store.list(), sheep.store.space()]);

@@ -152,6 +152,8 @@ export class Sheep {
 
   get status(): SheepStatus {
     if (!this.#running) return "stopped";
+    // Unformatted first: it is what a user must act on, whatever the group is doing.
+    if (!this.#config) return "waiting-for-format";
     if (this.member) {
       const state = this.member.state;
       if (state === "minority") return "minority";
@@ -256,8 +258,16 @@ export class Sheep {
    */
   async applyEvent(event: ClusterEvent): Promise<unknown> {
     switch (event.type) {
-      case "vdi":
-        return this.registry.apply(event.event);
+      case "vdi": {
+        const change = this.registry.apply(event.event);
+        // A snapshot gives the working VDI a new vid: whoever has it attached follows it there.
+        const held = event.event.type === "snapshot" ? this.locks.get(event.event.vid) : undefined;
+        if (held) {
+          this.locks.delete(held.vid);
+          this.locks.set(change.vid, { ...held, vid: change.vid });
+        }
+        return change;
+      }
       case "mkfs":
         return await this.#applyMkfs(event.config, event.force);
       case "lock": {

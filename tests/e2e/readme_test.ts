@@ -31,7 +31,17 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
   await fsp.writeFile(raw, image);
   try {
     await t.step("the sheep daemonises and answers", async () => {
-      const out = await ok(["sheep", sheepDir, "--port", String(port)]);
+      const http = String(await freePort());
+      const out = await ok([
+        "sheep",
+        sheepDir,
+        "--port",
+        String(port),
+        "--multicast",
+        "off",
+        "--http-port",
+        http,
+      ]);
       assert.match(out, /sheep serving/);
       await fsp.access(path.join(sheepDir, "sheep.pid"));
       await fails(["img", "create", "early", "1G"], 1, /Waiting for cluster to be formatted/);

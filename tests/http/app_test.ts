@@ -326,7 +326,15 @@ Deno.test("GET /api/v1/recovery is idle on every node; GET /metrics serves Prome
     assert.match(await metrics.text(), /# TYPE sheepdog_requests_total counter/);
   });
   await withApp(async (app, { sheep }) => {
-    sheep.metrics.setRecovery({ active: true, done: 5, total: 20, rate: 2.5 });
+    // The API reports what the sheep's recovery says (STAT_RECOVERY), here a run in progress.
+    const status = sheep.recovery.status();
+    sheep.recovery.status = () => ({
+      ...status,
+      state: "recovering",
+      done: 5,
+      total: 20,
+      objectsPerSecond: 2.5,
+    });
     const recovery = await call(app, "GET", "/api/v1/recovery");
     assert.deepEqual(recovery.body, {
       state: "recovering",
