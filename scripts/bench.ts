@@ -1,0 +1,170 @@
+// `npm run bench`: measures the built ./sheepdog as a user runs it and writes BENCHMARKS.md.
+//  1. import and export of a 1 GiB raw image, one sheep, one copy;
+//  2. the same import into three sheep with three copies (write MB/s, 3 copies vs 1);
+//  3. a four-sheep cluster holding 1 GiB with three copies: kill -9 one sheep, time until the
+//     survivors install a new epoch (failure detection) and until recovery is done everywhere;
+//  then the NBD comparison with qemu-nbd (scripts/bench_nbd.ts) adds its own section.
+// Every server binds 127.0.0.1; every process started here is stopped by its PID.
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const exe = path.join(root, "sheepdog");
+const GiB = 1 << 30;
+
+function run(args: string[]): string {
+  return execFileSync(exe, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+}
+
+function timed(args: string[]): number {
+  const started = performance.now();
+  run(args);
+  return (performance.now() - started) / 1000;
+}
+
+let nextPort = 21000 + Math.floor(Math.random() * 20000);
+function ports(n: number): number[] {
+  return Array.from({ length: n }, () => nextPort++);
+}
+
+function startCluster(dir: string, count: number): { ports: number[]; dirs: string[] } {
+  const list = ports(count);
+  const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
+  for (let i = 0; i < count; i++) {
+    const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
+    run([
+      "sheep",
+      dirs[i]!,
+      "--port",
+      String(list[i]),
+      "--zone",
+      String(i + 1),
+      "--multicast",
+      "off",
+      "--no-http",
+      "--failure-timeout",
+      "5000",
+      ...seeds,
+    ]);
+  }
+  return { ports: list, dirs };
+}
+
+function stopCluster(dirs: string[]): void {
+  for (const d of dirs) {
+    try {
+      process.kill(Number(fs.readFileSync(path.join(d, "sheep.pid"), "utf8")), "SIGTERM");
+    } catch {
+      // Already gone (the killed one).
+    }
+  }
+}
+
+function clusterJson(port: number): { nodes: string[]; epoch: number } {
+  return JSON.parse(
+    run(["shepherd", "info", "-t", "cluster", "--json", "--cluster", `127.0.0.1:${port}`]),
+  );
+}
+
+async function until(check: () => boolean, timeoutMs: number): Promise<number> {
+  const started = performance.now();
+  while (!check()) {
+    if (performance.now() - started > timeoutMs) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return (performance.now() - started) / 1000;
+}
+
+if (!fs.existsSync(exe)) throw new Error("build first: npm run build");
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "sd-bench-"));
+const raw = path.join(work, "image.raw");
+execFileSync("head", ["-c", String(GiB), "/dev/urandom"], {
+  stdio: ["ignore", fs.openSync(raw, "w"), "inherit"],
+});
+const lines: string[] = [];
+try {
+  // 1. One sheep, one copy.
+  const one = startCluster(path.join(work, "one"), 1);
+  const c1 = ["--cluster", `127.0.0.1:${one.ports[0]}`];
+  run(["shepherd", "mkfs", "--copies=1", ...c1]);
+  const import1 = timed(["img", "convert", raw, "bench", ...c1]);
+  const exportPath = path.join(work, "out.raw");
+  const export1 = timed(["img", "convert", "-O", "raw", "bench", exportPath, ...c1]);
+  const identical = spawnSync("cmp", [raw, exportPath]).status === 0;
+  stopCluster(one.dirs);
+  fs.rmSync(exportPath);
+
+  // 2. Three sheep, three copies.
+  const three = startCluster(path.join(work, "three"), 3);
+  const c3 = ["--cluster", `127.0.0.1:${three.ports[0]}`];
+  run(["shepherd", "mkfs", "--copies=3", ...c3]);
+  const import3 = timed(["img", "convert", raw, "bench", ...c3]);
+  stopCluster(three.dirs);
+
+  // 3. Four sheep, three copies, 1 GiB: lose one.
+  const four = startCluster(path.join(work, "four"), 4);
+  const c4 = ["--cluster", `127.0.0.1:${four.ports[0]}`];
+  run(["shepherd", "mkfs", "--copies=3", ...c4]);
+  run(["img", "convert", raw, "bench", ...c4]);
+  const epoch = clusterJson(four.ports[0]!).epoch;
+  process.kill(Number(fs.readFileSync(path.join(four.dirs[3]!, "sheep.pid"), "utf8")), "SIGKILL");
+  const detect = await until(() => clusterJson(four.ports[0]!).epoch > epoch, 60_000);
+  const newEpoch = clusterJson(four.ports[0]!).epoch;
+  const restore = detect + await until(() => {
+    const rows = JSON.parse(run(["shepherd", "info", "-t", "recovery", "--json", ...c4])) as {
+      state: string;
+      epoch: number;
+    }[];
+    return rows.length === 3 && rows.every((r) => r.state === "done" && r.epoch >= newEpoch);
+  }, 600_000);
+  stopCluster(four.dirs);
+
+  const mbps = (seconds: number) => (GiB / 2 ** 20 / seconds).toFixed(0);
+  lines.push(
+    "## Import, export, replication, recovery",
+    "",
+    `Machine: ${os.cpus()[0]?.model ?? "?"}, ${os.cpus().length} cores, ${
+      (os.totalmem() / GiB).toFixed(0)
+    } GiB; ` +
+      `${
+        new Date().toISOString().slice(0, 10)
+      }; ./sheepdog processes on 127.0.0.1, objects on ${os.tmpdir()}.`,
+    "",
+    "| measurement | result |",
+    "|---|---|",
+    `| import 1 GiB random raw, 1 sheep, 1 copy | ${import1.toFixed(1)} s, ${mbps(import1)} MB/s |`,
+    `| export 1 GiB to raw, 1 sheep, 1 copy | ${export1.toFixed(1)} s, ${
+      mbps(export1)
+    } MB/s (byte-identical: ${identical}) |`,
+    `| import 1 GiB, 3 sheep, 3 copies | ${import3.toFixed(1)} s, ${mbps(import3)} MB/s (${
+      (import1 / import3).toFixed(2)
+    }× the 1-copy rate) |`,
+    `| failed node detected (kill -9 → new epoch), 5 s timeout | ${detect.toFixed(1)} s |`,
+    `| redundancy restored for 1 GiB after the loss (kill -9 → recovery done everywhere) | ${
+      restore.toFixed(1)
+    } s |`,
+    "",
+  );
+} finally {
+  fs.rmSync(work, { recursive: true, force: true });
+}
+
+const file = path.join(root, "BENCHMARKS.md");
+const previous = fs.existsSync(file)
+  ? fs.readFileSync(file, "utf8")
+  : "# Benchmarks\n\nWritten by `npm run bench`.\n\n";
+const section = lines.join("\n");
+const replaced = previous.includes("## Import, export, replication, recovery")
+  ? previous.replace(/## Import, export, replication, recovery[\s\S]*?(?=\n## |$)/, section)
+  : previous.trimEnd() + "\n\n" + section;
+fs.writeFileSync(file, replaced.trimEnd() + "\n");
+console.log(section);
+if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
+  execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+    "run",
+    "-A",
+    path.join(root, "scripts", "bench_nbd.ts"),
+  ], { stdio: "inherit" });
+}
