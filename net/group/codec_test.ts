@@ -46,7 +46,13 @@ const samples: GroupMessage[] = [
     pids: [["10.0.0.2:7000#2", 1]],
   },
   { ...base, type: "prepare", ballot },
-  { ...base, type: "promise", ballot, applied: -1, accepted: { slot: 0, ballot, entry: viewEntry } },
+  {
+    ...base,
+    type: "promise",
+    ballot,
+    applied: -1,
+    accepted: { slot: 0, ballot, entry: viewEntry },
+  },
   { ...base, type: "promise", ballot, applied: 5, accepted: null },
   { ...base, type: "nack", ballot },
   { ...base, type: "accept", ballot, slot: 13, entry: eventsEntry },
@@ -89,7 +95,11 @@ Deno.test("decodeDatagram() rejects truncation, bit flips and trailing bytes", (
   for (const msg of samples) {
     const bytes = encodeDatagram("10.0.0.9:7000", msg, tag);
     for (const length of [0, 5, 19, 20, bytes.length - 1]) {
-      assert.equal(decodeDatagram(bytes.subarray(0, length)).ok, false, `${msg.type} cut at ${length}`);
+      assert.equal(
+        decodeDatagram(bytes.subarray(0, length)).ok,
+        false,
+        `${msg.type} cut at ${length}`,
+      );
     }
     for (let index = 0; index < bytes.length; index += Math.max(1, bytes.length >> 5)) {
       const copy = bytes.slice();
@@ -136,16 +146,31 @@ Deno.test("decodeDatagram() rejects well-framed JSON that is not a valid message
     JSON.stringify({ from: "a:1", msg: { ...base, type: "explode" } }),
     JSON.stringify({ from: "a:1", msg: { ...base, type: "fetch", from: -2 } }),
     JSON.stringify({ from: "a:1", msg: { ...base, type: "commit", ballot, slot: 1.5 } }),
-    JSON.stringify({ from: "a:1", msg: { ...base, type: "propose", pid: 1, after: 0, payload: "x" } }),
-    JSON.stringify({ from: "a:1", msg: { ...base, type: "propose", pid: 1, after: 0, payload: { $blob: 0 } } }),
-    JSON.stringify({ from: "a:1", msg: { type: "leave", inc: 1, cluster: "x".repeat(101), era: 0 } }),
+    JSON.stringify({
+      from: "a:1",
+      msg: { ...base, type: "propose", pid: 1, after: 0, payload: "x" },
+    }),
+    JSON.stringify({
+      from: "a:1",
+      msg: { ...base, type: "propose", pid: 1, after: 0, payload: { $blob: 0 } },
+    }),
+    JSON.stringify({
+      from: "a:1",
+      msg: { type: "leave", inc: 1, cluster: "x".repeat(101), era: 0 },
+    }),
   ];
   for (const json of bad) assert.equal(decodeDatagram(frame(json)).ok, false, json);
   assert.equal(isMessage({ ...base, type: "toString" }), false);
 });
 
 Deno.test("encodeDatagram() refuses a datagram over the size limit", () => {
-  const msg: GroupMessage = { ...base, type: "propose", pid: 1, after: 0, payload: new Uint8Array(70_000) };
+  const msg: GroupMessage = {
+    ...base,
+    type: "propose",
+    pid: 1,
+    after: 0,
+    payload: new Uint8Array(70_000),
+  };
   assert.throws(() => encodeDatagram("a:1", msg, tag), RangeError);
 });
 

@@ -248,7 +248,16 @@ export class GroupDriver {
       const ready = machine.ready();
       if (ready.persist.length > 0) await this.#options.persist(ready.persist);
       if (this.#stopped) return;
-      for (const { to, msg } of ready.messages) this.#send(to, msg);
+      // A hello goes to every peer as one object: encode it once.
+      const encoded = new Map<GroupMessage, Uint8Array>();
+      for (const { to, msg } of ready.messages) {
+        let bytes = encoded.get(msg);
+        if (bytes === undefined) {
+          bytes = encodeDatagram(this.#id, msg, this.#groupTag);
+          encoded.set(msg, bytes);
+        }
+        this.#send(to, bytes);
+      }
       for (const delivery of ready.deliver) this.#deliver(delivery);
       if (ready.status !== null) this.#options.onStatus?.(ready.status);
       machine.advance();
@@ -261,10 +270,9 @@ export class GroupDriver {
     else this.#options.onEvent?.(delivery);
   }
 
-  #send(to: string, msg: GroupMessage): void {
+  #send(to: string, bytes: Uint8Array): void {
     const socket = this.#unicast;
     if (socket === null) return;
-    const bytes = encodeDatagram(this.#id, msg, this.#groupTag);
     if (to !== "broadcast") {
       this.#sendTo(socket, bytes, to);
       return;

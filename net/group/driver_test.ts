@@ -73,9 +73,14 @@ Deno.test("three drivers on 127.0.0.1 with unicast seeds form a cluster and agre
   await c.driver.start();
   const all = [a, b, c];
   try {
-    await until("one view of three", () =>
-      all.every((p) => lastView(p)?.members.length === 3 && p.driver.status().state === "primary") &&
-      new Set(all.map((p) => lastView(p)?.epoch)).size === 1);
+    await until(
+      "one view of three",
+      () =>
+        all.every((p) =>
+          lastView(p)?.members.length === 3 && p.driver.status().state === "primary"
+        ) &&
+        new Set(all.map((p) => lastView(p)?.epoch)).size === 1,
+    );
 
     c.driver.propose(new TextEncoder().encode("vdi create alpha"));
     a.driver.propose(new TextEncoder().encode("vdi create beta"));
@@ -86,8 +91,11 @@ Deno.test("three drivers on 127.0.0.1 with unicast seeds form a cluster and agre
 
     const epoch = lastView(a)!.epoch;
     await c.driver.stop();
-    await until("the stopped member dropped", () =>
-      [a, b].every((p) => lastView(p)?.epoch === epoch + 1 && lastView(p)?.members.length === 2));
+    await until(
+      "the stopped member dropped",
+      () =>
+        [a, b].every((p) => lastView(p)?.epoch === epoch + 1 && lastView(p)?.members.length === 2),
+    );
     for (const p of all) assert.deepEqual(p.unpersisted, []);
     for (const p of all) assert.deepEqual(p.errors, []);
     assert.ok(a.driver.stats.received > 0 && a.driver.stats.rejected === 0);
@@ -105,8 +113,13 @@ Deno.test("two drivers find each other by multicast alone on 127.0.0.1", async (
   const b = probe({ multicast, groupName });
   await b.driver.start();
   try {
-    await until("one view of two", () =>
-      [a, b].every((p) => lastView(p)?.members.length === 2 && p.driver.status().state === "primary"));
+    await until(
+      "one view of two",
+      () =>
+        [a, b].every((p) =>
+          lastView(p)?.members.length === 2 && p.driver.status().state === "primary"
+        ),
+    );
     assert.deepEqual(a.errors, []);
   } finally {
     await Promise.all([a.driver.stop(), b.driver.stop()]);
@@ -114,8 +127,14 @@ Deno.test("two drivers find each other by multicast alone on 127.0.0.1", async (
 });
 
 Deno.test("a driver refuses a malformed address and reports a failing persist by stopping", async () => {
-  assert.throws(() => new GroupDriver({ address: "localhost:7000", persist: async () => {} }), TypeError);
-  assert.throws(() => new GroupDriver({ address: "10.0.0.300:7000", persist: async () => {} }), TypeError);
+  assert.throws(
+    () => new GroupDriver({ address: "localhost:7000", persist: async () => {} }),
+    TypeError,
+  );
+  assert.throws(
+    () => new GroupDriver({ address: "10.0.0.300:7000", persist: async () => {} }),
+    TypeError,
+  );
   const p = probe({ persist: () => Promise.reject(new Error("disk full")) });
   await p.driver.start();
   try {

@@ -66,8 +66,8 @@ assert(
   "a snapshot (view plus pid table) must fit one datagram",
 );
 assert(
-  peersMax * (idLengthMax + 3) + membersMax * (idLengthMax + 32) + infoBytesMax + 2048 <
-    datagramBytesMax,
+  peersMax * (idLengthMax + 3) + membersMax * (idLengthMax + 32) +
+      pidTableMax * (idLengthMax + 40) + infoBytesMax + 2048 < datagramBytesMax,
   "a hello must fit one datagram",
 );
 assert(pidTableMax >= membersMax * 2, "the pid table must cover every member and its successor");

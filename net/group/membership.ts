@@ -13,10 +13,7 @@ import {
   entryBytesMax,
   entryEventsMax,
   eventOverheadBytes,
-  failureTimeoutTicksDefault,
-  heartbeatTicksDefault,
   idLengthMax,
-  infoBytesMax,
   membersMax,
   peersMax,
   pendingProposalsMax,
@@ -24,9 +21,23 @@ import {
   proposalBytesMax,
   proposalsInFlightMax,
   retainedEntriesMax,
-  retransmitTicksDefault,
-  settleTicksDefault,
 } from "./limits.ts";
+import {
+  compareBallots,
+  entryBytes,
+  latestRecord,
+  majorityOf,
+  maxSeq,
+  memberKey,
+  type Present,
+  statusKeyOf,
+  summaryOf,
+  type Timing,
+  validateRecord,
+  validateSelf,
+  validateTiming,
+  zeroBallot,
+} from "./_support.ts";
 import type {
   AcceptedValue,
   AcceptMessage,
@@ -41,15 +52,15 @@ import type {
   HelloMessage,
   JsonObject,
   MemberInfo,
-  MemberRef,
   Outgoing,
   PromiseMessage,
   Ready,
-  RecordSummary,
   SequencedEvent,
   SnapshotMessage,
   View,
 } from "./types.ts";
+
+export { compareBallots } from "./_support.ts";
 
 /** Construction parameters of a {@link Membership}. Times are in ticks. */
 export interface MembershipOptions {
@@ -77,22 +88,6 @@ export interface MembershipOptions {
    * to the intended cluster size to make the first formation single even under partitions.
    */
   readonly bootstrapMinMembers?: number;
-}
-
-const zeroBallot: Ballot = { round: 0, id: "" };
-
-/** Orders ballots: by round, then id. */
-export function compareBallots(a: Ballot, b: Ballot): number {
-  if (a.round !== b.round) return a.round - b.round;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-}
-
-function memberKey(id: string, incarnation: number): string {
-  return `${id}#${incarnation}`;
-}
-
-function majorityOf(count: number): number {
-  return Math.floor(count / 2) + 1;
 }
 
 interface Peer {
@@ -135,15 +130,6 @@ interface Queued {
   readonly incarnation: number;
   readonly pid: number;
   readonly payload: Uint8Array;
-}
-
-interface Timing {
-  readonly heartbeat: number;
-  readonly failure: number;
-  readonly settle: number;
-  readonly retransmit: number;
-  readonly forget: number;
-  readonly bootstrapMinMembers: number;
 }
 
 /**
@@ -234,7 +220,7 @@ export class Membership {
     this.#record = persisted;
     this.#cluster = persisted?.cluster ?? "";
     this.#mergePids(persisted?.pids ?? []);
-    this.#statusKey = statusKeyOf(this.status());
+    this.#statusKey = statusKeyOf(this.status(), this.#era);
   }
 
   /** This member's id. */
@@ -404,7 +390,7 @@ export class Membership {
       case "entries":
         return this.#onEntries(from, msg);
       case "snapshot":
-        return this.#onSnapshot(from, msg);
+        return this.#onSnapshot(msg);
       case "propose":
         if (this.#sameLog(msg)) {
           this.#acceptProposal({
@@ -687,7 +673,7 @@ export class Membership {
     }
   }
 
-  #onSnapshot(from: string, msg: SnapshotMessage): void {
+  #onSnapshot(msg: SnapshotMessage): void {
     const self = this.#self;
     const inView = msg.view.members.some((m) =>
       m.id === self.id && m.incarnation === self.incarnation
@@ -1078,10 +1064,8 @@ export class Membership {
   #acceptProposal(proposal: Queued, after: number): "queued" | "duplicate" | "refused" {
     const { origin, incarnation, pid } = proposal;
     if (this.#role !== "leader" || !this.#isMember(origin, incarnation)) return "refused";
-    // Until recovery is over our table may lag the log: the proposer will resend.
-    if (this.#recoveredSlot !== this.#applied + 1 || this.#inflight?.slot === this.#recoveredSlot) {
-      if (this.#inflight === null || this.#recoveredSlot !== this.#inflight.slot) return "refused";
-    }
+    // Until recovery of the next slot is done our table may lag the log: the proposer resends.
+    if (this.#recoveredSlot <= this.#applied) return "refused";
     const key = memberKey(origin, incarnation);
     const known = Math.max(this.#pids.get(key) ?? 0, this.#queuedPids.get(key) ?? 0);
     const last = Math.max(known, after);
@@ -1315,7 +1299,10 @@ export class Membership {
 
   #hello(): HelloMessage {
     const fresh = this.#cluster === "";
-    const peers = [...this.#peers.keys()].filter((id) => this.#isContactWorthy(id));
+    // Gossip only peers heard recently: names merely repeated would circulate forever.
+    const peers = [...this.#peers].filter(([, peer]) =>
+      this.#now - peer.lastHeard < this.#timing.forget
+    ).map(([id]) => id);
     const state = this.#computeState();
     return {
       ...this.#base(),
@@ -1499,109 +1486,9 @@ export class Membership {
   }
 
   #refreshStatus(): void {
-    const key = statusKeyOf(this.status());
+    const key = statusKeyOf(this.status(), this.#era);
     if (key === this.#statusKey) return;
     this.#statusKey = key;
     this.#statusDirty = true;
   }
-}
-
-/** A node present now (heard recently), as the restart logic sees it. */
-interface Present {
-  readonly id: string;
-  readonly inc: number;
-  readonly info: MemberInfo;
-  readonly seq: number;
-  readonly record: RecordSummary | null;
-  readonly pids: readonly (readonly [string, number])[];
-}
-
-function latestRecord(present: Map<string, Present>): RecordSummary | null {
-  let latest: RecordSummary | null = null;
-  for (const node of present.values()) {
-    const record = node.record;
-    if (record !== null && (latest === null || record.epoch > latest.epoch)) latest = record;
-  }
-  return latest;
-}
-
-function maxSeq(present: Map<string, Present>): number {
-  let seq = 0;
-  for (const node of present.values()) seq = Math.max(seq, node.seq, node.record?.seq ?? 0);
-  return seq;
-}
-
-function summaryOf(record: EpochRecord | null): RecordSummary | null {
-  if (record === null) return null;
-  const members: MemberRef[] = record.members.map((m) => ({
-    id: m.id,
-    incarnation: m.incarnation,
-  }));
-  return { era: record.era, epoch: record.epoch, seq: record.seq, members };
-}
-
-function statusKeyOf(status: GroupStatus): string {
-  const view = status.view;
-  const members = view?.members.map((m) => memberKey(m.id, m.incarnation)).join(",") ?? "";
-  return `${status.state}|${status.cluster}|${view?.epoch ?? 0}|${members}|${status.master ?? ""}`;
-}
-
-function entryBytes(entry: Entry): number {
-  if (entry.kind === "view") return 256 + entry.members.length * 600;
-  return entry.events.reduce((sum, event) => sum + event.payload.length + eventOverheadBytes, 64);
-}
-
-function validateSelf(self: MembershipOptions["self"]): MemberInfo {
-  if (typeof self.id !== "string" || self.id.length === 0 || self.id.length > idLengthMax) {
-    throw new TypeError(`Cannot create a member: id "${self.id}" must be 1..${idLengthMax} chars`);
-  }
-  if (!Number.isSafeInteger(self.incarnation) || self.incarnation < 0) {
-    throw new RangeError(`Cannot create a member: incarnation ${self.incarnation} is invalid`);
-  }
-  const info = self.info ?? {};
-  const json = JSON.stringify(info);
-  if (json.length > infoBytesMax) {
-    throw new RangeError(
-      `Cannot create a member: info is ${json.length} bytes (max ${infoBytesMax})`,
-    );
-  }
-  if (json.includes('"$blob"')) {
-    throw new TypeError('Cannot create a member: info must not use the key "$blob"');
-  }
-  return Object.freeze({
-    id: self.id,
-    incarnation: self.incarnation,
-    witness: self.witness ?? false,
-    info: JSON.parse(json) as JsonObject,
-  });
-}
-
-function validateTiming(options: MembershipOptions): Timing {
-  const heartbeat = options.heartbeatTicks ?? heartbeatTicksDefault;
-  const failure = options.failureTimeoutTicks ?? failureTimeoutTicksDefault;
-  const settle = options.settleTicks ?? settleTicksDefault;
-  const retransmit = options.retransmitTicks ?? retransmitTicksDefault;
-  const bootstrapMinMembers = options.bootstrapMinMembers ?? 1;
-  for (const [name, value] of Object.entries({ heartbeat, failure, settle, retransmit })) {
-    if (!Number.isSafeInteger(value) || value < 1) {
-      throw new RangeError(`Cannot create a member: ${name} ticks must be a positive integer`);
-    }
-  }
-  if (failure < heartbeat * 2) {
-    throw new RangeError("Cannot create a member: the failure timeout must span two hellos");
-  }
-  if (!Number.isSafeInteger(bootstrapMinMembers) || bootstrapMinMembers < 1) {
-    throw new RangeError("Cannot create a member: bootstrapMinMembers must be at least 1");
-  }
-  if (bootstrapMinMembers > membersMax) {
-    throw new RangeError(`Cannot create a member: bootstrapMinMembers exceeds ${membersMax}`);
-  }
-  return { heartbeat, failure, settle, retransmit, forget: failure * 10, bootstrapMinMembers };
-}
-
-function validateRecord(record: EpochRecord): void {
-  const ok = typeof record.cluster === "string" && record.cluster.length > 0 &&
-    Number.isSafeInteger(record.epoch) && record.epoch > 0 && Array.isArray(record.members) &&
-    record.members.length <= membersMax;
-  if (!ok) throw new TypeError("Cannot restart a member: the persisted epoch record is invalid");
 }

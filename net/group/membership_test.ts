@@ -38,10 +38,16 @@ Deno.test("new Membership() rejects bad ids, incarnations, info and timing", () 
   assert.throws(() => new Membership({ self: { ...self, id: "" } }), TypeError);
   assert.throws(() => new Membership({ self: { ...self, id: "x".repeat(101) } }), TypeError);
   assert.throws(() => new Membership({ self: { ...self, incarnation: -1 } }), RangeError);
-  assert.throws(() => new Membership({ self: { ...self, info: { blob: "x".repeat(400) } } }), RangeError);
+  assert.throws(
+    () => new Membership({ self: { ...self, info: { blob: "x".repeat(400) } } }),
+    RangeError,
+  );
   assert.throws(() => new Membership({ self: { ...self, info: { $blob: 1 } } }), TypeError);
   assert.throws(() => new Membership({ self, heartbeatTicks: 0 }), RangeError);
-  assert.throws(() => new Membership({ self, heartbeatTicks: 10, failureTimeoutTicks: 15 }), RangeError);
+  assert.throws(
+    () => new Membership({ self, heartbeatTicks: 10, failureTimeoutTicks: 15 }),
+    RangeError,
+  );
   assert.throws(() => new Membership({ self, bootstrapMinMembers: 0 }), RangeError);
   assert.throws(
     () => new Membership({ self, persisted: { cluster: "", epoch: 0 } as unknown as EpochRecord }),
@@ -104,7 +110,11 @@ Deno.test("a restarted lone member waits for its last epoch's members, then regr
     members: [{ id: "10.0.0.1:7000", incarnation: 1, witness: false, info: {} }],
     pids: [],
   };
-  const waiting = new Membership({ self: { id: "10.0.0.1:7000", incarnation: 2 }, persisted: record, ...fast });
+  const waiting = new Membership({
+    self: { id: "10.0.0.1:7000", incarnation: 2 },
+    persisted: record,
+    ...fast,
+  });
   assert.equal(waiting.status().state, "waiting-for-nodes");
   const readies = run(waiting, 2);
   assert.equal(waiting.status().state, "primary");
@@ -112,8 +122,15 @@ Deno.test("a restarted lone member waits for its last epoch's members, then regr
   assert.deepEqual(deliveries(readies).map((d) => d.kind), ["resync"]);
 
   // With a second member in the record, it waits (that member is not back).
-  const pair = { ...record, members: [...record.members, { ...record.members[0]!, id: "10.0.0.2:7000" }] };
-  const stuck = new Membership({ self: { id: "10.0.0.1:7000", incarnation: 2 }, persisted: pair, ...fast });
+  const pair = {
+    ...record,
+    members: [...record.members, { ...record.members[0]!, id: "10.0.0.2:7000" }],
+  };
+  const stuck = new Membership({
+    self: { id: "10.0.0.1:7000", incarnation: 2 },
+    persisted: pair,
+    ...fast,
+  });
   run(stuck, 50);
   assert.equal(stuck.status().state, "waiting-for-nodes");
   assert.equal(stuck.forceRecover(), true);
@@ -122,7 +139,15 @@ Deno.test("a restarted lone member waits for its last epoch's members, then regr
 });
 
 Deno.test("a persisted dissolved-cluster marker restarts the node fresh", () => {
-  const marker: EpochRecord = { cluster: "x/1", era: 1, epoch: 1, slot: 0, seq: 0, members: [], pids: [] };
+  const marker: EpochRecord = {
+    cluster: "x/1",
+    era: 1,
+    epoch: 1,
+    slot: 0,
+    seq: 0,
+    members: [],
+    pids: [],
+  };
   const machine = node("10.0.0.1:7000", { persisted: marker });
   assert.equal(machine.status().state, "forming");
 });
@@ -173,7 +198,10 @@ Deno.test("two fresh nodes form one view; the smaller id forms and leads", () =>
   for (const machine of [a, b]) {
     assert.equal(machine.status().state, "primary");
     assert.equal(machine.status().master, "10.0.0.1:7000");
-    assert.deepEqual(machine.status().view?.members.map((m) => m.id), ["10.0.0.1:7000", "10.0.0.2:7000"]);
+    assert.deepEqual(machine.status().view?.members.map((m) => m.id), [
+      "10.0.0.1:7000",
+      "10.0.0.2:7000",
+    ]);
   }
   assert.deepEqual(gotA!.map((d) => d.kind), ["view"]);
   assert.deepEqual(gotB!.map((d) => d.kind), ["view"]);
@@ -181,7 +209,11 @@ Deno.test("two fresh nodes form one view; the smaller id forms and leads", () =>
 
 Deno.test("messages from ourselves and from stale incarnations are ignored", () => {
   const a = node("10.0.0.1:7000", { seeds: ["10.0.0.2:7000"] });
-  const b = new Membership({ self: { id: "10.0.0.2:7000", incarnation: 5 }, seeds: ["10.0.0.1:7000"], ...fast });
+  const b = new Membership({
+    self: { id: "10.0.0.2:7000", incarnation: 5 },
+    seeds: ["10.0.0.1:7000"],
+    ...fast,
+  });
   pairRun(a, b, 10);
   const before = JSON.stringify(a.status());
   a.step("10.0.0.2:7000", { type: "leave", inc: 4, cluster: a.status().cluster, era: 1 });

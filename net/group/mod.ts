@@ -23,7 +23,10 @@
  *   the old incarnation is dead.
  * - **First view.** A fresh node listens for `settleTicks`. If it hears an existing cluster it
  *   waits to be admitted; otherwise the smallest id among the fresh nodes forms epoch 1 with
- *   the fresh nodes that name it (and at least `bootstrapMinMembers` of them).
+ *   the fresh nodes that name it (and at least `bootstrapMinMembers` of them). Should two
+ *   clusters still form (nodes started seconds apart on a lossy network), one that has never
+ *   sequenced an event dissolves into the smaller-id cluster it hears; its members persist a
+ *   marker (a record with no members) and are admitted there.
  * - **Replicated log.** Views and batches of events are entries of one log, agreed by
  *   multi-Paxos. The master is the ballot holder: the longest-lived member of the view that no
  *   one suspects stands when the master falls silent, and a live master keeps its followers
@@ -40,21 +43,28 @@
  *   retransmitted from a retained window, or it gets a snapshot and delivers `resync`; the
  *   master admits evicted or restarted members back with a new view.
  * - **Restart.** A node started from its epoch log waits (`waiting-for-nodes`). If a primary
- *   exists it is admitted. After a full stop, once every member of the latest epoch is back and
- *   too few old incarnations survive to ever form a majority, the smallest id starts a new era
- *   (epoch + 1) with them; `forceRecover()` does so with whoever is present.
+ *   exists it is admitted. A restarted node also hands its last view to surviving members of
+ *   that view who missed it, so that survivors forming a majority of it carry on. After a full
+ *   stop, once every member of the latest epoch is back and too few old incarnations survive
+ *   to ever form a majority, the smallest id starts a new era (epoch + 1) with them;
+ *   `forceRecover()` does so with whoever is present. Epoch records carry the delivered
+ *   proposal ids, so a restarted cluster does not take old proposals again.
  *
  * ## Guarantees
  * - One view per epoch in a cluster, the same members everywhere; epochs grow by one.
  * - Every member delivers events and views in the same order; a member may miss a stretch
  *   (then it gets `resync`) but never sees a different order.
- * - A proposal from a member that stays up is delivered exactly once.
+ * - A proposal from a member that stays up is delivered, exactly once while the cluster keeps
+ *   a majority of some view alive; at least once across a full stop (see Limits).
  *
  * ## Limits
  * - A partition during the very first formation can form two clusters unless
  *   `bootstrapMinMembers` is the intended size; clusters never merge.
- * - Events sequenced but not yet seen by any survivor are lost by a full stop (the new era
- *   starts after them); the epoch log itself is durable.
+ * - The event log is not durable, the epoch log is. A full stop forgets what only the dead
+ *   had seen: the new era numbers events from what survivors knew (order events by
+ *   (epoch, seq)), and a proposal whose delivery no survivor saw may be delivered again when
+ *   its proposer resends it. Appliers that must be exactly-once dedupe on
+ *   (origin, originIncarnation, proposalId).
  * - `forceRecover()` trusts the operator: run it on one side only.
  * - A member cut off reports `minority` only after `failureTimeoutTicks`; until then it may
  *   still believe it is primary (requests carry epochs for this reason).

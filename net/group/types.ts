@@ -63,7 +63,11 @@ export type Delivery =
   | { readonly kind: "view"; readonly view: View }
   | {
     readonly kind: "event";
-    /** Position in the total order of events. */
+    /**
+     * Position in the total order of events. It grows by one per event, except after a
+     * `resync` that follows a restart of the whole cluster, where numbering continues from what
+     * the survivors knew: order events by (epoch, seq), which always grows.
+     */
     readonly seq: number;
     /** The epoch of the view the event was delivered in. */
     readonly epoch: number;

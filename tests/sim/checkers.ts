@@ -19,6 +19,8 @@ export interface NodeHistory {
   readonly incarnation: number;
   /** The cluster of the last delivery (a node of a dissolved cluster moves to another). */
   cluster: string;
+  /** The era (log lineage) of the last delivery: a new era may restart event numbering. */
+  era: number;
   lastEpoch: number;
   lastSeq: number;
   /** The next event may skip sequence numbers (a resync happened). */
@@ -69,6 +71,7 @@ export class Checker {
       id,
       incarnation,
       cluster: "",
+      era: 0,
       lastEpoch: 0,
       lastSeq: 0,
       gapAllowed: true,
@@ -92,6 +95,13 @@ export class Checker {
       node.gapAllowed = true;
     }
     const era = disk.at(-1)?.era ?? 0;
+    if (node.era !== era) {
+      // A full stop lost what only the dead knew: the new era numbers events from what the
+      // survivors knew, so (epoch, seq) grows but seq alone may not.
+      check(delivery.kind !== "event", () => `${node.id} changed era without a resync`);
+      node.era = era;
+      node.lastSeq = 0;
+    }
     if (delivery.kind === "event") this.#onEvent(node, cluster, era, delivery);
     else this.#onView(node, cluster, delivery, disk);
   }

@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { SimCluster, type SimNode } from "./cluster.ts";
 
-const production = { heartbeatTicks: 5, failureTimeoutTicks: 50, settleTicks: 30, retransmitTicks: 2 };
+const production = {
+  heartbeatTicks: 5,
+  failureTimeoutTicks: 50,
+  settleTicks: 30,
+  retransmitTicks: 2,
+};
 
 function cluster(nodes: number, options: { witnesses?: number; seed?: number } = {}): SimCluster {
   return new SimCluster({
@@ -56,7 +61,10 @@ Deno.test("a killed member is detected after the failure timeout and epoch + 1 d
   assert.ok(detectedAfter >= 50 && detectedAfter <= 70, `detected after ${detectedAfter} ticks`);
   for (const node of survivors) {
     assert.equal(node.status().state, "primary");
-    assert.deepEqual(node.status().view?.members.map((m) => m.id), [sim.node(0).id, sim.node(1).id]);
+    assert.deepEqual(node.status().view?.members.map((m) => m.id), [
+      sim.node(0).id,
+      sim.node(1).id,
+    ]);
   }
 });
 
@@ -69,7 +77,9 @@ Deno.test("a killed master is replaced by the next longest-lived member", () => 
   for (const node of survivors) assert.equal(node.status().master, sim.node(1).id);
   const pid = sim.propose(sim.node(2), new TextEncoder().encode("after failover"));
   sim.run(10);
-  for (const node of survivors) assert.ok(node.history!.delivered.has(`${sim.node(2).id}#1#${pid}`));
+  for (const node of survivors) {
+    assert.ok(node.history!.delivered.has(`${sim.node(2).id}#1#${pid}`));
+  }
 });
 
 Deno.test("partition 2|3: the 3-side installs a view, the 2-side is minority, heal converges", () => {
@@ -137,7 +147,10 @@ Deno.test("forceRecover starts a view with the survivors of a full stop", () => 
   for (const node of survivors) {
     assert.equal(node.status().state, "primary");
     assert.equal(epochOf(node), 2);
-    assert.deepEqual(node.status().view?.members.map((m) => m.id).sort(), survivors.map((n) => n.id));
+    assert.deepEqual(
+      node.status().view?.members.map((m) => m.id).sort(),
+      survivors.map((n) => n.id),
+    );
   }
   // The missing node comes back later and is simply admitted.
   sim.start(sim.node(0));
@@ -169,7 +182,10 @@ Deno.test("leave(): the master installs a view without the member, which goes qu
   for (const node of [sim.node(1), sim.node(2)]) {
     assert.equal(epochOf(node), 2);
     assert.equal(node.status().state, "primary");
-    assert.deepEqual(node.status().view?.members.map((m) => m.id), [sim.node(1).id, sim.node(2).id]);
+    assert.deepEqual(node.status().view?.members.map((m) => m.id), [
+      sim.node(1).id,
+      sim.node(2).id,
+    ]);
   }
   sim.run(20);
   assert.equal(sim.node(1).status().master, sim.node(1).id);
@@ -178,7 +194,10 @@ Deno.test("leave(): the master installs a view without the member, which goes qu
 Deno.test("a witness keeps quorum for two storage nodes when one of them dies", () => {
   const sim = cluster(3, { witnesses: 1 });
   startAll(sim);
-  assert.equal(sim.node(2).status().view?.members.find((m) => m.id === sim.node(2).id)?.witness, true);
+  assert.equal(
+    sim.node(2).status().view?.members.find((m) => m.id === sim.node(2).id)?.witness,
+    true,
+  );
   sim.crash(sim.node(0));
   const rest = [sim.node(1), sim.node(2)];
   assert.ok(sim.runUntil(() => rest.every((n) => epochOf(n) === 2), 300), sim.describe());
@@ -194,7 +213,9 @@ Deno.test("concurrent proposals from every member are delivered in one order eve
   });
   startAll(sim);
   for (let round = 0; round < 20; round++) {
-    for (const node of sim.nodes) sim.propose(node, new TextEncoder().encode(`${node.id} ${round}`));
+    for (const node of sim.nodes) {
+      sim.propose(node, new TextEncoder().encode(`${node.id} ${round}`));
+    }
     sim.run(1);
   }
   const all = () => sim.nodes.every((n) => n.history!.delivered.size === 80);

@@ -24,6 +24,8 @@ export interface Swarm {
   healRate: number;
   proposeRate: number;
   crashAfterPersistRate: number;
+  /** Probability per tick that a live member calls leave() (it exits once it has left). */
+  leaveRate: number;
 }
 
 /** Ticks of the safety phase. */
@@ -61,6 +63,7 @@ export function swarmOf(seed: number): Swarm {
     healRate: prng.pick([0.01, 0.03]),
     proposeRate: prng.pick([0.05, 0.3]),
     crashAfterPersistRate: prng.pick([0, 0.05]),
+    leaveRate: prng.pick([0, 0, 0.002]),
   };
 }
 
@@ -100,6 +103,7 @@ function bootstrap(cluster: SimCluster): void {
 
 function safetyPhase(cluster: SimCluster, swarm: Swarm): void {
   const prng = cluster.prng;
+  const leaving = new Set<SimNode>();
   for (let i = 0; i < safetyTicks; i++) {
     const down = cluster.nodes.filter((n) => !n.alive);
     const live = cluster.live();
@@ -108,15 +112,30 @@ function safetyPhase(cluster: SimCluster, swarm: Swarm): void {
     if (prng.chance(swarm.partitionRate)) partitionRandomly(cluster);
     if (cluster.network.partitioned && prng.chance(swarm.healRate)) cluster.network.heal();
     if (prng.chance(0.005)) cluster.network.faults = randomFaults(prng, swarm.faults.multicast);
-    const proposer = cluster.live();
+    const proposer = cluster.live().filter((n) => n.status().state !== "left");
     if (proposer.length > 0 && prng.chance(swarm.proposeRate)) {
       proposeRandom(cluster, prng.pick(proposer));
     }
+    if (proposer.length > 0 && prng.chance(swarm.leaveRate)) leaving.add(prng.pick(proposer));
+    for (const node of leaving) node.machine?.leave();
+    exitLeftMembers(cluster, leaving);
     // Only in the safety phase: a crash between persisting and acting must be harmless.
     cluster.crashAfterPersistRate = swarm.crashAfterPersistRate;
     cluster.tick();
   }
   cluster.crashAfterPersistRate = 0;
+  exitLeftMembers(cluster, leaving, true);
+}
+
+/**
+ * A member that has left the group exits; one still leaving when the faults stop is killed.
+ * Either may be started again later, as a new incarnation.
+ */
+function exitLeftMembers(cluster: SimCluster, leaving: Set<SimNode>, all = false): void {
+  for (const node of leaving) {
+    if (node.alive && (all || node.status().state === "left")) cluster.crash(node);
+    if (!node.alive) leaving.delete(node);
+  }
 }
 
 function partitionRandomly(cluster: SimCluster): void {
