@@ -77,8 +77,8 @@ export { Membership } from "./membership.ts";
 export type { MembershipOptions } from "./membership.ts";
 export { decodeDatagram, encodeDatagram, groupTagOf } from "./codec.ts";
 export type { DecodeResult } from "./codec.ts";
-export { GroupDriver } from "./driver.ts";
-export type { GroupDriverOptions } from "./driver.ts";
+export { GroupDriver, multicastDefault } from "./driver.ts";
+export type { GroupDriverOptions, GroupDriverStats, GroupEventDelivery } from "./driver.ts";
 export {
   failureTimeoutTicksDefault,
   heartbeatTicksDefault,
