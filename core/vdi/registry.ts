@@ -54,22 +54,9 @@ function asInode(header: InodeHeader): Inode {
   return { ...header, dataVdiId: EMPTY_TABLE };
 }
 
-/** Told of every event applied on this node, after the table changed. */
-export type VdiObserver = (event: VdiEvent, change: VdiChange) => void;
-
 export class VdiRegistry {
   readonly bitmap = new VdiBitmap();
   readonly #headers = new Map<Vid, InodeHeader>();
-  readonly #observers = new Set<VdiObserver>();
-
-  /**
-   * Calls `observer` after each applied event (e.g. to move a lock to the new working VDI of a
-   * snapshot). Returns the function that stops it. An observer must not throw.
-   */
-  observe(observer: VdiObserver): () => void {
-    this.#observers.add(observer);
-    return () => this.#observers.delete(observer);
-  }
 
   /** Forgets every VDI (a forced re-format). */
   clear(): void {
@@ -176,12 +163,6 @@ export class VdiRegistry {
 
   /** Applies one event. Deterministic: throws the same error on every node for a bad event. */
   apply(event: VdiEvent): VdiChange {
-    const change = this.#applyEvent(event);
-    for (const observer of this.#observers) observer(event, change);
-    return change;
-  }
-
-  #applyEvent(event: VdiEvent): VdiChange {
     switch (event.type) {
       case "create":
         return this.#create(event);

@@ -1,0 +1,417 @@
+/**
+ * The NBD export of real VDIs, driven by real clients (qemu-img, qemu-io, nbdinfo, nbdcopy) and
+ * by a raw in-process client where timing matters (a snapshot under a writing client). One
+ * in-process sheep per test, NBD on 127.0.0.1 port 0.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { execFile } from "node:child_process";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import { AdminService } from "../net/admin/admin_service.ts";
+import { constants as C } from "../net/nbd/mod.ts";
+import type { Sheep } from "../net/sheep/sheep.ts";
+import { startNbdService } from "../net/sheep/vdi_exports.ts";
+import { randomBytes, withSheep } from "./harness.ts";
+import { RawClient } from "./nbd/raw_client.ts";
+
+const MiB = 1024 * 1024;
+const OBJ = 4 * MiB;
+const TOOL_TIMEOUT_MS = 20_000;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      { timeout: TOOL_TIMEOUT_MS, maxBuffer: 16 * MiB, encoding: "utf8" },
+      (err, stdout, stderr) => {
+        if (err !== null && typeof err.code !== "number") {
+          reject(new Error(`${cmd} ${args.join(" ")}: ${err.message}\n${stderr}`));
+          return;
+        }
+        resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr });
+      },
+    );
+  });
+}
+
+async function ok(cmd: string, args: string[]): Promise<string> {
+  const r = await run(cmd, args);
+  assert.equal(r.code, 0, `${cmd} ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
+  assert.doesNotMatch(r.stdout, /Pattern verification failed/, `${cmd} ${args.join(" ")}`);
+  return r.stdout;
+}
+
+interface Ctx {
+  sheep: Sheep;
+  admin: AdminService;
+  port: number;
+  uri: (name: string) => string;
+  dir: string;
+}
+
+async function withNbd(fn: (ctx: Ctx) => Promise<void>): Promise<void> {
+  await withSheep(async ({ sheep, dir }) => {
+    const service = await startNbdService(sheep, { host: "127.0.0.1", port: 0 });
+    assert.ok("port" in service.address);
+    const port = service.address.port;
+    const files = path.join(dir, "files");
+    await fsp.mkdir(files);
+    try {
+      await fn({
+        sheep,
+        admin: new AdminService(sheep.localClient()),
+        port,
+        uri: (name) => `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`,
+        dir: files,
+      });
+    } finally {
+      await service.close();
+    }
+    assert.equal(sheep.locks.size, 0, "every lock is released once the clients are gone");
+  });
+}
+
+/** Random bytes with zero ranges. */
+function dataWithHoles(length: number, zeroRanges: [number, number][]): Uint8Array {
+  const out = randomBytes(length);
+  for (const [start, end] of zeroRanges) out.fill(0, start, end);
+  return out;
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.length),
+  );
+}
+
+/** nbdinfo --map lines as [offset, length, description]. */
+async function nbdMap(uri: string): Promise<[number, number, string][]> {
+  const text = await ok("nbdinfo", ["--map", uri]);
+  return text.trim().split("\n").map((line) => {
+    const [offset, length, , ...desc] = line.trim().split(/\s+/);
+    return [Number(offset), Number(length), desc.join(" ")];
+  });
+}
+
+/** Retries `fn` until it stops throwing (a connection's lock is released after it closes). */
+async function eventually(fn: () => Promise<void>, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}
+
+Deno.test("qemu-img convert: a raw file with holes into a VDI and back out, byte-identical", async () => {
+  await withNbd(async ({ admin, uri, dir }) => {
+    const size = 20 * MiB;
+    await admin.createVdi({ name: "disk", sizeBytes: size });
+    const data = dataWithHoles(size, [[3 * MiB, 9 * MiB], [17 * MiB + 12345, 18 * MiB]]);
+    await fsp.writeFile(`${dir}/in.raw`, data);
+    await ok("qemu-img", ["convert", "-n", "-f", "raw", "-O", "raw", `${dir}/in.raw`, uri("disk")]);
+    // Object 1 ([4, 8) MiB) held only zeros: nothing was allocated for it.
+    assert.deepEqual(await nbdMap(uri("disk")), [
+      [0, OBJ, "data"],
+      [OBJ, OBJ, "hole,zero"],
+      [2 * OBJ, 3 * OBJ, "data"],
+    ]);
+    await ok("qemu-img", ["convert", "-f", "raw", "-O", "raw", uri("disk"), `${dir}/out.raw`]);
+    const back = await fsp.readFile(`${dir}/out.raw`);
+    assert.equal(back.length, size);
+    assert.ok(same(back, data), "round trip is not byte-identical");
+    await ok("qemu-img", ["compare", "-f", "raw", "-F", "raw", `${dir}/in.raw`, uri("disk")]);
+  });
+});
+
+Deno.test("qemu-io: unaligned and cross-object writes read back, pipelined into new objects", async () => {
+  await withNbd(async ({ admin, uri }) => {
+    await admin.createVdi({ name: "io", sizeBytes: 24 * MiB });
+    await ok("qemu-io", [
+      "-f",
+      "raw",
+      "-c",
+      "write -P 0xab 4193000 3000", // crosses the 4 MiB boundary
+      "-c",
+      "read -P 0xab 4193000 3000",
+      "-c",
+      "read -P 0 4190000 3000",
+      "-c",
+      "write -P 0xcd 8388508 9437184", // 8M-100 .. 17M-100: three objects
+      "-c",
+      "read -P 0xcd 8388508 9437184",
+      "-c",
+      "write -P 0x5a 8388608 1", // one byte inside that range
+      "-c",
+      "read -P 0xcd 8388508 100",
+      "-c",
+      "read -P 0x5a 8388608 1",
+      "-c",
+      "read -P 0xcd 8388609 4096",
+      // Pipelined writes into one object that does not exist yet.
+      "-c",
+      "aio_write -P 0x11 20M 512k",
+      "-c",
+      "aio_write -P 0x22 20.5M 512k",
+      "-c",
+      "aio_write -P 0x33 21M 1k",
+      "-c",
+      "aio_flush",
+      "-c",
+      "write -z 22M 64k",
+      "-c",
+      "flush",
+      uri("io"),
+    ]);
+    // A new connection sees the same bytes.
+    await ok("qemu-io", [
+      "-r",
+      "-f",
+      "raw",
+      "-c",
+      "read -P 0xab 4193000 3000",
+      "-c",
+      "read -P 0 4196000 4096",
+      "-c",
+      "read -P 0xcd 8388508 100",
+      "-c",
+      "read -P 0x5a 8388608 1",
+      "-c",
+      "read -P 0xcd 8388609 9437083",
+      "-c",
+      "read -P 0x11 20M 512k",
+      "-c",
+      "read -P 0x22 20.5M 512k",
+      "-c",
+      "read -P 0x33 21M 1k",
+      "-c",
+      "read -P 0 22021120 3144704",
+      uri("io"),
+    ]);
+  });
+});
+
+Deno.test("nbdinfo --map: holes after thin creation, data after writes, holes after TRIM", async () => {
+  await withNbd(async ({ admin, uri }) => {
+    await admin.createVdi({ name: "thin", sizeBytes: 16 * MiB });
+    assert.deepEqual(await nbdMap(uri("thin")), [[0, 16 * MiB, "hole,zero"]]);
+    await ok("qemu-io", ["-f", "raw", "-c", "write -P 0x77 5M 2M", uri("thin")]);
+    assert.deepEqual(await nbdMap(uri("thin")), [
+      [0, OBJ, "hole,zero"],
+      [OBJ, OBJ, "data"],
+      [2 * OBJ, 2 * OBJ, "hole,zero"],
+    ]);
+    // A partial discard releases nothing; a discard of the whole object does.
+    await ok("qemu-io", ["-f", "raw", "-c", "discard 5M 1M", uri("thin")]);
+    assert.equal((await nbdMap(uri("thin")))[1]?.[2], "data");
+    await ok("qemu-io", ["-f", "raw", "-c", "discard 4M 4M", uri("thin")]);
+    assert.deepEqual(await nbdMap(uri("thin")), [[0, 16 * MiB, "hole,zero"]]);
+    await ok("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0 4M 4M", uri("thin")]);
+  });
+});
+
+Deno.test("nbdcopy both ways, and nbdinfo --list shows VDIs and snapshots", async () => {
+  await withNbd(async ({ admin, uri, dir, port }) => {
+    const size = 12 * MiB + 512;
+    await admin.createVdi({ name: "copy", sizeBytes: size });
+    const data = dataWithHoles(size, [[2 * MiB, 6 * MiB]]);
+    await fsp.writeFile(`${dir}/in.raw`, data);
+    await ok("nbdcopy", [`${dir}/in.raw`, uri("copy")]);
+    await ok("nbdcopy", [uri("copy"), `${dir}/out.raw`]);
+    assert.ok(same(await fsp.readFile(`${dir}/out.raw`), data));
+    await admin.snapshot("copy", "golden");
+    await ok("qemu-io", ["-f", "raw", "-c", "write -P 0x42 0 1M", uri("copy")]);
+    // A snapshot is read-only, so it may be read over several connections.
+    await ok("nbdcopy", ["--connections=4", uri("copy:golden"), `${dir}/snap.raw`]);
+    assert.ok(same(await fsp.readFile(`${dir}/snap.raw`), data));
+    await ok("nbdcopy", [uri("copy:1"), `${dir}/snap1.raw`]);
+    assert.ok(same(await fsp.readFile(`${dir}/snap1.raw`), data));
+
+    await admin.createVdi({ name: "other disk", sizeBytes: 4 * MiB });
+    const text = await ok("nbdinfo", ["--list", `nbd://127.0.0.1:${port}`]);
+    assert.match(
+      text,
+      new RegExp(`export="copy":\\n\\s+description: VDI\\n\\s+export-size: ${size}`),
+    );
+    assert.match(text, /export="copy:1":\n\s+description: snapshot 'golden' of copy\n/);
+    assert.match(text, /export="other disk":/);
+    const json = JSON.parse(await ok("nbdinfo", ["--json", "--list", `nbd://127.0.0.1:${port}`]));
+    const byName = Object.fromEntries(
+      (json.exports as Record<string, unknown>[]).map((e) => [e["export-name"], e]),
+    );
+    assert.deepEqual(Object.keys(byName).sort(), ["copy", "copy:1", "other disk"]);
+    assert.equal((byName["copy"] as Record<string, unknown>)["is_read_only"], false);
+    assert.equal((byName["copy:1"] as Record<string, unknown>)["is_read_only"], true);
+  });
+});
+
+Deno.test("a snapshot export refuses writes", async () => {
+  await withNbd(async ({ admin, uri, dir }) => {
+    await admin.createVdi({ name: "base", sizeBytes: 8 * MiB });
+    await ok("qemu-io", ["-f", "raw", "-c", "write -P 0x61 0 64k", uri("base")]);
+    await admin.snapshot("base", "v1");
+    for (const name of ["base:1", "base:v1"]) {
+      const w = await run("qemu-io", ["-f", "raw", "-c", "write -P 1 0 4k", uri(name)]);
+      assert.notEqual(w.code, 0);
+      assert.match(w.stderr + w.stdout, /Permission denied|read-only/i);
+      await ok("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x61 0 64k", uri(name)]);
+    }
+    await fsp.writeFile(`${dir}/small.raw`, new Uint8Array(4096));
+    const c = await run("nbdcopy", [`${dir}/small.raw`, uri("base:1")]);
+    assert.notEqual(c.code, 0);
+    assert.match(c.stderr, /read-only/);
+    const missing = await run("qemu-io", ["-r", "-f", "raw", "-c", "read 0 4k", uri("base:9")]);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /does not exist/);
+  });
+});
+
+Deno.test("one writer per VDI: a second is refused naming the holder, admitted after it leaves", async () => {
+  await withNbd(async ({ admin, uri, port }) => {
+    await admin.createVdi({ name: "vm", sizeBytes: 8 * MiB });
+    const holder = await RawClient.connect({ port });
+    try {
+      await holder.start();
+      await holder.go("vm");
+      const r = await run("qemu-io", ["-f", "raw", "-c", "read 0 4k", uri("vm")]);
+      assert.notEqual(r.code, 0);
+      assert.match(
+        r.stderr,
+        new RegExp(`export "vm" is locked by 127\\.0\\.0\\.1:${holder.socket.localPort}`),
+      );
+      // `info -t vm`: the VDI is attached, from the holder's address.
+      const row = (await admin.vdis()).find((v) => v.name === "vm");
+      assert.equal(row?.attachedTo, `127.0.0.1:${holder.socket.localPort}`);
+      // Listing does not need the lock.
+      assert.match(await ok("nbdinfo", ["--list", `nbd://127.0.0.1:${port}`]), /export="vm"/);
+    } finally {
+      await holder.destroy();
+    }
+    await eventually(async () => {
+      await ok("qemu-io", ["-f", "raw", "-c", "write -P 9 0 4k", uri("vm")]);
+    });
+    assert.equal((await admin.vdis()).find((v) => v.name === "vm")?.attachedTo, undefined);
+  });
+});
+
+/** Sends WRITEs of `block` bytes of `fill` over [start, end) without waiting for replies. */
+function sendWrites(
+  client: RawClient,
+  start: number,
+  end: number,
+  block: number,
+  fill: number,
+  firstHandle: bigint,
+): Map<bigint, number> {
+  const sent = new Map<bigint, number>();
+  let handle = firstHandle;
+  for (let offset = start; offset < end; offset += block) {
+    client.request(C.NBD_CMD_WRITE, { handle, offset }, new Uint8Array(block).fill(fill));
+    sent.set(handle++, offset);
+  }
+  return sent;
+}
+
+/** Collects one reply per handle (in any order); resolves with the offsets in reply order. */
+async function collectReplies(
+  client: RawClient,
+  sent: Map<bigint, number>,
+  onReply?: (acked: number[]) => Promise<void>,
+): Promise<number[]> {
+  const order: number[] = [];
+  while (order.length < sent.size) {
+    const chunks = await client.replyChunks();
+    const handle = chunks[0]!.handle;
+    for (const r of chunks) {
+      if (r.kind === "simple") assert.equal(r.errno, 0, `write ${handle} failed`);
+      else assert.equal(r.type & C.NBD_REPLY_TYPE_ERROR_BIT, 0, `write ${handle} failed`);
+    }
+    const offset = sent.get(handle);
+    assert.ok(offset !== undefined, `unexpected reply ${handle}`);
+    order.push(offset);
+    await onReply?.(order);
+  }
+  return order;
+}
+
+Deno.test("a snapshot under a writing client: writes go on to the working VDI, the snapshot stays frozen", async () => {
+  await withNbd(async ({ admin, sheep, uri, port, dir }) => {
+    const size = 16 * MiB;
+    await admin.createVdi({ name: "live", sizeBytes: size });
+    const block = 64 * 1024;
+    const client = await RawClient.connect({ port });
+    let ackedBeforeSnapshot = new Set<number>();
+    try {
+      await client.start();
+      await client.go("live");
+      // 0xA1 over [0, 8 MiB), acknowledged.
+      await collectReplies(client, sendWrites(client, 0, 8 * MiB, block, 0xa1, 1n));
+      // 0xB2 over [4, 12 MiB) in flight while the snapshot is taken.
+      const sent = sendWrites(client, 4 * MiB, 12 * MiB, block, 0xb2, 1000n);
+      let snapshot: Promise<number> | undefined;
+      await collectReplies(client, sent, async (acked) => {
+        if (acked.length !== 16) return;
+        ackedBeforeSnapshot = new Set(acked);
+        snapshot = admin.snapshot("live", "mid");
+        // `info -t vm` still shows the client on the VDI, now a new vid.
+        await snapshot;
+        const rows = await admin.vdis();
+        const working = rows.find((r) => r.name === "live" && !r.snapshot);
+        const frozen = rows.find((r) => r.name === "live" && r.snapshot);
+        assert.equal(working?.attachedTo, `127.0.0.1:${client.socket.localPort}`);
+        assert.equal(frozen?.attachedTo, undefined);
+      });
+      assert.ok(snapshot !== undefined);
+      // 0xC3 over [0, 1 MiB) after the snapshot, on the same connection.
+      await collectReplies(client, sendWrites(client, 0, 1 * MiB, block, 0xc3, 5000n));
+      assert.equal(
+        (await client.command(C.NBD_CMD_FLUSH, { handle: 9000n })).errno,
+        0,
+      );
+      assert.deepEqual(
+        [...sheep.locks.values()].map((l) => l.vid),
+        [sheep.registry.lookup("live").vdiId],
+      );
+    } finally {
+      await client.destroy();
+    }
+
+    // The working VDI has every write.
+    await eventually(async () => {
+      await ok("nbdcopy", [uri("live"), `${dir}/live.raw`]);
+    });
+    const live = await fsp.readFile(`${dir}/live.raw`);
+    const want = new Uint8Array(size);
+    want.fill(0xa1, 0, 8 * MiB).fill(0xb2, 4 * MiB, 12 * MiB).fill(0xc3, 0, 1 * MiB);
+    assert.ok(same(live, want), "the working VDI lost writes");
+
+    // The snapshot: 0xA1 below 4 MiB (the 0xC3 writes came later), each 0xB2 block either
+    // old or new, and new for every write acknowledged before the snapshot was asked for.
+    await ok("nbdcopy", [uri("live:mid"), `${dir}/snap.raw`]);
+    const snap = await fsp.readFile(`${dir}/snap.raw`);
+    assert.ok(same(snap.subarray(0, 4 * MiB), new Uint8Array(4 * MiB).fill(0xa1)));
+    assert.ok(same(snap.subarray(12 * MiB), new Uint8Array(4 * MiB)));
+    for (let offset = 4 * MiB; offset < 12 * MiB; offset += block) {
+      const got = snap.subarray(offset, offset + block);
+      const old = new Uint8Array(block).fill(offset < 8 * MiB ? 0xa1 : 0);
+      const isNew = same(got, new Uint8Array(block).fill(0xb2));
+      assert.ok(isNew || same(got, old), `snapshot block at ${offset} is torn`);
+      if (ackedBeforeSnapshot.has(offset)) assert.ok(isNew, `snapshot lost the write at ${offset}`);
+    }
+    // More writes to the VDI leave the snapshot as it was.
+    await ok("qemu-io", ["-f", "raw", "-c", "write -P 0xd4 0 16M", uri("live")]);
+    await ok("nbdcopy", [uri("live:mid"), `${dir}/snap2.raw`]);
+    assert.ok(same(await fsp.readFile(`${dir}/snap2.raw`), snap), "the snapshot changed");
+  });
+});
