@@ -10,7 +10,8 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { HTTP_PORT_DEFAULT, OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import { HTTP_PORT_DEFAULT, NBD_PORT_DEFAULT, OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
@@ -38,6 +39,11 @@ Options:
   --multicast G:P   multicast group and port for discovery (default 239.10.10.10:7400);
                     'off' to discover through --seed addresses only
   --failure-timeout MS  declare a silent node gone after MS ms (default 5000)
+  --nbd-address A   NBD export address (default 127.0.0.1)
+  --nbd-port N      NBD port (default ${NBD_PORT_DEFAULT})
+  --nbd-socket PATH also serve NBD on a Unix socket
+  --nbd-force-shared  let a second client attach a VDI writable (operator override)
+  --no-nbd          no NBD export
   --http-address A  HTTP admin API and dashboard address (default 127.0.0.1)
   --http-port N     HTTP port (default ${HTTP_PORT_DEFAULT})
   --http-token T    token required for changes through HTTP (needed beyond loopback)
@@ -52,6 +58,11 @@ const FLAGS = {
   zone: { type: "string" },
   vnodes: { type: "string" },
   seed: { type: "string", multiple: true },
+  nbd: { type: "boolean", default: true },
+  "nbd-address": { type: "string", default: "127.0.0.1" },
+  "nbd-port": { type: "string", default: String(NBD_PORT_DEFAULT) },
+  "nbd-socket": { type: "string" },
+  "nbd-force-shared": { type: "boolean", default: false },
   http: { type: "boolean", default: true },
   "http-address": { type: "string", default: "127.0.0.1" },
   "http-port": { type: "string", default: String(HTTP_PORT_DEFAULT) },
@@ -143,6 +154,26 @@ async function serve(
   await sheep.start();
   const services: { close(): Promise<void> }[] = [];
   try {
+    if (values.nbd) {
+      const nbd = { forceShared: values["nbd-force-shared"]! };
+      const port = integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!;
+      const host = values["nbd-address"]!;
+      services.push(
+        await startNbdService(sheep, { host, port }, nbd).catch((error) => {
+          const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+          throw new Error(
+            `Cannot serve NBD on ${host}:${port}: ${code} (use --nbd-port or --no-nbd)`,
+          );
+        }),
+      );
+      logger.info(`NBD export on ${values["nbd-address"]}:${port}`);
+      if (values["nbd-socket"]) {
+        services.push(
+          await startNbdService(sheep, { path: path.resolve(values["nbd-socket"]) }, nbd),
+        );
+        logger.info(`NBD export on ${values["nbd-socket"]}`);
+      }
+    }
     if (values.http) {
       services.push(
         await startHttpService(sheep, {

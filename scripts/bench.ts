@@ -44,6 +44,7 @@ function startCluster(dir: string, count: number): { ports: number[]; dirs: stri
       "--multicast",
       "off",
       "--no-http",
+      "--no-nbd",
       "--failure-timeout",
       "5000",
       ...seeds,

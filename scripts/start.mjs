@@ -96,4 +96,6 @@ sheepdog is running: ${nodes} sheep on ${cluster}${
   ./sheepdog img create "Alice's Disk" 10G
   ./sheepdog img convert disk.raw "Bob's Disk"
   ./sheepdog shepherd info -t vdi
+  qemu-img info nbd://127.0.0.1:10809/Bob%27s%20Disk   (NBD on 10809-${10808 + nodes})
+  dashboard: http://127.0.0.1:7080/
 Press Ctrl-C to stop.`);

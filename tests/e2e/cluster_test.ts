@@ -48,6 +48,7 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
         "--multicast",
         "off",
         "--no-http",
+        "--no-nbd",
         "--failure-timeout",
         "2000",
         ...seeds,

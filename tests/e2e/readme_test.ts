@@ -32,23 +32,25 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
   try {
     await t.step("the sheep daemonises and answers", async () => {
       const http = String(await freePort());
+      const nbd = String(await freePort());
       const out = await ok([
-        "sheep",
-        sheepDir,
-        "--port",
-        String(port),
-        "--multicast",
-        "off",
-        "--http-port",
-        http,
+        ...["sheep", sheepDir, "--port", String(port), "--multicast", "off"],
+        ...["--http-port", http, "--nbd-port", nbd],
       ]);
       assert.match(out, /sheep serving/);
       await fsp.access(path.join(sheepDir, "sheep.pid"));
       await fails(["img", "create", "early", "1G"], 1, /Waiting for cluster to be formatted/);
       await fails(
-        ["sheep", sheepDir, "--port", String(await freePort())],
+        ["sheep", sheepDir, "--port", String(await freePort()), "--no-http", "--no-nbd"],
         1,
         /locked by another sheep/,
+      );
+      const api = await fetch(`http://127.0.0.1:${http}/api/v1/cluster`);
+      assert.equal((await api.json()).status, "waiting-for-format");
+      await fails(
+        ["sheep", path.join(dir, "other"), "--port", String(await freePort()), "--nbd-port", nbd],
+        1,
+        /NBD|EADDRINUSE|in use/,
       );
     });
     await t.step("mkfs, create, import, export", async () => {
