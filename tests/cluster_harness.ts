@@ -129,13 +129,33 @@ export class TestCluster {
     return this.live()[0]!.view.epoch;
   }
 
-  /** Waits until every live node finished recovering the current epoch. */
+  /**
+   * Waits until every live node finished recovering the current epoch and, once all had,
+   * purged what no longer belongs to it.
+   */
   async waitForRecovery(timeoutMs = 30_000): Promise<void> {
-    await waitFor("recovery to finish", () =>
-      this.live().every((s) => {
-        const status = s.recovery.status();
-        return status.state === "done" && status.epoch === s.view.epoch;
-      }), timeoutMs);
+    await waitFor(
+      "recovery to finish",
+      () =>
+        this.live().every((s) => {
+          const status = s.recovery.status();
+          return status.state === "done" && status.epoch === s.view.epoch &&
+            status.purgedEpoch === s.view.epoch;
+        }),
+      timeoutMs,
+      () => this.#describe(),
+    );
+  }
+
+  #describe(): string {
+    return JSON.stringify(
+      this.live().map((s) => ({
+        id: s.id,
+        epoch: s.view.epoch,
+        state: s.member?.state,
+        recovery: s.recovery.status(),
+      })),
+    );
   }
 
   async stop(): Promise<void> {

@@ -43,6 +43,8 @@ export interface RecoveryStatus {
   objectsPerSecond: number;
   startedMs: number;
   finishedMs: number;
+  /** The last epoch whose leftovers were purged (every node had recovered it). */
+  purgedEpoch: number;
   error?: string;
 }
 
@@ -66,6 +68,7 @@ export class Recovery {
     objectsPerSecond: 0,
     startedMs: 0,
     finishedMs: 0,
+    purgedEpoch: 0,
   };
   #locks = new Map<Oid, Promise<void>>();
   #pulling = new Map<Oid, Promise<void>>();
@@ -120,6 +123,7 @@ export class Recovery {
       objectsPerSecond: 0,
       startedMs: this.#context.now(),
       finishedMs: 0,
+      purgedEpoch: this.#status.purgedEpoch,
     };
     run.gathered = this.#gather(run, options);
     run.gathered
@@ -259,6 +263,7 @@ export class Recovery {
       await this.withObjectLock(oid, () => this.#context.store.remove(oid));
       removed++;
     }
+    this.#status.purgedEpoch = view.epoch;
     return removed;
   }
 }

@@ -401,12 +401,15 @@ export class Sheep {
   }
 
   async #reportRecovered(epoch: number): Promise<void> {
-    try {
-      await this.#submit({ type: "recovered", node: this.id, epoch });
-    } catch (error) {
-      this.logger.debug(
-        `recovery report for epoch ${epoch} not delivered: ${(error as Error).message}`,
-      );
+    // Purging waits for every node's report, so a lost one is retried while the epoch lasts.
+    for (let attempt = 0; attempt < 20 && this.#running && this.#view.epoch === epoch; attempt++) {
+      try {
+        await this.#submit({ type: "recovered", node: this.id, epoch });
+        return;
+      } catch (error) {
+        this.logger.debug(`recovery report for epoch ${epoch} not delivered: ${(error as Error).message}`);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
     }
   }
 
