@@ -30,10 +30,11 @@ export async function waitFor(
   what: string,
   check: () => boolean | Promise<boolean>,
   timeoutMs = 20_000,
+  describe: () => string = () => "",
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what} ${describe()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
@@ -44,6 +45,10 @@ export interface TestClusterOptions {
   failureTimeoutMs?: number;
   /** Zone of node i; by default every node is its own zone. */
   zone?: (index: number) => number;
+  /** Format with `--strict`: refuse writes when zones are fewer than copies. */
+  strict?: boolean;
+  /** Extra unicast seeds every node gets (e.g. a dog witness). */
+  extraSeeds?: string[];
 }
 
 export class TestCluster {
@@ -63,7 +68,11 @@ export class TestCluster {
     for (let i = 0; i < options.nodes; i++) cluster.ports.push(await freePort());
     await Promise.all(cluster.ports.map((_, i) => cluster.startNode(i)));
     await cluster.waitForView(options.nodes);
-    await cluster.admin(0).mkfs({ copies: options.copies, blockSizeShift: 22 });
+    await cluster.admin(0).mkfs({
+      copies: options.copies,
+      blockSizeShift: 22,
+      strict: options.strict ?? false,
+    });
     await waitFor(
       "every node formatted",
       () => cluster.live().every((s) => s.status === "running"),
@@ -81,7 +90,10 @@ export class TestCluster {
       port,
       zone: this.#options.zone?.(index) ?? index + 1,
       cluster: {
-        seeds: this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
+        seeds: [
+          ...this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
+          ...(this.#options.extraSeeds ?? []),
+        ],
         multicast: false,
         failureTimeoutMs: this.#options.failureTimeoutMs ?? 1500,
         settleMs: 500,

@@ -3,7 +3,7 @@
 // Method: in-process clusters on loopback (unicast seeds, 1.5 s failure detection); random data
 // through VdiIo over TCP; replicas checked file by file in every node's store.
 import assert from "node:assert/strict";
-import { TestCluster } from "./cluster_harness.ts";
+import { TestCluster, waitFor } from "./cluster_harness.ts";
 import { randomBytes } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { targetsOf } from "../core/cluster/view.ts";
@@ -112,5 +112,63 @@ Deno.test("cluster: stop all, restart all, everything is readable", async () => 
     assert.deepEqual(await io.read(0, 3), new Uint8Array([1, 2, 3]));
   } finally {
     await cluster.stop();
+  }
+});
+
+Deno.test("cluster: fewer zones than copies keeps serving, reduced; --strict refuses writes", async () => {
+  const loose = await TestCluster.start({ nodes: 2, copies: 3 });
+  try {
+    const data = await writeVdi(loose, "loose", 2 * MiB);
+    assert.deepEqual(await readVdi(loose, 1, "loose", data.length), data);
+    const info = await loose.admin(1).clusterInfo();
+    assert.equal(info.redundancyReduced, true);
+    assert.equal(info.zones, 2);
+  } finally {
+    await loose.stop();
+  }
+  const strict = await TestCluster.start({ nodes: 2, copies: 3, strict: true });
+  try {
+    const admin = strict.admin(0);
+    await admin.createVdi({ name: "strict", sizeBytes: 8 * MiB });
+    const io = await VdiIo.open(admin.client, "strict");
+    await assert.rejects(io.write(0, new Uint8Array(512)), /strict cluster needs 3/);
+  } finally {
+    await strict.stop();
+  }
+});
+
+Deno.test("cluster: a dog witness is the third vote of a two-sheep cluster", async () => {
+  const { GroupDriver } = await import("../net/group/mod.ts");
+  const { freePort } = await import("./cluster_harness.ts");
+  const dogPort = await freePort();
+  const views: number[] = [];
+  const dog = new GroupDriver({
+    address: `127.0.0.1:${dogPort}`,
+    witness: true,
+    persist: () => Promise.resolve(),
+    multicast: false,
+    timing: { failureTimeoutTicks: 15, heartbeatTicks: 1, settleTicks: 5 },
+    onView: (view) => views.push(view.members.length),
+  });
+  await dog.start();
+  const cluster = await TestCluster.start({
+    nodes: 2,
+    copies: 2,
+    extraSeeds: [`127.0.0.1:${dogPort}`],
+  });
+  try {
+    await waitFor("the dog in the view", () => cluster.node(0).member!.members.length === 3);
+    const data = await writeVdi(cluster, "pair", 3 * MiB);
+    await cluster.kill(1);
+    // One sheep plus the witness are a majority of three: the survivor installs a new view.
+    await cluster.waitForView(1);
+    assert.equal(cluster.node(0).status, "running");
+    assert.deepEqual(await readVdi(cluster, 0, "pair", data.length), data);
+    const io = await VdiIo.open(cluster.admin(0).client, "pair");
+    await io.write(0, new Uint8Array([9, 9]));
+    assert.ok(views.length > 0);
+  } finally {
+    await cluster.stop();
+    await dog.stop();
   }
 });

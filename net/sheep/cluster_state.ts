@@ -14,6 +14,8 @@ export interface ClusterState {
   config: ClusterConfig | null;
   headers: InodeHeader[];
   locks: VdiLock[];
+  /** Recovery reports heard so far, per epoch: a joiner missed the events that carried them. */
+  recovered?: Record<string, string[]>;
 }
 
 const BIGINT_FIELDS = ["createTime", "snapCtime", "vmClockNsec", "vmStateSize"] as const;

@@ -407,7 +407,9 @@ export class Sheep {
         await this.#submit({ type: "recovered", node: this.id, epoch });
         return;
       } catch (error) {
-        this.logger.debug(`recovery report for epoch ${epoch} not delivered: ${(error as Error).message}`);
+        this.logger.debug(
+          `recovery report for epoch ${epoch} not delivered: ${(error as Error).message}`,
+        );
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
     }
@@ -434,6 +436,9 @@ export class Sheep {
       config: this.#config ?? null,
       headers: this.registry.all(),
       locks: [...this.locks.values()],
+      recovered: Object.fromEntries(
+        [...this.#recovered].map(([epoch, nodes]) => [epoch, [...nodes]]),
+      ),
     };
   }
 
@@ -448,6 +453,11 @@ export class Sheep {
       if (!mine || headerRank(header) > headerRank(mine)) this.registry.load(header);
     }
     for (const lock of state.locks) if (!this.locks.has(lock.vid)) this.locks.set(lock.vid, lock);
+    for (const [epoch, nodes] of Object.entries(state.recovered ?? {})) {
+      const done = this.#recovered.get(Number(epoch)) ?? new Set<string>();
+      for (const node of nodes) done.add(node);
+      this.#recovered.set(Number(epoch), done);
+    }
   }
 
   /** Local replicas, with recovery in front: a missing object may be on its way here. */
