@@ -110,6 +110,15 @@ export class GroupDriver {
    */
   async start(): Promise<void> {
     assert(this.#unicast === null && !this.#stopped, "start() once");
+    try {
+      await this.#startSockets();
+    } catch (error) {
+      await this.stop(); // leave no socket behind: the caller may retry on the same port
+      throw error;
+    }
+  }
+
+  async #startSockets(): Promise<void> {
     const { host, port } = parseAddress(this.#options.address);
     const unicast = createSocket({ type: "udp4" });
     this.#unicast = unicast;

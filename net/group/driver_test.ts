@@ -126,6 +126,20 @@ Deno.test("two drivers find each other by multicast alone on 127.0.0.1", async (
   }
 });
 
+Deno.test("a failed start() closes what it opened, so the port can be reused", async () => {
+  const first = probe({});
+  await first.driver.start();
+  const port = Number(first.driver.id.split(":")[1]);
+  const clash = probe({ address: `127.0.0.1:${port}` });
+  await assert.rejects(() => clash.driver.start(), /Cannot bind UDP 127\.0\.0\.1:\d+/);
+  await first.driver.stop();
+  const badGroup = probe({ multicast: { group: "10.1.2.3", port: port } });
+  await assert.rejects(() => badGroup.driver.start(), /Cannot join multicast group 10\.1\.2\.3/);
+  const retry = probe({ address: `127.0.0.1:${port}` });
+  await retry.driver.start(); // the unicast port is free again
+  await retry.driver.stop();
+});
+
 Deno.test("a driver refuses a malformed address and reports a failing persist by stopping", async () => {
   assert.throws(
     () => new GroupDriver({ address: "localhost:7000", persist: async () => {} }),

@@ -183,6 +183,8 @@ export class Membership {
   readonly #leaveRequests = new Set<string>();
   /** Incarnations that left the group (in order, bounded): never admitted again. */
   readonly #departed = new Set<string>();
+  /** Clusters this node dissolved out of: stale snapshots of them must not pull it back. */
+  readonly #abandoned = new Set<string>();
 
   // What this member knows of the master.
   #leader: string | null = null;
@@ -490,6 +492,8 @@ export class Membership {
       pids: [],
     };
     this.#persistQueue.push(marker);
+    if (this.#abandoned.size >= membersMax) this.#abandoned.clear();
+    this.#abandoned.add(this.#cluster);
     this.#cluster = "";
     this.#era = 0;
     this.#record = null;
@@ -679,6 +683,7 @@ export class Membership {
       m.id === self.id && m.incarnation === self.incarnation
     );
     if (!inView || (msg.cluster !== this.#cluster && this.#cluster !== "")) return;
+    if (this.#abandoned.has(msg.cluster)) return;
     const newer = msg.era > this.#era || (msg.era === this.#era && msg.slot > this.#applied);
     if (!newer || msg.era === 0) return;
     this.#adoptSnapshot(msg);
@@ -1237,7 +1242,7 @@ export class Membership {
     for (const [id, peer] of this.#peers) {
       const hello = peer.hello;
       if (hello === null || !this.#heard(id, peer.inc) || hello.cluster === "") continue;
-      if (hello.state === "left") continue;
+      if (hello.state === "left" || this.#abandoned.has(hello.cluster)) continue;
       if (join === "" || hello.cluster < join) join = hello.cluster;
     }
     return join;
