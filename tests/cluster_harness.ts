@@ -56,6 +56,8 @@ export class TestCluster {
   readonly ports: number[] = [];
   readonly sheep: (Sheep | undefined)[] = [];
   readonly #options: TestClusterOptions;
+  /** Partition sides by node index; undefined = everyone reaches everyone. */
+  #sides: Map<number, number> | undefined;
   #clients: AdminService[] = [];
 
   private constructor(root: string, options: TestClusterOptions) {
@@ -97,11 +99,30 @@ export class TestCluster {
         multicast: false,
         failureTimeoutMs: this.#options.failureTimeoutMs ?? 1500,
         settleMs: 500,
+        reachable: (id) => this.#reachable(index, id),
       },
     });
     await sheep.start();
     this.sheep[index] = sheep;
     return sheep;
+  }
+
+  #reachable(from: number, id: string): boolean {
+    if (!this.#sides) return true;
+    const to = this.ports.indexOf(Number(id.split(":")[1]));
+    return to === -1 || this.#sides.get(from) === this.#sides.get(to);
+  }
+
+  /** Cuts the network between the groups of node indexes (each group still talks inside). */
+  partition(...groups: number[][]): void {
+    this.#sides = new Map(
+      groups.flatMap((group, side) => group.map((index) => [index, side] as const)),
+    );
+  }
+
+  /** Ends the partition. */
+  heal(): void {
+    this.#sides = undefined;
   }
 
   node(index: number): Sheep {

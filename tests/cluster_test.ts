@@ -34,8 +34,13 @@ async function checkReplicas(nodes: Sheep[], copies: number): Promise<number> {
   return holders.size;
 }
 
-async function writeVdi(cluster: TestCluster, name: string, bytes: number): Promise<Uint8Array> {
-  const admin = cluster.admin(0);
+async function writeVdi(
+  cluster: TestCluster,
+  name: string,
+  bytes: number,
+  via = 0,
+): Promise<Uint8Array> {
+  const admin = cluster.admin(via);
   await admin.createVdi({ name, sizeBytes: 64 * MiB });
   const io = await VdiIo.open(admin.client, name);
   const data = randomBytes(bytes);
@@ -170,5 +175,48 @@ Deno.test("cluster: a dog witness is the third vote of a two-sheep cluster", asy
   } finally {
     await cluster.stop();
     await dog.stop();
+  }
+});
+
+Deno.test("cluster: partition 2|3: the 2-side refuses writes, the 3-side serves; healed, all converge", async () => {
+  const cluster = await TestCluster.start({ nodes: 5, copies: 3 });
+  try {
+    const before = await writeVdi(cluster, "split", 6 * MiB);
+    const epoch = cluster.node(0).view.epoch;
+    cluster.partition([0, 1], [2, 3, 4]);
+    await waitFor(
+      "the majority's new view",
+      () =>
+        [2, 3, 4].every((i) =>
+          cluster.node(i).view.nodes.length === 3 && cluster.node(i).view.epoch > epoch
+        ),
+    );
+    await waitFor(
+      "the minority to know it",
+      () => [0, 1].every((i) => cluster.node(i).status === "minority"),
+    );
+    // The minority never diverges: writes and VDI changes are refused with a clear error.
+    const minority = await VdiIo.open(cluster.admin(0).client, "split");
+    await assert.rejects(minority.write(0, new Uint8Array([1])), /cut off from the majority/);
+    await assert.rejects(
+      cluster.admin(1).createVdi({ name: "nope", sizeBytes: MiB }),
+      /cut off from the majority/,
+    );
+    // The majority serves reads and writes.
+    assert.deepEqual(await readVdi(cluster, 2, "split", before.length), before);
+    const during = await writeVdi(cluster, "during", 3 * MiB, 2);
+    cluster.heal();
+    await cluster.waitForView(5, 30_000);
+    await cluster.waitForRecovery();
+    assert.ok(cluster.live().every((s) => s.status === "running"));
+    await checkReplicas(cluster.live(), 3);
+    assert.deepEqual(
+      await readVdi(cluster, 0, "during", during.length),
+      during,
+      "the healed side caught up",
+    );
+    assert.deepEqual(await readVdi(cluster, 1, "split", before.length), before);
+  } finally {
+    await cluster.stop();
   }
 });

@@ -68,6 +68,11 @@ export interface GroupDriverOptions {
   readonly onStatus?: (status: GroupStatus) => void;
   /** Operating errors (send failures, a failed persist, which stops the driver). */
   readonly onError?: (error: Error) => void;
+  /**
+   * Fault injection for tests: datagrams from a member this returns false for are dropped, as
+   * a network partition would. Production leaves it unset.
+   */
+  readonly acceptFrom?: (id: string) => boolean;
 }
 
 /** Counters for diagnostics. */
@@ -232,6 +237,7 @@ export class GroupDriver {
       return;
     }
     if (decoded.groupTag !== this.#groupTag || decoded.from === this.#id) return;
+    if (this.#options.acceptFrom && !this.#options.acceptFrom(decoded.from)) return;
     this.#machine.step(decoded.from, decoded.msg);
     this.#pump();
   }

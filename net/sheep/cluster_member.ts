@@ -30,10 +30,17 @@ export interface ClusterOptions {
   settleMs?: number;
   /** Don't form a new cluster with fewer fresh nodes than this. */
   bootstrapMinMembers?: number;
+  /**
+   * Fault injection for tests: peers this returns false for are unreachable (group datagrams
+   * dropped, object-protocol requests failing), as in a network partition.
+   */
+  reachable?: (id: string) => boolean;
 }
 
 /** Group ticks are 100 ms. */
 const TICK_MS = 100;
+/** Proposals remembered for deduplication. */
+const APPLIED_REMEMBERED = 10_000;
 /** How long a proposal waits for a node that is still forming or joining. */
 const PROPOSE_WAIT_MS = 10_000;
 
@@ -57,6 +64,8 @@ export class ClusterMember {
   #members: string[] = [];
   #firstView = true;
   #master: string | null = null;
+  /** Recently applied proposals, oldest first (insertion order), to drop redeliveries. */
+  #applied = new Set<string>();
 
   constructor(sheep: Sheep, options: ClusterOptions) {
     this.#sheep = sheep;
@@ -110,6 +119,7 @@ export class ClusterMember {
       ...(this.#options.bootstrapMinMembers
         ? { bootstrapMinMembers: this.#options.bootstrapMinMembers }
         : {}),
+      ...(this.#options.reachable ? { acceptFrom: this.#options.reachable } : {}),
       onView: (view) => this.#onView(view),
       onEvent: (event) => this.#onEvent(event),
       onResync: (view) => this.#onResync(view),
@@ -188,8 +198,9 @@ export class ClusterMember {
     return this.#members;
   }
 
-  epochHistory(): Promise<StoredEpoch[]> {
-    return this.epochLog.list();
+  /** Installed views, newest first (the group's empty "dissolved" markers left out). */
+  async epochHistory(): Promise<StoredEpoch[]> {
+    return (await this.epochLog.list()).filter((record) => record.members.length > 0);
   }
 
   #onView(view: View): void {
@@ -228,6 +239,14 @@ export class ClusterMember {
   async #apply(delivery: GroupEventDelivery): Promise<void> {
     if (delivery.seq <= this.#lastSeq) return;
     this.#lastSeq = delivery.seq;
+    // After a full stop the group may deliver a proposal again (its log is not durable):
+    // apply each (origin, incarnation, proposal) once.
+    const key = `${delivery.origin}/${delivery.originIncarnation}/${delivery.proposalId}`;
+    if (this.#applied.has(key)) return;
+    this.#applied.add(key);
+    if (this.#applied.size > APPLIED_REMEMBERED) {
+      this.#applied.delete(this.#applied.values().next().value!);
+    }
     const mine = delivery.origin === this.#sheep.id &&
       delivery.originIncarnation === this.#incarnation;
     const pending = mine ? this.#pending.get(delivery.proposalId) : undefined;

@@ -5,14 +5,23 @@
  */
 
 import { TcpTransport } from "../object/tcp_transport.ts";
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import type { Transport } from "../object/transport.ts";
 import { ObjectClient } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 
 export class Peers {
   #clients = new Map<string, ObjectClient>();
+  readonly #reachable: (id: string) => boolean;
+
+  /** `reachable` is fault injection for tests (a partition); by default every peer is. */
+  constructor(reachable: (id: string) => boolean = () => true) {
+    this.#reachable = reachable;
+  }
 
   /** The client for `node`. */
   get(node: Pick<RingNode, "id" | "host" | "port">): ObjectClient {
+    if (!this.#reachable(node.id)) return UNREACHABLE;
     let client = this.#clients.get(node.id);
     if (!client) {
       client = new ObjectClient(new TcpTransport({ host: node.host, port: node.port }));
@@ -34,3 +43,12 @@ export class Peers {
     await Promise.all(clients.map((c) => c.close()));
   }
 }
+
+/** What a partitioned peer looks like: every request fails as a lost connection would. */
+const UNREACHABLE = new ObjectClient(
+  {
+    request: () =>
+      Promise.reject(new SheepdogError(ResultCode.NETWORK_ERROR, "Peer is unreachable")),
+    close: () => Promise.resolve(),
+  } satisfies Transport,
+);

@@ -79,7 +79,7 @@ export class Sheep {
   readonly logger: Logger;
   readonly registry = new VdiRegistry();
   readonly store: FsObjectStore;
-  readonly peers = new Peers();
+  readonly peers: Peers;
   readonly gateway: Gateway;
   readonly vdis: VdiService;
   readonly locks = new Map<Vid, VdiLock>();
@@ -108,6 +108,7 @@ export class Sheep {
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
     this.store = new FsObjectStore(path.join(this.dir, "obj"));
+    this.peers = new Peers(options.cluster?.reachable);
     const selfId = () => this.id;
     this.gateway = new Gateway({
       get selfId() {
