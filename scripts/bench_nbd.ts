@@ -16,9 +16,6 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Sheep } from "../net/sheep/sheep.ts";
-import { AdminService } from "../net/admin/admin_service.ts";
-import { startNbdService } from "../net/sheep/vdi_exports.ts";
 
 const MiB = 1024 * 1024;
 const SECTION = "## NBD vs qemu-nbd";
@@ -200,30 +197,42 @@ async function main(): Promise<void> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "sd-bench-nbd-"));
   let qemuPid: number | undefined;
   try {
-    // Sheepdog: one sheep, copies=1, a VDI served over NBD.
-    const sheep = new Sheep({ dir: path.join(dir, "sheep"), host: "127.0.0.1", port: 0 });
-    await sheep.start();
+    // Sheepdog: the built ./sheepdog (as users run it, on Node), one sheep, copies=1, a VDI
+    // served over NBD. --nbd-force-shared: each fio job reconnects while the last one's
+    // connection may still be releasing the one-writer lock.
+    const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
+    const sheepDir = path.join(dir, "sheep");
+    const objectPort = await freePort();
+    const nbdPort = await freePort();
+    const cluster = ["--cluster", `127.0.0.1:${objectPort}`];
+    await exec(exe, [
+      "sheep",
+      sheepDir,
+      "--port",
+      String(objectPort),
+      "--nbd-port",
+      String(nbdPort),
+      "--nbd-force-shared",
+      "--multicast",
+      "off",
+      "--no-http",
+    ], 60_000);
     let ours: Result[];
     try {
-      const admin = new AdminService(sheep.localClient());
-      await admin.mkfs({ copies: 1, blockSizeShift: 22 });
-      await admin.createVdi({ name: "bench", sizeBytes: sizeMiB * MiB });
-      const service = await startNbdService(sheep, { host: "127.0.0.1", port: 0 });
-      try {
-        if (!("port" in service.address)) throw new Error("no TCP port");
-        const uri = `nbd://127.0.0.1:${service.address.port}/bench`;
-        // One writer per VDI: the next fio waits until the last one's connection is closed.
-        const idle = async () => {
-          while (service.server.connections > 0) {
-            await new Promise((resolve) => setTimeout(resolve, 10));
-          }
-        };
-        ours = await runAll("sheepdog", uri, sizeMiB, runtime, idle);
-      } finally {
-        await service.close();
-      }
+      await exec(exe, ["shepherd", "mkfs", "--copies=1", ...cluster], 60_000);
+      await exec(exe, ["img", "create", "bench", `${sizeMiB}M`, ...cluster], 60_000);
+      ours = await runAll(
+        "sheepdog",
+        `nbd://127.0.0.1:${nbdPort}/bench`,
+        sizeMiB,
+        runtime,
+        () => Promise.resolve(),
+      );
     } finally {
-      await sheep.stop();
+      process.kill(
+        Number((await fsp.readFile(path.join(sheepDir, "sheep.pid"), "utf8")).trim()),
+        "SIGTERM",
+      );
     }
 
     // qemu-nbd: a raw file in the same directory.
@@ -257,9 +266,9 @@ async function main(): Promise<void> {
       "",
       `fio ${(await exec("fio", ["--version"], 10_000)).trim()} with the nbd engine, one ` +
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
-      "prefilled with data. sheepdog: one sheep, copies=1, 4 MiB objects, NBD export inside " +
-      "the sheep. qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. Ratio = " +
-      "sheepdog / qemu-nbd (IOPS). Reproduce: `deno run -A scripts/bench_nbd.ts`.",
+      "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
+      "objects, NBD export inside the sheep. qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. Ratio = " +
+      "sheepdog / qemu-nbd (IOPS). Reproduce: `npm run bench`.",
       "",
       table(ours, theirs),
     ].join("\n");

@@ -39,6 +39,8 @@ const RETRYABLE = [
 /** How long a request may stall on a membership change before the client sees an error. */
 const RETRY_FOR_MS = 30_000;
 const RETRY_INTERVAL_MS = 200;
+/** Objects whose placement the gateway remembers per view. */
+const TARGET_CACHE_MAX = 65_536;
 
 /** What the gateway needs from its sheep. */
 export interface GatewayContext {
@@ -55,6 +57,8 @@ export interface GatewayContext {
 
 export class Gateway {
   readonly #context: GatewayContext;
+  #cachedView: ClusterView | undefined;
+  #targetCache = new Map<Oid, { copies: number; targets: RingNode[] }>();
 
   constructor(context: GatewayContext) {
     this.#context = context;
@@ -93,11 +97,23 @@ export class Gateway {
   }
 
   #targets(oid: Oid): RingNode[] {
-    const targets = targetsOf(this.#context.view(), oid, this.copiesOf(oid));
+    // Placement hashes the oid and walks the ring: cache it per view (views are immutable).
+    const view = this.#context.view();
+    if (this.#cachedView !== view || this.#targetCache.size >= TARGET_CACHE_MAX) {
+      this.#cachedView = view;
+      this.#targetCache.clear();
+    }
+    const copies = this.copiesOf(oid);
+    let cached = this.#targetCache.get(oid);
+    if (!cached || cached.copies !== copies) {
+      cached = { copies, targets: targetsOf(view, oid, copies) };
+      this.#targetCache.set(oid, cached);
+    }
+    const targets = cached.targets;
     if (targets.length === 0) {
       throw new SheepdogError(ResultCode.HALT, "No storage node is alive to hold the object");
     }
-    return targets;
+    return [...targets];
   }
 
   /**
