@@ -128,11 +128,13 @@ export class VdiIo {
       // The common case (a request inside one object): hand the object's bytes over uncopied.
       const owner = this.#inode.dataVdiId[pieces[0]!.index]!;
       if (owner === 0) return new Uint8Array(length);
-      return await this.#access.readObject(
-        dataOid(owner, pieces[0]!.index),
-        pieces[0]!.offset,
+      const piece = pieces[0]!;
+      const bytes = await this.#access.readObject(
+        dataOid(owner, piece.index),
+        piece.offset,
         length,
       );
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a Buffer
     }
     const buffer = new Uint8Array(length);
     await Promise.all(pieces.map(async (piece) => {
