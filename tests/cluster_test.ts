@@ -220,3 +220,24 @@ Deno.test("cluster: partition 2|3: the 2-side refuses writes, the 3-side serves;
     await cluster.stop();
   }
 });
+
+Deno.test("cluster: after a full stop it waits for the last epoch's nodes; recover force starts without them", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const data = await writeVdi(cluster, "waiting", 4 * MiB);
+    await Promise.all([0, 1, 2].map((i) => cluster.kill(i)));
+    await Promise.all([0, 1].map((i) => cluster.startNode(i)));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    for (const i of [0, 1]) assert.equal(cluster.node(i).status, "waiting-for-nodes");
+    await assert.rejects(
+      readVdi(cluster, 0, "waiting", 16),
+      /Waiting for other nodes to join cluster/,
+    );
+    await cluster.admin(1).forceRecover();
+    await cluster.waitForView(2);
+    assert.deepEqual(await readVdi(cluster, 0, "waiting", data.length), data);
+    assert.equal((await cluster.admin(0).clusterInfo()).status, "running");
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -64,10 +64,13 @@ export const Flag = {
   RECOVERY: 0x80,
 } as const;
 
-/** The name of an opcode, for logs and metrics. */
+const OPCODE_NAMES = new Map<number, string>(
+  Object.entries(Opcode).map(([name, value]) => [value, name]),
+);
+
+/** The name of an opcode, for logs and metrics (looked up per request: a map, not a scan). */
 export function opcodeName(opcode: number): string {
-  for (const [name, value] of Object.entries(Opcode)) if (value === opcode) return name;
-  return `OP_0x${opcode.toString(16)}`;
+  return OPCODE_NAMES.get(opcode) ?? `OP_0x${opcode.toString(16)}`;
 }
 
 /** True for opcodes of the internal protocol. */
