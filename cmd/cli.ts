@@ -120,3 +120,25 @@ export function integerFlag(
   }
   return n;
 }
+
+/**
+ * Runs `COMMAND args...` from a table of subcommands: `help`, `-h` and `--help` print the
+ * usage; an unknown command is a UsageError.
+ */
+export function runSubcommand(
+  name: string,
+  usage: string,
+  commands: Record<string, (args: string[]) => Promise<void>>,
+  args: string[],
+): Promise<number> {
+  return runCommand(name, usage, async () => {
+    const [command, ...rest] = args;
+    if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+      return print(usage);
+    }
+    const run = commands[command];
+    if (!run) throw new UsageError(`Unknown command '${command}'`);
+    if (rest.includes("-h") || rest.includes("--help")) return print(usage);
+    await run(rest);
+  });
+}

@@ -16,7 +16,7 @@ import {
   parseFlags,
   print,
   printJson,
-  runCommand,
+  runSubcommand,
   UsageError,
 } from "./cli.ts";
 import { isExplicitVdi, parseVdiAddress } from "./vdi_address.ts";
@@ -252,14 +252,5 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
 };
 
 export function imgMain(args: string[]): Promise<number> {
-  return runCommand("img", IMG_USAGE, async () => {
-    const [command, ...rest] = args;
-    if (command === undefined || command === "-h" || command === "--help" || command === "help") {
-      return print(IMG_USAGE);
-    }
-    const run = COMMANDS[command];
-    if (!run) throw new UsageError(`Unknown command '${command}'`);
-    if (rest.includes("-h") || rest.includes("--help")) return print(IMG_USAGE);
-    await run(rest);
-  });
+  return runSubcommand("img", IMG_USAGE, COMMANDS, args);
 }

@@ -20,7 +20,7 @@ import {
   parseFlags,
   print,
   printJson,
-  runCommand,
+  runSubcommand,
   UsageError,
 } from "./cli.ts";
 import type { AdminService } from "../net/admin/admin_service.ts";
@@ -154,14 +154,5 @@ async function cluster(args: string[]): Promise<void> {
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { mkfs, info, vdi, cluster };
 
 export function shepherdMain(args: string[]): Promise<number> {
-  return runCommand("shepherd", SHEPHERD_USAGE, async () => {
-    const [command, ...rest] = args;
-    if (command === undefined || command === "-h" || command === "--help" || command === "help") {
-      return print(SHEPHERD_USAGE);
-    }
-    const run = COMMANDS[command];
-    if (!run) throw new UsageError(`Unknown command '${command}'`);
-    if (rest.includes("-h") || rest.includes("--help")) return print(SHEPHERD_USAGE);
-    await run(rest);
-  });
+  return runSubcommand("shepherd", SHEPHERD_USAGE, COMMANDS, args);
 }

@@ -6,25 +6,14 @@
  */
 
 import * as fsp from "node:fs/promises";
-import * as net from "node:net";
 import * as path from "node:path";
 import { Sheep } from "../net/sheep/sheep.ts";
 import { ObjectClient } from "../net/object/client.ts";
 import { TcpTransport } from "../net/object/tcp_transport.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
-import { tempDir } from "./harness.ts";
+import { freePort, tempDir } from "./harness.ts";
 
-/** A free loopback port (TCP; the group uses the same number over UDP). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
+export { freePort };
 
 export async function waitFor(
   what: string,

@@ -5,6 +5,7 @@
  */
 
 import * as fsp from "node:fs/promises";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Sheep } from "../net/sheep/sheep.ts";
@@ -48,4 +49,16 @@ export function randomBytes(length: number): Uint8Array {
     crypto.getRandomValues(bytes.subarray(offset, Math.min(length, offset + 65536)));
   }
   return bytes;
+}
+
+/** A free loopback port (TCP; the group uses the same number over UDP). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
 }

@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { execFile } from "node:child_process";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { AdminService } from "../net/admin/admin_service.ts";
@@ -14,41 +13,10 @@ import type { Sheep } from "../net/sheep/sheep.ts";
 import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { randomBytes, withSheep } from "./harness.ts";
 import { RawClient } from "./nbd/raw_client.ts";
+import { ok, run } from "./nbd/tools.ts";
 
 const MiB = 1024 * 1024;
 const OBJ = 4 * MiB;
-const TOOL_TIMEOUT_MS = 20_000;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { timeout: TOOL_TIMEOUT_MS, maxBuffer: 16 * MiB, encoding: "utf8" },
-      (err, stdout, stderr) => {
-        if (err !== null && typeof err.code !== "number") {
-          reject(new Error(`${cmd} ${args.join(" ")}: ${err.message}\n${stderr}`));
-          return;
-        }
-        resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr });
-      },
-    );
-  });
-}
-
-async function ok(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  assert.equal(r.code, 0, `${cmd} ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  assert.doesNotMatch(r.stdout, /Pattern verification failed/, `${cmd} ${args.join(" ")}`);
-  return r.stdout;
-}
-
 interface Ctx {
   sheep: Sheep;
   admin: AdminService;

@@ -6,8 +6,9 @@
 
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
+import { freePort } from "../harness.ts";
+export { freePort };
 
 export const EXECUTABLE = path.resolve(new URL("../../sheepdog", import.meta.url).pathname);
 
@@ -34,18 +35,6 @@ export function sheepdog(args: string[], env: Record<string, string> = {}): Prom
       const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
-  });
-}
-
-/** A free loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
   });
 }
 

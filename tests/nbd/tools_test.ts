@@ -4,62 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { execFile } from "node:child_process";
 import { NbdServer } from "../../net/nbd/mod.ts";
 import { MemoryExportProvider } from "./memory_export.ts";
 import { RawClient } from "./raw_client.ts";
 import { MiB } from "./harness.ts";
-
-const TOOLS = ["qemu-io", "qemu-img", "nbdinfo", "nbdcopy"];
-const TOOL_TIMEOUT_MS = 20_000;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { timeout: TOOL_TIMEOUT_MS, maxBuffer: 16 * MiB, encoding: "utf8" },
-      (err, stdout, stderr) => {
-        if (err !== null && typeof err.code !== "number") {
-          reject(new Error(`${cmd} ${args.join(" ")}: ${err.message}\n${stderr}`));
-          return;
-        }
-        resolve({ code: err === null ? 0 : Number(err.code), stdout, stderr });
-      },
-    );
-  });
-}
-
-async function ok(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  assert.equal(r.code, 0, `${cmd} ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
-
-let toolsChecked: Promise<void> | null = null;
-
-function requireTools(): Promise<void> {
-  toolsChecked ??= (async () => {
-    const missing: string[] = [];
-    for (const tool of TOOLS) {
-      const r = await run("/bin/sh", ["-c", `command -v ${tool}`]);
-      if (r.code !== 0) missing.push(tool);
-    }
-    if (missing.length > 0) {
-      throw new Error(
-        `NBD interoperability tests need ${missing.join(", ")} on PATH ` +
-          `(Debian/Ubuntu: apt-get install qemu-utils libnbd-bin)`,
-      );
-    }
-  })();
-  return toolsChecked;
-}
+import { ok, requireTools, run } from "./tools.ts";
 
 interface Ctx {
   provider: MemoryExportProvider;
