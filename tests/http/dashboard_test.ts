@@ -1,7 +1,7 @@
 /**
  * The dashboard in headless Chromium (Debian's `chromium` driven by playwright-core) against
- * the HTTP service of an in-process sheep holding a few VDIs, a snapshot chain, a clone and an
- * attached client. Saves screenshots to tests/http/__screenshots__/. Fails when chromium is
+ * the HTTP service of a running in-process cluster (three sheep, two copies) holding a few
+ * VDIs, a snapshot chain, a clone and an attached client. Saves screenshots to tests/http/__screenshots__/. Fails when chromium is
  * missing: CI installs it.
  *
  * @module
@@ -16,7 +16,8 @@ import { chromium } from "playwright-core";
 import { AdminService } from "../../net/admin/admin_service.ts";
 import { VdiIo } from "../../core/vdi/io.ts";
 import { startHttpService } from "../../net/http/node_server.ts";
-import { randomBytes, withSheep } from "../harness.ts";
+import { randomBytes } from "../harness.ts";
+import { TestCluster } from "../cluster_harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOTS = path.join(import.meta.dirname!, "__screenshots__");
@@ -26,7 +27,10 @@ Deno.test("dashboard shows the nodes, the ring and each VDI family as a tree", a
     fs.existsSync(CHROMIUM),
     `${CHROMIUM} is missing: install it (apt-get install -y chromium) to run the browser test`,
   );
-  await withSheep(async ({ sheep, client }) => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 2 });
+  const sheep = cluster.node(0);
+  const client = cluster.admin(0).client;
+  try {
     const admin = new AdminService(sheep.localClient());
     await admin.createVdi({ name: "Alice's Disk", sizeBytes: 10 * 2 ** 30 });
     const alice = await VdiIo.open(sheep.localClient(), "Alice's Disk");
@@ -65,16 +69,21 @@ Deno.test("dashboard shows the nodes, the ring and each VDI family as a tree", a
       });
       await page.goto(service.url + "/");
 
-      // The node table: this sheep, with a capacity bar.
-      const nodeRow = page.locator(`#nodes-body tr[data-node="${sheep.id}"]`);
-      await nodeRow.waitFor({ timeout: 10_000 });
-      assert.match(await nodeRow.innerText(), new RegExp(sheep.id.replace(/\./g, "\\.")));
-      assert.equal(await nodeRow.locator(".bar").count(), 1);
+      // The node table: every sheep of the cluster, each with a capacity bar.
+      for (const node of cluster.live()) {
+        const nodeRow = page.locator(`#nodes-body tr[data-node="${node.id}"]`);
+        await nodeRow.waitFor({ timeout: 10_000 });
+        assert.match(await nodeRow.innerText(), new RegExp(node.id.replace(/\./g, "\\.")));
+        assert.equal(await nodeRow.locator(".bar").count(), 1);
+      }
       assert.match(await page.locator("#status").innerText(), /Running/);
 
-      // The ring: one node owns every arc.
+      // The ring: one SVG, every node in its legend with its share of the arcs.
       assert.equal(await page.locator("#ring svg").count(), 1);
-      assert.match(await page.locator("#ring .legend").innerText(), /100%/);
+      const legend = await page.locator("#ring .legend").innerText();
+      for (const node of cluster.live()) {
+        assert.match(legend, new RegExp(node.id.replace(/\./g, "\\.")));
+      }
 
       // Alice's family: two snapshots in a chain, the working VDI ("you are here", attached),
       // and Bob's Disk cloned from snapshot 1.
@@ -117,5 +126,7 @@ Deno.test("dashboard shows the nodes, the ring and each VDI family as a tree", a
       await client.releaseVdi(await client.lookupVdi("Alice's Disk")).catch(() => undefined);
       await fsp.rm(userDataDir, { recursive: true, force: true });
     }
-  });
+  } finally {
+    await cluster.stop();
+  }
 });
