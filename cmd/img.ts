@@ -33,6 +33,7 @@ Commands:
   snapshot -c TAG NAME           take a snapshot
   snapshot -l NAME               list snapshots
   snapshot -d SNAP NAME          delete a snapshot (by id or tag)
+  snapshot -a SNAP NAME          revert NAME to a snapshot (its current data is discarded)
   info [--json] NAME[:SNAP]      show a VDI
   resize NAME [+]SIZE            grow a VDI
 
@@ -159,10 +160,13 @@ async function snapshot(args: string[]): Promise<void> {
     create: { type: "string", short: "c" },
     list: { type: "boolean", short: "l", default: false },
     delete: { type: "string", short: "d" },
+    apply: { type: "string", short: "a" },
   });
-  const chosen =
-    [values.create !== undefined, values.list, values.delete !== undefined].filter(Boolean).length;
-  if (chosen !== 1) throw new UsageError("snapshot needs exactly one of -c TAG, -l, -d SNAP");
+  const modes = [values.create, values.list || undefined, values.delete, values.apply];
+  const chosen = modes.filter((mode) => mode !== undefined).length;
+  if (chosen !== 1) {
+    throw new UsageError("snapshot needs exactly one of -c TAG, -l, -d SNAP, -a SNAP");
+  }
   if (positionals.length !== 1) throw new UsageError("snapshot takes one VDI name");
   await withAdmin(positionals[0]!, values.cluster, async (admin, name) => {
     if (values.create !== undefined) {
@@ -188,6 +192,9 @@ async function snapshot(args: string[]): Promise<void> {
           } ${formatTime(row.snapshotMs).padStart(24)}`,
         );
       }
+    } else if (values.apply !== undefined) {
+      await admin.rollback(`${name}:${values.apply}`);
+      print(`'${name}' reverted to snapshot '${values.apply}'`);
     } else {
       await admin.deleteVdi(`${name}:${values.delete}`);
       print(`Deleted snapshot '${values.delete}' of '${name}'`);

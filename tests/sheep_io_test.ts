@@ -66,3 +66,25 @@ Deno.test("requests before mkfs get WAIT_FOR_FORMAT", async () => {
     );
   }, { format: false });
 });
+
+Deno.test("rollback replaces the working VDI with a branch of the snapshot and frees its data", async () => {
+  const { AdminService } = await import("../net/admin/admin_service.ts");
+  await withSheep(async ({ client, sheep }) => {
+    const admin = new AdminService(client);
+    await admin.createVdi({ name: "r", sizeBytes: 16 * MiB });
+    const before = randomBytes(MiB);
+    await (await VdiIo.open(client, "r")).write(0, before);
+    await admin.snapshot("r", "good");
+    const after = randomBytes(MiB);
+    await (await VdiIo.open(client, "r")).write(5 * MiB, after); // a new object only the head owns
+    const dataObjects = async () => (await sheep.store.list()).filter((oid) => oid >> 63n === 0n).length;
+    assert.equal(await dataObjects(), 2);
+    await admin.rollback("r:good");
+    const head = await VdiIo.open(client, "r");
+    assert.deepEqual(await head.read(0, MiB), before);
+    assert.deepEqual(await head.read(5 * MiB, MiB), new Uint8Array(MiB), "the later write is gone");
+    assert.equal(await dataObjects(), 1, "what only the old head owned is reclaimed");
+    assert.equal((await admin.vdi("r")).snapId, 3);
+    await assert.rejects(admin.rollback("r"), /name a snapshot/);
+  });
+});

@@ -28,7 +28,13 @@ export type VdiEvent =
   }
   | { type: "snapshot"; vid: Vid; tag: string; nowMs: number }
   | { type: "clone"; baseVid: Vid; name: string; nowMs: number; sizeBytes?: number }
-  | { type: "rollback"; snapshotVid: Vid; nowMs: number }
+  | {
+    type: "rollback";
+    snapshotVid: Vid;
+    nowMs: number;
+    /** The snap id of the working VDI deleted first, so the new one continues after it. */
+    afterSnapId?: number;
+  }
   | { type: "delete"; vid: Vid }
   | { type: "resize"; vid: Vid; sizeBytes: number };
 
@@ -247,7 +253,7 @@ export class VdiRegistry {
       const working = this.lookup(snapshot.name);
       updated.push(headerOf(tombstone(asInode(working))));
     }
-    const latestSnapId = this.#latestSnapId(snapshot.name);
+    const latestSnapId = Math.max(this.#latestSnapId(snapshot.name), event.afterSnapId ?? 0);
     const newVid = this.#allocate(snapshot.name);
     const branch = cloneInode(asInode(snapshot), {
       name: snapshot.name,

@@ -196,6 +196,19 @@ export class AdminService {
     return await this.client.newVdi({ name, sizeBytes: sizeBytes ?? 0, baseVid });
   }
 
+  /** Rolls `NAME` back to its snapshot `NAME:SNAP`: the working VDI is replaced by a branch. */
+  async rollback(text: string): Promise<Vid> {
+    const { name, ref } = parseVdiRef(text);
+    if (ref === undefined) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot roll back to '${text}': name a snapshot (NAME:SNAP)`,
+      );
+    }
+    const snapshotVid = await this.client.lookupVdi(name, ref);
+    return await this.client.newVdi({ name, sizeBytes: 0, baseVid: snapshotVid, snapshot: true });
+  }
+
   deleteVdi(text: string): Promise<void> {
     const { name, ref } = parseVdiRef(text);
     return this.client.deleteVdi(name, ref);

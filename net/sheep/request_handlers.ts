@@ -7,7 +7,12 @@
  */
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import { decodeInodeHeader, decodeName, INODE_HEADER_SIZE } from "../../core/vdi/inode.ts";
+import {
+  decodeInodeHeader,
+  decodeName,
+  INODE_HEADER_SIZE,
+  isSnapshot,
+} from "../../core/vdi/inode.ts";
 import { countObjects } from "../../core/vdi/cow.ts";
 import { vdiOid } from "../../core/vdi/oid.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
@@ -249,7 +254,20 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
   const nowMs = sheep.now();
   const config = sheep.config!;
   let vid: number;
-  if (header.snapid !== 0) {
+  const base = header.baseVdiId !== 0 ? sheep.registry.get(header.baseVdiId) : undefined;
+  if (header.snapid !== 0 && base && isSnapshot(base) && base.name === name) {
+    // A snapshot request based on one of the name's snapshots is a rollback (Sheepdog's
+    // rebase): the working VDI goes, a new one branches from the snapshot.
+    const working = sheep.registry.live().find((h) => h.name === name && !isSnapshot(h));
+    const lock = working && sheep.locks.get(working.vdiId);
+    if (lock) {
+      throw new SheepdogError(
+        ResultCode.VDI_LOCKED,
+        `Cannot roll back '${name}': it is in use by ${lock.client}`,
+      );
+    }
+    vid = await sheep.vdis.change({ type: "rollback", snapshotVid: base.vdiId, nowMs });
+  } else if (header.snapid !== 0) {
     const working = sheep.registry.lookup(name);
     if (header.baseVdiId !== 0 && header.baseVdiId !== working.vdiId) {
       throw new SheepdogError(

@@ -53,12 +53,19 @@ export class VdiService {
         // Rolling back deletes the working VDI first, reclaiming what only it referenced.
         const name = this.#registry.get(event.snapshotVid)?.name ?? "";
         const working = this.#registry.live().find((h) => h.name === name && h.snapCtime === 0n);
-        if (working) await this.#delete(working.vdiId);
+        if (working) {
+          await this.#delete(working.vdiId);
+          return await this.#applyAndWrite({ ...event, afterSnapId: working.snapId });
+        }
       }
-      const change = await this.#submit(event);
-      await this.#writeInodes(change);
-      return change.vid;
+      return await this.#applyAndWrite(event);
     });
+  }
+
+  async #applyAndWrite(event: VdiEvent): Promise<Vid> {
+    const change = await this.#submit(event);
+    await this.#writeInodes(change);
+    return change.vid;
   }
 
   async #writeInodes(change: VdiChange): Promise<void> {
