@@ -77,7 +77,8 @@ Deno.test("rollback replaces the working VDI with a branch of the snapshot and f
     await admin.snapshot("r", "good");
     const after = randomBytes(MiB);
     await (await VdiIo.open(client, "r")).write(5 * MiB, after); // a new object only the head owns
-    const dataObjects = async () => (await sheep.store.list()).filter((oid) => oid >> 63n === 0n).length;
+    const dataObjects = async () =>
+      (await sheep.store.list()).filter((oid) => oid >> 63n === 0n).length;
     assert.equal(await dataObjects(), 2);
     await admin.rollback("r:good");
     const head = await VdiIo.open(client, "r");
