@@ -95,6 +95,12 @@ Deno.test("cluster: 5 nodes, 3 copies: two die at once, nothing is lost", async 
   try {
     const data = await writeVdi(cluster, "gamma", 12 * MiB);
     await Promise.all([cluster.kill(1), cluster.kill(3)]);
+    // Right after the loss, before anyone noticed: a write stalls until the new view, then
+    // lands; the client never sees an error.
+    const io = await VdiIo.open(cluster.admin(0).client, "gamma");
+    const late = randomBytes(64 * 1024);
+    await io.write(20 * MiB, late);
+    assert.deepEqual(await io.read(20 * MiB, late.length), late);
     await cluster.waitForView(3);
     assert.deepEqual(await readVdi(cluster, 0, "gamma", data.length), data);
     await cluster.waitForRecovery();
