@@ -11,9 +11,11 @@ import {
   encodeInode,
   encodeInodeHeader,
   type Inode,
-  INODE_HEADER_SIZE,
   INODE_SIZE,
+  isSnapshot,
 } from "../../core/vdi/inode.ts";
+import { trimTrailingZeros } from "../../core/bytes.ts";
+import { DATA_OBJECTS_PER_VDI_MAX } from "../../core/limits.ts";
 import { tombstone, unreferencedObjects } from "../../core/vdi/cow.ts";
 import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
@@ -52,7 +54,7 @@ export class VdiService {
       if (event.type === "rollback") {
         // Rolling back deletes the working VDI first, reclaiming what only it referenced.
         const name = this.#registry.get(event.snapshotVid)?.name ?? "";
-        const working = this.#registry.live().find((h) => h.name === name && h.snapCtime === 0n);
+        const working = this.#registry.live().find((h) => h.name === name && !isSnapshot(h));
         if (working) {
           await this.#delete(working.vdiId);
           return await this.#applyAndWrite({ ...event, afterSnapId: working.snapId });
@@ -75,10 +77,11 @@ export class VdiService {
     }
     for (const header of change.created) {
       const table = change.copyTableFrom === undefined
-        ? new Uint32Array(1 << 20)
+        ? new Uint32Array(DATA_OBJECTS_PER_VDI_MAX)
         : (await this.readInode(change.copyTableFrom)).dataVdiId;
+      // Inodes are stored sparse: the zero tail of an unallocated table is not written.
       const bytes = encodeInode({ ...header, dataVdiId: table });
-      await this.#gateway.createAt(vdiOid(header.vdiId), trimZeros(bytes), 0);
+      await this.#gateway.createAt(vdiOid(header.vdiId), trimTrailingZeros(bytes), 0);
     }
   }
 
@@ -95,11 +98,4 @@ export class VdiService {
     for (const oid of unreferencedObjects(doomed, family)) await this.#gateway.remove(oid);
     return change.vid;
   }
-}
-
-/** Inodes are stored sparse: the zero tail of an unallocated table is not written. */
-function trimZeros(bytes: Uint8Array): Uint8Array {
-  let end = bytes.length;
-  while (end > INODE_HEADER_SIZE && bytes[end - 1] === 0) end--;
-  return bytes.subarray(0, end);
 }
