@@ -111,16 +111,25 @@ Deno.test("cluster: 5 nodes, 3 copies: two die at once, nothing is lost", async 
 });
 
 Deno.test("cluster: stop all, restart all, everything is readable", async () => {
-  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  // Four nodes, two copies: no node holds every inode, so each must learn the VDIs it does not
+  // store from the others when the cluster comes back.
+  const cluster = await TestCluster.start({ nodes: 4, copies: 2 });
   try {
-    const data = await writeVdi(cluster, "delta", 6 * MiB);
-    for (let i = 0; i < 3; i++) await cluster.kill(i);
-    await Promise.all([0, 1, 2].map((i) => cluster.startNode(i)));
-    await cluster.waitForView(3, 30_000);
-    assert.deepEqual(await readVdi(cluster, 2, "delta", data.length), data);
+    const names = ["delta", "epsilon", "zeta", "eta", "theta"];
+    const data = new Map<string, Uint8Array>();
+    for (const name of names) data.set(name, await writeVdi(cluster, name, 2 * MiB));
+    for (let i = 0; i < 4; i++) await cluster.kill(i);
+    await Promise.all([0, 1, 2, 3].map((i) => cluster.startNode(i)));
+    await cluster.waitForView(4, 30_000);
+    for (const [index, sheep] of cluster.live().entries()) {
+      assert.deepEqual(sheep.registry.live().map((h) => h.name).sort(), [...names].sort());
+      const name = names[index]!;
+      assert.deepEqual(await readVdi(cluster, index, name, 2 * MiB), data.get(name));
+    }
     const io = await VdiIo.open(cluster.admin(1).client, "delta");
     await io.write(0, new Uint8Array([1, 2, 3]));
     assert.deepEqual(await io.read(0, 3), new Uint8Array([1, 2, 3]));
+    await cluster.admin(2).createVdi({ name: "after", sizeBytes: MiB });
   } finally {
     await cluster.stop();
   }
