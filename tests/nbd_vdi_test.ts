@@ -383,3 +383,31 @@ Deno.test("a snapshot under a writing client: writes go on to the working VDI, t
     assert.ok(same(await fsp.readFile(`${dir}/snap2.raw`), snap), "the snapshot changed");
   });
 });
+
+Deno.test("NBD requests show up in the sheep's metrics", async () => {
+  await withNbd(async ({ sheep, admin, uri }) => {
+    await admin.createVdi({ name: "counted", sizeBytes: 8 * MiB });
+    await ok("qemu-io", [
+      "-f",
+      "raw",
+      "-c",
+      "write -P 0x5a 0 64k",
+      "-c",
+      "read -P 0x5a 0 64k",
+      uri("counted"),
+    ]);
+    const text = await sheep.metrics.text();
+    const count = (op: string) =>
+      Number(
+        new RegExp(`sheepdog_requests_total\\{protocol="nbd",op="${op}",result="ok"\\} (\\d+)`)
+          .exec(text)?.[1] ?? 0,
+      );
+    assert.ok(count("WRITE") >= 1, "an NBD write is counted");
+    assert.ok(count("READ") >= 1, "an NBD read is counted");
+    const bytes = Number(
+      /sheepdog_io_bytes_total\{protocol="nbd",direction="write"\} (\d+)/.exec(text)?.[1] ?? 0,
+    );
+    assert.ok(bytes >= 65536, `NBD bytes written: ${bytes}`);
+    assert.match(text, /sheepdog_connected_clients\{protocol="nbd"\} 0/, "the client left");
+  });
+});

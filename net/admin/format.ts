@@ -126,7 +126,8 @@ export function formatVmTable(rows: VdiRow[]): string {
       formatSize(row.sizeBytes),
       wholeMb(row.allocatedBytes),
       wholeMb(row.sharedBytes),
-      row.attachedTo ? `running on ${row.attachedTo}` : "not running",
+      // The seed printed the client's address; `--json` keeps the port too.
+      row.attachedTo ? `running on ${row.attachedTo.replace(/:\d+$/, "")}` : "not running",
     ]);
   }
   return formatTable(table, " | ");

@@ -29,6 +29,7 @@ import {
 } from "../nbd/mod.ts";
 import type { Logger } from "./logger.ts";
 import type { Sheep } from "./sheep.ts";
+import { instrumentExport } from "./nbd_metrics.ts";
 
 /** How a VdiExportProvider treats writers. */
 export interface VdiExportOptions {
@@ -116,6 +117,10 @@ export class VdiExportProvider implements ExportProvider {
   }
 
   async open(name: string, options: { client: string }): Promise<BlockExport> {
+    return instrumentExport(await this.#open(name, options), this.#sheep.metrics);
+  }
+
+  async #open(name: string, options: { client: string }): Promise<BlockExport> {
     const working = this.#working(name);
     if (working !== undefined) return await this.#openWritable(working, options.client);
     const { name: vdiName, ref } = parseVdiRef(name);
