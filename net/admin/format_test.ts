@@ -56,7 +56,10 @@ Deno.test("formatVdiTree() draws snapshots, branches and you-are-here", () => {
 });
 
 Deno.test("formatVmTable() shows attachment", () => {
-  const text = formatVmTable([row({ attachedTo: "127.0.0.1:40122" }), row({ vid: 2, snapshot: true })]);
+  const text = formatVmTable([
+    row({ attachedTo: "127.0.0.1:40122" }),
+    row({ vid: 2, snapshot: true }),
+  ]);
   assert.equal(
     text,
     "Name         | Vdi size | Allocated | Shared | Status\n" +
