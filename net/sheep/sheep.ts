@@ -114,7 +114,7 @@ export class Sheep {
       get selfId() {
         return selfId();
       },
-      local: this.#localObjects(),
+      local: this.local,
       registry: this.registry,
       peers: this.peers,
       view: () => this.#view,
@@ -160,7 +160,7 @@ export class Sheep {
       if (state === "minority") return "minority";
       if (state !== "primary") return "waiting-for-nodes";
     }
-    return this.#config ? "running" : "waiting-for-format";
+    return "running";
   }
 
   get config(): ClusterConfig | undefined {
@@ -479,7 +479,7 @@ export class Sheep {
     };
   }
 
-  /** The local replica operations, for peer requests. */
+  /** The local replica operations: the gateway's and peer requests' one way to the store. */
   get local(): LocalObjects {
     return this.#local ??= this.#localObjects();
   }
