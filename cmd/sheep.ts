@@ -115,48 +115,63 @@ async function daemonise(dir: string, args: string[]): Promise<void> {
   child.unref();
 }
 
-async function serve(
-  dir: string,
-  values: ReturnType<typeof parseFlags<typeof FLAGS>>["values"],
-): Promise<void> {
-  let level;
+type Flags = ReturnType<typeof parseFlags<typeof FLAGS>>["values"];
+
+/** Every flag parsed and checked: run before daemonising, so mistakes fail in the foreground. */
+function settingsOf(values: Flags) {
+  let logLevel;
   try {
-    level = parseLogLevel(values["log-level"]!);
+    logLevel = parseLogLevel(values["log-level"]!);
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
-  const logger = createLogger({
-    level,
-    name: "sheep",
-    ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
-  });
-  const zone = integerFlag(values.zone, "zone", 0, 0xffffffff);
-  const vnodes = integerFlag(values.vnodes, "vnodes", 0, 1024);
   const seeds = values.seed ?? [];
   for (const seed of seeds) parseHostPort(seed);
   const multicast = values.multicast === undefined || values.multicast === "off"
     ? false
     : parseHostPort(values.multicast);
+  return {
+    logLevel,
+    seeds,
+    multicast: multicast === false
+      ? false as const
+      : { group: multicast.host, port: multicast.port },
+    zone: integerFlag(values.zone, "zone", 0, 0xffffffff),
+    vnodes: integerFlag(values.vnodes, "vnodes", 0, 1024),
+    failureTimeoutMs: integerFlag(values["failure-timeout"], "failure-timeout", 500, 600_000)!,
+    port: integerFlag(values.port, "port", 0, 65535)!,
+    nbdPort: integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!,
+    httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
+  };
+}
+
+async function serve(dir: string, values: Flags): Promise<void> {
+  const settings = settingsOf(values);
+  // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
+  const logger = createLogger({
+    level: settings.logLevel,
+    name: "sheep",
+    ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
+  });
   const sheep = new Sheep({
     dir,
     host: values.host!,
     cluster: {
-      seeds,
-      multicast: multicast && { group: multicast.host, port: multicast.port },
-      failureTimeoutMs: integerFlag(values["failure-timeout"], "failure-timeout", 500, 600_000)!,
+      seeds: settings.seeds,
+      multicast: settings.multicast,
+      failureTimeoutMs: settings.failureTimeoutMs,
     },
-    port: integerFlag(values.port, "port", 0, 65535)!,
+    port: settings.port,
     logger,
-    ...(zone === undefined ? {} : { zone }),
-    ...(vnodes === undefined ? {} : { vnodes }),
+    ...(settings.zone === undefined ? {} : { zone: settings.zone }),
+    ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
   });
   await sheep.start();
   const services: { close(): Promise<void> }[] = [];
   try {
     if (values.nbd) {
       const nbd = { forceShared: values["nbd-force-shared"]! };
-      const port = integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!;
+      const port = settings.nbdPort;
       const host = values["nbd-address"]!;
       services.push(
         await startNbdService(sheep, { host, port }, nbd).catch((error) => {
@@ -178,7 +193,7 @@ async function serve(
       services.push(
         await startHttpService(sheep, {
           host: values["http-address"]!,
-          port: integerFlag(values["http-port"], "http-port", 0, 65535)!,
+          port: settings.httpPort,
           ...(values["http-token"] ? { token: values["http-token"] } : {}),
           logger,
         }),
@@ -214,6 +229,7 @@ export function sheepMain(args: string[]): Promise<number> {
     if (positionals.length !== 1) throw new UsageError("sheep takes one directory");
     const dir = path.resolve(positionals[0]!);
     if (values.foreground) return await serve(dir, values);
+    settingsOf(values); // A bad flag is reported here, not from inside the detached child.
     await daemonise(dir, args);
     print(
       `sheep serving ${dir} on ${values.host}:${values.port} (log: ${path.join(dir, "sheep.log")})`,
