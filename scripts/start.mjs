@@ -50,6 +50,11 @@ for (let i = 0; i < nodes; i++) {
     String(i + 1),
     "--multicast",
     "off",
+    // Node i serves NBD on 10809+i and HTTP on 7080+i, so three sheep fit on one machine.
+    "--nbd-port",
+    String(10809 + i),
+    "--http-port",
+    String(7080 + i),
   ];
   const child = spawn(sheepdog[0], [...sheepdog.slice(1), ...args, ...seeds, "--foreground"], {
     stdio: ["ignore", "inherit", "inherit"],
