@@ -12,6 +12,7 @@ import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Vid } from "../../core/vdi/oid.ts";
 import { ObjectClient } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
+import type { RecoveryStatus } from "../sheep/recovery.ts";
 
 /** One VDI or snapshot as listings show it. */
 export interface VdiRow {
@@ -63,18 +64,10 @@ export interface ClusterInfo {
   }[];
 }
 
-/** One node's recovery. */
-export interface RecoveryRow {
-  node: string;
-  state: string;
-  epoch: number;
-  total: number;
-  done: number;
-  objectsPerSecond: number;
-  startedMs: number;
-  finishedMs: number;
-  error?: string;
-}
+/** One node's recovery, as that node reports it; `state` is "unreachable" when it did not answer. */
+export type RecoveryRow = { node: string } & Omit<RecoveryStatus, "state"> & {
+  state: RecoveryStatus["state"] | "unreachable";
+};
 
 interface SummaryRow {
   name: string;
