@@ -73,3 +73,16 @@ Deno.test("FsObjectStore keeps working past its open-file limit", async () => {
     }
   });
 });
+
+Deno.test("FsObjectStore reports a full disk as NO_SPACE with a clear message", async () => {
+  await withStore(async (store, dir) => {
+    // /dev/full fails every write with ENOSPC: an object file pointing there is a full disk.
+    await fsp.symlink("/dev/full", path.join(dir, "obj", "0000000000000009"));
+    await assert.rejects(
+      store.write(9n, new Uint8Array(4096), 0),
+      (e: unknown) =>
+        e instanceof SheepdogError && e.code === ResultCode.NO_SPACE &&
+        /Cannot write object 0000000000000009: the disk is full/.test(e.message),
+    );
+  });
+});
