@@ -180,8 +180,9 @@ async function snapshot(args: string[]): Promise<void> {
       const snap = (await admin.vdis()).find((r) => r.name === name && r.snapshot && r.tag === tag);
       print(`Snapshot '${tag}' of '${name}' taken (snap id ${snap?.snapId ?? "?"})`);
     } else if (values.list) {
-      const rows = (await admin.vdis()).filter((r) => r.name === name && r.snapshot);
-      if (rows.length === 0 && !(await admin.vdis()).some((r) => r.name === name)) {
+      const all = await admin.vdis();
+      const rows = all.filter((r) => r.name === name && r.snapshot);
+      if (rows.length === 0 && !all.some((r) => r.name === name)) {
         throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI '${name}': no such VDI`);
       }
       print("Snapshot list:\nID        TAG                 VM SIZE                DATE");
@@ -209,8 +210,9 @@ async function info(args: string[]): Promise<void> {
   });
   if (positionals.length !== 1) throw new UsageError("info takes one VDI name");
   await withAdmin(positionals[0]!, values.cluster, async (admin, vdi) => {
-    const row = await admin.vdi(vdi);
-    const family = (await admin.vdis()).filter((r) => r.name === row.name && r.snapshot);
+    const rows = await admin.vdis();
+    const row = await admin.vdi(vdi, rows);
+    const family = rows.filter((r) => r.name === row.name && r.snapshot);
     if (values.json) return printJson({ ...row, snapshots: family });
     print(`image: ${row.name}${row.snapshot ? `:${row.snapId}` : ""}`);
     print("file format: sheepdog");

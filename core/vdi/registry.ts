@@ -8,7 +8,14 @@
  */
 
 import { ResultCode, SheepdogError } from "../errors.ts";
-import { cloneInode, newInode, resizeInode, snapshotInodes, tombstone } from "./cow.ts";
+import {
+  cloneInode,
+  newInode,
+  resizeInode,
+  rollbackInode,
+  snapshotInodes,
+  tombstone,
+} from "./cow.ts";
 import { type Inode, type InodeHeader, isDeleted, isSnapshot } from "./inode.ts";
 import type { Vid } from "./oid.ts";
 import { probeChain, VdiBitmap, vidHash } from "./vid.ts";
@@ -255,12 +262,8 @@ export class VdiRegistry {
     }
     const latestSnapId = Math.max(this.#latestSnapId(snapshot.name), event.afterSnapId ?? 0);
     const newVid = this.#allocate(snapshot.name);
-    const branch = cloneInode(asInode(snapshot), {
-      name: snapshot.name,
-      newVid,
-      nowMs: event.nowMs,
-    });
-    const created = { ...headerOf(branch), snapId: latestSnapId + 1 };
+    const branch = rollbackInode(asInode(snapshot), { newVid, nowMs: event.nowMs, latestSnapId });
+    const created = headerOf(branch);
     this.#commit([created], updated);
     return { vid: newVid, created: [created], updated, copyTableFrom: snapshot.vdiId };
   }

@@ -154,11 +154,14 @@ export class AdminService {
     });
   }
 
-  /** The VDI (or snapshot) `text` names, e.g. "Alice's Disk:1". */
-  async vdi(text: string): Promise<VdiRow> {
+  /**
+   * The VDI (or snapshot) `text` names, e.g. "Alice's Disk:1". Pass `rows` from `vdis()` when
+   * the caller has them: listing reads every inode.
+   */
+  async vdi(text: string, rows?: VdiRow[]): Promise<VdiRow> {
     const { name, ref } = parseVdiRef(text);
     const vid = await this.client.lookupVdi(name, ref);
-    const row = (await this.vdis()).find((r) => r.vid === vid);
+    const row = (rows ?? await this.vdis()).find((r) => r.vid === vid);
     if (!row) throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI '${text}'`);
     return row;
   }

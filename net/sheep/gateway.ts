@@ -156,7 +156,7 @@ export class Gateway {
     if (node.id === this.#context.selfId) return this.#context.local.read(oid, offset, length);
     const header = this.#peerHeader(Opcode.READ_PEER, oid, offset);
     header.dataLength = length;
-    return this.#sendPeer(node, header).then((data) => data);
+    return this.#sendPeer(node, header);
   }
 
   #peerHeader(opcode: number, oid: Oid, offset: number): Header {
