@@ -1,6 +1,15 @@
 /**
  * The storage engine's contract: objects addressed by oid, created atomically, written and read
- * positionally, made durable by `flush`. Implementations: `FsObjectStore` (files under DIR/obj/).
+ * positionally, every 4 KiB block checksummed and verified on read, each object carrying a
+ * version so replicas can tell the newest copy, made durable by `flush`.
+ * Implementations: `FsObjectStore` (files under DIR/obj/, on a `Disk`).
+ *
+ * Versions are assigned by the writer (the gateway), never counted locally, so every replica
+ * that applied the same writes holds the same version, and a replica that missed a write holds
+ * an older one. A store keeps `max(current, given)`: replaying an older write never lowers it.
+ *
+ * Objects are canonical: an object is exactly `size` bytes (a sparse file), so replicas with the
+ * same content have the same bytes, the same checksums and the same digest.
  *
  * @module
  */
@@ -14,24 +23,86 @@ export interface StoreSpace {
   totalBytes: number;
 }
 
-/** The object store of one sheep. Errors are SheepdogErrors (NO_OBJ, NO_SPACE, EIO). */
+/** What a store knows of one object without reading its data. */
+export interface ObjectMeta {
+  /** The writer-assigned version of the last write applied (see the module doc). */
+  version: number;
+  /** The object's canonical length in bytes. */
+  size: number;
+  /** Hex digest of (size, every block checksum): equal digests mean equal content. */
+  digest: string;
+  /**
+   * False after a crash left the object with writes that were never synced (its checksums were
+   * recomputed from whatever reached the disk): it must be checked against its replicas before
+   * it is trusted. Recovery calls `markVerified` once it has.
+   */
+  verified: boolean;
+}
+
+/** A block whose bytes do not match their checksum (or that cannot be read). */
+export interface BadBlock {
+  /** Block index: bytes [index * CHECKSUM_BLOCK_BYTES, +CHECKSUM_BLOCK_BYTES). */
+  index: number;
+  reason: string;
+}
+
+/** Problems the store has seen, for `info -t node`, the dashboard and metrics. */
+export interface StoreHealth {
+  /** Set once a sync failed: every later flush fails with it (the page cache may have lost data). */
+  syncError?: string;
+  /** When a write last failed because the disk was full (ms since the epoch), if ever. */
+  noSpaceAtMs?: number;
+  /** Counters since start. */
+  noSpaceErrors: number;
+  checksumErrors: number;
+  syncErrors: number;
+}
+
+/**
+ * The object store of one sheep. Errors are SheepdogErrors: NO_OBJ (missing), NO_SPACE (disk
+ * full), INVALID_PARMS (a range outside the object), EIO (a failed I/O or sync), and
+ * CHECKSUM (EIO with `corrupt: true` in its options: the bytes on disk are not what was written).
+ */
 export interface ObjectStore {
   /**
-   * Creates (or atomically replaces) `oid` so that it holds `data` at `offset` and zeros
-   * elsewhere. The object becomes visible only complete: a crash leaves the old one or none.
+   * Creates (or atomically replaces) `oid` so that it is `size` bytes long and holds `data` at
+   * `offset` and zeros elsewhere, at `version`. The object becomes visible only complete: a crash
+   * leaves the old one or none. Durable when it resolves (temp file synced, renamed, dir synced).
    */
-  create(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
-  /** Writes `data` at `offset` of an existing object; NO_OBJ when it does not exist. */
-  write(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
-  /** Reads `length` bytes at `offset`; bytes never written read as zeros. NO_OBJ if missing. */
+  create(
+    oid: Oid,
+    data: Uint8Array,
+    offset: number,
+    options: { size: number; version: number },
+  ): Promise<void>;
+  /**
+   * Writes `data` at `offset` of an existing object and raises its version to `version` (if
+   * higher). NO_OBJ when it does not exist; INVALID_PARMS past its size.
+   */
+  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void>;
+  /**
+   * Reads `length` bytes at `offset`, verifying the checksum of every block it touches.
+   * NO_OBJ if missing; INVALID_PARMS outside the object; EIO with `corrupt` on a mismatch.
+   */
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+  /** The object's version, size and digest; undefined when it does not exist. */
+  meta(oid: Oid): Promise<ObjectMeta | undefined>;
+  /** Records that a crash-suspect object was checked against its replicas. */
+  markVerified(oid: Oid): Promise<void>;
+  /** Reads the whole object and returns every block that fails its checksum (scrub). */
+  verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;
-  /** Removes `oid`; removing a missing object is not an error. */
+  /** Removes `oid` (data and checksums); removing a missing object is not an error. */
   remove(oid: Oid): Promise<void>;
   /** Every stored oid. */
   list(): Promise<Oid[]>;
-  /** Makes every completed write durable (one sync per dirty file). */
-  flush(): Promise<void>;
+  /**
+   * Makes every completed write durable (one sync per dirty file); with `vid`, only the objects
+   * of that VDI (its data objects and its inode). A failed sync is sticky: this and every later
+   * flush rejects with EIO naming the object, since the data may be gone from the page cache.
+   */
+  flush(vid?: number): Promise<void>;
+  health(): StoreHealth;
   space(): Promise<StoreSpace>;
   close(): Promise<void>;
 }
