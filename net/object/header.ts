@@ -109,6 +109,24 @@ export class Header {
     this.#u64(40, BigInt(v));
   }
 
+  /**
+   * Internal peer object requests (ours): the writer-assigned object version, where public
+   * requests carry the COW source oid (bytes 24..31), and the object's canonical size where
+   * they carry copies and the target epoch (bytes 32..35).
+   */
+  get objVersion(): number {
+    return Number(this.#u64(24));
+  }
+  set objVersion(v: number) {
+    this.#u64(24, BigInt(v));
+  }
+  get objSize(): number {
+    return this.#u32(32);
+  }
+  set objSize(v: number) {
+    this.#u32(32, v);
+  }
+
   // VDI requests.
   get vdiSize(): number {
     return Number(this.#u64(16));
@@ -198,6 +216,13 @@ export class Header {
   }
   set rspVdiBlockSizeShift(v: number) {
     this.#u8(33, v);
+  }
+  /** Internal peer object responses: the version of the copy read or written. */
+  get rspObjVersion(): number {
+    return Number(this.#u64(24));
+  }
+  set rspObjVersion(v: number) {
+    this.#u64(24, BigInt(v));
   }
   /** GET_CLUSTER_DEFAULT responses. */
   get rspDefaultCopies(): number {

@@ -9,7 +9,7 @@
 /** Public protocol version (Sheepdog 1.0); requests with a higher one get VER_MISMATCH. */
 export const SD_PROTO_VER = 0x02;
 /** Internal (sheep-to-sheep and admin) protocol version. */
-export const SD_SHEEP_PROTO_VER = 0x0a;
+export const SD_SHEEP_PROTO_VER = 0x0b;
 
 export const Opcode = {
   // Public: what QEMU's driver and other old clients send.
@@ -41,6 +41,8 @@ export const Opcode = {
   READ_PEER: 0xa4,
   WRITE_PEER: 0xa5,
   REMOVE_PEER: 0xa6,
+  /** Ours: an object's version, size, digest and verified flag (JSON), without its data. */
+  GET_OBJ_META: 0xa7,
   COMPLETE_RECOVERY: 0xac,
   FLUSH_PEER: 0xae,
   EXIST: 0xbd,

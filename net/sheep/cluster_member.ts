@@ -205,7 +205,6 @@ export class ClusterMember {
 
   #onView(view: View): void {
     const previous = new Set(this.#members);
-    const wasAbsent = !previous.has(this.#sheep.id);
     this.#members = view.members.map((m) => m.id);
     const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) => ({
       id: m.id,
@@ -221,10 +220,7 @@ export class ClusterMember {
       if (first && nodes.some((n) => n.id !== this.#sheep.id)) {
         await this.#mergeFromPeers(nodes, false);
       }
-      await this.#sheep.installView(ringView, {
-        previousMembers: previous,
-        wasAbsent: wasAbsent && !first,
-      });
+      await this.#sheep.installView(ringView, { previousMembers: previous });
     });
   }
 

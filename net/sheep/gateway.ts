@@ -4,41 +4,48 @@
  * there is one and fall over to the next replica on error. Copy-on-write happens here: a COW
  * create reads the source object once and creates the new one with the client's bytes on top.
  *
+ * Copies never stay apart. Every write carries a version from this node's `VersionClock`, so
+ * the newest copy is known. When a write fails on some replicas, or a read finds a copy that
+ * fails its checksums or is missing, the object is *reconciled* before anything else is
+ * acknowledged on it: the newest good copy is pushed whole to every target that differs, and a
+ * target that cannot take it (its disk is full or failing) loses its copy instead of keeping a
+ * wrong one. A target that cannot be reached keeps the object marked diverged: the next write
+ * reconciles first, and reads prefer the copy that last took a write.
+ *
  * @module
  */
 
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
-import { trimTrailingZeros } from "../../core/bytes.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import { objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
+import { VersionClock } from "../../core/cluster/version_clock.ts";
+import type { ObjectMeta } from "../../core/store/object_store.ts";
 import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
-import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid } from "../../core/vdi/oid.ts";
+import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import type { VdiRegistry } from "../../core/vdi/registry.ts";
 import { Header } from "../object/header.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
+import { ObjectLocks } from "./object_locks.ts";
+import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
-  write(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
-  create(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
+  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void>;
+  create(
+    oid: Oid,
+    data: Uint8Array,
+    offset: number,
+    options: { size: number; version: number },
+  ): Promise<void>;
   remove(oid: Oid): Promise<void>;
-  flush(): Promise<void>;
+  meta(oid: Oid): Promise<ObjectMeta | undefined>;
+  flush(vid?: number): Promise<void>;
 }
 
-/** Results that mean "the cluster is changing": wait for the view to settle and resend. */
-const RETRYABLE = [
-  ResultCode.NETWORK_ERROR,
-  ResultCode.OLD_NODE_VER,
-  ResultCode.NEW_NODE_VER,
-  ResultCode.WAIT_FOR_JOIN,
-];
-/** How long a request may stall on a membership change before the client sees an error. */
-const RETRY_FOR_MS = 30_000;
-const RETRY_INTERVAL_MS = 200;
 /** Objects whose placement the gateway remembers per view. */
 const TARGET_CACHE_MAX = 65_536;
 
@@ -53,15 +60,34 @@ export interface GatewayContext {
   admitWrite(): void;
   defaultCopies(): number;
   defaultBlockSizeShift(): number;
+  now(): number;
+  /** A copy was found bad or missing and replaced by a good one (or removed, when it could not be). */
+  repaired(oid: Oid, node: string, detail: string): void;
+}
+
+/** A whole copy of an object and its version. */
+interface WholeCopy {
+  data: Uint8Array;
+  version: number;
+}
+
+/** Why an object's copies may differ, and who took the last write. */
+interface Divergence {
+  /** Targets that acknowledged the failed write: they hold its bytes. */
+  good: string[];
 }
 
 export class Gateway {
   readonly #context: GatewayContext;
+  readonly #clock: VersionClock;
+  readonly #locks = new ObjectLocks<Oid>();
+  #diverged = new Map<Oid, Divergence>();
   #cachedView: ClusterView | undefined;
   #targetCache = new Map<Oid, { copies: number; targets: RingNode[] }>();
 
   constructor(context: GatewayContext) {
     this.#context = context;
+    this.#clock = new VersionClock(() => context.now());
   }
 
   /** Copies for `oid`: its VDI's `nr_copies`, else the cluster default. */
@@ -77,14 +103,28 @@ export class Gateway {
     return objectSize(header?.blockSizeShift ?? this.#context.defaultBlockSizeShift());
   }
 
-  #checkRange(oid: Oid, offset: number, length: number): void {
+  /** Throws INVALID_PARMS unless [offset, offset+length) lies inside `oid`. */
+  checkRange(oid: Oid, offset: number, length: number): void {
     const limit = this.objectLimit(oid);
-    if (offset + length > limit) {
+    if (
+      !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 ||
+      length < 0 || offset + length > limit
+    ) {
       throw new SheepdogError(
         ResultCode.INVALID_PARMS,
         `Range ${offset}+${length} is outside object ${oidToHex(oid)} (${limit} bytes)`,
       );
     }
+  }
+
+  /** A version newer than any this node issued or saw (recovery and repairs keep theirs). */
+  nextVersion(): number {
+    return this.#clock.next();
+  }
+
+  /** Takes note of a version seen on a replica, so later writes outrank it. */
+  observeVersion(version: number): void {
+    this.#clock.observe(version);
   }
 
   /** Writes to a snapshot's objects are refused: the client must reload its inode. */
@@ -96,7 +136,8 @@ export class Gateway {
     }
   }
 
-  #targets(oid: Oid): RingNode[] {
+  /** The replicas of `oid` under the current view. */
+  targets(oid: Oid): RingNode[] {
     // Placement hashes the oid and walks the ring: cache it per view (views are immutable).
     const view = this.#context.view();
     if (this.#cachedView !== view || this.#targetCache.size >= TARGET_CACHE_MAX) {
@@ -121,42 +162,53 @@ export class Gateway {
    * longer than RETRY_FOR_MS: a VM sees a stall, not an error, while membership changes.
    */
   async #retrying<T>(attempt: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + RETRY_FOR_MS;
+    const deadline = this.#context.now() + RETRY_FOR_MS;
     for (;;) {
       try {
         return await attempt();
       } catch (error) {
-        if (!isResult(error, ...RETRYABLE) || Date.now() > deadline) throw error;
+        if (!isResult(error, ...RETRYABLE) || this.#context.now() > deadline) throw error;
         await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
       }
     }
   }
 
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
-    this.#checkRange(oid, offset, length);
+    this.checkRange(oid, offset, length);
     return this.#retrying(() => this.#readOnce(oid, offset, length));
   }
 
+  /** Targets in the order to read them: the copy that took the last write, else this node first. */
+  #readOrder(oid: Oid): RingNode[] {
+    const targets = this.targets(oid);
+    const preferred = this.#diverged.get(oid)?.good[0] ?? this.#context.selfId;
+    const first = targets.findIndex((n) => n.id === preferred);
+    if (first > 0) targets.unshift(...targets.splice(first, 1));
+    return targets;
+  }
+
   async #readOnce(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
-    const targets = this.#targets(oid);
-    const local = targets.findIndex((n) => n.id === this.#context.selfId);
-    if (local > 0) targets.unshift(...targets.splice(local, 1));
-    let lastError: unknown;
-    for (const node of targets) {
+    const failed: { node: RingNode; error: unknown }[] = [];
+    for (const node of this.#readOrder(oid)) {
       try {
-        return await this.#readFrom(node, oid, offset, length);
+        const data = await this.#readFrom(node, oid, offset, length);
+        const bad = failed.filter((f) => isResult(f.error, ResultCode.EIO, ResultCode.NO_OBJ));
+        if (bad.length > 0) this.#repairInBackground(oid, bad);
+        return data;
       } catch (error) {
-        lastError = error;
+        failed.push({ node, error });
       }
     }
-    throw lastError;
+    // No copy could be read: the client gets the error, never bytes we cannot vouch for.
+    const corrupt = failed.find((f) => isResult(f.error, ResultCode.EIO));
+    throw (corrupt ?? failed[failed.length - 1])!.error;
   }
 
   #readFrom(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array> {
     if (node.id === this.#context.selfId) return this.#context.local.read(oid, offset, length);
     const header = this.#peerHeader(Opcode.READ_PEER, oid, offset);
     header.dataLength = length;
-    return this.#sendPeer(node, header);
+    return this.#sendPeer(node, header).then((response) => response.data);
   }
 
   #peerHeader(opcode: number, oid: Oid, offset: number): Header {
@@ -167,41 +219,40 @@ export class Gateway {
     return header;
   }
 
-  async #sendPeer(node: RingNode, header: Header, data?: Uint8Array): Promise<Uint8Array> {
+  async #sendPeer(
+    node: RingNode,
+    header: Header,
+    data?: Uint8Array,
+  ): Promise<{ header: Header; data: Uint8Array }> {
     if (data && data.length > 0) {
       header.flags |= Flag.WRITE;
       header.dataLength = data.length;
     }
     const client = this.#context.peers.get(node);
-    return checkResponse(await client.transport.request(header, data)).data;
-  }
-
-  /** Runs `operation` on every target in parallel; all must succeed (resent on view changes). */
-  #onAll(oid: Oid, operation: (node: RingNode) => Promise<unknown>): Promise<void> {
-    return this.#retrying(async () => {
-      const results = await Promise.allSettled(this.#targets(oid).map(operation));
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed) throw failed.reason;
-    });
+    return checkResponse(await client.transport.request(header, data));
   }
 
   async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    this.#checkRange(oid, offset, data.length);
+    this.checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
     this.#context.admitWrite();
     await this.writeAt(oid, data, offset);
   }
 
-  /** Writes on every target without the read-only check (VDI administration, recovery). */
+  /** Writes on every target without the read-only check (VDI administration). */
   async writeAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.local.write(oid, data, offset);
-      return this.#sendPeer(node, this.#peerHeader(Opcode.WRITE_PEER, oid, offset), data);
+    await this.#replicate(oid, (node, version) => {
+      if (node.id === this.#context.selfId) {
+        return this.#context.local.write(oid, data, offset, version);
+      }
+      const header = this.#peerHeader(Opcode.WRITE_PEER, oid, offset);
+      header.objVersion = version;
+      return this.#sendPeer(node, header, data);
     });
   }
 
   async create(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
-    this.#checkRange(oid, offset, data.length);
+    this.checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
     this.#context.admitWrite();
     let payload = data;
@@ -214,38 +265,213 @@ export class Gateway {
         throw error;
       });
       source.set(data, offset);
-      payload = trimTrailingZeros(source);
+      payload = source;
       payloadOffset = 0;
     }
     await this.createAt(oid, payload, payloadOffset);
   }
 
-  /** Creates the object on every target (no COW, no read-only check: recovery and VDI admin). */
+  /** Creates the object on every target (no COW, no read-only check: VDI administration). */
   async createAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.local.create(oid, data, offset);
-      return this.#sendPeer(
-        node,
-        this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset),
-        data,
-      );
-    });
+    const size = this.objectLimit(oid);
+    await this.#replicate(oid, (node, version) => this.#createOn(node, oid, data, offset, size, version));
+  }
+
+  #createOn(
+    node: RingNode,
+    oid: Oid,
+    data: Uint8Array,
+    offset: number,
+    size: number,
+    version: number,
+  ): Promise<unknown> {
+    if (node.id === this.#context.selfId) {
+      return this.#context.local.create(oid, data, offset, { size, version });
+    }
+    const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);
+    header.objVersion = version;
+    header.objSize = size;
+    return this.#sendPeer(node, header, data);
   }
 
   async remove(oid: Oid): Promise<void> {
-    await this.#onAll(oid, (node) => {
-      if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
-      return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
+    await this.#retrying(async () => {
+      const results = await Promise.allSettled(this.targets(oid).map((node) => {
+        if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
+        return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
+      }));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+    });
+    this.#diverged.delete(oid);
+  }
+
+  /**
+   * Runs one mutation on every target under a fresh version. If some targets fail, the object
+   * is reconciled before the error (or, once every copy has the write, the success) is reported.
+   */
+  #replicate(oid: Oid, send: (node: RingNode, version: number) => Promise<unknown>): Promise<void> {
+    return this.#retrying(async () => {
+      if (this.#diverged.has(oid)) await this.#reconcile(oid);
+      const failure = await this.#locks.shared(oid, async () => {
+        const version = this.#clock.next();
+        const targets = this.targets(oid);
+        const results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
+        if (failed.length === 0) return undefined;
+        const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
+        this.#diverged.set(oid, { good });
+        return failed[0];
+      });
+      if (failure === undefined) return;
+      // Bring the copies back to one value. If every target now holds the copy of a target that
+      // took the write, the write stands; otherwise the client hears the failure (an
+      // unacknowledged write may land or not, but every copy ends up the same).
+      const good = this.#diverged.get(oid)?.good ?? [];
+      const outcome = await this.#reconcile(oid).catch(() => undefined);
+      if (outcome?.whole && outcome.source !== undefined && good.includes(outcome.source)) return;
+      throw failure;
     });
   }
 
-  /** Makes acknowledged writes durable on every node of the view. */
-  async flush(): Promise<void> {
+  /**
+   * Makes every target of `oid` hold the newest good copy. Resolves with the node whose copy won
+   * and whether every target now has it (false when a copy had to be removed instead: its node
+   * cannot take it); rejects when a target cannot be reached (the object stays marked diverged).
+   */
+  #reconcile(
+    oid: Oid,
+    suspects: ReadonlySet<string> = new Set(),
+  ): Promise<{ source: string | undefined; whole: boolean }> {
+    return this.#locks.exclusive(oid, async () => {
+      const targets = this.targets(oid);
+      const metas = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
+      const preferred = this.#diverged.get(oid)?.good ?? [];
+      const order = targets.map((node, i) => ({ node, meta: metas[i] }))
+        .filter((c): c is { node: RingNode; meta: ObjectMeta } =>
+          c.meta !== undefined && c.meta !== "unreachable" && !suspects.has(c.node.id)
+        )
+        .sort((a, b) =>
+          Number(preferred.includes(b.node.id)) - Number(preferred.includes(a.node.id)) ||
+          Number(b.meta.verified) - Number(a.meta.verified) ||
+          b.meta.version - a.meta.version
+        );
+      let source: { node: RingNode; meta: ObjectMeta; copy: WholeCopy } | undefined;
+      for (const candidate of order) {
+        const copy = await this.#fetchWhole(candidate.node, oid, candidate.meta.size)
+          .catch(() => undefined);
+        if (copy) {
+          source = { ...candidate, copy };
+          break;
+        }
+      }
+      if (!source) {
+        if (metas.some((m) => m === "unreachable")) {
+          throw new SheepdogError(ResultCode.NETWORK_ERROR, `No copy of ${oidToHex(oid)} reachable`);
+        }
+        // Nothing readable anywhere: the object is gone (never written, or lost); nothing to do.
+        this.#diverged.delete(oid);
+        return { source: undefined, whole: metas.every((m) => m === undefined) };
+      }
+      let whole = true;
+      let unreachable: unknown;
+      await Promise.all(targets.map(async (node, i) => {
+        const meta = metas[i];
+        if (node.id === source.node.id) return;
+        if (
+          meta !== "unreachable" && meta !== undefined && !suspects.has(node.id) &&
+          meta.version === source.meta.version && meta.digest === source.meta.digest
+        ) return;
+        const reason = meta === undefined
+          ? "copy missing"
+          : meta === "unreachable"
+          ? "copy unreachable"
+          : suspects.has(node.id)
+          ? "copy unreadable"
+          : `copy at version ${meta.version}, newest ${source.meta.version}`;
+        try {
+          await this.#createOn(node, oid, source.copy.data, 0, source.meta.size, source.copy.version);
+          this.#context.repaired(oid, node.id, reason);
+        } catch (error) {
+          if (isResult(error, ...RETRYABLE)) {
+            unreachable = error;
+            return;
+          }
+          // The node cannot hold a good copy (full or failing disk): it must not keep a wrong one.
+          whole = false;
+          await this.#removeOn(node, oid).then(
+            () => this.#context.repaired(oid, node.id, `${reason}; removed: ${(error as Error).message}`),
+            (removeError) => (unreachable = removeError),
+          );
+        }
+      }));
+      if (unreachable !== undefined) throw unreachable;
+      this.#diverged.delete(oid);
+      return { source: source.node.id, whole };
+    });
+  }
+
+  /** Repairs copies a read found bad or missing, off the client's path. */
+  #repairInBackground(oid: Oid, bad: { node: RingNode; error: unknown }[]): void {
+    const suspects = new Set(
+      bad.filter((b) => isResult(b.error, ResultCode.EIO)).map((b) => b.node.id),
+    );
+    void this.#reconcile(oid, suspects).catch(() => undefined);
+  }
+
+  /** Brings every copy of `oid` to the newest good one (scrub and operators use this). */
+  async repair(oid: Oid, suspects: ReadonlySet<string> = new Set()): Promise<boolean> {
+    return (await this.#retrying(() => this.#reconcile(oid, suspects))).whole;
+  }
+
+  async #metaOf(node: RingNode, oid: Oid): Promise<ObjectMeta | undefined | "unreachable"> {
+    try {
+      if (node.id === this.#context.selfId) return await this.#context.local.meta(oid);
+      const header = this.#peerHeader(Opcode.GET_OBJ_META, oid, 0);
+      header.flags |= Flag.RECOVERY;
+      const response = await this.#sendPeer(node, header);
+      const meta = JSON.parse(new TextDecoder().decode(response.data)) as ObjectMeta | null;
+      return meta ?? undefined;
+    } catch (error) {
+      if (isResult(error, ResultCode.NO_OBJ)) return undefined;
+      return "unreachable";
+    }
+  }
+
+  /** Reads a whole copy from one node (its checksums verified there) with its version. */
+  async #fetchWhole(node: RingNode, oid: Oid, size: number): Promise<WholeCopy> {
+    if (node.id === this.#context.selfId) {
+      const meta = await this.#context.local.meta(oid);
+      const data = await this.#context.local.read(oid, 0, size);
+      return { data, version: meta?.version ?? 0 };
+    }
+    const header = this.#peerHeader(Opcode.READ_PEER, oid, 0);
+    header.flags |= Flag.RECOVERY;
+    header.dataLength = size;
+    const response = await this.#sendPeer(node, header);
+    this.#clock.observe(response.header.rspObjVersion);
+    return { data: response.data, version: response.header.rspObjVersion };
+  }
+
+  #removeOn(node: RingNode, oid: Oid): Promise<unknown> {
+    if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
+    const header = this.#peerHeader(Opcode.REMOVE_PEER, oid, 0);
+    header.flags |= Flag.RECOVERY;
+    return this.#sendPeer(node, header);
+  }
+
+  /**
+   * Makes acknowledged writes durable on every node of the view: with `vid`, the writes to that
+   * VDI (its data objects and inode) only.
+   */
+  async flush(vid?: number): Promise<void> {
     const nodes = this.#context.view().nodes;
-    if (nodes.length === 0) return await this.#context.local.flush();
+    if (nodes.length === 0) return await this.#context.local.flush(vid);
     await Promise.all(nodes.map((node) => {
-      if (node.id === this.#context.selfId) return this.#context.local.flush();
-      return this.#sendPeer(node, requestHeader(Opcode.FLUSH_PEER, { internal: true }));
+      if (node.id === this.#context.selfId) return this.#context.local.flush(vid);
+      const header = requestHeader(Opcode.FLUSH_PEER, { internal: true });
+      if (vid !== undefined) header.oid = vdiOid(vid);
+      return this.#sendPeer(node, header);
     }));
   }
 }

@@ -1,37 +1,46 @@
 /**
- * Recovery: after every view change each sheep works out which objects the new ring puts on it,
- * learns who holds them (object lists of every member), and pulls what it lacks. A node that
- * was away also checks the objects it kept against a replica that stayed, since they may have
- * changed meanwhile. An object a client is waiting for jumps the queue (`ensure`). A newer view
- * cancels a running recovery. Objects that no longer belong here are removed only once every
- * member reports completion for the epoch (`purge`), so nothing is dropped while still needed.
+ * Recovery: after every view change each sheep learns what every member holds (each object's
+ * version and digest), works out the objects the new ring puts on it, and makes its copy of each
+ * equal to the newest good one: pulled when missing or older, left alone when it already matches.
+ * Nothing is trusted for having been kept: a node back from a crash, a pause or a partition
+ * compares every object like any other node, and a client touching an object that is still due
+ * waits for it (`ensure`). A failed pull is retried; the epoch is reported complete only once
+ * every object this node must hold matches the newest copy.
+ *
+ * Copies that no longer belong here are removed only after every node reported the epoch
+ * complete AND the object's current holders confirm, by version and digest, that they have it
+ * (`purge`): a leftover may be the last good copy.
  *
  * @module
  */
 
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import { equalBytes, trimTrailingZeros } from "../../core/bytes.ts";
+import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { ObjectStore } from "../../core/store/object_store.ts";
+import type { ObjectMeta, ObjectStore } from "../../core/store/object_store.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
+import type { ObjectLocks } from "./object_locks.ts";
 
 /** Objects pulled in parallel: enough to move data, few enough to leave room for clients. */
 const RECOVERY_WORKERS = 4;
+/** Pause before re-listing and retrying what could not be pulled (doubles up to the max). */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
 
 export interface RecoveryContext {
   readonly selfId: string;
   readonly store: ObjectStore;
   readonly peers: Peers;
   readonly logger: Logger;
+  /** The sheep's object locks: a pull replaces a copy, so it holds the object alone. */
+  readonly locks: ObjectLocks<Oid>;
   copies(oid: Oid): number;
-  objectLimit(oid: Oid): number;
   now(): number;
-  /** Called once this node has every object the view puts on it. */
+  /** Called once this node has every object the view puts on it, each matching the newest copy. */
   completed(epoch: number): void;
 }
 
@@ -40,6 +49,8 @@ export interface RecoveryStatus {
   epoch: number;
   total: number;
   done: number;
+  /** Objects whose pull failed in the last pass (retried until they succeed). */
+  failed: number;
   objectsPerSecond: number;
   startedMs: number;
   finishedMs: number;
@@ -48,13 +59,39 @@ export interface RecoveryStatus {
   error?: string;
 }
 
+/** One copy of an object as a node lists it. */
+export interface ListedCopy {
+  oid: Oid;
+  meta: ObjectMeta;
+}
+
+/** What must be fetched for one object: from whom, at which version and size. */
+interface Want {
+  sources: RingNode[];
+  version: number;
+  size: number;
+}
+
 interface Run {
   epoch: number;
   view: ClusterView;
   cancelled: boolean;
-  /** Holders of every object this node should have but lacks (or must re-check). */
-  wanted: Map<Oid, RingNode[]>;
+  wanted: Map<Oid, Want>;
   gathered: Promise<void>;
+}
+
+/**
+ * Orders two copies of one object: verified before crash-suspect, then the higher version.
+ * Negative when `a` is the better copy.
+ */
+export function compareCopies(a: ObjectMeta, b: ObjectMeta): number {
+  return Number(b.verified) - Number(a.verified) || b.version - a.version;
+}
+
+/** True when `copy` is as good as `mine` and holds the same bytes, or is strictly better. */
+function supersedes(copy: ObjectMeta, mine: ObjectMeta): boolean {
+  const order = compareCopies(copy, mine);
+  return order < 0 || (order === 0 && copy.digest === mine.digest);
 }
 
 export class Recovery {
@@ -65,12 +102,12 @@ export class Recovery {
     epoch: 0,
     total: 0,
     done: 0,
+    failed: 0,
     objectsPerSecond: 0,
     startedMs: 0,
     finishedMs: 0,
     purgedEpoch: 0,
   };
-  #locks = new Map<Oid, Promise<void>>();
   #pulling = new Map<Oid, Promise<void>>();
 
   constructor(context: RecoveryContext) {
@@ -85,27 +122,8 @@ export class Recovery {
     return this.#status.state === "gathering" || this.#status.state === "recovering";
   }
 
-  /** Serialises work on one object (a pull and a client write never interleave). */
-  async withObjectLock<T>(oid: Oid, work: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(oid) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const chained = previous.then(() => mine);
-    this.#locks.set(oid, chained);
-    await previous;
-    try {
-      return await work();
-    } finally {
-      release();
-      if (this.#locks.get(oid) === chained) this.#locks.delete(oid);
-    }
-  }
-
   /** Starts recovering for `view`, cancelling any older run. */
-  start(
-    view: ClusterView,
-    options: { wasAbsent: boolean; previousMembers: ReadonlySet<string> },
-  ): void {
+  start(view: ClusterView): void {
     if (this.#run) this.#run.cancelled = true;
     const run: Run = {
       epoch: view.epoch,
@@ -120,109 +138,154 @@ export class Recovery {
       epoch: view.epoch,
       total: 0,
       done: 0,
+      failed: 0,
       objectsPerSecond: 0,
       startedMs: this.#context.now(),
       finishedMs: 0,
       purgedEpoch: this.#status.purgedEpoch,
     };
-    run.gathered = this.#gather(run, options);
-    run.gathered
-      .then(() => this.#recoverAll(run))
-      .catch((error) => {
-        if (run.cancelled) return;
-        this.#status = { ...this.#status, state: "failed", error: (error as Error).message };
-        this.#context.logger.warn(
-          `recovery of epoch ${run.epoch} failed: ${(error as Error).message}`,
-        );
-      });
+    run.gathered = this.#gather(run);
+    void this.#recover(run).catch((error) => {
+      if (run.cancelled) return;
+      this.#status = { ...this.#status, state: "failed", error: (error as Error).message };
+      this.#context.logger.warn(`recovery of epoch ${run.epoch} failed: ${(error as Error).message}`);
+    });
   }
 
-  async #objectList(node: RingNode): Promise<Oid[]> {
-    if (node.id === this.#context.selfId) return await this.#context.store.list();
+  /** Every copy `node` holds, with its version and digest. */
+  async listCopies(node: RingNode): Promise<ListedCopy[]> {
+    if (node.id === this.#context.selfId) return await listLocalCopies(this.#context.store);
     const header = requestHeader(Opcode.GET_OBJ_LIST, { internal: true });
     header.flags |= Flag.RECOVERY;
     const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
-    const hexes = JSON.parse(new TextDecoder().decode(response.data)) as string[];
-    return hexes.map((hex) => BigInt("0x" + hex));
+    return decodeCopyList(response.data);
   }
 
-  async #gather(
-    run: Run,
-    options: { wasAbsent: boolean; previousMembers: ReadonlySet<string> },
-  ): Promise<void> {
-    const holders = new Map<Oid, RingNode[]>();
-    const lists = await Promise.all(
-      run.view.nodes.map(async (node) => ({ node, oids: await this.#objectList(node) })),
-    );
-    for (const { node, oids } of lists) {
-      for (const oid of oids) {
-        const list = holders.get(oid);
-        if (list) list.push(node);
-        else holders.set(oid, [node]);
+  /** Lists every node's copies, retrying (with backoff) until all answer or the run is cancelled. */
+  async #listAll(run: Run): Promise<Map<Oid, { node: RingNode; meta: ObjectMeta }[]> | undefined> {
+    for (let delay = RETRY_FIRST_MS; !run.cancelled; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      try {
+        const lists = await Promise.all(
+          run.view.nodes.map(async (node) => ({ node, copies: await this.listCopies(node) })),
+        );
+        const holders = new Map<Oid, { node: RingNode; meta: ObjectMeta }[]>();
+        for (const { node, copies } of lists) {
+          for (const { oid, meta } of copies) {
+            const list = holders.get(oid);
+            if (list) list.push({ node, meta });
+            else holders.set(oid, [{ node, meta }]);
+          }
+        }
+        return holders;
+      } catch (error) {
+        this.#status = { ...this.#status, error: `listing objects: ${(error as Error).message}` };
+        await sleep(delay);
       }
     }
+    return undefined;
+  }
+
+  async #gather(run: Run): Promise<void> {
+    const holders = await this.#listAll(run);
+    if (!holders || run.cancelled) return;
     const self = this.#context.selfId;
-    for (const [oid, nodes] of holders) {
-      if (!targetsOf(run.view, oid, this.#context.copies(oid)).some((n) => n.id === self)) continue;
-      const others = nodes.filter((n) => n.id !== self);
-      const haveIt = nodes.some((n) => n.id === self);
-      if (!haveIt) run.wanted.set(oid, others);
-      // Back from an absence: what we kept may be stale; re-check against nodes that stayed.
-      else if (options.wasAbsent) {
-        const stayed = others.filter((n) => options.previousMembers.has(n.id));
-        if (stayed.length > 0) run.wanted.set(oid, stayed);
+    for (const [oid, copies] of holders) {
+      const targets = targetsOf(run.view, oid, this.#context.copies(oid));
+      if (!targets.some((n) => n.id === self)) continue;
+      // The best copy: verified, newest; among equals the one on the earliest target (every
+      // node picks the same one, so copies converge even when equal versions differ in bytes).
+      const rank = (id: string) => {
+        const index = targets.findIndex((n) => n.id === id);
+        return index === -1 ? targets.length : index;
+      };
+      const best = [...copies].sort((a, b) =>
+        compareCopies(a.meta, b.meta) || rank(a.node.id) - rank(b.node.id)
+      )[0]!;
+      const mine = copies.find((c) => c.node.id === self);
+      if (mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest) {
+        if (!mine.meta.verified) await this.#context.store.markVerified(oid);
+        continue;
       }
+      const sources = copies
+        .filter((c) => c.meta.version === best.meta.version && c.meta.digest === best.meta.digest)
+        .map((c) => c.node);
+      run.wanted.set(oid, { sources, version: best.meta.version, size: best.meta.size });
     }
-    this.#status = { ...this.#status, state: "recovering", total: run.wanted.size };
+    this.#status = { ...this.#status, state: "recovering", total: run.wanted.size, error: undefined };
   }
 
-  async #recoverAll(run: Run): Promise<void> {
+  async #recover(run: Run): Promise<void> {
+    await run.gathered;
+    let delay = RETRY_FIRST_MS;
+    for (;;) {
+      if (run.cancelled) return;
+      const failed = await this.#pass(run);
+      if (run.cancelled) return;
+      if (failed === 0) break;
+      this.#status = { ...this.#status, failed };
+      // Some pulls failed (a holder busy, gone or full): wait, learn the holders again, retry.
+      await sleep(delay);
+      delay = Math.min(delay * 2, RETRY_MAX_MS);
+      run.wanted.clear();
+      const total = this.#status.total;
+      await this.#gather(run);
+      this.#status = { ...this.#status, total };
+    }
+    this.#status = { ...this.#status, state: "done", failed: 0, finishedMs: this.#context.now() };
+    this.#context.logger.info(
+      `recovery of epoch ${run.epoch} done: ${this.#status.total} objects pulled or replaced`,
+    );
+    this.#context.completed(run.epoch);
+  }
+
+  /** Pulls everything wanted once; returns how many failed. */
+  async #pass(run: Run): Promise<number> {
     const queue = [...run.wanted.keys()];
+    let failed = 0;
     const worker = async () => {
       while (!run.cancelled && queue.length > 0) {
         const oid = queue.shift()!;
-        await this.#recoverOne(run, oid).catch((error) => {
+        if (!run.wanted.has(oid)) continue; // a client's `ensure` got there first
+        try {
+          await this.#recoverOne(run, oid);
+          this.#status.done++;
+        } catch (error) {
+          failed++;
           this.#context.logger.warn(
             `recovery of ${oidToHex(oid)} failed: ${(error as Error).message}`,
           );
-        });
-        this.#status.done++;
+        }
         const seconds = (this.#context.now() - this.#status.startedMs) / 1000;
         this.#status.objectsPerSecond = seconds > 0 ? this.#status.done / seconds : 0;
       }
     };
     await Promise.all(Array.from({ length: RECOVERY_WORKERS }, worker));
-    if (run.cancelled) return;
-    this.#status = { ...this.#status, state: "done", finishedMs: this.#context.now() };
-    this.#context.logger.info(
-      `recovery of epoch ${run.epoch} done: ${run.wanted.size} objects checked or pulled`,
-    );
-    this.#context.completed(run.epoch);
+    return failed;
   }
 
   /** Recovers `oid` once, whoever asks first (the queue or a waiting client). */
   #recoverOne(run: Run, oid: Oid): Promise<void> {
     const inFlight = this.#pulling.get(oid);
     if (inFlight) return inFlight;
-    const holders = run.wanted.get(oid);
-    run.wanted.delete(oid);
-    if (!holders) return Promise.resolve();
-    const pulling = this.withObjectLock(oid, () => this.#pull(oid, holders)).finally(() =>
-      this.#pulling.delete(oid)
-    );
+    const want = run.wanted.get(oid);
+    if (!want) return Promise.resolve();
+    const pulling = this.#context.locks.exclusive(oid, () => this.#pull(oid, want))
+      .then(() => void run.wanted.delete(oid))
+      .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);
     return pulling;
   }
 
-  async #pull(oid: Oid, holders: RingNode[]): Promise<void> {
+  async #pull(oid: Oid, want: Want): Promise<void> {
     const store = this.#context.store;
-    const local = await store.exists(oid);
+    // A client write may have brought the copy up to date since the listing.
+    const mine = await store.meta(oid).catch(() => undefined);
+    if (mine && mine.verified && mine.version > want.version) return;
     let lastError: unknown = new SheepdogError(ResultCode.NO_OBJ, `No node holds ${oidToHex(oid)}`);
-    for (const node of holders) {
+    for (const node of want.sources) {
       try {
-        const data = await this.#read(node, oid);
-        if (local && equalBytes(await store.read(oid, 0, data.length), data)) return;
-        await store.create(oid, trimTrailingZeros(data), 0);
+        const { data, version } = await this.#read(node, oid, want.size);
+        await store.create(oid, data, 0, { size: want.size, version });
         return;
       } catch (error) {
         lastError = error;
@@ -231,18 +294,18 @@ export class Recovery {
     throw lastError;
   }
 
-  async #read(node: RingNode, oid: Oid): Promise<Uint8Array> {
+  async #read(node: RingNode, oid: Oid, size: number): Promise<{ data: Uint8Array; version: number }> {
     const header = requestHeader(Opcode.READ_PEER, { internal: true });
     header.flags |= Flag.RECOVERY;
     header.oid = oid;
-    header.dataLength = this.#context.objectLimit(oid);
+    header.dataLength = size;
     const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
-    return response.data;
+    return { data: response.data, version: response.header.rspObjVersion };
   }
 
   /**
-   * Makes sure `oid` is here before a client touches it: if the running recovery still has it
-   * queued, it is pulled now. Returns once it is (or was never) due.
+   * Makes sure `oid` is here and current before a client touches it: if the running recovery
+   * still has it due, it is pulled now. Returns once it is (or was never) due.
    */
   async ensure(oid: Oid): Promise<void> {
     const run = this.#run;
@@ -253,17 +316,97 @@ export class Recovery {
     if (run.wanted.has(oid)) await this.#recoverOne(run, oid).catch(() => undefined);
   }
 
-  /** Removes local objects the view does not place here (after every node recovered). */
-  async purge(view: ClusterView): Promise<number> {
+  /**
+   * Removes local copies the view does not place here, each only once every one of its current
+   * holders has confirmed a copy at least as new with the same bytes. Returns how many went.
+   */
+  async purge(view: ClusterView): Promise<{ removed: number; kept: number }> {
+    const self = this.#context.selfId;
+    if (!view.nodes.some((n) => n.id === self)) return { removed: 0, kept: 0 };
+    const leftovers: ListedCopy[] = [];
+    for (const copy of await listLocalCopies(this.#context.store)) {
+      const targets = targetsOf(view, copy.oid, this.#context.copies(copy.oid));
+      if (!targets.some((n) => n.id === self)) leftovers.push(copy);
+    }
+    if (leftovers.length === 0) {
+      this.#status.purgedEpoch = view.epoch;
+      return { removed: 0, kept: 0 };
+    }
+    const run: Run = {
+      epoch: view.epoch,
+      view,
+      cancelled: false,
+      wanted: new Map(),
+      gathered: Promise.resolve(),
+    };
+    const holders = await this.#listAll(run);
     let removed = 0;
-    for (const oid of await this.#context.store.list()) {
-      if (
-        targetsOf(view, oid, this.#context.copies(oid)).some((n) => n.id === this.#context.selfId)
-      ) continue;
-      await this.withObjectLock(oid, () => this.#context.store.remove(oid));
+    let kept = 0;
+    for (const { oid, meta } of leftovers) {
+      const targets = targetsOf(view, oid, this.#context.copies(oid));
+      const copies = holders?.get(oid) ?? [];
+      const confirmed = targets.length > 0 && targets.every((target) => {
+        const theirs = copies.find((c) => c.node.id === target.id);
+        return theirs !== undefined && supersedes(theirs.meta, meta);
+      });
+      if (!confirmed) {
+        kept++;
+        continue;
+      }
+      await this.#context.locks.exclusive(oid, () => this.#context.store.remove(oid));
       removed++;
     }
+    if (kept > 0) {
+      this.#context.logger.warn(
+        `purge of epoch ${view.epoch}: kept ${kept} leftover objects whose holders do not confirm a copy`,
+      );
+    }
     this.#status.purgedEpoch = view.epoch;
-    return removed;
+    return { removed, kept };
   }
+}
+
+/** Every local copy with its meta (objects removed meanwhile are skipped). */
+export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]> {
+  const copies: ListedCopy[] = [];
+  for (const oid of await store.list()) {
+    const meta = await store.meta(oid).catch((error) => {
+      if (isResult(error, ResultCode.NO_OBJ)) return undefined;
+      // A copy whose meta is unreadable is listed as the worst copy there is: others win.
+      return { version: -1, size: 0, digest: "unreadable", verified: false };
+    });
+    if (meta) copies.push({ oid, meta });
+  }
+  return copies;
+}
+
+/** GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified]. */
+export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(
+    copies.map(({ oid, meta }) => [
+      oid.toString(16),
+      meta.version,
+      meta.size,
+      meta.digest,
+      meta.verified ? 1 : 0,
+    ]),
+  ));
+}
+
+export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
+  const rows = JSON.parse(new TextDecoder().decode(bytes)) as [
+    string,
+    number,
+    number,
+    string,
+    number,
+  ][];
+  return rows.map(([hex, version, size, digest, verified]) => ({
+    oid: BigInt("0x" + hex),
+    meta: { version, size, digest, verified: verified === 1 },
+  }));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -14,7 +14,9 @@ import {
   isSnapshot,
 } from "../../core/vdi/inode.ts";
 import { countObjects } from "../../core/vdi/cow.ts";
-import { vdiOid } from "../../core/vdi/oid.ts";
+import { oidToVid, vdiOid } from "../../core/vdi/oid.ts";
+import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
+import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Header, Message } from "../object/header.ts";
 import {
@@ -110,8 +112,8 @@ const objectOps: Record<number, Op> = {
   },
   [Opcode.FLUSH_VDI]: {
     force: false,
-    handle: async (sheep) => {
-      await sheep.gateway.flush();
+    handle: async (sheep, { header }) => {
+      await sheep.gateway.flush(flushedVid(header));
     },
   },
 };
@@ -139,26 +141,51 @@ async function checkEpoch(sheep: Sheep, header: Header): Promise<void> {
   }
 }
 
+/** A peer object request's range must lie inside the object before anything is allocated. */
+function checkPeerRange(sheep: Sheep, header: Header, length: number): void {
+  if (length > MESSAGE_BYTES_MAX) {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, `Length ${length} is over the limit`);
+  }
+  sheep.gateway.checkRange(header.oid, header.offset, length);
+}
+
 const peerOps: Record<number, Op> = {
   [Opcode.READ_PEER]: {
     force: true,
-    handle: async (sheep, { header }) => {
+    handle: async (sheep, { header }, reply) => {
+      checkPeerRange(sheep, header, header.dataLength);
       await checkEpoch(sheep, header);
-      return await sheep.local.read(header.oid, header.offset, header.dataLength);
+      const data = await sheep.local.read(header.oid, header.offset, header.dataLength);
+      // Recovery and repairs copy whole objects and need the version of what they read.
+      if (header.flags & Flag.RECOVERY) {
+        reply.rspObjVersion = (await sheep.store.meta(header.oid))?.version ?? 0;
+      }
+      return data;
     },
   },
   [Opcode.WRITE_PEER]: {
     force: true,
     handle: async (sheep, { header, data }) => {
+      checkPeerRange(sheep, header, data.length);
       await checkEpoch(sheep, header);
-      await sheep.local.write(header.oid, data, header.offset);
+      await sheep.local.write(header.oid, data, header.offset, header.objVersion);
     },
   },
   [Opcode.CREATE_AND_WRITE_PEER]: {
     force: true,
     handle: async (sheep, { header, data }) => {
+      const size = header.objSize;
+      if (size <= 0 || size > MESSAGE_BYTES_MAX || header.offset + data.length > size) {
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          `Object size ${size} cannot hold ${header.offset}+${data.length}`,
+        );
+      }
       await checkEpoch(sheep, header);
-      await sheep.local.create(header.oid, data, header.offset);
+      await sheep.local.create(header.oid, data, header.offset, {
+        size,
+        version: header.objVersion,
+      });
     },
   },
   [Opcode.REMOVE_PEER]: {
@@ -168,16 +195,28 @@ const peerOps: Record<number, Op> = {
       await sheep.local.remove(header.oid);
     },
   },
-  [Opcode.FLUSH_PEER]: { force: true, handle: (sheep) => sheep.store.flush() },
+  [Opcode.FLUSH_PEER]: {
+    force: true,
+    handle: (sheep, { header }) => sheep.store.flush(flushedVid(header)),
+  },
+  [Opcode.GET_OBJ_META]: {
+    force: true,
+    handle: async (sheep, { header }) => json((await sheep.local.meta(header.oid)) ?? null),
+  },
   [Opcode.GET_OBJ_LIST]: {
     force: true,
-    handle: async (sheep) => json((await sheep.store.list()).map((oid) => oid.toString(16))),
+    handle: async (sheep) => encodeCopyList(await listLocalCopies(sheep.store)),
   },
   [Opcode.GET_CLUSTER_STATE]: {
     force: true,
     handle: (sheep) => Promise.resolve(encodeClusterState(sheep.clusterState())),
   },
 };
+
+/** FLUSH_VDI and FLUSH_PEER name the VDI by its inode oid (QEMU's driver does); 0 = everything. */
+function flushedVid(header: Header): number | undefined {
+  return header.oid === 0n ? undefined : oidToVid(header.oid);
+}
 
 const vdiOps: Record<number, Op> = {
   [Opcode.NEW_VDI]: { force: false, handle: newVdi },

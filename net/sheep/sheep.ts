@@ -37,6 +37,9 @@ import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
 import type { ClusterEvent } from "./cluster_events.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
+import { ObjectLocks } from "./object_locks.ts";
+import { isResult } from "../../core/errors.ts";
+import { oidToHex } from "../../core/vdi/oid.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { Peers } from "./peers.ts";
 import { VdiService } from "./vdi_service.ts";
@@ -96,6 +99,11 @@ export class Sheep {
   #running = false;
   readonly member: ClusterMember | undefined;
   readonly recovery: Recovery;
+  /** Local copies: client writes hold an object shared, a recovery pull holds it alone. */
+  readonly objectLocks = new ObjectLocks<Oid>();
+  /** Copies found bad or missing and replaced (or removed) since start. */
+  repairs = 0;
+  #lastNoSpaceLogMs = 0;
   /** Which nodes reported recovery complete, per epoch; all of them ⇒ leftovers are purged. */
   #recovered = new Map<number, Set<string>>();
 
@@ -121,6 +129,11 @@ export class Sheep {
       admitWrite: () => this.#admitWrite(),
       defaultCopies: () => this.#config?.copies ?? COPIES_DEFAULT,
       defaultBlockSizeShift: () => this.#config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
+      now: () => this.now(),
+      repaired: (oid, node, detail) => {
+        this.repairs++;
+        this.logger.warn(`repaired object ${oidToHex(oid)} on ${node}: ${detail}`);
+      },
     });
     this.recovery = new Recovery({
       get selfId() {
@@ -129,8 +142,8 @@ export class Sheep {
       store: this.store,
       peers: this.peers,
       logger: this.logger,
+      locks: this.objectLocks,
       copies: (oid) => this.gateway.copiesOf(oid),
-      objectLimit: (oid) => this.gateway.objectLimit(oid),
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
@@ -222,8 +235,13 @@ export class Sheep {
   async #loadVdis(): Promise<void> {
     for (const oid of await this.store.list()) {
       if (!isVdiOid(oid)) continue;
-      const header = decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE));
-      if (header.vdiId !== 0) this.registry.load(header);
+      try {
+        const header = decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE));
+        if (header.vdiId !== 0) this.registry.load(header);
+      } catch (error) {
+        // A bad local inode is learned from the peers' state and repaired from their copies.
+        this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
+      }
     }
   }
 
@@ -386,10 +404,7 @@ export class Sheep {
   }
 
   /** A new view from the group: switch placement, drop locks of departed nodes, recover. */
-  installView(
-    view: ClusterView,
-    options: { previousMembers: ReadonlySet<string>; wasAbsent: boolean },
-  ): Promise<void> {
+  installView(view: ClusterView, options: { previousMembers: ReadonlySet<string> }): Promise<void> {
     const ids = new Set(view.nodes.map((n) => n.id));
     this.#view = view;
     for (const [vid, lock] of this.locks) {
@@ -397,7 +412,8 @@ export class Sheep {
     }
     for (const left of options.previousMembers) if (!ids.has(left)) void this.peers.forget(left);
     this.logger.info(`epoch ${view.epoch}: ${view.nodes.map((n) => n.id).join(", ")}`);
-    if (this.#config && ids.has(this.id)) this.recovery.start(view, options);
+    // Every view, the first after a restart included, compares every copy with its holders.
+    if (this.#config && ids.has(this.id)) this.recovery.start(view);
     return Promise.resolve();
   }
 
@@ -424,7 +440,7 @@ export class Sheep {
     if (epoch !== view.epoch || !view.nodes.every((n) => done.has(n.id))) return;
     // Every node has what the ring puts on it: leftovers of earlier epochs can go.
     for (const old of this.#recovered.keys()) if (old < epoch) this.#recovered.delete(old);
-    const removed = await this.recovery.purge(view);
+    const { removed } = await this.recovery.purge(view);
     if (removed > 0) {
       this.logger.info(`all nodes recovered epoch ${epoch}: purged ${removed} leftover objects`);
     }
@@ -461,22 +477,49 @@ export class Sheep {
     }
   }
 
-  /** Local replicas, with recovery in front: a missing object may be on its way here. */
+  /**
+   * Local replicas, with recovery in front: a copy that is missing or not yet checked against its
+   * holders is brought up to date before a client touches it.
+   */
   #localObjects(): LocalObjects {
     const store = this.store;
-    const whenMissing = async <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
-      if (!this.recovery.active) return await work();
-      await this.recovery.ensure(oid);
-      return await this.recovery.withObjectLock(oid, work);
+    const locks = this.objectLocks;
+    const current = async (oid: Oid): Promise<void> => {
+      if (this.recovery.active) await this.recovery.ensure(oid);
+    };
+    const mutation = async <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
+      await current(oid);
+      try {
+        return await locks.shared(oid, work);
+      } catch (error) {
+        if (isResult(error, ResultCode.NO_SPACE)) this.#noteNoSpace(oid, error);
+        throw error;
+      }
     };
     return {
-      read: (oid, offset, length) => whenMissing(oid, () => store.read(oid, offset, length)),
-      write: (oid, data, offset) => whenMissing(oid, () => store.write(oid, data, offset)),
-      create: (oid, data, offset) =>
-        this.recovery.withObjectLock(oid, () => store.create(oid, data, offset)),
-      remove: (oid) => this.recovery.withObjectLock(oid, () => store.remove(oid)),
-      flush: () => store.flush(),
+      read: async (oid, offset, length) => {
+        await current(oid);
+        return await store.read(oid, offset, length);
+      },
+      write: (oid, data, offset, version) =>
+        mutation(oid, () => store.write(oid, data, offset, version)),
+      create: (oid, data, offset, options) =>
+        mutation(oid, () => store.create(oid, data, offset, options)),
+      remove: (oid) => locks.shared(oid, () => store.remove(oid)),
+      meta: async (oid) => {
+        await current(oid);
+        return await store.meta(oid);
+      },
+      flush: (vid) => store.flush(vid),
     };
+  }
+
+  /** A full disk is said once in a while in the log (every failed write is counted). */
+  #noteNoSpace(oid: Oid, error: Error): void {
+    const now = this.now();
+    if (now - this.#lastNoSpaceLogMs < 10_000) return;
+    this.#lastNoSpaceLogMs = now;
+    this.logger.error(`disk full on ${this.id}: cannot store ${oidToHex(oid)}: ${error.message}`);
   }
 
   /** The local replica operations: the gateway's and peer requests' one way to the store. */
