@@ -8,7 +8,7 @@
 
 import { describeResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { encodeName } from "../../core/vdi/inode.ts";
-import type { Oid, Vid } from "../../core/vdi/oid.ts";
+import { type Oid, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { ObjectAccess } from "../../core/vdi/io.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import { VdiBitmap } from "../../core/vdi/vid.ts";
@@ -112,8 +112,11 @@ export class ObjectClient implements ObjectAccess {
     await this.#send(header);
   }
 
-  async flush(): Promise<void> {
-    await this.#send(requestHeader(Opcode.FLUSH_VDI));
+  /** FLUSH_VDI: with `vid`, that VDI's writes (named by its inode oid, as QEMU's driver does). */
+  async flush(vid?: Vid): Promise<void> {
+    const header = requestHeader(Opcode.FLUSH_VDI);
+    if (vid !== undefined) header.oid = vdiOid(vid);
+    await this.#send(header);
   }
 
   async lookupVdi(name: string, ref?: SnapshotRef): Promise<Vid> {

@@ -32,7 +32,13 @@ import { FLAG_STRICT } from "./cluster_config.ts";
 import { encodeClusterState } from "./cluster_state.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { StoreSpace } from "../../core/store/object_store.ts";
+import type { StoreHealth, StoreSpace } from "../../core/store/object_store.ts";
+
+/** What STAT_SHEEP says of a node's store: space, health (full disk, failed syncs), repairs. */
+export interface NodeStoreState extends StoreSpace {
+  health: StoreHealth;
+  repairs: number;
+}
 import type { Sheep } from "./sheep.ts";
 
 type Handler = (
@@ -337,13 +343,15 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
 }
 
 /** Space of a node's store: asked over the wire for peers; absent when it does not answer. */
-async function nodeSpace(sheep: Sheep, node: RingNode): Promise<Partial<StoreSpace>> {
-  if (node.id === sheep.id) return await sheep.store.space();
+async function nodeSpace(sheep: Sheep, node: RingNode): Promise<Partial<NodeStoreState>> {
+  if (node.id === sheep.id) {
+    return { ...await sheep.store.space(), health: sheep.store.health(), repairs: sheep.repairs };
+  }
   try {
     const response = checkResponse(
       await sheep.peers.get(node).transport.request(requestHeader(Opcode.STAT_SHEEP)),
     );
-    return JSON.parse(new TextDecoder().decode(response.data)) as StoreSpace;
+    return JSON.parse(new TextDecoder().decode(response.data)) as NodeStoreState;
   } catch {
     return {};
   }
@@ -395,7 +403,7 @@ const adminOps: Record<number, Op> = {
       const space = await sheep.store.space();
       reply.rspStoreSize = space.totalBytes;
       reply.rspStoreFree = space.freeBytes;
-      return json(space);
+      return json({ ...space, health: sheep.store.health(), repairs: sheep.repairs });
     },
   },
   [Opcode.STAT_CLUSTER]: {
@@ -494,27 +502,6 @@ function checkVersion(header: Header): void {
   }
 }
 
-/** Requests that need a formatted, joined cluster get the reason it is not one yet. */
-function refuseUnlessServing(status: string): void {
-  switch (status) {
-    case "running":
-    case "minority": // reads still work; writes are refused by the gateway
-      return;
-    case "waiting-for-format":
-      throw new SheepdogError(
-        ResultCode.WAIT_FOR_FORMAT,
-        "Waiting for cluster to be formatted (run: shepherd mkfs --copies=N)",
-      );
-    case "waiting-for-nodes":
-      throw new SheepdogError(
-        ResultCode.WAIT_FOR_JOIN,
-        "Waiting for other nodes to join cluster (or run: shepherd cluster recover force)",
-      );
-    default:
-      throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down");
-  }
-}
-
 /** Dispatches one request, builds the response, counts and times it. Never rejects. */
 export async function handleRequest(
   sheep: Sheep,
@@ -538,7 +525,7 @@ async function dispatch(sheep: Sheep, request: Message, peer: string): Promise<M
         `Unknown opcode 0x${request.header.opcode.toString(16)}`,
       );
     }
-    if (!op.force) refuseUnlessServing(sheep.status);
+    if (!op.force) sheep.checkServing();
     const data = (await op.handle(sheep, request, reply, peer)) ?? EMPTY;
     return { header: reply, data };
   } catch (error) {

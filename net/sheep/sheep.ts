@@ -33,6 +33,7 @@ import type { Message } from "../object/header.ts";
 import { type ClusterConfig, FLAG_STRICT, readConfig, writeConfig } from "./cluster_config.ts";
 import { DirLock } from "./dir_lock.ts";
 import { Gateway, type LocalObjects } from "./gateway.ts";
+import { GatewayAccess } from "./gateway_access.ts";
 import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
 import type { ClusterEvent } from "./cluster_events.ts";
 import type { ClusterState } from "./cluster_state.ts";
@@ -521,6 +522,37 @@ export class Sheep {
     this.#lastNoSpaceLogMs = now;
     this.logger.error(`disk full on ${this.id}: cannot store ${oidToHex(oid)}: ${error.message}`);
   }
+
+  /** Throws the reason this sheep cannot serve clients now (unformatted, waiting, stopping). */
+  checkServing(): void {
+    switch (this.status) {
+      case "running":
+      case "minority": // reads still work; writes are refused by the gateway
+        return;
+      case "waiting-for-format":
+        throw new SheepdogError(
+          ResultCode.WAIT_FOR_FORMAT,
+          "Waiting for cluster to be formatted (run: shepherd mkfs --copies=N)",
+        );
+      case "waiting-for-nodes":
+        throw new SheepdogError(
+          ResultCode.WAIT_FOR_JOIN,
+          "Waiting for other nodes to join cluster (or run: shepherd cluster recover force)",
+        );
+      default:
+        throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down");
+    }
+  }
+
+  /** VDI I/O into this sheep's gateway without an object-protocol hop (the NBD export). */
+  get localAccess(): GatewayAccess {
+    return this.#localAccess ??= new GatewayAccess(
+      this.gateway,
+      this.registry,
+      () => this.checkServing(),
+    );
+  }
+  #localAccess: GatewayAccess | undefined;
 
   /** The local replica operations: the gateway's and peer requests' one way to the store. */
   get local(): LocalObjects {

@@ -125,7 +125,7 @@ export class VdiExportProvider implements ExportProvider {
     if (working !== undefined) return await this.#openWritable(working, options.client);
     const { name: vdiName, ref } = parseVdiRef(name);
     if (ref === undefined) throw ExportError.unknown(name);
-    const access = this.#sheep.localClient(options.client);
+    const access = this.#sheep.localAccess;
     let io: VdiIo;
     try {
       io = await VdiIo.open(access, vdiName, ref);
@@ -181,7 +181,7 @@ export class VdiExportProvider implements ExportProvider {
           if (!this.#forceShared) throw ExportError.locked(name, holder);
         }
       }
-      const io = await VdiIo.open(this.#sheep.localClient(client), name);
+      const io = await VdiIo.open(this.#sheep.localAccess, name);
       return new VdiExport(name, io, {
         readOnly: false,
         follow: (vid) => this.#follow(name, io, vid),

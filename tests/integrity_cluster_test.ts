@@ -1,0 +1,209 @@
+// Goal: a cluster never serves wrong bytes and its copies never stay apart: a sheep that comes
+// back serves the new data, a rotten copy is served from a good one and repaired, a write that
+// fails on one replica leaves every copy equal, and a hostile peer request cannot hurt a sheep.
+// Method: in-process clusters on loopback; faults injected into one node's store or files; every
+// node's copies checked (bytes and version/digest), not only the one that wrote.
+import assert from "node:assert/strict";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import { TestCluster, waitFor } from "./cluster_harness.ts";
+import { randomBytes, withSheep } from "./harness.ts";
+import { VdiIo } from "../core/vdi/io.ts";
+import { targetsOf } from "../core/cluster/view.ts";
+import { isResult, ResultCode, SheepdogError } from "../core/errors.ts";
+import { isDataOid, type Oid, oidToHex } from "../core/vdi/oid.ts";
+import type { Sheep } from "../net/sheep/sheep.ts";
+import { requestHeader } from "../net/object/client.ts";
+import { Opcode } from "../net/object/ops.ts";
+import { ObjectClient } from "../net/object/client.ts";
+import { TcpTransport } from "../net/object/tcp_transport.ts";
+
+const MiB = 1 << 20;
+
+/** Every object is on all its targets, and every copy has the same version, digest and bytes. */
+async function assertCopiesAgree(nodes: Sheep[], copies: number): Promise<number> {
+  const view = nodes[0]!.view;
+  const holders = new Map<Oid, Sheep[]>();
+  for (const sheep of nodes) {
+    for (const oid of await sheep.store.list()) holders.set(oid, [...(holders.get(oid) ?? []), sheep]);
+  }
+  for (const [oid, having] of holders) {
+    const targets = targetsOf(view, oid, Math.min(copies, view.nodes.length)).map((n) => n.id);
+    const ids = having.map((s) => s.id);
+    for (const id of targets) assert.ok(ids.includes(id), `${oidToHex(oid)} missing on ${id}`);
+    const metas = await Promise.all(having.map((s) => s.store.meta(oid)));
+    const size = metas[0]!.size;
+    const first = await having[0]!.store.read(oid, 0, size);
+    for (let i = 1; i < having.length; i++) {
+      assert.equal(metas[i]!.version, metas[0]!.version, `${oidToHex(oid)} versions differ`);
+      assert.equal(metas[i]!.digest, metas[0]!.digest, `${oidToHex(oid)} digests differ`);
+      assert.deepEqual(await having[i]!.store.read(oid, 0, size), first, `${oidToHex(oid)} differs`);
+    }
+  }
+  return holders.size;
+}
+
+function filled(length: number, byte: number): Uint8Array {
+  return new Uint8Array(length).fill(byte);
+}
+
+Deno.test("integrity: a sheep that was killed serves the new data once back, and every copy agrees", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 32 * MiB });
+    const writer = await VdiIo.open(admin.client, "disk");
+    await writer.write(0, filled(8 * MiB, 0xaa));
+    await writer.flush();
+    await cluster.kill(2);
+    await cluster.waitForView(2);
+    await writer.write(0, filled(8 * MiB, 0xbb));
+    await writer.flush();
+    await cluster.startNode(2);
+    await cluster.waitForView(3);
+    await cluster.waitForRecovery();
+    for (const index of [0, 1, 2]) {
+      const io = await VdiIo.open(cluster.admin(index).client, "disk");
+      assert.deepEqual(await io.read(0, 8 * MiB), filled(8 * MiB, 0xbb), `read through node ${index}`);
+    }
+    assert.ok(await assertCopiesAgree(cluster.live(), 3) >= 3);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("integrity: a flipped byte in one copy is served from another and the copy is repaired", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
+    const data = randomBytes(8 * MiB);
+    const writer = await VdiIo.open(admin.client, "disk");
+    await writer.write(0, data);
+    await writer.flush();
+    const victim = cluster.node(1);
+    const oid = (await victim.store.list()).find(isDataOid)!;
+    const file = path.join(victim.store.objectDir, oidToHex(oid));
+    const handle = await fsp.open(file, "r+");
+    const position = 3 * 4096 + 5;
+    const byte = new Uint8Array(1);
+    await handle.read(byte, 0, 1, position);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, position);
+    await handle.close();
+
+    const io = await VdiIo.open(cluster.admin(1).client, "disk");
+    assert.deepEqual(await io.read(0, 8 * MiB), data, "the right bytes, from a good copy");
+    await waitFor("the rotten copy to be repaired", () => victim.repairs > 0);
+    await waitFor("the copy to verify", async () => (await victim.store.verify(oid)).length === 0);
+    assert.ok(victim.store.health().checksumErrors > 0, "the mismatch is counted");
+    await assertCopiesAgree(cluster.live(), 3);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("integrity: with one copy, a rotten block is an I/O error, never wrong bytes", async () => {
+  await withSheep(async ({ sheep, client }) => {
+    await client.newVdi({ name: "solo", sizeBytes: 16 * MiB });
+    const io = await VdiIo.open(client, "solo");
+    await io.write(0, filled(8 * MiB, 0x5a));
+    await io.flush();
+    const oid = (await sheep.store.list()).find(isDataOid)!;
+    const file = path.join(sheep.store.objectDir, oidToHex(oid));
+    const handle = await fsp.open(file, "r+");
+    await handle.write(new Uint8Array([0x00]), 0, 1, 4096 * 7);
+    await handle.close();
+    const first = oid & 0xffffffffn; // data index of the rotten object
+    const start = Number(first) * 4 * MiB;
+    await assert.rejects(
+      io.read(start, 4 * MiB),
+      (error) => isResult(error, ResultCode.EIO),
+    );
+    // The other object still reads.
+    const other = start === 0 ? 4 * MiB : 0;
+    assert.deepEqual(await io.read(other, 4 * MiB), filled(4 * MiB, 0x5a));
+  }, { copies: 1 });
+});
+
+Deno.test("integrity: a write that fails on one replica is repaired there before it is acknowledged", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
+    const io = await VdiIo.open(admin.client, "disk");
+    await io.write(0, filled(4 * MiB, 0x11));
+    await io.flush();
+    const flaky = cluster.node(2);
+    const realWrite = flaky.store.write.bind(flaky.store);
+    let failures = 0;
+    flaky.store.write = (...args) => {
+      if (failures++ === 0) return Promise.reject(new SheepdogError(ResultCode.EIO, "injected"));
+      return realWrite(...args);
+    };
+    await io.write(4096, filled(4096, 0x22));
+    assert.equal(failures, 1, "the write reached the flaky replica once");
+    await io.flush();
+    await assertCopiesAgree(cluster.live(), 3);
+    const back = await (await VdiIo.open(cluster.admin(2).client, "disk")).read(4096, 4096);
+    assert.deepEqual(back, filled(4096, 0x22));
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("integrity: a replica whose disk is full loses its copy instead of keeping a wrong one; copies converge", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
+    const io = await VdiIo.open(admin.client, "disk");
+    await io.write(0, filled(4 * MiB, 0x33));
+    await io.flush();
+    const full = cluster.node(2);
+    const store = full.store;
+    const realWrite = store.write.bind(store);
+    const realCreate = store.create.bind(store);
+    const noSpace = () => Promise.reject(new SheepdogError(ResultCode.NO_SPACE, "disk full"));
+    store.write = noSpace;
+    store.create = noSpace;
+    await assert.rejects(io.write(8192, filled(4096, 0x44)), (e) => isResult(e, ResultCode.NO_SPACE));
+    // Whatever a client reads now, through any node, is one value.
+    const reads = await Promise.all([0, 1, 2].map(async (i) =>
+      (await VdiIo.open(cluster.admin(i).client, "disk")).read(8192, 4096)
+    ));
+    for (const bytes of reads.slice(1)) assert.deepEqual(bytes, reads[0]);
+    store.write = realWrite;
+    store.create = realCreate;
+    // Space is back: the next write repairs the copy first, and all copies agree again.
+    await io.write(8192, filled(4096, 0x55));
+    await io.flush();
+    await assertCopiesAgree(cluster.live(), 3);
+    const back = await (await VdiIo.open(cluster.admin(2).client, "disk")).read(8192, 4096);
+    assert.deepEqual(back, filled(4096, 0x55));
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("integrity: a peer read of 2^31 bytes, or past the object, is refused and the sheep serves on", async () => {
+  await withSheep(async ({ sheep, client }) => {
+    await client.newVdi({ name: "x", sizeBytes: 8 * MiB });
+    const raw = new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: sheep.port }));
+    try {
+      for (const [offset, length] of [[0, 2 ** 31], [4 * MiB - 10, 20], [2 ** 31, 1]]) {
+        const header = requestHeader(Opcode.READ_PEER, { internal: true });
+        header.oid = 0x8000000000000000n | (BigInt(sheep.registry.live()[0]!.vdiId) << 32n);
+        header.offset = offset!;
+        header.dataLength = length!;
+        const response = await raw.transport.request(header);
+        assert.equal(response.header.result, ResultCode.INVALID_PARMS, `${offset}+${length}`);
+      }
+    } finally {
+      await raw.close();
+    }
+    const io = await VdiIo.open(client, "x");
+    await io.write(0, filled(4096, 1));
+    assert.deepEqual(await io.read(0, 4096), filled(4096, 1));
+  });
+});
