@@ -23,8 +23,8 @@ import * as posix from "node:path/posix";
 import { assert } from "../assert.ts";
 import {
   type Disk,
-  type DiskFile,
   diskError,
+  type DiskFile,
   type DiskSpace,
   type DiskStat,
   type OpenMode,
@@ -210,7 +210,12 @@ export class MemDisk implements Disk {
     }
     if (!inode) {
       if (!this.#directories.has(posix.dirname(path))) throw diskError("ENOENT", "open", path);
-      inode = { durable: new SparseBytes(), current: new SparseBytes(), pending: [], failReads: false };
+      inode = {
+        durable: new SparseBytes(),
+        current: new SparseBytes(),
+        pending: [],
+        failReads: false,
+      };
       this.#current.set(path, inode);
       this.#nameOp(path, { kind: "link", path, inode });
     }
@@ -271,7 +276,10 @@ export class MemDisk implements Disk {
 
   space(_directory: string): Promise<DiskSpace> {
     const total = this.#capacity === Infinity ? UNLIMITED_BYTES : this.#capacity;
-    return Promise.resolve({ totalBytes: total, freeBytes: Math.max(0, total - this.#usedBytes()) });
+    return Promise.resolve({
+      totalBytes: total,
+      freeBytes: Math.max(0, total - this.#usedBytes()),
+    });
   }
 
   /** Applies a write to a file's current image, as much as fits (see `setCapacity`). */
