@@ -485,6 +485,8 @@ export class FsObjectStore implements ObjectStore {
     });
     try {
       return await fn(object);
+    } catch (error) {
+      throw this.#failure(error, action);
     } finally {
       object.users--;
       if (object.users === 0) { for (const wake of object.idle.splice(0)) wake(); }
