@@ -142,37 +142,31 @@ class MemFile implements DiskFile {
   }
 
   read(buffer: Uint8Array, position: number): Promise<number> {
-    const inode = this.#check("read");
-    if (inode.failReads) return Promise.reject(diskError("EIO", "read", this.#path));
-    return Promise.resolve(inode.current.read(buffer, position));
+    return attempt(() => {
+      const inode = this.#check("read");
+      if (inode.failReads) throw diskError("EIO", "read", this.#path);
+      return inode.current.read(buffer, position);
+    });
   }
 
   write(data: Uint8Array, position: number): Promise<number> {
-    try {
-      return Promise.resolve(this.#disk.writeTo(this.#check("write"), data, position, this.#path));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return attempt(() => this.#disk.writeTo(this.#check("write"), data, position, this.#path));
   }
 
   datasync(): Promise<void> {
-    try {
-      this.#disk.syncFile(this.#check("fdatasync"), this.#path);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return attempt(() => this.#disk.syncFile(this.#check("fdatasync"), this.#path));
   }
 
   truncate(length: number): Promise<void> {
-    const inode = this.#check("ftruncate");
-    inode.current.truncate(length);
-    inode.pending.push({ kind: "truncate", length });
-    return Promise.resolve();
+    return attempt(() => {
+      const inode = this.#check("ftruncate");
+      inode.current.truncate(length);
+      inode.pending.push({ kind: "truncate", length });
+    });
   }
 
   size(): Promise<number> {
-    return Promise.resolve(this.#check("fstat").current.length);
+    return attempt(() => this.#check("fstat").current.length);
   }
 
   close(): Promise<void> {
@@ -193,11 +187,7 @@ export class MemDisk implements Disk {
   #failSync?: { path?: string };
 
   open(path: string, mode: OpenMode): Promise<DiskFile> {
-    try {
-      return Promise.resolve(this.#open(posix.normalize(path), mode));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return attempt(() => this.#open(posix.normalize(path), mode));
   }
 
   #open(path: string, mode: OpenMode): DiskFile {
@@ -394,6 +384,15 @@ export class MemDisk implements Disk {
     let pages = 0;
     for (const inode of new Set(this.#current.values())) pages += inode.current.pages.size;
     return pages * PAGE_BYTES;
+  }
+}
+
+/** Runs `fn` as an I/O call: its result or its error, settled as a promise. */
+function attempt<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 
