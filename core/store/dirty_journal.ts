@@ -13,6 +13,7 @@
  */
 
 import * as path from "node:path";
+import { ResultCode, SheepdogError } from "../errors.ts";
 import { type Oid, oidFromHex, oidToHex } from "../vdi/oid.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 
@@ -118,7 +119,9 @@ export class DirtyJournal {
 
   async #append(oids: Oid[]): Promise<void> {
     const file = this.#file;
-    if (!file) throw new Error(`The journal ${this.#path} is not open`);
+    if (!file) {
+      throw new SheepdogError(ResultCode.EIO, `The journal ${this.#path} is not open: call open()`);
+    }
     const bytes = encode(oids);
     const at = this.#end;
     // Past a failed append too, so a fragment it left never prefixes the next entry.
