@@ -120,3 +120,27 @@ export class SheepdogError extends Error {
 export function isResult(error: unknown, ...codes: number[]): error is SheepdogError {
   return error instanceof SheepdogError && codes.includes(error.code);
 }
+
+/**
+ * Bytes on disk that are not what was written: a block failing its checksum, a data file shorter
+ * than its object, a missing or damaged checksum file. Code EIO on the wire; the caller reads
+ * another replica and repairs this one. `blocks` lists the bad block indexes when known.
+ */
+export class CorruptionError extends SheepdogError {
+  override name = "CorruptionError";
+  /** Set so code that only sees the options-like shape can tell (see ObjectStore's doc). */
+  readonly corrupt = true;
+  readonly oid: bigint;
+  readonly blocks: readonly number[];
+
+  constructor(oid: bigint, blocks: readonly number[], message: string, options?: ErrorOptions) {
+    super(ResultCode.EIO, message, options);
+    this.oid = oid;
+    this.blocks = blocks;
+  }
+}
+
+/** True when `error` says the stored bytes are corrupt (rather than unreadable or missing). */
+export function isCorruption(error: unknown): error is CorruptionError {
+  return error instanceof CorruptionError;
+}

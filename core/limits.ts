@@ -30,8 +30,12 @@ export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 export const REQUESTS_IN_FLIGHT_MAX = 256;
 /** Bytes a connection may buffer (unanswered request payloads) before the server stops reading. */
 export const CONNECTION_BUFFER_BYTES_MAX = 256 * 1024 * 1024;
-/** Open object file handles a store keeps cached. */
+/** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
+/** Bytes covered by one stored checksum: a read verifies, and a write rehashes, whole blocks. */
+export const CHECKSUM_BLOCK_BYTES = 4096;
+/** Largest object a store accepts: the largest object size `mkfs` allows (2 GiB). */
+export const OBJECT_BYTES_MAX = 2 ** BLOCK_SIZE_SHIFT_MAX;
 /** How long a client waits for a reply before it gives up on a connection. */
 export const REQUEST_TIMEOUT_MS = 60_000;
 /** Default ports. */
@@ -58,5 +62,8 @@ function checkLimits(): void {
   if (MESSAGE_BYTES_MAX < 4664 + 4 * DATA_OBJECTS_PER_VDI_MAX) throw new Error("limits: inode");
   if (MESSAGE_BYTES_MAX < objectSize(BLOCK_SIZE_SHIFT_DEFAULT)) throw new Error("limits: object");
   if (COPIES_DEFAULT > COPIES_MAX) throw new Error("limits: copies");
+  // Object sizes are whole checksum blocks, and a block index fits the meta file's u32 count.
+  if (objectSize(BLOCK_SIZE_SHIFT_MIN) % CHECKSUM_BLOCK_BYTES !== 0) throw new Error("limits: crc");
+  if (OBJECT_BYTES_MAX / CHECKSUM_BLOCK_BYTES > 2 ** 32) throw new Error("limits: crc count");
 }
 checkLimits();

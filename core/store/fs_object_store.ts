@@ -1,139 +1,405 @@
 /**
- * `ObjectStore` on a local file system: one file per object under `DIR/obj/`, named by the oid in
- * 16 lowercase hex digits (Sheepdog's "plain" store). Creates go through a temporary file, a data
- * sync, a rename and a directory sync. Writes are positional (pwrite), never a read-modify-write
- * of the object; files are sparse, so unwritten ranges take no space and read as zeros.
+ * `ObjectStore` on a `Disk`: one data file per object under `DIR/obj/`, named by the oid in 16
+ * lowercase hex digits (Sheepdog's "plain" store), and beside it `<oid>.meta`, its version, size
+ * and a CRC-32 per 4 KiB block (layout in checksum_meta.ts).
+ *
+ * Creates write a temporary data file (ftruncate to the object's size, so it is sparse and
+ * exactly `size` bytes, then the data) and a temporary checksum file, sync both, rename them into
+ * place and sync the directory. Writes are positional: the data, then the checksums of the blocks
+ * they touched; a write that covers part of a block reads the block back to hash it.
+ *
+ * Durability. Objects with writes not yet synced are tracked apart from the file handle cache, so
+ * evicting a handle (which syncs first) or a flush never forgets one. A failed sync is sticky:
+ * Linux may have dropped the unsynced pages and reports the failure once, so a later sync that
+ * "succeeds" proves nothing; the store fails every later flush and refuses writes until restart.
+ *
+ * Crash detection. Data and checksums are two files, and after a crash either may hold writes the
+ * other lacks; an object's checksums then fail against its data although nothing rotted. Instead of
+ * ordering the two writes with a sync between them (a sync per write) or versioning each block
+ * (more metadata per write and still a window), the store keeps a journal (`.dirty`) of objects
+ * that may hold unsynced writes: an object's entry is made durable (one shared sync per burst,
+ * see dirty_journal.ts) before its first unsynced write. After a crash, `open` recomputes the
+ * checksums of every listed object from its data and marks it UNVERIFIED, keeping its version: it
+ * is self-consistent but may lack some of its last writes, so recovery compares it with its
+ * replicas before trusting it. The write path stays at two pwrites, the common crash case
+ * (unsynced writes) never looks like rot, and real rot in objects that were synced is still
+ * caught, because their checksums are never recomputed.
+ *
+ * Older data directories: data files without a checksum file are adopted on first access (version
+ * 0, UNVERIFIED, size rounded up to 4 KiB) while the directory's `.format` file says it is being
+ * adopted; once every object has one, a missing checksum file is corruption.
  *
  * @module
  */
 
-import * as fs from "node:fs";
-import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { OPEN_FILES_MAX } from "../limits.ts";
-import { ResultCode, SheepdogError } from "../errors.ts";
-import { type Oid, oidFromHex, oidToHex } from "../vdi/oid.ts";
-import type { ObjectStore, StoreSpace } from "./object_store.ts";
+import process from "node:process";
+import { assert } from "../assert.ts";
+import { CorruptionError, ResultCode, SheepdogError } from "../errors.ts";
+import {
+  CHECKSUM_BLOCK_BYTES,
+  MESSAGE_BYTES_MAX,
+  OBJECT_BYTES_MAX,
+  OPEN_FILES_MAX,
+} from "../limits.ts";
+import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
+import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
+import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
+import { DirtyJournal } from "./dirty_journal.ts";
+import { fsDisk } from "./fs_disk.ts";
+import type { BadBlock, ObjectMeta, ObjectStore, StoreHealth, StoreSpace } from "./object_store.ts";
+import { RangeLock } from "./range_lock.ts";
 
-/** Maps a file system error to a Sheepdog operating error naming what failed. */
-function storeError(error: unknown, action: string): SheepdogError {
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === "ENOENT") return new SheepdogError(ResultCode.NO_OBJ, `${action}: no such object`);
-  if (code === "ENOSPC" || code === "EDQUOT") {
-    return new SheepdogError(ResultCode.NO_SPACE, `${action}: the disk is full`, { cause: error });
-  }
-  const text = error instanceof Error ? error.message : String(error);
-  return new SheepdogError(ResultCode.EIO, `${action}: ${text}`, { cause: error });
+export { syncDirectory } from "./fs_disk.ts";
+
+/** Objects whose handles stay cached: each holds two files (data and checksums). */
+const CACHED_OBJECTS_MAX = OPEN_FILES_MAX / 2;
+/** Objects a flush syncs at once. */
+const FLUSH_PARALLEL = 16;
+/** A checksum update writes header and entries in one pwrite when they are this close. */
+const META_COALESCE_BYTES = 16 * 1024;
+/** Bytes `verify` and checksum rebuilds read at a time. */
+const SCAN_BYTES = 1024 * 1024;
+const B = CHECKSUM_BLOCK_BYTES;
+const JOURNAL_NAME = ".dirty";
+const FORMAT_NAME = ".format";
+const FORMAT_TEXT = "sheepdog object store 1\n";
+const ADOPTING_TEXT = "sheepdog object store 1 adopting\n";
+
+/** An object with its files open and its checksums in memory. */
+interface OpenObject {
+  readonly oid: Oid;
+  readonly data: DiskFile;
+  readonly metaFile: DiskFile;
+  readonly meta: ChecksumMeta;
+  readonly locks: RangeLock;
+  /** Calls in progress; an object is closed only at zero, so no write loses its handle. */
+  users: number;
+  idle: (() => void)[];
+  /** Out of the cache: new calls open the object afresh (after it has closed). */
+  retired: boolean;
+  /** Checksum entries [metaFrom, metaTo] and maybe the header changed but are not written. */
+  metaFrom: number;
+  metaTo: number;
+  headerDirty: boolean;
+  metaTail: Promise<void>;
+  nextMetaWrite?: Promise<void>;
+}
+
+interface Slot {
+  opening: Promise<OpenObject>;
+  value?: OpenObject;
 }
 
 /** Objects as files under `objectDir`. */
 export class FsObjectStore implements ObjectStore {
   readonly objectDir: string;
-  #handles = new Map<Oid, Promise<fsp.FileHandle>>(); // insertion order = LRU order
-  #dirty = new Set<Oid>();
+  readonly #disk: Disk;
+  readonly #journal: DirtyJournal;
+  #slots = new Map<Oid, Slot>(); // insertion order = LRU order
+  #closing = new Map<Oid, Promise<void>>();
+  /** Objects with writes not known durable, with a count bumped by each write. */
+  #dirty = new Map<Oid, number>();
+  #dirtyDirectory = false;
+  #adoptLegacy = false;
+  #syncError?: SheepdogError;
+  #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
 
-  constructor(objectDir: string) {
+  constructor(objectDir: string, disk: Disk = fsDisk) {
     this.objectDir = objectDir;
+    this.#disk = disk;
+    this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
-  /** Creates the object directory and removes temporary files a crash left behind. */
+  /**
+   * Prepares the directory: removes temporary files a crash left, rebuilds the checksums of the
+   * objects the journal lists (UNVERIFIED), removes checksum files without data, starts a new
+   * journal. Call once, before anything else.
+   */
   async open(): Promise<void> {
-    await fsp.mkdir(this.objectDir, { recursive: true });
-    for (const name of await fsp.readdir(this.objectDir)) {
-      if (name.endsWith(".tmp")) await fsp.rm(path.join(this.objectDir, name), { force: true });
+    await this.#disk.mkdir(this.objectDir);
+    for (const name of await this.#disk.readdir(this.objectDir)) {
+      if (name.endsWith(".tmp")) await this.#unlinkIfPresent(path.join(this.objectDir, name));
     }
+    const suspects = await DirtyJournal.read(this.#disk, path.join(this.objectDir, JOURNAL_NAME));
+    const names = await this.#disk.readdir(this.objectDir);
+    await this.#checkFormat(names);
+    const unrepaired: Oid[] = [];
+    for (const oid of suspects) {
+      await this.#rebuildChecksums(oid).catch(() => unrepaired.push(oid));
+    }
+    for (const name of names) {
+      const data = name.endsWith(".meta") ? name.slice(0, -5) : undefined;
+      if (data && oidFromHex(data) !== undefined && !names.includes(data)) {
+        await this.#unlinkIfPresent(path.join(this.objectDir, name));
+      }
+    }
+    await this.#disk.syncDir(this.objectDir);
+    // Objects that could not be rebuilt stay listed, so the next start tries again.
+    await this.#journal.rewrite(unrepaired);
   }
 
-  #path(oid: Oid): string {
+  #dataPath(oid: Oid): string {
     return path.join(this.objectDir, oidToHex(oid));
   }
 
-  async #handle(oid: Oid): Promise<fsp.FileHandle> {
-    const cached = this.#handles.get(oid);
-    if (cached) {
-      this.#handles.delete(oid);
-      this.#handles.set(oid, cached);
-      return cached;
-    }
-    const opening = fsp.open(this.#path(oid), "r+");
-    this.#handles.set(oid, opening);
-    opening.catch(() => this.#handles.delete(oid));
-    await this.#evictBeyondLimit();
-    return opening;
+  #metaPath(oid: Oid): string {
+    return path.join(this.objectDir, oidToHex(oid) + ".meta");
   }
 
-  async #evictBeyondLimit(): Promise<void> {
-    while (this.#handles.size > OPEN_FILES_MAX) {
-      const [oldest, handle] = this.#handles.entries().next().value!;
-      this.#handles.delete(oldest);
-      const file = await handle.catch(() => undefined);
-      if (!file) continue;
-      // A dirty file is synced before its handle goes, so `flush` never misses it.
-      if (this.#dirty.delete(oldest)) await file.datasync().catch(() => undefined);
-      await file.close().catch(() => undefined);
-    }
+  #tempPath(name: string): string {
+    return path.join(this.objectDir, `${name}.${process.pid}.${this.#tempCounter++}.tmp`);
   }
 
-  async #dropHandle(oid: Oid): Promise<void> {
-    const handle = this.#handles.get(oid);
-    if (!handle) return;
-    this.#handles.delete(oid);
-    this.#dirty.delete(oid);
-    const file = await handle.catch(() => undefined);
-    await file?.close().catch(() => undefined);
-  }
+  // ---- Operations ----
 
-  async create(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+  async create(
+    oid: Oid,
+    data: Uint8Array,
+    offset: number,
+    options: { size: number; version: number },
+  ): Promise<void> {
     const action = `Cannot create object ${oidToHex(oid)}`;
-    const temp = `${this.#path(oid)}.${process.pid}.${this.#tempCounter++}.tmp`;
+    this.#refuseWrites(action);
+    const { size, version } = options;
+    if (!Number.isSafeInteger(size) || size < 0 || size > OBJECT_BYTES_MAX) {
+      throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: bad size ${size}`);
+    }
+    checkVersion(action, version);
+    checkRange(action, offset, data.length, size);
+    const meta = ChecksumMeta.create(size, version);
+    hashCreated(meta, data, offset);
+    const dataTemp = this.#tempPath(oidToHex(oid));
+    const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
-      const file = await fsp.open(temp, "wx");
-      try {
-        await writeAll(file, data, offset);
-        await file.datasync();
-      } finally {
-        await file.close();
-      }
-      await this.#dropHandle(oid);
-      await fsp.rename(temp, this.#path(oid));
-      await syncDirectory(this.objectDir);
+      await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset);
+      await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
+      await this.#install(oid, dataTemp, metaTemp);
     } catch (error) {
-      await fsp.rm(temp, { force: true }).catch(() => undefined);
-      throw storeError(error, action);
+      await this.#unlinkIfPresent(dataTemp);
+      await this.#unlinkIfPresent(metaTemp);
+      throw this.#failure(error, action);
     }
   }
 
-  async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+  /**
+   * Renames a created object's files into place. A new object gets its checksums first, so a
+   * crash between the renames leaves none (open removes checksums without data). A replaced one
+   * gets its data first, so a crash leaves the new data under the old version, never old data
+   * under a new one; it is journaled first, so open rebuilds its checksums either way.
+   */
+  async #install(oid: Oid, dataTemp: string, metaTemp: string): Promise<void> {
+    const replacing = await this.exists(oid);
+    if (replacing) {
+      await this.#journaled(oid);
+      await this.#retire(oid, false);
+      await this.#disk.rename(dataTemp, this.#dataPath(oid));
+      await this.#disk.rename(metaTemp, this.#metaPath(oid));
+    } else {
+      await this.#disk.rename(metaTemp, this.#metaPath(oid));
+      await this.#disk.rename(dataTemp, this.#dataPath(oid));
+    }
+    await this.#syncDirectory(`creating ${objectName(oid)}`);
+  }
+
+  async #writeNewFile(
+    what: string,
+    file: string,
+    size: number,
+    data: Uint8Array,
+    offset: number,
+  ): Promise<void> {
+    const handle = await this.#disk.open(file, "wx+");
     try {
-      const file = await this.#handle(oid);
-      await writeAll(file, data, offset);
-      this.#dirty.add(oid);
+      await handle.truncate(size);
+      await writeAll(handle, data, offset);
+      await this.#sync(what, handle);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  async write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void> {
+    const action = `Cannot write object ${oidToHex(oid)}`;
+    this.#refuseWrites(action);
+    checkVersion(action, version);
+    checkRange(action, offset, data.length, OBJECT_BYTES_MAX);
+    await this.#use(oid, action, async (object) => {
+      checkRange(action, offset, data.length, object.meta.size);
+      this.#markDirty(oid);
+      await this.#journaled(oid).catch((error) => {
+        throw this.#failure(error, action);
+      });
+      const [first, last] = blockSpan(offset, data.length);
+      const failure = await this.#writeBlocks(object, data, offset, version);
+      await this.#persistMeta(object, first, last).catch((error) => {
+        throw this.#failure(error, action);
+      });
+      this.#markDirty(oid);
+      if (failure !== undefined) throw this.#failure(failure, action);
+    });
+  }
+
+  /**
+   * Writes the data and updates the checksums of the blocks it touched, under their lock. On a
+   * failed write (ENOSPC part-way, EIO) the checksums are recomputed from what reached the disk,
+   * so the copy stays self-consistent, and the version is kept; the failure is returned.
+   */
+  async #writeBlocks(
+    object: OpenObject,
+    data: Uint8Array,
+    offset: number,
+    version: number,
+  ): Promise<unknown> {
+    const [first, last] = blockSpan(offset, data.length);
+    const release = await object.locks.lock(first, last, true);
+    let failure: unknown;
+    try {
+      await writeAll(object.data, data, offset).catch((error) => failure = error);
+      await this.#rehash(object, failure === undefined ? data : undefined, offset, first, last);
+      if (failure === undefined && object.meta.raiseVersion(version)) object.headerDirty = true;
     } catch (error) {
-      throw storeError(error, `Cannot write object ${oidToHex(oid)}`);
+      // The checksums in memory no longer describe the disk: forget them, and let the next
+      // access find the mismatch (or the restart rebuild them: the object is journaled).
+      void this.#retire(object.oid, false);
+      failure ??= error;
+    } finally {
+      release();
+    }
+    return failure;
+  }
+
+  /** Recomputes the CRCs of blocks [first, last]: from `data` where it covers a whole block. */
+  async #rehash(
+    object: OpenObject,
+    data: Uint8Array | undefined,
+    offset: number,
+    first: number,
+    last: number,
+  ): Promise<void> {
+    const { meta } = object;
+    const block = new Uint8Array(B);
+    for (let index = first; index <= last; index++) {
+      const start = index * B;
+      const length = meta.blockLength(index);
+      if (data && offset <= start && start + length <= offset + data.length) {
+        meta.setCrc(index, blockCrc(data.subarray(start - offset, start + length - offset)));
+        continue;
+      }
+      const read = await readFully(object.data, block.subarray(0, length), start);
+      if (read < length) throw new Error(`the data file ends at byte ${start + read}`);
+      meta.setCrc(index, blockCrc(block.subarray(0, length)));
+    }
+    if (first <= last) {
+      object.metaFrom = Math.min(object.metaFrom, first);
+      object.metaTo = Math.max(object.metaTo, last);
     }
   }
 
   async read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
-    try {
-      const file = await this.#handle(oid);
-      const buffer = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await file.read(buffer, done, length - done, offset + done);
-        if (bytesRead === 0) break; // Past the end of a sparse object: the rest stays zero.
-        done += bytesRead;
+    const action = `Cannot read object ${oidToHex(oid)}`;
+    checkRange(action, offset, length, OBJECT_BYTES_MAX);
+    if (length > MESSAGE_BYTES_MAX) {
+      throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: ${length} bytes is too long`);
+    }
+    return await this.#use(oid, action, async (object) => {
+      checkRange(action, offset, length, object.meta.size);
+      if (length === 0) return new Uint8Array(0);
+      const first = Math.floor(offset / B);
+      const last = Math.floor((offset + length - 1) / B);
+      const start = first * B;
+      const buffer = new Uint8Array(Math.min((last + 1) * B, object.meta.size) - start);
+      const bad = await this.#readBlocks(object, buffer, first);
+      if (bad.length > 0) {
+        this.#health.checksumErrors++;
+        throw new CorruptionError(oid, bad.map((block) => block.index), bad[0]!.reason);
       }
-      return buffer;
-    } catch (error) {
-      throw storeError(error, `Cannot read object ${oidToHex(oid)}`);
+      return buffer.subarray(offset - start, offset - start + length);
+    });
+  }
+
+  /** Reads whole blocks from block `first` into `buffer` and returns those that fail. */
+  async #readBlocks(object: OpenObject, buffer: Uint8Array, first: number): Promise<BadBlock[]> {
+    const last = first + Math.ceil(buffer.length / B) - 1;
+    const release = await object.locks.lock(first, last, false);
+    try {
+      const read = await readFully(object.data, buffer, first * B);
+      return checkBlocks(object, buffer, first, read);
+    } finally {
+      release();
     }
   }
 
-  async exists(oid: Oid): Promise<boolean> {
-    if (this.#handles.has(oid)) return true;
+  async meta(oid: Oid): Promise<ObjectMeta | undefined> {
+    const action = `Cannot read the metadata of object ${oidToHex(oid)}`;
     try {
-      await fsp.access(this.#path(oid));
+      return await this.#use(oid, action, (object) => {
+        const { meta } = object;
+        return Promise.resolve({
+          version: meta.version,
+          size: meta.size,
+          digest: meta.digest(),
+          verified: !meta.unverified,
+        });
+      });
+    } catch (error) {
+      if (error instanceof SheepdogError && error.code === ResultCode.NO_OBJ) return undefined;
+      throw error;
+    }
+  }
+
+  async markVerified(oid: Oid): Promise<void> {
+    const action = `Cannot mark object ${oidToHex(oid)} verified`;
+    this.#refuseWrites(action);
+    await this.#use(oid, action, async (object) => {
+      if (!object.meta.setUnverified(false)) return;
+      object.headerDirty = true;
+      try {
+        await this.#persistMeta(object, 0, -1);
+        await this.#sync(objectName(oid), object.metaFile);
+      } catch (error) {
+        throw this.#failure(error, action);
+      }
+    });
+  }
+
+  async verify(oid: Oid): Promise<BadBlock[]> {
+    const action = `Cannot verify object ${oidToHex(oid)}`;
+    try {
+      const bad = await this.#use(oid, action, (object) => this.#scan(object));
+      if (bad.length > 0) this.#health.checksumErrors++;
+      return bad;
+    } catch (error) {
+      // Unusable checksums or a short data file (already counted when the open found it).
+      if (!(error instanceof CorruptionError)) throw error;
+      const bad = error.blocks.map((index) => ({ index, reason: error.message }));
+      return bad.length > 0 ? bad : [{ index: 0, reason: error.message }];
+    }
+  }
+
+  async #scan(object: OpenObject): Promise<BadBlock[]> {
+    const bad: BadBlock[] = [];
+    const { size } = object.meta;
+    for (let start = 0; start < size; start += SCAN_BYTES) {
+      const buffer = new Uint8Array(Math.min(SCAN_BYTES, size - start));
+      const first = start / B;
+      try {
+        bad.push(...await this.#readBlocks(object, buffer, first));
+      } catch (error) {
+        const reason = `Object ${oidToHex(object.oid)}: cannot be read: ${message(error)}`;
+        for (let index = first; index * B < start + buffer.length; index++) {
+          bad.push({ index, reason });
+        }
+      }
+    }
+    return bad;
+  }
+
+  async exists(oid: Oid): Promise<boolean> {
+    if (this.#slots.get(oid)?.value) return true;
+    try {
+      await this.#disk.stat(this.#dataPath(oid));
       return true;
     } catch {
       return false;
@@ -141,76 +407,578 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async remove(oid: Oid): Promise<void> {
-    await this.#dropHandle(oid);
+    await this.#retire(oid, false);
     try {
-      await fsp.rm(this.#path(oid), { force: true });
+      // Data first: a crash in between leaves checksums without data, which open removes.
+      await this.#unlinkIfPresent(this.#dataPath(oid));
+      await this.#unlinkIfPresent(this.#metaPath(oid));
     } catch (error) {
-      throw storeError(error, `Cannot remove object ${oidToHex(oid)}`);
+      throw this.#failure(error, `Cannot remove object ${oidToHex(oid)}`);
     }
+    this.#dirty.delete(oid);
+    this.#dirtyDirectory = true;
   }
 
   async list(): Promise<Oid[]> {
     const oids: Oid[] = [];
-    for (const name of await fsp.readdir(this.objectDir)) {
+    for (const name of await this.#disk.readdir(this.objectDir)) {
       const oid = oidFromHex(name);
       if (oid !== undefined) oids.push(oid);
     }
     return oids;
   }
 
-  async flush(): Promise<void> {
-    const dirty = [...this.#dirty];
-    this.#dirty.clear();
-    await Promise.all(dirty.map(async (oid) => {
-      const handle = this.#handles.get(oid);
-      if (!handle) return; // Evicted handles were synced on eviction.
-      try {
-        await (await handle).datasync();
-      } catch (error) {
-        this.#dirty.add(oid);
-        throw storeError(error, `Cannot sync object ${oidToHex(oid)}`);
-      }
-    }));
+  async flush(vid?: number): Promise<void> {
+    if (this.#syncError) throw this.#syncError;
+    const oids = [...this.#dirty.keys()].filter((oid) =>
+      vid === undefined || oidToVid(oid) === vid
+    );
+    const failures: unknown[] = [];
+    for (let at = 0; at < oids.length; at += FLUSH_PARALLEL) {
+      const batch = oids.slice(at, at + FLUSH_PARALLEL);
+      await Promise.all(batch.map((oid) => this.#syncDirty(oid).catch((e) => failures.push(e))));
+    }
+    if (this.#dirtyDirectory && failures.length === 0) {
+      this.#dirtyDirectory = false;
+      await this.#syncDirectory("after removals").catch((error) => failures.push(error));
+    }
+    if (
+      vid === undefined && failures.length === 0 &&
+      this.#journal.hasStale((oid) => this.#dirty.has(oid))
+    ) {
+      await this.#journal.rewrite(this.#dirty.keys()).catch((error) => {
+        failures.push(this.#syncFailed(`Cannot rewrite the journal ${JOURNAL_NAME}`, error));
+      });
+    }
+    if (this.#syncError) throw this.#syncError;
+    if (failures.length > 0) throw failures[0];
+  }
+
+  health(): StoreHealth {
+    return { ...this.#health, syncError: this.#syncError?.message };
   }
 
   async space(): Promise<StoreSpace> {
-    const stats = await fsp.statfs(this.objectDir);
-    const totalBytes = stats.blocks * stats.bsize;
-    const freeBytes = stats.bavail * stats.bsize;
+    const { totalBytes, freeBytes } = await this.#disk.space(this.objectDir);
     let usedBytes = 0;
-    for (const name of await fsp.readdir(this.objectDir)) {
-      if (oidFromHex(name) === undefined) continue;
-      const stat = await fsp.stat(path.join(this.objectDir, name)).catch(() => undefined);
-      usedBytes += stat ? stat.blocks * 512 : 0;
+    for (const name of await this.#disk.readdir(this.objectDir)) {
+      const data = name.endsWith(".meta") ? name.slice(0, -5) : name;
+      if (oidFromHex(data) === undefined) continue;
+      const stat = await this.#disk.stat(path.join(this.objectDir, name)).catch(() => undefined);
+      usedBytes += stat?.allocatedBytes ?? 0;
     }
     return { usedBytes, freeBytes, totalBytes };
   }
 
   async close(): Promise<void> {
     await this.flush().catch(() => undefined);
-    const handles = [...this.#handles.values()];
-    this.#handles.clear();
-    for (const handle of handles) {
-      const file = await handle.catch(() => undefined);
-      await file?.close().catch(() => undefined);
+    for (const oid of [...this.#slots.keys()]) await this.#retire(oid, true);
+    await this.#journal.close();
+  }
+
+  // ---- The handle cache ----
+
+  /** Runs `fn` with `oid` open; it cannot be closed while `fn` runs. */
+  async #use<T>(oid: Oid, action: string, fn: (object: OpenObject) => Promise<T>): Promise<T> {
+    const object = await this.#acquire(oid).catch((error) => {
+      throw this.#failure(error, action);
+    });
+    try {
+      return await fn(object);
+    } catch (error) {
+      throw this.#failure(error, action);
+    } finally {
+      object.users--;
+      if (object.users === 0) { for (const wake of object.idle.splice(0)) wake(); }
+    }
+  }
+
+  async #acquire(oid: Oid): Promise<OpenObject> {
+    for (;;) {
+      const closing = this.#closing.get(oid);
+      if (closing) {
+        await closing;
+        continue;
+      }
+      let slot = this.#slots.get(oid);
+      const opened = !slot;
+      if (slot) {
+        this.#slots.delete(oid);
+        this.#slots.set(oid, slot);
+      } else {
+        slot = this.#openSlot(oid);
+      }
+      const object = await slot.opening;
+      if (object.retired) continue; // evicted while we waited: open it again
+      object.users++;
+      if (opened) await this.#evictBeyondLimit();
+      return object;
+    }
+  }
+
+  #openSlot(oid: Oid): Slot {
+    const slot: Slot = { opening: this.#openObject(oid) };
+    this.#slots.set(oid, slot);
+    slot.opening.then(
+      (object) => slot.value = object,
+      () => {
+        if (this.#slots.get(oid) === slot) this.#slots.delete(oid);
+      },
+    );
+    return slot;
+  }
+
+  async #evictBeyondLimit(): Promise<void> {
+    while (this.#slots.size > CACHED_OBJECTS_MAX) {
+      const victim = [...this.#slots.values()].find((slot) => slot.value?.users === 0);
+      if (!victim) return; // every cached object is in use: stay over the limit for now
+      await this.#retire(victim.value!.oid, true);
+    }
+  }
+
+  /**
+   * Takes `oid` out of the cache and closes it once no call uses it; with `sync`, a dirty object
+   * is synced first (its dirty mark stays if that fails). Later calls wait, then open it afresh.
+   */
+  #retire(oid: Oid, sync: boolean): Promise<void> {
+    const slot = this.#slots.get(oid);
+    if (!slot) return this.#closing.get(oid) ?? Promise.resolve();
+    this.#slots.delete(oid);
+    if (slot.value) slot.value.retired = true;
+    const done = (async () => {
+      const object = await slot.opening.catch(() => undefined);
+      if (!object) return;
+      object.retired = true;
+      while (object.users > 0) await new Promise<void>((wake) => object.idle.push(wake));
+      if (sync) {
+        await this.#persistMeta(object, 0, -1).catch(() => undefined);
+        await this.#syncDirty(oid, object).catch(() => undefined);
+      }
+      await object.data.close().catch(() => undefined);
+      await object.metaFile.close().catch(() => undefined);
+    })();
+    this.#closing.set(oid, done);
+    void done.finally(() => {
+      if (this.#closing.get(oid) === done) this.#closing.delete(oid);
+    });
+    return done;
+  }
+
+  /** Opens an object's files and checks its checksum file against its data file's length. */
+  async #openObject(oid: Oid): Promise<OpenObject> {
+    const data = await this.#disk.open(this.#dataPath(oid), "r+");
+    try {
+      let meta = await this.#readMeta(oid);
+      if (meta === undefined && this.#adoptLegacy) {
+        await this.#rebuildChecksums(oid);
+        await this.#syncDirectory(`adopting ${objectName(oid)}`);
+        meta = await this.#readMeta(oid);
+      }
+      const length = await data.size();
+      const problem = meta === undefined
+        ? "its checksum file is missing"
+        : typeof meta === "string"
+        ? `its checksum file is corrupt: ${meta}`
+        : length !== meta.size
+        ? `its data file is ${length} bytes, not ${meta.size}`
+        : undefined;
+      if (problem !== undefined || !(meta instanceof ChecksumMeta)) {
+        const blocks = badBlocksOf(meta, length);
+        this.#health.checksumErrors++;
+        throw new CorruptionError(oid, blocks, `Object ${oidToHex(oid)}: ${problem}`);
+      }
+      const metaFile = await this.#disk.open(this.#metaPath(oid), "r+");
+      return newOpenObject(oid, data, metaFile, meta);
+    } catch (error) {
+      await data.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** The parsed checksum file, a string saying why it is invalid, or undefined if missing. */
+  async #readMeta(oid: Oid): Promise<ChecksumMeta | string | undefined> {
+    let file: DiskFile;
+    try {
+      file = await this.#disk.open(this.#metaPath(oid), "r+");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return undefined;
+      throw error;
+    }
+    try {
+      const length = await file.size();
+      if (length > META_HEADER_BYTES + 4 * (OBJECT_BYTES_MAX / B)) return `it is ${length} bytes`;
+      const bytes = new Uint8Array(length);
+      return ChecksumMeta.parse(bytes.subarray(0, await readFully(file, bytes, 0)));
+    } catch (error) {
+      return `it cannot be read: ${message(error)}`;
+    } finally {
+      await file.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Recomputes an object's checksums from its data, UNVERIFIED, keeping its version (0 and a
+   * size rounded up to a whole block when its checksum file is missing or unreadable). Used after
+   * a crash for journaled objects, and to adopt objects from older builds.
+   */
+  async #rebuildChecksums(oid: Oid): Promise<void> {
+    let data: DiskFile;
+    try {
+      data = await this.#disk.open(this.#dataPath(oid), "r+");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return; // removed before the crash
+      throw error;
+    }
+    try {
+      const old = await this.#readMeta(oid);
+      const length = await data.size();
+      const size = old instanceof ChecksumMeta ? old.size : Math.ceil(length / B) * B;
+      const meta = ChecksumMeta.create(size, old instanceof ChecksumMeta ? old.version : 0);
+      meta.setUnverified(true);
+      if (length !== size) await data.truncate(size);
+      await hashFile(data, meta);
+      await this.#sync(objectName(oid), data);
+      const temp = this.#tempPath(oidToHex(oid) + ".meta");
+      await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
+      await this.#disk.rename(temp, this.#metaPath(oid));
+    } finally {
+      await data.close().catch(() => undefined);
+    }
+  }
+
+  async #checkFormat(names: string[]): Promise<void> {
+    const marker = path.join(this.objectDir, FORMAT_NAME);
+    const text = await this.#readText(marker);
+    const metaless = names.some((name) =>
+      oidFromHex(name) !== undefined && !names.includes(`${name}.meta`)
+    );
+    this.#adoptLegacy = metaless && (text === undefined || text === ADOPTING_TEXT);
+    const wanted = this.#adoptLegacy ? ADOPTING_TEXT : FORMAT_TEXT;
+    if (text === wanted || (text !== undefined && text !== ADOPTING_TEXT)) return;
+    const temp = this.#tempPath(FORMAT_NAME);
+    const bytes = new TextEncoder().encode(wanted);
+    await this.#writeNewFile(`the file ${FORMAT_NAME}`, temp, bytes.length, bytes, 0);
+    await this.#disk.rename(temp, marker);
+  }
+
+  async #readText(file: string): Promise<string | undefined> {
+    try {
+      const handle = await this.#disk.open(file, "r+");
+      try {
+        const bytes = new Uint8Array(Math.min(await handle.size(), 4096));
+        return new TextDecoder().decode(bytes.subarray(0, await readFully(handle, bytes, 0)));
+      } finally {
+        await handle.close();
+      }
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return undefined;
+      throw error;
+    }
+  }
+
+  // ---- Checksum file updates ----
+
+  /**
+   * Writes the changed parts of an object's checksum file (entries [first, last] and the header
+   * if it changed, plus whatever earlier calls left unwritten). Updates queue one behind the other
+   * and each writes the current bytes, so the last header written is the newest; updates that
+   * arrive while one runs share the next.
+   */
+  #persistMeta(object: OpenObject, first: number, last: number): Promise<void> {
+    if (first <= last) {
+      object.metaFrom = Math.min(object.metaFrom, first);
+      object.metaTo = Math.max(object.metaTo, last);
+    }
+    if (object.metaFrom > object.metaTo && !object.headerDirty) {
+      return object.nextMetaWrite ?? Promise.resolve();
+    }
+    if (!object.nextMetaWrite) {
+      const job = object.metaTail.catch(() => undefined).then(() => {
+        object.nextMetaWrite = undefined;
+        return writeMetaChanges(object);
+      });
+      object.nextMetaWrite = job;
+      object.metaTail = job;
+    }
+    return object.nextMetaWrite;
+  }
+
+  // ---- Durability ----
+
+  #markDirty(oid: Oid): void {
+    this.#dirty.set(oid, (this.#dirty.get(oid) ?? 0) + 1);
+  }
+
+  #journaled(oid: Oid): Promise<void> {
+    return this.#journal.add(oid).catch((error) => {
+      if (errorCode(error) === "ENOSPC") throw error;
+      throw this.#syncFailed(`Cannot journal object ${oidToHex(oid)}`, error);
+    });
+  }
+
+  /**
+   * Syncs a dirty object's data, then its checksums. Its dirty mark goes only if no write
+   * completed meanwhile (those may have missed the sync).
+   */
+  async #syncDirty(oid: Oid, cached?: OpenObject): Promise<void> {
+    const mark = this.#dirty.get(oid);
+    if (mark === undefined) return;
+    const object = cached ?? this.#slots.get(oid)?.value;
+    if (object && !object.retired) {
+      object.users++;
+      try {
+        await this.#sync(objectName(oid), object.data);
+        await this.#sync(objectName(oid), object.metaFile);
+      } finally {
+        object.users--;
+        if (object.users === 0) { for (const wake of object.idle.splice(0)) wake(); }
+      }
+    } else if (object) {
+      await this.#sync(objectName(oid), object.data);
+      await this.#sync(objectName(oid), object.metaFile);
+    } else {
+      // Another file descriptor of the same file syncs the same pages.
+      if (!await this.#syncPath(oid, this.#dataPath(oid))) return this.#clean(oid, mark);
+      await this.#syncPath(oid, this.#metaPath(oid));
+    }
+    this.#clean(oid, mark);
+  }
+
+  #clean(oid: Oid, mark: number): void {
+    if (this.#dirty.get(oid) === mark) this.#dirty.delete(oid);
+  }
+
+  /** Syncs a file by path; false when it does not exist (removed meanwhile). */
+  async #syncPath(oid: Oid, file: string): Promise<boolean> {
+    let handle: DiskFile;
+    try {
+      handle = await this.#disk.open(file, "r+");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return false;
+      throw this.#syncFailed(`Cannot sync ${objectName(oid)}`, error);
+    }
+    try {
+      await this.#sync(objectName(oid), handle);
+      return true;
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  /** Syncs `file`, of `what` (for the error: "object 00000000000000ab", "the file .format"). */
+  async #sync(what: string, file: DiskFile): Promise<void> {
+    try {
+      await file.datasync();
+    } catch (error) {
+      throw this.#syncFailed(`Cannot sync ${what}`, error);
+    }
+  }
+
+  async #syncDirectory(why: string): Promise<void> {
+    try {
+      await this.#disk.syncDir(this.objectDir);
+    } catch (error) {
+      throw this.#syncFailed(`Cannot sync the object directory (${why})`, error);
+    }
+  }
+
+  /** Records a failed sync; the first one becomes the store's sticky error. */
+  #syncFailed(action: string, error: unknown): SheepdogError {
+    if (error instanceof SheepdogError) return error;
+    this.#health.syncErrors++;
+    const failure = new SheepdogError(ResultCode.EIO, `${action}: ${message(error)}`, {
+      cause: error,
+    });
+    this.#syncError ??= failure;
+    return failure;
+  }
+
+  #refuseWrites(action: string): void {
+    if (!this.#syncError) return;
+    throw new SheepdogError(
+      ResultCode.EIO,
+      `${action}: a sync failed earlier on this disk (${this.#syncError.message}): ` +
+        "refusing writes until the sheep restarts",
+    );
+  }
+
+  /** Maps a disk error to a Sheepdog operating error naming what failed. */
+  #failure(error: unknown, action: string): SheepdogError {
+    if (error instanceof SheepdogError) return error;
+    const code = errorCode(error);
+    if (code === "ENOENT") return new SheepdogError(ResultCode.NO_OBJ, `${action}: no such object`);
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      this.#health.noSpaceErrors++;
+      this.#health.noSpaceAtMs = Date.now();
+      return new SheepdogError(ResultCode.NO_SPACE, `${action}: the disk is full`, {
+        cause: error,
+      });
+    }
+    return new SheepdogError(ResultCode.EIO, `${action}: ${message(error)}`, { cause: error });
+  }
+
+  async #unlinkIfPresent(file: string): Promise<void> {
+    try {
+      await this.#disk.unlink(file);
+    } catch (error) {
+      if (errorCode(error) !== "ENOENT") throw error;
     }
   }
 }
 
-async function writeAll(file: fsp.FileHandle, data: Uint8Array, offset: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await file.write(data, done, data.length - done, offset + done);
-    done += bytesWritten;
+function newOpenObject(
+  oid: Oid,
+  data: DiskFile,
+  metaFile: DiskFile,
+  meta: ChecksumMeta,
+): OpenObject {
+  return {
+    oid,
+    data,
+    metaFile,
+    meta,
+    locks: new RangeLock(),
+    users: 0,
+    idle: [],
+    retired: false,
+    metaFrom: Infinity,
+    metaTo: -1,
+    headerDirty: false,
+    metaTail: Promise.resolve(),
+  };
+}
+
+/** Writes the pending checksum-file changes of `object` (see `#persistMeta`). */
+async function writeMetaChanges(object: OpenObject): Promise<void> {
+  const { meta, metaFrom, metaTo, headerDirty } = object;
+  object.metaFrom = Infinity;
+  object.metaTo = -1;
+  object.headerDirty = false;
+  const ranges: [number, number][] = [];
+  const entries = metaFrom <= metaTo;
+  const entriesEnd = entries ? meta.entryOffset(metaTo) + 4 : 0;
+  if (headerDirty && entries && entriesEnd <= META_COALESCE_BYTES) {
+    ranges.push([0, entriesEnd]);
+  } else {
+    if (headerDirty) ranges.push([0, META_HEADER_BYTES]);
+    if (entries) ranges.push([meta.entryOffset(metaFrom), entriesEnd]);
+  }
+  try {
+    for (const [start, end] of ranges) {
+      await writeAll(object.metaFile, meta.bytes.subarray(start, end), start);
+    }
+  } catch (error) {
+    // Left for the next update: memory is right, the file is behind.
+    if (entries) {
+      object.metaFrom = Math.min(object.metaFrom, metaFrom);
+      object.metaTo = Math.max(object.metaTo, metaTo);
+    }
+    object.headerDirty ||= headerDirty;
+    throw error;
   }
 }
 
-/** Makes a rename durable: the directory entry itself must reach the disk. */
-export async function syncDirectory(directory: string): Promise<void> {
-  const handle = await fsp.open(directory, fs.constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+/** Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum. */
+function checkBlocks(
+  object: OpenObject,
+  buffer: Uint8Array,
+  first: number,
+  read: number,
+): BadBlock[] {
+  const bad: BadBlock[] = [];
+  const name = `Object ${oidToHex(object.oid)}`;
+  for (let at = 0, index = first; at < buffer.length; at += B, index++) {
+    const length = Math.min(B, buffer.length - at);
+    if (at + length > read) {
+      const reason = `${name}: block ${index} is missing: the data file ends at byte ${
+        first * B + read
+      }`;
+      bad.push({ index, reason });
+      continue;
+    }
+    const stored = object.meta.crc(index);
+    const computed = blockCrc(buffer.subarray(at, at + length));
+    if (stored !== computed) {
+      const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
+        `computed ${hex32(computed)})`;
+      bad.push({ index, reason });
+    }
   }
+  return bad;
+}
+
+/** The CRCs of a new object's blocks that `data` at `offset` touches (the rest are zeros). */
+function hashCreated(meta: ChecksumMeta, data: Uint8Array, offset: number): void {
+  if (data.length === 0) return;
+  const block = new Uint8Array(B);
+  const last = Math.floor((offset + data.length - 1) / B);
+  for (let index = Math.floor(offset / B); index <= last; index++) {
+    const start = index * B;
+    const length = meta.blockLength(index);
+    if (offset <= start && start + length <= offset + data.length) {
+      meta.setCrc(index, blockCrc(data.subarray(start - offset, start + length - offset)));
+      continue;
+    }
+    block.fill(0);
+    const from = Math.max(offset, start);
+    const to = Math.min(offset + data.length, start + length);
+    block.set(data.subarray(from - offset, to - offset), from - start);
+    meta.setCrc(index, blockCrc(block.subarray(0, length)));
+  }
+}
+
+/** Sets every CRC of `meta` from the data file (which is `meta.size` bytes long). */
+async function hashFile(data: DiskFile, meta: ChecksumMeta): Promise<void> {
+  const buffer = new Uint8Array(SCAN_BYTES);
+  for (let start = 0; start < meta.size; start += SCAN_BYTES) {
+    const chunk = buffer.subarray(0, Math.min(SCAN_BYTES, meta.size - start));
+    chunk.fill(0, await readFully(data, chunk, start));
+    for (let at = 0; at < chunk.length; at += B) {
+      meta.setCrc((start + at) / B, blockCrc(chunk.subarray(at, Math.min(at + B, chunk.length))));
+    }
+  }
+}
+
+/** Which blocks a corrupt object has lost: all of them when its checksums are unusable. */
+function badBlocksOf(meta: ChecksumMeta | string | undefined, length: number): number[] {
+  const count = Math.ceil(length / B);
+  if (!(meta instanceof ChecksumMeta)) return Array.from({ length: count }, (_, index) => index);
+  const from = Math.floor(Math.min(length, meta.size) / B);
+  return Array.from({ length: Math.max(0, meta.blockCount - from) }, (_, i) => from + i);
+}
+
+/** The first and last block of a byte range (last < first when it is empty). */
+function blockSpan(offset: number, length: number): [number, number] {
+  const first = Math.floor(offset / B);
+  return [first, length === 0 ? first - 1 : Math.floor((offset + length - 1) / B)];
+}
+
+function checkVersion(action: string, version: number): void {
+  if (Number.isSafeInteger(version) && version >= 0) return;
+  throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: bad version ${version}`);
+}
+
+/** INVALID_PARMS unless [offset, offset + length) is a range of whole bytes inside `size`. */
+function checkRange(action: string, offset: number, length: number, size: number): void {
+  assert(Number.isSafeInteger(size), "object sizes are integers");
+  if (
+    Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
+    offset + length <= size
+  ) return;
+  throw new SheepdogError(
+    ResultCode.INVALID_PARMS,
+    `${action}: bytes [${offset}, +${length}) are outside the object's ${size} bytes`,
+  );
+}
+
+function objectName(oid: Oid): string {
+  return `object ${oidToHex(oid)}`;
+}
+
+function hex32(value: number): string {
+  return value.toString(16).padStart(8, "0");
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

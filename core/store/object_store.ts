@@ -61,7 +61,8 @@ export interface StoreHealth {
 /**
  * The object store of one sheep. Errors are SheepdogErrors: NO_OBJ (missing), NO_SPACE (disk
  * full), INVALID_PARMS (a range outside the object), EIO (a failed I/O or sync), and
- * CHECKSUM (EIO with `corrupt: true` in its options: the bytes on disk are not what was written).
+ * CHECKSUM (EIO with `corrupt: true` in its options: the bytes on disk are not what was written;
+ * thrown as a `CorruptionError` from core/errors.ts, recognised with `isCorruption`).
  */
 export interface ObjectStore {
   /**

@@ -1,0 +1,187 @@
+/**
+ * The checksum file kept beside each object (`<16 hex oid>.meta`): the object's version, size and
+ * flags, and a CRC-32 of every 4 KiB block, so reads can verify what they return and replicas can
+ * compare digests without reading data.
+ *
+ * Layout, little-endian:
+ *
+ * | offset | bytes | field                                                          |
+ * |-------:|------:|----------------------------------------------------------------|
+ * |      0 |     4 | magic, "SDCK"                                                  |
+ * |      4 |     2 | format version, 1                                              |
+ * |      6 |     2 | flags: bit 0 UNVERIFIED (crash-suspect, see ObjectMeta)        |
+ * |      8 |     8 | object version (a safe integer, < 2^53)                        |
+ * |     16 |     8 | object size in bytes                                           |
+ * |     24 |     4 | checksum block size, 4096                                      |
+ * |     28 |     4 | block count, ceil(size / block size)                           |
+ * |     32 |     4 | reserved, 0                                                    |
+ * |     36 |     4 | CRC-32 of bytes 0..36                                          |
+ * |     40 | 4 × n | CRC-32 of each block's bytes (the last block may be shorter)   |
+ *
+ * The header has its own CRC so a torn or rotten header is noticed rather than trusted; the
+ * entries need none: a wrong entry fails against its block, which is what a read reports anyway.
+ * The file's length must be exactly 40 + 4 × block count.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { crc32 } from "node:zlib";
+import { assert } from "../assert.ts";
+import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
+
+const MAGIC = 0x4b434453; // "SDCK" read as a little-endian u32
+const FORMAT = 1;
+export const FLAG_UNVERIFIED = 1;
+export const META_HEADER_BYTES = 40;
+const HEADER_CRC_AT = 36;
+const ENTRY_BYTES = 4;
+
+/** The number of checksum blocks of an object of `size` bytes. */
+export function blockCount(size: number): number {
+  return Math.ceil(size / CHECKSUM_BLOCK_BYTES);
+}
+
+const zeroCrcs = new Map<number, number>();
+
+/**
+ * The CRC of `length` zero bytes, cached: a sparse object's untouched blocks get it without
+ * hashing megabytes of zeros.
+ */
+export function zeroCrc(length: number): number {
+  let crc = zeroCrcs.get(length);
+  if (crc === undefined) zeroCrcs.set(length, crc = crc32(new Uint8Array(length)));
+  return crc;
+}
+
+/** CRC-32 of a block's bytes. */
+export function blockCrc(bytes: Uint8Array): number {
+  return crc32(bytes);
+}
+
+/** One object's checksum file, parsed, kept as the bytes written to disk. */
+export class ChecksumMeta {
+  readonly bytes: Uint8Array;
+  readonly #view: DataView;
+
+  private constructor(bytes: Uint8Array) {
+    this.bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** A meta for a `size`-byte object of zeros (every entry the CRC of a zero block). */
+  static create(size: number, version: number, flags = 0): ChecksumMeta {
+    assert(Number.isSafeInteger(version) && version >= 0, `bad version ${version}`);
+    const count = blockCount(size);
+    const meta = new ChecksumMeta(new Uint8Array(META_HEADER_BYTES + ENTRY_BYTES * count));
+    const view = meta.#view;
+    view.setUint32(0, MAGIC, true);
+    view.setUint16(4, FORMAT, true);
+    view.setUint16(6, flags, true);
+    view.setBigUint64(8, BigInt(version), true);
+    view.setBigUint64(16, BigInt(size), true);
+    view.setUint32(24, CHECKSUM_BLOCK_BYTES, true);
+    view.setUint32(28, count, true);
+    const fullCrc = zeroCrc(CHECKSUM_BLOCK_BYTES);
+    for (let index = 0; index < count; index++) {
+      view.setUint32(meta.entryOffset(index), fullCrc, true);
+    }
+    if (count > 0) meta.setCrc(count - 1, zeroCrc(meta.blockLength(count - 1)));
+    meta.sealHeader();
+    return meta;
+  }
+
+  /** Parses a checksum file; a string says why it is not a valid one. */
+  static parse(bytes: Uint8Array): ChecksumMeta | string {
+    if (bytes.length < META_HEADER_BYTES) {
+      return `it is ${bytes.length} bytes, shorter than its header`;
+    }
+    const meta = new ChecksumMeta(bytes);
+    const view = meta.#view;
+    if (view.getUint32(0, true) !== MAGIC) return "it has a bad magic number";
+    if (view.getUint32(HEADER_CRC_AT, true) !== crc32(bytes.subarray(0, HEADER_CRC_AT))) {
+      return "its header fails its checksum";
+    }
+    if (view.getUint16(4, true) !== FORMAT) return `format ${view.getUint16(4, true)} is unknown`;
+    if (view.getUint32(24, true) !== CHECKSUM_BLOCK_BYTES) return "its block size is not 4096";
+    const version = view.getBigUint64(8, true);
+    const size = view.getBigUint64(16, true);
+    if (version > BigInt(Number.MAX_SAFE_INTEGER) || size > BigInt(Number.MAX_SAFE_INTEGER)) {
+      return "its version or size is out of range";
+    }
+    const count = view.getUint32(28, true);
+    if (count !== blockCount(meta.size)) return "its block count does not match its size";
+    if (bytes.length !== META_HEADER_BYTES + ENTRY_BYTES * count) {
+      return `it is ${bytes.length} bytes, not ${META_HEADER_BYTES + ENTRY_BYTES * count}`;
+    }
+    return meta;
+  }
+
+  get version(): number {
+    return Number(this.#view.getBigUint64(8, true));
+  }
+
+  get size(): number {
+    return Number(this.#view.getBigUint64(16, true));
+  }
+
+  get blockCount(): number {
+    return this.#view.getUint32(28, true);
+  }
+
+  get unverified(): boolean {
+    return (this.#view.getUint16(6, true) & FLAG_UNVERIFIED) !== 0;
+  }
+
+  /** Raises the version to `version` if higher; true when the header changed. */
+  raiseVersion(version: number): boolean {
+    if (version <= this.version) return false;
+    this.#view.setBigUint64(8, BigInt(version), true);
+    this.sealHeader();
+    return true;
+  }
+
+  /** Sets or clears UNVERIFIED; true when the header changed. */
+  setUnverified(on: boolean): boolean {
+    if (on === this.unverified) return false;
+    const flags = this.#view.getUint16(6, true);
+    this.#view.setUint16(6, on ? flags | FLAG_UNVERIFIED : flags & ~FLAG_UNVERIFIED, true);
+    this.sealHeader();
+    return true;
+  }
+
+  /** Bytes in block `index` (the last may be short). */
+  blockLength(index: number): number {
+    return Math.min(CHECKSUM_BLOCK_BYTES, this.size - index * CHECKSUM_BLOCK_BYTES);
+  }
+
+  crc(index: number): number {
+    return this.#view.getUint32(this.entryOffset(index), true);
+  }
+
+  setCrc(index: number, crc: number): void {
+    this.#view.setUint32(this.entryOffset(index), crc, true);
+  }
+
+  /** Where block `index`'s entry lives in the file. */
+  entryOffset(index: number): number {
+    assert(index >= 0 && index < this.blockCount, `block ${index} is outside the object`);
+    return META_HEADER_BYTES + ENTRY_BYTES * index;
+  }
+
+  /** Recomputes the header CRC after a header field changed. */
+  sealHeader(): void {
+    this.#view.setUint32(HEADER_CRC_AT, crc32(this.bytes.subarray(0, HEADER_CRC_AT)), true);
+  }
+
+  /**
+   * SHA-1 of (size as u64, every entry): equal on replicas with equal content, whatever their
+   * version or flags, and computed without reading the data.
+   */
+  digest(): string {
+    return createHash("sha1")
+      .update(this.bytes.subarray(16, 24))
+      .update(this.bytes.subarray(META_HEADER_BYTES))
+      .digest("hex");
+  }
+}

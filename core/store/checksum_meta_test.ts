@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { crc32 } from "node:zlib";
+import { blockCount, ChecksumMeta, zeroCrc } from "./checksum_meta.ts";
+
+Deno.test("ChecksumMeta round-trips version, size, flags and entries", () => {
+  const meta = ChecksumMeta.create(3 * 4096 + 100, 2 ** 53 - 1);
+  assert.equal(meta.bytes.length, 40 + 4 * 4);
+  assert.equal(meta.crc(0), crc32(new Uint8Array(4096)));
+  assert.equal(meta.crc(3), crc32(new Uint8Array(100)), "a short last block");
+  meta.setCrc(1, 0xdeadbeef);
+  meta.setUnverified(true);
+  const parsed = ChecksumMeta.parse(meta.bytes.slice());
+  assert.ok(parsed instanceof ChecksumMeta);
+  assert.equal(parsed.version, 2 ** 53 - 1);
+  assert.equal(parsed.size, 3 * 4096 + 100);
+  assert.equal(parsed.unverified, true);
+  assert.equal(parsed.crc(1), 0xdeadbeef);
+  assert.equal(parsed.digest(), meta.digest());
+  assert.equal(blockCount(0), 0);
+  assert.equal(zeroCrc(4096), crc32(Buffer.alloc(4096)));
+});
+
+Deno.test("ChecksumMeta.parse names what is wrong", () => {
+  const good = ChecksumMeta.create(8192, 1).bytes;
+  const flipped = (at: number) => {
+    const copy = good.slice();
+    copy[at]! ^= 1;
+    return copy;
+  };
+  assert.match(ChecksumMeta.parse(flipped(0)) as string, /magic/);
+  assert.match(ChecksumMeta.parse(flipped(8)) as string, /header fails its checksum/);
+  assert.match(ChecksumMeta.parse(good.subarray(0, 44)) as string, /44 bytes, not 48/);
+  assert.match(ChecksumMeta.parse(good.subarray(0, 10)) as string, /shorter than its header/);
+  assert.ok(
+    ChecksumMeta.parse(flipped(40)) instanceof ChecksumMeta,
+    "entries are checked by reads",
+  );
+});
+
+Deno.test("ChecksumMeta digest depends on content, not version or flags", () => {
+  const a = ChecksumMeta.create(8192, 1);
+  const b = ChecksumMeta.create(8192, 9);
+  b.setUnverified(true);
+  assert.equal(a.digest(), b.digest());
+  b.setCrc(0, 1);
+  assert.notEqual(a.digest(), b.digest());
+  assert.notEqual(ChecksumMeta.create(4096, 1).digest(), ChecksumMeta.create(8192, 1).digest());
+});

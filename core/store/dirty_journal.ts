@@ -1,0 +1,154 @@
+/**
+ * The crash-detection journal: a file in the object directory listing every object that may hold
+ * writes which were never synced. An object's entry is durable before its first unsynced write
+ * is issued, so after a crash the store knows exactly which objects the crash may have left
+ * half-written (see FsObjectStore's module doc for why this design).
+ *
+ * Entries are lines of 16 hex digits, appended positionally and synced; appends that arrive
+ * while a sync runs share the next one (group commit), so a burst of first-writes costs one sync.
+ * The journal is rewritten (temp file, sync, rename, directory sync) to drop objects that have
+ * been synced since. A torn append leaves a fragment that does not parse and is ignored.
+ *
+ * @module
+ */
+
+import * as path from "node:path";
+import { ResultCode, SheepdogError } from "../errors.ts";
+import { type Oid, oidFromHex, oidToHex } from "../vdi/oid.ts";
+import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
+
+interface Batch {
+  oids: Oid[];
+  done: Promise<void>;
+}
+
+const ENTRY = /([0-9a-f]{16})\n/g;
+
+/** The journal file of one object directory. */
+export class DirtyJournal {
+  readonly #disk: Disk;
+  readonly #path: string;
+  #file?: DiskFile;
+  #end = 0;
+  /** Oids with an entry in the current file: the promise resolves once it is durable. */
+  #entries = new Map<Oid, Promise<void>>();
+  #batch?: Batch;
+  /** The last queued append or rewrite; jobs run one at a time, in order. */
+  #tail: Promise<void> = Promise.resolve();
+
+  constructor(disk: Disk, journalPath: string) {
+    this.#disk = disk;
+    this.#path = journalPath;
+  }
+
+  /** The oids an existing journal lists (none when there is no journal). */
+  static async read(disk: Disk, journalPath: string): Promise<Oid[]> {
+    let file: DiskFile;
+    try {
+      file = await disk.open(journalPath, "r+");
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return [];
+      throw error;
+    }
+    try {
+      const bytes = new Uint8Array(await file.size());
+      const length = await readFully(file, bytes, 0);
+      const text = new TextDecoder("latin1").decode(bytes.subarray(0, length));
+      const oids = new Set<Oid>();
+      for (const match of text.matchAll(ENTRY)) oids.add(oidFromHex(match[1]!)!);
+      return [...oids];
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** Resolves once `oid` has a durable entry (at once when it already has one). */
+  add(oid: Oid): Promise<void> {
+    const known = this.#entries.get(oid);
+    if (known) return known;
+    let batch = this.#batch;
+    if (!batch) {
+      const oids: Oid[] = [];
+      const done = this.#tail.catch(() => undefined).then(() => {
+        // Appends that come while this one runs go to the next batch.
+        if (this.#batch?.oids === oids) this.#batch = undefined;
+        return this.#append(oids);
+      });
+      batch = { oids, done };
+      this.#batch = batch;
+      this.#tail = done;
+    }
+    batch.oids.push(oid);
+    this.#track(oid, batch.done);
+    return batch.done;
+  }
+
+  /** True when the journal lists an object that `stillDirty` says no longer needs it. */
+  hasStale(stillDirty: (oid: Oid) => boolean): boolean {
+    for (const oid of this.#entries.keys()) if (!stillDirty(oid)) return true;
+    return false;
+  }
+
+  /**
+   * Replaces the journal with one listing only `keep`. The list is taken now, synchronously, and
+   * later `add`s wait for the new file, so no object's entry is lost in the swap.
+   */
+  rewrite(keep: Iterable<Oid>): Promise<void> {
+    const oids = [...keep];
+    this.#batch = undefined;
+    this.#entries = new Map();
+    const done = this.#tail.catch(() => undefined).then(() => this.#replace(oids));
+    this.#tail = done;
+    for (const oid of oids) this.#track(oid, done);
+    return done;
+  }
+
+  async close(): Promise<void> {
+    await this.#tail.catch(() => undefined);
+    await this.#file?.close().catch(() => undefined);
+    this.#file = undefined;
+  }
+
+  #track(oid: Oid, done: Promise<void>): void {
+    this.#entries.set(oid, done);
+    // A failed append or rewrite leaves no entry: the next write tries again.
+    done.catch(() => {
+      if (this.#entries.get(oid) === done) this.#entries.delete(oid);
+    });
+  }
+
+  async #append(oids: Oid[]): Promise<void> {
+    const file = this.#file;
+    if (!file) {
+      throw new SheepdogError(ResultCode.EIO, `The journal ${this.#path} is not open: call open()`);
+    }
+    const bytes = encode(oids);
+    const at = this.#end;
+    // Past a failed append too, so a fragment it left never prefixes the next entry.
+    this.#end += bytes.length;
+    await writeAll(file, bytes, at);
+    await file.datasync();
+  }
+
+  async #replace(oids: Oid[]): Promise<void> {
+    const temp = `${this.#path}.tmp`;
+    const bytes = encode(oids);
+    const file = await this.#disk.open(temp, "w+");
+    try {
+      await writeAll(file, bytes, 0);
+      await file.datasync();
+      await this.#disk.rename(temp, this.#path);
+      await this.#disk.syncDir(path.dirname(this.#path));
+    } catch (error) {
+      await file.close().catch(() => undefined);
+      throw error;
+    }
+    await this.#file?.close().catch(() => undefined);
+    this.#file = file;
+    this.#end = bytes.length;
+  }
+}
+
+function encode(oids: Oid[]): Uint8Array {
+  return new TextEncoder().encode(oids.map((oid) => oidToHex(oid) + "\n").join(""));
+}

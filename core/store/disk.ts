@@ -1,0 +1,107 @@
+/**
+ * The disk seam under the object store: the few file operations it needs, so the store runs on
+ * the real file system (`fsDisk`) or on a simulated disk that models what survives a crash
+ * (`MemDisk`). Errors are Node-shaped (`code: "ENOENT" | "ENOSPC" | "EIO" | ...`) on both.
+ *
+ * @module
+ */
+
+/** How to open a file: an existing one, a new one (fails if it exists), or create-or-truncate. */
+export type OpenMode = "r+" | "wx+" | "w+";
+
+/** An open file with positional I/O. */
+export interface DiskFile {
+  /** Reads into `buffer` from `position`; returns bytes read (short only at the end of file). */
+  read(buffer: Uint8Array, position: number): Promise<number>;
+  /** Writes `data` at `position`; returns bytes written (a short count means retry the rest). */
+  write(data: Uint8Array, position: number): Promise<number>;
+  /** Makes every completed write to this file durable (not its directory entry). */
+  datasync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  size(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Length and space taken by a file (sparse files take less than their length). */
+export interface DiskStat {
+  size: number;
+  allocatedBytes: number;
+}
+
+/** Space on the file system holding a directory. */
+export interface DiskSpace {
+  totalBytes: number;
+  freeBytes: number;
+}
+
+/** File system operations. Renames, unlinks and creates are durable once `syncDir` resolves. */
+export interface Disk {
+  open(path: string, mode: OpenMode): Promise<DiskFile>;
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file; ENOENT when it does not exist. */
+  unlink(path: string): Promise<void>;
+  readdir(directory: string): Promise<string[]>;
+  /** Creates `directory` and its parents; no error when it exists. */
+  mkdir(directory: string): Promise<void>;
+  /** Makes the directory's entries (creates, renames, unlinks) durable. */
+  syncDir(directory: string): Promise<void>;
+  /** ENOENT when the file does not exist. */
+  stat(path: string): Promise<DiskStat>;
+  space(directory: string): Promise<DiskSpace>;
+}
+
+/** An error shaped like Node's file system errors. */
+export interface DiskError extends Error {
+  code: string;
+  syscall?: string;
+  path?: string;
+}
+
+/** Makes a Node-shaped error, for simulated disks. */
+export function diskError(code: string, syscall: string, path: string): DiskError {
+  const text = DESCRIPTIONS[code] ?? "error";
+  const error = new Error(`${code}: ${text}, ${syscall} '${path}'`) as DiskError;
+  error.code = code;
+  error.syscall = syscall;
+  error.path = path;
+  return error;
+}
+
+const DESCRIPTIONS: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  EEXIST: "file already exists",
+  ENOSPC: "no space left on device",
+  EIO: "i/o error",
+  EBADF: "bad file descriptor",
+};
+
+/** The `code` of a Node-shaped error, if any. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** Writes all of `data` at `position`, retrying short writes. */
+export async function writeAll(file: DiskFile, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const written = await file.write(data.subarray(done), position + done);
+    if (written <= 0) throw diskError("EIO", "write", "(a write made no progress)");
+    done += written;
+  }
+}
+
+/** Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end). */
+export async function readFully(
+  file: DiskFile,
+  buffer: Uint8Array,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < buffer.length) {
+    const read = await file.read(buffer.subarray(done), position + done);
+    if (read === 0) break;
+    done += read;
+  }
+  return done;
+}

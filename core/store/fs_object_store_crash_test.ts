@@ -1,0 +1,231 @@
+/**
+ * Durability of FsObjectStore on a MemDisk: what a crash keeps, what it may lose, and that the
+ * store never mistakes a crash for rot nor claims a write durable that is not.
+ */
+
+import assert from "node:assert/strict";
+import { ResultCode } from "../errors.ts";
+import { CHECKSUM_BLOCK_BYTES as B, OPEN_FILES_MAX } from "../limits.ts";
+import { dataOid, oidToHex, vdiOid } from "../vdi/oid.ts";
+import { FsObjectStore } from "./fs_object_store.ts";
+import { MemDisk, seededRandom } from "./mem_disk.ts";
+import { isError, patternBytes } from "./store_test_env.ts";
+
+const DIR = "/obj";
+
+async function openStore(disk: MemDisk): Promise<FsObjectStore> {
+  const store = new FsObjectStore(DIR, disk);
+  await store.open();
+  return store;
+}
+
+Deno.test("FsObjectStore: every flushed write survives a crash, past the handle cache", async () => {
+  // Goal: dirty marks must outlive evicted handles. Method: dirty more objects than the cache
+  // holds, flush, crash losing everything unsynced, and check every write.
+  const count = OPEN_FILES_MAX + 88;
+  for (const seed of [0, 1, 2]) {
+    const disk = new MemDisk();
+    let store = await openStore(disk);
+    for (let i = 0; i < count; i++) {
+      await store.create(BigInt(i), new Uint8Array(0), 0, { size: B, version: 1 });
+    }
+    for (let i = 0; i < count; i++) {
+      await store.write(BigInt(i), new Uint8Array([i & 0xff, 1]), 7, 2);
+    }
+    await store.flush();
+    disk.crash(seed === 0 ? undefined : seededRandom(seed));
+    store = await openStore(disk);
+    for (let i = 0; i < count; i++) {
+      assert.deepEqual([...await store.read(BigInt(i), 7, 2)], [i & 0xff, 1], `object ${i}`);
+      const meta = (await store.meta(BigInt(i)))!;
+      assert.equal(meta.version, 2);
+      assert.equal(meta.verified, true, `object ${i} was flushed: nothing to suspect`);
+    }
+    await store.close();
+  }
+});
+
+Deno.test("FsObjectStore: objects with unsynced writes come back UNVERIFIED and self-consistent", async () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const random = seededRandom(seed);
+    const disk = new MemDisk();
+    let store = await openStore(disk);
+    const oids = [1n, 2n, 3n, 4n];
+    for (const oid of oids) {
+      await store.create(oid, patternBytes(B, 1), 0, { size: 8 * B, version: 1 });
+    }
+    // Objects 1 and 2 are written and flushed; 3 and 4 are written after the flush.
+    let version = 2;
+    for (const oid of [1n, 2n, 3n, 4n, 1n, 2n]) {
+      await store.write(
+        oid,
+        patternBytes(1 + Math.floor(random() * 3 * B), version),
+        Math.floor(random() * 4 * B),
+        version++,
+      );
+    }
+    const flushed = new Map<bigint, Uint8Array>();
+    await store.flush();
+    for (const oid of [1n, 2n]) flushed.set(oid, await store.read(oid, 0, 8 * B));
+    for (const oid of [3n, 4n, 3n]) {
+      await store.write(
+        oid,
+        patternBytes(1 + Math.floor(random() * 3 * B), version),
+        Math.floor(random() * 4 * B + 100),
+        version++,
+      );
+    }
+    disk.crash(seededRandom(seed * 7));
+    store = await openStore(disk);
+    for (const oid of oids) {
+      const meta = (await store.meta(oid))!;
+      const bytes = await store.read(oid, 0, 8 * B); // never a checksum error after a crash
+      assert.deepEqual(await store.verify(oid), [], `seed ${seed} object ${oid}`);
+      if (flushed.has(oid)) {
+        assert.equal(meta.verified, true, `seed ${seed} object ${oid}`);
+        assert.deepEqual(bytes, flushed.get(oid));
+      } else {
+        assert.equal(meta.verified, false, `seed ${seed} object ${oid}`);
+        assert.ok(meta.version >= 2, `seed ${seed}: the flushed version is kept`);
+      }
+    }
+    await store.markVerified(3n);
+    await store.close();
+    store = await openStore(disk);
+    assert.equal((await store.meta(3n))!.verified, true);
+    assert.equal((await store.meta(4n))!.verified, false, "stays suspect until checked");
+    await store.close();
+  }
+});
+
+Deno.test("FsObjectStore: a crash during create leaves the old object or the new one", async () => {
+  for (let seed = 1; seed <= 30; seed++) {
+    const disk = new MemDisk();
+    let store = await openStore(disk);
+    const old = patternBytes(2 * B, 1);
+    const fresh = patternBytes(2 * B, 2);
+    await store.create(1n, old, 0, { size: 2 * B, version: 1 });
+    disk.failNextSync(DIR); // the directory sync of the next create fails
+    await assert.rejects(
+      store.create(1n, fresh, 0, { size: 2 * B, version: 2 }),
+      isError(ResultCode.EIO),
+    );
+    disk.failNextSync(DIR);
+    await assert.rejects(
+      store.create(2n, fresh, 0, { size: 2 * B, version: 2 }),
+      isError(ResultCode.EIO),
+    );
+    disk.crash(seededRandom(seed));
+    store = await openStore(disk);
+    const meta = (await store.meta(1n))!;
+    const bytes = await store.read(1n, 0, 2 * B);
+    if (meta.version === 2) assert.deepEqual(bytes, fresh, `seed ${seed}`);
+    else {assert.ok(
+        bytes.every((byte, i) => byte === old[i]) || bytes.every((b, i) => b === fresh[i]),
+      );}
+    if (meta.version === 1 && bytes[0] === fresh[0]) assert.equal(meta.verified, false);
+    if (await store.exists(2n)) {
+      assert.deepEqual(await store.read(2n, 0, 2 * B), fresh, `seed ${seed}`);
+    }
+    const names = await disk.readdir(DIR);
+    assert.ok(!names.includes("0000000000000002.meta") || names.includes("0000000000000002"));
+    assert.ok(!names.some((name) => name.endsWith(".tmp")));
+    await store.close();
+  }
+});
+
+Deno.test("FsObjectStore: a failed sync is sticky for flushes and writes", async () => {
+  const disk = new MemDisk();
+  const store = await openStore(disk);
+  await store.create(1n, new Uint8Array(0), 0, { size: B, version: 1 });
+  await store.create(2n, new Uint8Array(0), 0, { size: B, version: 1 });
+  await store.write(1n, new Uint8Array([1]), 0, 2);
+  await store.write(2n, new Uint8Array([1]), 0, 2);
+  disk.failNextSync(`${DIR}/0000000000000001`);
+  const failed = isError(ResultCode.EIO, /Cannot sync object 0000000000000001: EIO/);
+  await assert.rejects(store.flush(), failed);
+  await assert.rejects(store.flush(), failed, "a later flush must not pretend");
+  await assert.rejects(store.flush(7), failed);
+  const refused = isError(ResultCode.EIO, /a sync failed earlier on this disk.*refusing writes/);
+  await assert.rejects(store.write(2n, new Uint8Array([2]), 0, 3), refused);
+  await assert.rejects(store.create(3n, new Uint8Array(0), 0, { size: B, version: 1 }), refused);
+  const health = store.health();
+  assert.match(health.syncError!, /object 0000000000000001/);
+  assert.equal(health.syncErrors, 1);
+  assert.deepEqual([...await store.read(2n, 0, 1)], [1], "reads still work");
+  await store.close();
+});
+
+Deno.test("FsObjectStore: a sync that fails while evicting a handle keeps the object dirty", async () => {
+  const disk = new MemDisk();
+  const store = await openStore(disk);
+  for (let i = 0n; i <= BigInt(OPEN_FILES_MAX); i++) {
+    await store.create(i, new Uint8Array(0), 0, { size: B, version: 1 });
+  }
+  await store.write(0n, new Uint8Array([9]), 0, 2);
+  disk.failNextSync(`${DIR}/0000000000000000`);
+  // Touch enough other objects that object 0's handle is evicted (and synced, which fails).
+  for (let i = 1n; i <= BigInt(OPEN_FILES_MAX); i++) await store.read(i, 0, 1);
+  assert.match(store.health().syncError ?? "", /object 0000000000000000/);
+  await assert.rejects(store.flush(), isError(ResultCode.EIO, /object 0000000000000000/));
+  disk.crash();
+  const reopened = await openStore(disk);
+  assert.equal((await reopened.meta(0n))!.verified, false, "the journal still lists it");
+  assert.deepEqual(await reopened.verify(0n), []);
+  await reopened.close();
+});
+
+Deno.test("FsObjectStore.flush(vid) syncs that VDI's objects only", async () => {
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  const mine = [dataOid(1, 0), dataOid(1, 5), vdiOid(1)];
+  const theirs = [dataOid(2, 0), vdiOid(2)];
+  for (const oid of [...mine, ...theirs]) {
+    await store.create(oid, new Uint8Array([1]), 0, { size: B, version: 1 });
+    await store.write(oid, new Uint8Array([2]), 0, 2);
+  }
+  await store.flush(1);
+  disk.crash();
+  store = await openStore(disk);
+  for (const oid of mine) {
+    assert.deepEqual([...await store.read(oid, 0, 1)], [2], oidToHex(oid));
+    assert.equal((await store.meta(oid))!.version, 2);
+  }
+  for (const oid of theirs) {
+    assert.deepEqual([...await store.read(oid, 0, 1)], [1], oidToHex(oid));
+    assert.deepEqual(await store.meta(oid), {
+      ...(await store.meta(oid))!,
+      version: 1,
+      verified: false,
+    });
+  }
+  await store.close();
+});
+
+Deno.test("FsObjectStore: a full disk mid-write keeps the copy self-consistent and its version", async () => {
+  const disk = new MemDisk();
+  const store = await openStore(disk);
+  await store.create(1n, patternBytes(100, 1), 0, { size: 32 * B, version: 3 });
+  await store.write(1n, new Uint8Array([5]), 0, 4); // the journal has its page now
+  const used = (await disk.space(DIR)).totalBytes - (await disk.space(DIR)).freeBytes;
+  disk.setCapacity(used + 2 * B); // room for two of the eight blocks below
+  const data = patternBytes(8 * B, 2);
+  await assert.rejects(
+    store.write(1n, data, 3 * B + 100, 9),
+    isError(ResultCode.NO_SPACE, /Cannot write object 0000000000000001: the disk is full/),
+  );
+  assert.equal((await store.meta(1n))!.version, 4);
+  assert.deepEqual(await store.verify(1n), []);
+  const after = await store.read(1n, 3 * B, 9 * B);
+  assert.deepEqual(
+    after.subarray(100, 100 + B),
+    data.subarray(0, B),
+    "the part that fit was written",
+  );
+  assert.equal(store.health().noSpaceErrors, 1);
+  disk.setCapacity(Infinity);
+  await store.write(1n, data, 3 * B + 100, 9);
+  assert.equal((await store.meta(1n))!.version, 9);
+  await store.flush();
+  await store.close();
+});
