@@ -274,7 +274,10 @@ export class Gateway {
   /** Creates the object on every target (no COW, no read-only check: VDI administration). */
   async createAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
     const size = this.objectLimit(oid);
-    await this.#replicate(oid, (node, version) => this.#createOn(node, oid, data, offset, size, version));
+    await this.#replicate(
+      oid,
+      (node, version) => this.#createOn(node, oid, data, offset, size, version),
+    );
   }
 
   #createOn(
@@ -296,10 +299,12 @@ export class Gateway {
 
   async remove(oid: Oid): Promise<void> {
     await this.#retrying(async () => {
-      const results = await Promise.allSettled(this.targets(oid).map((node) => {
-        if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
-        return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
-      }));
+      const results = await Promise.allSettled(
+        this.targets(oid).map((node) => {
+          if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
+          return this.#sendPeer(node, this.#peerHeader(Opcode.REMOVE_PEER, oid, 0));
+        }),
+      );
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;
     });
@@ -367,7 +372,10 @@ export class Gateway {
       }
       if (!source) {
         if (metas.some((m) => m === "unreachable")) {
-          throw new SheepdogError(ResultCode.NETWORK_ERROR, `No copy of ${oidToHex(oid)} reachable`);
+          throw new SheepdogError(
+            ResultCode.NETWORK_ERROR,
+            `No copy of ${oidToHex(oid)} reachable`,
+          );
         }
         // Nothing readable anywhere: the object is gone (never written, or lost); nothing to do.
         this.#diverged.delete(oid);
@@ -390,7 +398,14 @@ export class Gateway {
           ? "copy unreadable"
           : `copy at version ${meta.version}, newest ${source.meta.version}`;
         try {
-          await this.#createOn(node, oid, source.copy.data, 0, source.meta.size, source.copy.version);
+          await this.#createOn(
+            node,
+            oid,
+            source.copy.data,
+            0,
+            source.meta.size,
+            source.copy.version,
+          );
           this.#context.repaired(oid, node.id, reason);
         } catch (error) {
           if (isResult(error, ...RETRYABLE)) {
@@ -400,7 +415,12 @@ export class Gateway {
           // The node cannot hold a good copy (full or failing disk): it must not keep a wrong one.
           whole = false;
           await this.#removeOn(node, oid).then(
-            () => this.#context.repaired(oid, node.id, `${reason}; removed: ${(error as Error).message}`),
+            () =>
+              this.#context.repaired(
+                oid,
+                node.id,
+                `${reason}; removed: ${(error as Error).message}`,
+              ),
             (removeError) => (unreachable = removeError),
           );
         }

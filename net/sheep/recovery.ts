@@ -148,7 +148,9 @@ export class Recovery {
     void this.#recover(run).catch((error) => {
       if (run.cancelled) return;
       this.#status = { ...this.#status, state: "failed", error: (error as Error).message };
-      this.#context.logger.warn(`recovery of epoch ${run.epoch} failed: ${(error as Error).message}`);
+      this.#context.logger.warn(
+        `recovery of epoch ${run.epoch} failed: ${(error as Error).message}`,
+      );
     });
   }
 
@@ -202,7 +204,9 @@ export class Recovery {
         compareCopies(a.meta, b.meta) || rank(a.node.id) - rank(b.node.id)
       )[0]!;
       const mine = copies.find((c) => c.node.id === self);
-      if (mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest) {
+      if (
+        mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest
+      ) {
         if (!mine.meta.verified) await this.#context.store.markVerified(oid);
         continue;
       }
@@ -211,7 +215,12 @@ export class Recovery {
         .map((c) => c.node);
       run.wanted.set(oid, { sources, version: best.meta.version, size: best.meta.size });
     }
-    this.#status = { ...this.#status, state: "recovering", total: run.wanted.size, error: undefined };
+    this.#status = {
+      ...this.#status,
+      state: "recovering",
+      total: run.wanted.size,
+      error: undefined,
+    };
   }
 
   async #recover(run: Run): Promise<void> {
@@ -294,7 +303,11 @@ export class Recovery {
     throw lastError;
   }
 
-  async #read(node: RingNode, oid: Oid, size: number): Promise<{ data: Uint8Array; version: number }> {
+  async #read(
+    node: RingNode,
+    oid: Oid,
+    size: number,
+  ): Promise<{ data: Uint8Array; version: number }> {
     const header = requestHeader(Opcode.READ_PEER, { internal: true });
     header.flags |= Flag.RECOVERY;
     header.oid = oid;

@@ -130,15 +130,22 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
     await t.step("delete reclaims space", async () => {
       const bob = JSON.parse(await ok(["img", "info", "--json", "Bob's Disk"]));
       const prefix = "00" + bob.vid.toString(16).padStart(6, "0");
+      // Data files are named by 16 hex digits (their checksums sit beside them in *.meta).
+      const owned = (names: string[]) =>
+        names.filter((name) => name.length === 16 && name.startsWith(prefix));
       const before = await fsp.readdir(path.join(sheepDir, "obj"));
       assert.equal(
-        before.filter((name) => name.startsWith(prefix)).length,
+        owned(before).length,
         2,
         "Bob owns 2 data objects",
       );
       await ok(["shepherd", "vdi", "delete", "Bob's Disk"]);
       const after = await fsp.readdir(path.join(sheepDir, "obj"));
-      assert.deepEqual(after.filter((name) => name.startsWith(prefix)), []);
+      assert.deepEqual(
+        after.filter((name) => name.startsWith(prefix)),
+        [],
+        "data and checksums go",
+      );
       assert.doesNotMatch(await ok(["shepherd", "info", "-t", "vdi"]), /Bob's Disk/);
     });
   } finally {
