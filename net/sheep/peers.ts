@@ -10,13 +10,20 @@ import type { Transport } from "../object/transport.ts";
 import { ObjectClient } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 
+/** Opens the transport to a node: TCP by default; a simulation connects sheep in memory. */
+export type Connect = (node: Pick<RingNode, "id" | "host" | "port">) => Transport;
+
+const connectTcp: Connect = (node) => new TcpTransport({ host: node.host, port: node.port });
+
 export class Peers {
   #clients = new Map<string, ObjectClient>();
   readonly #reachable: (id: string) => boolean;
+  readonly #connect: Connect;
 
   /** `reachable` is fault injection for tests (a partition); by default every peer is. */
-  constructor(reachable: (id: string) => boolean = () => true) {
+  constructor(reachable: (id: string) => boolean = () => true, connect: Connect = connectTcp) {
     this.#reachable = reachable;
+    this.#connect = connect;
   }
 
   /** The client for `node`. */
@@ -24,7 +31,7 @@ export class Peers {
     if (!this.#reachable(node.id)) return UNREACHABLE;
     let client = this.#clients.get(node.id);
     if (!client) {
-      client = new ObjectClient(new TcpTransport({ host: node.host, port: node.port }));
+      client = new ObjectClient(this.#connect(node));
       this.#clients.set(node.id, client);
     }
     return client;

@@ -42,7 +42,8 @@ import { ObjectLocks } from "./object_locks.ts";
 import { isResult } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
 import { type Logger, silentLogger } from "./logger.ts";
-import { Peers } from "./peers.ts";
+import { type Connect, Peers } from "./peers.ts";
+import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
 import { handleRequest } from "./request_handlers.ts";
 
@@ -59,6 +60,24 @@ export interface SheepOptions {
   now?: () => number;
   /** Join a cluster through the group (multicast and/or seeds). Without it the sheep is alone. */
   cluster?: ClusterOptions;
+  /** The disk under the object store (a simulated one in the data-path simulation). */
+  disk?: Disk;
+  /** How to reach other sheep (in-memory in the simulation); TCP by default. */
+  connect?: Connect;
+  /**
+   * Where cluster events go when there is no group: a simulation's total-order broadcast that
+   * applies each event on every sheep in one order. Without it (and without `cluster`) a lone
+   * sheep applies its events itself.
+   */
+  events?: EventBus;
+  /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
+  listen?: boolean;
+}
+
+/** A totally ordered broadcast of cluster events (the group's role, or a simulation's). */
+export interface EventBus {
+  /** Applies `event` on every member in the same order; resolves with this member's result. */
+  propose<T>(event: ClusterEvent): Promise<T>;
 }
 
 /** Who holds a VDI open ("running on ADDR"). */
@@ -98,6 +117,8 @@ export class Sheep {
   #server: ObjectServer | undefined;
   #dirLock: DirLock | undefined;
   #running = false;
+  readonly #events: EventBus | undefined;
+  readonly #listen: boolean;
   readonly member: ClusterMember | undefined;
   readonly recovery: Recovery;
   /** Local copies: client writes hold an object shared, a recovery pull holds it alone. */
@@ -116,8 +137,10 @@ export class Sheep {
     this.#vnodes = options.vnodes ?? VNODES_DEFAULT;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
-    this.store = new FsObjectStore(path.join(this.dir, "obj"));
-    this.peers = new Peers(options.cluster?.reachable);
+    this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk);
+    this.peers = new Peers(options.cluster?.reachable, options.connect);
+    this.#events = options.events;
+    this.#listen = options.listen ?? true;
     const selfId = () => this.id;
     this.gateway = new Gateway({
       get selfId() {
@@ -206,12 +229,14 @@ export class Sheep {
       this.#server = new ObjectServer((request, peer) => this.handle(request, peer), {
         onError: (message) => this.logger.warn(message),
       });
-      const bound = await this.#server.listen({ host: this.host, port: this.#port });
-      this.#port = bound.port;
+      if (this.#listen) {
+        const bound = await this.#server.listen({ host: this.host, port: this.#port });
+        this.#port = bound.port;
+      }
       await this.#loadVdis();
       this.#running = true;
       if (this.member) await this.member.start();
-      else this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
+      else if (!this.#events) this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
@@ -269,6 +294,7 @@ export class Sheep {
 
   #submit<T>(event: ClusterEvent): Promise<T> {
     if (this.member) return this.member.propose<T>(event);
+    if (this.#events) return this.#events.propose<T>(event);
     return Promise.resolve().then(() => this.applyEvent(event) as Promise<T>);
   }
 
@@ -367,7 +393,7 @@ export class Sheep {
     if (this.#config) await this.#erase();
     await writeConfig(this.dir, config);
     this.#config = config;
-    if (!this.member) this.#view = makeView(1, [this.ringNode()]);
+    if (!this.member && !this.#events) this.#view = makeView(1, [this.ringNode()]);
     this.logger.info(
       `cluster formatted: ${config.copies} copies, object size 2^${config.blockSizeShift}`,
     );
