@@ -163,6 +163,8 @@ async function serve(dir: string, values: Flags): Promise<void> {
     },
     port: settings.port,
     logger,
+    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
+    verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
   });

@@ -41,12 +41,22 @@ interface Result {
   bytesPerSec: number;
 }
 
-function exec(cmd: string, args: string[], timeoutMs: number): Promise<string> {
+function exec(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+  env: Record<string, string> = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
-      { timeout: timeoutMs, maxBuffer: 64 * MiB, encoding: "utf8" },
+      {
+        timeout: timeoutMs,
+        maxBuffer: 64 * MiB,
+        encoding: "utf8",
+        env: { ...process.env, ...env },
+      },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`${cmd} ${args.join(" ")}: ${err.message}\n${stderr}`));
         else resolve(stdout);
@@ -143,19 +153,20 @@ function fmtMBps(result: Result): string {
   return (result.bytesPerSec / 1e6).toFixed(1);
 }
 
-function table(ours: Result[], theirs: Result[]): string {
+function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
   const lines = [
-    "| job | sheepdog IOPS | sheepdog MB/s | qemu-nbd IOPS | qemu-nbd MB/s | ratio |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| job | sheepdog IOPS | sheepdog MB/s | verify off IOPS | qemu-nbd IOPS | qemu-nbd MB/s | ratio | verify on ÷ off |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ];
+  const ratio = (a: number, b: number) => b > 0 ? (a / b).toFixed(2) : "n/a";
   JOBS.forEach((job, i) => {
     const a = ours[i]!;
+    const off = unverified[i]!;
     const b = theirs[i]!;
-    const ratio = b.iops > 0 ? (a.iops / b.iops).toFixed(2) : "n/a";
     lines.push(
-      `| ${job.name} | ${fmtIops(a.iops)} | ${fmtMBps(a)} | ${fmtIops(b.iops)} | ${
-        fmtMBps(b)
-      } | ${ratio} |`,
+      `| ${job.name} | ${fmtIops(a.iops)} | ${fmtMBps(a)} | ${fmtIops(off.iops)} | ${
+        fmtIops(b.iops)
+      } | ${fmtMBps(b)} | ${ratio(a.iops, b.iops)} | ${ratio(a.iops, off.iops)} |`,
     );
   });
   return lines.join("\n");
@@ -180,6 +191,48 @@ async function writeSection(file: string, body: string): Promise<void> {
   await fsp.writeFile(file, text);
 }
 
+/** One sheep (copies=1) with a VDI over NBD, measured with every job; stopped afterwards. */
+async function runSheepdog(
+  exe: string,
+  sheepDir: string,
+  sizeMiB: number,
+  runtime: number,
+  env: Record<string, string>,
+): Promise<Result[]> {
+  const objectPort = await freePort();
+  const nbdPort = await freePort();
+  const cluster = ["--cluster", `127.0.0.1:${objectPort}`];
+  // --nbd-force-shared: each fio job reconnects while the last one's connection may still be
+  // releasing the one-writer lock.
+  await exec(
+    exe,
+    [
+      "sheep",
+      sheepDir,
+      "--port",
+      String(objectPort),
+      "--nbd-port",
+      String(nbdPort),
+      "--nbd-force-shared",
+      "--multicast",
+      "off",
+      "--no-http",
+    ],
+    60_000,
+    env,
+  );
+  const pid = Number((await fsp.readFile(path.join(sheepDir, "sheep.pid"), "utf8")).trim());
+  try {
+    await exec(exe, ["shepherd", "mkfs", "--copies=1", ...cluster], 60_000);
+    await exec(exe, ["img", "create", "bench", `${sizeMiB}M`, ...cluster], 60_000);
+    const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
+    return await runAll(label, `nbd://127.0.0.1:${nbdPort}/bench`, sizeMiB, runtime);
+  } finally {
+    process.kill(pid, "SIGTERM");
+    await waitForExit(pid, 30_000);
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -198,42 +251,12 @@ async function main(): Promise<void> {
   let qemuPid: number | undefined;
   try {
     // Sheepdog: the built ./sheepdog (as users run it, on Node), one sheep, copies=1, a VDI
-    // served over NBD. --nbd-force-shared: each fio job reconnects while the last one's
-    // connection may still be releasing the one-writer lock.
+    // served over NBD; run twice, reads verified against their checksums and not.
     const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
-    const sheepDir = path.join(dir, "sheep");
-    const objectPort = await freePort();
-    const nbdPort = await freePort();
-    const cluster = ["--cluster", `127.0.0.1:${objectPort}`];
-    await exec(exe, [
-      "sheep",
-      sheepDir,
-      "--port",
-      String(objectPort),
-      "--nbd-port",
-      String(nbdPort),
-      "--nbd-force-shared",
-      "--multicast",
-      "off",
-      "--no-http",
-    ], 60_000);
-    let ours: Result[];
-    try {
-      await exec(exe, ["shepherd", "mkfs", "--copies=1", ...cluster], 60_000);
-      await exec(exe, ["img", "create", "bench", `${sizeMiB}M`, ...cluster], 60_000);
-      ours = await runAll(
-        "sheepdog",
-        `nbd://127.0.0.1:${nbdPort}/bench`,
-        sizeMiB,
-        runtime,
-        () => Promise.resolve(),
-      );
-    } finally {
-      process.kill(
-        Number((await fsp.readFile(path.join(sheepDir, "sheep.pid"), "utf8")).trim()),
-        "SIGTERM",
-      );
-    }
+    const ours = await runSheepdog(exe, path.join(dir, "verified"), sizeMiB, runtime, {});
+    const unverified = await runSheepdog(exe, path.join(dir, "unverified"), sizeMiB, runtime, {
+      SHEEPDOG_VERIFY_READS: "0",
+    });
 
     // qemu-nbd: a raw file in the same directory.
     const file = path.join(dir, "qemu.raw");
@@ -267,10 +290,12 @@ async function main(): Promise<void> {
       `fio ${(await exec("fio", ["--version"], 10_000)).trim()} with the nbd engine, one ` +
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
-      "objects, NBD export inside the sheep. qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. Ratio = " +
-      "sheepdog / qemu-nbd (IOPS). Reproduce: `npm run bench`.",
+      "objects, NBD export inside the sheep, every 4 KiB block checksummed (CRC-32) and verified " +
+      'on read. "verify off": the same build with `SHEEPDOG_VERIFY_READS=0` (checksums still ' +
+      "kept on writes, not checked on reads). qemu-nbd: `qemu-nbd -f raw -t` of a raw file on " +
+      "the same disk. Ratio = sheepdog / qemu-nbd (IOPS). Reproduce: `npm run bench`.",
       "",
-      table(ours, theirs),
+      table(ours, unverified, theirs),
     ].join("\n");
     console.log(`\n${body}\n`);
     if (!values["no-write"]) {

@@ -105,10 +105,16 @@ export class FsObjectStore implements ObjectStore {
   #syncError?: SheepdogError;
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
+  readonly #verifyReads: boolean;
 
-  constructor(objectDir: string, disk: Disk = fsDisk) {
+  /**
+   * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
+   * only for measuring what verification costs (`npm run bench`), never for data you keep.
+   */
+  constructor(objectDir: string, disk: Disk = fsDisk, options: { verifyReads?: boolean } = {}) {
     this.objectDir = objectDir;
     this.#disk = disk;
+    this.#verifyReads = options.verifyReads ?? true;
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -309,6 +315,11 @@ export class FsObjectStore implements ObjectStore {
       const first = Math.floor(offset / B);
       const last = Math.floor((offset + length - 1) / B);
       const start = first * B;
+      if (!this.#verifyReads) {
+        const buffer = new Uint8Array(length);
+        await readFully(object.data, buffer, offset);
+        return buffer;
+      }
       const buffer = new Uint8Array(Math.min((last + 1) * B, object.meta.size) - start);
       const bad = await this.#readBlocks(object, buffer, first);
       if (bad.length > 0) {

@@ -70,6 +70,8 @@ export interface SheepOptions {
    * sheep applies its events itself.
    */
   events?: EventBus;
+  /** Check checksums on every read (default true; off only to measure what it costs). */
+  verifyReads?: boolean;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
   listen?: boolean;
 }
@@ -137,7 +139,9 @@ export class Sheep {
     this.#vnodes = options.vnodes ?? VNODES_DEFAULT;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
-    this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk);
+    this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
+      verifyReads: options.verifyReads ?? true,
+    });
     this.peers = new Peers(options.cluster?.reachable, options.connect);
     this.#events = options.events;
     this.#listen = options.listen ?? true;
