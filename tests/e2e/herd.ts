@@ -187,13 +187,29 @@ export class Herd {
     const herd = new Herd(root, ports, nbdPorts, options);
     try {
       await Promise.all(ports.map((_, i) => herd.startSheep(i)));
+      // Format once every sheep sees every other: mkfs while the group forms is another test.
+      await herd.waitView(n, 30_000, "waiting-for-format");
       await herd.shepherd(["mkfs", `--copies=${herd.copies}`]);
       await herd.waitView(n);
     } catch (error) {
+      console.error(herd.logTails());
       await herd.stop();
       throw error;
     }
     return herd;
+  }
+
+  /** Runs `test` on a new herd; on failure prints the tail of every sheep's log; always cleans up. */
+  static async with(options: HerdOptions, test: (herd: Herd) => Promise<void>): Promise<void> {
+    const herd = await Herd.start(options);
+    try {
+      await test(herd);
+    } catch (error) {
+      console.error(herd.logTails());
+      throw error;
+    } finally {
+      await herd.stop();
+    }
   }
 
   get size(): number {
@@ -254,6 +270,20 @@ export class Herd {
       20_000,
       () => `It is in state ${procState(pid)} (a zombie nobody reaped?)`,
     );
+  }
+
+  /** The last `lines` lines of every sheep's log, for a failure report. */
+  logTails(lines = 20): string {
+    return this.dirs.map((dir, i) => {
+      let text: string;
+      try {
+        text = fs.readFileSync(path.join(dir, "sheep.log"), "utf8");
+      } catch (error) {
+        text = `(${(error as Error).message})`;
+      }
+      return `--- sheep ${i} (${this.id(i)}) ${dir}/sheep.log:\n` +
+        text.trimEnd().split("\n").slice(-lines).join("\n");
+    }).join("\n");
   }
 
   /** Stops every sheep we started (SIGTERM, then SIGKILL after 10 s) and removes the dirs. */
@@ -330,10 +360,14 @@ export class Herd {
   }
 
   /**
-   * Waits until every running sheep sees the same running view of exactly the running sheep
-   * (`count` of them); returns its epoch.
+   * Waits until every running sheep sees the same view of exactly the running sheep (`count` of
+   * them), with cluster status `status`; returns its epoch.
    */
-  async waitView(count = this.alive().length, timeoutMs = 30_000): Promise<number> {
+  async waitView(
+    count = this.alive().length,
+    timeoutMs = 30_000,
+    status = "running",
+  ): Promise<number> {
     const expected = this.alive().map((i) => this.id(i)).sort();
     assert.equal(expected.length, count, "waitView: the herd runs a different number of sheep");
     let last = "";
@@ -346,7 +380,7 @@ export class Herd {
         );
         const epochs = new Set(infos.map((c) => c?.epoch));
         const agree = infos.every((c) =>
-          c !== undefined && c.status === "running" &&
+          c !== undefined && c.status === status &&
           JSON.stringify([...c.nodes].sort()) === JSON.stringify(expected)
         );
         return agree && epochs.size === 1 ? infos[0]!.epoch : undefined;

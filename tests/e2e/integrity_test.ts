@@ -21,6 +21,8 @@ const MiB = 1 << 20;
 const OBJECT = 4 * MiB;
 const PYTHON = "/usr/bin/python3";
 const RECORDS = path.resolve(new URL("./nbd_records.py", import.meta.url).pathname);
+/** Records nbd_records.py places (64 KiB each, 256 MiB in all). */
+const RECORD_SLOTS = 4096;
 
 let toolsChecked: Promise<void> | undefined;
 
@@ -138,8 +140,7 @@ function assertNoProblems(problems: string[], what: string): void {
 
 Deno.test("integrity: a restarted sheep serves the data written while it was dead", async () => {
   await requireClients();
-  const herd = await Herd.start({ prefix: "sd-e2e-restart-" });
-  try {
+  await Herd.with({ prefix: "sd-e2e-restart-" }, async (herd) => {
     await herd.img(["create", VDI, "64M"]);
     await qemuIoOk(herd.nbdUri(0, VDI), ["write -P 0xaa 0 8M", "flush"]);
     await herd.kill9(2);
@@ -156,31 +157,23 @@ Deno.test("integrity: a restarted sheep serves the data written while it was dea
     }
     problems.push(...herd.replicaProblems());
     assertNoProblems(problems, "after restarting sheep 2, every sheep must serve 0xbb");
-  } finally {
-    await herd.stop();
-  }
+  });
 });
 
 Deno.test("integrity: a rotted replica is detected on read and repaired (3 copies)", async () => {
   await requireClients();
-  const herd = await Herd.start({ prefix: "sd-e2e-rot3-" });
-  try {
+  await Herd.with({ prefix: "sd-e2e-rot3-" }, async (herd) => {
     await herd.img(["create", VDI, "64M"]);
     const image = randomBytes(16 * MiB);
     await writeImage(herd, 0, image);
     assertNoProblems(herd.replicaProblems(), "replicas before the rot");
 
     const objects = dataObjects(herd, 1);
-    assert.equal(
-      objects.length,
-      4,
-      `16 MiB is 4 data objects on sheep 1: ${objects.map((o) => o.oid)}`,
-    );
+    assert.equal(objects.length, 4, `16 MiB is 4 data objects: ${objects.map((o) => o.oid)}`);
     const victim = objects[1]!;
-    const file = herd.objectPath(1, victim.oid);
     const position = OBJECT / 2;
     const offset = victim.index * OBJECT + position;
-    const old = flipByte(file, position);
+    const old = flipByte(herd.objectPath(1, victim.oid), position);
     assert.equal(old, image[offset], "an object file holds the object's bytes at their offsets");
 
     const read = await nbdRead(herd, herd.nbdUri(1, VDI), 0, image.length);
@@ -202,7 +195,6 @@ Deno.test("integrity: a rotted replica is detected on read and repaired (3 copie
       `sheep 1's log to say /${repaired.source}/`,
       () => Promise.resolve(repaired.test(herd.log(1))),
       10_000,
-      () => `Its log:\n${herd.log(1).split("\n").slice(-15).join("\n")}`,
     );
     let last: string[] = [];
     await eventually(
@@ -211,15 +203,12 @@ Deno.test("integrity: a rotted replica is detected on read and repaired (3 copie
       10_000,
       () => last.join("; "),
     );
-  } finally {
-    await herd.stop();
-  }
+  });
 });
 
 Deno.test("integrity: with 1 copy, rot is an I/O error, never wrong data", async () => {
   await requireClients();
-  const herd = await Herd.start({ prefix: "sd-e2e-rot1-", nodes: 1, copies: 1 });
-  try {
+  await Herd.with({ prefix: "sd-e2e-rot1-", nodes: 1, copies: 1 }, async (herd) => {
     await herd.img(["create", VDI, "64M"]);
     const image = randomBytes(16 * MiB);
     await writeImage(herd, 0, image);
@@ -244,15 +233,17 @@ Deno.test("integrity: with 1 copy, rot is an I/O error, never wrong data", async
         );
       }
     }
-    // libnbd, in 64 KiB requests over the whole image: only requests covering the flipped byte
-    // may fail, with EIO; every byte returned must be the byte written.
+    // libnbd, in 64 KiB requests over the whole image: only requests within the rotted object
+    // may fail, with EIO, and the one covering the flipped byte must; every byte returned must
+    // be the byte written.
     const read = await nbdRead(herd, uri, 0, image.length, 64 * 1024);
     const covering = (o: number, l: number) => o <= offset && offset < o + l;
+    const inVictim = (o: number) => o >= victim.index * OBJECT && o < (victim.index + 1) * OBJECT;
     if (!read.failed.some(([o, l]) => covering(o, l))) {
       problems.push(`reading [${offset - (offset % 65536)}, +64k) succeeded despite the rot`);
     }
     for (const [o, l, errno, message] of read.failed) {
-      if (!covering(o, l) && !(o >= victim.index * OBJECT && o < (victim.index + 1) * OBJECT)) {
+      if (!inVictim(o)) {
         problems.push(`[${o}, +${l}) of another object failed: errno ${errno} ${message}`);
       } else if (errno !== 5) {
         problems.push(`[${o}, +${l}) failed with errno ${errno} (${message}), want EIO (5)`);
@@ -261,69 +252,90 @@ Deno.test("integrity: with 1 copy, rot is an I/O error, never wrong data", async
     const failed = (k: number) => read.failed.some(([o, l]) => o <= k && k < o + l);
     for (let k = 0; k < image.length; k += 65536) {
       if (failed(k)) continue;
-      const got = read.data.subarray(k, k + 65536);
-      if (!equal(got, image.subarray(k, k + 65536))) {
+      if (!equal(read.data.subarray(k, k + 65536), image.subarray(k, k + 65536))) {
         problems.push(
           `[${k}, +64k) returned wrong data` + (covering(k, 65536) ? " (the flipped byte)" : ""),
         );
       }
     }
     assertNoProblems(problems, "a rotted object with no other copy");
-  } finally {
-    await herd.stop();
-  }
+  });
 });
 
-/** The Python libnbd writer of numbered records (see nbd_records.py). */
-class RecordWriter {
+/**
+ * Writes numbered records through one NBD URI with nbd_records.py, a flush after each, and keeps
+ * the numbers of those whose flush returned. If the writer fails before `stop()`, the failure is
+ * kept and a new writer goes on with the next record (so one run shows every symptom).
+ */
+class RecordStream {
   readonly acked: number[] = [];
-  readonly exited: Promise<number | null>;
-  #output = "";
+  /** Writer failures before `stop()`. */
+  readonly failures: string[] = [];
+  /** Output of the last writer (its error line, after `stop()`). */
+  lastOutput = "";
+  readonly done: Promise<void>;
+  #next = 0;
+  #stopping = false;
+  #finished = false;
+  #child: ChildProcessByStdio<null, Readable, Readable> | undefined;
   #waiters: { count: number; resolve: () => void }[] = [];
-  #child: ChildProcessByStdio<null, Readable, Readable>;
-  #done = false;
 
-  constructor(uri: string, seed: number, first: number, count: number) {
-    this.#child = spawn(
-      PYTHON,
-      [RECORDS, "write", uri, String(seed), String(first), String(count)],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    this.#child.stderr.on("data", (chunk) => (this.#output += String(chunk)));
-    const lines = readline.createInterface({ input: this.#child.stdout });
+  constructor(readonly uri: string, readonly seed: number) {
+    this.done = this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (!this.#stopping && this.#next < RECORD_SLOTS && this.failures.length < 5) {
+        const first = this.#next;
+        const { code, output } = await this.#runWriter(first);
+        this.lastOutput = output;
+        if (code !== 0 && !this.#stopping) {
+          this.failures.push(`writer from record ${first} exited ${code}: ${output.trim()}`);
+        }
+      }
+    } finally {
+      this.#finished = true;
+      this.#wake();
+    }
+  }
+
+  #runWriter(first: number): Promise<{ code: number | null; output: string }> {
+    const args = [RECORDS, "write", this.uri, String(this.seed), String(first)];
+    const child = spawn(PYTHON, [...args, String(RECORD_SLOTS - first)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.#child = child;
+    let output = "";
+    child.stderr.on("data", (chunk) => (output += String(chunk)));
+    const lines = readline.createInterface({ input: child.stdout });
     lines.on("line", (line) => {
       const ack = /^ack (\d+)$/.exec(line);
-      if (ack) this.acked.push(Number(ack[1]));
-      else this.#output += line + "\n";
+      const error = /^error (\d+) /.exec(line);
+      if (ack) {
+        this.acked.push(Number(ack[1]));
+        this.#next = Number(ack[1]) + 1;
+      } else {
+        output += line + "\n";
+        if (error) this.#next = Number(error[1]) + 1; // that record stays unacknowledged
+      }
       this.#wake();
     });
     const closed = new Promise<void>((resolve) => lines.on("close", resolve));
-    this.exited = new Promise((resolve) => {
-      this.#child.on("exit", (code) => {
-        closed.then(() => {
-          this.#done = true;
-          this.#wake();
-          resolve(code);
-        });
-      });
+    return new Promise((resolve) => {
+      child.on("exit", (code) => closed.then(() => resolve({ code, output })));
     });
-  }
-
-  get output(): string {
-    return this.#output;
   }
 
   #wake(): void {
     this.#waiters = this.#waiters.filter((w) => {
-      if (this.acked.length < w.count && !this.#done) return true;
+      if (this.acked.length < w.count && !this.#finished) return true;
       w.resolve();
       return false;
     });
   }
 
-  /** Resolves once `count` records are acknowledged; fails if the writer stops first. */
+  /** Resolves once `count` records are acknowledged; fails if writing ends first. */
   async waitAcks(count: number, timeoutMs: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -340,12 +352,22 @@ class RecordWriter {
     ]).finally(() => clearTimeout(timer));
     assert.ok(
       this.acked.length >= count,
-      `the writer stopped after ${this.acked.length} records, before ${count}: ${this.#output}`,
+      `writing stopped after ${this.acked.length} records, before ${count}: ` +
+        this.failures.join("; "),
     );
   }
 
-  kill(): void {
-    if (!this.#done && this.#child.exitCode === null) this.#child.kill("SIGKILL");
+  /** No new writer from now on (the current one ends when its sheep dies). */
+  stop(): void {
+    this.#stopping = true;
+  }
+
+  /** Stops and kills the current writer (cleanup). */
+  async kill(): Promise<void> {
+    this.stop();
+    const child = this.#child;
+    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await this.done;
   }
 }
 
@@ -354,35 +376,42 @@ Deno.test("integrity: writes whose flush was acknowledged survive kill -9 of two
   const seed = testSeed();
   const random = seededRandom(seed);
   console.log(`kill -9 schedule seed ${seed} (rerun with SHEEPDOG_TEST_SEED=${seed})`);
-  const herd = await Herd.start({ prefix: "sd-e2e-flush-" });
-  let writer: RecordWriter | undefined;
-  try {
-    await herd.img(["create", VDI, "64M"]);
+  await Herd.with({ prefix: "sd-e2e-flush-" }, async (herd) => {
+    await herd.img(["create", VDI, "256M"]);
     const killSheep1After = 20 + Math.floor(random() * 80);
     const killSheep0After = 20 + Math.floor(random() * 120);
-    writer = new RecordWriter(herd.nbdUri(0, VDI), seed, 0, 1024);
-
-    await writer.waitAcks(killSheep1After, 30_000);
-    await new Promise((resolve) => setTimeout(resolve, random() * 30)); // a random point in a write
-    await herd.kill9(1);
-    await herd.waitView(2);
-    await herd.startSheep(1);
-    await writer.waitAcks(writer.acked.length + killSheep0After, 60_000);
-    await new Promise((resolve) => setTimeout(resolve, random() * 30));
-    await herd.kill9(0); // the writer's own sheep
-    const status = await writer.exited;
-    const acked = [...writer.acked];
-    console.log(
-      `killed sheep 1 after ${killSheep1After} and sheep 0 after ${acked.length} acknowledged ` +
-        `records; the writer ended with status ${status}: ${writer.output.trim()}`,
-    );
+    const stream = new RecordStream(herd.nbdUri(0, VDI), seed);
+    try {
+      await stream.waitAcks(killSheep1After, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, random() * 30)); // a random point of a write
+      const atKill1 = stream.acked.length;
+      await herd.kill9(1);
+      await herd.waitView(2);
+      await herd.startSheep(1);
+      // Writes go on while sheep 1 rejoins and recovers; then the writer's own sheep dies.
+      await stream.waitAcks(Math.min(stream.acked.length + killSheep0After, RECORD_SLOTS), 60_000);
+      await new Promise((resolve) => setTimeout(resolve, random() * 30));
+      const atKill0 = stream.acked.length;
+      stream.stop();
+      await herd.kill9(0);
+      await stream.done;
+      console.log(
+        `kill -9 of sheep 1 after ${atKill1} and of sheep 0 after ${atKill0} acknowledged ` +
+          `records; ${stream.acked.length} acknowledged in all; the last writer said: ` +
+          stream.lastOutput.trim(),
+      );
+      assert.ok(atKill0 < RECORD_SLOTS, "every record was written before sheep 0 was killed");
+    } finally {
+      await stream.kill();
+    }
     await herd.waitView(2);
     await herd.startSheep(0);
     await herd.waitRecovered();
 
+    const acked = [...stream.acked];
     const list = path.join(herd.root, "acked.txt");
     await fsp.writeFile(list, acked.join("\n"));
-    const problems: string[] = [];
+    const problems = stream.failures.map((f) => `before sheep 0 was killed, ${f}`);
     for (let i = 0; i < herd.size; i++) {
       const r = await runTool(PYTHON, [RECORDS, "verify", herd.nbdUri(i, VDI), String(seed), list]);
       if (r.code !== 0) {
@@ -403,17 +432,12 @@ Deno.test("integrity: writes whose flush was acknowledged survive kill -9 of two
     }
     problems.push(...herd.replicaProblems());
     assertNoProblems(problems, `acknowledged records after kill -9 (seed ${seed})`);
-  } finally {
-    writer?.kill();
-    await writer?.exited;
-    await herd.stop();
-  }
+  });
 });
 
 Deno.test("integrity: fio verify through every sheep after kill -9 chaos", async () => {
   await requireClients();
-  const herd = await Herd.start({ prefix: "sd-e2e-chaos-" });
-  try {
+  await Herd.with({ prefix: "sd-e2e-chaos-" }, async (herd) => {
     await herd.img(["create", VDI, "64M"]);
     const fio = (via: number, extra: string[]) =>
       runTool("fio", [
@@ -424,16 +448,23 @@ Deno.test("integrity: fio verify through every sheep after kill -9 chaos", async
         ...["--verify=crc32c", "--verify_state_save=0", "--end_fsync=1"],
         ...extra,
       ], { timeoutMs: 100_000, cwd: herd.root });
-    // About 40 s of writes at 1.5 MiB/s: long enough for three kill -9 rounds to land inside it.
+    // About 32 s of writes at 2 MiB/s: long enough for three kill -9 rounds (~3 s each here) to
+    // land inside it.
     let writing = true;
-    const write = fio(0, ["--do_verify=0", "--rate=1536k"]).finally(() => (writing = false));
+    const write = fio(0, ["--do_verify=0", "--rate=2m"]).finally(() => (writing = false));
     const killedWhileWriting: boolean[] = [];
     for (const victim of [1, 2, 1]) {
+      const started = Date.now();
       await herd.kill9(victim);
       killedWhileWriting.push(writing);
       await herd.waitView(2);
+      const noticed = Date.now();
       await herd.startSheep(victim);
       await herd.waitRecovered();
+      console.log(
+        `kill -9 of sheep ${victim}: noticed in ${noticed - started} ms, restarted and ` +
+          `recovered in ${Date.now() - noticed} ms`,
+      );
     }
     const written = await write;
     const problems: string[] = [];
@@ -455,14 +486,12 @@ Deno.test("integrity: fio verify through every sheep after kill -9 chaos", async
       if (r.code !== 0) {
         problems.push(
           `fio verify through sheep ${i} failed (${r.timedOut ? "timed out" : r.code}): ` +
-            (r.stdout + r.stderr).split("\n").filter((l) => /verify|err/i.test(l)).slice(0, 3)
+            (r.stdout + r.stderr).split("\n").filter((l) => /verify/i.test(l)).slice(0, 2)
               .join(" | "),
         );
       }
     }
     problems.push(...herd.replicaProblems());
     assertNoProblems(problems, "fio verify after kill -9 chaos");
-  } finally {
-    await herd.stop();
-  }
+  });
 });

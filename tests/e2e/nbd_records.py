@@ -11,7 +11,7 @@
       chunks stay zero); prints JSON {"failed": [[offset, length, errno, msg]...]}.
 
 A record is 64 KiB: 16 bytes (seed, K) then bytes from a PRNG seeded by (seed, K), at offset
-((K * 337) mod 1024) * 64 KiB, so 1024 records cover 64 MiB once, in a scattered order.
+((K * 337) mod 4096) * 64 KiB, so 4096 records cover 256 MiB once, in a scattered order.
 """
 import json
 import random
@@ -21,7 +21,7 @@ import sys
 import nbd
 
 RECORD = 64 * 1024
-SLOTS = 1024
+SLOTS = 4096
 
 
 def record(seed, k):
