@@ -4,7 +4,9 @@
 // refuse to serve rot they cannot repair, and never lose a write whose flush was acknowledged.
 // Method: real NBD clients (qemu-io, fio's nbd engine, libnbd's Python binding) against each
 // sheep's own NBD port; recovery is awaited through `shepherd info -t recovery --json`; at the
-// end every node is read and every object's replicas on disk are compared.
+// end every node is read and every object's replicas on disk are compared. Needs qemu-utils, fio
+// (with its nbd engine) and python3-libnbd. Test 4's kill schedule is seeded: it prints the seed,
+// and SHEEPDOG_TEST_SEED=N replays it.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type ChildProcessByStdio, spawn } from "node:child_process";
