@@ -12,7 +12,11 @@ import type { RingNode } from "../core/hash/ring.ts";
 import type { BadBlock, ObjectMeta } from "../core/store/object_store.ts";
 import type { Oid } from "../core/vdi/oid.ts";
 import { compareCopies } from "../net/sheep/recovery.ts";
-import type { ScrubContext } from "../net/sheep/scrub.ts";
+import type { Message } from "../net/object/header.ts";
+import { Opcode } from "../net/object/ops.ts";
+import { LocalTransport, type Transport } from "../net/object/transport.ts";
+import { Scrubber, type ScrubContext, type ScrubOptions } from "../net/sheep/scrub.ts";
+import { type ScrubHost, scrubStatusRequest, startScrubRequest } from "../net/sheep/scrub_ops.ts";
 
 /** One copy: its meta and its rotted blocks (what `verify` reports). */
 export interface FakeCopy {
@@ -181,5 +185,70 @@ export async function until(what: string, check: () => boolean, timeoutMs = 5_00
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+/**
+ * The scrub opcodes of a fake cluster: one Scrubber per node of `world`, each answering
+ * START_SCRUB and STAT_SCRUB through the real handlers, peers reached in-process (those in
+ * `world.unreachable` fail as a lost connection would).
+ */
+export class FakeScrubCluster {
+  readonly world: FakeWorld;
+  readonly scrubbers = new Map<string, Scrubber>();
+  readonly hosts = new Map<string, ScrubHost>();
+
+  constructor(world: FakeWorld, options: ScrubOptions = {}) {
+    this.world = world;
+    for (const node of world.nodes) {
+      const scrubber = new Scrubber(world.context(node.id), options);
+      this.scrubbers.set(node.id, scrubber);
+      this.hosts.set(node.id, {
+        id: node.id,
+        get view() {
+          return world.view;
+        },
+        peers: { get: (peer) => ({ transport: this.transport(peer.id) }) },
+        scrubber,
+      });
+    }
+  }
+
+  /** A transport to node `id`, as a peer or a client would use it. */
+  transport(id: string): Transport {
+    if (this.world.unreachable.has(id)) {
+      return {
+        request: () =>
+          Promise.reject(new SheepdogError(ResultCode.NETWORK_ERROR, "Peer is unreachable")),
+        close: () => Promise.resolve(),
+      };
+    }
+    return new LocalTransport((request) => this.#handle(id, request));
+  }
+
+  async #handle(id: string, request: Message): Promise<Message> {
+    const host = this.hosts.get(id)!;
+    const reply = request.header.reply(ResultCode.SUCCESS, this.world.view.epoch);
+    try {
+      const op = request.header.opcode;
+      if (op === Opcode.START_SCRUB) {
+        return { header: reply, data: await startScrubRequest(host, request) };
+      }
+      if (op === Opcode.STAT_SCRUB) {
+        return { header: reply, data: await scrubStatusRequest(host, request) };
+      }
+      throw new SheepdogError(ResultCode.NO_SUPPORT, `Unknown opcode ${op}`);
+    } catch (error) {
+      reply.result = error instanceof SheepdogError ? error.code : ResultCode.SYSTEM_ERROR;
+      return { header: reply, data: new TextEncoder().encode((error as Error).message) };
+    }
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all([...this.scrubbers.values()].map((s) => s.settled()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.scrubbers.values()].map((s) => s.stop()));
   }
 }
