@@ -223,10 +223,11 @@ export class FakeScrubCluster {
         close: () => Promise.resolve(),
       };
     }
-    return new LocalTransport((request) => this.#handle(id, request));
+    return new LocalTransport((request) => this.handle(id, request));
   }
 
-  async #handle(id: string, request: Message): Promise<Message> {
+  /** Node `id`'s answer to `request` (an ObjectServer can serve this over TCP). */
+  async handle(id: string, request: Message): Promise<Message> {
     const host = this.hosts.get(id)!;
     const reply = request.header.reply(ResultCode.SUCCESS, this.world.view.epoch);
     try {
