@@ -14,6 +14,8 @@ import { HTTP_PORT_DEFAULT, NBD_PORT_DEFAULT, OBJECT_PORT_DEFAULT } from "../cor
 import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
+import { parseSize } from "../net/admin/format.ts";
+import type { ScrubOptions } from "../net/sheep/scrub.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
 import {
   integerFlag,
@@ -48,9 +50,17 @@ Options:
   --http-port N     HTTP port (default ${HTTP_PORT_DEFAULT})
   --http-token T    token required for changes through HTTP (needed beyond loopback)
   --no-http         no HTTP admin API
+  --scrub-interval S  start a background scrub every S seconds (default 86400: daily; 0 or
+                    'off': never). A scrub verifies every block of every local copy against
+                    its checksum, compares each object's copies across nodes and repairs
+                    what differs; the first pass runs one interval after start
+  --scrub-rate R    bytes per second a scrub reads at most, K/M/G suffixes (default 64M)
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
+
+/** A day: background scrubs of a sheep started from the command line. */
+const SCRUB_INTERVAL_DEFAULT_S = 86_400;
 
 const FLAGS = {
   port: { type: "string", default: String(OBJECT_PORT_DEFAULT) },
@@ -69,6 +79,8 @@ const FLAGS = {
   "http-token": { type: "string" },
   multicast: { type: "string", default: "239.10.10.10:7400" },
   "failure-timeout": { type: "string", default: "5000" },
+  "scrub-interval": { type: "string", default: String(SCRUB_INTERVAL_DEFAULT_S) },
+  "scrub-rate": { type: "string", default: "64M" },
   "log-level": { type: "string", default: "info" },
   foreground: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
@@ -117,6 +129,23 @@ async function daemonise(dir: string, args: string[]): Promise<void> {
 
 type Flags = ReturnType<typeof parseFlags<typeof FLAGS>>["values"];
 
+/** --scrub-interval SECONDS|off and --scrub-rate SIZE as the sheep's scrub options. */
+export function scrubSettings(interval: string, rate: string): Required<ScrubOptions> {
+  const seconds = interval.trim() === "off"
+    ? 0
+    : integerFlag(interval, "scrub-interval", 0, 31_536_000)!;
+  let bytesPerSecond: number;
+  try {
+    bytesPerSecond = parseSize(rate.replace(/\/s$/i, ""));
+  } catch (error) {
+    throw new UsageError(`Invalid --scrub-rate '${rate}': ${(error as Error).message}`);
+  }
+  if (bytesPerSecond < 1024 * 1024) {
+    throw new UsageError(`Invalid --scrub-rate '${rate}': use at least 1M (bytes per second)`);
+  }
+  return { intervalMs: seconds * 1000, bytesPerSecond };
+}
+
 /** Every flag parsed and checked: run before daemonising, so mistakes fail in the foreground. */
 function settingsOf(values: Flags) {
   let logLevel;
@@ -142,6 +171,7 @@ function settingsOf(values: Flags) {
     port: integerFlag(values.port, "port", 0, 65535)!,
     nbdPort: integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!,
     httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
+    scrub: scrubSettings(values["scrub-interval"]!, values["scrub-rate"]!),
   };
 }
 
@@ -153,7 +183,9 @@ async function serve(dir: string, values: Flags): Promise<void> {
     name: "sheep",
     ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
   });
-  const sheep = new Sheep({
+  // `scrub` is read once sheep.ts builds its Scrubber from SheepOptions.scrub (a variable, so
+  // this compiles before that field exists).
+  const options = {
     dir,
     host: values.host!,
     cluster: {
@@ -167,7 +199,9 @@ async function serve(dir: string, values: Flags): Promise<void> {
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
-  });
+    scrub: settings.scrub,
+  };
+  const sheep = new Sheep(options);
   await sheep.start();
   const services: { close(): Promise<void> }[] = [];
   try {

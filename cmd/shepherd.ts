@@ -1,5 +1,6 @@
 /**
- * `sheepdog shepherd`: the admin CLI of the 2009 design (mkfs, info, vdi delete).
+ * `sheepdog shepherd`: the admin CLI of the 2009 design (mkfs, info, vdi delete), plus cluster
+ * recovery and scrub.
  *
  * @module
  */
@@ -9,6 +10,9 @@ import {
   formatClusterInfo,
   formatNodeTable,
   formatRecovery,
+  formatScrub,
+  formatScrubFindings,
+  formatScrubProgress,
   formatVdiLine,
   formatVdiTree,
   formatVmTable,
@@ -23,7 +27,7 @@ import {
   runSubcommand,
   UsageError,
 } from "./cli.ts";
-import type { AdminService } from "../net/admin/admin_service.ts";
+import type { AdminService, ScrubRow } from "../net/admin/admin_service.ts";
 
 export const SHEPHERD_USAGE = `Usage: sheepdog shepherd COMMAND [options]
 
@@ -35,8 +39,17 @@ Commands:
   info -t node [--json]                 storage nodes, zones, space
   info -t cluster [--json]              status, copies, epoch history newest first
   info -t recovery [--json]             nodes in recovery, objects to go, progress, rate
+  info -t scrub [--json]                each node's scrub: state, progress, bad blocks,
+                                        copies repaired and not repaired, newest finding
   vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
   cluster recover force                 after a full stop, start with the nodes that are back
+  cluster scrub [NAME[:SNAP]] [--wait] [--json]
+                                 scrub every node now (only the VDI's objects when named):
+                                 verify every block against its checksum, compare the
+                                 copies of every object, repair what differs. A node already
+                                 scrubbing reports its running pass. --wait shows progress
+                                 until every node is done, then the findings, and exits 1
+                                 if a copy could not be repaired
 
 Options:
   --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
@@ -118,8 +131,14 @@ async function showInfo(
       const rows = await admin.recovery();
       return json ? printJson(rows) : print(formatRecovery(rows));
     }
+    case "scrub": {
+      const rows = await admin.scrubStatus();
+      return json ? printJson(rows) : print(formatScrub(rows));
+    }
     default:
-      throw new UsageError(`Unknown info type '${type}': use vdi, vm, node, cluster or recovery`);
+      throw new UsageError(
+        `Unknown info type '${type}': use vdi, vm, node, cluster, recovery or scrub`,
+      );
   }
 }
 
@@ -138,9 +157,12 @@ async function vdi(args: string[]): Promise<void> {
 }
 
 async function cluster(args: string[]): Promise<void> {
+  if (args[0] === "scrub") return await scrub(args.slice(1));
   const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
   if (positionals[0] !== "recover" || positionals[1] !== "force" || positionals.length !== 2) {
-    throw new UsageError("Unknown cluster command: use 'cluster recover force'");
+    throw new UsageError(
+      "Unknown cluster command: use 'cluster recover force' or 'cluster scrub [VDI]'",
+    );
   }
   const admin = connect(clusterAddress(values.cluster));
   try {
@@ -148,6 +170,75 @@ async function cluster(args: string[]): Promise<void> {
     print("Recovery forced: the cluster starts with the nodes that are back");
   } finally {
     await admin.client.close();
+  }
+}
+
+/** How often `cluster scrub --wait` asks for progress. */
+const SCRUB_POLL_MS = 1_000;
+
+async function scrub(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    wait: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+  });
+  if (positionals.length > 1) throw new UsageError("cluster scrub takes at most one VDI name");
+  const vdi = positionals[0];
+  const admin = connect(clusterAddress(values.cluster));
+  try {
+    const started = await admin.startScrub(vdi === undefined ? {} : { vdi });
+    if (!values.wait) {
+      if (values.json) return printJson(started);
+      const joined = started.filter((r) => r.started === false && r.state === "running");
+      print(
+        `Scrub started on ${started.filter((r) => r.started).length} of ${started.length} nodes` +
+          (vdi === undefined ? "" : ` (VDI ${vdi})`) +
+          (joined.length > 0
+            ? `; already running on ${joined.map((r) => r.node).join(", ")}`
+            : "") +
+          " (progress: shepherd info -t scrub)",
+      );
+      for (const row of started.filter((r) => r.state === "unreachable")) {
+        print(`${row.node}: not started: ${row.error ?? "no answer"}`);
+      }
+      return;
+    }
+    const rows = await waitForScrub(admin, started, values.json);
+    if (values.json) printJson(rows);
+    else print(`\n${formatScrub(rows)}\n\n${formatScrubFindings(rows)}`);
+    const failed = rows.reduce((n, r) => n + (r.repairFailed ?? 0), 0);
+    const unreachable = rows.filter((r) => r.state === "unreachable" || r.state === "failed");
+    if (failed > 0) throw new Error(`Scrub found ${failed} bad copies it could not repair`);
+    if (unreachable.length > 0) {
+      throw new Error(`Scrub did not complete on ${unreachable.map((r) => r.node).join(", ")}`);
+    }
+  } finally {
+    await admin.client.close();
+  }
+}
+
+/**
+ * Polls until every node's pass (the one `started` names) is over, printing a progress line
+ * whenever it changes (unless `quiet`). Returns the last rows.
+ */
+async function waitForScrub(
+  admin: AdminService,
+  started: ScrubRow[],
+  quiet: boolean,
+): Promise<ScrubRow[]> {
+  const passOf = new Map(started.map((r) => [r.node, r.pass ?? 0]));
+  let shown = "";
+  for (;;) {
+    const rows = await admin.scrubStatus();
+    // A node is done once its pass is over (or a later one began: ours is over too).
+    const running = rows.filter((r) =>
+      r.state === "running" && (r.pass ?? 0) <= (passOf.get(r.node) ?? 0)
+    );
+    const line = formatScrubProgress(rows);
+    if (!quiet && line !== shown) print(line);
+    shown = line;
+    if (running.length === 0) return rows;
+    await new Promise((resolve) => setTimeout(resolve, SCRUB_POLL_MS));
   }
 }
 

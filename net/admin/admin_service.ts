@@ -13,6 +13,9 @@ import type { Vid } from "../../core/vdi/oid.ts";
 import { ObjectClient } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
 import type { RecoveryStatus } from "../sheep/recovery.ts";
+import type { ScrubRow } from "../sheep/scrub_ops.ts";
+
+export type { ScrubRow };
 
 /** One VDI or snapshot as listings show it. */
 export interface VdiRow {
@@ -118,6 +121,24 @@ export class AdminService {
   /** After a full stop: start with the nodes that are back instead of waiting for the rest. */
   async forceRecover(): Promise<void> {
     await this.client.json(Opcode.FORCE_RECOVER);
+  }
+
+  /** Every node's scrub: state, progress, counts and newest findings. */
+  scrubStatus(): Promise<ScrubRow[]> {
+    return this.client.json<ScrubRow[]>(Opcode.STAT_SCRUB);
+  }
+
+  /**
+   * Starts a scrub pass on every node (a node already scrubbing reports its running pass);
+   * `vdi` ("NAME" or "NAME:SNAP") limits it to that VDI's objects.
+   */
+  async startScrub(options: { vdi?: string } = {}): Promise<ScrubRow[]> {
+    if (options.vdi === undefined) {
+      return await this.client.json<ScrubRow[]>(Opcode.START_SCRUB, {});
+    }
+    const { name, ref } = parseVdiRef(options.vdi);
+    const vid = await this.client.lookupVdi(name, ref);
+    return await this.client.json<ScrubRow[]>(Opcode.START_SCRUB, { vid });
   }
 
   nodes(): Promise<NodeRow[]> {

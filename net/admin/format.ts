@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ClusterInfo, NodeRow, RecoveryRow, VdiRow } from "./admin_service.ts";
+import type { ClusterInfo, NodeRow, RecoveryRow, ScrubRow, VdiRow } from "./admin_service.ts";
 
 const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
 
@@ -214,4 +214,133 @@ export function formatRecovery(rows: RecoveryRow[]): string {
     ? "Recovery: done"
     : `Nodes In Recovery: ${busy.map((r) => r.node).join(", ")}`;
   return `${head}\n\n${formatTable(table)}`;
+}
+
+function plural(n: number, one: string, many = one + "s"): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function scrubPercent(row: ScrubRow): string {
+  const total = row.objectsTotal ?? 0;
+  if (total === 0) return row.state === "done" ? "100.0%" : "-";
+  return `${(((row.objectsChecked ?? 0) / total) * 100).toFixed(1)}%`;
+}
+
+/** Sums of the current (or last) passes of `rows`. */
+function scrubSums(rows: ScrubRow[]) {
+  const sum = (
+    field:
+      | "objectsChecked"
+      | "objectsTotal"
+      | "bytesVerified"
+      | "badBlocks"
+      | "repaired"
+      | "repairFailed",
+  ) => rows.reduce((total, row) => total + (row[field] ?? 0), 0);
+  return {
+    checked: sum("objectsChecked"),
+    total: sum("objectsTotal"),
+    bytes: sum("bytesVerified"),
+    badBlocks: sum("badBlocks"),
+    repaired: sum("repaired"),
+    failed: sum("repairFailed"),
+  };
+}
+
+/** `Scrubbing: 12/40 objects (30.0%), 12 MB verified, 1 bad block, 1 repaired, 0 not repaired` */
+export function formatScrubProgress(rows: ScrubRow[]): string {
+  const s = scrubSums(rows);
+  const running = rows.some((r) => r.state === "running");
+  const percent = s.total === 0
+    ? (running ? "-" : "100.0%")
+    : `${((s.checked / s.total) * 100).toFixed(1)}%`;
+  return `${running ? "Scrubbing" : "Scrubbed"}: ${s.checked}/${s.total} objects (${percent}), ` +
+    `${formatSize(s.bytes)} verified, ${plural(s.badBlocks, "bad block")}, ` +
+    `${s.repaired} repaired, ${s.failed} not repaired`;
+}
+
+function lastFinding(row: ScrubRow): string {
+  const finding = row.findings?.[row.findings.length - 1];
+  if (finding) {
+    return `${finding.oid} on ${finding.node}: ${finding.problem}` +
+      (finding.repaired ? " (repaired)" : " (NOT repaired)");
+  }
+  return row.error ?? "-";
+}
+
+/**
+ * `info -t scrub`: a headline, then per node its pass's state, progress, bytes verified, bad
+ * blocks, copies repaired and not repaired, and its newest finding (or error).
+ */
+export function formatScrub(rows: ScrubRow[]): string {
+  const running = rows.filter((r) => r.state === "running");
+  const s = scrubSums(rows);
+  let head: string;
+  if (running.length > 0) head = `Scrub running on: ${running.map((r) => r.node).join(", ")}`;
+  else if (rows.every((r) => (r.pass ?? 0) === 0)) head = "Scrub: never run";
+  else {
+    head =
+      `Scrub: done: ${plural(s.badBlocks, "bad block")}, ${plural(s.repaired, "copy", "copies")} ` +
+      `repaired, ${s.failed} not repaired`;
+  }
+  const table = [[
+    "Node",
+    "State",
+    "Progress",
+    "Verified",
+    "Bad blocks",
+    "Repaired",
+    "Failed",
+    "Last finding",
+  ]];
+  for (const row of rows) {
+    if (row.state === "unreachable") {
+      table.push([row.node, "unreachable", "-", "-", "-", "-", "-", row.error ?? "-"]);
+      continue;
+    }
+    const state = row.phase ? `${row.state} (${row.phase})` : row.state;
+    const scope = row.vid === undefined ? "" : ` vdi ${row.vid.toString(16)}`;
+    table.push([
+      row.node,
+      state + scope,
+      `${row.objectsChecked ?? 0}/${row.objectsTotal ?? 0} (${scrubPercent(row)})`,
+      formatSize(row.bytesVerified ?? 0),
+      String(row.badBlocks ?? 0),
+      String(row.repaired ?? 0),
+      String(row.repairFailed ?? 0),
+      lastFinding(row),
+    ]);
+  }
+  const notes: string[] = [];
+  for (const row of rows) {
+    if (row.unlisted && row.unlisted.length > 0) {
+      notes.push(`${row.node}: not compared with ${row.unlisted.join(", ")} (no answer)`);
+    }
+    if (row.state !== "running" && row.finishedMs) {
+      notes.push(
+        `${row.node}: pass ${row.pass} ${row.trigger ?? "manual"}, ` +
+          `finished ${formatTime(row.finishedMs)}` +
+          (row.nextMs ? `, next ${formatTime(row.nextMs)}` : ""),
+      );
+    } else if (row.state === "idle" && row.nextMs) {
+      notes.push(`${row.node}: next pass ${formatTime(row.nextMs)}`);
+    }
+  }
+  return [head, "", formatTable(table), ...(notes.length > 0 ? ["", ...notes] : [])].join("\n");
+}
+
+/** Every node's findings of its last pass, for `cluster scrub --wait`. */
+export function formatScrubFindings(rows: ScrubRow[]): string {
+  const findings = rows.flatMap((row) => row.findings ?? []);
+  if (findings.length === 0) return "No problems found";
+  const table = [["OID", "Node", "Repaired", "Problem"]];
+  for (const f of findings) table.push([f.oid, f.node, f.repaired ? "yes" : "NO", f.problem]);
+  const lines = [`Findings (${findings.length}):`, formatTable(table)];
+  for (const row of rows) {
+    const total = row.findingsTotal ?? 0;
+    if (total > (row.findings?.length ?? 0)) {
+      lines.push(`${row.node}: ${total} findings, the newest ${row.findings?.length ?? 0} shown`);
+    }
+  }
+  return lines.join("\n");
 }

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
-import { formatSize, formatVdiLine, formatVdiTree, formatVmTable, parseSize } from "./format.ts";
-import type { VdiRow } from "./admin_service.ts";
+import {
+  formatScrub,
+  formatScrubFindings,
+  formatScrubProgress,
+  formatSize,
+  formatVdiLine,
+  formatVdiTree,
+  formatVmTable,
+  parseSize,
+} from "./format.ts";
+import type { ScrubRow, VdiRow } from "./admin_service.ts";
 
 function row(fields: Partial<VdiRow>): VdiRow {
   return {
@@ -64,5 +73,130 @@ Deno.test("formatVmTable() shows attachment", () => {
     text,
     "Name         | Vdi size | Allocated | Shared | Status\n" +
       "Alice's Disk | 256 GB   | 0 MB      | 0 MB   | running on 127.0.0.1",
+  );
+});
+
+function scrubRow(fields: Partial<ScrubRow> & Pick<ScrubRow, "node" | "state">): ScrubRow {
+  return {
+    pass: 3,
+    trigger: "background",
+    startedMs: new Date(2024, 4, 1, 3, 0, 0).getTime(),
+    finishedMs: 0,
+    objectsChecked: 0,
+    objectsTotal: 0,
+    bytesVerified: 0,
+    badBlocks: 0,
+    repaired: 0,
+    repairFailed: 0,
+    findings: [],
+    findingsTotal: 0,
+    unlisted: [],
+    intervalMs: 86_400_000,
+    bytesPerSecond: 64 * 2 ** 20,
+    totals: { passes: 3, bytesVerified: 0, badBlocks: 0, repaired: 0, repairFailed: 0 },
+    ...fields,
+  };
+}
+
+const ROT = {
+  oid: "0000000500000001",
+  node: "127.0.0.1:7000",
+  problem: "1 bad block (block 7: checksum mismatch)",
+  repaired: true,
+  timeMs: 0,
+};
+
+Deno.test("formatScrub() shows each node's pass, counts and newest finding", () => {
+  const rows = [
+    scrubRow({
+      node: "127.0.0.1:7000",
+      state: "running",
+      phase: "verifying",
+      objectsChecked: 12,
+      objectsTotal: 40,
+      bytesVerified: 12 * 2 ** 20,
+      badBlocks: 1,
+      repaired: 1,
+      findings: [ROT],
+      findingsTotal: 1,
+    }),
+    scrubRow({
+      node: "127.0.0.1:7001",
+      state: "done",
+      objectsChecked: 40,
+      objectsTotal: 40,
+      bytesVerified: 40 * 2 ** 20,
+      finishedMs: new Date(2024, 4, 1, 3, 10, 0).getTime(),
+      nextMs: new Date(2024, 4, 2, 3, 0, 0).getTime(),
+    }),
+    { node: "127.0.0.1:7002", state: "unreachable", error: "Peer is unreachable" } as ScrubRow,
+  ];
+  assert.equal(
+    formatScrub(rows),
+    "Scrub running on: 127.0.0.1:7000\n\n" +
+      "Node            State                Progress        Verified  Bad blocks  Repaired  Failed  Last finding\n" +
+      "127.0.0.1:7000  running (verifying)  12/40 (30.0%)   12 MB     1           1         0       " +
+      "0000000500000001 on 127.0.0.1:7000: 1 bad block (block 7: checksum mismatch) (repaired)\n" +
+      "127.0.0.1:7001  done                 40/40 (100.0%)  40 MB     0           0         0       -\n" +
+      "127.0.0.1:7002  unreachable          -               -         -           -         -       Peer is unreachable\n\n" +
+      "127.0.0.1:7001: pass 3 background, finished 2024-05-01 03:10:00, next 2024-05-02 03:00:00",
+  );
+  assert.equal(
+    formatScrubProgress(rows),
+    "Scrubbing: 52/80 objects (65.0%), 52 MB verified, 1 bad block, 1 repaired, 0 not repaired",
+  );
+});
+
+Deno.test("formatScrub() headlines a finished scrub and one never run", () => {
+  const done = scrubRow({
+    node: "a:1",
+    state: "done",
+    vid: 0x7c2b25,
+    objectsChecked: 2,
+    objectsTotal: 2,
+    badBlocks: 3,
+    repaired: 1,
+    repairFailed: 1,
+    error: "view changed",
+    findings: [ROT, { ...ROT, node: "b:1", problem: "copy missing", repaired: false }],
+    findingsTotal: 2,
+  });
+  const text = formatScrub([done]);
+  assert.match(text, /^Scrub: done: 3 bad blocks, 1 copy repaired, 1 not repaired\n/);
+  assert.ok(text.includes("a:1   done vdi 7c2b25  2/2 (100.0%)"), text);
+  assert.match(text, /0000000500000001 on b:1: copy missing \(NOT repaired\)$/m);
+  assert.equal(
+    formatScrub([scrubRow({ node: "a:1", state: "idle", pass: 0 })]).split("\n")[0],
+    "Scrub: never run",
+  );
+  assert.match(formatScrub([scrubRow({ node: "a:1", state: "idle", pass: 0 })]), /0\/0 \(-\)/);
+});
+
+Deno.test("formatScrubFindings() lists every node's findings, or says there are none", () => {
+  assert.equal(
+    formatScrubFindings([scrubRow({ node: "a:1", state: "done" })]),
+    "No problems found",
+  );
+  const rows = [
+    scrubRow({
+      node: "a:1",
+      state: "done",
+      findings: [{ ...ROT, node: "a:1" }],
+      findingsTotal: 51,
+    }),
+    scrubRow({
+      node: "b:1",
+      state: "done",
+      findings: [{ ...ROT, node: "c:1", problem: "copy at version 1, newest 2", repaired: false }],
+      findingsTotal: 1,
+    }),
+  ];
+  assert.equal(
+    formatScrubFindings(rows),
+    "Findings (2):\n" +
+      "OID               Node  Repaired  Problem\n" +
+      "0000000500000001  a:1   yes       1 bad block (block 7: checksum mismatch)\n" +
+      "0000000500000001  c:1   NO        copy at version 1, newest 2\n" +
+      "a:1: 51 findings, the newest 1 shown",
   );
 });

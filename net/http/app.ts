@@ -15,7 +15,7 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import type { AdminService, NodeRow, VdiRow } from "../admin/admin_service.ts";
+import type { AdminService, NodeRow, ScrubRow, VdiRow } from "../admin/admin_service.ts";
 import { parseSize } from "../admin/format.ts";
 import type { Logger } from "../sheep/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
@@ -43,6 +43,38 @@ export interface NodeRecovery {
 export interface RecoveryReport {
   state: "idle" | "recovering";
   nodes: NodeRecovery[];
+}
+
+/** The cluster's scrub: totals of every node's current (or last) pass, and each node's row. */
+export interface ScrubReport {
+  /** "running" while any node scrubs. */
+  state: "running" | "idle";
+  objectsChecked: number;
+  objectsTotal: number;
+  bytesVerified: number;
+  badBlocks: number;
+  repaired: number;
+  repairFailed: number;
+  /** Findings of the current (or last) passes, all nodes. */
+  findings: number;
+  nodes: ScrubRow[];
+}
+
+/** Sums the nodes' rows into a report. */
+export function scrubReport(nodes: ScrubRow[]): ScrubReport {
+  const sum = (f: (row: ScrubRow) => number | undefined) =>
+    nodes.reduce((total, row) => total + (f(row) ?? 0), 0);
+  return {
+    state: nodes.some((n) => n.state === "running") ? "running" : "idle",
+    objectsChecked: sum((r) => r.objectsChecked),
+    objectsTotal: sum((r) => r.objectsTotal),
+    bytesVerified: sum((r) => r.bytesVerified),
+    badBlocks: sum((r) => r.badBlocks),
+    repaired: sum((r) => r.repaired),
+    repairFailed: sum((r) => r.repairFailed),
+    findings: sum((r) => r.findingsTotal),
+    nodes,
+  };
 }
 
 export interface AdminAppOptions {
@@ -142,6 +174,20 @@ export const ENDPOINTS: readonly Endpoint[] = [
     path: "/api/v1/recovery",
     description: "Recovery per node: objects done/total, rate",
     mutating: false,
+  },
+  {
+    method: "GET",
+    path: "/api/v1/scrub",
+    description: "Scrub per node: state, objects checked/total, bytes verified, bad blocks, " +
+      "copies repaired and not, newest findings",
+    mutating: false,
+  },
+  {
+    method: "POST",
+    path: "/api/v1/scrub",
+    description: 'Scrub every node now: {"vdi": "NAME"} for one VDI only (optional); a node ' +
+      "already scrubbing reports its running pass",
+    mutating: true,
   },
   {
     method: "GET",
@@ -491,6 +537,16 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     }));
     const state = nodes.some((n) => n.state === "recovering") ? "recovering" : "idle";
     return c.json({ state, nodes } satisfies RecoveryReport);
+  });
+
+  app.get("/api/v1/scrub", async (c) => c.json(scrubReport(await admin.scrubStatus())));
+
+  app.post("/api/v1/scrub", guard, limit, async (c) => {
+    const body = await readObjectBody(c, ["vdi"]);
+    const vdi = optionalString(body, "vdi");
+    if (vdi === "") throw invalid("Invalid request body: 'vdi' must be a non-empty string");
+    const rows = await admin.startScrub(vdi === undefined ? {} : { vdi });
+    return c.json(scrubReport(rows), 202);
   });
 
   app.get("/metrics", async (c) => {

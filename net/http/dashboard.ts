@@ -1,8 +1,8 @@
 /**
  * The dashboard: one self-contained HTML page (inline CSS and script, no CDN, no build step)
  * that polls the JSON API every 2 s and draws the cluster: status and epoch, nodes with
- * capacity bars, the hash ring, each VDI family as a tree, recovery and attached VMs. Every
- * value from the API is inserted as text, never as HTML.
+ * capacity bars, the hash ring, each VDI family as a tree, recovery, scrub and attached VMs.
+ * Every value from the API is inserted as text, never as HTML.
  *
  * @module
  */
@@ -138,6 +138,11 @@ td.r, th.r { text-align: right; }
 .recovery .row:last-child { border-bottom: 0; }
 .recovery .row div { display: flex; justify-content: space-between; font-size: .85rem; }
 .bar i.prog { background: var(--accent); }
+.scrub { display: grid; gap: .45rem; }
+.scrub .counts { display: flex; flex-wrap: wrap; gap: .4rem; }
+.scrub .finding { display: grid; gap: .1rem; font-size: .8rem; padding: .3rem 0;
+  border-top: 1px solid var(--line); }
+.scrub .finding .no { color: var(--bad); font-weight: 600; }
 .okline { display: flex; align-items: center; gap: .5rem; color: var(--ok); font-weight: 600; }
 .sub { color: var(--muted); font-size: .82rem; }
 .history { display: grid; gap: .3rem; font-size: .85rem; }
@@ -153,7 +158,7 @@ const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
 const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
   "#84cc16", "#f97316", "#14b8a6", "#6366f1", "#eab308"];
-let state = { api: null, cluster: null, nodes: [], vdis: [], recovery: null, ring: null, ringKey: "" };
+let state = { api: null, cluster: null, nodes: [], vdis: [], recovery: null, scrub: null, ring: null, ringKey: "" };
 let lastOk = 0;
 let failing = null;
 
@@ -219,10 +224,12 @@ async function get(path) {
 
 async function refresh() {
   try {
-    const [cluster, nodes, vdis, recovery] = await Promise.all([
+    const [cluster, nodes, vdis, recovery, scrub] = await Promise.all([
       get("api/v1/cluster"), get("api/v1/nodes"),
       get("api/v1/vdis").catch((e) => (String(e.message).includes("format") ? [] : Promise.reject(e))),
       get("api/v1/recovery"),
+      // Scrub status is a nicety: the rest of the page must not go stale without it.
+      get("api/v1/scrub").catch(() => null),
     ]);
     if (!state.api) state.api = await get("api/v1").catch(() => null);
     const ringKey = cluster.epoch + "|" + nodes.map((n) => n.id + "/" + n.vnodes).join(",");
@@ -230,7 +237,7 @@ async function refresh() {
       state.ring = await get("api/v1/ring");
       state.ringKey = ringKey;
     }
-    Object.assign(state, { cluster, nodes, vdis, recovery });
+    Object.assign(state, { cluster, nodes, vdis, recovery, scrub });
     lastOk = Date.now();
     failing = null;
     render();
@@ -280,6 +287,7 @@ function render() {
   renderRing();
   renderVdis();
   renderRecovery();
+  renderScrub();
   renderAttached();
   renderHistory();
 }
@@ -501,6 +509,48 @@ function renderRecovery() {
   })));
 }
 
+function renderScrub() {
+  const sc = state.scrub;
+  fill("scrub-state", sc ? (sc.state === "running" ? "running" : "idle") : "");
+  if (!sc) {
+    fill("scrub", h("div", { class: "empty" }, "Scrub status unavailable"));
+    return;
+  }
+  const ran = sc.nodes.filter((n) => n.pass > 0);
+  const next = sc.nodes.map((n) => n.nextMs).filter((ms) => ms).sort((a, b) => a - b)[0];
+  const nextLine = next ? "Next background pass " + when(next) : "No background scrub scheduled";
+  if (!ran.length) {
+    fill("scrub", h("div", { class: "sub" }, "Never run. " + nextLine + "."));
+    return;
+  }
+  const parts = [];
+  if (sc.state === "running") {
+    const frac = sc.objectsTotal ? sc.objectsChecked / sc.objectsTotal : 0;
+    parts.push(h("div", { class: "bar" }, h("i", { class: "prog", style: "width:" + (frac * 100).toFixed(1) + "%" })),
+      h("div", { class: "sub" }, h("span", { class: "num", id: "scrub-progress" }, sc.objectsChecked + " / " + sc.objectsTotal + " objects · " + pct(frac)),
+        " · " + size(sc.bytesVerified) + " verified"));
+  } else {
+    const finished = Math.max(...ran.map((n) => n.finishedMs || 0));
+    const clean = sc.findings === 0;
+    parts.push(h("div", { class: clean ? "okline" : "sub" }, clean ? h("i", { class: "dot" }) : null,
+      (clean ? "No problems found" : "Last pass") + (finished ? " · finished " + when(finished) : "")),
+      h("div", { class: "sub" }, size(sc.bytesVerified) + " verified · " + nextLine));
+  }
+  const pill = (cls, text, id) => h("span", { class: "pill " + cls, id }, text);
+  parts.push(h("div", { class: "counts" },
+    pill(sc.findings ? "warn" : "plain", sc.findings + " finding" + (sc.findings === 1 ? "" : "s"), "scrub-findings"),
+    pill(sc.badBlocks ? "warn" : "plain", sc.badBlocks + " bad block" + (sc.badBlocks === 1 ? "" : "s")),
+    pill(sc.repaired ? "ok" : "plain", sc.repaired + " repaired"),
+    pill(sc.repairFailed ? "bad" : "plain", sc.repairFailed + " not repaired")));
+  const findings = sc.nodes.flatMap((n) => n.findings || []).sort((a, b) => b.timeMs - a.timeMs).slice(0, 5);
+  for (const f of findings) {
+    parts.push(h("div", { class: "finding" },
+      h("div", {}, h("span", { class: "mono" }, f.oid), " on ", h("span", { class: "mono" }, f.node)),
+      h("div", { class: "sub" }, f.problem, " · ", f.repaired ? h("span", {}, "repaired") : h("span", { class: "no" }, "not repaired"))));
+  }
+  fill("scrub", h("div", { class: "scrub" }, parts));
+}
+
 function renderAttached() {
   const rows = state.vdis.filter((v) => v.attachedTo);
   fill("attached-count", String(rows.length));
@@ -574,6 +624,10 @@ export const dashboardHtml = `<!doctype html>
     <section class="panel">
       <h2>Recovery <span class="right" id="recovery-state"></span></h2>
       <div class="body" id="recovery"></div>
+    </section>
+    <section class="panel">
+      <h2>Scrub <span class="right" id="scrub-state"></span></h2>
+      <div class="body" id="scrub"></div>
     </section>
     <section class="panel">
       <h2>Attached VMs <span class="count" id="attached-count"></span></h2>

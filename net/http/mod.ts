@@ -18,6 +18,8 @@ export {
   type EpochRecord,
   type NodeRecovery,
   type RecoveryReport,
+  type ScrubReport,
+  scrubReport,
   type VdiView,
 } from "./app.ts";
 export { type ErrorBody, errorResponse, HttpError, resultName, statusOf } from "./errors.ts";

@@ -39,6 +39,25 @@ export interface RecoveryGauges {
   rate: number;
 }
 
+/**
+ * Data integrity: the scrub's progress and what it and the read path found and repaired.
+ * Totals are since the sheep started; `setIntegrity` takes them as absolute values.
+ */
+export interface IntegrityGauges {
+  /** A scrub pass runs on this node now. */
+  scrubRunning: boolean;
+  /** When this node's last scrub pass finished (ms since the epoch; 0 = never). */
+  scrubFinishedMs: number;
+  scrubBytesVerified: number;
+  scrubBadBlocks: number;
+  /** Bad or missing copies the scrub found and could not repair. */
+  scrubUnrepaired: number;
+  /** Copies replaced or removed by any repair (reads, writes, scrub): the sheep's `repairs`. */
+  objectRepairs: number;
+  /** Blocks the store found not matching their checksum (its `health().checksumErrors`). */
+  checksumErrors: number;
+}
+
 /** Runs before each scrape to bring gauges up to date; failures never fail the scrape. */
 export type Collector = () => void | Promise<void>;
 
@@ -75,6 +94,17 @@ export class Metrics {
   readonly #gauges: { [K in keyof SheepGauges]: Gauge };
   readonly #recovery: { [K in keyof RecoveryGauges]: Gauge };
   #recoveryState: RecoveryGauges = { active: false, done: 0, total: 0, rate: 0 };
+  readonly #integrity: {
+    scrubRunning: Gauge;
+    scrubFinishedMs: Gauge;
+    scrubBytesVerified: Counter;
+    scrubBadBlocks: Counter;
+    scrubUnrepaired: Counter;
+    objectRepairs: Counter;
+    checksumErrors: Counter;
+  };
+  /** The absolute value each integrity counter was last set to. */
+  readonly #integrityTotals = new Map<keyof IntegrityGauges, number>();
 
   constructor() {
     const registers = [this.registry];
@@ -125,6 +155,37 @@ export class Metrics {
       done: gauge("sheepdog_recovery_objects_done", "Objects recovered in the current recovery"),
       total: gauge("sheepdog_recovery_objects_total", "Objects to recover in the current recovery"),
       rate: gauge("sheepdog_recovery_rate_objects_per_second", "Recent recovery rate"),
+    };
+    const counter = (name: string, help: string) => new Counter({ name, help, registers });
+    this.#integrity = {
+      scrubRunning: gauge(
+        "sheepdog_scrub_running",
+        "1 while a scrub pass runs on this node, else 0",
+      ),
+      scrubFinishedMs: gauge(
+        "sheepdog_scrub_last_finished_seconds",
+        "When this node's last scrub pass finished, in seconds since the Unix epoch (0 = never)",
+      ),
+      scrubBytesVerified: counter(
+        "sheepdog_scrub_bytes_verified_total",
+        "Bytes of local copies the scrub read and checked against their block checksums",
+      ),
+      scrubBadBlocks: counter(
+        "sheepdog_scrub_bad_blocks_total",
+        "Blocks the scrub found not matching their checksum",
+      ),
+      scrubUnrepaired: counter(
+        "sheepdog_scrub_copies_unrepaired_total",
+        "Bad or missing copies the scrub found and could not repair",
+      ),
+      objectRepairs: counter(
+        "sheepdog_object_repairs_total",
+        "Copies found bad or missing and replaced (or removed) by reads, writes and scrub",
+      ),
+      checksumErrors: counter(
+        "sheepdog_checksum_errors_total",
+        "Blocks this node's store found not matching their checksum (reads and scrub)",
+      ),
     };
     new Gauge({
       name: "sheepdog_process_memory_bytes",
@@ -197,6 +258,35 @@ export class Metrics {
   /** The recovery progress last set. */
   get recovery(): RecoveryGauges {
     return { ...this.#recoveryState };
+  }
+
+  /**
+   * Sets the integrity metrics from absolute totals (a collector reads them from the scrubber,
+   * the sheep and the store); counters move by the difference, and start again from the value
+   * given if it went down (a restarted source).
+   */
+  setIntegrity(values: Partial<IntegrityGauges>): void {
+    const integrity = this.#integrity;
+    if (values.scrubRunning !== undefined) integrity.scrubRunning.set(values.scrubRunning ? 1 : 0);
+    if (values.scrubFinishedMs !== undefined) {
+      integrity.scrubFinishedMs.set(values.scrubFinishedMs / 1000);
+    }
+    const counters = [
+      "scrubBytesVerified",
+      "scrubBadBlocks",
+      "scrubUnrepaired",
+      "objectRepairs",
+      "checksumErrors",
+    ] as const;
+    for (const key of counters) {
+      const value = values[key];
+      if (value === undefined || !(value >= 0)) continue;
+      const last = this.#integrityTotals.get(key) ?? 0;
+      if (value < last) integrity[key].reset();
+      const delta = value < last ? value : value - last;
+      if (delta > 0) integrity[key].inc(delta);
+      this.#integrityTotals.set(key, value);
+    }
   }
 
   /** Adds a function that refreshes gauges before each scrape. */

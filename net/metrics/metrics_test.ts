@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { sample } from "../../tests/http/prom_text.ts";
+import { makeView } from "../../core/cluster/view.ts";
+import { VdiRegistry } from "../../core/vdi/registry.ts";
 import { Metrics } from "./metrics.ts";
+import { collectSheepGauges, type GaugeSource } from "./sheep_gauges.ts";
 
 Deno.test("Metrics counts requests by protocol, op and result, with latency histograms", async () => {
   const metrics = new Metrics();
@@ -88,4 +91,72 @@ Deno.test("two Metrics keep separate registries (several sheep in one process)",
   a.observeRequest("object", "FLUSH_VDI", 0.001, true);
   assert.equal(sample(await a.text(), "sheepdog_requests_total", { op: "FLUSH_VDI" }), 1);
   assert.equal(sample(await b.text(), "sheepdog_requests_total", { op: "FLUSH_VDI" }), undefined);
+});
+
+Deno.test("Metrics.setIntegrity() moves counters by the difference of absolute totals", async () => {
+  const metrics = new Metrics();
+  metrics.setIntegrity({
+    scrubRunning: true,
+    scrubFinishedMs: 0,
+    scrubBytesVerified: 4096,
+    scrubBadBlocks: 2,
+    objectRepairs: 1,
+    checksumErrors: 3,
+  });
+  let text = await metrics.text();
+  assert.equal(sample(text, "sheepdog_scrub_running"), 1);
+  assert.equal(sample(text, "sheepdog_scrub_bytes_verified_total"), 4096);
+  assert.equal(sample(text, "sheepdog_scrub_bad_blocks_total"), 2);
+  assert.equal(sample(text, "sheepdog_scrub_copies_unrepaired_total"), 0);
+  assert.equal(sample(text, "sheepdog_object_repairs_total"), 1);
+  assert.equal(sample(text, "sheepdog_checksum_errors_total"), 3);
+  assert.match(text, /# TYPE sheepdog_scrub_bytes_verified_total counter/);
+  metrics.setIntegrity({
+    scrubRunning: false,
+    scrubFinishedMs: 1_700_000_000_000,
+    scrubBytesVerified: 10_000,
+    objectRepairs: 1,
+  });
+  text = await metrics.text();
+  assert.equal(sample(text, "sheepdog_scrub_running"), 0);
+  assert.equal(sample(text, "sheepdog_scrub_last_finished_seconds"), 1_700_000_000);
+  assert.equal(sample(text, "sheepdog_scrub_bytes_verified_total"), 10_000);
+  assert.equal(sample(text, "sheepdog_object_repairs_total"), 1);
+  // A source that went back (restarted) starts the counter again from its value.
+  metrics.setIntegrity({ checksumErrors: 1 });
+  assert.equal(sample(await metrics.text(), "sheepdog_checksum_errors_total"), 1);
+});
+
+Deno.test("collectSheepGauges() reads repairs, checksum errors and the scrubber's totals", async () => {
+  const metrics = new Metrics();
+  const scrub = {
+    state: "running" as const,
+    finishedMs: 0,
+    totals: { passes: 2, bytesVerified: 8 * 2 ** 20, badBlocks: 5, repaired: 4, repairFailed: 1 },
+  };
+  const source = {
+    view: makeView(3, []),
+    locks: new Map(),
+    registry: new VdiRegistry(),
+    status: "running",
+    recovery: {
+      status: () => ({ state: "idle", done: 0, total: 0, objectsPerSecond: 0 }),
+    },
+    repairs: 6,
+    store: {
+      list: () => Promise.resolve([1n, 2n]),
+      space: () => Promise.resolve({ usedBytes: 1, freeBytes: 2, totalBytes: 3 }),
+      health: () => ({ noSpaceErrors: 0, checksumErrors: 7, syncErrors: 0 }),
+    },
+    scrubber: { status: () => scrub },
+  } as unknown as GaugeSource;
+  await collectSheepGauges(metrics, source);
+  const text = await metrics.text();
+  assert.equal(sample(text, "sheepdog_scrub_running"), 1);
+  assert.equal(sample(text, "sheepdog_scrub_bytes_verified_total"), 8 * 2 ** 20);
+  assert.equal(sample(text, "sheepdog_scrub_bad_blocks_total"), 5);
+  assert.equal(sample(text, "sheepdog_scrub_copies_unrepaired_total"), 1);
+  assert.equal(sample(text, "sheepdog_object_repairs_total"), 6);
+  assert.equal(sample(text, "sheepdog_checksum_errors_total"), 7);
+  assert.equal(sample(text, "sheepdog_objects_stored"), 2);
 });

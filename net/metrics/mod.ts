@@ -12,6 +12,7 @@
 export {
   type Collector,
   type Direction,
+  type IntegrityGauges,
   Metrics,
   type Protocol,
   type RecoveryGauges,

@@ -1,19 +1,25 @@
 /**
  * The state gauges of a sheep, read at scrape time: epoch, nodes, objects stored, space, VDIs,
- * attached VDIs. `watchSheep` registers the collector once per sheep.
+ * attached VDIs, recovery, and integrity (scrub progress and findings, repairs, checksum
+ * errors). `watchSheep` registers the collector once per sheep.
  *
  * @module
  */
 
 import { isSnapshot } from "../../core/vdi/inode.ts";
+import type { ObjectStore } from "../../core/store/object_store.ts";
+import type { ScrubStatus } from "../sheep/scrub.ts";
 import type { Sheep } from "../sheep/sheep.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** What the collector reads from a sheep. */
-export type GaugeSource = Pick<
-  Sheep,
-  "view" | "store" | "locks" | "registry" | "status" | "recovery"
->;
+export type GaugeSource =
+  & Pick<Sheep, "view" | "locks" | "registry" | "status" | "recovery" | "repairs">
+  & {
+    readonly store: Pick<ObjectStore, "list" | "space" | "health">;
+    /** The sheep's scrubber, once it has one. */
+    readonly scrubber?: { status(): Pick<ScrubStatus, "state" | "finishedMs" | "totals"> };
+  };
 
 /** Reads the sheep's state into `metrics`. */
 export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): Promise<void> {
@@ -36,6 +42,20 @@ export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): 
     done: recovery.done,
     total: recovery.total,
     rate: recovery.objectsPerSecond,
+  });
+  const scrub = sheep.scrubber?.status();
+  metrics.setIntegrity({
+    objectRepairs: sheep.repairs,
+    checksumErrors: sheep.store.health().checksumErrors,
+    ...(scrub
+      ? {
+        scrubRunning: scrub.state === "running",
+        scrubFinishedMs: scrub.finishedMs,
+        scrubBytesVerified: scrub.totals.bytesVerified,
+        scrubBadBlocks: scrub.totals.badBlocks,
+        scrubUnrepaired: scrub.totals.repairFailed,
+      }
+      : {}),
   });
   if (sheep.status === "stopped") return;
   const [oids, space] = await Promise.all([sheep.store.list(), sheep.store.space()]);

@@ -51,6 +51,10 @@ export const Opcode = {
   LIST_LOCKS: 0xe1,
   VDI_SUMMARY: 0xe2,
   GET_CLUSTER_STATE: 0xe3,
+  /** Ours: start a scrub pass (JSON `{"vid"?: number}`), on every node unless Flag.FWD. */
+  START_SCRUB: 0xe4,
+  /** Ours: scrub status (JSON rows), of every node unless Flag.FWD. */
+  STAT_SCRUB: 0xe5,
 } as const;
 
 export type Opcode = typeof Opcode[keyof typeof Opcode];
