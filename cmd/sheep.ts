@@ -183,9 +183,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     name: "sheep",
     ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
   });
-  // `scrub` is read once sheep.ts builds its Scrubber from SheepOptions.scrub (a variable, so
-  // this compiles before that field exists).
-  const options = {
+  const sheep = new Sheep({
     dir,
     host: values.host!,
     cluster: {
@@ -200,8 +198,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,
-  };
-  const sheep = new Sheep(options);
+  });
   await sheep.start();
   const services: { close(): Promise<void> }[] = [];
   try {

@@ -17,6 +17,7 @@ import { countObjects } from "../../core/vdi/cow.ts";
 import { oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
+import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Header, Message } from "../object/header.ts";
 import {
@@ -458,6 +459,14 @@ const adminOps: Record<number, Op> = {
         ),
       );
     },
+  },
+  [Opcode.START_SCRUB]: {
+    force: false,
+    handle: (sheep, request) => startScrubRequest(sheep, request),
+  },
+  [Opcode.STAT_SCRUB]: {
+    force: true,
+    handle: (sheep, request) => scrubStatusRequest(sheep, request),
   },
   [Opcode.LIST_LOCKS]: {
     force: true,

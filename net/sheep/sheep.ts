@@ -39,6 +39,7 @@ import type { ClusterEvent } from "./cluster_events.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
 import { ObjectLocks } from "./object_locks.ts";
+import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
 import { isResult } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
 import { type Logger, silentLogger } from "./logger.ts";
@@ -70,6 +71,8 @@ export interface SheepOptions {
    * sheep applies its events itself.
    */
   events?: EventBus;
+  /** Background scrub interval and rate; without it, no background scrub (64 MiB/s by hand). */
+  scrub?: ScrubOptions;
   /** Check checksums on every read (default true; off only to measure what it costs). */
   verifyReads?: boolean;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
@@ -123,6 +126,8 @@ export class Sheep {
   readonly #listen: boolean;
   readonly member: ClusterMember | undefined;
   readonly recovery: Recovery;
+  /** Verifies every local block and compares replicas: by hand (START_SCRUB) and every interval. */
+  readonly scrubber: Scrubber;
   /** Local copies: client writes hold an object shared, a recovery pull holds it alone. */
   readonly objectLocks = new ObjectLocks<Oid>();
   /** Copies found bad or missing and replaced (or removed) since start. */
@@ -176,6 +181,7 @@ export class Sheep {
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
     this.member = options.cluster ? new ClusterMember(this, options.cluster) : undefined;
+    this.scrubber = new Scrubber(scrubContextOf(this), options.scrub);
     this.vdis = new VdiService({
       registry: this.registry,
       gateway: this.gateway,
@@ -241,6 +247,7 @@ export class Sheep {
       this.#running = true;
       if (this.member) await this.member.start();
       else if (!this.#events) this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
+      this.scrubber.startBackground();
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
@@ -282,6 +289,7 @@ export class Sheep {
    */
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
+    await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
     await this.#server?.close();
     this.#server = undefined;
