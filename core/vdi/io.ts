@@ -52,6 +52,12 @@ export function splitRange(offset: number, length: number, objectBytes: number):
   return pieces;
 }
 
+/** True when `next` is the working VDI a snapshot of `previous` (the working one) made. */
+function isSnapshotChild(next: Inode, previous: Inode): boolean {
+  return !isSnapshot(next) && next.vdiId !== previous.vdiId &&
+    next.parentVdiId === previous.vdiId && next.name === previous.name;
+}
+
 /** Range-checks an I/O request against the VDI size. */
 function checkRange(inode: Inode, offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
@@ -110,10 +116,31 @@ export class VdiIo {
     return objectSize(this.#inode.blockSizeShift);
   }
 
-  /** Re-reads the inode: after a snapshot the working VDI has moved to a new vid. */
+  /**
+   * Re-reads the inode: after a snapshot the working VDI has moved to a new vid. Objects this
+   * VdiIo allocated under the old vid after the snapshot copied its table (it copies before
+   * its event freezes the old vid) are recorded in the new inode before it is used.
+   */
   async reload(): Promise<void> {
+    const previous = this.#inode;
     const vid = await this.#access.lookupVdi(this.#name, this.#ref);
-    this.#inode = await VdiIo.#readInode(this.#access, vid);
+    const next = await VdiIo.#readInode(this.#access, vid);
+    // A concurrent reload got there first: its inode may already have new allocations.
+    if (this.#inode !== previous) return;
+    if (this.#ref === undefined && isSnapshotChild(next, previous)) {
+      const missing: number[] = [];
+      for (let index = 0; index < previous.dataVdiId.length; index++) {
+        const owner = next.dataVdiId[index];
+        if (previous.dataVdiId[index] !== previous.vdiId) continue;
+        if (owner !== previous.vdiId && owner !== next.vdiId) missing.push(index);
+      }
+      if (missing.length > 0) {
+        await this.#recordOwners(next.vdiId, missing, previous.vdiId);
+        for (const index of missing) next.dataVdiId[index] = previous.vdiId;
+        if (this.#inode !== previous) return;
+      }
+    }
+    this.#inode = next;
   }
 
   /** Reads `length` bytes at `offset`; unallocated ranges are zeros. */
@@ -237,12 +264,17 @@ export class VdiIo {
     await this.#access.createObject(target, bytes, piece.offset, cowFrom);
   }
 
-  /**
-   * Writes the table entries of `indexes` (now owned by the VDI), one write per run of
-   * consecutive indexes (so it rewrites no entry another request may be changing), then
-   * updates the in-memory inode.
-   */
+  /** Writes the table entries of `indexes` (now owned by the VDI), then updates the inode. */
   async #recordAllocated(inode: Inode, indexes: number[]): Promise<void> {
+    await this.#recordOwners(inode.vdiId, indexes, inode.vdiId);
+    for (const index of indexes) inode.dataVdiId[index] = inode.vdiId;
+  }
+
+  /**
+   * Sets `data_vdi_id[i] = owner` for each of `indexes` in the inode of `vid`, one write per
+   * run of consecutive indexes (so it rewrites no entry another request may be changing).
+   */
+  async #recordOwners(vid: Vid, indexes: number[], owner: Vid): Promise<void> {
     const sorted = [...indexes].sort((a, b) => a - b);
     const runs: { first: number; count: number }[] = [];
     for (const index of sorted) {
@@ -251,11 +283,8 @@ export class VdiIo {
       else runs.push({ first: index, count: 1 });
     }
     await Promise.all(
-      runs.map((run) =>
-        this.#writeEntries(inode.vdiId, run.first, new Uint32Array(run.count).fill(inode.vdiId))
-      ),
+      runs.map((run) => this.#writeEntries(vid, run.first, new Uint32Array(run.count).fill(owner))),
     );
-    for (const index of indexes) inode.dataVdiId[index] = inode.vdiId;
   }
 
   /** Writes `entries` as `data_vdi_id[first..]` of the inode of `vid`. */
