@@ -26,6 +26,12 @@ import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import type { Gateway } from "./gateway.ts";
 
+/** What VDI administration uses of the gateway. */
+export type VdiGateway = Pick<
+  Gateway,
+  "read" | "writeAt" | "createAt" | "remove" | "flush" | "copiesOf"
+>;
+
 /** Applies an event everywhere and resolves with the local result. */
 export type SubmitEvent = (event: VdiEvent) => Promise<VdiChange>;
 
@@ -74,7 +80,7 @@ interface Prepared {
 
 export class VdiService {
   readonly #registry: VdiRegistry;
-  readonly #gateway: Gateway;
+  readonly #gateway: VdiGateway;
   readonly #submit: SubmitEvent;
   readonly #exclusive: Exclusive;
   /** VDI administration is serialised per sheep: each step reads what the last one wrote. */
@@ -83,7 +89,7 @@ export class VdiService {
   constructor(
     options: {
       registry: VdiRegistry;
-      gateway: Gateway;
+      gateway: VdiGateway;
       submit: SubmitEvent;
       exclusive?: Exclusive;
     },
