@@ -160,32 +160,40 @@ export class VdiService {
     const table = plan.copyTableFrom === undefined
       ? new Uint32Array(DATA_OBJECTS_PER_VDI_MAX)
       : (await this.readInode(plan.copyTableFrom)).dataVdiId;
-    const inode: Inode = { ...header, dataVdiId: table };
-    const copies = this.#gateway.copiesOf(vdiOid(header.vdiId));
-    // Inodes are stored sparse: the zero tail of an unallocated table is not written.
-    await this.#gateway.createAt(vdiOid(header.vdiId), trimTrailingZeros(encodeInode(inode)), 0);
-    const before: Inode[] = [];
-    for (const updated of plan.updated) {
-      const old = await this.readInode(updated.vdiId);
-      before.push(old);
-      if (updated.name === "") {
-        // A rollback deletes the working VDI: the tombstone replaces the inode whole, so its
-        // table is gone and nothing references through it.
-        await this.#gateway.createAt(vdiOid(updated.vdiId), encodeInodeHeader(updated), 0);
-      } else {
-        // A snapshot freezes the working VDI: only the header changes, its table stays.
-        await this.#gateway.writeAt(vdiOid(updated.vdiId), encodeInodeHeader(updated), 0);
-        await this.#flush();
+    const prepared: Prepared = {
+      inode: { ...header, dataVdiId: table },
+      copies: this.#gateway.copiesOf(vdiOid(header.vdiId)),
+      before: [],
+    };
+    try {
+      // Inodes are stored sparse: the zero tail of an unallocated table is not written.
+      const bytes = trimTrailingZeros(encodeInode(prepared.inode));
+      await this.#gateway.createAt(vdiOid(header.vdiId), bytes, 0);
+      for (const updated of plan.updated) {
+        const old = await this.readInode(updated.vdiId);
+        prepared.before.push(old);
+        if (updated.name === "") {
+          // A rollback deletes the working VDI: the tombstone replaces the inode whole, so its
+          // table is gone and nothing references through it.
+          await this.#gateway.createAt(vdiOid(updated.vdiId), encodeInodeHeader(updated), 0);
+        } else {
+          // A snapshot freezes the working VDI: only the header changes, its table stays.
+          await this.#gateway.writeAt(vdiOid(updated.vdiId), encodeInodeHeader(updated), 0);
+          await this.#flush();
+        }
       }
+      const from = plan.copyTableFrom;
+      if (from !== undefined && plan.updated.some((h) => h.vdiId === from)) {
+        // A snapshot of a VDI in use: objects its writers allocated since the table was read
+        // belong in the new inode too. The rest of that window is closed after the event.
+        await this.#catchUp(prepared.inode, from, { concurrent: false });
+      }
+    } catch (error) {
+      // Nothing was submitted: take back what was written, as far as the storage lets us.
+      await this.#undo(plan, prepared).catch(() => undefined);
+      throw error;
     }
-    if (
-      plan.copyTableFrom !== undefined && plan.updated.some((h) => h.vdiId === plan.copyTableFrom)
-    ) {
-      // A snapshot of a VDI in use: objects its writers allocated since the table was read
-      // belong in the new inode too. The rest of that window is closed after the event.
-      await this.#catchUp(inode, plan.copyTableFrom, { concurrent: false });
-    }
-    return { inode, copies, before };
+    return prepared;
   }
 
   /**
