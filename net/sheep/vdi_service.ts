@@ -43,6 +43,15 @@ export type SubmitEvent = (event: VdiEvent) => Promise<VdiChange>;
  */
 export type Exclusive = <T>(work: () => Promise<T>) => Promise<T>;
 
+/**
+ * Throws (HALT, WAIT_FOR_JOIN, ...) when this sheep's events would be refused now, so a change
+ * is refused before it writes anything instead of after its writes stalled on a partition.
+ */
+export type AdmitChange = () => void | Promise<void>;
+
+/** Refusals of a proposal before it reaches the group. */
+const NOT_PROPOSED = [ResultCode.HALT, ResultCode.WAIT_FOR_JOIN, ResultCode.SHUTDOWN];
+
 /** Events that allocate a vid: their new inode is written under the vid `plan` predicts. */
 type AllocatingEvent = Extract<VdiEvent, { type: "create" | "snapshot" | "clone" | "rollback" }>;
 
@@ -83,25 +92,42 @@ export class VdiService {
   readonly #gateway: VdiGateway;
   readonly #submit: SubmitEvent;
   readonly #exclusive: Exclusive;
+  readonly #admit: AdmitChange;
   /** VDI administration is serialised per sheep: each step reads what the last one wrote. */
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(
-    options: {
-      registry: VdiRegistry;
-      gateway: VdiGateway;
-      submit: SubmitEvent;
-      exclusive?: Exclusive;
-    },
-  ) {
+  constructor(options: {
+    registry: VdiRegistry;
+    gateway: VdiGateway;
+    submit: SubmitEvent;
+    exclusive?: Exclusive;
+    admit?: AdmitChange;
+  }) {
     this.#registry = options.registry;
     this.#gateway = options.gateway;
     this.#submit = options.submit;
     this.#exclusive = options.exclusive ?? ((work) => work());
+    this.#admit = options.admit ?? (() => this.#probe());
+  }
+
+  /**
+   * Without an `admit` hook: submits an event every registry refuses alike (NO_VDI, nothing
+   * changes), which a sheep that cannot propose refuses at once. Costs one event round trip.
+   */
+  async #probe(): Promise<void> {
+    try {
+      await this.#submit({ type: "resize", vid: 0, sizeBytes: 0 });
+    } catch (error) {
+      if (isResult(error, ...NOT_PROPOSED)) throw error;
+    }
   }
 
   #serialised<T>(work: () => Promise<T>): Promise<T> {
-    const exclusive = () => this.#exclusive(work);
+    const exclusive = () =>
+      this.#exclusive(async () => {
+        await this.#admit();
+        return await work();
+      });
     const run = this.#queue.then(exclusive, exclusive);
     this.#queue = run.catch(() => undefined);
     return run;

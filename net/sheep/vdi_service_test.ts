@@ -11,6 +11,8 @@ import { type SubmitEvent, type VdiGateway, VdiService } from "./vdi_service.ts"
 import type { ObjectClient } from "../object/client.ts";
 
 const OBJ = 4 << 20;
+/** Lets every change through: these tests refuse (or crash) the event itself. */
+const admit = () => {};
 
 /** Rebuilds the VDI table from the inodes the sheep stores, as `Sheep` does at start. */
 async function rebuild(sheep: Sheep): Promise<VdiRegistry> {
@@ -190,6 +192,7 @@ async function endStates(c: Case): Promise<{ before: string; after: string; step
       remove: (...args) => (steps++, gateway.remove(...args)),
     };
     const service = new VdiService({
+      admit,
       registry: sheep.registry,
       gateway: counting,
       submit: (event) => (steps++, submit(event)),
@@ -208,7 +211,7 @@ for (const c of CASES) {
       await withSheep(async ({ sheep, client }) => {
         await c.setup(sheep, client);
         const { gateway, submit, state } = crashing(sheep, crashAt);
-        const service = new VdiService({ registry: sheep.registry, gateway, submit });
+        const service = new VdiService({ registry: sheep.registry, gateway, submit, admit });
         await assert.rejects(service.change(c.event(sheep)), /crash/);
         assert.ok(state.crashed);
         const rebuilt = await describe(sheep);
@@ -229,6 +232,7 @@ Deno.test("VdiService: a refused event leaves the inodes as they were", async ()
       await c.setup(sheep, client);
       const before = await describe(sheep);
       const service = new VdiService({
+        admit,
         registry: sheep.registry,
         gateway: sheep.gateway,
         submit: () => Promise.reject(new SheepdogError(ResultCode.HALT, "minority")),
@@ -268,6 +272,7 @@ Deno.test("VdiService: an event that lost its vid to another node is planned aga
     });
     let raced = false;
     const service = new VdiService({
+      admit,
       registry: sheep.registry,
       gateway: sheep.gateway,
       submit: async (event) => {
@@ -296,6 +301,7 @@ Deno.test("VdiService snapshot: an object allocated after the table was copied r
     await base(sheep, client);
     const writer = await VdiIo.open(client, "a");
     const service = new VdiService({
+      admit,
       registry: sheep.registry,
       gateway: sheep.gateway,
       submit: async (event) => {
@@ -319,5 +325,24 @@ Deno.test("VdiService snapshot: an object allocated after the table was copied r
       await again.read(2 * OBJ, 8192),
       new Uint8Array(8192).fill(3, 0, 4096).fill(4, 4096),
     );
+  });
+});
+
+Deno.test("VdiService: a sheep that cannot propose is refused before anything is written", async () => {
+  await withSheep(async ({ sheep, client }) => {
+    await base(sheep, client);
+    const before = await sheep.store.list();
+    let writes = 0;
+    const gateway: VdiGateway = {
+      ...crashing(sheep, Number.MAX_SAFE_INTEGER).gateway,
+      writeAt: () => Promise.resolve(void writes++),
+      createAt: () => Promise.resolve(void writes++),
+      remove: () => Promise.resolve(void writes++),
+    };
+    const refuse = () => Promise.reject(new SheepdogError(ResultCode.HALT, "cut off"));
+    const service = new VdiService({ registry: sheep.registry, gateway, submit: refuse });
+    for (const c of CASES) await assert.rejects(service.change(c.event(sheep)), /cut off/);
+    assert.equal(writes, 0);
+    assert.deepEqual(await sheep.store.list(), before);
   });
 });
