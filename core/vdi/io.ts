@@ -10,14 +10,7 @@
 import { isResult, ResultCode, SheepdogError } from "../errors.ts";
 import { objectSize } from "../limits.ts";
 import { planWrite } from "./cow.ts";
-import {
-  dataVdiIdOffset,
-  decodeInode,
-  encodeDataVdiIdRange,
-  type Inode,
-  INODE_SIZE,
-  isSnapshot,
-} from "./inode.ts";
+import { dataVdiIdOffset, decodeInode, type Inode, INODE_SIZE, isSnapshot } from "./inode.ts";
 import { dataOid, type Oid, vdiOid, type Vid } from "./oid.ts";
 import type { SnapshotRef } from "./registry.ts";
 
@@ -59,6 +52,12 @@ export function splitRange(offset: number, length: number, objectBytes: number):
   return pieces;
 }
 
+/** True when `next` is the working VDI a snapshot of `previous` (the working one) made. */
+function isSnapshotChild(next: Inode, previous: Inode): boolean {
+  return !isSnapshot(next) && next.vdiId !== previous.vdiId &&
+    next.parentVdiId === previous.vdiId && next.name === previous.name;
+}
+
 /** Range-checks an I/O request against the VDI size. */
 function checkRange(inode: Inode, offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
@@ -78,8 +77,11 @@ export class VdiIo {
   readonly #name: string;
   readonly #ref: SnapshotRef;
   #inode: Inode;
-  /** Creates in flight per index: a second writer waits, then writes in place. */
-  #creating = new Map<number, Promise<void>>();
+  /**
+   * Allocations in flight per index: each settles once the table write that records it has
+   * (or has failed). A second writer to the index waits for it, then plans again.
+   */
+  #allocating = new Map<number, Promise<void>>();
 
   private constructor(access: ObjectAccess, inode: Inode, ref: SnapshotRef) {
     this.#access = access;
@@ -114,10 +116,31 @@ export class VdiIo {
     return objectSize(this.#inode.blockSizeShift);
   }
 
-  /** Re-reads the inode: after a snapshot the working VDI has moved to a new vid. */
+  /**
+   * Re-reads the inode: after a snapshot the working VDI has moved to a new vid. Objects this
+   * VdiIo allocated under the old vid after the snapshot copied its table (it copies before
+   * its event freezes the old vid) are recorded in the new inode before it is used.
+   */
   async reload(): Promise<void> {
+    const previous = this.#inode;
     const vid = await this.#access.lookupVdi(this.#name, this.#ref);
-    this.#inode = await VdiIo.#readInode(this.#access, vid);
+    const next = await VdiIo.#readInode(this.#access, vid);
+    // A concurrent reload got there first: its inode may already have new allocations.
+    if (this.#inode !== previous) return;
+    if (this.#ref === undefined && isSnapshotChild(next, previous)) {
+      const missing: number[] = [];
+      for (let index = 0; index < previous.dataVdiId.length; index++) {
+        const owner = next.dataVdiId[index];
+        if (previous.dataVdiId[index] !== previous.vdiId) continue;
+        if (owner !== previous.vdiId && owner !== next.vdiId) missing.push(index);
+      }
+      if (missing.length > 0) {
+        await this.#recordOwners(next.vdiId, missing, previous.vdiId);
+        for (const index of missing) next.dataVdiId[index] = previous.vdiId;
+        if (this.#inode !== previous) return;
+      }
+    }
+    this.#inode = next;
   }
 
   /** Reads `length` bytes at `offset`; unallocated ranges are zeros. */
@@ -178,51 +201,98 @@ export class VdiIo {
     // table write of objects created under the old vid; that write then fails READONLY instead.
     const inode = this.#inode;
     const pieces = splitRange(offset, data.length, this.objectBytes);
-    const changed = await Promise.all(
-      pieces.map((piece) =>
+    // Settles when this request's table write has: writers to an index this request allocates
+    // wait for it, so none writes in place into an object the table does not record yet.
+    let settle!: (error?: unknown) => void;
+    const recorded = new Promise<void>((resolve, reject) => {
+      settle = (error) => error === undefined ? resolve() : reject(error);
+    });
+    recorded.catch(() => undefined); // waiters only need it settled
+    const allocated: number[] = [];
+    let failure: unknown;
+    try {
+      const results = await Promise.allSettled(pieces.map((piece) =>
         this.#writePiece(
           inode,
           piece,
           data.subarray(piece.bufferOffset, piece.bufferOffset + piece.length),
+          { recorded, allocated },
         )
-      ),
-    );
-    const indexes = pieces.filter((_, i) => changed[i]).map((p) => p.index);
-    if (indexes.length > 0) {
-      await this.#writeTable(inode, Math.min(...indexes), Math.max(...indexes));
+      ));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+      if (allocated.length > 0) await this.#recordAllocated(inode, allocated);
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      for (const index of allocated) {
+        if (this.#allocating.get(index) === recorded) this.#allocating.delete(index);
+      }
+      settle(failure);
     }
   }
 
-  /** Writes one piece; true when it allocated the index (the table must be written back). */
-  async #writePiece(inode: Inode, piece: Piece, bytes: Uint8Array): Promise<boolean> {
+  /**
+   * Writes one piece. An index the working VDI does not own is allocated (created, or copied
+   * on write) and joins `allocated`: the caller records it in the table; until then, and if
+   * that fails, the in-memory inode still says it is not allocated.
+   */
+  async #writePiece(
+    inode: Inode,
+    piece: Piece,
+    bytes: Uint8Array,
+    request: { recorded: Promise<void>; allocated: number[] },
+  ): Promise<void> {
     for (;;) {
-      const pending = this.#creating.get(piece.index);
+      const pending = this.#allocating.get(piece.index);
       if (!pending) break;
       await pending.catch(() => undefined);
     }
-    const vid = inode.vdiId;
-    const target = dataOid(vid, piece.index);
+    const target = dataOid(inode.vdiId, piece.index);
     const plan = planWrite(inode, piece.index);
     if (plan.kind === "write") {
       await this.#access.writeObject(target, bytes, piece.offset);
-      return false;
+      return;
     }
+    // Claimed before the first await: a concurrent writer to this index now waits for the
+    // whole create + table sequence, not just the create.
+    this.#allocating.set(piece.index, request.recorded);
+    request.allocated.push(piece.index);
     const cowFrom = plan.kind === "cow" ? plan.from : undefined;
-    const creating = this.#access.createObject(target, bytes, piece.offset, cowFrom).then(() => {
-      inode.dataVdiId[piece.index] = vid;
-    });
-    this.#creating.set(piece.index, creating);
-    try {
-      await creating;
-    } finally {
-      this.#creating.delete(piece.index);
-    }
-    return true;
+    // A create replaces the object whole, so creating again after a failed table write is safe.
+    await this.#access.createObject(target, bytes, piece.offset, cowFrom);
   }
 
-  async #writeTable(inode: Inode, first: number, last: number): Promise<void> {
-    const bytes = encodeDataVdiIdRange(inode, first, last);
-    await this.#access.writeObject(vdiOid(inode.vdiId), bytes, dataVdiIdOffset(first));
+  /** Writes the table entries of `indexes` (now owned by the VDI), then updates the inode. */
+  async #recordAllocated(inode: Inode, indexes: number[]): Promise<void> {
+    await this.#recordOwners(inode.vdiId, indexes, inode.vdiId);
+    for (const index of indexes) inode.dataVdiId[index] = inode.vdiId;
+  }
+
+  /**
+   * Sets `data_vdi_id[i] = owner` for each of `indexes` in the inode of `vid`, one write per
+   * run of consecutive indexes (so it rewrites no entry another request may be changing).
+   */
+  async #recordOwners(vid: Vid, indexes: number[], owner: Vid): Promise<void> {
+    const sorted = [...indexes].sort((a, b) => a - b);
+    const runs: { first: number; count: number }[] = [];
+    for (const index of sorted) {
+      const run = runs[runs.length - 1];
+      if (run && run.first + run.count === index) run.count++;
+      else runs.push({ first: index, count: 1 });
+    }
+    await Promise.all(
+      runs.map((run) => this.#writeEntries(vid, run.first, new Uint32Array(run.count).fill(owner))),
+    );
+  }
+
+  /** Writes `entries` as `data_vdi_id[first..]` of the inode of `vid`. */
+  async #writeEntries(vid: Vid, first: number, entries: Uint32Array): Promise<void> {
+    const bytes = new Uint8Array(4 * entries.length);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < entries.length; i++) view.setUint32(4 * i, entries[i]!, true);
+    await this.#access.writeObject(vdiOid(vid), bytes, dataVdiIdOffset(first));
   }
 
   /**
@@ -253,15 +323,66 @@ export class VdiIo {
       }
     }
     if (whole.length === 0) return;
-    const vid = this.#inode.vdiId;
-    const owned: Oid[] = [];
-    for (const piece of whole) {
-      if (this.#inode.dataVdiId[piece.index] === vid) owned.push(dataOid(vid, piece.index));
-      this.#inode.dataVdiId[piece.index] = 0;
+    const inode = this.#inode;
+    const vid = inode.vdiId;
+    const first = whole[0]!.index;
+    const last = whole[whole.length - 1]!.index;
+    // The table write covers [first, last]: allocations in flight there settle first, and new
+    // ones wait for it, so neither table write can undo the other.
+    const recorded = await this.#claim(first, last);
+    let failure: unknown;
+    try {
+      const entries = inode.dataVdiId.slice(first, last + 1);
+      const owned: Oid[] = [];
+      const freed: number[] = [];
+      for (const piece of whole) {
+        const owner = inode.dataVdiId[piece.index]!;
+        if (owner === 0) continue;
+        if (owner === vid) owned.push(dataOid(vid, piece.index));
+        entries[piece.index - first] = 0;
+        freed.push(piece.index);
+      }
+      if (freed.length === 0) return;
+      // The table goes first: a crash in between leaves an orphan object, never a dangling
+      // entry. The in-memory entries change only once the table says so.
+      await this.#writeEntries(vid, first, entries);
+      for (const index of freed) inode.dataVdiId[index] = 0;
+      await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      recorded.release(failure);
     }
-    // The table goes first: a crash in between leaves an orphan object, never a dangling entry.
-    await this.#writeTable(this.#inode, whole[0]!.index, whole[whole.length - 1]!.index);
-    await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
+  }
+
+  /**
+   * Waits until no allocation is in flight on [first, last], then claims those indexes until
+   * `release`: writers to them wait meanwhile.
+   */
+  async #claim(first: number, last: number): Promise<{ release: (error?: unknown) => void }> {
+    for (;;) {
+      let pending: Promise<void> | undefined;
+      for (let index = first; index <= last && !pending; index++) {
+        pending = this.#allocating.get(index);
+      }
+      if (!pending) break;
+      await pending.catch(() => undefined);
+    }
+    let settle!: (error?: unknown) => void;
+    const claimed = new Promise<void>((resolve, reject) => {
+      settle = (error) => error === undefined ? resolve() : reject(error);
+    });
+    claimed.catch(() => undefined);
+    for (let index = first; index <= last; index++) this.#allocating.set(index, claimed);
+    return {
+      release: (error) => {
+        for (let index = first; index <= last; index++) {
+          if (this.#allocating.get(index) === claimed) this.#allocating.delete(index);
+        }
+        settle(error);
+      },
+    };
   }
 
   /** Allocation map of [offset, offset+length): runs of allocated and unallocated bytes. */

@@ -1,8 +1,10 @@
 /**
  * The cluster's table of VDIs: the in-use bitmap and every inode header, kept in memory by every
  * sheep. Changes arrive as `VdiEvent`s that every node applies in the same order, so `apply` is
- * deterministic: the same events give the same vids everywhere. The node that proposed an event
- * then writes the inode objects it implies (see `net/sheep/vdi_service.ts`).
+ * deterministic: the same events give the same vids everywhere. The node that proposes an event
+ * first works out what it implies (`plan`), writes those inode objects durably, and only then
+ * submits it, carrying the vid it wrote under (`expectVid`); see `net/sheep/DURABILITY.md`.
+ * At start the table is rebuilt from the stored inodes (`load` each, then `settle`).
  *
  * @module
  */
@@ -23,7 +25,11 @@ import { probeChain, VdiBitmap, vidHash } from "./vid.ts";
 /** Which VDI a name refers to: the working one, or a snapshot by id or tag. */
 export type SnapshotRef = { snapId: number } | { tag: string } | undefined;
 
-/** A change to the VDI table, applied in total order on every node. */
+/**
+ * A change to the VDI table, applied in total order on every node. `expectVid`, on the events
+ * that allocate a vid, is the vid the proposer already wrote the new inode under: the event is
+ * refused (AGAIN, nothing changes) when the registry would allocate another one.
+ */
 export type VdiEvent =
   | {
     type: "create";
@@ -32,15 +38,24 @@ export type VdiEvent =
     copies: number;
     blockSizeShift: number;
     nowMs: number;
+    expectVid?: Vid;
   }
-  | { type: "snapshot"; vid: Vid; tag: string; nowMs: number }
-  | { type: "clone"; baseVid: Vid; name: string; nowMs: number; sizeBytes?: number }
+  | { type: "snapshot"; vid: Vid; tag: string; nowMs: number; expectVid?: Vid }
+  | {
+    type: "clone";
+    baseVid: Vid;
+    name: string;
+    nowMs: number;
+    sizeBytes?: number;
+    expectVid?: Vid;
+  }
   | {
     type: "rollback";
     snapshotVid: Vid;
     nowMs: number;
-    /** The snap id of the working VDI deleted first, so the new one continues after it. */
+    /** The snap id of a working VDI deleted first, so the new one continues after it. */
     afterSnapId?: number;
+    expectVid?: Vid;
   }
   | { type: "delete"; vid: Vid }
   | { type: "resize"; vid: Vid; sizeBytes: number };
@@ -176,6 +191,29 @@ export class VdiRegistry {
 
   /** Applies one event. Deterministic: throws the same error on every node for a bad event. */
   apply(event: VdiEvent): VdiChange {
+    const change = this.plan(event);
+    this.#commit(change.created, change.updated);
+    return change;
+  }
+
+  /**
+   * What applying `event` now would change, without changing anything: the proposer writes
+   * these inodes before it submits the event. Throws what `apply` would throw.
+   */
+  plan(event: VdiEvent): VdiChange {
+    const change = this.#plan(event);
+    if ("expectVid" in event && event.expectVid !== undefined && event.expectVid !== change.vid) {
+      throw new SheepdogError(
+        ResultCode.AGAIN,
+        `VDI id ${event.expectVid.toString(16)} was taken meanwhile: ${
+          change.vid.toString(16)
+        } is next`,
+      );
+    }
+    return change;
+  }
+
+  #plan(event: VdiEvent): VdiChange {
     switch (event.type) {
       case "create":
         return this.#create(event);
@@ -200,6 +238,37 @@ export class VdiRegistry {
     for (const header of [...updated, ...created]) this.load(header);
   }
 
+  /**
+   * Resolves what a crash in the middle of a VDI change leaves among the loaded headers
+   * (DURABILITY.md): where a name has more than one working VDI, the one with the lowest snap
+   * id (then the lowest vid) is the working VDI and the others are dropped, bit and all. The
+   * others are new working inodes written before their event by a snapshot (whose parent was
+   * not frozen yet), a rollback (whose old working VDI was not deleted yet) or a create that
+   * lost a race, so dropping them gives the state before the change. Call it after loading
+   * (and merging) headers; idempotent. Returns the dropped headers: their inode objects are
+   * orphans that a later allocation of the same vid replaces.
+   */
+  settle(): InodeHeader[] {
+    const working = new Map<string, InodeHeader[]>();
+    for (const header of this.#headers.values()) {
+      if (isDeleted(header) || isSnapshot(header)) continue;
+      const same = working.get(header.name);
+      if (same) same.push(header);
+      else working.set(header.name, [header]);
+    }
+    const dropped: InodeHeader[] = [];
+    for (const headers of working.values()) {
+      if (headers.length < 2) continue;
+      headers.sort((a, b) => a.snapId - b.snapId || a.vdiId - b.vdiId);
+      dropped.push(...headers.slice(1));
+    }
+    for (const header of dropped) {
+      this.#headers.delete(header.vdiId);
+      this.bitmap.clear(header.vdiId);
+    }
+    return dropped;
+  }
+
   #create(event: Extract<VdiEvent, { type: "create" }>): VdiChange {
     if (this.#exists(event.name)) {
       throw new SheepdogError(
@@ -210,7 +279,6 @@ export class VdiRegistry {
     const vid = this.#allocate(event.name);
     const snapId = this.#latestSnapId(event.name) + 1;
     const header = { ...headerOf(newInode({ ...event, vid })), snapId };
-    this.#commit([header], []);
     return { vid, created: [header], updated: [] };
   }
 
@@ -224,7 +292,6 @@ export class VdiRegistry {
     });
     const created = headerOf(next);
     const updated = headerOf(frozen);
-    this.#commit([created], [updated]);
     return { vid: newVid, created: [created], updated: [updated], copyTableFrom: working.vdiId };
   }
 
@@ -243,7 +310,6 @@ export class VdiRegistry {
       event.sizeBytes === undefined ? options : { ...options, sizeBytes: event.sizeBytes },
     );
     const header = { ...headerOf(clone), snapId: this.#latestSnapId(event.name) + 1 };
-    this.#commit([header], []);
     return { vid: newVid, created: [header], updated: [], copyTableFrom: base.vdiId };
   }
 
@@ -264,21 +330,18 @@ export class VdiRegistry {
     const newVid = this.#allocate(snapshot.name);
     const branch = rollbackInode(asInode(snapshot), { newVid, nowMs: event.nowMs, latestSnapId });
     const created = headerOf(branch);
-    this.#commit([created], updated);
     return { vid: newVid, created: [created], updated, copyTableFrom: snapshot.vdiId };
   }
 
   #delete(vid: Vid): VdiChange {
     const header = this.#require(vid);
     const dead = headerOf(tombstone(asInode(header)));
-    this.#commit([], [dead]);
     return { vid, created: [], updated: [dead] };
   }
 
   #resize(vid: Vid, sizeBytes: number): VdiChange {
     const header = this.#require(vid);
     const resized = headerOf(resizeInode(asInode(header), sizeBytes));
-    this.#commit([], [resized]);
     return { vid, created: [], updated: [resized] };
   }
 }

@@ -73,3 +73,55 @@ Deno.test("VdiRegistry rolls back to a snapshot", () => {
   assert.equal(registry.lookup("alice").snapId, 3);
   assert.equal(registry.get(working)!.name, "");
 });
+
+Deno.test("VdiRegistry.plan() changes nothing; apply() refuses an event whose expectVid is taken", () => {
+  const registry = new VdiRegistry();
+  const test = registry.plan(create("test"));
+  assert.equal(test.vid, 0x7c2b25);
+  assert.equal(registry.get(test.vid), undefined);
+  assert.equal(registry.bitmap.has(test.vid), false);
+  registry.apply({ ...create("test"), expectVid: test.vid });
+  // Two snapshots planned against the same state expect the same vid: the second is refused.
+  const first = { type: "snapshot" as const, vid: test.vid, tag: "a", nowMs: 1 };
+  const expected = registry.plan(first).vid;
+  assert.equal(expected, 0x7c2b26);
+  registry.apply({ ...first, expectVid: expected });
+  const working = registry.lookup("test").vdiId;
+  const second = { type: "snapshot" as const, vid: working, tag: "b", nowMs: 2 };
+  assert.equal(codeOf(() => registry.apply({ ...second, expectVid: expected })), ResultCode.AGAIN);
+  assert.equal(registry.lookup("test").vdiId, working, "a refused event changes nothing");
+  assert.equal(registry.apply({ ...second, expectVid: 0x7c2b27 }).vid, 0x7c2b27);
+});
+
+Deno.test("VdiRegistry.settle() keeps the oldest working VDI of a name and drops the rest", () => {
+  // Headers as a crash leaves them: a snapshot's new working inode written, its parent not
+  // yet frozen; a rollback's new branch written, the old working VDI not yet deleted.
+  const done = new VdiRegistry();
+  const alice = done.apply(create("alice")).vid;
+  const snapshot = done.plan({ type: "snapshot", vid: alice, tag: "", nowMs: 5 });
+  const bob = done.apply(create("bob")).vid;
+  done.apply({ type: "snapshot", vid: bob, tag: "s", nowMs: 5 });
+  const bobWorking = done.lookup("bob").vdiId;
+  const rollback = done.plan({ type: "rollback", snapshotVid: bob, nowMs: 6 });
+
+  const rebuilt = new VdiRegistry();
+  const headers = [...done.all(), ...snapshot.created, ...rollback.created];
+  for (const header of headers.reverse()) rebuilt.load(header);
+  const dropped = rebuilt.settle().map((h) => h.vdiId).sort();
+  assert.deepEqual(dropped, [snapshot.vid, rollback.vid].sort());
+  assert.equal(rebuilt.lookup("alice").vdiId, alice);
+  assert.equal(rebuilt.lookup("bob").vdiId, bobWorking);
+  assert.equal(rebuilt.bitmap.has(snapshot.vid), false);
+  assert.deepEqual(rebuilt.settle(), []);
+  // The same events then give the same vids as they would have.
+  assert.equal(rebuilt.plan({ type: "snapshot", vid: alice, tag: "", nowMs: 7 }).vid, snapshot.vid);
+
+  // Once the parent is frozen, the new working VDI is the only one: nothing to drop.
+  const frozen = new VdiRegistry();
+  for (const header of [...done.all(), ...snapshot.created, ...snapshot.updated]) {
+    frozen.load(header);
+  }
+  assert.deepEqual(frozen.settle(), []);
+  assert.equal(frozen.lookup("alice").vdiId, snapshot.vid);
+  assert.ok(isSnapshot(frozen.get(alice)!));
+});

@@ -37,6 +37,14 @@ export class VdiBitmap {
     this.bytes[vid >>> 3] = this.bytes[vid >>> 3]! | (1 << (vid & 7));
   }
 
+  /**
+   * Clears a bit: only for an inode the cluster never learned of (`VdiRegistry.settle`); a
+   * deleted VDI keeps its bit as a tombstone.
+   */
+  clear(vid: Vid): void {
+    this.bytes[vid >>> 3] = this.bytes[vid >>> 3]! & ~(1 << (vid & 7));
+  }
+
   /** The first clear bit at or after `start`, wrapping to 1; throws FULL_VDI when none. */
   firstFreeFrom(start: Vid): Vid {
     for (let step = 0, vid = start; step < VDI_SPACE; step++) {

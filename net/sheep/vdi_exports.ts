@@ -50,17 +50,11 @@ interface Writer {
   locked: boolean;
 }
 
-/** How long a writer waits for the new working VDI of a snapshot to become readable. */
-const FOLLOW_TIMEOUT_MS = 10_000;
 /** Retries of one request across snapshots taken beneath it. */
 const FOLLOW_ATTEMPTS = 5;
 /** WRITE_ZEROES with NO_HOLE writes real zeros in slices of this size, from one shared buffer. */
 const ZERO_SLICE = 1024 * 1024;
 let zeroSlice: Uint8Array | undefined;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Maps a storage error to the NBD error value a client sees, keeping the message. */
 export function toNbdError(error: unknown): unknown {
@@ -221,22 +215,13 @@ export class VdiExportProvider implements ExportProvider {
    * request); false when nothing moved (the error is real).
    */
   async #follow(name: string, io: VdiIo, vid: Vid): Promise<boolean> {
-    const deadline = Date.now() + FOLLOW_TIMEOUT_MS;
-    for (let delay = 2; Date.now() <= deadline; delay = Math.min(delay * 2, 100)) {
-      const working = this.#working(name);
-      if (working === undefined) return false; // deleted: nothing to follow
-      if (working.vdiId === vid && io.inode.vdiId === vid) return false;
-      if (io.inode.vdiId === working.vdiId && working.vdiId !== vid) return true;
-      try {
-        // The new working inode is written right after the registry changes: it may not be
-        // there yet, so a failed reload is retried until the deadline.
-        await io.reload();
-      } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await sleep(delay);
-      }
-    }
-    return false;
+    const working = this.#working(name);
+    if (working === undefined) return false; // deleted: nothing to follow
+    if (working.vdiId === vid && io.inode.vdiId === vid) return false;
+    // The new working inode is durable before the registry changes (DURABILITY.md): it is
+    // there to read as soon as the registry names it.
+    if (io.inode.vdiId !== working.vdiId) await io.reload();
+    return io.inode.vdiId !== vid;
   }
 }
 

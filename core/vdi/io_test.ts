@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { ResultCode, SheepdogError } from "../errors.ts";
+import { newInode } from "./cow.ts";
+import { encodeInode, INODE_HEADER_SIZE } from "./inode.ts";
+import { type ObjectAccess, VdiIo } from "./io.ts";
+import { isVdiOid, type Oid, vdiOid, type Vid } from "./oid.ts";
+
+const OBJ = 1 << 22;
+const VID = 0x7c2b25;
+
+/** Objects in memory; `failTableWrites` makes that many inode table writes fail first. */
+class FakeStore implements ObjectAccess {
+  readonly objects = new Map<Oid, Uint8Array>();
+  failTableWrites = 0;
+  /** Runs before each inode table write (after the check that may fail it). */
+  beforeTableWrite: () => Promise<void> = () => Promise.resolve();
+
+  constructor() {
+    const inode = newInode({
+      name: "v",
+      vid: VID,
+      sizeBytes: 4 * OBJ,
+      copies: 1,
+      blockSizeShift: 22,
+      nowMs: 0,
+    });
+    this.objects.set(vdiOid(VID), encodeInode(inode));
+  }
+
+  #object(oid: Oid): Uint8Array {
+    const object = this.objects.get(oid);
+    if (!object) throw new SheepdogError(ResultCode.NO_OBJ, `no object ${oid}`);
+    return object;
+  }
+
+  readObject(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+    return Promise.resolve(this.#object(oid).slice(offset, offset + length));
+  }
+
+  async writeObject(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+    if (isVdiOid(oid) && offset >= INODE_HEADER_SIZE) {
+      await this.beforeTableWrite();
+      if (this.failTableWrites > 0) {
+        this.failTableWrites--;
+        throw new SheepdogError(ResultCode.EIO, "table write failed");
+      }
+    }
+    this.#object(oid).set(data, offset);
+  }
+
+  async createObject(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
+    await Promise.resolve();
+    const object = cowFrom === undefined ? new Uint8Array(OBJ) : this.#object(cowFrom).slice();
+    object.set(data, offset);
+    this.objects.set(oid, object);
+  }
+
+  removeObject(oid: Oid): Promise<void> {
+    this.objects.delete(oid);
+    return Promise.resolve();
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  lookupVdi(): Promise<Vid> {
+    return Promise.resolve(VID);
+  }
+}
+
+const fill = (byte: number, length = 4096) => new Uint8Array(length).fill(byte);
+
+Deno.test("VdiIo.write() after a failed table write allocates again: a reopen reads it back", async () => {
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  store.failTableWrites = 1;
+  await assert.rejects(io.write(OBJ, fill(1)), /table write failed/);
+  assert.equal(io.inode.dataVdiId[1], 0, "the failed allocation is not recorded in memory");
+  await io.write(OBJ + 4096, fill(2));
+  assert.equal(io.inode.dataVdiId[1], VID);
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[1], VID);
+  assert.deepEqual(await reopened.read(OBJ + 4096, 4096), fill(2));
+});
+
+Deno.test("VdiIo.write() to an index being allocated waits for its table write", async () => {
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  store.beforeTableWrite = () => gate;
+  store.failTableWrites = 1;
+  const first = io.write(0, fill(1));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  let secondDone = false;
+  const second = io.write(8192, fill(2)).then(() => secondDone = true);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(secondDone, false, "the second writer waits for the first one's table write");
+  store.beforeTableWrite = () => Promise.resolve();
+  release();
+  await assert.rejects(first, /table write failed/);
+  await second;
+  // The second write allocated the object again and recorded it.
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[0], VID);
+  assert.deepEqual(await reopened.read(8192, 4096), fill(2));
+  assert.deepEqual(await reopened.read(0, 4096), fill(0, 4096));
+});
+
+Deno.test("VdiIo.discard() keeps the entries in memory when the table write fails", async () => {
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(0, fill(7, OBJ));
+  store.failTableWrites = 1;
+  await assert.rejects(io.discard(0, OBJ, { zeroPartial: true }), /table write failed/);
+  assert.equal(io.inode.dataVdiId[0], VID);
+  assert.deepEqual(await io.read(0, 4096), fill(7));
+  await io.discard(0, OBJ, { zeroPartial: true });
+  assert.equal(io.inode.dataVdiId[0], 0);
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[0], 0);
+  assert.deepEqual(await reopened.read(0, 4096), fill(0));
+});
