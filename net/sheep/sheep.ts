@@ -186,6 +186,22 @@ export class Sheep {
       registry: this.registry,
       gateway: this.gateway,
       submit: (event) => this.submitVdiEvent(event),
+      // VDI changes need the majority; a strict cluster short of zones still takes them.
+      admit: () => {
+        if (this.status === "minority") {
+          throw new SheepdogError(
+            ResultCode.HALT,
+            "This node is cut off from the majority of the cluster: changes are refused",
+          );
+        }
+        if (this.status === "waiting-for-nodes") {
+          throw new SheepdogError(
+            ResultCode.WAIT_FOR_JOIN,
+            "Waiting for other nodes to join cluster",
+          );
+        }
+        return Promise.resolve();
+      },
     });
   }
 
@@ -280,6 +296,8 @@ export class Sheep {
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
+    // A crash in the middle of a snapshot or rollback can leave two working inodes of a name.
+    this.registry.settle();
   }
 
   /** Stops serving and releases the directory. */
@@ -508,6 +526,7 @@ export class Sheep {
       const mine = this.registry.get(header.vdiId);
       if (!mine || headerRank(header) > headerRank(mine)) this.registry.load(header);
     }
+    this.registry.settle();
     for (const lock of state.locks) if (!this.locks.has(lock.vid)) this.locks.set(lock.vid, lock);
     for (const [epoch, nodes] of Object.entries(state.recovered ?? {})) {
       const done = this.#recovered.get(Number(epoch)) ?? new Set<string>();
