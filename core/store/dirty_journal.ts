@@ -83,6 +83,11 @@ export class DirtyJournal {
     return batch.done;
   }
 
+  /** How many objects the journal lists. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
   /** True when the journal lists an object that `stillDirty` says no longer needs it. */
   hasStale(stillDirty: (oid: Oid) => boolean): boolean {
     for (const oid of this.#entries.keys()) if (!stillDirty(oid)) return true;

@@ -58,6 +58,8 @@ const CACHED_OBJECTS_MAX = OPEN_FILES_MAX / 2;
 const FLUSH_PARALLEL = 16;
 /** A checksum update writes header and entries in one pwrite when they are this close. */
 const META_COALESCE_BYTES = 16 * 1024;
+/** Journal entries of clean objects that per-VDI flushes let stay before the journal shrinks. */
+const JOURNAL_ENTRIES_KEPT = 1024;
 /** Bytes `verify` and checksum rebuilds read at a time. */
 const SCAN_BYTES = 1024 * 1024;
 const B = CHECKSUM_BLOCK_BYTES;
@@ -453,10 +455,11 @@ export class FsObjectStore implements ObjectStore {
       this.#dirtyDirectory = false;
       await this.#syncDirectory("after removals").catch((error) => failures.push(error));
     }
-    if (
-      vid === undefined && failures.length === 0 &&
-      this.#journal.hasStale((oid) => this.#dirty.has(oid))
-    ) {
+    // A full flush empties the journal. Per-VDI flushes leave entries behind (harmless: a crash
+    // re-checks those objects), so the journal is shrunk once it lists many more than are dirty.
+    const shrink = vid === undefined ||
+      this.#journal.size > Math.max(JOURNAL_ENTRIES_KEPT, 2 * this.#dirty.size);
+    if (shrink && failures.length === 0 && this.#journal.hasStale((oid) => this.#dirty.has(oid))) {
       await this.#journal.rewrite(this.#dirty.keys()).catch((error) => {
         failures.push(this.#syncFailed(`Cannot rewrite the journal ${JOURNAL_NAME}`, error));
       });

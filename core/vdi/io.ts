@@ -11,7 +11,7 @@ import { isResult, ResultCode, SheepdogError } from "../errors.ts";
 import { objectSize } from "../limits.ts";
 import { planWrite } from "./cow.ts";
 import { dataVdiIdOffset, decodeInode, type Inode, INODE_SIZE, isSnapshot } from "./inode.ts";
-import { dataOid, type Oid, vdiOid, type Vid } from "./oid.ts";
+import { dataOid, type Oid, oidToVid, vdiOid, type Vid } from "./oid.ts";
 import type { SnapshotRef } from "./registry.ts";
 
 /** What VDI I/O needs from the cluster (implemented by the object-protocol client). */
@@ -21,8 +21,8 @@ export interface ObjectAccess {
   /** Creates `oid` with `data` at `offset`; with `cowFrom`, the rest comes from that object. */
   createObject(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void>;
   removeObject(oid: Oid): Promise<void>;
-  /** Makes every acknowledged write durable on every replica. */
-  flush(): Promise<void>;
+  /** Makes every acknowledged write durable on every replica: with `vid`, writes to that VDI. */
+  flush(vid?: Vid): Promise<void>;
   /** Resolves a name (and snapshot) to a vid. */
   lookupVdi(name: string, ref?: SnapshotRef): Promise<Vid>;
 }
@@ -77,6 +77,8 @@ export class VdiIo {
   readonly #name: string;
   readonly #ref: SnapshotRef;
   #inode: Inode;
+  /** VDIs written since the last flush: a flush syncs exactly these. */
+  #written = new Set<Vid>();
   /**
    * Allocations in flight per index: each settles once the table write that records it has
    * (or has failed). A second writer to the index waits for it, then plans again.
@@ -252,6 +254,7 @@ export class VdiIo {
     const target = dataOid(inode.vdiId, piece.index);
     const plan = planWrite(inode, piece.index);
     if (plan.kind === "write") {
+      this.#written.add(oidToVid(target));
       await this.#access.writeObject(target, bytes, piece.offset);
       return;
     }
@@ -261,6 +264,7 @@ export class VdiIo {
     request.allocated.push(piece.index);
     const cowFrom = plan.kind === "cow" ? plan.from : undefined;
     // A create replaces the object whole, so creating again after a failed table write is safe.
+    this.#written.add(oidToVid(target));
     await this.#access.createObject(target, bytes, piece.offset, cowFrom);
   }
 
@@ -292,6 +296,7 @@ export class VdiIo {
     const bytes = new Uint8Array(4 * entries.length);
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < entries.length; i++) view.setUint32(4 * i, entries[i]!, true);
+    this.#written.add(vid);
     await this.#access.writeObject(vdiOid(vid), bytes, dataVdiIdOffset(first));
   }
 
@@ -347,6 +352,7 @@ export class VdiIo {
       // entry. The in-memory entries change only once the table says so.
       await this.#writeEntries(vid, first, entries);
       for (const index of freed) inode.dataVdiId[index] = 0;
+      for (const oid of owned) this.#written.add(oidToVid(oid));
       await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
     } catch (error) {
       failure = error;
@@ -398,8 +404,19 @@ export class VdiIo {
     return runs;
   }
 
-  /** Durability: every write acknowledged so far survives a crash once this resolves. */
-  flush(): Promise<void> {
-    return this.#access.flush();
+  /**
+   * Durability: every write acknowledged so far survives a crash once this resolves. Only the
+   * VDIs written through this handle are synced (the old vid too, when a snapshot moved it).
+   */
+  async flush(): Promise<void> {
+    const vids = new Set(this.#written);
+    vids.add(this.#inode.vdiId);
+    this.#written.clear();
+    try {
+      await Promise.all([...vids].map((vid) => this.#access.flush(vid)));
+    } catch (error) {
+      for (const vid of vids) this.#written.add(vid);
+      throw error;
+    }
   }
 }

@@ -150,10 +150,9 @@ export class VdiService {
     });
   }
 
-  /** Makes header writes (`writeAt`) durable; `createAt` is durable when it resolves. */
-  async #flush(): Promise<void> {
-    // TODO flushVdi: only the VDI whose header was written needs flushing.
-    await this.#gateway.flush();
+  /** Makes header writes (`writeAt`) to `vid`'s inode durable; `createAt` is durable at once. */
+  async #flush(vid: Vid): Promise<void> {
+    await this.#gateway.flush(vid);
   }
 
   /** Create, snapshot, clone and rollback: the new inode is durable before the event. */
@@ -205,7 +204,7 @@ export class VdiService {
         } else {
           // A snapshot freezes the working VDI: only the header changes, its table stays.
           await this.#gateway.writeAt(vdiOid(updated.vdiId), encodeInodeHeader(updated), 0);
-          await this.#flush();
+          await this.#flush(updated.vdiId);
         }
       }
       const from = plan.copyTableFrom;
@@ -233,7 +232,7 @@ export class VdiService {
         await this.#gateway.createAt(vdiOid(old.vdiId), trimTrailingZeros(encodeInode(old)), 0);
       } else {
         await this.#gateway.writeAt(vdiOid(old.vdiId), encodeInodeHeader(old), 0);
-        await this.#flush();
+        await this.#flush(old.vdiId);
       }
     }
     // Never remove an inode some other event has made a VDI meanwhile.
@@ -290,7 +289,7 @@ export class VdiService {
     }
     if (writes.length === 0) return;
     await Promise.all(writes);
-    await this.#flush();
+    await this.#flush(inode.vdiId);
   }
 
   /** Removes the data objects of `doomed` (deleted) that no live inode of its family uses. */
@@ -307,13 +306,13 @@ export class VdiService {
     const resized = this.#registry.plan(event).updated[0]!;
     const old = await this.#readHeader(event.vid);
     await this.#gateway.writeAt(vdiOid(event.vid), encodeInodeHeader(resized), 0);
-    await this.#flush();
+    await this.#flush(event.vid);
     try {
       return (await this.#submit(event)).vid;
     } catch (error) {
       if (isResult(error, ...REFUSED) && this.#unchanged(old)) {
         await this.#gateway.writeAt(vdiOid(event.vid), encodeInodeHeader(old), 0);
-        await this.#flush();
+        await this.#flush(event.vid);
       }
       throw error;
     }
