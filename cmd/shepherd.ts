@@ -125,7 +125,10 @@ async function showInfo(
     }
     case "cluster": {
       const cluster = await admin.clusterInfo();
-      return json ? printJson(cluster) : print(formatClusterInfo(cluster));
+      if (json) return printJson(cluster);
+      // Each node's disk problems belong in the cluster's status too (a full disk loses copies).
+      const nodes = await admin.nodes().catch(() => []);
+      return print(formatClusterInfo(cluster, nodes));
     }
     case "recovery": {
       const rows = await admin.recovery();

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { StoreHealth } from "../../core/store/object_store.ts";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { objectSize } from "../../core/limits.ts";
 import { sheepTimeToMs } from "../../core/vdi/inode.ts";
@@ -45,6 +46,10 @@ export interface NodeRow {
   usedBytes?: number;
   freeBytes?: number;
   totalBytes?: number;
+  /** The node's store: a full disk, a failed sync, checksum errors (absent if it did not answer). */
+  health?: StoreHealth;
+  /** Copies found bad or missing and replaced since the node started. */
+  repairs?: number;
 }
 
 export interface ClusterInfo {

@@ -6,6 +6,7 @@
  */
 
 import type { ClusterInfo, NodeRow, RecoveryRow, ScrubRow, VdiRow } from "./admin_service.ts";
+import type { StoreHealth } from "../../core/store/object_store.ts";
 
 const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
 
@@ -143,10 +144,34 @@ export function formatTable(rows: string[][], separator = "  "): string {
     .join("\n");
 }
 
-/** `info -t node`. */
-export function formatNodeTable(nodes: NodeRow[]): string {
-  const rows = [["Id", "Host:Port", "V-Nodes", "Zone", "Used", "Free"]];
+/** How long after a write failed for lack of space the node still counts as full. */
+export const DISK_FULL_RECENT_MS = 10 * 60_000;
+
+/**
+ * What is wrong with a node's disk, in one line, from the health its store reports: a failed
+ * sync (its store refuses writes until the sheep restarts) or a recently full disk (writes of
+ * objects placed there fail, so those objects may lack a copy). Undefined when all is well or
+ * the node did not report. The CLI, the HTTP API and the dashboard say it the same way.
+ */
+export function nodeProblem(health: StoreHealth | undefined, nowMs: number): string | undefined {
+  if (!health) return undefined;
+  if (health.syncError) {
+    return `disk failing: a sync failed, writes refused until the sheep restarts (${health.syncError})`;
+  }
+  if (health.noSpaceAtMs !== undefined && nowMs - health.noSpaceAtMs < DISK_FULL_RECENT_MS) {
+    const writes = health.noSpaceErrors === 1 ? "1 write" : `${health.noSpaceErrors} writes`;
+    return `disk full: ${writes} failed, the last at ${formatTime(health.noSpaceAtMs)}`;
+  }
+  return undefined;
+}
+
+/** `info -t node`, with each node's disk problem (if any) under the table. */
+export function formatNodeTable(nodes: NodeRow[], nowMs = Date.now()): string {
+  const rows = [["Id", "Host:Port", "V-Nodes", "Zone", "Used", "Free", "State"]];
+  const problems: string[] = [];
   nodes.forEach((node, i) => {
+    const problem = nodeProblem(node.health, nowMs);
+    if (problem) problems.push(`${node.id}: ${problem}`);
     rows.push([
       String(i),
       node.id,
@@ -154,9 +179,16 @@ export function formatNodeTable(nodes: NodeRow[]): string {
       String(node.zone),
       node.usedBytes === undefined ? "-" : formatSize(node.usedBytes),
       node.freeBytes === undefined ? "-" : formatSize(node.freeBytes),
+      node.health === undefined
+        ? "-"
+        : node.health.syncError
+        ? "DISK FAILING"
+        : problem
+        ? "DISK FULL"
+        : "ok",
     ]);
   });
-  return formatTable(rows);
+  return [formatTable(rows), ...problems].join("\n");
 }
 
 const STATUS_TEXT: Record<string, string> = {
@@ -168,8 +200,16 @@ const STATUS_TEXT: Record<string, string> = {
 };
 
 /** `info -t cluster`, after Sheepdog's `cluster info`: status, then epochs newest first. */
-export function formatClusterInfo(info: ClusterInfo): string {
+export function formatClusterInfo(
+  info: ClusterInfo,
+  nodes: NodeRow[] = [],
+  nowMs = Date.now(),
+): string {
   const lines = [`Cluster status: ${STATUS_TEXT[info.status] ?? info.status}`];
+  for (const node of nodes) {
+    const problem = nodeProblem(node.health, nowMs);
+    if (problem) lines.push(`${node.id}: ${problem}; objects placed there may lack a copy`);
+  }
   if (info.redundancyReduced && info.status === "running") {
     lines.push(
       info.strict

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  DISK_FULL_RECENT_MS,
+  formatClusterInfo,
+  formatNodeTable,
   formatScrub,
   formatScrubFindings,
   formatScrubProgress,
@@ -199,4 +202,61 @@ Deno.test("formatScrubFindings() lists every node's findings, or says there are 
       "0000000500000001  c:1   NO        copy at version 1, newest 2\n" +
       "a:1: 51 findings, the newest 1 shown",
   );
+});
+
+Deno.test("info -t node and -t cluster say when a node's disk is full or failing", () => {
+  const now = Date.UTC(2026, 10, 29, 12);
+  const base = { host: "127.0.0.1", zone: 1, vnodes: 128, usedBytes: 0, freeBytes: 0 };
+  const health = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
+  const nodes = [
+    { ...base, id: "127.0.0.1:7000", port: 7000, health },
+    {
+      ...base,
+      id: "127.0.0.1:7001",
+      port: 7001,
+      health: { ...health, noSpaceErrors: 3, noSpaceAtMs: now - 1000 },
+    },
+    {
+      ...base,
+      id: "127.0.0.1:7002",
+      port: 7002,
+      health: { ...health, syncErrors: 1, syncError: "Cannot sync x: EIO" },
+    },
+    {
+      ...base,
+      id: "127.0.0.1:7003",
+      port: 7003,
+      health: { ...health, noSpaceErrors: 1, noSpaceAtMs: now - DISK_FULL_RECENT_MS - 1 },
+    },
+  ];
+  const table = formatNodeTable(nodes, now);
+  const lines = table.split("\n");
+  assert.match(lines[1]!, /7000 .* ok$/);
+  assert.match(lines[2]!, /7001 .* DISK FULL$/);
+  assert.match(lines[3]!, /7002 .* DISK FAILING$/);
+  assert.match(lines[4]!, /7003 .* ok$/, "an old full disk is history");
+  assert.match(table, /127\.0\.0\.1:7001: disk full: 3 writes failed, the last at /);
+  assert.match(
+    table,
+    /127\.0\.0\.1:7002: disk failing: a sync failed, writes refused until the sheep restarts/,
+  );
+  const cluster = formatClusterInfo(
+    {
+      status: "running",
+      ctimeMs: 0,
+      copies: 3,
+      blockSizeShift: 22,
+      strict: false,
+      epoch: 1,
+      zones: 4,
+      redundancyReduced: false,
+      master: null,
+      nodes: nodes.map((n) => n.id),
+      epochs: [],
+    },
+    nodes,
+    now,
+  );
+  assert.match(cluster, /127\.0\.0\.1:7001: disk full: .*objects placed there may lack a copy/);
+  assert.doesNotMatch(cluster, /7003: disk/);
 });

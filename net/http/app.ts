@@ -16,7 +16,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { AdminService, NodeRow, ScrubRow, VdiRow } from "../admin/admin_service.ts";
-import { parseSize } from "../admin/format.ts";
+import { nodeProblem, parseSize } from "../admin/format.ts";
 import type { Logger } from "../sheep/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { dashboardHtml } from "./dashboard.ts";
@@ -217,8 +217,16 @@ function vdiViews(rows: VdiRow[]): VdiView[] {
   });
 }
 
-function nodeView(row: NodeRow): NodeRow & { address: string; state: "up" } {
-  return { ...row, address: `${row.host}:${row.port}`, state: "up" };
+function nodeView(
+  row: NodeRow,
+): NodeRow & { address: string; state: "up" | "degraded"; problem?: string } {
+  const problem = nodeProblem(row.health, Date.now());
+  return {
+    ...row,
+    address: `${row.host}:${row.port}`,
+    state: problem ? "degraded" : "up",
+    ...(problem ? { problem } : {}),
+  };
 }
 
 /** How many copies each object really has, given the zones the ring spans. */

@@ -304,7 +304,7 @@ function renderStats() {
   const stat = (label, value, sub, id) => h("div", { class: "stat" }, h("span", {}, label),
     h("b", { class: "num", id }, value), h("small", {}, sub));
   fill("stats",
-    stat("Nodes", state.nodes.length, state.cluster.zones + " " + (state.cluster.zones === 1 ? "zone" : "zones") + " · all up", "stat-nodes"),
+    stat("Nodes", state.nodes.length, state.cluster.zones + " " + (state.cluster.zones === 1 ? "zone" : "zones") + " · " + (state.nodes.some((n) => n.problem) ? state.nodes.filter((n) => n.problem).length + " with disk problems" : "all up"), "stat-nodes"),
     stat("VDIs", working.length, snaps + " snapshot" + (snaps === 1 ? "" : "s") + " · " + size(provisioned) + " provisioned", "stat-vdis"),
     stat("Stored", size(used), total ? size(free) + " free of " + size(total) : "space not reported"),
     stat("Allocated", size(allocated), "data objects of all VDIs"),
@@ -337,7 +337,7 @@ function renderNodes() {
       h("td", { class: "r num" }, n.vnodes),
       h("td", { class: "r num" }, share.has(n.id) ? pct(share.get(n.id)) : "—"),
       cap,
-      h("td", {}, h("span", { class: "pill ok" }, h("i", { class: "dot" }), n.state || "up")));
+      h("td", {}, h("span", { class: n.problem ? "pill bad" : "pill ok", title: n.problem || "" }, h("i", { class: "dot" }), n.problem ? n.problem.split(":")[0] : n.state || "up")));
   });
   fill("nodes-body", rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No nodes in the cluster view")));
 }

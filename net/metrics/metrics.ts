@@ -56,6 +56,10 @@ export interface IntegrityGauges {
   objectRepairs: number;
   /** Blocks the store found not matching their checksum (its `health().checksumErrors`). */
   checksumErrors: number;
+  /** Writes the store refused because the disk was full (its `health().noSpaceErrors`). */
+  noSpaceErrors: number;
+  /** A sync failed: the store refuses writes until the sheep restarts. */
+  syncFailed: boolean;
 }
 
 /** Runs before each scrape to bring gauges up to date; failures never fail the scrape. */
@@ -102,6 +106,8 @@ export class Metrics {
     scrubUnrepaired: Counter;
     objectRepairs: Counter;
     checksumErrors: Counter;
+    noSpaceErrors: Counter;
+    syncFailed: Gauge;
   };
   /** The absolute value each integrity counter was last set to. */
   readonly #integrityTotals = new Map<keyof IntegrityGauges, number>();
@@ -186,6 +192,14 @@ export class Metrics {
         "sheepdog_checksum_errors_total",
         "Blocks this node's store found not matching their checksum (reads and scrub)",
       ),
+      noSpaceErrors: counter(
+        "sheepdog_store_no_space_errors_total",
+        "Writes this node's store refused because its disk was full",
+      ),
+      syncFailed: gauge(
+        "sheepdog_store_sync_failed",
+        "1 once a sync failed on this node's disk (writes are refused until restart), else 0",
+      ),
     };
     new Gauge({
       name: "sheepdog_process_memory_bytes",
@@ -268,6 +282,7 @@ export class Metrics {
   setIntegrity(values: Partial<IntegrityGauges>): void {
     const integrity = this.#integrity;
     if (values.scrubRunning !== undefined) integrity.scrubRunning.set(values.scrubRunning ? 1 : 0);
+    if (values.syncFailed !== undefined) integrity.syncFailed.set(values.syncFailed ? 1 : 0);
     if (values.scrubFinishedMs !== undefined) {
       integrity.scrubFinishedMs.set(values.scrubFinishedMs / 1000);
     }
@@ -277,6 +292,7 @@ export class Metrics {
       "scrubUnrepaired",
       "objectRepairs",
       "checksumErrors",
+      "noSpaceErrors",
     ] as const;
     for (const key of counters) {
       const value = values[key];

@@ -44,9 +44,12 @@ export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): 
     rate: recovery.objectsPerSecond,
   });
   const scrub = sheep.scrubber?.status();
+  const health = sheep.store.health();
   metrics.setIntegrity({
     objectRepairs: sheep.repairs,
-    checksumErrors: sheep.store.health().checksumErrors,
+    checksumErrors: health.checksumErrors,
+    noSpaceErrors: health.noSpaceErrors,
+    syncFailed: health.syncError !== undefined,
     ...(scrub
       ? {
         scrubRunning: scrub.state === "running",
