@@ -5,16 +5,27 @@
  * @module
  */
 
+import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 
+/**
+ * True while `pid` runs. A killed sheep that its parent has not reaped yet is a zombie: it
+ * still answers signal 0 but holds nothing, so it does not count (where /proc tells).
+ */
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    // "pid (comm) S ...": the state follows the last ')' (comm may contain spaces or parens).
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true;
   }
 }
 
