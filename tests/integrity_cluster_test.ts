@@ -222,3 +222,30 @@ Deno.test("integrity: a peer read of 2^31 bytes, or past the object, is refused 
     assert.deepEqual(await io.read(0, 4096), filled(4096, 1));
   });
 });
+
+Deno.test("integrity: VDI changes from every node at once are serialised; every inode says what the registry says", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 2 });
+  try {
+    await Promise.all([0, 1, 2].map(async (i) => {
+      const admin = cluster.admin(i);
+      for (let k = 0; k < 3; k++) {
+        await admin.createVdi({ name: `v${i}-${k}`, sizeBytes: 8 * MiB });
+        await admin.snapshot(`v${i}-${k}`, `s${k}`);
+      }
+    }));
+    const node = cluster.node(0);
+    const headers = node.registry.live();
+    assert.equal(headers.length, 18, "9 working VDIs and 9 snapshots");
+    for (const header of headers) {
+      const inode = await node.vdis.readInode(header.vdiId);
+      assert.equal(inode.name, header.name, `inode ${header.vdiId.toString(16)}`);
+      assert.equal(inode.snapId, header.snapId);
+      assert.equal(inode.snapCtime, header.snapCtime);
+    }
+    for (const other of cluster.live()) {
+      assert.equal(other.locks.size, 0, "the admin lock is released");
+    }
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -9,7 +9,7 @@
 import { isSnapshot } from "../../core/vdi/inode.ts";
 import type { ObjectStore } from "../../core/store/object_store.ts";
 import type { ScrubStatus } from "../sheep/scrub.ts";
-import type { Sheep } from "../sheep/sheep.ts";
+import { ADMIN_LOCK_VID, type Sheep } from "../sheep/sheep.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** What the collector reads from a sheep. */
@@ -34,7 +34,7 @@ export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): 
     nodes: sheep.view.nodes.length,
     vdis,
     snapshots,
-    attachedVdis: sheep.locks.size,
+    attachedVdis: [...sheep.locks.keys()].filter((vid) => vid !== ADMIN_LOCK_VID).length,
   });
   const recovery = sheep.recovery.status();
   metrics.setRecovery({

@@ -40,7 +40,7 @@ export interface NodeStoreState extends StoreSpace {
   health: StoreHealth;
   repairs: number;
 }
-import type { Sheep } from "./sheep.ts";
+import { ADMIN_LOCK_VID, type Sheep } from "./sheep.ts";
 
 type Handler = (
   sheep: Sheep,
@@ -470,7 +470,8 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.LIST_LOCKS]: {
     force: true,
-    handle: (sheep) => Promise.resolve(json([...sheep.locks.values()])),
+    handle: (sheep) =>
+      Promise.resolve(json([...sheep.locks.values()].filter((l) => l.vid !== ADMIN_LOCK_VID))),
   },
   [Opcode.VDI_SUMMARY]: {
     force: false,

@@ -85,6 +85,11 @@ export interface EventBus {
   propose<T>(event: ClusterEvent): Promise<T>;
 }
 
+/** The attach lock that serialises VDI administration cluster-wide (vid 0 is no VDI's). */
+export const ADMIN_LOCK_VID = 0;
+/** How long a VDI change waits for another sheep's change to finish. */
+const ADMIN_LOCK_WAIT_MS = 30_000;
+
 /** Who holds a VDI open ("running on ADDR"). */
 export interface VdiLock {
   vid: Vid;
@@ -186,6 +191,7 @@ export class Sheep {
       registry: this.registry,
       gateway: this.gateway,
       submit: (event) => this.submitVdiEvent(event),
+      exclusive: (work) => this.#withAdminLock(work),
       // VDI changes need the majority; a strict cluster short of zones still takes them.
       admit: () => {
         if (this.status === "minority") {
@@ -368,6 +374,31 @@ export class Sheep {
       }
       case "recovered":
         return await this.#noteRecovered(event.node, event.epoch);
+    }
+  }
+
+  /**
+   * Runs `work` (a VDI change) holding the cluster-wide VDI-administration lock: what one sheep
+   * writes before its event is invisible to another's plan, so two changes at once could write
+   * one vid. The lock is the attach lock of vid 0 (no VDI has it); it goes with its node if that
+   * node leaves the cluster.
+   */
+  async #withAdminLock<T>(work: () => Promise<T>): Promise<T> {
+    const client = `vdi-admin@${this.id}`;
+    const deadline = this.now() + ADMIN_LOCK_WAIT_MS;
+    for (let delay = 10;; delay = Math.min(delay * 2, 200)) {
+      try {
+        await this.lockVdi(ADMIN_LOCK_VID, client);
+        break;
+      } catch (error) {
+        if (!isResult(error, ResultCode.VDI_LOCKED) || this.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay * (1 + Math.random())));
+      }
+    }
+    try {
+      return await work();
+    } finally {
+      await this.unlockVdi(ADMIN_LOCK_VID, client).catch(() => undefined);
     }
   }
 
