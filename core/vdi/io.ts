@@ -80,6 +80,8 @@ export class VdiIo {
   #inode: Inode;
   /** Creates in flight per index: a second writer waits, then writes in place. */
   #creating = new Map<number, Promise<void>>();
+  /** Per inode: indexes created whose table entry has not been stored yet. */
+  #unrecorded = new WeakMap<Inode, Set<number>>();
 
   private constructor(access: ObjectAccess, inode: Inode, ref: SnapshotRef) {
     this.#access = access;
@@ -178,7 +180,7 @@ export class VdiIo {
     // table write of objects created under the old vid; that write then fails READONLY instead.
     const inode = this.#inode;
     const pieces = splitRange(offset, data.length, this.objectBytes);
-    const changed = await Promise.all(
+    const results = await Promise.allSettled(
       pieces.map((piece) =>
         this.#writePiece(
           inode,
@@ -187,14 +189,28 @@ export class VdiIo {
         )
       ),
     );
-    const indexes = pieces.filter((_, i) => changed[i]).map((p) => p.index);
-    if (indexes.length > 0) {
+    // Objects created (now or by an earlier write) whose table entry is not stored yet: written
+    // back before anything is acknowledged, even when another piece failed, so the cached inode
+    // never stays ahead of the stored one (a later write to such an object would be acknowledged
+    // and never be found by a fresh open).
+    const unrecorded = this.#unrecordedOf(inode);
+    if (unrecorded.size > 0) {
+      const indexes = [...unrecorded];
       await this.#writeTable(inode, Math.min(...indexes), Math.max(...indexes));
+      for (const index of indexes) unrecorded.delete(index);
     }
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
-  /** Writes one piece; true when it allocated the index (the table must be written back). */
-  async #writePiece(inode: Inode, piece: Piece, bytes: Uint8Array): Promise<boolean> {
+  #unrecordedOf(inode: Inode): Set<number> {
+    let indexes = this.#unrecorded.get(inode);
+    if (!indexes) this.#unrecorded.set(inode, indexes = new Set());
+    return indexes;
+  }
+
+  /** Writes one piece, creating its object (and noting the table entry to store) if needed. */
+  async #writePiece(inode: Inode, piece: Piece, bytes: Uint8Array): Promise<void> {
     for (;;) {
       const pending = this.#creating.get(piece.index);
       if (!pending) break;
@@ -205,11 +221,12 @@ export class VdiIo {
     const plan = planWrite(inode, piece.index);
     if (plan.kind === "write") {
       await this.#access.writeObject(target, bytes, piece.offset);
-      return false;
+      return;
     }
     const cowFrom = plan.kind === "cow" ? plan.from : undefined;
     const creating = this.#access.createObject(target, bytes, piece.offset, cowFrom).then(() => {
       inode.dataVdiId[piece.index] = vid;
+      this.#unrecordedOf(inode).add(piece.index);
     });
     this.#creating.set(piece.index, creating);
     try {
@@ -217,7 +234,6 @@ export class VdiIo {
     } finally {
       this.#creating.delete(piece.index);
     }
-    return true;
   }
 
   async #writeTable(inode: Inode, first: number, last: number): Promise<void> {
