@@ -29,7 +29,9 @@ Deno.test("data-path simulation: seeded workloads under faults", async () => {
       if (only !== null) console.log(summary.log.join("\n"));
     } catch (error) {
       if (survey) {
-        console.log(`seed ${seed}: ${(error as Error).message.split("\n").slice(0, 3).join(" | ")}`);
+        console.log(
+          `seed ${seed}: ${(error as Error).message.split("\n").slice(0, 3).join(" | ")}`,
+        );
         continue;
       }
       const log = error instanceof SimFailure ? `\n${error.log.join("\n")}` : "";
