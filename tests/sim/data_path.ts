@@ -77,6 +77,8 @@ export interface DataPathOptions {
   /** VDI size in objects (1 MiB each). */
   objects?: number;
   variant?: Variant;
+  /** Crashes keep a random part of the unsynced writes (default); false drops all of them. */
+  tornCrashes?: boolean;
 }
 
 const VDI_NAME = "vm";
@@ -191,6 +193,7 @@ export class DataPathSim {
   readonly seed: number;
   readonly copies: number;
   readonly variant: Variant | undefined;
+  readonly tornCrashes: boolean;
   readonly time = new VirtualTime();
   readonly nodes: SimNode[] = [];
   readonly log: string[] = [];
@@ -231,6 +234,7 @@ export class DataPathSim {
     this.copies = options.copies ?? this.#prng.int(2, Math.min(3, nodes));
     const objects = options.objects ?? this.#prng.int(3, 6);
     this.variant = options.variant;
+    this.tornCrashes = options.tornCrashes ?? true;
     this.model = new VdiModel(objects * OBJECT_BYTES, OBJECT_BYTES);
     for (let i = 0; i < nodes; i++) {
       const disk = this.variant === "volatile-sync" ? new VolatileSyncDisk() : new MemDisk();
@@ -460,7 +464,7 @@ export class DataPathSim {
     await this.#noteLosses(new Set(victims));
     for (const node of victims) {
       node.life!.alive = false;
-      node.disk.crash(() => this.#crashPrng.float());
+      node.disk.crash(this.tornCrashes ? () => this.#crashPrng.float() : undefined);
       this.syncFaults.delete(node);
     }
     this.model.crashed();
@@ -566,6 +570,29 @@ export class DataPathSim {
     this.note(`${node.name} rejoins`);
     await this.#newView([node]);
     await this.#steerAfterView();
+  }
+
+  /** The nodes holding `oid` in the current view, in ring order. */
+  targets(oid: Oid): SimNode[] {
+    const view = this.members()[0]!.sheep.view;
+    return targetsOf(view, oid, this.copies).map((t) => this.nodes.find((n) => n.id === t.id)!);
+  }
+
+  /** Flips one byte of `node`'s copy of `oid`: of its data, or with `checksums` of its CRCs. */
+  rot(node: SimNode, oid: Oid, offset: number, options: { checksums?: boolean } = {}): void {
+    const file = objectPath(node, oid) + (options.checksums ? ".meta" : "");
+    node.disk.rot(file, offset);
+    this.rotted = true;
+    this.note(
+      `rot ${oidToHex(oid)}${options.checksums ? ".meta" : ""} on ${node.name} at ${hex(offset)}`,
+    );
+  }
+
+  /** Reads through the client without judging the outcome (scripted scenarios judge it). */
+  async tryRead(offset: number, length: number): Promise<Outcome<Uint8Array>> {
+    const outcome = await this.time.run(this.#io!.read(offset, length), OP_LIMIT_MS);
+    this.note(`read ${hex(offset)}+${length}: ${describe(outcome)}`);
+    return outcome;
   }
 
   /** Reasons an operation may fail now. */
