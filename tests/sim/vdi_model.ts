@@ -12,6 +12,8 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
+
 /** Bytes of a VDI that a write (or its loss) may have put there. */
 interface Layer {
   offset: number;
@@ -137,20 +139,28 @@ export class VdiModel {
   /** The first byte of `data` (read at `offset`) that the model does not allow, if any. */
   check(offset: number, data: Uint8Array): Mismatch | undefined {
     this.#check(offset, data.length);
-    for (let i = 0; i < data.length; i++) {
-      const at = offset + i;
-      const got = data[i]!;
-      if (got === this.latest[at]) continue;
-      if (
-        this.#alternatives.some((l) =>
-          at >= l.offset && at < l.offset + l.data.length && l.data[at - l.offset] === got
-        )
-      ) {
-        continue;
+    const latest = this.latest;
+    // Most bytes are their latest value: compare 4 KiB at a time natively, bytes only where not.
+    for (let start = 0; start < data.length; start += BLOCK_BYTES) {
+      const end = Math.min(start + BLOCK_BYTES, data.length);
+      const got = Buffer.from(data.buffer, data.byteOffset + start, end - start);
+      const want = Buffer.from(latest.buffer, latest.byteOffset + offset + start, end - start);
+      if (got.equals(want)) continue;
+      for (let i = start; i < end; i++) {
+        const at = offset + i;
+        const byte = data[i]!;
+        if (byte === latest[at] || this.#alternative(at, byte)) continue;
+        return this.#mismatch(at, byte);
       }
-      return this.#mismatch(at, got);
     }
     return undefined;
+  }
+
+  #alternative(at: number, byte: number): boolean {
+    return this.#alternatives.some((layer) =>
+      at >= layer.offset && at < layer.offset + layer.data.length &&
+      layer.data[at - layer.offset] === byte
+    );
   }
 
   #mismatch(at: number, got: number): Mismatch {
