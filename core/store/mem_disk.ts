@@ -11,6 +11,8 @@
  * sector boundary, and a random prefix of each directory's pending entries, as a journaling file
  * system would. Only `random` decides, so a seed replays a crash exactly.
  *
+ * `attach()` gives one life of the disk's owner its own view of it, dead after the next crash.
+ *
  * Faults: `rot` flips a stored byte, `failNextSync` makes one sync fail the way Linux does (EIO,
  * and the pending writes are dropped without reaching the disk while reads still see them),
  * `failReads` makes reads of a file fail with EIO, `setCapacity` makes writes that need more
@@ -300,6 +302,37 @@ export class MemDisk implements Disk {
     inode.pending = [];
     if (this.#takeSyncFailure(path, inode)) throw diskError("EIO", "fdatasync", path);
     for (const op of pending) applyFileOp(inode.durable, op);
+  }
+
+  /**
+   * The disk as one life of its owner sees it: every call through the returned `Disk` fails with
+   * EIO once this disk has crashed, so a process that did not survive the crash (a sheep being
+   * torn down after it, whose store flushes on close) can neither make anything durable nor
+   * change the namespace. Files it opened are dead already (EBADF); this covers new calls.
+   */
+  attach(): Disk {
+    const generation = this.generation;
+    const live = (syscall: string, path: string): void => {
+      if (this.generation !== generation) throw diskError("EIO", syscall, path);
+    };
+    const guarded = <T>(syscall: string, path: string, call: () => Promise<T>): Promise<T> => {
+      try {
+        live(syscall, path);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return call();
+    };
+    return {
+      open: (path, mode) => guarded("open", path, () => this.open(path, mode)),
+      rename: (from, to) => guarded("rename", from, () => this.rename(from, to)),
+      unlink: (path) => guarded("unlink", path, () => this.unlink(path)),
+      readdir: (directory) => guarded("scandir", directory, () => this.readdir(directory)),
+      mkdir: (directory) => guarded("mkdir", directory, () => this.mkdir(directory)),
+      syncDir: (directory) => guarded("fsync", directory, () => this.syncDir(directory)),
+      stat: (path) => guarded("stat", path, () => this.stat(path)),
+      space: (directory) => guarded("statfs", directory, () => this.space(directory)),
+    };
   }
 
   /** Loses everything unsynced; with `random`, lets a random part of it through (module doc). */

@@ -107,3 +107,24 @@ Deno.test("MemDisk.rot flips a stored byte; failReads fails reads", async () => 
   disk.failReads("/d/a", true);
   await assert.rejects(file.read(new Uint8Array(1), 0), { code: "EIO" });
 });
+
+Deno.test("MemDisk.attach: after a crash the old life can neither write nor sync nor rename", async () => {
+  const disk = new MemDisk();
+  const before = disk.attach();
+  await before.mkdir("/d");
+  const file = await before.open("/d/a", "wx+");
+  await before.syncDir("/d");
+  await file.write(new Uint8Array([1]), 0);
+  disk.crash();
+  // A store closing after the crash flushes by path: it must not make anything durable.
+  await assert.rejects(before.open("/d/a", "r+"), { code: "EIO" });
+  await assert.rejects(before.open("/d/b", "wx+"), { code: "EIO" });
+  await assert.rejects(before.rename("/d/a", "/d/c"), { code: "EIO" });
+  await assert.rejects(before.syncDir("/d"), { code: "EIO" });
+  await assert.rejects(file.datasync(), { code: "EBADF" });
+  const after = disk.attach();
+  assert.deepEqual(await after.readdir("/d"), ["a"]);
+  assert.deepEqual(await contents(disk, "/d/a"), [], "the unsynced write is gone");
+  await after.open("/d/b", "wx+");
+  assert.deepEqual(await after.readdir("/d"), ["a", "b"]);
+});

@@ -1,0 +1,298 @@
+/**
+ * Goal: the data path keeps its promises under faults: flushed writes survive, reads return only
+ * what was written, copies converge once the faults stop.
+ * Method: seeded runs of the data-path simulation (data_path.ts), each deterministic, and a
+ * deliberately broken product per checker to show that checker fires.
+ * `SIM_SEED=N` replays one seed and prints its schedule; `SIM_SEEDS=K` runs K seeds.
+ */
+
+import assert from "node:assert/strict";
+import {
+  type DataPathOptions,
+  DataPathSim,
+  OBJECT_BYTES,
+  pattern,
+  runDataPathSeed,
+  SimFailure,
+  type SimNode,
+} from "./data_path.ts";
+import { META_HEADER_BYTES } from "../../core/store/checksum_meta.ts";
+import { dataOid } from "../../core/vdi/oid.ts";
+
+function envInt(name: string): number | null {
+  const value = Deno.env.get(name);
+  if (value === undefined || value === "") return null;
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed)) throw new TypeError(`${name} must be an integer`);
+  return parsed;
+}
+
+Deno.test("data-path simulation: seeded workloads under faults", async () => {
+  const only = envInt("SIM_SEED");
+  const count = envInt("SIM_SEEDS") ?? 300;
+  const first = envInt("SIM_SEED_FIRST") ?? 1;
+  const seeds = only !== null ? [only] : Array.from({ length: count }, (_, i) => first + i);
+  const started = performance.now();
+  const survey = Deno.env.get("SIM_SURVEY") === "1";
+  const faults: Record<string, number> = {};
+  let steps = 0;
+  for (const seed of seeds) {
+    try {
+      const summary = await runDataPathSeed({ seed });
+      if (only !== null) console.log(summary.log.join("\n"));
+      steps += summary.steps;
+      for (const [kind, count] of Object.entries(summary.faults)) {
+        faults[kind] = (faults[kind] ?? 0) + count;
+      }
+    } catch (error) {
+      if (survey) {
+        console.log(
+          `seed ${seed}: ${(error as Error).message.split("\n").slice(0, 3).join(" | ")}`,
+        );
+        continue;
+      }
+      const log = error instanceof SimFailure ? `\n${error.log.join("\n")}` : "";
+      const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      throw new Error(`seed ${seed} failed: ${text}${log}\nreplay with SIM_SEED=${seed}`);
+    }
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const injected = Object.entries(faults).sort().map(([kind, count]) => `${kind} ${count}`);
+  console.log(
+    `${seeds.length} seeds, ${steps} steps, ${seconds} s; faults: ${injected.join(", ")}`,
+  );
+});
+
+Deno.test("a seed replays exactly", async () => {
+  // Goal: a failure is reproducible from its seed. Method: run one seed twice, compare logs.
+  const first = await runDataPathSeed({ seed: 7 });
+  const second = await runDataPathSeed({ seed: 7 });
+  assert.ok(first.log.length > 20);
+  assert.deepEqual(second.log, first.log);
+});
+
+// ---- Each checker, shown to fail on a broken product ----
+
+/** Runs `scenario` on a fresh simulated cluster; resolves with the failure it raised, if any. */
+async function scenarioFailure(
+  options: DataPathOptions,
+  scenario: (sim: DataPathSim) => Promise<void>,
+): Promise<SimFailure | undefined> {
+  const sim = await DataPathSim.create(options);
+  try {
+    await scenario(sim);
+    return undefined;
+  } catch (error) {
+    if (error instanceof SimFailure) return error;
+    throw error;
+  } finally {
+    await sim.dispose();
+  }
+}
+
+/** Several writes into objects that exist, a flush, then a power loss of every node. */
+async function flushThenPowerLoss(sim: DataPathSim): Promise<void> {
+  await sim.write(0, pattern(1, 2 * OBJECT_BYTES)); // creates both objects (durable by design)
+  for (let i = 0; i < 8; i++) await sim.write(i * 65536 + 100, pattern(10 + i, 5000));
+  await sim.flush();
+  await sim.crash(sim.nodes);
+  await sim.restart(sim.nodes);
+  await sim.read(0, 2 * OBJECT_BYTES);
+}
+
+Deno.test("checker 1 catches a disk whose datasync does not make writes durable", async () => {
+  // Goal: a flushed write lost in a power loss is reported as such. Method: the same scenario on
+  // an honest disk (passes) and on one whose syncs of object files only pretend.
+  const options = { seed: 1, nodes: 3, copies: 2, objects: 2 };
+  assert.equal(await scenarioFailure(options, flushThenPowerLoss), undefined);
+  const failure = await scenarioFailure(
+    { ...options, variant: "volatile-sync" },
+    flushThenPowerLoss,
+  );
+  assert.equal(failure?.kind, "lost-flushed", failure?.message);
+});
+
+async function writeThenReadThroughNode0(sim: DataPathSim): Promise<void> {
+  sim.route = 0;
+  await sim.write(12345, pattern(3, 70000));
+  await sim.read(12000, 80000);
+}
+
+Deno.test("checker 2 catches a byte flipped after the store verified its checksum", async () => {
+  // Goal: a read returning bytes nobody wrote is caught even when no checksum notices.
+  // Method: node 0 (a target of everything: 3 copies on 3 nodes) flips one byte of every data
+  // read after its store verified it; the client reads through node 0.
+  const options = { seed: 2, nodes: 3, copies: 3, objects: 2 };
+  assert.equal(await scenarioFailure(options, writeThenReadThroughNode0), undefined);
+  const failure = await scenarioFailure(
+    { ...options, variant: "flip-read" },
+    writeThenReadThroughNode0,
+  );
+  assert.equal(failure?.kind, "wrong-bytes", failure?.message);
+});
+
+async function writeWhileAwayThenHeal(sim: DataPathSim): Promise<void> {
+  sim.route = 0;
+  await sim.leave(sim.nodes[2]!);
+  for (let i = 0; i < 4; i++) await sim.write(i * OBJECT_BYTES + 999, pattern(20 + i, 30000));
+  await sim.flush();
+  await sim.rejoin(sim.nodes[2]!);
+  await sim.heal();
+  await sim.converge();
+}
+
+Deno.test("checker 3 catches copies that never converge when recovery is disabled", async () => {
+  // Goal: a node that missed writes must be brought up to date once the faults stop.
+  // Method: node 2 is out of the view while every object is written, then rejoins; no client
+  // touches anything through it. With recovery disabled its copies stay missing.
+  const options = { seed: 3, nodes: 3, copies: 2, objects: 4 };
+  assert.equal(await scenarioFailure(options, writeWhileAwayThenHeal), undefined);
+  const failure = await scenarioFailure(
+    { ...options, variant: "no-recovery" },
+    writeWhileAwayThenHeal,
+  );
+  assert.equal(failure?.kind, "not-converged", failure?.message);
+});
+
+Deno.test("the seeded runs catch a broken product too", async () => {
+  // Goal: the random schedules, not only the scripts above, exercise the checkers.
+  // Method: seeded runs with node 0 flipping bytes; the first seed must already fail.
+  const failure = await runDataPathSeed({ seed: 1, variant: "flip-read" }).then(
+    () => undefined,
+    (error) => error,
+  );
+  assert.ok(failure instanceof SimFailure, String(failure));
+  assert.equal(failure.kind, "wrong-bytes");
+});
+
+// ---- Product bugs the simulation found: small deterministic reproductions ----
+// Each states what should hold; they fail on the product as it is, so they only run with
+// SIM_KNOWN_BUGS=1 (which also lets the seeded runs walk into them; see DataPathSim.steer).
+
+const KNOWN_BUGS = Deno.env.get("SIM_KNOWN_BUGS") === "1";
+
+Deno.test({
+  name: "known bug: a copy still due for recovery, whose pull failed, serves stale reads",
+  ignore: !KNOWN_BUGS,
+  fn: async () => {
+    // Seeds 14, 27 (SIM_KNOWN_BUGS=1). Recovery.ensure (net/sheep/recovery.ts) swallows a
+    // failed pull, and the sheep's local read (sheep.ts #localObjects) then serves its own copy,
+    // which recovery had just found older than the newest one. Here node 2 misses a flushed
+    // write while away; the newest copies on nodes 0 and 1 then rot in one block, so its pull
+    // fails; a read through node 2 returns the old bytes instead of an error.
+    const sim = await DataPathSim.create({ seed: 4, nodes: 3, copies: 3, objects: 1 });
+    try {
+      const old = pattern(1, 4096);
+      const current = pattern(2, 4096);
+      await sim.write(0, old);
+      await sim.flush();
+      await sim.leave(sim.nodes[2]!);
+      await sim.write(0, current);
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      sim.rot(sim.nodes[0]!, oid, 70_000);
+      sim.rot(sim.nodes[1]!, oid, 70_000);
+      await sim.rejoin(sim.nodes[2]!);
+      sim.route = 2;
+      const outcome = await sim.tryRead(0, 4096);
+      assert.ok(
+        outcome.kind !== "ok" || !sameBytes(outcome.value, old),
+        "a flushed write was lost: node 2 served its stale copy",
+      );
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "known bug: recovery never completes when the best copy's checksums are rotten",
+  ignore: !KNOWN_BUGS,
+  fn: async () => {
+    // Seeds 1, 31, 37, 83 (SIM_KNOWN_BUGS=1). Recovery (net/sheep/recovery.ts #gather) pulls
+    // only from copies with the best copy's version and digest; when the best is on the first
+    // target and its checksum file rotted (a different digest, still "verified"), every pull
+    // fails its checksum and is retried forever: the epoch never completes, nothing is purged.
+    const sim = await DataPathSim.create({ seed: 5, nodes: 3, copies: 3, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      sim.rot(sim.targets(oid)[0]!, oid, META_HEADER_BYTES, { checksums: true });
+      await sim.leave(sim.nodes[1]!);
+      await sim.rejoin(sim.nodes[1]!);
+      assert.ok(await sim.settle(120_000), "recovery did not complete within 120 s");
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "known bug: a purge waiting for an unreachable node blocks every later view",
+  ignore: !KNOWN_BUGS,
+  fn: async () => {
+    // Seeds 53, 54 (SIM_KNOWN_BUGS=1). Sheep.#noteRecovered (net/sheep/sheep.ts) awaits
+    // Recovery.purge inside the event apply; purge lists every node of the epoch and retries
+    // until all answer. The group applies events and views in one queue per node (as
+    // ClusterMember does), so a node that goes away mid-purge blocks the view that removes it.
+    const sim = await DataPathSim.create({ seed: 6, nodes: 3, copies: 2, objects: 3 });
+    try {
+      for (let i = 0; i < 3; i++) await sim.write(i * OBJECT_BYTES, pattern(i, 4096));
+      await sim.flush();
+      const [a, , c] = sim.nodes as [SimNode, SimNode, SimNode];
+      // A leftover on node a: an object the ring does not place there.
+      const oid = dataOid(sim.vid, 7);
+      await a.sheep.store.create(oid, new Uint8Array(1), 0, { size: OBJECT_BYTES, version: 1 });
+      assert.ok(!sim.targets(oid).includes(a));
+      sim.partitions.add(`${a.index}|${c.index}`);
+      const epoch = sim.epoch;
+      const reports = sim.nodes.map((n) =>
+        a.sheep.applyEvent({ type: "recovered", node: n.id, epoch })
+      );
+      const outcome = await sim.time.run(Promise.all(reports), 60_000);
+      assert.equal(outcome.kind, "ok", "the purge never gave up on the unreachable node");
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "known bug: a crash makes rot look good, and recovery may spread it",
+  ignore: !KNOWN_BUGS,
+  fn: async () => {
+    // Seeds 9, 10, 13, 24, 59, 66 (SIM_KNOWN_BUGS=1). After a crash the store rebuilds every
+    // checksum of a journaled object from its data (fs_object_store.ts #rebuildChecksums), so a
+    // block that rotted long before the crash passes its checksum again; if every copy crashed,
+    // they are all UNVERIFIED at one version and recovery picks by ring rank, maybe the rotten.
+    const sim = await DataPathSim.create({
+      seed: 7,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      for (const node of sim.targets(oid)) {
+        // Rot the first target's copy, in a block no later write touches.
+        sim.rot(node, oid, 20_000);
+        break;
+      }
+      await sim.write(40_000, pattern(2, 100)); // journals the object, never flushed
+      await sim.crash(sim.nodes);
+      await sim.restart(sim.nodes);
+      await sim.heal();
+      await sim.converge(); // throws wrong-bytes when the rotten copy won
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
