@@ -102,7 +102,6 @@ export class FsObjectStore implements ObjectStore {
   #closing = new Map<Oid, Promise<void>>();
   /** Objects with writes not known durable, with a count bumped by each write. */
   #dirty = new Map<Oid, number>();
-  #dirtyDirectory = false;
   #adoptLegacy = false;
   #syncError?: SheepdogError;
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
@@ -430,7 +429,9 @@ export class FsObjectStore implements ObjectStore {
       throw this.#failure(error, `Cannot remove object ${oidToHex(oid)}`);
     }
     this.#dirty.delete(oid);
-    this.#dirtyDirectory = true;
+    // Durable before it resolves: a removed copy is often a bad one (a repair fenced it out),
+    // and it must not come back after a crash.
+    await this.#syncDirectory(`removing ${objectName(oid)}`);
   }
 
   async list(): Promise<Oid[]> {
@@ -451,10 +452,6 @@ export class FsObjectStore implements ObjectStore {
     for (let at = 0; at < oids.length; at += FLUSH_PARALLEL) {
       const batch = oids.slice(at, at + FLUSH_PARALLEL);
       await Promise.all(batch.map((oid) => this.#syncDirty(oid).catch((e) => failures.push(e))));
-    }
-    if (this.#dirtyDirectory && failures.length === 0) {
-      this.#dirtyDirectory = false;
-      await this.#syncDirectory("after removals").catch((error) => failures.push(error));
     }
     // A full flush empties the journal. Per-VDI flushes leave entries behind (harmless: a crash
     // re-checks those objects), so the journal is shrunk once it lists many more than are dirty.

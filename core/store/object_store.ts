@@ -93,7 +93,10 @@ export interface ObjectStore {
   /** Reads the whole object and returns every block that fails its checksum (scrub). */
   verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;
-  /** Removes `oid` (data and checksums); removing a missing object is not an error. */
+  /**
+   * Removes `oid` (data and checksums), durably: a removed copy does not come back after a
+   * crash. Removing a missing object is not an error.
+   */
   remove(oid: Oid): Promise<void>;
   /** Every stored oid. */
   list(): Promise<Oid[]>;

@@ -33,7 +33,13 @@ import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
+  /** Reads a copy a client may see: waits for recovery to bring it up to date first. */
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads the copy as it is, without waiting for recovery: what recovery and repairs copy (they
+   * choose by version and digest; waiting there could deadlock two nodes pulling from each other).
+   */
+  readCopy(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
   write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void>;
   create(
     oid: Oid,
@@ -42,6 +48,7 @@ export interface LocalObjects {
     options: { size: number; version: number },
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
+  /** The copy's version, size and digest as it is (no waiting for recovery). */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   flush(vid?: number): Promise<void>;
 }
@@ -462,7 +469,7 @@ export class Gateway {
   async #fetchWhole(node: RingNode, oid: Oid, size: number): Promise<WholeCopy> {
     if (node.id === this.#context.selfId) {
       const meta = await this.#context.local.meta(oid);
-      const data = await this.#context.local.read(oid, 0, size);
+      const data = await this.#context.local.readCopy(oid, 0, size);
       return { data, version: meta?.version ?? 0 };
     }
     const header = this.#peerHeader(Opcode.READ_PEER, oid, 0);
@@ -485,13 +492,17 @@ export class Gateway {
    * VDI (its data objects and inode) only.
    */
   async flush(vid?: number): Promise<void> {
-    const nodes = this.#context.view().nodes;
-    if (nodes.length === 0) return await this.#context.local.flush(vid);
-    await Promise.all(nodes.map((node) => {
-      if (node.id === this.#context.selfId) return this.#context.local.flush(vid);
-      const header = requestHeader(Opcode.FLUSH_PEER, { internal: true });
-      if (vid !== undefined) header.oid = vdiOid(vid);
-      return this.#sendPeer(node, header);
-    }));
+    // A node that died meanwhile fails its part: once the view has dropped it, flush the nodes
+    // that are left (they hold every acknowledged write; recovery copies durably).
+    await this.#retrying(async () => {
+      const nodes = this.#context.view().nodes;
+      if (nodes.length === 0) return await this.#context.local.flush(vid);
+      await Promise.all(nodes.map((node) => {
+        if (node.id === this.#context.selfId) return this.#context.local.flush(vid);
+        const header = requestHeader(Opcode.FLUSH_PEER, { internal: true });
+        if (vid !== undefined) header.oid = vdiOid(vid);
+        return this.#sendPeer(node, header);
+      }));
+    });
   }
 }

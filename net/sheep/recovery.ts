@@ -65,11 +65,22 @@ export interface ListedCopy {
   meta: ObjectMeta;
 }
 
-/** What must be fetched for one object: from whom, at which version and size. */
+/** One copy recovery may fetch: where it is and what it is. */
+interface Candidate {
+  node: RingNode;
+  meta: ObjectMeta;
+}
+
+/**
+ * What must be fetched for one object: the best copy (its version and digest) and the copies to
+ * fetch it from, best first. Holders of the best copy come first; the others follow, so an object
+ * whose best copy cannot be read anywhere (rotten on every holder) still ends up with the best copy
+ * that can be.
+ */
 interface Want {
-  sources: RingNode[];
   version: number;
-  size: number;
+  digest: string;
+  candidates: Candidate[];
 }
 
 interface Run {
@@ -109,6 +120,8 @@ export class Recovery {
     purgedEpoch: 0,
   };
   #pulling = new Map<Oid, Promise<void>>();
+  /** The purge listing holders now; a new view cancels it (it waits for every member). */
+  #purgeRun: Run | undefined;
 
   constructor(context: RecoveryContext) {
     this.#context = context;
@@ -125,6 +138,7 @@ export class Recovery {
   /** Starts recovering for `view`, cancelling any older run. */
   start(view: ClusterView): void {
     if (this.#run) this.#run.cancelled = true;
+    if (this.#purgeRun) this.#purgeRun.cancelled = true;
     const run: Run = {
       epoch: view.epoch,
       view,
@@ -210,10 +224,13 @@ export class Recovery {
         if (!mine.meta.verified) await this.#context.store.markVerified(oid);
         continue;
       }
-      const sources = copies
-        .filter((c) => c.meta.version === best.meta.version && c.meta.digest === best.meta.digest)
-        .map((c) => c.node);
-      run.wanted.set(oid, { sources, version: best.meta.version, size: best.meta.size });
+      const candidates = copies
+        .filter((c) => c.node.id !== self)
+        .sort((a, b) =>
+          Number(b.meta.digest === best.meta.digest) - Number(a.meta.digest === best.meta.digest) ||
+          compareCopies(a.meta, b.meta) || rank(a.node.id) - rank(b.node.id)
+        );
+      run.wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
     }
     this.#status = {
       ...this.#status,
@@ -287,14 +304,25 @@ export class Recovery {
 
   async #pull(oid: Oid, want: Want): Promise<void> {
     const store = this.#context.store;
-    // A client write may have brought the copy up to date since the listing.
+    // A client write (or a repair) may have brought the copy up to date since the listing.
     const mine = await store.meta(oid).catch(() => undefined);
-    if (mine && mine.verified && mine.version > want.version) return;
+    if (
+      mine?.verified &&
+      (mine.version > want.version ||
+        (mine.version === want.version && mine.digest === want.digest))
+    ) return;
     let lastError: unknown = new SheepdogError(ResultCode.NO_OBJ, `No node holds ${oidToHex(oid)}`);
-    for (const node of want.sources) {
+    for (const { node, meta } of want.candidates) {
       try {
-        const { data, version } = await this.#read(node, oid, want.size);
-        await store.create(oid, data, 0, { size: want.size, version });
+        const { data, version } = await this.#read(node, oid, meta.size);
+        await store.create(oid, data, 0, { size: meta.size, version });
+        if (meta.digest !== want.digest) {
+          this.#context.logger.warn(
+            `recovery of ${
+              oidToHex(oid)
+            }: the newest copy cannot be read anywhere; took ${node.id}'s (version ${version})`,
+          );
+        }
         return;
       } catch (error) {
         lastError = error;
@@ -323,10 +351,18 @@ export class Recovery {
   async ensure(oid: Oid): Promise<void> {
     const run = this.#run;
     if (!run || run.cancelled || !this.active) return;
-    await run.gathered.catch(() => undefined);
+    await run.gathered;
+    // A failed pull is the caller's error: the local copy is missing or older than the newest,
+    // so it must not be served (the gateway reads another copy, or reconciles this one).
     const inFlight = this.#pulling.get(oid);
-    if (inFlight) return await inFlight.catch(() => undefined);
-    if (run.wanted.has(oid)) await this.#recoverOne(run, oid).catch(() => undefined);
+    if (inFlight) return await inFlight;
+    if (run.wanted.has(oid)) await this.#recoverOne(run, oid);
+  }
+
+  /** Stops recovering (the sheep is stopping): running pulls finish, nothing new starts. */
+  stop(): void {
+    if (this.#run) this.#run.cancelled = true;
+    if (this.#purgeRun) this.#purgeRun.cancelled = true;
   }
 
   /**
@@ -334,6 +370,7 @@ export class Recovery {
    * holders has confirmed a copy at least as new with the same bytes. Returns how many went.
    */
   async purge(view: ClusterView): Promise<{ removed: number; kept: number }> {
+    if (this.#purgeRun) this.#purgeRun.cancelled = true;
     const self = this.#context.selfId;
     if (!view.nodes.some((n) => n.id === self)) return { removed: 0, kept: 0 };
     const leftovers: ListedCopy[] = [];
@@ -352,12 +389,15 @@ export class Recovery {
       wanted: new Map(),
       gathered: Promise.resolve(),
     };
+    this.#purgeRun = run;
     const holders = await this.#listAll(run);
+    if (!holders || run.cancelled) return { removed: 0, kept: leftovers.length };
     let removed = 0;
     let kept = 0;
     for (const { oid, meta } of leftovers) {
       const targets = targetsOf(view, oid, this.#context.copies(oid));
-      const copies = holders?.get(oid) ?? [];
+      if (run.cancelled) break;
+      const copies = holders.get(oid) ?? [];
       const confirmed = targets.length > 0 && targets.every((target) => {
         const theirs = copies.find((c) => c.node.id === target.id);
         return theirs !== undefined && supersedes(theirs.meta, meta);

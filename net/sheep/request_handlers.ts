@@ -162,12 +162,14 @@ const peerOps: Record<number, Op> = {
     handle: async (sheep, { header }, reply) => {
       checkPeerRange(sheep, header, header.dataLength);
       await checkEpoch(sheep, header);
-      const data = await sheep.local.read(header.oid, header.offset, header.dataLength);
-      // Recovery and repairs copy whole objects and need the version of what they read.
+      // Recovery and repairs copy whole objects as they are, with their version; clients read
+      // copies that recovery has brought up to date.
       if (header.flags & Flag.RECOVERY) {
-        reply.rspObjVersion = (await sheep.store.meta(header.oid))?.version ?? 0;
+        const meta = await sheep.local.meta(header.oid);
+        reply.rspObjVersion = meta?.version ?? 0;
+        return await sheep.local.readCopy(header.oid, header.offset, header.dataLength);
       }
-      return data;
+      return await sheep.local.read(header.oid, header.offset, header.dataLength);
     },
   },
   [Opcode.WRITE_PEER]: {

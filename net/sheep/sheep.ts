@@ -313,6 +313,7 @@ export class Sheep {
    */
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
+    this.recovery.stop();
     await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
     await this.#server?.close();
@@ -528,10 +529,13 @@ export class Sheep {
     if (epoch !== view.epoch || !view.nodes.every((n) => done.has(n.id))) return;
     // Every node has what the ring puts on it: leftovers of earlier epochs can go.
     for (const old of this.#recovered.keys()) if (old < epoch) this.#recovered.delete(old);
-    const { removed } = await this.recovery.purge(view);
-    if (removed > 0) {
-      this.logger.info(`all nodes recovered epoch ${epoch}: purged ${removed} leftover objects`);
-    }
+    // Off the event queue: a purge lists every member's copies and must not hold up the views
+    // and events behind it (a member that went away meanwhile would block them all).
+    void this.recovery.purge(view).then(({ removed }) => {
+      if (removed > 0) {
+        this.logger.info(`all nodes recovered epoch ${epoch}: purged ${removed} leftover objects`);
+      }
+    }, (error) => this.logger.warn(`purge of epoch ${epoch} failed: ${(error as Error).message}`));
   }
 
   /** The state a joining peer fetches (GET_CLUSTER_STATE). */
@@ -592,13 +596,19 @@ export class Sheep {
       },
       write: (oid, data, offset, version) =>
         mutation(oid, () => store.write(oid, data, offset, version)),
-      create: (oid, data, offset, options) =>
-        mutation(oid, () => store.create(oid, data, offset, options)),
-      remove: (oid) => locks.shared(oid, () => store.remove(oid)),
-      meta: async (oid) => {
-        await current(oid);
-        return await store.meta(oid);
+      // A create replaces the whole copy: nothing to bring up to date first (a pull due meanwhile
+      // finds the newer version and leaves it).
+      create: async (oid, data, offset, options) => {
+        try {
+          return await locks.shared(oid, () => store.create(oid, data, offset, options));
+        } catch (error) {
+          if (isResult(error, ResultCode.NO_SPACE)) this.#noteNoSpace(oid, error);
+          throw error;
+        }
       },
+      remove: (oid) => locks.shared(oid, () => store.remove(oid)),
+      readCopy: (oid, offset, length) => store.read(oid, offset, length),
+      meta: (oid) => store.meta(oid),
       flush: (vid) => store.flush(vid),
     };
   }
