@@ -11,7 +11,7 @@ import { ResultCode, SheepdogError } from "../core/errors.ts";
 import type { RingNode } from "../core/hash/ring.ts";
 import type { BadBlock, ObjectMeta } from "../core/store/object_store.ts";
 import type { Oid } from "../core/vdi/oid.ts";
-import { compareCopies } from "../net/sheep/recovery.ts";
+import { compareCopies } from "../core/cluster/copy_choice.ts";
 import type { Message } from "../net/object/header.ts";
 import { Opcode } from "../net/object/ops.ts";
 import { LocalTransport, type Transport } from "../net/object/transport.ts";

@@ -108,6 +108,24 @@ export class DirtyJournal {
     return done;
   }
 
+  /**
+   * Goes on with the journal file as it is, listing `oids` (what `read` returned): when it cannot
+   * be rewritten (a full disk), its entries stay, which costs only re-checks after a crash.
+   */
+  async reopen(oids: Iterable<Oid>): Promise<void> {
+    await this.#tail.catch(() => undefined);
+    const file = await this.#disk.open(this.#path, "r+").catch(async (error) => {
+      if (errorCode(error) !== "ENOENT") throw error;
+      return await this.#disk.open(this.#path, "wx+");
+    });
+    await this.#file?.close().catch(() => undefined);
+    this.#file = file;
+    this.#end = await file.size();
+    this.#batch = undefined;
+    this.#entries = new Map();
+    for (const oid of oids) this.#entries.set(oid, Promise.resolve());
+  }
+
   async close(): Promise<void> {
     await this.#tail.catch(() => undefined);
     await this.#file?.close().catch(() => undefined);

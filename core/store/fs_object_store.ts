@@ -107,6 +107,12 @@ export class FsObjectStore implements ObjectStore {
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
   readonly #verifyReads: boolean;
+  /**
+   * Objects a crash left with unsynced writes whose checksums could not be rebuilt at open (the
+   * data could not be read, the disk was full): their checksums may not describe their data, so
+   * they read as corrupt and list as unverified until a good copy replaces them.
+   */
+  #unrebuilt = new Set<Oid>();
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -136,6 +142,7 @@ export class FsObjectStore implements ObjectStore {
     for (const oid of suspects) {
       await this.#rebuildChecksums(oid).catch(() => unrepaired.push(oid));
     }
+    this.#unrebuilt = new Set(unrepaired);
     for (const name of names) {
       const data = name.endsWith(".meta") ? name.slice(0, -5) : undefined;
       if (data && oidFromHex(data) !== undefined && !names.includes(data)) {
@@ -143,8 +150,12 @@ export class FsObjectStore implements ObjectStore {
       }
     }
     await this.#disk.syncDir(this.objectDir);
-    // Objects that could not be rebuilt stay listed, so the next start tries again.
-    await this.#journal.rewrite(unrepaired);
+    // Objects that could not be rebuilt stay listed, so the next start tries again. On a full
+    // disk the old journal stays as it is: the sheep still starts, reads, and frees space.
+    await this.#journal.rewrite(unrepaired).catch(async (error) => {
+      if (errorCode(error) !== "ENOSPC") throw error;
+      await this.#journal.reopen(suspects);
+    });
   }
 
   #dataPath(oid: Oid): string {
@@ -183,6 +194,7 @@ export class FsObjectStore implements ObjectStore {
       await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset);
       await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
       await this.#install(oid, dataTemp, metaTemp);
+      this.#unrebuilt.delete(oid);
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);
@@ -311,6 +323,7 @@ export class FsObjectStore implements ObjectStore {
     if (length > MESSAGE_BYTES_MAX) {
       throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: ${length} bytes is too long`);
     }
+    this.#refuseUnrebuilt(oid);
     return await this.#use(oid, action, async (object) => {
       checkRange(action, offset, length, object.meta.size);
       if (length === 0) return new Uint8Array(0);
@@ -353,7 +366,7 @@ export class FsObjectStore implements ObjectStore {
           version: meta.version,
           size: meta.size,
           digest: meta.digest(),
-          verified: !meta.unverified,
+          verified: !meta.unverified && !this.#unrebuilt.has(oid),
         });
       });
     } catch (error) {
@@ -365,6 +378,7 @@ export class FsObjectStore implements ObjectStore {
   async markVerified(oid: Oid): Promise<void> {
     const action = `Cannot mark object ${oidToHex(oid)} verified`;
     this.#refuseWrites(action);
+    this.#refuseUnrebuilt(oid);
     await this.#use(oid, action, async (object) => {
       if (!object.meta.setUnverified(false)) return;
       object.headerDirty = true;
@@ -380,6 +394,7 @@ export class FsObjectStore implements ObjectStore {
   async verify(oid: Oid): Promise<BadBlock[]> {
     const action = `Cannot verify object ${oidToHex(oid)}`;
     try {
+      this.#refuseUnrebuilt(oid);
       const bad = await this.#use(oid, action, (object) => this.#scan(object));
       if (bad.length > 0) this.#health.checksumErrors++;
       return bad;
@@ -419,7 +434,19 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  /** Objects whose checksums a crash left unrebuilt read as corrupt (see `#unrebuilt`). */
+  #refuseUnrebuilt(oid: Oid): void {
+    if (!this.#unrebuilt.has(oid)) return;
+    this.#health.checksumErrors++;
+    throw new CorruptionError(
+      oid,
+      [],
+      `Object ${oidToHex(oid)}: its checksums could not be rebuilt after a crash`,
+    );
+  }
+
   async remove(oid: Oid): Promise<void> {
+    this.#unrebuilt.delete(oid);
     await this.#retire(oid, false);
     try {
       // Data first: a crash in between leaves checksums without data, which open removes.

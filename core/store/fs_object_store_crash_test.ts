@@ -229,3 +229,43 @@ Deno.test("FsObjectStore: a full disk mid-write keeps the copy self-consistent a
   await store.flush();
   await store.close();
 });
+
+Deno.test("FsObjectStore: a sheep whose disk is full after a crash still opens, reads, and frees space", async () => {
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 1 });
+  await store.create(2n, patternBytes(B, 4), 0, { size: 8 * B, version: 1 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), 2 * B, 2); // journaled, never synced
+  disk.crash();
+  disk.setCapacity(0); // not one more byte fits: object 1's checksums cannot be rewritten
+  store = await openStore(disk);
+  assert.deepEqual(await store.read(2n, 0, B), patternBytes(B, 4), "untouched objects read");
+  await assert.rejects(store.read(1n, 0, B), isError(ResultCode.EIO, /could not be rebuilt/));
+  await assert.rejects(
+    store.create(3n, patternBytes(B, 3), 0, { size: 8 * B, version: 1 }),
+    isError(ResultCode.NO_SPACE),
+  );
+  await store.remove(1n);
+  assert.deepEqual(await store.list(), [2n]);
+  await store.close();
+});
+
+Deno.test("FsObjectStore: an object whose checksums a crash left unrebuilt reads as corrupt until a good copy replaces it", async () => {
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), 2 * B, 6); // journaled, never synced
+  disk.crash(() => 0); // every pending write lands: the data differs from the synced checksums
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
+  store = await openStore(disk); // the rebuild cannot read the data
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, false);
+  assert.equal((await store.meta(1n))?.verified, false, "listed as unverified");
+  await assert.rejects(store.read(1n, 0, B), isError(ResultCode.EIO, /could not be rebuilt/));
+  assert.ok((await store.verify(1n)).length > 0, "the scrub sees it");
+  await store.create(1n, patternBytes(B, 3), 0, { size: 8 * B, version: 7 });
+  assert.deepEqual(await store.read(1n, 0, B), patternBytes(B, 3));
+  assert.equal((await store.meta(1n))?.verified, true);
+  await store.close();
+});

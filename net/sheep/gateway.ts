@@ -30,6 +30,7 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
+import { sortCopies } from "../../core/cluster/copy_choice.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
@@ -359,14 +360,18 @@ export class Gateway {
       const targets = this.targets(oid);
       const metas = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
       const preferred = this.#diverged.get(oid)?.good ?? [];
-      const order = targets.map((node, i) => ({ node, meta: metas[i] }))
+      const readable = targets.map((node, i) => ({ node, meta: metas[i] }))
         .filter((c): c is { node: RingNode; meta: ObjectMeta } =>
           c.meta !== undefined && c.meta !== "unreachable" && !suspects.has(c.node.id)
-        )
+        );
+      // The copies that took the failed write first, then recovery's order of quality.
+      const order = sortCopies(
+        readable,
+        (c) => c.node.id,
+        (id) => targets.findIndex((n) => n.id === id),
+      )
         .sort((a, b) =>
-          Number(preferred.includes(b.node.id)) - Number(preferred.includes(a.node.id)) ||
-          Number(b.meta.verified) - Number(a.meta.verified) ||
-          b.meta.version - a.meta.version
+          Number(preferred.includes(b.node.id)) - Number(preferred.includes(a.node.id))
         );
       let source: { node: RingNode; meta: ObjectMeta; copy: WholeCopy } | undefined;
       for (const candidate of order) {

@@ -17,6 +17,7 @@
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectMeta, ObjectStore } from "../../core/store/object_store.ts";
+import { sortCopies, supersedes } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
@@ -89,20 +90,6 @@ interface Run {
   cancelled: boolean;
   wanted: Map<Oid, Want>;
   gathered: Promise<void>;
-}
-
-/**
- * Orders two copies of one object: verified before crash-suspect, then the higher version.
- * Negative when `a` is the better copy.
- */
-export function compareCopies(a: ObjectMeta, b: ObjectMeta): number {
-  return Number(b.verified) - Number(a.verified) || b.version - a.version;
-}
-
-/** True when `copy` is as good as `mine` and holds the same bytes, or is strictly better. */
-function supersedes(copy: ObjectMeta, mine: ObjectMeta): boolean {
-  const order = compareCopies(copy, mine);
-  return order < 0 || (order === 0 && copy.digest === mine.digest);
 }
 
 export class Recovery {
@@ -208,28 +195,37 @@ export class Recovery {
     for (const [oid, copies] of holders) {
       const targets = targetsOf(run.view, oid, this.#context.copies(oid));
       if (!targets.some((n) => n.id === self)) continue;
-      // The best copy: verified, newest; among equals the one on the earliest target (every
-      // node picks the same one, so copies converge even when equal versions differ in bytes).
       const rank = (id: string) => {
         const index = targets.findIndex((n) => n.id === id);
         return index === -1 ? targets.length : index;
       };
-      const best = [...copies].sort((a, b) =>
-        compareCopies(a.meta, b.meta) || rank(a.node.id) - rank(b.node.id)
-      )[0]!;
+      const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
       if (
         mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest
       ) {
-        if (!mine.meta.verified) await this.#context.store.markVerified(oid);
+        // Equal to the best: kept. A crash-suspect copy is verified by that comparison, unless
+        // its checksums cannot be trusted at all (then it is pulled like a stale one).
+        const kept = mine.meta.verified ||
+          await this.#context.store.markVerified(oid).then(() => true, () => false);
+        if (kept) continue;
+      }
+      const candidates = sortCopies(
+        copies.filter((c) => c.node.id !== self),
+        (c) => c.node.id,
+        rank,
+      )
+        .sort((a, b) =>
+          Number(b.meta.digest === best.meta.digest) - Number(a.meta.digest === best.meta.digest)
+        );
+      if (candidates.length === 0) {
+        // Only this node has it and its copy cannot be trusted: nothing to pull; reads of it
+        // fail (never wrong bytes) until a client rewrites it.
+        this.#context.logger.warn(
+          `recovery of ${oidToHex(oid)}: no other copy to check it against`,
+        );
         continue;
       }
-      const candidates = copies
-        .filter((c) => c.node.id !== self)
-        .sort((a, b) =>
-          Number(b.meta.digest === best.meta.digest) - Number(a.meta.digest === best.meta.digest) ||
-          compareCopies(a.meta, b.meta) || rank(a.node.id) - rank(b.node.id)
-        );
       run.wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
     }
     this.#status = {

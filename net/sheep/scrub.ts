@@ -32,7 +32,8 @@ import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { ObjectLocks } from "./object_locks.ts";
 import type { Peers } from "./peers.ts";
-import { compareCopies, type ListedCopy } from "./recovery.ts";
+import type { ListedCopy } from "./recovery.ts";
+import { sortCopies } from "../../core/cluster/copy_choice.ts";
 
 /** Bytes verified per second by default: a fraction of one disk's sequential bandwidth. */
 export const SCRUB_BYTES_PER_SECOND_DEFAULT = 64 * 2 ** 20;
@@ -597,7 +598,8 @@ export class Scrubber {
 
 /**
  * The targets whose copy is missing or differs from the best one (verified first, then the
- * newest; among equals the earliest target's, as recovery and the gateway choose). None when
+ * newest; among equals the most common bytes, then the earliest target's: `sortCopies`, as
+ * recovery and the gateway choose). None when
  * no target has a copy (the object is gone).
  */
 export function mismatches(targets: RingNode[], metas: (ObjectMeta | undefined)[]): Mismatch[] {
@@ -605,7 +607,9 @@ export function mismatches(targets: RingNode[], metas: (ObjectMeta | undefined)[
     .map((node, rank) => ({ node, rank, meta: metas[rank] }))
     .filter((c): c is { node: RingNode; rank: number; meta: ObjectMeta } => c.meta !== undefined);
   if (present.length === 0) return [];
-  const best = present.sort((a, b) => compareCopies(a.meta, b.meta) || a.rank - b.rank)[0]!.meta;
+  const best =
+    sortCopies(present, (c) => c.node.id, (id) => targets.findIndex((n) => n.id === id))[0]!
+      .meta;
   return targets.flatMap((node, i): Mismatch[] => {
     const meta = metas[i];
     if (meta === undefined) return [{ node: node.id, problem: "copy missing" }];

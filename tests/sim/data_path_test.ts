@@ -166,18 +166,18 @@ Deno.test("the seeded runs catch a broken product too", async () => {
 });
 
 // ---- Product bugs the simulation found: small deterministic reproductions ----
-// Each states what should hold; they fail on the product as it is, so they only run with
-// SIM_KNOWN_BUGS=1 (which also lets the seeded runs walk into them; see DataPathSim.steer).
+// Each states what should hold. The fixed ones run always; the one still open runs only with
+// SIM_KNOWN_BUGS=1 (which also lets the seeded runs walk into it; see DataPathSim.steer).
 
 const KNOWN_BUGS = Deno.env.get("SIM_KNOWN_BUGS") === "1";
 
 Deno.test({
-  name: "known bug: a copy still due for recovery, whose pull failed, serves stale reads",
-  ignore: !KNOWN_BUGS,
+  name:
+    "found by the simulation: a copy still due for recovery, whose pull failed, never serves stale reads",
   fn: async () => {
-    // Seeds 14, 27 (SIM_KNOWN_BUGS=1). Recovery.ensure (net/sheep/recovery.ts) swallows a
-    // failed pull, and the sheep's local read (sheep.ts #localObjects) then serves its own copy,
-    // which recovery had just found older than the newest one. Here node 2 misses a flushed
+    // Seeds 14, 27 before the fix: Recovery.ensure (net/sheep/recovery.ts) swallowed a failed
+    // pull, and the sheep's local read (sheep.ts #localObjects) then served its own copy, which
+    // recovery had just found older than the newest one. Here node 2 misses a flushed
     // write while away; the newest copies on nodes 0 and 1 then rot in one block, so its pull
     // fails; a read through node 2 returns the old bytes instead of an error.
     const sim = await DataPathSim.create({ seed: 4, nodes: 3, copies: 3, objects: 1 });
@@ -206,13 +206,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "known bug: recovery never completes when the best copy's checksums are rotten",
-  ignore: !KNOWN_BUGS,
+  name: "found by the simulation: recovery completes when the best copy's checksums are rotten",
   fn: async () => {
-    // Seeds 1, 31, 37, 83 (SIM_KNOWN_BUGS=1). Recovery (net/sheep/recovery.ts #gather) pulls
-    // only from copies with the best copy's version and digest; when the best is on the first
-    // target and its checksum file rotted (a different digest, still "verified"), every pull
-    // fails its checksum and is retried forever: the epoch never completes, nothing is purged.
+    // Seeds 1, 31, 37, 83 before the fix: recovery pulled only from copies with the best copy's
+    // version and digest; when the best was on the first target and its checksum file rotted (a
+    // different digest, still "verified"), every pull failed its checksum and was retried
+    // forever (and two nodes pulling from each other deadlocked on `ensure`). Now the bytes most
+    // copies hold win a tie, pulls fall back to the next readable copy, and recovery reads
+    // copies as they are.
     const sim = await DataPathSim.create({ seed: 5, nodes: 3, copies: 3, objects: 1 });
     try {
       await sim.write(0, pattern(1, 65536));
@@ -229,13 +230,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "known bug: a purge waiting for an unreachable node blocks every later view",
-  ignore: !KNOWN_BUGS,
+  name: "found by the simulation: a purge waiting for an unreachable node never blocks later views",
   fn: async () => {
-    // Seeds 53, 54 (SIM_KNOWN_BUGS=1). Sheep.#noteRecovered (net/sheep/sheep.ts) awaits
-    // Recovery.purge inside the event apply; purge lists every node of the epoch and retries
-    // until all answer. The group applies events and views in one queue per node (as
-    // ClusterMember does), so a node that goes away mid-purge blocks the view that removes it.
+    // Seeds 53, 54 before the fix: Sheep.#noteRecovered awaited Recovery.purge inside the event
+    // apply; purge lists every node of the epoch and retries until all answer, and the group
+    // applies events and views in one queue per node, so a node that went away mid-purge
+    // blocked the view that removes it. Now the purge runs off the queue and a view cancels it.
     const sim = await DataPathSim.create({ seed: 6, nodes: 3, copies: 2, objects: 3 });
     try {
       for (let i = 0; i < 3; i++) await sim.write(i * OBJECT_BYTES, pattern(i, 4096));

@@ -1,0 +1,43 @@
+/**
+ * Which copy of an object wins when copies differ: the rule recovery, repairs and purge share.
+ * A verified copy beats one a crash left unverified; then the newer version; then the bytes most
+ * copies hold; then the copy on the earliest target. Every node orders the same listing the same
+ * way, so copies converge.
+ *
+ * @module
+ */
+
+import type { ObjectMeta } from "../store/object_store.ts";
+
+/**
+ * Orders two copies of one object: verified before crash-suspect, then the higher version.
+ * Negative when `a` is the better copy.
+ */
+export function compareCopies(a: ObjectMeta, b: ObjectMeta): number {
+  return Number(b.verified) - Number(a.verified) || b.version - a.version;
+}
+
+/**
+ * Copies of one object, best first: verified, newest, then the bytes most copies hold, then the
+ * earliest target. Every node orders the same listing the same way, so copies converge even when
+ * equal versions differ in bytes (a crash of every holder, rot in a checksum file).
+ */
+export function sortCopies<T extends { meta: ObjectMeta }>(
+  copies: readonly T[],
+  idOf: (copy: T) => string,
+  rank: (id: string) => number,
+): T[] {
+  const votes = new Map<string, number>();
+  for (const { meta } of copies) votes.set(meta.digest, (votes.get(meta.digest) ?? 0) + 1);
+  return [...copies].sort((a, b) =>
+    compareCopies(a.meta, b.meta) ||
+    votes.get(b.meta.digest)! - votes.get(a.meta.digest)! ||
+    rank(idOf(a)) - rank(idOf(b))
+  );
+}
+
+/** True when `copy` is as good as `mine` and holds the same bytes, or is strictly better. */
+export function supersedes(copy: ObjectMeta, mine: ObjectMeta): boolean {
+  const order = compareCopies(copy, mine);
+  return order < 0 || (order === 0 && copy.digest === mine.digest);
+}

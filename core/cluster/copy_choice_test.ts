@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { sortCopies, supersedes } from "./copy_choice.ts";
+import type { ObjectMeta } from "../store/object_store.ts";
+
+function copy(id: string, version: number, digest: string, verified = true) {
+  return { id, meta: { version, digest, verified, size: 4096 } satisfies ObjectMeta };
+}
+const rank = (id: string) => Number(id.slice(1));
+const order = (copies: ReturnType<typeof copy>[]) =>
+  sortCopies(copies, (c) => c.id, rank).map((c) => c.id);
+
+Deno.test("sortCopies: verified beats a crash-suspect copy, then the newest version wins", () => {
+  assert.deepEqual(order([copy("n0", 9, "a", false), copy("n1", 5, "b"), copy("n2", 7, "c")]), [
+    "n2",
+    "n1",
+    "n0",
+  ]);
+});
+
+Deno.test("sortCopies: equal versions with different bytes: the bytes most copies hold, then the earliest target", () => {
+  // n0's checksum file rotted: its digest differs from the two copies that agree.
+  assert.deepEqual(order([copy("n0", 5, "rot"), copy("n1", 5, "good"), copy("n2", 5, "good")]), [
+    "n1",
+    "n2",
+    "n0",
+  ]);
+  // A tie of votes falls to the earliest target, the same on every node.
+  assert.deepEqual(order([copy("n2", 5, "x"), copy("n1", 5, "y")]), ["n1", "n2"]);
+});
+
+Deno.test("supersedes: a purge removes a copy only for one at least as good with the same bytes", () => {
+  const mine = copy("n0", 5, "a").meta;
+  assert.ok(supersedes(copy("n1", 5, "a").meta, mine));
+  assert.ok(supersedes(copy("n1", 6, "b").meta, mine));
+  assert.ok(!supersedes(copy("n1", 5, "b").meta, mine), "same version, other bytes");
+  assert.ok(!supersedes(copy("n1", 9, "a", false).meta, mine), "an unverified copy");
+  assert.ok(!supersedes(copy("n1", 4, "a").meta, mine), "older");
+});
