@@ -47,7 +47,14 @@ import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
-import type { BadBlock, ObjectMeta, ObjectStore, StoreHealth, StoreSpace } from "./object_store.ts";
+import type {
+  BadBlock,
+  ObjectMeta,
+  ObjectStore,
+  SalvagedCopy,
+  StoreHealth,
+  StoreSpace,
+} from "./object_store.ts";
 import { RangeLock } from "./range_lock.ts";
 
 export { syncDirectory } from "./fs_disk.ts";
@@ -58,6 +65,8 @@ const CACHED_OBJECTS_MAX = OPEN_FILES_MAX / 2;
 const FLUSH_PARALLEL = 16;
 /** A checksum update writes header and entries in one pwrite when they are this close. */
 const META_COALESCE_BYTES = 16 * 1024;
+/** Beside a crash-suspect object: the blocks that changed since its last sync (JSON). */
+const CHANGED_SUFFIX = ".changed";
 /** Journal entries of clean objects that per-VDI flushes let stay before the journal shrinks. */
 const JOURNAL_ENTRIES_KEPT = 1024;
 /** Bytes `verify` and checksum rebuilds read at a time. */
@@ -113,6 +122,8 @@ export class FsObjectStore implements ObjectStore {
    * they read as corrupt and list as unverified until a good copy replaces them.
    */
   #unrebuilt = new Set<Oid>();
+  /** Per crash-suspect object: the blocks that changed since its last sync (see `open`). */
+  #changed = new Map<Oid, number[]>();
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -138,6 +149,18 @@ export class FsObjectStore implements ObjectStore {
     const suspects = await DirtyJournal.read(this.#disk, path.join(this.objectDir, JOURNAL_NAME));
     const names = await this.#disk.readdir(this.objectDir);
     await this.#checkFormat(names);
+    for (const name of names) {
+      if (!name.endsWith(CHANGED_SUFFIX)) continue;
+      const oid = oidFromHex(name.slice(0, -CHANGED_SUFFIX.length));
+      if (oid === undefined) continue;
+      if (!names.includes(oidToHex(oid))) {
+        await this.#unlinkIfPresent(path.join(this.objectDir, name));
+        continue;
+      }
+      const text = await this.#readText(path.join(this.objectDir, name));
+      const blocks = parseChanged(text);
+      if (blocks) this.#changed.set(oid, blocks);
+    }
     const unrepaired: Oid[] = [];
     for (const oid of suspects) {
       await this.#rebuildChecksums(oid).catch(() => unrepaired.push(oid));
@@ -176,7 +199,12 @@ export class FsObjectStore implements ObjectStore {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: { size: number; version: number },
+    options: {
+      size: number;
+      version: number;
+      badBlocks?: readonly number[];
+      expected?: readonly (number | undefined)[];
+    },
   ): Promise<void> {
     const action = `Cannot create object ${oidToHex(oid)}`;
     this.#refuseWrites(action);
@@ -188,6 +216,14 @@ export class FsObjectStore implements ObjectStore {
     checkRange(action, offset, data.length, size);
     const meta = ChecksumMeta.create(size, version);
     hashCreated(meta, data, offset);
+    // Blocks the source could not vouch for keep failing their checksum here too: corruption
+    // travels as corruption (a read of them is an I/O error), never as good-looking bytes.
+    // The checksum kept for such a block is the one it should have (so a later repair can still
+    // find its bytes on another copy), else one its bytes cannot match.
+    (options.badBlocks ?? []).forEach((index, i) => {
+      if (index < 0 || index >= meta.blockCount) return;
+      meta.setCrc(index, options.expected?.[i] ?? (~meta.crc(index) >>> 0));
+    });
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
@@ -195,6 +231,7 @@ export class FsObjectStore implements ObjectStore {
       await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
+      await this.#dropChanged(oid);
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);
@@ -367,6 +404,9 @@ export class FsObjectStore implements ObjectStore {
           size: meta.size,
           digest: meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
+          ...(meta.unverified && this.#changed.has(oid)
+            ? { changedBlocks: this.#changed.get(oid)! }
+            : {}),
         });
       });
     } catch (error) {
@@ -380,6 +420,7 @@ export class FsObjectStore implements ObjectStore {
     this.#refuseWrites(action);
     this.#refuseUnrebuilt(oid);
     await this.#use(oid, action, async (object) => {
+      await this.#dropChanged(oid);
       if (!object.meta.setUnverified(false)) return;
       object.headerDirty = true;
       try {
@@ -404,6 +445,32 @@ export class FsObjectStore implements ObjectStore {
       const bad = error.blocks.map((index) => ({ index, reason: error.message }));
       return bad.length > 0 ? bad : [{ index: 0, reason: error.message }];
     }
+  }
+
+  async salvage(oid: Oid): Promise<SalvagedCopy> {
+    const action = `Cannot salvage object ${oidToHex(oid)}`;
+    if (this.#unrebuilt.has(oid)) {
+      // Its checksums describe nothing: every block is in doubt.
+      return await this.#use(oid, action, async (object) => {
+        const data = new Uint8Array(object.meta.size);
+        await readFully(object.data, data, 0).catch(() => 0);
+        const badBlocks = Array.from({ length: object.meta.blockCount }, (_, i) => i);
+        return { data, badBlocks, expected: badBlocks.map(() => undefined) };
+      });
+    }
+    return await this.#use(oid, action, async (object) => {
+      const data = new Uint8Array(object.meta.size);
+      const bad: number[] = [];
+      for (let start = 0; start < data.length; start += SCAN_BYTES) {
+        const buffer = data.subarray(start, Math.min(data.length, start + SCAN_BYTES));
+        const first = start / B;
+        // A block that cannot be read at all (an I/O error) is not salvaged: the error may pass,
+        // and a salvaged copy would make it permanent. Only checksum mismatches are.
+        bad.push(...(await this.#readBlocks(object, buffer, first)).map((b) => b.index));
+      }
+      for (const index of bad) data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
+      return { data, badBlocks: bad, expected: bad.map((index) => object.meta.crc(index)) };
+    });
   }
 
   async #scan(object: OpenObject): Promise<BadBlock[]> {
@@ -447,6 +514,7 @@ export class FsObjectStore implements ObjectStore {
 
   async remove(oid: Oid): Promise<void> {
     this.#unrebuilt.delete(oid);
+    await this.#dropChanged(oid).catch(() => undefined);
     await this.#retire(oid, false);
     try {
       // Data first: a crash in between leaves checksums without data, which open removes.
@@ -677,12 +745,41 @@ export class FsObjectStore implements ObjectStore {
       if (length !== size) await data.truncate(size);
       await hashFile(data, meta);
       await this.#sync(objectName(oid), data);
+      // Blocks whose bytes differ from the checksums of the last sync: unsynced writes that
+      // landed, or rot the rebuild would otherwise bless. Recorded (durably, before the synced
+      // checksums are replaced) so recovery can take each such block from a copy where it did
+      // not change. A record left by an earlier, interrupted rebuild is kept.
+      const changed = new Set(this.#changed.get(oid) ?? []);
+      if (old instanceof ChecksumMeta && old.blockCount === meta.blockCount) {
+        for (let index = 0; index < meta.blockCount; index++) {
+          if (old.crc(index) !== meta.crc(index)) changed.add(index);
+        }
+      }
+      await this.#writeChanged(oid, [...changed].sort((a, b) => a - b));
       const temp = this.#tempPath(oidToHex(oid) + ".meta");
       await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
       await this.#disk.rename(temp, this.#metaPath(oid));
     } finally {
       await data.close().catch(() => undefined);
     }
+  }
+
+  #changedPath(oid: Oid): string {
+    return path.join(this.objectDir, oidToHex(oid) + CHANGED_SUFFIX);
+  }
+
+  /** Writes an object's changed-blocks record durably (temp file, sync, rename). */
+  async #writeChanged(oid: Oid, blocks: number[]): Promise<void> {
+    const bytes = new TextEncoder().encode(JSON.stringify(blocks));
+    const temp = this.#tempPath(oidToHex(oid) + CHANGED_SUFFIX);
+    await this.#writeNewFile(objectName(oid), temp, bytes.length, bytes, 0);
+    await this.#disk.rename(temp, this.#changedPath(oid));
+    this.#changed.set(oid, blocks);
+  }
+
+  async #dropChanged(oid: Oid): Promise<void> {
+    if (!this.#changed.delete(oid)) return;
+    await this.#unlinkIfPresent(this.#changedPath(oid));
   }
 
   async #checkFormat(names: string[]): Promise<void> {
@@ -1022,4 +1119,18 @@ function hex32(value: number): string {
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** A changed-blocks record's block indexes; undefined when it is unreadable (then ignored). */
+function parseChanged(text: string | undefined): number[] | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const blocks = JSON.parse(text) as unknown;
+    if (!Array.isArray(blocks) || !blocks.every((b) => Number.isSafeInteger(b) && b >= 0)) {
+      return undefined;
+    }
+    return blocks as number[];
+  } catch {
+    return undefined;
+  }
 }

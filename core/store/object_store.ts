@@ -37,6 +37,12 @@ export interface ObjectMeta {
    * it is trusted. Recovery calls `markVerified` once it has.
    */
   verified: boolean;
+  /**
+   * Only on a copy that is not verified: the blocks whose bytes changed since its last sync
+   * (unsynced writes that reached the disk, or rot: a crash cannot tell them apart). Recovery
+   * takes each of these from a copy where it did not change.
+   */
+  changedBlocks?: readonly number[];
 }
 
 /** A block whose bytes do not match their checksum (or that cannot be read). */
@@ -44,6 +50,18 @@ export interface BadBlock {
   /** Block index: bytes [index * CHECKSUM_BLOCK_BYTES, +CHECKSUM_BLOCK_BYTES). */
   index: number;
   reason: string;
+}
+
+/** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */
+export interface SalvagedCopy {
+  /** The object's bytes; bad blocks are zeros. */
+  data: Uint8Array;
+  badBlocks: number[];
+  /**
+   * The checksum each bad block should have (what was written), where known: a block of any
+   * other copy that matches it holds the right bytes and can fill the hole.
+   */
+  expected: (number | undefined)[];
 }
 
 /** Problems the store has seen, for `info -t node`, the dashboard and metrics. */
@@ -74,7 +92,14 @@ export interface ObjectStore {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: { size: number; version: number },
+    options: {
+      size: number;
+      version: number;
+      /** Blocks whose bytes are not known good (a salvaged copy): they keep failing on read. */
+      badBlocks?: readonly number[];
+      /** The checksums those blocks should have, where known (kept: a later repair needs them). */
+      expected?: readonly (number | undefined)[];
+    },
   ): Promise<void>;
   /**
    * Writes `data` at `offset` of an existing object and raises its version to `version` (if
@@ -90,6 +115,13 @@ export interface ObjectStore {
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   /** Records that a crash-suspect object was checked against its replicas. */
   markVerified(oid: Oid): Promise<void>;
+  /**
+   * Reads the whole object without failing on blocks that fail their checksum (a block that
+   * cannot be read at all fails the call): their bytes come back as zeros and
+   * their indexes in `badBlocks`. For repairs of a newest copy that partly rotted: its good
+   * blocks are kept, its bad ones stay bad (see `create`'s `badBlocks`).
+   */
+  salvage(oid: Oid): Promise<SalvagedCopy>;
   /** Reads the whole object and returns every block that fails its checksum (scrub). */
   verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;

@@ -43,6 +43,10 @@ export const Opcode = {
   REMOVE_PEER: 0xa6,
   /** Ours: an object's version, size, digest and verified flag (JSON), without its data. */
   GET_OBJ_META: 0xa7,
+  /** Ours: a copy as it is, bad blocks zeroed and named (repairs of a partly rotten copy). */
+  GET_OBJ_SALVAGE: 0xa8,
+  /** Ours: create a copy from a salvaged one; its bad blocks stay bad. */
+  PUT_SALVAGED_PEER: 0xa9,
   COMPLETE_RECOVERY: 0xac,
   FLUSH_PEER: 0xae,
   EXIST: 0xbd,

@@ -20,7 +20,7 @@ import type { RingNode } from "../../core/hash/ring.ts";
 import { objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
-import type { ObjectMeta } from "../../core/store/object_store.ts";
+import type { ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
 import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
 import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import type { VdiRegistry } from "../../core/vdi/registry.ts";
@@ -31,6 +31,8 @@ import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 import { sortCopies } from "../../core/cluster/copy_choice.ts";
+import { fetchBestCopy } from "./copy_fetch.ts";
+import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
@@ -46,11 +48,18 @@ export interface LocalObjects {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: { size: number; version: number },
+    options: {
+      size: number;
+      version: number;
+      badBlocks?: readonly number[];
+      expected?: readonly (number | undefined)[];
+    },
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
+  /** The copy as it is, bad blocks as zeros and named (no waiting for recovery). */
+  salvage(oid: Oid): Promise<SalvagedCopy>;
   flush(vid?: number): Promise<void>;
 }
 
@@ -295,9 +304,23 @@ export class Gateway {
     offset: number,
     size: number,
     version: number,
+    salvaged?: Omit<SalvagedCopy, "data">,
   ): Promise<unknown> {
+    const badBlocks = salvaged?.badBlocks ?? [];
     if (node.id === this.#context.selfId) {
-      return this.#context.local.create(oid, data, offset, { size, version });
+      return this.#context.local.create(oid, data, offset, {
+        size,
+        version,
+        badBlocks,
+        expected: salvaged?.expected ?? [],
+      });
+    }
+    if (badBlocks.length > 0) {
+      // A salvaged copy: its bad blocks travel with it (PUT_SALVAGED_PEER), so they stay bad.
+      const header = this.#peerHeader(Opcode.PUT_SALVAGED_PEER, oid, 0);
+      header.objVersion = version;
+      header.objSize = size;
+      return this.#sendPeer(node, header, encodeSalvaged({ ...salvaged!, data }));
     }
     const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);
     header.objVersion = version;
@@ -360,28 +383,28 @@ export class Gateway {
       const targets = this.targets(oid);
       const metas = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
       const preferred = this.#diverged.get(oid)?.good ?? [];
-      const readable = targets.map((node, i) => ({ node, meta: metas[i] }))
+      const listed = targets.map((node, i) => ({ node, meta: metas[i] }))
         .filter((c): c is { node: RingNode; meta: ObjectMeta } =>
-          c.meta !== undefined && c.meta !== "unreachable" && !suspects.has(c.node.id)
+          c.meta !== undefined && c.meta !== "unreachable"
         );
-      // The copies that took the failed write first, then recovery's order of quality.
-      const order = sortCopies(
-        readable,
+      // Recovery's order of quality; among equals the copies that took the failed write first
+      // and the copies a read found bad last (a bad copy is only salvaged, see copy_fetch.ts).
+      const sorted = sortCopies(
+        listed,
         (c) => c.node.id,
         (id) => targets.findIndex((n) => n.id === id),
-      )
-        .sort((a, b) =>
-          Number(preferred.includes(b.node.id)) - Number(preferred.includes(a.node.id))
-        );
-      let source: { node: RingNode; meta: ObjectMeta; copy: WholeCopy } | undefined;
-      for (const candidate of order) {
-        const copy = await this.#fetchWhole(candidate.node, oid, candidate.meta.size)
-          .catch(() => undefined);
-        if (copy) {
-          source = { ...candidate, copy };
-          break;
-        }
-      }
+      );
+      const order = sorted.map((c, i) => ({ c, i })).sort((a, b) =>
+        rankKey(a.c.meta) - rankKey(b.c.meta) ||
+        Number(preferred.includes(b.c.node.id)) - Number(preferred.includes(a.c.node.id)) ||
+        Number(suspects.has(a.c.node.id)) - Number(suspects.has(b.c.node.id)) ||
+        a.i - b.i
+      ).map(({ c }) => c);
+      const source = await fetchBestCopy(oid, order, {
+        whole: (node, id, size) => this.#fetchWhole(node, id, size),
+        salvage: (node, id) => this.#fetchSalvage(node, id),
+        range: (node, id, offset, length) => this.#readRange(node, id, offset, length),
+      });
       if (!source) {
         if (metas.some((m) => m === "unreachable")) {
           throw new SheepdogError(
@@ -393,30 +416,45 @@ export class Gateway {
         this.#diverged.delete(oid);
         return { source: undefined, whole: metas.every((m) => m === undefined) };
       }
+      const silent = targets.filter((_, i) => metas[i] === "unreachable");
+      if (silent.length > 0 && source.badBlocks.length > 0) {
+        // A node that did not answer may hold the object whole: never salvage around it.
+        throw new SheepdogError(
+          ResultCode.NETWORK_ERROR,
+          `${silent[0]!.id} did not answer for ${oidToHex(oid)}`,
+        );
+      }
       let whole = true;
       let unreachable: unknown;
       await Promise.all(targets.map(async (node, i) => {
         const meta = metas[i];
-        if (node.id === source.node.id) return;
+        if (meta === "unreachable") {
+          // What it holds is unknown (maybe newer): it is not overwritten blind.
+          unreachable = new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
+          return;
+        }
+        const salvaged = source.badBlocks.length > 0 || suspects.has(source.node.id);
+        if (node.id === source.node.id && !salvaged) return;
         if (
-          meta !== "unreachable" && meta !== undefined && !suspects.has(node.id) &&
+          !salvaged && meta !== undefined && !suspects.has(node.id) &&
           meta.version === source.meta.version && meta.digest === source.meta.digest
         ) return;
         const reason = meta === undefined
           ? "copy missing"
-          : meta === "unreachable"
-          ? "copy unreachable"
           : suspects.has(node.id)
           ? "copy unreadable"
+          : salvaged
+          ? `salvaged: ${source.badBlocks.length} block(s) of the newest copy are lost`
           : `copy at version ${meta.version}, newest ${source.meta.version}`;
         try {
           await this.#createOn(
             node,
             oid,
-            source.copy.data,
+            source.data,
             0,
             source.meta.size,
-            source.copy.version,
+            source.version,
+            source,
           );
           this.#context.repaired(oid, node.id, reason);
         } catch (error) {
@@ -485,6 +523,29 @@ export class Gateway {
     return { data: response.data, version: response.header.rspObjVersion };
   }
 
+  /** A checked range of one node's copy, as it is (recovery's way of reading). */
+  async #readRange(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+    if (node.id === this.#context.selfId) {
+      return await this.#context.local.readCopy(oid, offset, length);
+    }
+    const header = this.#peerHeader(Opcode.READ_PEER, oid, offset);
+    header.flags |= Flag.RECOVERY;
+    header.dataLength = length;
+    return (await this.#sendPeer(node, header)).data;
+  }
+
+  /** Reads a copy without failing on bad blocks (see `ObjectStore.salvage`). */
+  async #fetchSalvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }> {
+    if (node.id === this.#context.selfId) {
+      const meta = await this.#context.local.meta(oid);
+      return { ...await this.#context.local.salvage(oid), version: meta?.version ?? 0 };
+    }
+    const header = this.#peerHeader(Opcode.GET_OBJ_SALVAGE, oid, 0);
+    header.flags |= Flag.RECOVERY;
+    const response = await this.#sendPeer(node, header);
+    return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
+  }
+
   #removeOn(node: RingNode, oid: Oid): Promise<unknown> {
     if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
     const header = this.#peerHeader(Opcode.REMOVE_PEER, oid, 0);
@@ -510,4 +571,9 @@ export class Gateway {
       }));
     });
   }
+}
+
+/** Groups copies of equal rank (verified first, then newer) for ordering within a rank. */
+function rankKey(meta: ObjectMeta): number {
+  return (meta.verified ? 0 : 2 ** 53) - meta.version;
 }

@@ -16,11 +16,14 @@
 
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { ObjectMeta, ObjectStore } from "../../core/store/object_store.ts";
+import type { ObjectMeta, ObjectStore, SalvagedCopy } from "../../core/store/object_store.ts";
 import { sortCopies, supersedes } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
+import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import { fetchBestCopy } from "./copy_fetch.ts";
+import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
@@ -82,6 +85,12 @@ interface Want {
   version: number;
   digest: string;
   candidates: Candidate[];
+  /**
+   * Set when every copy was left unverified by a crash and they differ: the copy is built block
+   * by block from these (best first), each block from a copy where it did not change since that
+   * copy's last sync (see `mergeCopies`).
+   */
+  merge?: Candidate[];
 }
 
 interface Run {
@@ -201,6 +210,18 @@ export class Recovery {
       };
       const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
+      // No verified copy: every copy was left suspect by a crash. Their versions are those of
+      // their last sync (later writes may or may not have landed), so they are all rivals.
+      const rivals = best.meta.verified ? [] : sortCopies(copies, (c) => c.node.id, rank);
+      if (!best.meta.verified && new Set(rivals.map((c) => c.meta.digest)).size > 1) {
+        run.wanted.set(oid, {
+          version: best.meta.version,
+          digest: best.meta.digest,
+          candidates: [],
+          merge: rivals,
+        });
+        continue;
+      }
       if (
         mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest
       ) {
@@ -302,31 +323,52 @@ export class Recovery {
     const store = this.#context.store;
     // A client write (or a repair) may have brought the copy up to date since the listing.
     const mine = await store.meta(oid).catch(() => undefined);
+    if (want.merge) {
+      if (mine?.verified && mine.version >= want.version) return;
+      return await this.#merge(oid, want.version, want.merge);
+    }
     if (
       mine?.verified &&
       (mine.version > want.version ||
         (mine.version === want.version && mine.digest === want.digest))
     ) return;
-    let lastError: unknown = new SheepdogError(ResultCode.NO_OBJ, `No node holds ${oidToHex(oid)}`);
-    for (const { node, meta } of want.candidates) {
-      try {
-        const { data, version } = await this.#read(node, oid, meta.size);
-        await store.create(oid, data, 0, { size: meta.size, version });
-        if (meta.digest !== want.digest) {
-          this.#context.logger.warn(
-            `recovery of ${
-              oidToHex(oid)
-            }: the newest copy cannot be read anywhere; took ${node.id}'s (version ${version})`,
-          );
-        }
-        return;
-      } catch (error) {
-        lastError = error;
-      }
+    const source = await fetchBestCopy(oid, want.candidates, {
+      whole: (node, id, size) => this.#read(node, id, size),
+      salvage: (node, id) => this.#salvage(node, id),
+      range: async (node, id, offset, length) => {
+        const header = requestHeader(Opcode.READ_PEER, { internal: true });
+        header.flags |= Flag.RECOVERY;
+        header.oid = id;
+        header.offset = offset;
+        header.dataLength = length;
+        const peer = this.#context.peers.get(node);
+        return checkResponse(await peer.transport.request(header)).data;
+      },
+    });
+    if (!source) {
+      throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
-    throw lastError;
+    await store.create(oid, source.data, 0, {
+      size: source.meta.size,
+      version: source.version,
+      badBlocks: source.badBlocks,
+      expected: source.expected,
+    });
+    if (source.badBlocks.length > 0) {
+      this.#context.logger.warn(
+        `recovery of ${oidToHex(oid)}: ${source.badBlocks.length} block(s) of the newest copy ` +
+          `are bad on every holder; they stay unreadable (I/O errors), the rest is recovered`,
+      );
+    } else if (source.meta.digest !== want.digest) {
+      this.#context.logger.warn(
+        `recovery of ${
+          oidToHex(oid)
+        }: the newest copy cannot be read anywhere; took ${source.node.id}'s (version ${source.version})`,
+      );
+    }
   }
 
+  /** A whole copy from `node`, checked there, with its version. */
   async #read(
     node: RingNode,
     oid: Oid,
@@ -338,6 +380,38 @@ export class Recovery {
     header.dataLength = size;
     const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
     return { data: response.data, version: response.header.rspObjVersion };
+  }
+
+  async #salvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }> {
+    const header = requestHeader(Opcode.GET_OBJ_SALVAGE, { internal: true });
+    header.flags |= Flag.RECOVERY;
+    header.oid = oid;
+    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
+  }
+
+  /** Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). */
+  async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
+    const fetched: { data: Uint8Array; changed: ReadonlySet<number> | undefined }[] = [];
+    for (const { node, meta } of rivals) {
+      const data = await (node.id === this.#context.selfId
+        ? this.#context.store.read(oid, 0, meta.size)
+        : this.#read(node, oid, meta.size).then((copy) =>
+          copy.data
+        )).catch(() => undefined);
+      if (data && data.length === rivals[0]!.meta.size) {
+        fetched.push({ data, changed: meta.changedBlocks && new Set(meta.changedBlocks) });
+      }
+    }
+    if (fetched.length === 0) {
+      throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
+    }
+    const merged = mergeCopies(fetched);
+    await this.#context.store.create(oid, merged, 0, { size: merged.length, version });
+    this.#context.logger.warn(
+      `recovery of ${oidToHex(oid)}: every copy was left unverified by a crash and they differ; ` +
+        `rebuilt block by block from ${fetched.length} copies`,
+    );
   }
 
   /**
@@ -429,7 +503,7 @@ export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]>
   return copies;
 }
 
-/** GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified]. */
+/** GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?]. */
 export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(
     copies.map(({ oid, meta }) => [
@@ -438,6 +512,7 @@ export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
       meta.size,
       meta.digest,
       meta.verified ? 1 : 0,
+      ...(meta.changedBlocks ? [meta.changedBlocks] : []),
     ]),
   ));
 }
@@ -449,13 +524,41 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
     number,
     string,
     number,
+    number[]?,
   ][];
-  return rows.map(([hex, version, size, digest, verified]) => ({
+  return rows.map(([hex, version, size, digest, verified, changed]) => ({
     oid: BigInt("0x" + hex),
-    meta: { version, size, digest, verified: verified === 1 },
+    meta: {
+      version,
+      size,
+      digest,
+      verified: verified === 1,
+      ...(Array.isArray(changed) ? { changedBlocks: changed } : {}),
+    },
   }));
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * One object from crash-suspect copies: each 4 KiB block from the first
+ * copy (best first) where it did not change since that copy's last sync, else from the first
+ * copy. A block that changed on a copy is an unsynced write that landed or rot, and a crash
+ * cannot tell which; where another copy still holds the synced bytes, those are a value the
+ * block legitimately had, so rot never wins over them. Deterministic: every node builds the same.
+ * `changed` undefined means "unknown: every block may have changed".
+ */
+export function mergeCopies(
+  copies: readonly { data: Uint8Array; changed: ReadonlySet<number> | undefined }[],
+): Uint8Array {
+  const size = copies[0]!.data.length;
+  const merged = new Uint8Array(size);
+  for (let index = 0, at = 0; at < size; index++, at += CHECKSUM_BLOCK_BYTES) {
+    const source = copies.find((c) => c.changed !== undefined && !c.changed.has(index)) ??
+      copies[0]!;
+    merged.set(source.data.subarray(at, Math.min(size, at + CHECKSUM_BLOCK_BYTES)), at);
+  }
+  return merged;
 }

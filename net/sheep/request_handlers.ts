@@ -18,6 +18,7 @@ import { oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
+import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Header, Message } from "../object/header.ts";
 import {
@@ -211,6 +212,32 @@ const peerOps: Record<number, Op> = {
   [Opcode.GET_OBJ_META]: {
     force: true,
     handle: async (sheep, { header }) => json((await sheep.local.meta(header.oid)) ?? null),
+  },
+  [Opcode.GET_OBJ_SALVAGE]: {
+    force: true,
+    handle: async (sheep, { header }, reply) => {
+      const meta = await sheep.local.meta(header.oid);
+      if (!meta) throw new SheepdogError(ResultCode.NO_OBJ, "No such object");
+      reply.rspObjVersion = meta.version;
+      return encodeSalvaged(await sheep.local.salvage(header.oid));
+    },
+  },
+  [Opcode.PUT_SALVAGED_PEER]: {
+    force: true,
+    handle: async (sheep, { header, data }) => {
+      const salvaged = decodeSalvaged(data);
+      const size = header.objSize;
+      if (size <= 0 || size > MESSAGE_BYTES_MAX || salvaged.data.length !== size) {
+        throw new SheepdogError(ResultCode.INVALID_PARMS, `Salvaged copy is not ${size} bytes`);
+      }
+      await checkEpoch(sheep, header);
+      await sheep.local.create(header.oid, salvaged.data, 0, {
+        size,
+        version: header.objVersion,
+        badBlocks: salvaged.badBlocks,
+        expected: salvaged.expected,
+      });
+    },
   },
   [Opcode.GET_OBJ_LIST]: {
     force: true,

@@ -608,6 +608,7 @@ export class Sheep {
       },
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
       readCopy: (oid, offset, length) => store.read(oid, offset, length),
+      salvage: (oid) => store.salvage(oid),
       meta: (oid) => store.meta(oid),
       flush: (vid) => store.flush(vid),
     };

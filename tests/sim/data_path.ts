@@ -95,8 +95,6 @@ const INODE_BYTES_COMPARED = 64 * 1024;
 const VERBOSE = Deno.env.get("SIM_VERBOSE") === "1";
 /** An oid (hex) whose copies are described after every step (debugging). */
 const TRACE = Deno.env.get("SIM_TRACE");
-/** Let the seeded runs walk into the known bugs (see `DataPathSim.steer`). */
-const KNOWN_BUGS_VISIBLE = Deno.env.get("SIM_KNOWN_BUGS") === "1";
 
 /** A disk whose object writes never become durable: syncs of anything but new files pretend. */
 class VolatileSyncDisk extends MemDisk {
@@ -211,15 +209,6 @@ export class DataPathSim {
   readonly readFaults = new Map<SimNode, string>();
   epoch = 0;
   vid: Vid = 0;
-  /**
-   * Steer around the product bug this simulation found that is still open (KNOWN_BUGS): rotted
-   * copies are scrubbed before a crash (a crash of every copy would take the rot for an unsynced
-   * write). On by default in seeded runs so every other property stays checked;
-   * SIM_KNOWN_BUGS=1 turns it off.
-   */
-  steer = false;
-  /** A copy was rotted and no scrub has run since. */
-  rotted = false;
   /** Copies rotted in this run. */
   rots = 0;
   readonly #prng: Prng;
@@ -467,7 +456,6 @@ export class DataPathSim {
 
   /** Power loss on `victims`: unsynced writes dropped or torn; then the view drops them. */
   async crash(victims: readonly SimNode[]): Promise<void> {
-    if (this.steer) await this.#steerBeforeCrash(victims);
     await this.#noteLosses(new Set(victims));
     for (const node of victims) {
       node.life!.alive = false;
@@ -484,18 +472,6 @@ export class DataPathSim {
     }
     this.note(`crash ${victims.map((n) => n.name).join(" ")}`);
     await this.#newView([]);
-  }
-
-  /**
-   * KNOWN_BUGS "rot blessed by a crash": a crash of every copy rebuilds checksums from whatever
-   * the data holds, so rot that no read or scrub saw before is taken for an unsynced write.
-   * Scrub rotted copies before a crash.
-   */
-  async #steerBeforeCrash(_victims: readonly SimNode[]): Promise<void> {
-    if (this.rotted) {
-      await this.#scrub(this.members());
-      this.rotted = false;
-    }
   }
 
   /** Runs time until every member has recovered and purged the current view. */
@@ -569,7 +545,6 @@ export class DataPathSim {
   rot(node: SimNode, oid: Oid, offset: number, options: { checksums?: boolean } = {}): void {
     const file = objectPath(node, oid) + (options.checksums ? ".meta" : "");
     node.disk.rot(file, offset);
-    this.rotted = true;
     this.rots++;
     this.note(
       `rot ${oidToHex(oid)}${options.checksums ? ".meta" : ""} on ${node.name} at ${hex(offset)}`,
@@ -1145,7 +1120,6 @@ class Schedule {
     const offset = prng.int(0, victim.meta.size - 1);
     if ([...sim.readFaults.values()].some((file) => file.endsWith(oidToHex(oid)))) return false;
     victim.node.disk.rot(objectPath(victim.node, oid), offset);
-    sim.rotted = true;
     sim.rots++;
     sim.note(`rot ${oidToHex(oid)} on ${victim.node.name} at ${hex(offset)}`);
     return true;
@@ -1167,10 +1141,9 @@ function pattern(seed: number, length: number): Uint8Array {
 
 /** Runs one seed: set up, `steps` steps of workload and faults, heal, converge. */
 export async function runDataPathSeed(
-  options: DataPathOptions & { steps?: number; steer?: boolean },
+  options: DataPathOptions & { steps?: number },
 ): Promise<SeedSummary> {
   const sim = await DataPathSim.create(options);
-  sim.steer = options.steer ?? !KNOWN_BUGS_VISIBLE;
   try {
     const steps = options.steps ?? 24;
     const schedule = new Schedule(sim);

@@ -166,10 +166,7 @@ Deno.test("the seeded runs catch a broken product too", async () => {
 });
 
 // ---- Product bugs the simulation found: small deterministic reproductions ----
-// Each states what should hold. The fixed ones run always; the one still open runs only with
-// SIM_KNOWN_BUGS=1 (which also lets the seeded runs walk into it; see DataPathSim.steer).
-
-const KNOWN_BUGS = Deno.env.get("SIM_KNOWN_BUGS") === "1";
+// Each states what should hold; each failed on the product before its fix.
 
 Deno.test({
   name:
@@ -259,13 +256,13 @@ Deno.test({
 });
 
 Deno.test({
-  name: "known bug: a crash makes rot look good, and recovery may spread it",
-  ignore: !KNOWN_BUGS,
+  name: "found by the simulation: a crash of every copy never makes rot look good",
   fn: async () => {
-    // Seeds 9, 10, 13, 24, 59, 66 (SIM_KNOWN_BUGS=1). After a crash the store rebuilds every
-    // checksum of a journaled object from its data (fs_object_store.ts #rebuildChecksums), so a
-    // block that rotted long before the crash passes its checksum again; if every copy crashed,
-    // they are all UNVERIFIED at one version and recovery picks by ring rank, maybe the rotten.
+    // Seeds 9, 10, 13, 24, 59, 66 before the fix: after a crash the store rebuilt every checksum
+    // of a journaled object from its data, so a block that rotted long before passed again; with
+    // every copy crashed, all were UNVERIFIED at one version and recovery picked by ring rank,
+    // maybe the rotten one. Now the rebuild records the blocks that changed since the last sync,
+    // and recovery builds the copy block by block from copies where each did not change.
     const sim = await DataPathSim.create({
       seed: 7,
       nodes: 2,

@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { ResultCode } from "../errors.ts";
+import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
+import { oidToHex } from "../vdi/oid.ts";
+import { isError, KINDS, patternBytes, withEnv } from "./store_test_env.ts";
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}): salvage keeps the good blocks of a rotten copy and names the bad ones`, async () => {
+    await withEnv(kind, async (env) => {
+      const data = patternBytes(8 * B, 3);
+      await env.store.create(7n, data, 0, { size: 8 * B, version: 4 });
+      await env.store.flush();
+      await env.flip(oidToHex(7n), 5 * B + 9);
+      const { data: salvaged, badBlocks } = await env.store.salvage(7n);
+      assert.deepEqual(badBlocks, [5]);
+      assert.deepEqual(salvaged.subarray(0, 5 * B), data.subarray(0, 5 * B));
+      assert.deepEqual(salvaged.subarray(5 * B, 6 * B), new Uint8Array(B), "a bad block is zeros");
+      assert.deepEqual(salvaged.subarray(6 * B), data.subarray(6 * B));
+
+      // A copy created from the salvage keeps block 5 bad: reading it is an I/O error.
+      await env.store.create(8n, salvaged, 0, { size: 8 * B, version: 4, badBlocks });
+      assert.deepEqual(await env.store.read(8n, 0, 5 * B), data.subarray(0, 5 * B));
+      await assert.rejects(env.store.read(8n, 5 * B, 10), isError(ResultCode.EIO));
+      assert.deepEqual((await env.store.verify(8n)).map((b) => b.index), [5]);
+      assert.equal((await env.store.meta(8n))?.version, 4);
+    });
+  });
+}

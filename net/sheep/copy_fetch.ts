@@ -1,0 +1,137 @@
+/**
+ * Fetching the copy a repair or a recovery pull copies from. Candidates come best first (see
+ * `sortCopies`); copies of equal rank (the same verified flag and version) are tried with a
+ * checked read, any of them will do. When none of them reads clean, the best copy is *salvaged*
+ * rather than passed over for an older one: its good blocks are kept (they hold the newest
+ * acknowledged writes), a block bad in one copy is taken from an equal copy where it is good, and
+ * a block bad in all of them is taken from any other copy whose block has exactly the checksum
+ * it should have, else stays bad (it reads as an I/O error wherever it is copied). Only when
+ * none of the equal copies can be read at all does an older one serve.
+ *
+ * @module
+ */
+
+import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import type { RingNode } from "../../core/hash/ring.ts";
+import type { ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
+import { blockCrc } from "../../core/store/checksum_meta.ts";
+import { isResult } from "../../core/errors.ts";
+import { RETRYABLE } from "./retry_policy.ts";
+import type { Oid } from "../../core/vdi/oid.ts";
+
+/** How to read one node's copy: checked (throws on a bad block), salvaged, or one block. */
+export interface CopyReader {
+  whole(node: RingNode, oid: Oid, size: number): Promise<{ data: Uint8Array; version: number }>;
+  salvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }>;
+  /** Bytes [offset, offset+length) of the node's copy, checked there. */
+  range(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+}
+
+/** The copy to copy from, and which of its blocks are bad. */
+export interface FetchedCopy extends SalvagedCopy {
+  node: RingNode;
+  meta: ObjectMeta;
+  version: number;
+}
+
+/** The best copy that can be read, from `candidates` ordered best first; undefined if none. */
+export async function fetchBestCopy(
+  oid: Oid,
+  candidates: readonly { node: RingNode; meta: ObjectMeta }[],
+  reader: CopyReader,
+): Promise<FetchedCopy | undefined> {
+  for (const group of rankGroups(candidates)) {
+    let unreachable: unknown;
+    for (const candidate of group) {
+      const copy = await reader.whole(candidate.node, oid, candidate.meta.size).catch((error) => {
+        if (isResult(error, ...RETRYABLE)) unreachable = error;
+        return undefined;
+      });
+      if (copy) return { ...candidate, ...copy, badBlocks: [], expected: [] };
+    }
+    // An equal copy that could not be asked may be whole: try again later rather than salvage.
+    if (unreachable !== undefined) throw unreachable;
+    const digest = group[0]!.meta.digest;
+    const salvaged: (FetchedCopy)[] = [];
+    for (const candidate of group.filter((c) => c.meta.digest === digest)) {
+      const copy = await reader.salvage(candidate.node, oid).catch(() => undefined);
+      if (copy && copy.data.length === candidate.meta.size) {
+        salvaged.push({ ...candidate, ...copy });
+      }
+    }
+    if (salvaged.length > 0) {
+      return await fillHoles(oid, mergeSalvaged(salvaged), candidates, reader);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Fills the bad blocks of a salvaged copy from any other copy, of any version, whose block holds
+ * exactly the bytes that were written there: its checksum equals the one the block should have.
+ */
+async function fillHoles(
+  oid: Oid,
+  copy: FetchedCopy,
+  candidates: readonly { node: RingNode; meta: ObjectMeta }[],
+  reader: CopyReader,
+): Promise<FetchedCopy> {
+  const badBlocks: number[] = [];
+  const expected: (number | undefined)[] = [];
+  for (const [i, index] of copy.badBlocks.entries()) {
+    const want = copy.expected[i];
+    const start = index * CHECKSUM_BLOCK_BYTES;
+    const length = Math.min(CHECKSUM_BLOCK_BYTES, copy.data.length - start);
+    let filled = false;
+    for (const { node } of want === undefined ? [] : candidates) {
+      if (node.id === copy.node.id) continue;
+      const bytes = await reader.range(node, oid, start, length).catch(() => undefined);
+      if (bytes && bytes.length === length && blockCrc(bytes) === want) {
+        copy.data.set(bytes, start);
+        filled = true;
+        break;
+      }
+    }
+    if (!filled) {
+      badBlocks.push(index);
+      expected.push(want);
+    }
+  }
+  return { ...copy, badBlocks, expected };
+}
+
+/** Consecutive candidates of equal rank (verified flag and version), in order. */
+function rankGroups<T extends { meta: ObjectMeta }>(candidates: readonly T[]): T[][] {
+  const groups: T[][] = [];
+  for (const candidate of candidates) {
+    const last = groups[groups.length - 1];
+    const head = last?.[0];
+    if (
+      head && head.meta.verified === candidate.meta.verified &&
+      head.meta.version === candidate.meta.version
+    ) last!.push(candidate);
+    else groups.push([candidate]);
+  }
+  return groups;
+}
+
+/** One copy from salvaged copies of the same bytes: each block from a copy where it is good. */
+function mergeSalvaged(copies: FetchedCopy[]): FetchedCopy {
+  const first = copies[0]!;
+  if (copies.length === 1) return first;
+  const data = new Uint8Array(first.data);
+  const bad: number[] = [];
+  const expected: (number | undefined)[] = [];
+  for (const [i, index] of first.badBlocks.entries()) {
+    const good = copies.find((c) => !c.badBlocks.includes(index));
+    if (!good) {
+      bad.push(index);
+      expected.push(first.expected[i]);
+      continue;
+    }
+    const start = index * CHECKSUM_BLOCK_BYTES;
+    const end = Math.min(data.length, start + CHECKSUM_BLOCK_BYTES);
+    data.set(good.data.subarray(start, end), start);
+  }
+  return { ...first, data, badBlocks: bad, expected };
+}
