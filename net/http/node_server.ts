@@ -16,9 +16,9 @@ import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { AdminService } from "../admin/admin_service.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { watchSheep } from "../metrics/sheep_gauges.ts";
+import { type GaugeSource, watchSheep } from "../metrics/sheep_gauges.ts";
+import type { ObjectClient } from "../object/client.ts";
 import type { Logger } from "../sheep/logger.ts";
-import type { Sheep } from "../sheep/sheep.ts";
 import { createAdminApp } from "./app.ts";
 
 /** The default HTTP address and port of a sheep. */
@@ -70,9 +70,17 @@ export function httpPolicy(
   return { mutable: token !== undefined && token !== "" };
 }
 
+/** What the HTTP service uses of its sheep: its gauges, and a client that takes no network hop. */
+export interface HttpHost extends GaugeSource {
+  readonly id: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  localClient(peer?: string): ObjectClient;
+}
+
 /** Starts the HTTP admin API and dashboard of `sheep`. Rejects when the port cannot be bound. */
 export async function startHttpService(
-  sheep: Sheep,
+  sheep: HttpHost,
   options: HttpServiceOptions = {},
 ): Promise<HttpService> {
   const host = options.host ?? HTTP_HOST_DEFAULT;

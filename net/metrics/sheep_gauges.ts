@@ -6,20 +6,30 @@
  * @module
  */
 
+import {
+  ADMIN_LOCK_VID,
+  type ReplicatedStateReader,
+} from "../../core/cluster/cluster_state_machine.ts";
+import type { ClusterView } from "../../core/cluster/view.ts";
 import { isSnapshot } from "../../core/vdi/inode.ts";
 import type { ObjectStore } from "../../core/store/object_store.ts";
+import type { Recovery } from "../sheep/recovery.ts";
 import type { ScrubStatus } from "../sheep/scrub.ts";
-import { ADMIN_LOCK_VID, type Sheep } from "../sheep/sheep.ts";
+import type { SheepStatus } from "../sheep/sheep_status.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** What the collector reads from a sheep. */
-export type GaugeSource =
-  & Pick<Sheep, "view" | "locks" | "registry" | "status" | "recovery" | "repairs">
-  & {
-    readonly store: Pick<ObjectStore, "list" | "space" | "health">;
-    /** The sheep's scrubber, once it has one. */
-    readonly scrubber?: { status(): Pick<ScrubStatus, "state" | "finishedMs" | "totals"> };
-  };
+export interface GaugeSource {
+  readonly view: ClusterView;
+  readonly status: SheepStatus;
+  readonly registry: Pick<ReplicatedStateReader["registry"], "live">;
+  readonly locks: ReplicatedStateReader["locks"];
+  readonly recovery: Pick<Recovery, "status">;
+  readonly repairs: number;
+  readonly store: Pick<ObjectStore, "list" | "space" | "health">;
+  /** The sheep's scrubber, once it has one. */
+  readonly scrubber?: { status(): Pick<ScrubStatus, "state" | "finishedMs" | "totals"> };
+}
 
 /** Reads the sheep's state into `metrics`. */
 export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): Promise<void> {

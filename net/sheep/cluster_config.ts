@@ -1,65 +1,18 @@
 /**
- * The cluster configuration a sheep persists in `DIR/config`: Sheepdog's 40-byte layout
- * (SHEEPDOG_REFERENCE.md §8.1), written atomically and read back with checks.
+ * The cluster configuration file `DIR/config` (the layout is in core/cluster/cluster_config.ts):
+ * written atomically and read back with checks.
  *
  * @module
  */
 
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import { BLOCK_SIZE_SHIFT_MAX, BLOCK_SIZE_SHIFT_MIN, COPIES_MAX } from "../../core/limits.ts";
+import {
+  type ClusterConfig,
+  decodeConfig,
+  encodeConfig,
+} from "../../core/cluster/cluster_config.ts";
 import { syncDirectory } from "../../core/store/fs_object_store.ts";
-
-const CONFIG_SIZE = 40;
-const CONFIG_VERSION = 0x0006;
-/** Flag bit: refuse writes when fewer zones than copies are alive (`mkfs --strict`). */
-export const FLAG_STRICT = 0x0004;
-
-export interface ClusterConfig {
-  /** Format time, ms since 1970; identifies the cluster. */
-  ctimeMs: number;
-  flags: number;
-  copies: number;
-  blockSizeShift: number;
-  shutdown: boolean;
-}
-
-export function encodeConfig(config: ClusterConfig): Uint8Array {
-  const bytes = new Uint8Array(CONFIG_SIZE);
-  const view = new DataView(bytes.buffer);
-  view.setBigUint64(0, BigInt(config.ctimeMs), true);
-  view.setUint16(8, config.flags, true);
-  view.setUint8(10, config.copies);
-  bytes.set(new TextEncoder().encode("plain"), 11);
-  view.setUint8(27, config.shutdown ? 1 : 0);
-  view.setUint8(28, 0);
-  view.setUint8(29, config.blockSizeShift);
-  view.setUint16(30, CONFIG_VERSION, true);
-  return bytes;
-}
-
-export function decodeConfig(bytes: Uint8Array, file: string): ClusterConfig {
-  const corrupt = (why: string) =>
-    new SheepdogError(ResultCode.EIO, `Cannot read cluster config ${file}: ${why}`);
-  if (bytes.length !== CONFIG_SIZE) throw corrupt(`${bytes.length} bytes, expected ${CONFIG_SIZE}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, CONFIG_SIZE);
-  if (view.getUint16(30, true) !== CONFIG_VERSION) throw corrupt("unknown format version");
-  const config = {
-    ctimeMs: Number(view.getBigUint64(0, true)),
-    flags: view.getUint16(8, true),
-    copies: view.getUint8(10),
-    blockSizeShift: view.getUint8(29),
-    shutdown: view.getUint8(27) !== 0,
-  };
-  if (config.copies < 1 || config.copies > COPIES_MAX) throw corrupt(`bad copies ${config.copies}`);
-  if (
-    config.blockSizeShift < BLOCK_SIZE_SHIFT_MIN || config.blockSizeShift > BLOCK_SIZE_SHIFT_MAX
-  ) {
-    throw corrupt(`bad block size shift ${config.blockSizeShift}`);
-  }
-  return config;
-}
 
 /** Reads `DIR/config`; undefined when the node was never formatted. */
 export async function readConfig(dir: string): Promise<ClusterConfig | undefined> {

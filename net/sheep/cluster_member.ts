@@ -8,15 +8,16 @@
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { makeView } from "../../core/cluster/view.ts";
+import { type ClusterView, makeView } from "../../core/cluster/view.ts";
+import { type ClusterEvent, decodeEvent, encodeEvent } from "../../core/cluster/cluster_events.ts";
 import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
 import type { GroupEventDelivery } from "../group/driver.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
-import { type ClusterEvent, decodeEvent, encodeEvent } from "./cluster_events.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
-import type { Sheep } from "./sheep.ts";
-import { decodeClusterState } from "./cluster_state.ts";
+import { type ClusterState, decodeClusterState } from "./cluster_state.ts";
+import type { Logger } from "./logger.ts";
+import type { Peers } from "./peers.ts";
 
 /** How a sheep finds and watches its peers. */
 export interface ClusterOptions {
@@ -44,13 +45,33 @@ const APPLIED_REMEMBERED = 10_000;
 /** How long a proposal waits for a node that is still forming or joining. */
 const PROPOSE_WAIT_MS = 10_000;
 
+/**
+ * What a member needs of its node: who it is, where it keeps its epoch log, how to reach peers,
+ * and where delivered events, views and fetched state go (applied strictly in delivery order).
+ */
+export interface MemberHost {
+  /** "host:port", the node's identity in the group and on the ring. */
+  readonly id: string;
+  /** The node's directory (the epoch log lives there). */
+  readonly dir: string;
+  readonly logger: Logger;
+  readonly peers: Pick<Peers, "get">;
+  now(): number;
+  ringNode(): RingNode;
+  /** Applies one delivered event; resolves with this node's result (the proposer's answer). */
+  applyEvent(event: ClusterEvent): Promise<unknown>;
+  installView(view: ClusterView, options: { previousMembers: ReadonlySet<string> }): Promise<void>;
+  /** Merges the state a peer sent (GET_CLUSTER_STATE) into the node's. */
+  mergeState(state: ClusterState): Promise<void>;
+}
+
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
 }
 
 export class ClusterMember {
-  readonly #sheep: Sheep;
+  readonly #host: MemberHost;
   readonly #options: ClusterOptions;
   readonly epochLog: EpochLog;
   #driver: GroupDriver | undefined;
@@ -67,10 +88,10 @@ export class ClusterMember {
   /** Recently applied proposals, oldest first (insertion order), to drop redeliveries. */
   #applied = new Set<string>();
 
-  constructor(sheep: Sheep, options: ClusterOptions) {
-    this.#sheep = sheep;
+  constructor(host: MemberHost, options: ClusterOptions) {
+    this.#host = host;
     this.#options = options;
-    this.epochLog = new EpochLog(sheep.dir);
+    this.epochLog = new EpochLog(host.dir);
   }
 
   get state(): GroupState {
@@ -87,28 +108,28 @@ export class ClusterMember {
     } catch (error) {
       if (!this.#options.multicast || !/multicast/i.test((error as Error).message)) throw error;
       // No multicast here (no route, a container): seeds still work, so carry on without it.
-      this.#sheep.logger.warn(`${(error as Error).message}; continuing with seeds only`);
+      this.#host.logger.warn(`${(error as Error).message}; continuing with seeds only`);
       await this.#driver?.stop();
       await this.#startDriver(false);
     }
   }
 
   async #startDriver(multicast: ClusterOptions["multicast"]): Promise<void> {
-    const sheep = this.#sheep;
+    const host = this.#host;
     const persisted = await this.epochLog.last();
-    this.#incarnation = sheep.now();
-    const node = sheep.ringNode();
+    this.#incarnation = host.now();
+    const node = host.ringNode();
     const failureTicks = Math.max(
       5,
       Math.round((this.#options.failureTimeoutMs ?? 5000) / TICK_MS),
     );
     const settleTicks = Math.max(1, Math.round((this.#options.settleMs ?? 3000) / TICK_MS));
     this.#driver = new GroupDriver({
-      address: sheep.id,
+      address: host.id,
       incarnation: this.#incarnation,
       info: { host: node.host, port: node.port, zone: node.zone, vnodes: node.vnodes },
       persisted: persisted ? stripTime(persisted) : null,
-      persist: (records) => this.epochLog.append(records, sheep.now()),
+      persist: (records) => this.epochLog.append(records, host.now()),
       seeds: this.#options.seeds ?? [],
       multicast: multicast ?? false,
       timing: {
@@ -127,7 +148,7 @@ export class ClusterMember {
         this.#state = status.state;
         this.#master = status.master;
       },
-      onError: (error) => sheep.logger.warn(`group: ${error.message}`),
+      onError: (error) => host.logger.warn(`group: ${error.message}`),
     });
     await this.#driver.start();
   }
@@ -217,10 +238,10 @@ export class ClusterMember {
     const first = this.#firstView;
     this.#firstView = false;
     this.#enqueue(async () => {
-      if (first && nodes.some((n) => n.id !== this.#sheep.id)) {
+      if (first && nodes.some((n) => n.id !== this.#host.id)) {
         await this.#mergeFromPeers(nodes, false);
       }
-      await this.#sheep.installView(ringView, { previousMembers: previous });
+      await this.#host.installView(ringView, { previousMembers: previous });
     });
   }
 
@@ -243,12 +264,12 @@ export class ClusterMember {
     if (this.#applied.size > APPLIED_REMEMBERED) {
       this.#applied.delete(this.#applied.values().next().value!);
     }
-    const mine = delivery.origin === this.#sheep.id &&
+    const mine = delivery.origin === this.#host.id &&
       delivery.originIncarnation === this.#incarnation;
     const pending = mine ? this.#pending.get(delivery.proposalId) : undefined;
     if (pending) this.#pending.delete(delivery.proposalId);
     try {
-      const result = await this.#sheep.applyEvent(decodeEvent(delivery.payload));
+      const result = await this.#host.applyEvent(decodeEvent(delivery.payload));
       pending?.resolve(result);
     } catch (error) {
       pending?.reject(error as Error);
@@ -259,7 +280,7 @@ export class ClusterMember {
   #onResync(view: View): void {
     this.#syncing = true;
     this.#firstView = false;
-    const nodes = view.members.filter((m) => !m.witness && m.id !== this.#sheep.id);
+    const nodes = view.members.filter((m) => !m.witness && m.id !== this.#host.id);
     this.#enqueue(async () => {
       try {
         await this.#mergeFromPeers(
@@ -282,15 +303,15 @@ export class ClusterMember {
     adoptSeq: boolean,
   ): Promise<void> {
     for (const node of nodes) {
-      if (node.id === this.#sheep.id) continue;
+      if (node.id === this.#host.id) continue;
       try {
         const header = requestHeader(Opcode.GET_CLUSTER_STATE, { internal: true });
-        const response = checkResponse(await this.#sheep.peers.get(node).transport.request(header));
+        const response = checkResponse(await this.#host.peers.get(node).transport.request(header));
         const state = decodeClusterState(response.data);
-        await this.#sheep.mergeState(state);
+        await this.#host.mergeState(state);
         if (adoptSeq) this.#lastSeq = Math.max(this.#lastSeq, state.seq);
       } catch (error) {
-        this.#sheep.logger.warn(
+        this.#host.logger.warn(
           `cannot fetch cluster state from ${node.id}: ${(error as Error).message}`,
         );
       }
@@ -304,7 +325,7 @@ export class ClusterMember {
   /** Views, events and syncs are applied strictly one after another, in delivery order. */
   #enqueue(work: () => Promise<void>): void {
     this.#applying = this.#applying.then(work).catch((error) => {
-      this.#sheep.logger.error(`applying a cluster change failed: ${(error as Error).message}`);
+      this.#host.logger.error(`applying a cluster change failed: ${(error as Error).message}`);
     });
   }
 }

@@ -5,17 +5,11 @@
  * @module
  */
 
-import type { InodeHeader } from "../../core/vdi/inode.ts";
-import type { ClusterConfig } from "./cluster_config.ts";
-import type { VdiLock } from "./sheep.ts";
+import type { ReplicatedState } from "../../core/cluster/cluster_state_machine.ts";
 
-export interface ClusterState {
+/** GET_CLUSTER_STATE's answer: the replicated state and the last event sequence it reflects. */
+export interface ClusterState extends ReplicatedState {
   seq: number;
-  config: ClusterConfig | null;
-  headers: InodeHeader[];
-  locks: VdiLock[];
-  /** Recovery reports heard so far, per epoch: a joiner missed the events that carried them. */
-  recovered?: Record<string, string[]>;
 }
 
 const BIGINT_FIELDS = ["createTime", "snapCtime", "vmClockNsec", "vmStateSize"] as const;

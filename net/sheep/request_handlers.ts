@@ -30,21 +30,78 @@ import {
   SD_SHEEP_PROTO_VER,
 } from "../object/ops.ts";
 import { observeObjectRequest } from "../metrics/object_protocol.ts";
-import { FLAG_STRICT } from "./cluster_config.ts";
-import { encodeClusterState } from "./cluster_state.ts";
+import { FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
+import {
+  ADMIN_LOCK_VID,
+  type ReplicatedStateReader,
+} from "../../core/cluster/cluster_state_machine.ts";
+import type { ClusterView } from "../../core/cluster/view.ts";
+import { type ClusterState, encodeClusterState } from "./cluster_state.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { StoreHealth, StoreSpace } from "../../core/store/object_store.ts";
+import type { ObjectStore, StoreHealth, StoreSpace } from "../../core/store/object_store.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import type { ClusterMember } from "./cluster_member.ts";
+import type { Gateway, LocalObjects } from "./gateway.ts";
+import type { Logger } from "./logger.ts";
+import type { Recovery } from "./recovery.ts";
+import type { ScrubHost } from "./scrub_ops.ts";
+import type { SheepStatus } from "./sheep_status.ts";
+import type { VdiService } from "./vdi_service.ts";
 
 /** What STAT_SHEEP says of a node's store: space, health (full disk, failed syncs), repairs. */
 export interface NodeStoreState extends StoreSpace {
   health: StoreHealth;
   repairs: number;
 }
-import { ADMIN_LOCK_VID, type Sheep } from "./sheep.ts";
+
+/** How to format the cluster (MAKE_FS's JSON payload). */
+export interface FormatOptions {
+  copies: number;
+  blockSizeShift: number;
+  force: boolean;
+  strict: boolean;
+}
+
+/**
+ * What the op table uses of its node: the replicated state (read only: changes go through
+ * events), the gateway and the local replicas, the store's health and space, VDI
+ * administration, the view and status, the group, recovery and scrub, and the metrics.
+ */
+export interface RequestHost extends ReplicatedStateReader, ScrubHost {
+  readonly id: string;
+  readonly view: ClusterView;
+  readonly status: SheepStatus;
+  /** True when fewer zones than copies are alive. */
+  readonly redundancyReduced: boolean;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly gateway: Pick<
+    Gateway,
+    "read" | "write" | "create" | "remove" | "flush" | "checkRange"
+  >;
+  readonly local: LocalObjects;
+  readonly store: ObjectStore;
+  /** Copies found bad or missing and replaced since start. */
+  readonly repairs: number;
+  readonly vdis: Pick<VdiService, "change" | "readInode">;
+  /** The node's group membership; undefined for a sheep alone. */
+  readonly member: Pick<ClusterMember, "epochHistory" | "master" | "forceRecover"> | undefined;
+  readonly recovery: Pick<Recovery, "status">;
+  now(): number;
+  /** This node as the ring sees it. */
+  ringNode(): RingNode;
+  /** Throws the reason the node cannot serve clients now (unformatted, waiting, stopping). */
+  checkServing(): void;
+  /** The state a joining peer fetches (GET_CLUSTER_STATE). */
+  clusterState(): ClusterState;
+  lockVdi(vid: number, client: string, options?: { force?: boolean }): Promise<void>;
+  unlockVdi(vid: number, client?: string): Promise<void>;
+  makeFs(options: FormatOptions): Promise<void>;
+}
 
 type Handler = (
-  sheep: Sheep,
+  host: RequestHost,
   request: Message,
   reply: Header,
   peer: string,
@@ -87,8 +144,8 @@ function nameAndRef(request: Message): { name: string; ref: SnapshotRef } {
   return { name, ref };
 }
 
-function replyVdi(sheep: Sheep, reply: Header, vid: number): void {
-  const header = sheep.registry.get(vid);
+function replyVdi(host: RequestHost, reply: Header, vid: number): void {
+  const header = host.registry.get(vid);
   reply.rspVdiId = vid;
   reply.rspVdiCopies = header?.nrCopies ?? 0;
   reply.rspVdiBlockSizeShift = header?.blockSizeShift ?? 0;
@@ -97,31 +154,31 @@ function replyVdi(sheep: Sheep, reply: Header, vid: number): void {
 const objectOps: Record<number, Op> = {
   [Opcode.READ_OBJ]: {
     force: false,
-    handle: (sheep, { header }) => sheep.gateway.read(header.oid, header.offset, header.dataLength),
+    handle: (host, { header }) => host.gateway.read(header.oid, header.offset, header.dataLength),
   },
   [Opcode.WRITE_OBJ]: {
     force: false,
-    handle: async (sheep, { header, data }) => {
-      await sheep.gateway.write(header.oid, data, header.offset);
+    handle: async (host, { header, data }) => {
+      await host.gateway.write(header.oid, data, header.offset);
     },
   },
   [Opcode.CREATE_AND_WRITE_OBJ]: {
     force: false,
-    handle: async (sheep, { header, data }) => {
+    handle: async (host, { header, data }) => {
       const cowFrom = header.flags & Flag.COW ? header.cowOid : undefined;
-      await sheep.gateway.create(header.oid, data, header.offset, cowFrom);
+      await host.gateway.create(header.oid, data, header.offset, cowFrom);
     },
   },
   [Opcode.REMOVE_OBJ]: {
     force: false,
-    handle: async (sheep, { header }) => {
-      await sheep.gateway.remove(header.oid);
+    handle: async (host, { header }) => {
+      await host.gateway.remove(header.oid);
     },
   },
   [Opcode.FLUSH_VDI]: {
     force: false,
-    handle: async (sheep, { header }) => {
-      await sheep.gateway.flush(flushedVid(header));
+    handle: async (host, { header }) => {
+      await host.gateway.flush(flushedVid(header));
     },
   },
 };
@@ -130,60 +187,60 @@ const objectOps: Record<number, Op> = {
  * A peer request was routed with the sender's view. A sender behind us must refresh its view
  * (OLD_NODE_VER); a sender ahead of us waits here briefly for our view to catch up.
  */
-async function checkEpoch(sheep: Sheep, header: Header): Promise<void> {
+async function checkEpoch(host: RequestHost, header: Header): Promise<void> {
   if (header.flags & Flag.RECOVERY || header.epoch === 0) return;
-  if (header.epoch < sheep.view.epoch) {
+  if (header.epoch < host.view.epoch) {
     throw new SheepdogError(
       ResultCode.OLD_NODE_VER,
-      `Request epoch ${header.epoch} is older than ${sheep.view.epoch}`,
+      `Request epoch ${header.epoch} is older than ${host.view.epoch}`,
     );
   }
-  for (let waited = 0; header.epoch > sheep.view.epoch && waited < 3000; waited += 50) {
+  for (let waited = 0; header.epoch > host.view.epoch && waited < 3000; waited += 50) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  if (header.epoch > sheep.view.epoch) {
+  if (header.epoch > host.view.epoch) {
     throw new SheepdogError(
       ResultCode.NEW_NODE_VER,
-      `Request epoch ${header.epoch} is newer than ${sheep.view.epoch}`,
+      `Request epoch ${header.epoch} is newer than ${host.view.epoch}`,
     );
   }
 }
 
 /** A peer object request's range must lie inside the object before anything is allocated. */
-function checkPeerRange(sheep: Sheep, header: Header, length: number): void {
+function checkPeerRange(host: RequestHost, header: Header, length: number): void {
   if (length > MESSAGE_BYTES_MAX) {
     throw new SheepdogError(ResultCode.INVALID_PARMS, `Length ${length} is over the limit`);
   }
-  sheep.gateway.checkRange(header.oid, header.offset, length);
+  host.gateway.checkRange(header.oid, header.offset, length);
 }
 
 const peerOps: Record<number, Op> = {
   [Opcode.READ_PEER]: {
     force: true,
-    handle: async (sheep, { header }, reply) => {
-      checkPeerRange(sheep, header, header.dataLength);
-      await checkEpoch(sheep, header);
+    handle: async (host, { header }, reply) => {
+      checkPeerRange(host, header, header.dataLength);
+      await checkEpoch(host, header);
       // Recovery and repairs copy whole objects as they are, with their version; clients read
       // copies that recovery has brought up to date.
       if (header.flags & Flag.RECOVERY) {
-        const meta = await sheep.local.meta(header.oid);
+        const meta = await host.local.meta(header.oid);
         reply.rspObjVersion = meta?.version ?? 0;
-        return await sheep.local.readCopy(header.oid, header.offset, header.dataLength);
+        return await host.local.readCopy(header.oid, header.offset, header.dataLength);
       }
-      return await sheep.local.read(header.oid, header.offset, header.dataLength);
+      return await host.local.read(header.oid, header.offset, header.dataLength);
     },
   },
   [Opcode.WRITE_PEER]: {
     force: true,
-    handle: async (sheep, { header, data }) => {
-      checkPeerRange(sheep, header, data.length);
-      await checkEpoch(sheep, header);
-      await sheep.local.write(header.oid, data, header.offset, header.objVersion);
+    handle: async (host, { header, data }) => {
+      checkPeerRange(host, header, data.length);
+      await checkEpoch(host, header);
+      await host.local.write(header.oid, data, header.offset, header.objVersion);
     },
   },
   [Opcode.CREATE_AND_WRITE_PEER]: {
     force: true,
-    handle: async (sheep, { header, data }) => {
+    handle: async (host, { header, data }) => {
       const size = header.objSize;
       if (size <= 0 || size > MESSAGE_BYTES_MAX || header.offset + data.length > size) {
         throw new SheepdogError(
@@ -191,8 +248,8 @@ const peerOps: Record<number, Op> = {
           `Object size ${size} cannot hold ${header.offset}+${data.length}`,
         );
       }
-      await checkEpoch(sheep, header);
-      await sheep.local.create(header.oid, data, header.offset, {
+      await checkEpoch(host, header);
+      await host.local.create(header.oid, data, header.offset, {
         size,
         version: header.objVersion,
       });
@@ -200,18 +257,18 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.REMOVE_PEER]: {
     force: true,
-    handle: async (sheep, { header }) => {
-      await checkEpoch(sheep, header);
-      await sheep.local.remove(header.oid);
+    handle: async (host, { header }) => {
+      await checkEpoch(host, header);
+      await host.local.remove(header.oid);
     },
   },
   [Opcode.FLUSH_PEER]: {
     force: true,
-    handle: (sheep, { header }) => sheep.store.flush(flushedVid(header)),
+    handle: (host, { header }) => host.store.flush(flushedVid(header)),
   },
   [Opcode.GET_OBJ_META]: {
     force: true,
-    handle: async (sheep, { header }) => json((await sheep.local.meta(header.oid)) ?? null),
+    handle: async (host, { header }) => json((await host.local.meta(header.oid)) ?? null),
   },
   [Opcode.GET_OBJ_SALVAGE]: {
     force: true,
@@ -241,11 +298,11 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.GET_OBJ_LIST]: {
     force: true,
-    handle: async (sheep) => encodeCopyList(await listLocalCopies(sheep.store)),
+    handle: async (host) => encodeCopyList(await listLocalCopies(host.store)),
   },
   [Opcode.GET_CLUSTER_STATE]: {
     force: true,
-    handle: (sheep) => Promise.resolve(encodeClusterState(sheep.clusterState())),
+    handle: (host) => Promise.resolve(encodeClusterState(host.clusterState())),
   },
 };
 
@@ -258,66 +315,66 @@ const vdiOps: Record<number, Op> = {
   [Opcode.NEW_VDI]: { force: false, handle: newVdi },
   [Opcode.DEL_VDI]: {
     force: false,
-    handle: async (sheep, request) => {
+    handle: async (host, request) => {
       const { name, ref } = nameAndRef(request);
-      const vid = sheep.registry.lookup(name, ref).vdiId;
-      const lock = sheep.locks.get(vid);
+      const vid = host.registry.lookup(name, ref).vdiId;
+      const lock = host.locks.get(vid);
       if (lock) {
         throw new SheepdogError(
           ResultCode.VDI_LOCKED,
           `Cannot delete '${name}': it is in use by ${lock.client}`,
         );
       }
-      await sheep.vdis.change({ type: "delete", vid });
+      await host.vdis.change({ type: "delete", vid });
     },
   },
   [Opcode.GET_VDI_INFO]: {
     force: false,
-    handle: (sheep, request, reply) => {
+    handle: (host, request, reply) => {
       const { name, ref } = nameAndRef(request);
-      replyVdi(sheep, reply, sheep.registry.lookup(name, ref).vdiId);
+      replyVdi(host, reply, host.registry.lookup(name, ref).vdiId);
       return Promise.resolve();
     },
   },
   [Opcode.LOCK_VDI]: {
     force: false,
-    handle: async (sheep, request, reply, peer) => {
+    handle: async (host, request, reply, peer) => {
       const { name, ref } = nameAndRef(request);
-      const vid = sheep.registry.lookup(name, ref).vdiId;
+      const vid = host.registry.lookup(name, ref).vdiId;
       // Sheepdog 1.0 without `format -l` treats LOCK_VDI as a lookup, so a reopen (or a
       // migration) never fails: record the latest holder for `info -t vm`, don't refuse.
-      await sheep.lockVdi(vid, peer.replace(/:\d+$/, ""), { force: true });
-      replyVdi(sheep, reply, vid);
+      await host.lockVdi(vid, peer.replace(/:\d+$/, ""), { force: true });
+      replyVdi(host, reply, vid);
     },
   },
   [Opcode.RELEASE_VDI]: {
     force: false,
-    handle: (sheep, { header }) => sheep.unlockVdi(header.baseVdiId),
+    handle: (host, { header }) => host.unlockVdi(header.baseVdiId),
   },
   [Opcode.READ_VDIS]: {
     force: false,
-    handle: (sheep) => Promise.resolve(sheep.registry.bitmap.bytes),
+    handle: (host) => Promise.resolve(host.registry.bitmap.bytes),
   },
   [Opcode.GET_CLUSTER_DEFAULT]: {
     force: false,
-    handle: (sheep, _request, reply) => {
-      reply.rspDefaultCopies = sheep.config!.copies;
-      reply.rspDefaultBlockSizeShift = sheep.config!.blockSizeShift;
+    handle: (host, _request, reply) => {
+      reply.rspDefaultCopies = host.config!.copies;
+      reply.rspDefaultBlockSizeShift = host.config!.blockSizeShift;
       return Promise.resolve();
     },
   },
   [Opcode.RESIZE_VDI]: {
     force: false,
-    handle: async (sheep, request) => {
+    handle: async (host, request) => {
       const body = parseJson<{ name: string; sizeBytes: number }>(request);
-      const vid = sheep.registry.lookup(body.name).vdiId;
-      await sheep.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
+      const vid = host.registry.lookup(body.name).vdiId;
+      await host.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
       return json({ ok: true });
     },
   },
 };
 
-async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<void> {
+async function newVdi(host: RequestHost, request: Message, reply: Header): Promise<void> {
   const { header, data } = request;
   if (data.length !== 256 && data.length !== 512) {
     throw new SheepdogError(
@@ -326,24 +383,24 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
     );
   }
   const name = decodeName(data.subarray(0, 256));
-  const nowMs = sheep.now();
-  const config = sheep.config!;
+  const nowMs = host.now();
+  const config = host.config!;
   let vid: number;
-  const base = header.baseVdiId !== 0 ? sheep.registry.get(header.baseVdiId) : undefined;
+  const base = header.baseVdiId !== 0 ? host.registry.get(header.baseVdiId) : undefined;
   if (header.snapid !== 0 && base && isSnapshot(base) && base.name === name) {
     // A snapshot request based on one of the name's snapshots is a rollback (Sheepdog's
     // rebase): the working VDI goes, a new one branches from the snapshot.
-    const working = sheep.registry.live().find((h) => h.name === name && !isSnapshot(h));
-    const lock = working && sheep.locks.get(working.vdiId);
+    const working = host.registry.live().find((h) => h.name === name && !isSnapshot(h));
+    const lock = working && host.locks.get(working.vdiId);
     if (lock) {
       throw new SheepdogError(
         ResultCode.VDI_LOCKED,
         `Cannot roll back '${name}': it is in use by ${lock.client}`,
       );
     }
-    vid = await sheep.vdis.change({ type: "rollback", snapshotVid: base.vdiId, nowMs });
+    vid = await host.vdis.change({ type: "rollback", snapshotVid: base.vdiId, nowMs });
   } else if (header.snapid !== 0) {
-    const working = sheep.registry.lookup(name);
+    const working = host.registry.lookup(name);
     if (header.baseVdiId !== 0 && header.baseVdiId !== working.vdiId) {
       throw new SheepdogError(
         ResultCode.INVALID_PARMS,
@@ -353,14 +410,14 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
     // QEMU writes the tag into the working inode before asking; our clients send it along.
     const tag = data.length === 512
       ? decodeName(data.subarray(256))
-      : await storedTag(sheep, working.vdiId);
-    vid = await sheep.vdis.change({ type: "snapshot", vid: working.vdiId, tag, nowMs });
+      : await storedTag(host, working.vdiId);
+    vid = await host.vdis.change({ type: "snapshot", vid: working.vdiId, tag, nowMs });
   } else if (header.baseVdiId !== 0) {
     const sizeBytes = header.vdiSize === 0 ? undefined : header.vdiSize;
     const event = { type: "clone" as const, baseVid: header.baseVdiId, name, nowMs };
-    vid = await sheep.vdis.change(sizeBytes === undefined ? event : { ...event, sizeBytes });
+    vid = await host.vdis.change(sizeBytes === undefined ? event : { ...event, sizeBytes });
   } else {
-    vid = await sheep.vdis.change({
+    vid = await host.vdis.change({
       type: "create",
       name,
       sizeBytes: header.vdiSize,
@@ -369,17 +426,17 @@ async function newVdi(sheep: Sheep, request: Message, reply: Header): Promise<vo
       nowMs,
     });
   }
-  replyVdi(sheep, reply, vid);
+  replyVdi(host, reply, vid);
 }
 
 /** Space of a node's store: asked over the wire for peers; absent when it does not answer. */
-async function nodeSpace(sheep: Sheep, node: RingNode): Promise<Partial<NodeStoreState>> {
-  if (node.id === sheep.id) {
-    return { ...await sheep.store.space(), health: sheep.store.health(), repairs: sheep.repairs };
+async function nodeSpace(host: RequestHost, node: RingNode): Promise<Partial<NodeStoreState>> {
+  if (node.id === host.id) {
+    return { ...await host.store.space(), health: host.store.health(), repairs: host.repairs };
   }
   try {
     const response = checkResponse(
-      await sheep.peers.get(node).transport.request(requestHeader(Opcode.STAT_SHEEP)),
+      await host.peers.get(node).transport.request(requestHeader(Opcode.STAT_SHEEP)),
     );
     return JSON.parse(new TextDecoder().decode(response.data)) as NodeStoreState;
   } catch {
@@ -388,20 +445,20 @@ async function nodeSpace(sheep: Sheep, node: RingNode): Promise<Partial<NodeStor
 }
 
 /** STAT_CLUSTER: status, config, epoch and its history (newest first), redundancy. */
-async function clusterInfo(sheep: Sheep): Promise<Uint8Array> {
-  const config = sheep.config;
-  const history = sheep.member ? await sheep.member.epochHistory() : [];
+async function clusterInfo(host: RequestHost): Promise<Uint8Array> {
+  const config = host.config;
+  const history = host.member ? await host.member.epochHistory() : [];
   return json({
-    status: sheep.status,
+    status: host.status,
     ctimeMs: config?.ctimeMs ?? 0,
     copies: config?.copies ?? 0,
     blockSizeShift: config?.blockSizeShift ?? 0,
     strict: ((config?.flags ?? 0) & FLAG_STRICT) !== 0,
-    epoch: sheep.view.epoch,
-    zones: sheep.view.ring.zones,
-    redundancyReduced: config !== undefined && sheep.redundancyReduced,
-    master: sheep.member?.master ?? null,
-    nodes: sheep.view.nodes.map((n) => n.id),
+    epoch: host.view.epoch,
+    zones: host.view.ring.zones,
+    redundancyReduced: config !== undefined && host.redundancyReduced,
+    master: host.member?.master ?? null,
+    nodes: host.view.nodes.map((n) => n.id),
     epochs: history.map((record) => ({
       epoch: record.epoch,
       timeMs: record.timeMs,
@@ -414,45 +471,45 @@ async function clusterInfo(sheep: Sheep): Promise<Uint8Array> {
   });
 }
 
-async function storedTag(sheep: Sheep, vid: number): Promise<string> {
-  const bytes = await sheep.gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE);
+async function storedTag(host: RequestHost, vid: number): Promise<string> {
+  const bytes = await host.gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE);
   return decodeInodeHeader(bytes).tag;
 }
 
 const adminOps: Record<number, Op> = {
   [Opcode.MAKE_FS]: {
     force: true,
-    handle: async (sheep, request) => {
-      await sheep.makeFs(parseJson(request));
+    handle: async (host, request) => {
+      await host.makeFs(parseJson(request));
       return json({ ok: true });
     },
   },
   [Opcode.STAT_SHEEP]: {
     force: true,
-    handle: async (sheep, _request, reply) => {
-      const space = await sheep.store.space();
+    handle: async (host, _request, reply) => {
+      const space = await host.store.space();
       reply.rspStoreSize = space.totalBytes;
       reply.rspStoreFree = space.freeBytes;
-      return json({ ...space, health: sheep.store.health(), repairs: sheep.repairs });
+      return json({ ...space, health: host.store.health(), repairs: host.repairs });
     },
   },
   [Opcode.STAT_CLUSTER]: {
     force: true,
-    handle: (sheep) => clusterInfo(sheep),
+    handle: (host) => clusterInfo(host),
   },
   [Opcode.FORCE_RECOVER]: {
     force: true,
-    handle: (sheep) => {
-      if (!sheep.member) {
+    handle: (host) => {
+      if (!host.member) {
         throw new SheepdogError(
           ResultCode.INVALID_PARMS,
           "This sheep runs alone: nothing to recover",
         );
       }
-      if (!sheep.member.forceRecover()) {
+      if (!host.member.forceRecover()) {
         throw new SheepdogError(
           ResultCode.INVALID_PARMS,
-          `Cannot force recovery: the node is ${sheep.status}, not waiting for nodes`,
+          `Cannot force recovery: the node is ${host.status}, not waiting for nodes`,
         );
       }
       return Promise.resolve(json({ ok: true }));
@@ -460,16 +517,16 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.STAT_RECOVERY]: {
     force: true,
-    handle: async (sheep, request) => {
-      const own = { node: sheep.id, ...sheep.recovery.status() };
+    handle: async (host, request) => {
+      const own = { node: host.id, ...host.recovery.status() };
       if (request.header.flags & Flag.FWD) return json([own]);
       return json(
-        await Promise.all(sheep.view.nodes.map(async (node) => {
-          if (node.id === sheep.id) return own;
+        await Promise.all(host.view.nodes.map(async (node) => {
+          if (node.id === host.id) return own;
           const header = requestHeader(Opcode.STAT_RECOVERY, { internal: true });
           header.flags |= Flag.FWD;
           try {
-            const response = checkResponse(await sheep.peers.get(node).transport.request(header));
+            const response = checkResponse(await host.peers.get(node).transport.request(header));
             return (JSON.parse(new TextDecoder().decode(response.data)) as unknown[])[0];
           } catch (error) {
             return { node: node.id, state: "unreachable", error: (error as Error).message };
@@ -480,34 +537,34 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.GET_NODE_LIST]: {
     force: true,
-    handle: async (sheep) => {
-      const nodes = sheep.view.nodes.length > 0 ? sheep.view.nodes : [sheep.ringNode()];
+    handle: async (host) => {
+      const nodes = host.view.nodes.length > 0 ? host.view.nodes : [host.ringNode()];
       return json(
         await Promise.all(
-          nodes.map(async (node) => ({ ...node, ...await nodeSpace(sheep, node) })),
+          nodes.map(async (node) => ({ ...node, ...await nodeSpace(host, node) })),
         ),
       );
     },
   },
   [Opcode.START_SCRUB]: {
     force: false,
-    handle: (sheep, request) => startScrubRequest(sheep, request),
+    handle: (host, request) => startScrubRequest(host, request),
   },
   [Opcode.STAT_SCRUB]: {
     force: true,
-    handle: (sheep, request) => scrubStatusRequest(sheep, request),
+    handle: (host, request) => scrubStatusRequest(host, request),
   },
   [Opcode.LIST_LOCKS]: {
     force: true,
-    handle: (sheep) =>
-      Promise.resolve(json([...sheep.locks.values()].filter((l) => l.vid !== ADMIN_LOCK_VID))),
+    handle: (host) =>
+      Promise.resolve(json([...host.locks.values()].filter((l) => l.vid !== ADMIN_LOCK_VID))),
   },
   [Opcode.VDI_SUMMARY]: {
     force: false,
-    handle: async (sheep) => {
+    handle: async (host) => {
       const rows = [];
-      for (const header of sheep.registry.live()) {
-        const inode = await sheep.vdis.readInode(header.vdiId);
+      for (const header of host.registry.live()) {
+        const inode = await host.vdis.readInode(header.vdiId);
         const { dataVdiId: _table, ...fields } = inode;
         rows.push({
           ...fields,
@@ -543,18 +600,18 @@ function checkVersion(header: Header): void {
 
 /** Dispatches one request, builds the response, counts and times it. Never rejects. */
 export async function handleRequest(
-  sheep: Sheep,
+  host: RequestHost,
   request: Message,
   peer: string,
 ): Promise<Message> {
   const started = performance.now();
-  const response = await dispatch(sheep, request, peer);
-  observeObjectRequest(sheep.metrics, { request, response }, (performance.now() - started) / 1000);
+  const response = await dispatch(host, request, peer);
+  observeObjectRequest(host.metrics, { request, response }, (performance.now() - started) / 1000);
   return response;
 }
 
-async function dispatch(sheep: Sheep, request: Message, peer: string): Promise<Message> {
-  const reply = request.header.reply(ResultCode.SUCCESS, sheep.view.epoch);
+async function dispatch(host: RequestHost, request: Message, peer: string): Promise<Message> {
+  const reply = request.header.reply(ResultCode.SUCCESS, host.view.epoch);
   try {
     checkVersion(request.header);
     const op = OPS[request.header.opcode];
@@ -564,14 +621,14 @@ async function dispatch(sheep: Sheep, request: Message, peer: string): Promise<M
         `Unknown opcode 0x${request.header.opcode.toString(16)}`,
       );
     }
-    if (!op.force) sheep.checkServing();
-    const data = (await op.handle(sheep, request, reply, peer)) ?? EMPTY;
+    if (!op.force) host.checkServing();
+    const data = (await op.handle(host, request, reply, peer)) ?? EMPTY;
     return { header: reply, data };
   } catch (error) {
     const code = error instanceof SheepdogError ? error.code : ResultCode.SYSTEM_ERROR;
     const message = error instanceof Error ? error.message : String(error);
     if (!(error instanceof SheepdogError)) {
-      sheep.logger.error(`${opcodeName(request.header.opcode)} from ${peer} failed: ${message}`);
+      host.logger.error(`${opcodeName(request.header.opcode)} from ${peer} failed: ${message}`);
     }
     reply.result = code;
     return { header: reply, data: encoder.encode(message) };

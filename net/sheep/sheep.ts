@@ -20,22 +20,28 @@ import {
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
-import { decodeInodeHeader, INODE_HEADER_SIZE } from "../../core/vdi/inode.ts";
+import { decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
-import { type VdiChange, type VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
-import { type InodeHeader, isDeleted, isSnapshot } from "../../core/vdi/inode.ts";
+import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
+import { type ClusterConfig, FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
+import type { ClusterEvent } from "../../core/cluster/cluster_events.ts";
+import {
+  ADMIN_LOCK_VID,
+  type ClusterEffect,
+  ClusterStateMachine,
+  type VdiLock,
+} from "../../core/cluster/cluster_state_machine.ts";
 import type { Oid } from "../../core/vdi/oid.ts";
 import { Metrics } from "../metrics/metrics.ts";
 import { ObjectServer } from "../object/server.ts";
 import { LocalTransport } from "../object/transport.ts";
 import { ObjectClient } from "../object/client.ts";
 import type { Message } from "../object/header.ts";
-import { type ClusterConfig, FLAG_STRICT, readConfig, writeConfig } from "./cluster_config.ts";
+import { readConfig, writeConfig } from "./cluster_config.ts";
 import { DirLock } from "./dir_lock.ts";
 import { Gateway, type LocalObjects } from "./gateway.ts";
 import { GatewayAccess } from "./gateway_access.ts";
 import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
-import type { ClusterEvent } from "./cluster_events.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
 import { ObjectLocks } from "./object_locks.ts";
@@ -46,7 +52,10 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { type Connect, Peers } from "./peers.ts";
 import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
-import { handleRequest } from "./request_handlers.ts";
+import { type FormatOptions, handleRequest } from "./request_handlers.ts";
+import type { SheepStatus } from "./sheep_status.ts";
+
+export { ADMIN_LOCK_VID, type SheepStatus, type VdiLock };
 
 /** How to build a sheep. */
 export interface SheepOptions {
@@ -85,44 +94,28 @@ export interface EventBus {
   propose<T>(event: ClusterEvent): Promise<T>;
 }
 
-/** The attach lock that serialises VDI administration cluster-wide (vid 0 is no VDI's). */
-export const ADMIN_LOCK_VID = 0;
 /** How long a VDI change waits for another sheep's change to finish. */
 const ADMIN_LOCK_WAIT_MS = 30_000;
-
-/** Who holds a VDI open ("running on ADDR"). */
-export interface VdiLock {
-  vid: Vid;
-  client: string;
-  sinceMs: number;
-  /** The sheep the client is attached through: its locks go when it leaves the cluster. */
-  node?: string;
-}
-
-export type SheepStatus =
-  | "waiting-for-format"
-  | "waiting-for-nodes"
-  | "running"
-  | "minority"
-  | "stopped";
 
 export class Sheep {
   readonly dir: string;
   readonly host: string;
   readonly logger: Logger;
-  readonly registry = new VdiRegistry();
+  /**
+   * The replicated state (config, VDIs, attach locks, recovery reports): changed only by the
+   * cluster events, views and merged peer state this sheep applies, in the group's order.
+   */
+  readonly stateMachine = new ClusterStateMachine();
   readonly store: FsObjectStore;
   readonly peers: Peers;
   readonly gateway: Gateway;
   readonly vdis: VdiService;
-  readonly locks = new Map<Vid, VdiLock>();
   /** Request counters and latencies, bytes moved, state gauges (served at GET /metrics). */
   readonly metrics = new Metrics();
   readonly now: () => number;
   #port: number;
   #zone: number | undefined;
   #vnodes: number;
-  #config: ClusterConfig | undefined;
   #view: ClusterView = makeView(0, []);
   #server: ObjectServer | undefined;
   #dirLock: DirLock | undefined;
@@ -138,8 +131,6 @@ export class Sheep {
   /** Copies found bad or missing and replaced (or removed) since start. */
   repairs = 0;
   #lastNoSpaceLogMs = 0;
-  /** Which nodes reported recovery complete, per epoch; all of them ⇒ leftovers are purged. */
-  #recovered = new Map<number, Set<string>>();
 
   constructor(options: SheepOptions) {
     this.dir = path.resolve(options.dir);
@@ -165,8 +156,8 @@ export class Sheep {
       peers: this.peers,
       view: () => this.#view,
       admitWrite: () => this.#admitWrite(),
-      defaultCopies: () => this.#config?.copies ?? COPIES_DEFAULT,
-      defaultBlockSizeShift: () => this.#config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
+      defaultCopies: () => this.config?.copies ?? COPIES_DEFAULT,
+      defaultBlockSizeShift: () => this.config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
       now: () => this.now(),
       repaired: (oid, node, detail) => {
         this.repairs++;
@@ -223,7 +214,7 @@ export class Sheep {
   get status(): SheepStatus {
     if (!this.#running) return "stopped";
     // Unformatted first: it is what a user must act on, whatever the group is doing.
-    if (!this.#config) return "waiting-for-format";
+    if (!this.config) return "waiting-for-format";
     if (this.member) {
       const state = this.member.state;
       if (state === "minority") return "minority";
@@ -233,7 +224,17 @@ export class Sheep {
   }
 
   get config(): ClusterConfig | undefined {
-    return this.#config;
+    return this.stateMachine.config;
+  }
+
+  /** The VDI table (the state machine's: read it here, change it through events). */
+  get registry(): VdiRegistry {
+    return this.stateMachine.registry;
+  }
+
+  /** Who holds which VDI open, cluster-wide (the state machine's). */
+  get locks(): ReadonlyMap<Vid, VdiLock> {
+    return this.stateMachine.locks;
   }
 
   get view(): ClusterView {
@@ -257,7 +258,7 @@ export class Sheep {
     this.#dirLock = await DirLock.acquire(this.dir, `${this.host}:${this.#port}`);
     try {
       await this.store.open();
-      this.#config = await readConfig(this.dir);
+      this.stateMachine.loadConfig(await readConfig(this.dir));
       this.#server = new ObjectServer((request, peer) => this.handle(request, peer), {
         onError: (message) => this.logger.warn(message),
       });
@@ -268,7 +269,7 @@ export class Sheep {
       await this.#loadVdis();
       this.#running = true;
       if (this.member) await this.member.start();
-      else if (!this.#events) this.#view = makeView(this.#config ? 1 : 0, [this.ringNode()]);
+      else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));
       this.scrubber.startBackground();
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
@@ -292,18 +293,20 @@ export class Sheep {
 
   /** Rebuilds the VDI table from the inode objects this node stores. */
   async #loadVdis(): Promise<void> {
+    const headers: InodeHeader[] = [];
     for (const oid of await this.store.list()) {
       if (!isVdiOid(oid)) continue;
       try {
         const header = decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE));
-        if (header.vdiId !== 0) this.registry.load(header);
+        if (header.vdiId !== 0) headers.push(header);
       } catch (error) {
         // A bad local inode is learned from the peers' state and repaired from their copies.
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
-    // A crash in the middle of a snapshot or rollback can leave two working inodes of a name.
-    this.registry.settle();
+    // A crash in the middle of a snapshot or rollback can leave two working inodes of a name:
+    // loading settles that.
+    this.stateMachine.loadHeaders(headers);
   }
 
   /** Stops serving and releases the directory. */
@@ -336,45 +339,36 @@ export class Sheep {
   }
 
   /**
-   * Applies one delivered cluster event. Deterministic: every node gets the same result or the
-   * same error, so the VDI table and config stay identical everywhere.
+   * Applies one delivered cluster event through the state machine, then performs the I/O it
+   * asks for. Deterministic: every node gets the same result or the same error, so the VDI
+   * table and config stay identical everywhere.
    */
   async applyEvent(event: ClusterEvent): Promise<unknown> {
-    switch (event.type) {
-      case "vdi": {
-        const change = this.registry.apply(event.event);
-        // A snapshot gives the working VDI a new vid: whoever has it attached follows it there.
-        const held = event.event.type === "snapshot" ? this.locks.get(event.event.vid) : undefined;
-        if (held) {
-          this.locks.delete(held.vid);
-          this.locks.set(change.vid, { ...held, vid: change.vid });
-        }
-        return change;
+    const { result, effects } = this.stateMachine.apply(event);
+    await this.#perform(effects);
+    if (event.type === "mkfs") {
+      if (!this.member && !this.#events) this.#setView(makeView(1, [this.ringNode()]));
+      this.logger.info(
+        `cluster formatted: ${event.config.copies} copies, object size 2^${event.config.blockSizeShift}`,
+      );
+    }
+    return result;
+  }
+
+  /** Performs what the state machine asked for, in its order. */
+  async #perform(effects: readonly ClusterEffect[]): Promise<void> {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "erase-store":
+          for (const oid of await this.store.list()) await this.store.remove(oid);
+          break;
+        case "persist-config":
+          await writeConfig(this.dir, effect.config);
+          break;
+        case "purge":
+          this.#purge(effect.epoch);
+          break;
       }
-      case "mkfs":
-        return await this.#applyMkfs(event.config, event.force);
-      case "lock": {
-        const held = this.locks.get(event.vid);
-        if (held && held.client !== event.client && !event.force) {
-          throw new SheepdogError(ResultCode.VDI_LOCKED, `VDI is in use by ${held.client}`);
-        }
-        this.locks.set(event.vid, {
-          vid: event.vid,
-          client: event.client,
-          sinceMs: event.sinceMs,
-          node: event.node,
-        });
-        return undefined;
-      }
-      case "unlock": {
-        const held = this.locks.get(event.vid);
-        if (held && (event.client === undefined || held.client === event.client)) {
-          this.locks.delete(event.vid);
-        }
-        return undefined;
-      }
-      case "recovered":
-        return await this.#noteRecovered(event.node, event.epoch);
     }
   }
 
@@ -422,9 +416,7 @@ export class Sheep {
   }
 
   /** Formats the cluster: every node persists the config. */
-  async makeFs(
-    options: { copies: number; blockSizeShift: number; force: boolean; strict: boolean },
-  ): Promise<void> {
+  async makeFs(options: FormatOptions): Promise<void> {
     if (!Number.isInteger(options.copies) || options.copies < 1 || options.copies > COPIES_MAX) {
       throw new SheepdogError(
         ResultCode.INVALID_PARMS,
@@ -445,31 +437,9 @@ export class Sheep {
     await this.#submit({ type: "mkfs", config, force: options.force });
   }
 
-  async #applyMkfs(config: ClusterConfig, force: boolean): Promise<void> {
-    if (this.#config && !force) {
-      throw new SheepdogError(
-        ResultCode.INVALID_PARMS,
-        "Cannot format: the cluster is formatted already and holds data (use --force to erase it)",
-      );
-    }
-    if (this.#config) await this.#erase();
-    await writeConfig(this.dir, config);
-    this.#config = config;
-    if (!this.member && !this.#events) this.#view = makeView(1, [this.ringNode()]);
-    this.logger.info(
-      `cluster formatted: ${config.copies} copies, object size 2^${config.blockSizeShift}`,
-    );
-  }
-
-  async #erase(): Promise<void> {
-    for (const oid of await this.store.list()) await this.store.remove(oid);
-    this.registry.clear();
-    this.locks.clear();
-  }
-
   /** True when a strict cluster has fewer zones than copies (writes are refused then). */
   get redundancyReduced(): boolean {
-    const copies = this.#config?.copies ?? 0;
+    const copies = this.config?.copies ?? 0;
     return this.#view.ring.zones < copies;
   }
 
@@ -484,10 +454,10 @@ export class Sheep {
     if (status === "waiting-for-nodes") {
       throw new SheepdogError(ResultCode.WAIT_FOR_JOIN, "Waiting for other nodes to join cluster");
     }
-    if (this.redundancyReduced && ((this.#config?.flags ?? 0) & FLAG_STRICT) !== 0) {
+    if (this.redundancyReduced && ((this.config?.flags ?? 0) & FLAG_STRICT) !== 0) {
       throw new SheepdogError(
         ResultCode.HALT,
-        `Writes are refused: ${this.#view.ring.zones} zone(s) alive, the strict cluster needs ${this.#config?.copies}`,
+        `Writes are refused: ${this.#view.ring.zones} zone(s) alive, the strict cluster needs ${this.config?.copies}`,
       );
     }
   }
@@ -495,15 +465,18 @@ export class Sheep {
   /** A new view from the group: switch placement, drop locks of departed nodes, recover. */
   installView(view: ClusterView, options: { previousMembers: ReadonlySet<string> }): Promise<void> {
     const ids = new Set(view.nodes.map((n) => n.id));
-    this.#view = view;
-    for (const [vid, lock] of this.locks) {
-      if (lock.node && !ids.has(lock.node)) this.locks.delete(vid);
-    }
+    this.#setView(view);
     for (const left of options.previousMembers) if (!ids.has(left)) void this.peers.forget(left);
     this.logger.info(`epoch ${view.epoch}: ${view.nodes.map((n) => n.id).join(", ")}`);
     // Every view, the first after a restart included, compares every copy with its holders.
-    if (this.#config && ids.has(this.id)) this.recovery.start(view);
+    if (this.config && ids.has(this.id)) this.recovery.start(view);
     return Promise.resolve();
+  }
+
+  /** Switches placement to `view`; the state machine follows the membership. */
+  #setView(view: ClusterView): void {
+    this.#view = view;
+    this.stateMachine.installView(view.epoch, view.nodes.map((n) => n.id));
   }
 
   async #reportRecovered(epoch: number): Promise<void> {
@@ -521,14 +494,9 @@ export class Sheep {
     }
   }
 
-  async #noteRecovered(node: string, epoch: number): Promise<void> {
-    const done = this.#recovered.get(epoch) ?? new Set<string>();
-    done.add(node);
-    this.#recovered.set(epoch, done);
+  /** Every node recovered `epoch`: leftovers of earlier epochs go. */
+  #purge(epoch: number): void {
     const view = this.#view;
-    if (epoch !== view.epoch || !view.nodes.every((n) => done.has(n.id))) return;
-    // Every node has what the ring puts on it: leftovers of earlier epochs can go.
-    for (const old of this.#recovered.keys()) if (old < epoch) this.#recovered.delete(old);
     // Off the event queue: a purge lists every member's copies and must not hold up the views
     // and events behind it (a member that went away meanwhile would block them all).
     void this.recovery.purge(view).then(({ removed }) => {
@@ -540,34 +508,12 @@ export class Sheep {
 
   /** The state a joining peer fetches (GET_CLUSTER_STATE). */
   clusterState(): ClusterState {
-    return {
-      seq: this.member?.lastSeq ?? 0,
-      config: this.#config ?? null,
-      headers: this.registry.all(),
-      locks: [...this.locks.values()],
-      recovered: Object.fromEntries(
-        [...this.#recovered].map(([epoch, nodes]) => [epoch, [...nodes]]),
-      ),
-    };
+    return { seq: this.member?.lastSeq ?? 0, ...this.stateMachine.snapshot() };
   }
 
   /** Merges a peer's state in: its config if we have none, its VDI headers, its locks. */
   async mergeState(state: ClusterState): Promise<void> {
-    if (!this.#config && state.config) {
-      await writeConfig(this.dir, state.config);
-      this.#config = state.config;
-    }
-    for (const header of state.headers) {
-      const mine = this.registry.get(header.vdiId);
-      if (!mine || headerRank(header) > headerRank(mine)) this.registry.load(header);
-    }
-    this.registry.settle();
-    for (const lock of state.locks) if (!this.locks.has(lock.vid)) this.locks.set(lock.vid, lock);
-    for (const [epoch, nodes] of Object.entries(state.recovered ?? {})) {
-      const done = this.#recovered.get(Number(epoch)) ?? new Set<string>();
-      for (const node of nodes) done.add(node);
-      this.#recovered.set(Number(epoch), done);
-    }
+    await this.#perform(this.stateMachine.merge(state));
   }
 
   /**
@@ -670,12 +616,4 @@ export class Sheep {
   handle(request: Message, peer: string): Promise<Message> {
     return handleRequest(this, request, peer);
   }
-}
-
-/**
- * Which of two headers of one vid is newer: a tombstone beats a snapshot beats a working VDI
- * (a vid only ever moves that way), then the larger size (VDIs only grow).
- */
-function headerRank(header: InodeHeader): number {
-  return (isDeleted(header) ? 4 : isSnapshot(header) ? 2 : 0) * 2 ** 50 + header.vdiSize;
 }

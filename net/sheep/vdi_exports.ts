@@ -8,8 +8,9 @@
 
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { type InodeHeader, isSnapshot } from "../../core/vdi/inode.ts";
-import { VdiIo } from "../../core/vdi/io.ts";
+import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
 import type { Vid } from "../../core/vdi/oid.ts";
+import type { ReplicatedStateReader } from "../../core/cluster/cluster_state_machine.ts";
 import { parseVdiRef } from "../admin/admin_service.ts";
 import {
   type BlockExport,
@@ -27,9 +28,25 @@ import {
   type NbdLogger,
   NbdServer,
 } from "../nbd/mod.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "./logger.ts";
-import type { Sheep } from "./sheep.ts";
 import { instrumentExport } from "./nbd_metrics.ts";
+
+/**
+ * What the NBD export uses of its sheep: the VDI table and attach locks (read), the attach lock
+ * operations, VDI I/O into the gateway, and the sheep's name, logger and metrics.
+ */
+export interface ExportHost {
+  readonly id: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly registry: ReplicatedStateReader["registry"];
+  readonly locks: ReplicatedStateReader["locks"];
+  /** VDI I/O without an object-protocol hop. */
+  readonly localAccess: ObjectAccess;
+  lockVdi(vid: Vid, client: string, options?: { force?: boolean }): Promise<void>;
+  unlockVdi(vid: Vid, client?: string): Promise<void>;
+}
 
 /** How a VdiExportProvider treats writers. */
 export interface VdiExportOptions {
@@ -71,17 +88,17 @@ export function toNbdError(error: unknown): unknown {
 
 /**
  * Exports every live VDI (writable) and snapshot (read-only) of one sheep. A writable open takes
- * the VDI's cluster-wide lock (`Sheep.lockVdi`), so `shepherd info -t vm` shows "running on
+ * the VDI's cluster-wide lock (`ExportHost.lockVdi`), so `shepherd info -t vm` shows "running on
  * ADDR:PORT" and a writer through another sheep is refused too; the lock follows the VDI to its
  * new vid when it is snapshotted (the sheep moves it) and goes when the client disconnects.
  */
 export class VdiExportProvider implements ExportProvider {
-  readonly #sheep: Sheep;
+  readonly #sheep: ExportHost;
   readonly #forceShared: boolean;
   /** Writable opens through this provider by VDI name, oldest first. */
   readonly #writers = new Map<string, Writer[]>();
 
-  constructor(sheep: Sheep, options: VdiExportOptions = {}) {
+  constructor(sheep: ExportHost, options: VdiExportOptions = {}) {
     this.#sheep = sheep;
     this.#forceShared = options.forceShared ?? false;
   }
@@ -467,7 +484,7 @@ function nbdLoggerOf(logger: Logger): NbdLogger {
  * or a Unix socket (`{ path }`).
  */
 export async function startNbdService(
-  sheep: Sheep,
+  sheep: ExportHost,
   listen: NbdListenOptions,
   options: VdiExportOptions & { logger?: NbdLogger } = {},
 ): Promise<NbdService> {

@@ -33,7 +33,7 @@ import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
 import { dataOid, isDataOid, type Oid, oidToHex, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Message } from "../../net/object/header.ts";
-import { decodeEvent, encodeEvent } from "../../net/sheep/cluster_events.ts";
+import { decodeEvent, encodeEvent } from "../../core/cluster/cluster_events.ts";
 import { decodeClusterState, encodeClusterState } from "../../net/sheep/cluster_state.ts";
 import type { Connect } from "../../net/sheep/peers.ts";
 import type { Logger } from "../../net/sheep/logger.ts";

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import type { VdiEvent } from "../../core/vdi/registry.ts";
+import { ResultCode, SheepdogError } from "../errors.ts";
+import type { VdiEvent } from "../vdi/registry.ts";
 import type { ClusterConfig } from "./cluster_config.ts";
 
 export type ClusterEvent =

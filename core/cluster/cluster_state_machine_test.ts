@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import { ResultCode, SheepdogError } from "../errors.ts";
+import { isDeleted, isSnapshot } from "../vdi/inode.ts";
+import type { ClusterConfig } from "./cluster_config.ts";
+import { type ClusterEvent, decodeEvent, encodeEvent } from "./cluster_events.ts";
+import { type Applied, ClusterStateMachine } from "./cluster_state_machine.ts";
+
+const CONFIG: ClusterConfig = {
+  ctimeMs: 1000,
+  flags: 0,
+  copies: 3,
+  blockSizeShift: 22,
+  shutdown: false,
+};
+
+const mkfs = (force = false, copies = 3): ClusterEvent => ({
+  type: "mkfs",
+  config: { ...CONFIG, copies },
+  force,
+});
+
+const create = (name: string): ClusterEvent => ({
+  type: "vdi",
+  event: { type: "create", name, sizeBytes: 1 << 30, copies: 3, blockSizeShift: 22, nowMs: 1 },
+});
+
+const lock = (vid: number, client: string, node = "n1", force = false): ClusterEvent => ({
+  type: "lock",
+  vid,
+  client,
+  node,
+  sinceMs: 5,
+  force,
+});
+
+/** The error `fn` throws, as the code and message every node must agree on. */
+function errorOf(fn: () => unknown): { code: number; message: string } {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof SheepdogError, `not a SheepdogError: ${error}`);
+    return { code: error.code, message: error.message };
+  }
+  throw new Error("expected an error");
+}
+
+/** Applies each event (through the wire codec, as delivered), recording results and errors. */
+function run(machine: ClusterStateMachine, events: readonly ClusterEvent[]): unknown[] {
+  return events.map((event) => {
+    try {
+      return machine.apply(decodeEvent(encodeEvent(event)));
+    } catch (error) {
+      return { error: (error as SheepdogError).code, message: (error as Error).message };
+    }
+  });
+}
+
+Deno.test("ClusterStateMachine.apply(mkfs) formats once, asks to persist the config", () => {
+  const machine = new ClusterStateMachine();
+  assert.equal(new ClusterStateMachine().config, undefined, "unformatted at first");
+  const applied = machine.apply(mkfs());
+  assert.deepEqual(applied, {
+    result: undefined,
+    effects: [{ type: "persist-config", config: CONFIG }],
+  });
+  assert.deepEqual(machine.config, CONFIG);
+  const refused = errorOf(() => machine.apply(mkfs(false, 2)));
+  assert.equal(refused.code, ResultCode.INVALID_PARMS);
+  assert.match(refused.message, /formatted already/);
+  assert.equal(machine.config?.copies, 3, "a refused format changes nothing");
+});
+
+Deno.test("ClusterStateMachine.apply(mkfs --force) forgets VDIs and locks, erases the store", () => {
+  const machine = new ClusterStateMachine();
+  machine.apply(mkfs());
+  const { result } = machine.apply(create("alpha"));
+  machine.apply(lock(result!.vid, "qemu"));
+  const applied = machine.apply(mkfs(true, 2));
+  assert.deepEqual(applied.effects, [
+    { type: "erase-store" },
+    { type: "persist-config", config: { ...CONFIG, copies: 2 } },
+  ]);
+  assert.equal(machine.registry.all().length, 0);
+  assert.equal(machine.locks.size, 0);
+  assert.equal(machine.config?.copies, 2);
+});
+
+Deno.test("ClusterStateMachine.apply(vdi) answers the registry's change; a snapshot moves the lock", () => {
+  const machine = new ClusterStateMachine();
+  const created = machine.apply(create("test")).result!;
+  assert.equal(created.vid, 0x7c2b25);
+  machine.apply(lock(0x7c2b25, "qemu"));
+  const snap = machine.apply({
+    type: "vdi",
+    event: { type: "snapshot", vid: 0x7c2b25, tag: "one", nowMs: 2 },
+  });
+  assert.equal(snap.result?.vid, 0x7c2b26);
+  assert.deepEqual(snap.effects, []);
+  assert.ok(isSnapshot(machine.registry.get(0x7c2b25)!));
+  assert.equal(machine.locks.get(0x7c2b25), undefined);
+  assert.deepEqual(machine.locks.get(0x7c2b26), {
+    vid: 0x7c2b26,
+    client: "qemu",
+    sinceMs: 5,
+    node: "n1",
+  });
+  machine.apply({ type: "vdi", event: { type: "delete", vid: 0x7c2b26 } });
+  assert.ok(isDeleted(machine.registry.get(0x7c2b26)!));
+  const missing = errorOf(() =>
+    machine.apply({ type: "vdi", event: { type: "delete", vid: 0x7c2b26 } })
+  );
+  assert.equal(missing.code, ResultCode.NO_VDI);
+});
+
+Deno.test("ClusterStateMachine.apply(lock/unlock): one holder unless forced; unlock by holder", () => {
+  const machine = new ClusterStateMachine();
+  machine.apply(lock(7, "a"));
+  machine.apply(lock(7, "a"));
+  const refused = errorOf(() => machine.apply(lock(7, "b")));
+  assert.deepEqual(refused, { code: ResultCode.VDI_LOCKED, message: "VDI is in use by a" });
+  assert.equal(machine.locks.get(7)?.client, "a");
+  machine.apply(lock(7, "b", "n2", true));
+  assert.equal(machine.locks.get(7)?.client, "b");
+  machine.apply({ type: "unlock", vid: 7, client: "a" });
+  assert.equal(machine.locks.get(7)?.client, "b", "only the holder's unlock releases");
+  machine.apply({ type: "unlock", vid: 7, client: "b" });
+  assert.equal(machine.locks.size, 0);
+  machine.apply(lock(8, "c"));
+  machine.apply({ type: "unlock", vid: 8 });
+  assert.equal(machine.locks.size, 0, "an unlock without a client releases any holder");
+});
+
+Deno.test("ClusterStateMachine.apply(recovered) asks for a purge once every member reported", () => {
+  const machine = new ClusterStateMachine();
+  machine.installView(3, ["a", "b"]);
+  const early = machine.apply({ type: "recovered", node: "a", epoch: 2 });
+  assert.deepEqual(early.effects, [], "a report of an older epoch purges nothing");
+  assert.deepEqual(machine.apply({ type: "recovered", node: "a", epoch: 3 }).effects, []);
+  assert.deepEqual(machine.recoveredBy(3), ["a"]);
+  const last = machine.apply({ type: "recovered", node: "b", epoch: 3 });
+  assert.deepEqual(last, { result: undefined, effects: [{ type: "purge", epoch: 3 }] });
+  assert.deepEqual(machine.recoveredBy(2), [], "reports of earlier epochs are dropped");
+  assert.deepEqual(machine.recoveredBy(3), ["a", "b"]);
+});
+
+Deno.test("ClusterStateMachine.installView() drops the locks taken through departed nodes", () => {
+  const machine = new ClusterStateMachine();
+  machine.apply(lock(1, "x", "n1"));
+  machine.apply(lock(2, "y", "n2"));
+  const dropped = machine.installView(2, ["n1", "n3"]);
+  assert.deepEqual(dropped.map((l) => l.vid), [2]);
+  assert.deepEqual([...machine.locks.keys()], [1]);
+  assert.equal(machine.epoch, 2);
+});
+
+Deno.test("ClusterStateMachine: two machines fed the same events agree, errors included", () => {
+  const events: ClusterEvent[] = [
+    mkfs(),
+    create("alpha"),
+    create("alpha"), // VDI_EXIST on both
+    create("test"),
+    lock(0x7c2b25, "qemu"),
+    lock(0x7c2b25, "other"), // VDI_LOCKED on both
+    { type: "vdi", event: { type: "snapshot", vid: 0x7c2b25, tag: "s", nowMs: 3 } },
+    { type: "vdi", event: { type: "resize", vid: 0x7c2b26, sizeBytes: 2 * 2 ** 30 } },
+    mkfs(), // formatted already on both
+    { type: "unlock", vid: 0x7c2b26, client: "qemu" },
+    { type: "recovered", node: "n1", epoch: 1 },
+  ];
+  const [one, two] = [new ClusterStateMachine(), new ClusterStateMachine()];
+  one.installView(1, ["n1"]);
+  two.installView(1, ["n1"]);
+  const results = run(one, events);
+  assert.deepEqual(run(two, events), results);
+  assert.deepEqual(two.snapshot(), one.snapshot());
+  const errors = results.filter((r) => (r as { error?: number }).error !== undefined);
+  assert.deepEqual(errors.map((e) => (e as { error: number }).error), [
+    ResultCode.VDI_EXIST,
+    ResultCode.VDI_LOCKED,
+    ResultCode.INVALID_PARMS,
+  ]);
+  assert.deepEqual((results.at(-1) as Applied).effects, [{ type: "purge", epoch: 1 }]);
+});
+
+Deno.test("ClusterStateMachine.snapshot()/merge() bring a fresh machine up to date", () => {
+  const source = new ClusterStateMachine();
+  source.installView(4, ["n1", "n2"]);
+  source.apply(mkfs());
+  source.apply(create("alpha"));
+  const vid = source.registry.lookup("alpha").vdiId;
+  source.apply(lock(vid, "qemu"));
+  source.apply({ type: "recovered", node: "n1", epoch: 4 });
+  const joiner = new ClusterStateMachine();
+  const effects = joiner.merge(source.snapshot());
+  assert.deepEqual(effects, [{ type: "persist-config", config: CONFIG }]);
+  assert.deepEqual(joiner.snapshot(), source.snapshot());
+  assert.deepEqual(joiner.merge(source.snapshot()), [], "a config it has is not written again");
+  // The joiner's report completes the epoch it learned of.
+  joiner.installView(4, ["n1", "n2"]);
+  assert.deepEqual(joiner.apply({ type: "recovered", node: "n2", epoch: 4 }).effects, [
+    { type: "purge", epoch: 4 },
+  ]);
+});
+
+Deno.test("ClusterStateMachine.merge() keeps the newer header of a vid and settles", () => {
+  const older = new ClusterStateMachine();
+  older.apply(create("alpha"));
+  const newer = new ClusterStateMachine();
+  newer.merge(older.snapshot());
+  const vid = newer.registry.lookup("alpha").vdiId;
+  newer.apply({ type: "vdi", event: { type: "delete", vid } });
+  // The tombstone wins whichever way the states meet.
+  older.merge(newer.snapshot());
+  assert.ok(isDeleted(older.registry.get(vid)!));
+  newer.merge(new ClusterStateMachine().snapshot());
+  assert.ok(isDeleted(newer.registry.get(vid)!));
+  // Locks it has are kept; others are added.
+  older.apply(lock(vid, "mine"));
+  const other = new ClusterStateMachine();
+  other.apply(lock(vid, "theirs"));
+  other.apply(lock(99, "theirs"));
+  older.merge(other.snapshot());
+  assert.equal(older.locks.get(vid)?.client, "mine");
+  assert.equal(older.locks.get(99)?.client, "theirs");
+});
+
+Deno.test("ClusterStateMachine.loadHeaders() keeps one working VDI of a name", () => {
+  const source = new ClusterStateMachine();
+  source.apply(create("alpha"));
+  const working = source.registry.lookup("alpha");
+  const machine = new ClusterStateMachine();
+  machine.loadConfig(CONFIG);
+  machine.loadHeaders([{ ...working, vdiId: working.vdiId + 1, snapId: 2 }, working]);
+  assert.equal(machine.registry.lookup("alpha").vdiId, working.vdiId);
+  assert.equal(machine.registry.all().length, 1);
+  assert.deepEqual(machine.config, CONFIG);
+});
+
+Deno.test("ClusterStateMachine.snapshot() does not share lock objects with the machine", () => {
+  const machine = new ClusterStateMachine();
+  machine.apply(lock(3, "a"));
+  const state = machine.snapshot();
+  state.locks[0]!.client = "changed";
+  assert.equal(machine.locks.get(3)?.client, "a");
+});
