@@ -35,9 +35,3 @@ export function sortCopies<T extends { meta: ObjectMeta }>(
     rank(idOf(a)) - rank(idOf(b))
   );
 }
-
-/** True when `copy` is as good as `mine` and holds the same bytes, or is strictly better. */
-export function supersedes(copy: ObjectMeta, mine: ObjectMeta): boolean {
-  const order = compareCopies(copy, mine);
-  return order < 0 || (order === 0 && copy.digest === mine.digest);
-}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sortCopies, supersedes } from "./copy_choice.ts";
+import { sortCopies } from "./copy_choice.ts";
 import type { ObjectMeta } from "../store/object_store.ts";
 
 function copy(id: string, version: number, digest: string, verified = true) {
@@ -26,13 +26,4 @@ Deno.test("sortCopies: equal versions with different bytes: the bytes most copie
   ]);
   // A tie of votes falls to the earliest target, the same on every node.
   assert.deepEqual(order([copy("n2", 5, "x"), copy("n1", 5, "y")]), ["n1", "n2"]);
-});
-
-Deno.test("supersedes: a purge removes a copy only for one at least as good with the same bytes", () => {
-  const mine = copy("n0", 5, "a").meta;
-  assert.ok(supersedes(copy("n1", 5, "a").meta, mine));
-  assert.ok(supersedes(copy("n1", 6, "b").meta, mine));
-  assert.ok(!supersedes(copy("n1", 5, "b").meta, mine), "same version, other bytes");
-  assert.ok(!supersedes(copy("n1", 9, "a", false).meta, mine), "an unverified copy");
-  assert.ok(!supersedes(copy("n1", 4, "a").meta, mine), "older");
 });

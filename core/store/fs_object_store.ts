@@ -276,13 +276,14 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void> {
+  async write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
     const action = `Cannot write object ${oidToHex(oid)}`;
     this.#refuseWrites(action);
     checkVersion(action, version);
     checkRange(action, offset, data.length, OBJECT_BYTES_MAX);
-    await this.#use(oid, action, async (object) => {
+    return await this.#use(oid, action, async (object) => {
       checkRange(action, offset, data.length, object.meta.size);
+      const before = object.meta.version;
       this.#markDirty(oid);
       await this.#journaled(oid).catch((error) => {
         throw this.#failure(error, action);
@@ -293,13 +294,19 @@ export class FsObjectStore implements ObjectStore {
       // One pwrite per client write instead of two.
       this.#markDirty(oid);
       if (failure !== undefined) throw this.#failure(failure, action);
+      return before;
     });
   }
 
   /**
-   * Writes the data and updates the checksums of the blocks it touched, under their lock. On a
-   * failed write (ENOSPC part-way, EIO) the checksums are recomputed from what reached the disk,
-   * so the copy stays self-consistent, and the version is kept; the failure is returned.
+   * Writes the data and updates the checksums of the blocks it touched, under their lock, without
+   * ever taking a checksum from what is on disk: a block the write covers only in part is read
+   * first and must match its checksum (else the write fails as corruption before anything is
+   * written: rot is never blessed by a small write next to it), and the new checksums are
+   * computed from the bytes meant to be there. On a failed write (ENOSPC part-way, EIO) each
+   * touched block keeps its old checksum if it still holds its old bytes, takes the new one if it
+   * holds the new bytes, and otherwise keeps the old one, so it reads as an I/O error rather than
+   * as anything; the version is kept and the failure returned.
    */
   async #writeBlocks(
     object: OpenObject,
@@ -311,10 +318,21 @@ export class FsObjectStore implements ObjectStore {
     const release = await object.locks.lock(first, last, true);
     let failure: unknown;
     try {
+      const intended = await this.#intendedCrcs(object, data, offset, first, last);
       await writeAll(object.data, data, offset).catch((error) => failure = error);
-      await this.#rehash(object, failure === undefined ? data : undefined, offset, first, last);
-      if (failure === undefined && object.meta.raiseVersion(version)) object.headerDirty = true;
+      if (failure === undefined) {
+        for (const [index, crc] of intended) object.meta.setCrc(index, crc);
+        if (object.meta.raiseVersion(version)) object.headerDirty = true;
+      } else {
+        await this.#settleFailedBlocks(object, intended);
+      }
+      object.metaFrom = Math.min(object.metaFrom, first);
+      object.metaTo = Math.max(object.metaTo, last);
     } catch (error) {
+      if (error instanceof CorruptionError) {
+        failure = error;
+        return failure;
+      }
       // The checksums in memory no longer describe the blocks just written: write out what is
       // known (earlier writes' checksums are only in memory until a sync), then forget them and
       // let the next access find the mismatch (or the restart rebuild them: it is journaled).
@@ -327,30 +345,56 @@ export class FsObjectStore implements ObjectStore {
     return failure;
   }
 
-  /** Recomputes the CRCs of blocks [first, last]: from `data` where it covers a whole block. */
-  async #rehash(
+  /**
+   * The checksum each block in [first, last] will have once `data` is written at `offset`. A
+   * block the write covers only in part is read and checked first (CorruptionError if bad).
+   */
+  async #intendedCrcs(
     object: OpenObject,
-    data: Uint8Array | undefined,
+    data: Uint8Array,
     offset: number,
     first: number,
     last: number,
-  ): Promise<void> {
+  ): Promise<Map<number, number>> {
     const { meta } = object;
-    const block = new Uint8Array(B);
+    const crcs = new Map<number, number>();
     for (let index = first; index <= last; index++) {
       const start = index * B;
       const length = meta.blockLength(index);
-      if (data && offset <= start && start + length <= offset + data.length) {
-        meta.setCrc(index, blockCrc(data.subarray(start - offset, start + length - offset)));
+      if (offset <= start && start + length <= offset + data.length) {
+        crcs.set(index, blockCrc(data.subarray(start - offset, start + length - offset)));
         continue;
       }
-      const read = await readFully(object.data, block.subarray(0, length), start);
-      if (read < length) throw new Error(`the data file ends at byte ${start + read}`);
-      meta.setCrc(index, blockCrc(block.subarray(0, length)));
+      const block = new Uint8Array(length);
+      const read = await readFully(object.data, block, start);
+      if (read < length || blockCrc(block) !== meta.crc(index)) {
+        this.#health.checksumErrors++;
+        throw new CorruptionError(
+          object.oid,
+          [index],
+          `Object ${
+            oidToHex(object.oid)
+          }: block ${index} fails its checksum (found before a write into it)`,
+        );
+      }
+      const from = Math.max(offset, start);
+      const to = Math.min(offset + data.length, start + length);
+      block.set(data.subarray(from - offset, to - offset), from - start);
+      crcs.set(index, blockCrc(block));
     }
-    if (first <= last) {
-      object.metaFrom = Math.min(object.metaFrom, first);
-      object.metaTo = Math.max(object.metaTo, last);
+    return crcs;
+  }
+
+  /** After a failed write: each touched block gets the checksum of what it holds, if known. */
+  async #settleFailedBlocks(object: OpenObject, intended: Map<number, number>): Promise<void> {
+    const { meta } = object;
+    for (const [index, crc] of intended) {
+      const length = meta.blockLength(index);
+      const block = new Uint8Array(length);
+      const read = await readFully(object.data, block, index * B).catch(() => 0);
+      if (read === length && blockCrc(block) === crc) meta.setCrc(index, crc);
+      // Else it holds the old bytes (its checksum stays right) or something else (its old
+      // checksum makes it read as an I/O error, to be repaired from another copy).
     }
   }
 
@@ -449,15 +493,9 @@ export class FsObjectStore implements ObjectStore {
 
   async salvage(oid: Oid): Promise<SalvagedCopy> {
     const action = `Cannot salvage object ${oidToHex(oid)}`;
-    if (this.#unrebuilt.has(oid)) {
-      // Its checksums describe nothing: every block is in doubt.
-      return await this.#use(oid, action, async (object) => {
-        const data = new Uint8Array(object.meta.size);
-        await readFully(object.data, data, 0).catch(() => 0);
-        const badBlocks = Array.from({ length: object.meta.blockCount }, (_, i) => i);
-        return { data, badBlocks, expected: badBlocks.map(() => undefined) };
-      });
-    }
+    // An object whose checksums a crash left unrebuilt still has those of its last sync: the
+    // blocks that match them are good; the others changed since (an unsynced write, or rot) and
+    // count as bad, expected to hold what the last sync had.
     return await this.#use(oid, action, async (object) => {
       const data = new Uint8Array(object.meta.size);
       const bad: number[] = [];

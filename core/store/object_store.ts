@@ -103,9 +103,10 @@ export interface ObjectStore {
   ): Promise<void>;
   /**
    * Writes `data` at `offset` of an existing object and raises its version to `version` (if
-   * higher). NO_OBJ when it does not exist; INVALID_PARMS past its size.
+   * higher); resolves with the version it had before. NO_OBJ when it does not exist;
+   * INVALID_PARMS past its size.
    */
-  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void>;
+  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number>;
   /**
    * Reads `length` bytes at `offset`, verifying the checksum of every block it touches.
    * NO_OBJ if missing; INVALID_PARMS outside the object; EIO with `corrupt` on a mismatch.

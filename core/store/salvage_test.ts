@@ -26,3 +26,23 @@ for (const kind of KINDS) {
     });
   });
 }
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}): a small write into a rotten block fails and never blesses the rot`, async () => {
+    await withEnv(kind, async (env) => {
+      const data = patternBytes(4 * B, 5);
+      await env.store.create(9n, data, 0, { size: 4 * B, version: 1 });
+      await env.store.flush();
+      await env.flip(oidToHex(9n), 2 * B + 100);
+      await assert.rejects(
+        env.store.write(9n, new Uint8Array([1, 2, 3]), 2 * B + 7, 2),
+        isError(ResultCode.EIO, /fails its checksum/),
+      );
+      await assert.rejects(env.store.read(9n, 2 * B, B), isError(ResultCode.EIO));
+      assert.equal((await env.store.meta(9n))?.version, 1, "the version did not move");
+      // A whole-block write replaces the bad block: it is good again.
+      await env.store.write(9n, patternBytes(B, 6), 2 * B, 3);
+      assert.deepEqual(await env.store.read(9n, 2 * B, B), patternBytes(B, 6));
+    });
+  });
+}

@@ -5,8 +5,8 @@
  * rather than passed over for an older one: its good blocks are kept (they hold the newest
  * acknowledged writes), a block bad in one copy is taken from an equal copy where it is good, and
  * a block bad in all of them is taken from any other copy whose block has exactly the checksum
- * it should have, else stays bad (it reads as an I/O error wherever it is copied). Only when
- * none of the equal copies can be read at all does an older one serve.
+ * it should have, else stays bad (it reads as an I/O error wherever it is copied). An older copy
+ * never serves whole: it would lose acknowledged writes.
  *
  * @module
  */
@@ -40,30 +40,33 @@ export async function fetchBestCopy(
   candidates: readonly { node: RingNode; meta: ObjectMeta }[],
   reader: CopyReader,
 ): Promise<FetchedCopy | undefined> {
-  for (const group of rankGroups(candidates)) {
-    let unreachable: unknown;
-    for (const candidate of group) {
-      const copy = await reader.whole(candidate.node, oid, candidate.meta.size).catch((error) => {
-        if (isResult(error, ...RETRYABLE)) unreachable = error;
-        return undefined;
-      });
-      if (copy) return { ...candidate, ...copy, badBlocks: [], expected: [] };
-    }
-    // An equal copy that could not be asked may be whole: try again later rather than salvage.
-    if (unreachable !== undefined) throw unreachable;
-    const digest = group[0]!.meta.digest;
-    const salvaged: (FetchedCopy)[] = [];
-    for (const candidate of group.filter((c) => c.meta.digest === digest)) {
-      const copy = await reader.salvage(candidate.node, oid).catch(() => undefined);
-      if (copy && copy.data.length === candidate.meta.size) {
-        salvaged.push({ ...candidate, ...copy });
-      }
-    }
-    if (salvaged.length > 0) {
-      return await fillHoles(oid, mergeSalvaged(salvaged), candidates, reader);
-    }
+  // Only the best rank is ever copied from: an older copy would lose acknowledged writes, so a
+  // best copy that cannot be read now is an error (retried later), never a reason to go back.
+  const group = rankGroups(candidates)[0];
+  if (!group) return undefined;
+  let unreachable: unknown;
+  let lastError: unknown;
+  for (const candidate of group) {
+    const copy = await reader.whole(candidate.node, oid, candidate.meta.size).catch((error) => {
+      if (isResult(error, ...RETRYABLE)) unreachable = error;
+      lastError = error;
+      return undefined;
+    });
+    if (copy) return { ...candidate, ...copy, badBlocks: [], expected: [] };
   }
-  return undefined;
+  // An equal copy that could not be asked may be whole: try again later rather than salvage.
+  if (unreachable !== undefined) throw unreachable;
+  const digest = group[0]!.meta.digest;
+  const salvaged: FetchedCopy[] = [];
+  for (const candidate of group.filter((c) => c.meta.digest === digest)) {
+    const copy = await reader.salvage(candidate.node, oid).catch((error) => {
+      lastError = error;
+      return undefined;
+    });
+    if (copy && copy.data.length === candidate.meta.size) salvaged.push({ ...candidate, ...copy });
+  }
+  if (salvaged.length > 0) return await fillHoles(oid, mergeSalvaged(salvaged), candidates, reader);
+  throw lastError;
 }
 
 /**

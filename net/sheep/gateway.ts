@@ -31,7 +31,7 @@ import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 import { sortCopies } from "../../core/cluster/copy_choice.ts";
-import { fetchBestCopy } from "./copy_fetch.ts";
+import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
@@ -43,7 +43,8 @@ export interface LocalObjects {
    * choose by version and digest; waiting there could deadlock two nodes pulling from each other).
    */
   readCopy(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
-  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<void>;
+  /** Resolves with the version the copy had before. */
+  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number>;
   create(
     oid: Oid,
     data: Uint8Array,
@@ -92,6 +93,12 @@ interface WholeCopy {
 interface Divergence {
   /** Targets that acknowledged the failed write: they hold its bytes. */
   good: string[];
+  /**
+   * The newest version those targets had before the write (unknown for creates). A target whose
+   * disk refused the write and still holds a copy at least that new holds everything but the
+   * failed write: the copies may all go back to it.
+   */
+  before?: number;
 }
 
 export class Gateway {
@@ -258,13 +265,13 @@ export class Gateway {
 
   /** Writes on every target without the read-only check (VDI administration). */
   async writeAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    await this.#replicate(oid, (node, version) => {
+    await this.#replicate(oid, async (node, version) => {
       if (node.id === this.#context.selfId) {
-        return this.#context.local.write(oid, data, offset, version);
+        return await this.#context.local.write(oid, data, offset, version);
       }
       const header = this.#peerHeader(Opcode.WRITE_PEER, oid, offset);
       header.objVersion = version;
-      return this.#sendPeer(node, header, data);
+      return (await this.#sendPeer(node, header, data)).header.rspObjVersion;
     });
   }
 
@@ -356,7 +363,13 @@ export class Gateway {
         const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
         if (failed.length === 0) return undefined;
         const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
-        this.#diverged.set(oid, { good });
+        const previous = results.flatMap((r) =>
+          r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
+        );
+        const before = previous.length === good.length && good.length > 0
+          ? Math.max(...previous)
+          : undefined;
+        this.#diverged.set(oid, before === undefined ? { good } : { good, before });
         return failed[0];
       });
       if (failure === undefined) return;
@@ -424,61 +437,89 @@ export class Gateway {
           `${silent[0]!.id} did not answer for ${oidToHex(oid)}`,
         );
       }
-      let whole = true;
-      let unreachable: unknown;
-      await Promise.all(targets.map(async (node, i) => {
-        const meta = metas[i];
-        if (meta === "unreachable") {
-          // What it holds is unknown (maybe newer): it is not overwritten blind.
-          unreachable = new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
-          return;
+      // Forward: every target gets the best copy. A target whose disk cannot take it (full,
+      // failing) would be left behind, so then every copy goes back to that target's copy
+      // instead (the failed write does not land anywhere), and only a target that cannot take
+      // even that loses its copy: a wrong copy is worse than none.
+      const forward = await this.#pushAll(oid, targets, metas, source, suspects);
+      let winner: FetchedCopy = source;
+      let outcome = forward;
+      const refuser = forward.refused[0];
+      if (refuser !== undefined) {
+        const index = targets.findIndex((n) => n.id === refuser.id);
+        const meta = metas[index];
+        // Only a copy that holds every write but the failed one may be gone back to (a stale
+        // copy would lose acknowledged writes): verified, and as new as the others were.
+        const before = this.#diverged.get(oid)?.before;
+        const current = meta && meta !== "unreachable" && meta.verified &&
+          before !== undefined && meta.version >= before;
+        const copy = current
+          ? await this.#fetchWhole(refuser, oid, meta.size).catch(() => undefined)
+          : undefined;
+        if (copy && meta && meta !== "unreachable") {
+          winner = { node: refuser, meta, ...copy, badBlocks: [], expected: [] };
+          const current = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
+          outcome = await this.#pushAll(oid, targets, current, winner, new Set(), "rolled back");
         }
-        const salvaged = source.badBlocks.length > 0 || suspects.has(source.node.id);
-        if (node.id === source.node.id && !salvaged) return;
-        if (
-          !salvaged && meta !== undefined && !suspects.has(node.id) &&
-          meta.version === source.meta.version && meta.digest === source.meta.digest
-        ) return;
-        const reason = meta === undefined
+        // Fencing never touches the copy that won: at least that one stays.
+        for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
+          await this.#removeOn(node, oid).then(
+            () => this.#context.repaired(oid, node.id, "its disk cannot take the object: removed"),
+            (error) => (outcome.unreachable ??= error),
+          );
+        }
+      }
+      if (outcome.unreachable !== undefined) throw outcome.unreachable;
+      this.#diverged.delete(oid);
+      return { source: winner.node.id, whole: outcome.refused.length === 0 };
+    });
+  }
+
+  /**
+   * Gives every target that differs from `source` (or is suspect, or when the source was
+   * salvaged) a copy of it. Returns the targets whose disk refused it and, if any target could
+   * not be reached, that error.
+   */
+  async #pushAll(
+    oid: Oid,
+    targets: RingNode[],
+    metas: (ObjectMeta | undefined | "unreachable")[],
+    source: FetchedCopy,
+    suspects: ReadonlySet<string>,
+    why?: string,
+  ): Promise<{ refused: RingNode[]; unreachable?: unknown }> {
+    const refused: RingNode[] = [];
+    let unreachable: unknown;
+    const salvaged = source.badBlocks.length > 0 || suspects.has(source.node.id);
+    await Promise.all(targets.map(async (node, i) => {
+      const meta = metas[i];
+      if (meta === "unreachable") {
+        // What it holds is unknown (maybe newer): it is not overwritten blind.
+        unreachable = new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
+        return;
+      }
+      if (node.id === source.node.id && !salvaged) return;
+      if (
+        !salvaged && meta !== undefined && !suspects.has(node.id) &&
+        meta.version === source.meta.version && meta.digest === source.meta.digest
+      ) return;
+      const reason = why ??
+        (meta === undefined
           ? "copy missing"
           : suspects.has(node.id)
           ? "copy unreadable"
           : salvaged
           ? `salvaged: ${source.badBlocks.length} block(s) of the newest copy are lost`
-          : `copy at version ${meta.version}, newest ${source.meta.version}`;
-        try {
-          await this.#createOn(
-            node,
-            oid,
-            source.data,
-            0,
-            source.meta.size,
-            source.version,
-            source,
-          );
-          this.#context.repaired(oid, node.id, reason);
-        } catch (error) {
-          if (isResult(error, ...RETRYABLE)) {
-            unreachable = error;
-            return;
-          }
-          // The node cannot hold a good copy (full or failing disk): it must not keep a wrong one.
-          whole = false;
-          await this.#removeOn(node, oid).then(
-            () =>
-              this.#context.repaired(
-                oid,
-                node.id,
-                `${reason}; removed: ${(error as Error).message}`,
-              ),
-            (removeError) => (unreachable = removeError),
-          );
-        }
-      }));
-      if (unreachable !== undefined) throw unreachable;
-      this.#diverged.delete(oid);
-      return { source: source.node.id, whole };
-    });
+          : `copy at version ${meta.version}, newest ${source.meta.version}`);
+      try {
+        await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);
+        this.#context.repaired(oid, node.id, reason);
+      } catch (error) {
+        if (isResult(error, ...RETRYABLE)) unreachable = error;
+        else refused.push(node);
+      }
+    }));
+    return { refused, ...(unreachable === undefined ? {} : { unreachable }) };
   }
 
   /** Repairs copies a read found bad or missing, off the client's path. */

@@ -17,7 +17,7 @@
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectMeta, ObjectStore, SalvagedCopy } from "../../core/store/object_store.ts";
-import { sortCopies, supersedes } from "../../core/cluster/copy_choice.ts";
+import { sortCopies } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
@@ -464,13 +464,21 @@ export class Recovery {
     if (!holders || run.cancelled) return { removed: 0, kept: leftovers.length };
     let removed = 0;
     let kept = 0;
-    for (const { oid, meta } of leftovers) {
+    for (const { oid } of leftovers) {
       const targets = targetsOf(view, oid, this.#context.copies(oid));
       if (run.cancelled) break;
       const copies = holders.get(oid) ?? [];
-      const confirmed = targets.length > 0 && targets.every((target) => {
+      // Removable once every current target holds the copy recovery's rule picks among all of
+      // them, this leftover included (so it was either the same bytes or lost fairly).
+      const rank = (id: string) => {
+        const index = targets.findIndex((n) => n.id === id);
+        return index === -1 ? targets.length : index;
+      };
+      const best = sortCopies(copies, (c) => c.node.id, rank)[0];
+      const confirmed = best !== undefined && targets.length > 0 && targets.every((target) => {
         const theirs = copies.find((c) => c.node.id === target.id);
-        return theirs !== undefined && supersedes(theirs.meta, meta);
+        return theirs !== undefined && theirs.meta.version === best.meta.version &&
+          theirs.meta.digest === best.meta.digest;
       });
       if (!confirmed) {
         kept++;

@@ -232,10 +232,15 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.WRITE_PEER]: {
     force: true,
-    handle: async (host, { header, data }) => {
+    handle: async (host, { header, data }, reply) => {
       checkPeerRange(host, header, data.length);
       await checkEpoch(host, header);
-      await host.local.write(header.oid, data, header.offset, header.objVersion);
+      reply.rspObjVersion = await host.local.write(
+        header.oid,
+        data,
+        header.offset,
+        header.objVersion,
+      );
     },
   },
   [Opcode.CREATE_AND_WRITE_PEER]: {

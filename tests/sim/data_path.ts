@@ -568,6 +568,12 @@ export class DataPathSim {
     for (const node of this.nodes) {
       if (node.up && node.sheep.store.health().syncError) reasons.push(`${node.name} sync failed`);
     }
+    // A node alive but outside the view may hold the only current copy of something (another
+    // copy was fenced out by a failing disk): it is unavailable, not lost, until it rejoins.
+    const members = new Set(this.members());
+    for (const node of this.nodes) {
+      if (node.up && !members.has(node)) reasons.push(`${node.name} outside the view`);
+    }
     return reasons;
   }
 
