@@ -10,7 +10,13 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { HTTP_PORT_DEFAULT, NBD_PORT_DEFAULT, OBJECT_PORT_DEFAULT } from "../core/limits.ts";
+import {
+  HTTP_PORT_DEFAULT,
+  NBD_PORT_DEFAULT,
+  OBJECT_PORT_DEFAULT,
+  OPEN_FILES_CAP,
+  OPEN_FILES_MAX,
+} from "../core/limits.ts";
 import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
@@ -175,6 +181,23 @@ function settingsOf(values: Flags) {
   };
 }
 
+/**
+ * How many files the object store may keep open: a quarter of this process's open-files limit
+ * (the rest is for sockets and everything else), between the default and OPEN_FILES_CAP.
+ */
+function storeOpenFiles(): number {
+  try {
+    const limits = fs.readFileSync("/proc/self/limits", "utf8");
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(limits)?.[1]);
+    if (Number.isSafeInteger(soft)) {
+      return Math.min(OPEN_FILES_CAP, Math.max(OPEN_FILES_MAX, Math.floor(soft / 4)));
+    }
+  } catch {
+    // Not Linux, or no /proc: the default.
+  }
+  return OPEN_FILES_MAX;
+}
+
 async function serve(dir: string, values: Flags): Promise<void> {
   const settings = settingsOf(values);
   // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
@@ -195,6 +218,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     logger,
     // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
+    openFiles: storeOpenFiles(),
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,

@@ -32,6 +32,12 @@ export const REQUESTS_IN_FLIGHT_MAX = 256;
 export const CONNECTION_BUFFER_BYTES_MAX = 256 * 1024 * 1024;
 /** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
+/**
+ * The most file handles a store caches when the process may open many more (a sheep takes a
+ * quarter of its open-files limit, up to this): evicting a dirty object costs a sync, so the
+ * cache should hold the working set of a busy VDI.
+ */
+export const OPEN_FILES_CAP = 8192;
 /** Bytes covered by one stored checksum: a read verifies, and a write rehashes, whole blocks. */
 export const CHECKSUM_BLOCK_BYTES = 4096;
 /** Largest object a store accepts: the largest object size `mkfs` allows (2 GiB). */

@@ -60,7 +60,7 @@ import { RangeLock } from "./range_lock.ts";
 export { syncDirectory } from "./fs_disk.ts";
 
 /** Objects whose handles stay cached: each holds two files (data and checksums). */
-const CACHED_OBJECTS_MAX = OPEN_FILES_MAX / 2;
+
 /** Objects a flush syncs at once. */
 const FLUSH_PARALLEL = 16;
 /** A checksum update writes header and entries in one pwrite when they are this close. */
@@ -116,6 +116,8 @@ export class FsObjectStore implements ObjectStore {
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
   readonly #verifyReads: boolean;
+  /** Objects whose files stay open (each holds two handles: data and checksums). */
+  readonly #cachedObjectsMax: number;
   /**
    * Objects a crash left with unsynced writes whose checksums could not be rebuilt at open (the
    * data could not be read, the disk was full): their checksums may not describe their data, so
@@ -129,9 +131,14 @@ export class FsObjectStore implements ObjectStore {
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
    * only for measuring what verification costs (`npm run bench`), never for data you keep.
    */
-  constructor(objectDir: string, disk: Disk = fsDisk, options: { verifyReads?: boolean } = {}) {
+  constructor(
+    objectDir: string,
+    disk: Disk = fsDisk,
+    options: { verifyReads?: boolean; openFiles?: number } = {},
+  ) {
     this.objectDir = objectDir;
     this.#disk = disk;
+    this.#cachedObjectsMax = Math.max(1, Math.floor((options.openFiles ?? OPEN_FILES_MAX) / 2));
     this.#verifyReads = options.verifyReads ?? true;
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
@@ -674,7 +681,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async #evictBeyondLimit(): Promise<void> {
-    while (this.#slots.size > CACHED_OBJECTS_MAX) {
+    while (this.#slots.size > this.#cachedObjectsMax) {
       const victim = [...this.#slots.values()].find((slot) => slot.value?.users === 0);
       if (!victim) return; // every cached object is in use: stay over the limit for now
       await this.#retire(victim.value!.oid, true);

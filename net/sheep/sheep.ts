@@ -82,6 +82,8 @@ export interface SheepOptions {
   events?: EventBus;
   /** Background scrub interval and rate; without it, no background scrub (64 MiB/s by hand). */
   scrub?: ScrubOptions;
+  /** File handles the object store may keep open (default OPEN_FILES_MAX). */
+  openFiles?: number;
   /** Check checksums on every read (default true; off only to measure what it costs). */
   verifyReads?: boolean;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
@@ -142,6 +144,7 @@ export class Sheep {
     this.now = options.now ?? Date.now;
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
+      ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
     this.peers = new Peers(options.cluster?.reachable, options.connect);
     this.#events = options.events;

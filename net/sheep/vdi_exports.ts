@@ -251,60 +251,6 @@ interface VdiExportHooks {
   onClose: () => Promise<void>;
 }
 
-/** Requests in flight on one object index. */
-interface Hold {
-  /** Allocating (create/COW) or discarding: nobody else touches the object meanwhile. */
-  exclusive: boolean;
-  waiters: (() => void)[] | null;
-}
-
-/**
- * Per-object ordering of requests on one export. Writes in place to an allocated object run in
- * parallel; a request that allocates an object (create or copy-on-write) or discards it runs
- * alone on that object. So a write that lands on an object being created is acknowledged only
- * after the create and its table update, never with its bytes in an object no table references
- * yet; and a copy-on-write never copies an object a write in place is still changing.
- */
-class ObjectGate {
-  readonly #holds = new Map<number, Set<Hold>>();
-
-  /** Waits until [first, last] is free for this request, then holds it; returns the release. */
-  async enter(first: number, last: number, exclusive: (index: number) => boolean): Promise<
-    () => void
-  > {
-    for (;;) {
-      let waits: Promise<void>[] | undefined;
-      for (let index = first; index <= last; index++) {
-        const holds = this.#holds.get(index);
-        if (holds === undefined) continue;
-        const mine = exclusive(index);
-        for (const hold of holds) {
-          if (!mine && !hold.exclusive) continue;
-          (waits ??= []).push(new Promise((resolve) => (hold.waiters ??= []).push(resolve)));
-        }
-      }
-      if (waits === undefined) break;
-      await Promise.all(waits);
-    }
-    const entered: [number, Hold][] = [];
-    for (let index = first; index <= last; index++) {
-      const hold: Hold = { exclusive: exclusive(index), waiters: null };
-      let holds = this.#holds.get(index);
-      if (holds === undefined) this.#holds.set(index, holds = new Set());
-      holds.add(hold);
-      entered.push([index, hold]);
-    }
-    return () => {
-      for (const [index, hold] of entered) {
-        const holds = this.#holds.get(index)!;
-        holds.delete(hold);
-        if (holds.size === 0) this.#holds.delete(index);
-        for (const wake of hold.waiters ?? []) wake();
-      }
-    };
-  }
-}
-
 /** One client's view of a VDI or snapshot. */
 class VdiExport implements BlockExport {
   readonly name: string;
@@ -312,7 +258,6 @@ class VdiExport implements BlockExport {
   readonly readOnly: boolean;
   readonly #io: VdiIo;
   readonly #hooks: VdiExportHooks;
-  readonly #gate = new ObjectGate();
   #closed = false;
   #following: { vid: Vid; moved: Promise<boolean> } | undefined;
 
@@ -329,7 +274,7 @@ class VdiExport implements BlockExport {
   }
 
   async write(offset: number, data: Uint8Array, options: { fua: boolean }): Promise<void> {
-    await this.#mutate(offset, data.length, false, () => this.#io.write(offset, data));
+    await this.#run(() => this.#io.write(offset, data));
     if (options.fua) await this.flush();
   }
 
@@ -338,12 +283,7 @@ class VdiExport implements BlockExport {
   }
 
   async trim(offset: number, length: number): Promise<void> {
-    await this.#mutate(
-      offset,
-      length,
-      true,
-      () => this.#io.discard(offset, length, { zeroPartial: false }),
-    );
+    await this.#run(() => this.#io.discard(offset, length, { zeroPartial: false }));
   }
 
   async writeZeroes(
@@ -352,14 +292,9 @@ class VdiExport implements BlockExport {
     options: { fua: boolean; noHole: boolean },
   ): Promise<void> {
     if (options.noHole) {
-      await this.#mutate(offset, length, false, () => this.#writeRealZeros(offset, length));
+      await this.#run(() => this.#writeRealZeros(offset, length));
     } else {
-      await this.#mutate(
-        offset,
-        length,
-        true,
-        () => this.#io.discard(offset, length, { zeroPartial: true }),
-      );
+      await this.#run(() => this.#io.discard(offset, length, { zeroPartial: true }));
     }
     if (options.fua) await this.flush();
   }
@@ -407,30 +342,11 @@ class VdiExport implements BlockExport {
     return moved;
   }
 
-  /** A write-like request: ordered per object (see ObjectGate), then run. */
-  async #mutate(
-    offset: number,
-    length: number,
-    discard: boolean,
-    operation: () => Promise<void>,
-  ): Promise<void> {
-    const objectBytes = this.#io.objectBytes;
-    const first = Math.floor(offset / objectBytes);
-    const last = Math.floor((offset + Math.max(length, 1) - 1) / objectBytes);
-    const release = await this.#gate.enter(first, last, (index) => {
-      if (discard) return true;
-      const inode = this.#io.inode;
-      return inode.dataVdiId[index] !== inode.vdiId;
-    });
-    try {
-      await this.#run(operation);
-    } finally {
-      release();
-    }
-  }
-
   /**
-   * Runs a request; when a snapshot taken beneath a writable export explains its failure,
+   * Runs a request (ordering is not this layer's job: the NBD session orders overlapping byte
+   * ranges in arrival order, and `VdiIo` makes an allocation, with the table write that records
+   * it, and a discard atomic for every writer of the object); when a snapshot taken beneath a
+   * writable export explains its failure,
    * follows the VDI to its new working vid and runs it again. Errors leave as NBD errors.
    */
   async #run<T>(operation: () => Promise<T>): Promise<T> {
