@@ -1,7 +1,7 @@
 /**
  * Which copy of an object wins when copies differ: the rule recovery, repairs and purge share.
- * A verified copy beats one a crash left unverified; then the newer version; then the bytes most
- * copies hold; then the copy on the earliest target. Every node orders the same listing the same
+ * The newer version wins; then a verified copy beats one a crash left unverified; then the bytes
+ * most copies hold; then the copy on the earliest target. Every node orders the same listing the same
  * way, so copies converge.
  *
  * @module
@@ -10,15 +10,18 @@
 import type { ObjectMeta } from "../store/object_store.ts";
 
 /**
- * Orders two copies of one object: verified before crash-suspect, then the higher version.
- * Negative when `a` is the better copy.
+ * Orders two copies of one object: the higher version, then verified before crash-suspect.
+ * Negative when `a` is the better copy. Version first: a copy that did not crash has every
+ * acknowledged write, so its version is at least that of any copy a crash took back to its last
+ * sync; a crash-suspect copy with a higher version took acknowledged writes after the crash
+ * (its peers were away) and must win.
  */
 export function compareCopies(a: ObjectMeta, b: ObjectMeta): number {
-  return Number(b.verified) - Number(a.verified) || b.version - a.version;
+  return b.version - a.version || Number(b.verified) - Number(a.verified);
 }
 
 /**
- * Copies of one object, best first: verified, newest, then the bytes most copies hold, then the
+ * Copies of one object, best first: newest, verified, then the bytes most copies hold, then the
  * earliest target. Every node orders the same listing the same way, so copies converge even when
  * equal versions differ in bytes (a crash of every holder, rot in a checksum file).
  */

@@ -9,12 +9,13 @@ const rank = (id: string) => Number(id.slice(1));
 const order = (copies: ReturnType<typeof copy>[]) =>
   sortCopies(copies, (c) => c.id, rank).map((c) => c.id);
 
-Deno.test("sortCopies: verified beats a crash-suspect copy, then the newest version wins", () => {
+Deno.test("sortCopies: the newest version wins, then verified beats a crash-suspect copy", () => {
   assert.deepEqual(order([copy("n0", 9, "a", false), copy("n1", 5, "b"), copy("n2", 7, "c")]), [
+    "n0",
     "n2",
     "n1",
-    "n0",
   ]);
+  assert.deepEqual(order([copy("n0", 7, "a", false), copy("n1", 7, "b")]), ["n1", "n0"]);
 });
 
 Deno.test("sortCopies: equal versions with different bytes: the bytes most copies hold, then the earliest target", () => {

@@ -126,6 +126,8 @@ export class FsObjectStore implements ObjectStore {
   #unrebuilt = new Set<Oid>();
   /** Per crash-suspect object: the blocks that changed since its last sync (see `open`). */
   #changed = new Map<Oid, number[]>();
+  /** Objects whose changed-blocks record in memory is shorter than the one on disk. */
+  #changedStale = new Set<Oid>();
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -211,6 +213,7 @@ export class FsObjectStore implements ObjectStore {
       version: number;
       badBlocks?: readonly number[];
       expected?: readonly (number | undefined)[];
+      unverified?: boolean;
     },
   ): Promise<void> {
     const action = `Cannot create object ${oidToHex(oid)}`;
@@ -222,6 +225,7 @@ export class FsObjectStore implements ObjectStore {
     checkVersion(action, version);
     checkRange(action, offset, data.length, size);
     const meta = ChecksumMeta.create(size, version);
+    if (options.unverified) meta.setUnverified(true);
     hashCreated(meta, data, offset);
     // Blocks the source could not vouch for keep failing their checksum here too: corruption
     // travels as corruption (a read of them is an I/O error), never as good-looking bytes.
@@ -301,6 +305,7 @@ export class FsObjectStore implements ObjectStore {
       // One pwrite per client write instead of two.
       this.#markDirty(oid);
       if (failure !== undefined) throw this.#failure(failure, action);
+      this.#settleChanged(oid, offset, data.length);
       return before;
     });
   }
@@ -450,10 +455,13 @@ export class FsObjectStore implements ObjectStore {
     try {
       return await this.#use(oid, action, (object) => {
         const { meta } = object;
+        const unrebuilt = this.#unrebuilt.has(oid);
         return Promise.resolve({
-          version: meta.version,
+          // Checksums a crash left unrebuilt describe nothing: such a copy ranks below every
+          // other (version 0) and equals none.
+          version: unrebuilt ? 0 : meta.version,
           size: meta.size,
-          digest: meta.digest(),
+          digest: unrebuilt ? `unrebuilt:${meta.digest()}` : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
           ...(meta.unverified && this.#changed.has(oid)
             ? { changedBlocks: this.#changed.get(oid)! }
@@ -822,7 +830,23 @@ export class FsObjectStore implements ObjectStore {
     this.#changed.set(oid, blocks);
   }
 
+  /**
+   * A block a write covered whole holds acknowledged bytes now, not an unknown left by a crash:
+   * it leaves the changed-blocks record (a merge may take it from this copy again).
+   */
+  #settleChanged(oid: Oid, offset: number, length: number): void {
+    const changed = this.#changed.get(oid);
+    if (!changed || changed.length === 0) return;
+    const first = Math.ceil(offset / B);
+    const end = Math.floor((offset + length) / B); // blocks [first, end) are covered whole
+    const left = changed.filter((index) => index < first || index >= end);
+    if (left.length === changed.length) return;
+    this.#changed.set(oid, left);
+    this.#changedStale.add(oid);
+  }
+
   async #dropChanged(oid: Oid): Promise<void> {
+    this.#changedStale.delete(oid);
     if (!this.#changed.delete(oid)) return;
     await this.#unlinkIfPresent(this.#changedPath(oid));
   }
@@ -904,6 +928,11 @@ export class FsObjectStore implements ObjectStore {
   async #syncDirty(oid: Oid, cached?: OpenObject): Promise<void> {
     const mark = this.#dirty.get(oid);
     if (mark === undefined) return;
+    if (this.#changedStale.delete(oid)) {
+      // The changed-blocks record shrank with writes since: say so durably with this sync (until
+      // then the old, longer record only makes a later merge more careful).
+      await this.#writeChanged(oid, this.#changed.get(oid) ?? []).catch(() => undefined);
+    }
     const object = cached ?? this.#slots.get(oid)?.value;
     if (object && !object.retired) {
       object.users++;

@@ -99,6 +99,11 @@ export interface ObjectStore {
       badBlocks?: readonly number[];
       /** The checksums those blocks should have, where known (kept: a later repair needs them). */
       expected?: readonly (number | undefined)[];
+      /**
+       * A copy of a crash-suspect copy (no copy was there to check it against): it stays
+       * crash-suspect, so a verified copy that comes back later still wins over it.
+       */
+      unverified?: boolean;
     },
   ): Promise<void>;
   /**

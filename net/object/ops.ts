@@ -72,6 +72,8 @@ export const Flag = {
   PIGGYBACK: 0x10,
   FWD: 0x40,
   RECOVERY: 0x80,
+  /** Ours, on internal creates: the copy comes from a crash-suspect copy and stays suspect. */
+  UNVERIFIED: 0x100,
 } as const;
 
 const OPCODE_NAMES = new Map<number, string>(

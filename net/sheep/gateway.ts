@@ -54,6 +54,7 @@ export interface LocalObjects {
       version: number;
       badBlocks?: readonly number[];
       expected?: readonly (number | undefined)[];
+      unverified?: boolean;
     },
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
@@ -311,15 +312,17 @@ export class Gateway {
     offset: number,
     size: number,
     version: number,
-    salvaged?: Omit<SalvagedCopy, "data">,
+    salvaged?: Omit<SalvagedCopy, "data"> & { meta?: ObjectMeta },
   ): Promise<unknown> {
     const badBlocks = salvaged?.badBlocks ?? [];
+    const unverified = salvaged?.meta !== undefined && !salvaged.meta.verified;
     if (node.id === this.#context.selfId) {
       return this.#context.local.create(oid, data, offset, {
         size,
         version,
         badBlocks,
         expected: salvaged?.expected ?? [],
+        unverified,
       });
     }
     if (badBlocks.length > 0) {
@@ -327,11 +330,13 @@ export class Gateway {
       const header = this.#peerHeader(Opcode.PUT_SALVAGED_PEER, oid, 0);
       header.objVersion = version;
       header.objSize = size;
+      if (unverified) header.flags |= Flag.UNVERIFIED;
       return this.#sendPeer(node, header, encodeSalvaged({ ...salvaged!, data }));
     }
     const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);
     header.objVersion = version;
     header.objSize = size;
+    if (unverified) header.flags |= Flag.UNVERIFIED;
     return this.#sendPeer(node, header, data);
   }
 
@@ -614,7 +619,7 @@ export class Gateway {
   }
 }
 
-/** Groups copies of equal rank (verified first, then newer) for ordering within a rank. */
+/** Orders copies by rank (newer, then verified: `compareCopies`) before ties are broken. */
 function rankKey(meta: ObjectMeta): number {
-  return (meta.verified ? 0 : 2 ** 53) - meta.version;
+  return -(meta.version * 2 + (meta.verified ? 1 : 0));
 }

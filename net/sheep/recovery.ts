@@ -225,9 +225,11 @@ export class Recovery {
       if (
         mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest
       ) {
-        // Equal to the best: kept. A crash-suspect copy is verified by that comparison, unless
-        // its checksums cannot be trusted at all (then it is pulled like a stale one).
-        const kept = mine.meta.verified ||
+        // Equal to the best: kept. A crash-suspect copy becomes verified once its changed
+        // blocks are vouched for (see `vouched`); otherwise it is kept but stays suspect, so a
+        // verified copy that comes back later wins. One whose checksums cannot be trusted at all
+        // is pulled like a stale one.
+        const kept = mine.meta.verified || !vouched(mine.meta, copies.filter((c) => c !== mine)) ||
           await this.#context.store.markVerified(oid).then(() => true, () => false);
         if (kept) continue;
       }
@@ -353,6 +355,7 @@ export class Recovery {
       version: source.version,
       badBlocks: source.badBlocks,
       expected: source.expected,
+      unverified: !source.meta.verified,
     });
     if (source.badBlocks.length > 0) {
       this.#context.logger.warn(
@@ -495,6 +498,23 @@ export class Recovery {
     this.#status.purgedEpoch = view.epoch;
     return { removed, kept };
   }
+}
+
+/**
+ * True when a crash-suspect copy can be trusted: nothing changed in it since its last sync, or
+ * another copy with the same bytes is verified or did not change in any block this one did (an
+ * unsynced write that landed on both, not rot on one). A copy made from a suspect copy knows
+ * nothing of its blocks (no changed list) and vouches for nothing.
+ */
+function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boolean {
+  const changed = mine.changedBlocks;
+  if (changed === undefined) return false;
+  if (changed.length === 0) return true;
+  return others.some(({ meta }) =>
+    meta.digest === mine.digest &&
+    (meta.verified ||
+      (meta.changedBlocks !== undefined && changed.every((b) => !meta.changedBlocks!.includes(b))))
+  );
 }
 
 /** Every local copy with its meta (objects removed meanwhile are skipped). */

@@ -257,6 +257,7 @@ const peerOps: Record<number, Op> = {
       await host.local.create(header.oid, data, header.offset, {
         size,
         version: header.objVersion,
+        unverified: (header.flags & Flag.UNVERIFIED) !== 0,
       });
     },
   },
@@ -298,6 +299,7 @@ const peerOps: Record<number, Op> = {
         version: header.objVersion,
         badBlocks: salvaged.badBlocks,
         expected: salvaged.expected,
+        unverified: (header.flags & Flag.UNVERIFIED) !== 0,
       });
     },
   },

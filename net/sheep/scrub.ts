@@ -597,10 +597,9 @@ export class Scrubber {
 }
 
 /**
- * The targets whose copy is missing or differs from the best one (verified first, then the
- * newest; among equals the most common bytes, then the earliest target's: `sortCopies`, as
- * recovery and the gateway choose). None when
- * no target has a copy (the object is gone).
+ * The targets whose copy is missing or differs from the best one (the newest, then verified;
+ * among equals the most common bytes, then the earliest target's: `sortCopies`, as recovery and
+ * the gateway choose). None when no target has a copy (the object is gone).
  */
 export function mismatches(targets: RingNode[], metas: (ObjectMeta | undefined)[]): Mismatch[] {
   const present = targets

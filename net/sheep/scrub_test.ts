@@ -259,7 +259,7 @@ Deno.test("Scrubber's background pass is postponed while the node does not serve
   await scrubber.stop();
 });
 
-Deno.test("mismatches() picks the best copy as recovery does: verified, newest, first target", () => {
+Deno.test("mismatches() picks the best copy as recovery does: newest, verified, first target", () => {
   const world = new FakeWorld({ nodes: 3, copies: 3 });
   const [a, b, c] = world.nodes;
   const meta = (version: number, digest: string, verified = true) => ({
@@ -271,10 +271,10 @@ Deno.test("mismatches() picks the best copy as recovery does: verified, newest, 
   assert.deepEqual(mismatches([a!, b!, c!], [meta(1, "x"), meta(1, "x"), meta(1, "x")]), []);
   assert.deepEqual(mismatches([a!, b!], [undefined, undefined]), []);
   assert.deepEqual(
-    mismatches([a!, b!, c!], [meta(3, "n", false), meta(2, "o"), meta(2, "p")]),
+    mismatches([a!, b!, c!], [meta(2, "n", false), meta(2, "o"), meta(1, "p")]),
     [
-      { node: a!.id, problem: "copy at version 3, newest 2" },
-      { node: c!.id, problem: "copy differs from the others at version 2" },
+      { node: a!.id, problem: "copy differs from the others at version 2" },
+      { node: c!.id, problem: "copy at version 1, newest 2" },
     ],
   );
 });
