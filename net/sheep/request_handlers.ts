@@ -18,6 +18,7 @@ import { oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
+import type { Changes } from "./changes.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Header, Message } from "../object/header.ts";
@@ -71,6 +72,8 @@ export interface FormatOptions {
 export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly id: string;
   readonly view: ClusterView;
+  /** Notified at every new view (a request from a node ahead of us waits for ours). */
+  readonly viewChanges: Changes;
   readonly status: SheepStatus;
   /** True when fewer zones than copies are alive. */
   readonly redundancyReduced: boolean;
@@ -187,6 +190,9 @@ const objectOps: Record<number, Op> = {
  * A peer request was routed with the sender's view. A sender behind us must refresh its view
  * (OLD_NODE_VER); a sender ahead of us waits here briefly for our view to catch up.
  */
+/** How long a request from a node at a newer epoch waits for this node's view to catch up. */
+const EPOCH_CATCH_UP_MS = 3000;
+
 async function checkEpoch(host: RequestHost, header: Header): Promise<void> {
   if (header.flags & Flag.RECOVERY || header.epoch === 0) return;
   if (header.epoch < host.view.epoch) {
@@ -195,9 +201,7 @@ async function checkEpoch(host: RequestHost, header: Header): Promise<void> {
       `Request epoch ${header.epoch} is older than ${host.view.epoch}`,
     );
   }
-  for (let waited = 0; header.epoch > host.view.epoch && waited < 3000; waited += 50) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await host.viewChanges.until(() => header.epoch <= host.view.epoch, EPOCH_CATCH_UP_MS);
   if (header.epoch > host.view.epoch) {
     throw new SheepdogError(
       ResultCode.NEW_NODE_VER,

@@ -45,6 +45,7 @@ import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
 import { ObjectLocks } from "./object_locks.ts";
+import { Changes } from "./changes.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
 import { isResult } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
@@ -480,7 +481,11 @@ export class Sheep {
   #setView(view: ClusterView): void {
     this.#view = view;
     this.stateMachine.installView(view.epoch, view.nodes.map((n) => n.id));
+    this.viewChanges.notify();
   }
+
+  /** Notified at every new view. */
+  readonly viewChanges = new Changes();
 
   async #reportRecovered(epoch: number): Promise<void> {
     // Purging waits for every node's report, so a lost one is retried while the epoch lasts.
