@@ -15,7 +15,6 @@ import type { GroupEventDelivery } from "../group/driver.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
-import { Changes } from "./changes.ts";
 import { type ClusterState, decodeClusterState } from "./cluster_state.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
@@ -77,8 +76,6 @@ export class ClusterMember {
   readonly epochLog: EpochLog;
   #driver: GroupDriver | undefined;
   #state: GroupState = "forming";
-  /** Notified when the group state changes (a proposal waits for the node to join). */
-  readonly #stateChanges = new Changes();
   #incarnation = 0;
   #pending = new Map<number, Pending>();
   #applying: Promise<void> = Promise.resolve();
@@ -150,7 +147,6 @@ export class ClusterMember {
       onStatus: (status) => {
         this.#state = status.state;
         this.#master = status.master;
-        this.#stateChanges.notify();
       },
       onError: (error) => host.logger.warn(`group: ${error.message}`),
     });
@@ -160,7 +156,6 @@ export class ClusterMember {
   async stop(options: { leave: boolean }): Promise<void> {
     const driver = this.#driver;
     this.#driver = undefined;
-    this.#stateChanges.notify(); // proposals waiting for a view give up now
     if (!driver) return;
     if (options.leave) {
       try {
@@ -182,10 +177,19 @@ export class ClusterMember {
    * node is still forming or joining, it waits a little for a view rather than failing.
    */
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await this.#stateChanges.until(
-      () => !this.#driver || this.#state === "primary" || this.#state === "minority",
-      PROPOSE_WAIT_MS,
-    );
+    // Still a poll, on purpose: proposing the instant the node turns primary (woken by the
+    // status change) let a format at start-up land in a view that was about to merge with the
+    // others, and the format then failed as "formatted already" (3 runs in 6 of the e2e
+    // cluster test). The race is in how views form at start; until it is fixed there, this
+    // 100 ms poll keeps proposals behind the first settled view.
+    for (
+      let waited = 0;
+      this.#state !== "primary" && this.#state !== "minority" && waited < PROPOSE_WAIT_MS;
+      waited += 100
+    ) {
+      if (!this.#driver) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     return await this.#propose<T>(event);
   }
 
