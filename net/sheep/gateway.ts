@@ -30,6 +30,7 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
+import type { Changes } from "./changes.ts";
 import { sortCopies } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
@@ -80,6 +81,8 @@ export interface GatewayContext {
   defaultCopies(): number;
   defaultBlockSizeShift(): number;
   now(): number;
+  /** Notified at every new view. */
+  readonly viewChanges: Changes;
   /** A copy was found bad or missing and replaced by a good one (or removed, when it could not be). */
   repaired(oid: Oid, node: string, detail: string): void;
 }
@@ -193,7 +196,13 @@ export class Gateway {
         return await attempt();
       } catch (error) {
         if (!isResult(error, ...RETRYABLE) || this.#context.now() > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
+        // Resend as soon as a new view is in (the usual cure), else after the retry interval
+        // (a lost connection may come back within one view).
+        const epoch = this.#context.view().epoch;
+        await this.#context.viewChanges.until(
+          () => this.#context.view().epoch !== epoch,
+          RETRY_INTERVAL_MS,
+        );
       }
     }
   }

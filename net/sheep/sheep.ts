@@ -163,6 +163,7 @@ export class Sheep {
       defaultCopies: () => this.config?.copies ?? COPIES_DEFAULT,
       defaultBlockSizeShift: () => this.config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
       now: () => this.now(),
+      viewChanges: this.viewChanges,
       repaired: (oid, node, detail) => {
         this.repairs++;
         this.logger.warn(`repaired object ${oidToHex(oid)} on ${node}: ${detail}`);
