@@ -20,6 +20,14 @@ export function compareCopies(a: ObjectMeta, b: ObjectMeta): number {
   return b.version - a.version || Number(b.verified) - Number(a.verified);
 }
 
+/** A copy's place in `targets` for `sortCopies`; a node that is not a target comes after all. */
+export function targetRank(targets: readonly { id: string }[]): (id: string) => number {
+  return (id) => {
+    const index = targets.findIndex((n) => n.id === id);
+    return index === -1 ? targets.length : index;
+  };
+}
+
 /**
  * Copies of one object, best first: newest, verified, then the bytes most copies hold, then the
  * earliest target. Every node orders the same listing the same way, so copies converge even when

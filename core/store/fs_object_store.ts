@@ -49,6 +49,7 @@ import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
 import type {
   BadBlock,
+  CreateOptions,
   ObjectMeta,
   ObjectStore,
   SalvagedCopy,
@@ -208,13 +209,7 @@ export class FsObjectStore implements ObjectStore {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: {
-      size: number;
-      version: number;
-      badBlocks?: readonly number[];
-      expected?: readonly (number | undefined)[];
-      unverified?: boolean;
-    },
+    options: CreateOptions,
   ): Promise<void> {
     const action = `Cannot create object ${oidToHex(oid)}`;
     this.#refuseWrites(action);

@@ -52,6 +52,21 @@ export interface BadBlock {
   reason: string;
 }
 
+/** How `ObjectStore.create` makes a copy: its canonical size, version, and what is known of it. */
+export interface CreateOptions {
+  size: number;
+  version: number;
+  /** Blocks whose bytes are not known good (a salvaged copy): they keep failing on read. */
+  badBlocks?: readonly number[];
+  /** The checksums those blocks should have, where known (kept: a later repair needs them). */
+  expected?: readonly (number | undefined)[];
+  /**
+   * A copy of a crash-suspect copy (no copy was there to check it against): it stays
+   * crash-suspect, so a verified copy that comes back later still wins over it.
+   */
+  unverified?: boolean;
+}
+
 /** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */
 export interface SalvagedCopy {
   /** The object's bytes; bad blocks are zeros. */
@@ -92,19 +107,7 @@ export interface ObjectStore {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: {
-      size: number;
-      version: number;
-      /** Blocks whose bytes are not known good (a salvaged copy): they keep failing on read. */
-      badBlocks?: readonly number[];
-      /** The checksums those blocks should have, where known (kept: a later repair needs them). */
-      expected?: readonly (number | undefined)[];
-      /**
-       * A copy of a crash-suspect copy (no copy was there to check it against): it stays
-       * crash-suspect, so a verified copy that comes back later still wins over it.
-       */
-      unverified?: boolean;
-    },
+    options: CreateOptions,
   ): Promise<void>;
   /**
    * Writes `data` at `offset` of an existing object and raises its version to `version` (if

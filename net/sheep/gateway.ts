@@ -20,7 +20,7 @@ import type { RingNode } from "../../core/hash/ring.ts";
 import { objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
-import type { ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
+import type { CreateOptions, ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
 import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
 import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import type { VdiRegistry } from "../../core/vdi/registry.ts";
@@ -31,7 +31,7 @@ import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 import type { Changes } from "./changes.ts";
-import { sortCopies } from "../../core/cluster/copy_choice.ts";
+import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 
@@ -50,13 +50,7 @@ export interface LocalObjects {
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: {
-      size: number;
-      version: number;
-      badBlocks?: readonly number[];
-      expected?: readonly (number | undefined)[];
-      unverified?: boolean;
-    },
+    options: CreateOptions,
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
@@ -419,7 +413,7 @@ export class Gateway {
       const sorted = sortCopies(
         listed,
         (c) => c.node.id,
-        (id) => targets.findIndex((n) => n.id === id),
+        targetRank(targets),
       );
       const order = sorted.map((c, i) => ({ c, i })).sort((a, b) =>
         rankKey(a.c.meta) - rankKey(b.c.meta) ||

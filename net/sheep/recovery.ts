@@ -8,7 +8,7 @@
  * every object this node must hold matches the newest copy.
  *
  * Copies that no longer belong here are removed only after every node reported the epoch
- * complete AND the object's current holders confirm, by version and digest, that they have it
+ * complete AND the object's current holders hold, by version and digest, the copy recovery picks
  * (`purge`): a leftover may be the last good copy.
  *
  * @module
@@ -17,7 +17,7 @@
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectMeta, ObjectStore, SalvagedCopy } from "../../core/store/object_store.ts";
-import { sortCopies } from "../../core/cluster/copy_choice.ts";
+import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
@@ -135,13 +135,7 @@ export class Recovery {
   start(view: ClusterView): void {
     if (this.#run) this.#run.cancelled = true;
     if (this.#purgeRun) this.#purgeRun.cancelled = true;
-    const run: Run = {
-      epoch: view.epoch,
-      view,
-      cancelled: false,
-      wanted: new Map(),
-      gathered: Promise.resolve(),
-    };
+    const run = newRun(view);
     this.#run = run;
     this.#status = {
       state: "gathering",
@@ -204,10 +198,7 @@ export class Recovery {
     for (const [oid, copies] of holders) {
       const targets = targetsOf(run.view, oid, this.#context.copies(oid));
       if (!targets.some((n) => n.id === self)) continue;
-      const rank = (id: string) => {
-        const index = targets.findIndex((n) => n.id === id);
-        return index === -1 ? targets.length : index;
-      };
+      const rank = targetRank(targets);
       const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
       // No verified copy: every copy was left suspect by a crash. Their versions are those of
@@ -440,7 +431,8 @@ export class Recovery {
 
   /**
    * Removes local copies the view does not place here, each only once every one of its current
-   * holders has confirmed a copy at least as new with the same bytes. Returns how many went.
+   * holders lists the copy recovery's rule picks among all of them (this one included). Returns
+   * how many went and how many were kept.
    */
   async purge(view: ClusterView): Promise<{ removed: number; kept: number }> {
     if (this.#purgeRun) this.#purgeRun.cancelled = true;
@@ -455,13 +447,7 @@ export class Recovery {
       this.#status.purgedEpoch = view.epoch;
       return { removed: 0, kept: 0 };
     }
-    const run: Run = {
-      epoch: view.epoch,
-      view,
-      cancelled: false,
-      wanted: new Map(),
-      gathered: Promise.resolve(),
-    };
+    const run = newRun(view);
     this.#purgeRun = run;
     const holders = await this.#listAll(run);
     if (!holders || run.cancelled) return { removed: 0, kept: leftovers.length };
@@ -473,10 +459,7 @@ export class Recovery {
       const copies = holders.get(oid) ?? [];
       // Removable once every current target holds the copy recovery's rule picks among all of
       // them, this leftover included (so it was either the same bytes or lost fairly).
-      const rank = (id: string) => {
-        const index = targets.findIndex((n) => n.id === id);
-        return index === -1 ? targets.length : index;
-      };
+      const rank = targetRank(targets);
       const best = sortCopies(copies, (c) => c.node.id, rank)[0];
       const confirmed = best !== undefined && targets.length > 0 && targets.every((target) => {
         const theirs = copies.find((c) => c.node.id === target.id);
@@ -515,6 +498,17 @@ function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
     (meta.verified ||
       (meta.changedBlocks !== undefined && changed.every((b) => !meta.changedBlocks!.includes(b))))
   );
+}
+
+/** A run (of recovery, or of a purge's listing) for `view`, not yet cancelled. */
+function newRun(view: ClusterView): Run {
+  return {
+    epoch: view.epoch,
+    view,
+    cancelled: false,
+    wanted: new Map(),
+    gathered: Promise.resolve(),
+  };
 }
 
 /** Every local copy with its meta (objects removed meanwhile are skipped). */

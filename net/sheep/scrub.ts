@@ -33,7 +33,7 @@ import type { Logger } from "./logger.ts";
 import type { ObjectLocks } from "./object_locks.ts";
 import type { Peers } from "./peers.ts";
 import type { ListedCopy } from "./recovery.ts";
-import { sortCopies } from "../../core/cluster/copy_choice.ts";
+import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 
 /** Bytes verified per second by default: a fraction of one disk's sequential bandwidth. */
 export const SCRUB_BYTES_PER_SECOND_DEFAULT = 64 * 2 ** 20;
@@ -606,9 +606,8 @@ export function mismatches(targets: RingNode[], metas: (ObjectMeta | undefined)[
     .map((node, rank) => ({ node, rank, meta: metas[rank] }))
     .filter((c): c is { node: RingNode; rank: number; meta: ObjectMeta } => c.meta !== undefined);
   if (present.length === 0) return [];
-  const best =
-    sortCopies(present, (c) => c.node.id, (id) => targets.findIndex((n) => n.id === id))[0]!
-      .meta;
+  const best = sortCopies(present, (c) => c.node.id, targetRank(targets))[0]!
+    .meta;
   return targets.flatMap((node, i): Mismatch[] => {
     const meta = metas[i];
     if (meta === undefined) return [{ node: node.id, problem: "copy missing" }];

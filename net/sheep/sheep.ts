@@ -535,8 +535,8 @@ export class Sheep {
     const current = async (oid: Oid): Promise<void> => {
       if (this.recovery.active) await this.recovery.ensure(oid);
     };
-    const mutation = async <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
-      await current(oid);
+    /** A change to the local copy, under its lock; a full disk is said in the log. */
+    const stored = async <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
       try {
         return await locks.shared(oid, work);
       } catch (error) {
@@ -549,18 +549,14 @@ export class Sheep {
         await current(oid);
         return await store.read(oid, offset, length);
       },
-      write: (oid, data, offset, version) =>
-        mutation(oid, () => store.write(oid, data, offset, version)),
+      write: async (oid, data, offset, version) => {
+        await current(oid);
+        return await stored(oid, () => store.write(oid, data, offset, version));
+      },
       // A create replaces the whole copy: nothing to bring up to date first (a pull due meanwhile
       // finds the newer version and leaves it).
-      create: async (oid, data, offset, options) => {
-        try {
-          return await locks.shared(oid, () => store.create(oid, data, offset, options));
-        } catch (error) {
-          if (isResult(error, ResultCode.NO_SPACE)) this.#noteNoSpace(oid, error);
-          throw error;
-        }
-      },
+      create: (oid, data, offset, options) =>
+        stored(oid, () => store.create(oid, data, offset, options)),
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
       readCopy: (oid, offset, length) => store.read(oid, offset, length),
       salvage: (oid) => store.salvage(oid),
