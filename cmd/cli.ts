@@ -13,6 +13,8 @@ import { OBJECT_PORT_DEFAULT } from "../core/limits.ts";
 import { ObjectClient } from "../net/object/client.ts";
 import { TcpTransport } from "../net/object/tcp_transport.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
+import { findClientKey } from "../net/auth/cluster_key.ts";
+import { SecretFileError } from "../net/auth/secret_file.ts";
 
 export const VERSION = "0.1.0";
 
@@ -32,8 +34,18 @@ export function parseFlags<T extends Options>(args: string[], options: T) {
   }
 }
 
-/** The flag every cluster client takes. */
-export const CLUSTER_FLAG = { cluster: { type: "string" } } as const satisfies Options;
+/** The flags every cluster client takes. */
+export const CLUSTER_FLAG = {
+  cluster: { type: "string" },
+  "key-file": { type: "string" },
+} as const satisfies Options;
+
+/** Where a command reaches the cluster, and the key file it was told to use, if any. */
+export interface ClusterAddress {
+  host: string;
+  port: number;
+  keyFile?: string;
+}
 
 /** Splits "HOST:PORT" (or "HOST", or ":PORT"). */
 export function parseHostPort(
@@ -49,12 +61,25 @@ export function parseHostPort(
 }
 
 /** Where the cluster is: --cluster, else SHEEPDOG_CLUSTER, else 127.0.0.1:7000. */
-export function clusterAddress(flag: string | undefined): { host: string; port: number } {
-  return parseHostPort(flag ?? process.env.SHEEPDOG_CLUSTER ?? `127.0.0.1:${OBJECT_PORT_DEFAULT}`);
+export function clusterAddress(
+  flags: { cluster?: string; "key-file"?: string },
+): ClusterAddress {
+  const address = parseHostPort(
+    flags.cluster ?? process.env.SHEEPDOG_CLUSTER ?? `127.0.0.1:${OBJECT_PORT_DEFAULT}`,
+  );
+  return flags["key-file"] === undefined ? address : { ...address, keyFile: flags["key-file"] };
 }
 
-export function connect(address: { host: string; port: number }): AdminService {
-  return new AdminService(new ObjectClient(new TcpTransport(address)));
+/**
+ * A client of the sheep at `address`, authenticated with the cluster key when one is found
+ * (net/auth/cluster_key.ts `findClientKey`): administrative requests need it; the public
+ * requests of VDI I/O work without it from this host.
+ */
+export function connect(address: ClusterAddress): AdminService {
+  const key = findClientKey(address.keyFile, address);
+  return new AdminService(
+    new ObjectClient(new TcpTransport({ host: address.host, port: address.port, key })),
+  );
 }
 
 /** Runs a command body, printing failures as one line; returns the exit status. */
@@ -71,7 +96,10 @@ export async function runCommand(
       process.stderr.write(`${name}: ${error.message}\n${usage}\n`);
       return 2;
     }
-    if (error instanceof SheepdogError || error instanceof RangeError) {
+    if (
+      error instanceof SheepdogError || error instanceof RangeError ||
+      error instanceof SecretFileError
+    ) {
       process.stderr.write(`${name}: ${error.message}\n`);
       return 1;
     }

@@ -10,6 +10,10 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { GroupDriver } from "../net/group/mod.ts";
 import { EpochLog } from "../net/sheep/epoch_log.ts";
+import { defaultHostAddress } from "../net/sheep/host_address.ts";
+import { readKeyFile } from "../net/auth/cluster_key.ts";
+import { DatagramSeal } from "../net/auth/datagram_seal.ts";
+import { Refusals } from "../net/auth/refusals.ts";
 import { parseFlags, parseHostPort, print, runCommand, UsageError } from "./cli.ts";
 
 export const DOG_USAGE = `Usage: sheepdog dog [options]
@@ -19,7 +23,9 @@ majority a new view needs, and prints membership events as they happen. Stays in
 foreground; Ctrl-C leaves the group.
 
 Options:
-  --address HOST:PORT   where to listen for the group (UDP; default 127.0.0.1:7900)
+  --address HOST:PORT   where to listen for the group (UDP; default: this host's address, as a
+                        sheep advertises it, port 7900)
+  --key-file FILE       the cluster key (default $SHEEPDOG_KEY_FILE); required
   --seed HOST:PORT      a sheep of the cluster (repeatable)
   --multicast G:P       multicast group and port (default 239.10.10.10:7400); 'off' for seeds only
   --dir DIR             where to keep the epoch log (default: none, a fresh member each start)
@@ -32,7 +38,8 @@ function timestamp(): string {
 export function dogMain(args: string[]): Promise<number> {
   return runCommand("dog", DOG_USAGE, async () => {
     const { values, positionals } = parseFlags(args, {
-      address: { type: "string", default: "127.0.0.1:7900" },
+      address: { type: "string" },
+      "key-file": { type: "string" },
       seed: { type: "string", multiple: true },
       multicast: { type: "string", default: "239.10.10.10:7400" },
       dir: { type: "string" },
@@ -40,7 +47,15 @@ export function dogMain(args: string[]): Promise<number> {
     });
     if (values.help) return print(DOG_USAGE);
     if (positionals.length > 0) throw new UsageError(`dog takes no arguments: '${positionals[0]}'`);
-    const address = parseHostPort(values.address!);
+    const keyFile = values["key-file"] ?? process.env.SHEEPDOG_KEY_FILE;
+    if (keyFile === undefined || keyFile === "") {
+      throw new UsageError("dog needs the cluster key: --key-file FILE (or $SHEEPDOG_KEY_FILE)");
+    }
+    const key = readKeyFile(path.resolve(keyFile));
+    const refusals = new Refusals({ log: (line) => process.stderr.write(`dog: ${line}\n`) });
+    const address = parseHostPort(
+      values.address ?? `${defaultHostAddress()?.address ?? "127.0.0.1"}:7900`,
+    );
     const seeds = values.seed ?? [];
     for (const seed of seeds) parseHostPort(seed);
     const multicast = values.multicast === "off" ? false : parseHostPort(values.multicast!);
@@ -49,6 +64,13 @@ export function dogMain(args: string[]): Promise<number> {
     const driver = new GroupDriver({
       address: `${address.host}:${address.port}`,
       witness: true,
+      seal: new DatagramSeal(key),
+      onRefusal: (reason, sender) =>
+        refusals.report(
+          reason === "replay" ? "datagram replay" : "datagram bad MAC",
+          sender,
+          `a group datagram: ${reason}`,
+        ),
       persisted: log ? await log.last() : null,
       persist: (records) => log ? log.append(records, Date.now()) : Promise.resolve(),
       seeds,

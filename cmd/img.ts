@@ -39,20 +39,29 @@ Commands:
 
 VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
 Options:
-  --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)`;
+  --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
+  --key-file FILE       the cluster key (default: $SHEEPDOG_KEY_FILE, else the key of the
+                        sheep on this host at that port); resize needs it`;
 
 /** Opens the cluster a VDI argument points at. */
-function adminFor(text: string, flag: string | undefined): { admin: AdminService; vdi: string } {
+function adminFor(text: string, flags: ClusterFlags): { admin: AdminService; vdi: string } {
   const address = parseVdiAddress(text);
-  return { admin: connect(address.cluster ?? clusterAddress(flag)), vdi: address.vdi };
+  const cluster = clusterAddress(flags);
+  return {
+    admin: connect(address.cluster ? { ...cluster, ...address.cluster } : cluster),
+    vdi: address.vdi,
+  };
 }
+
+/** The cluster flags of a command's parsed values. */
+type ClusterFlags = { cluster?: string; "key-file"?: string };
 
 async function withAdmin<T>(
   text: string,
-  flag: string | undefined,
+  flags: ClusterFlags,
   fn: (admin: AdminService, vdi: string) => Promise<T>,
 ): Promise<T> {
-  const { admin, vdi } = adminFor(text, flag);
+  const { admin, vdi } = adminFor(text, flags);
   try {
     return await fn(admin, vdi);
   } finally {
@@ -77,7 +86,7 @@ async function create(args: string[]): Promise<void> {
   if (!target || positionals.length > 2) throw new UsageError("create takes NAME and SIZE");
   if (!values.backing && !sizeText) throw new UsageError("create needs a SIZE (e.g. 256G)");
   const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText);
-  await withAdmin(target, values.cluster, async (admin, name) => {
+  await withAdmin(target, values, async (admin, name) => {
     if (values.backing) {
       await admin.clone(parseVdiAddress(values.backing).vdi, name, sizeBytes);
       print(`Cloned '${values.backing}' as '${name}'`);
@@ -136,7 +145,7 @@ async function convert(args: string[]): Promise<void> {
     source,
     target,
     createTarget: !values["skip-create"],
-    cluster: clusterAddress(values.cluster),
+    cluster: clusterAddress(values),
     onProgress: showProgress ? (done, total) => writeProgress(done, total) : undefined,
   });
   if (showProgress) process.stderr.write("\n");
@@ -168,7 +177,7 @@ async function snapshot(args: string[]): Promise<void> {
     throw new UsageError("snapshot needs exactly one of -c TAG, -l, -d SNAP, -a SNAP");
   }
   if (positionals.length !== 1) throw new UsageError("snapshot takes one VDI name");
-  await withAdmin(positionals[0]!, values.cluster, async (admin, name) => {
+  await withAdmin(positionals[0]!, values, async (admin, name) => {
     if (values.create !== undefined) {
       const tag = values.create;
       if (/^\d+$/.test(tag)) {
@@ -209,7 +218,7 @@ async function info(args: string[]): Promise<void> {
     json: { type: "boolean", default: false },
   });
   if (positionals.length !== 1) throw new UsageError("info takes one VDI name");
-  await withAdmin(positionals[0]!, values.cluster, async (admin, vdi) => {
+  await withAdmin(positionals[0]!, values, async (admin, vdi) => {
     const rows = await admin.vdis();
     const row = await admin.vdi(vdi, rows);
     const family = rows.filter((r) => r.name === row.name && r.snapshot);
@@ -242,7 +251,7 @@ async function resize(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
   if (positionals.length !== 2) throw new UsageError("resize takes NAME and SIZE");
   const sizeText = positionals[1]!;
-  await withAdmin(positionals[0]!, values.cluster, async (admin, name) => {
+  await withAdmin(positionals[0]!, values, async (admin, name) => {
     const current = await admin.vdi(name);
     const size = sizeText.startsWith("+")
       ? current.sizeBytes + parseSize(sizeText.slice(1))

@@ -11,7 +11,7 @@ import { VdiIo } from "../core/vdi/io.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
-import { connect } from "./cli.ts";
+import { type ClusterAddress, connect } from "./cli.ts";
 
 export type ImageEnd =
   | { kind: "file"; path: string }
@@ -22,7 +22,7 @@ export interface ConvertOptions {
   target: ImageEnd;
   /** False for `-n`: the target VDI must exist already. */
   createTarget: boolean;
-  cluster: { host: string; port: number };
+  cluster: ClusterAddress;
   onProgress?: ((doneBytes: number, totalBytes: number) => void) | undefined;
 }
 
@@ -49,7 +49,7 @@ function openClient(
   end: Extract<ImageEnd, { kind: "vdi" }>,
   cluster: ConvertOptions["cluster"],
 ): ObjectClient {
-  return connect(end.cluster ?? cluster).client;
+  return connect(end.cluster ? { ...cluster, ...end.cluster } : cluster).client;
 }
 
 async function fileReader(path: string): Promise<Reader> {

@@ -23,6 +23,10 @@ import { createLogger, parseLogLevel } from "../net/log/mod.ts";
 import { parseSize } from "../net/admin/format.ts";
 import type { ScrubOptions } from "../net/sheep/scrub.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
+import { defaultHostAddress } from "../net/sheep/host_address.ts";
+import { ClientAddresses } from "../net/auth/client_addresses.ts";
+import { readKeyFile, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
+import { readSecretFile } from "../net/auth/secret_file.ts";
 import {
   integerFlag,
   isSingleExecutable,
@@ -39,7 +43,15 @@ Runs a storage node that keeps its objects, config and log in DIR.
 
 Options:
   --port N          object protocol port (default ${OBJECT_PORT_DEFAULT})
-  --host ADDR       address to listen on and advertise (default 127.0.0.1)
+  --host ADDR       address to listen on and advertise (default: listen on every address
+                    and advertise the one of the interface with the default route, else
+                    the first non-loopback IPv4 address, else 127.0.0.1)
+  --key-file FILE   the cluster key (make one with 'shepherd keygen FILE', copy it to every
+                    host, mode 0600); group datagrams and sheep-to-sheep connections are
+                    authenticated with it, and administrative requests need it. Default:
+                    DIR/cluster.key, made on first start (enough for a one-host cluster)
+  --allow-clients CIDR[,CIDR]  networks whose clients (QEMU's sheepdog driver, which cannot
+                    authenticate) may read and write VDIs; loopback always may
   --zone N          failure zone (default: derived from the address)
   --vnodes N        virtual nodes on the ring (default 128)
   --seed HOST:PORT  another sheep to find the cluster through (repeatable; for networks
@@ -55,6 +67,7 @@ Options:
   --http-address A  HTTP admin API and dashboard address (default 127.0.0.1)
   --http-port N     HTTP port (default ${HTTP_PORT_DEFAULT})
   --http-token T    token required for changes through HTTP (needed beyond loopback)
+  --http-token-file FILE  the same, read from FILE (mode 0600), so it is not shown by ps
   --no-http         no HTTP admin API
   --scrub-interval S  start a background scrub every S seconds (default 86400: daily; 0 or
                     'off': never). A scrub verifies every block of every local copy against
@@ -70,7 +83,9 @@ const SCRUB_INTERVAL_DEFAULT_S = 86_400;
 
 const FLAGS = {
   port: { type: "string", default: String(OBJECT_PORT_DEFAULT) },
-  host: { type: "string", default: "127.0.0.1" },
+  host: { type: "string" },
+  "key-file": { type: "string" },
+  "allow-clients": { type: "string" },
   zone: { type: "string" },
   vnodes: { type: "string" },
   seed: { type: "string", multiple: true },
@@ -83,6 +98,7 @@ const FLAGS = {
   "http-address": { type: "string", default: "127.0.0.1" },
   "http-port": { type: "string", default: String(HTTP_PORT_DEFAULT) },
   "http-token": { type: "string" },
+  "http-token-file": { type: "string" },
   multicast: { type: "string", default: "239.10.10.10:7400" },
   "failure-timeout": { type: "string", default: "5000" },
   "scrub-interval": { type: "string", default: String(SCRUB_INTERVAL_DEFAULT_S) },
@@ -165,9 +181,28 @@ function settingsOf(values: Flags) {
   const multicast = values.multicast === undefined || values.multicast === "off"
     ? false
     : parseHostPort(values.multicast);
+  let clients: ClientAddresses;
+  try {
+    clients = values["allow-clients"] === undefined
+      ? ClientAddresses.loopbackOnly
+      : ClientAddresses.parse(values["allow-clients"]);
+  } catch (error) {
+    throw new UsageError(`Invalid --allow-clients: ${(error as Error).message}`);
+  }
+  if (values["http-token"] !== undefined && values["http-token-file"] !== undefined) {
+    throw new UsageError("Use --http-token or --http-token-file, not both");
+  }
+  // Secrets are checked here, in the foreground, so a bad file fails the command itself.
+  const httpToken = values["http-token-file"] === undefined
+    ? values["http-token"]
+    : readSecretFile(path.resolve(values["http-token-file"]), "token file");
+  if (values["key-file"] !== undefined) readKeyFile(path.resolve(values["key-file"]));
   return {
     logLevel,
     seeds,
+    ...addressesOf(values.host),
+    clients,
+    httpToken,
     multicast: multicast === false
       ? false as const
       : { group: multicast.host, port: multicast.port },
@@ -179,6 +214,19 @@ function settingsOf(values: Flags) {
     httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
     scrub: scrubSettings(values["scrub-interval"]!, values["scrub-rate"]!),
   };
+}
+
+/**
+ * Where the object port listens and what the sheep advertises: --host for both; else every
+ * address, advertising the host's own (host_address.ts); else loopback alone.
+ */
+function addressesOf(host: string | undefined) {
+  if (host !== undefined) return { host, listenHost: host, hostReason: "--host" };
+  const found = defaultHostAddress();
+  if (found === undefined) {
+    return { host: "127.0.0.1", listenHost: "127.0.0.1", hostReason: "no address but loopback" };
+  }
+  return { host: found.address, listenHost: "0.0.0.0", hostReason: found.reason };
 }
 
 /**
@@ -206,9 +254,12 @@ async function serve(dir: string, values: Flags): Promise<void> {
     name: "sheep",
     ...(process.env.SHEEPDOG_DAEMON ? { file: path.join(dir, "sheep.log") } : {}),
   });
+  const key = sheepKey(dir, values["key-file"]);
   const sheep = new Sheep({
     dir,
-    host: values.host!,
+    host: settings.host,
+    listenHost: settings.listenHost,
+    security: { key: key.key, clients: settings.clients },
     cluster: {
       seeds: settings.seeds,
       multicast: settings.multicast,
@@ -224,6 +275,22 @@ async function serve(dir: string, values: Flags): Promise<void> {
     scrub: settings.scrub,
   });
   await sheep.start();
+  logger.info(
+    `advertising ${sheep.id} (${settings.hostReason}); object port listening on ` +
+      `${settings.listenHost === "0.0.0.0" ? "every address" : settings.listenHost}; ` +
+      `clients without the key: ${settings.clients}`,
+  );
+  logger.info(
+    key.created
+      ? `made a cluster key in ${key.file}: to add sheep on other hosts, copy it there and ` +
+        `start them with --key-file`
+      : `cluster key: ${key.file}`,
+  );
+  try {
+    writeKeyNote(sheep.port, key.file); // how local commands find the key
+  } catch (error) {
+    logger.warn(`Cannot note the key file for local commands: ${(error as Error).message}`);
+  }
   const services: { close(): Promise<void> }[] = [];
   try {
     if (values.nbd) {
@@ -251,7 +318,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
         await startHttpService(sheep, {
           host: values["http-address"]!,
           port: settings.httpPort,
-          ...(values["http-token"] ? { token: values["http-token"] } : {}),
+          ...(settings.httpToken ? { token: settings.httpToken } : {}),
           logger,
         }),
       );
@@ -286,10 +353,11 @@ export function sheepMain(args: string[]): Promise<number> {
     if (positionals.length !== 1) throw new UsageError("sheep takes one directory");
     const dir = path.resolve(positionals[0]!);
     if (values.foreground) return await serve(dir, values);
-    settingsOf(values); // A bad flag is reported here, not from inside the detached child.
+    const settings = settingsOf(values); // A bad flag fails here, not in the detached child.
     await daemonise(dir, args);
     print(
-      `sheep serving ${dir} on ${values.host}:${values.port} (log: ${path.join(dir, "sheep.log")})`,
+      `sheep serving ${dir} on ${settings.host}:${settings.port} ` +
+        `(log: ${path.join(dir, "sheep.log")})`,
     );
   });
 }

@@ -5,7 +5,9 @@
  * @module
  */
 
+import * as path from "node:path";
 import { BLOCK_SIZE_SHIFT_DEFAULT } from "../core/limits.ts";
+import { writeNewKeyFile } from "../net/auth/cluster_key.ts";
 import {
   formatClusterInfo,
   formatNodeTable,
@@ -32,6 +34,8 @@ import type { AdminService, ScrubRow } from "../net/admin/admin_service.ts";
 export const SHEPHERD_USAGE = `Usage: sheepdog shepherd COMMAND [options]
 
 Commands:
+  keygen FILE                    write a new cluster key to FILE (mode 0600); copy it to every
+                                 host and start each sheep with --key-file FILE
   mkfs [--copies=N] [--object-size-shift=S] [--strict] [--force]
                                  format the cluster (N copies of every object, default 3)
   info -t vdi [-f list|tree] [--json]   list VDIs and snapshots
@@ -53,6 +57,9 @@ Commands:
 
 Options:
   --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
+  --key-file FILE       the cluster key (default: $SHEEPDOG_KEY_FILE, else the key of the
+                        sheep on this host at that port); commands that change the cluster
+                        need it
   -h, --help            show this help`;
 
 const INFO_FLAGS = {
@@ -77,7 +84,7 @@ async function mkfs(args: string[]): Promise<void> {
   if (!Number.isInteger(shift)) {
     throw new UsageError(`Invalid --object-size-shift '${values["object-size-shift"]}'`);
   }
-  const admin = connect(clusterAddress(values.cluster));
+  const admin = connect(clusterAddress(values));
   try {
     await admin.mkfs({ copies, blockSizeShift: shift, force: values.force, strict: values.strict });
     print(`Cluster formatted with ${copies} ${copies === 1 ? "copy" : "copies"}`);
@@ -89,7 +96,7 @@ async function mkfs(args: string[]): Promise<void> {
 async function info(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, INFO_FLAGS);
   if (positionals.length > 0) throw new UsageError(`info takes no arguments: '${positionals[0]}'`);
-  const admin = connect(clusterAddress(values.cluster));
+  const admin = connect(clusterAddress(values));
   try {
     await showInfo(admin, values.type ?? "vdi", values.format, values.json);
   } finally {
@@ -150,7 +157,7 @@ async function vdi(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(rest, CLUSTER_FLAG);
   if (sub !== "delete") throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete`);
   if (positionals.length !== 1) throw new UsageError("vdi delete takes one VDI name");
-  const admin = connect(clusterAddress(values.cluster));
+  const admin = connect(clusterAddress(values));
   try {
     await admin.deleteVdi(positionals[0]!);
     print(`Deleted ${positionals[0]}`);
@@ -167,7 +174,7 @@ async function cluster(args: string[]): Promise<void> {
       "Unknown cluster command: use 'cluster recover force' or 'cluster scrub [VDI]'",
     );
   }
-  const admin = connect(clusterAddress(values.cluster));
+  const admin = connect(clusterAddress(values));
   try {
     await admin.forceRecover();
     print("Recovery forced: the cluster starts with the nodes that are back");
@@ -187,7 +194,7 @@ async function scrub(args: string[]): Promise<void> {
   });
   if (positionals.length > 1) throw new UsageError("cluster scrub takes at most one VDI name");
   const vdi = positionals[0];
-  const admin = connect(clusterAddress(values.cluster));
+  const admin = connect(clusterAddress(values));
   try {
     const started = await admin.startScrub(vdi === undefined ? {} : { vdi });
     if (!values.wait) {
@@ -245,7 +252,22 @@ async function waitForScrub(
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { mkfs, info, vdi, cluster };
+function keygen(args: string[]): Promise<void> {
+  const { positionals } = parseFlags(args, {});
+  if (positionals.length !== 1) throw new UsageError("keygen takes one file name");
+  const file = path.resolve(positionals[0]!);
+  writeNewKeyFile(file);
+  print(`wrote a new cluster key to ${file} (mode 0600): copy it to every host of the cluster`);
+  return Promise.resolve();
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  keygen,
+  mkfs,
+  info,
+  vdi,
+  cluster,
+};
 
 export function shepherdMain(args: string[]): Promise<number> {
   return runSubcommand("shepherd", SHEPHERD_USAGE, COMMANDS, args);

@@ -50,6 +50,8 @@ export const ResultCode = {
   AGAIN: 0x8f,
   VDI_NOT_EMPTY: 0x92,
   NOT_FOUND: 0x93,
+  /** Ours: the request needs a connection authenticated with the cluster key. */
+  NOT_AUTHORIZED: 0x94,
 } as const;
 
 /** A result code number. */
@@ -98,6 +100,7 @@ const DESCRIPTIONS: Record<number, string> = {
   0x8f: "Ask to try again",
   0x92: "VDI is not empty",
   0x93: "Cannot find requested resource",
+  0x94: "Not authorized: the request needs the cluster key",
 };
 
 /** The human description of a result code, as Sheepdog's `sd_strerror`. */

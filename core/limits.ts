@@ -48,6 +48,17 @@ export const REQUEST_TIMEOUT_MS = 60_000;
 export const OBJECT_PORT_DEFAULT = 7000;
 export const NBD_PORT_DEFAULT = 10809;
 export const HTTP_PORT_DEFAULT = 7080;
+/** Bytes of a key `shepherd keygen` makes, and the fewest a key file may hold. */
+export const CLUSTER_KEY_BYTES = 32;
+export const CLUSTER_KEY_BYTES_MIN = 16;
+/** Bytes of the MAC on a group datagram and of each proof of the connection handshake. */
+export const AUTH_MAC_BYTES = 16;
+/** How long a connection may take to authenticate before it is cut. */
+export const AUTH_TIMEOUT_MS = 10_000;
+/** Datagrams a receiver accepts out of order per sender; older ones count as replays. */
+export const REPLAY_WINDOW = 256;
+/** Refusal log lines per peer address per minute at most (the metrics count every one). */
+export const REFUSAL_LOGS_PER_MINUTE = 1;
 
 /** Object size for a block size shift. */
 export function objectSize(blockSizeShift: number): number {

@@ -32,6 +32,8 @@ function ports(n: number): number[] {
 function startCluster(dir: string, count: number): { ports: number[]; dirs: string[] } {
   const list = ports(count);
   const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
+  const keyFile = path.join(dir, "cluster.key");
+  run(["shepherd", "keygen", keyFile]);
   for (let i = 0; i < count; i++) {
     const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
     run([
@@ -39,6 +41,10 @@ function startCluster(dir: string, count: number): { ports: number[]; dirs: stri
       dirs[i]!,
       "--port",
       String(list[i]),
+      "--host",
+      "127.0.0.1",
+      "--key-file",
+      keyFile,
       "--zone",
       String(i + 1),
       "--multicast",

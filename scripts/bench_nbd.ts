@@ -214,6 +214,8 @@ async function runSheepdog(
       "--nbd-port",
       String(nbdPort),
       "--nbd-force-shared",
+      "--host",
+      "127.0.0.1",
       "--multicast",
       "off",
       "--no-http",

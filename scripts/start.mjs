@@ -32,6 +32,12 @@ function waitForPort(port, timeoutMs = 20000) {
   });
 }
 
+// One cluster key for the local sheep (each would otherwise make its own in its directory);
+// commands find it through the note each sheep leaves, so the user never handles it.
+mkdirSync(home, { recursive: true });
+const keyFile = join(home, "cluster.key");
+if (!existsSync(keyFile)) execFileSync(sheepdog[0], ["shepherd", "keygen", keyFile]);
+
 const children = [];
 for (let i = 0; i < nodes; i++) {
   const dir = join(home, `sheep${i}`);
@@ -46,6 +52,11 @@ for (let i = 0; i < nodes; i++) {
     dir,
     "--port",
     String(port),
+    // A local cluster: loopback only (by default a sheep listens on every address).
+    "--host",
+    "127.0.0.1",
+    "--key-file",
+    keyFile,
     "--zone",
     String(i + 1),
     "--multicast",

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { Sheep } from "../net/sheep/sheep.ts";
 import { ObjectClient } from "../net/object/client.ts";
 import { TcpTransport } from "../net/object/tcp_transport.ts";
+import { generateKey } from "../net/auth/cluster_key.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
 import { freePort, tempDir } from "./harness.ts";
 
@@ -38,6 +39,8 @@ export interface TestClusterOptions {
   strict?: boolean;
   /** Extra unicast seeds every node gets (e.g. a dog witness). */
   extraSeeds?: string[];
+  /** The cluster key (default: a new one), e.g. to share it with a dog witness. */
+  key?: Uint8Array;
 }
 
 export class TestCluster {
@@ -48,10 +51,13 @@ export class TestCluster {
   /** Partition sides by node index; undefined = everyone reaches everyone. */
   #sides: Map<number, number> | undefined;
   #clients: AdminService[] = [];
+  /** The cluster key: peers authenticate and datagrams are sealed, as in production. */
+  readonly key: Uint8Array;
 
   private constructor(root: string, options: TestClusterOptions) {
     this.root = root;
     this.#options = options;
+    this.key = options.key ?? generateKey();
   }
 
   static async start(options: TestClusterOptions): Promise<TestCluster> {
@@ -80,6 +86,7 @@ export class TestCluster {
       host: "127.0.0.1",
       port,
       zone: this.#options.zone?.(index) ?? index + 1,
+      security: { key: this.key },
       cluster: {
         seeds: [
           ...this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
@@ -127,7 +134,9 @@ export class TestCluster {
   /** An admin client talking TCP to node `index`. */
   admin(index: number): AdminService {
     const admin = new AdminService(
-      new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: this.ports[index]! })),
+      new ObjectClient(
+        new TcpTransport({ host: "127.0.0.1", port: this.ports[index]!, key: this.key }),
+      ),
     );
     this.#clients.push(admin);
     return admin;

@@ -162,9 +162,13 @@ Deno.test("cluster: a dog witness is the third vote of a two-sheep cluster", asy
   const { freePort } = await import("./cluster_harness.ts");
   const dogPort = await freePort();
   const views: number[] = [];
+  const { generateKey } = await import("../net/auth/cluster_key.ts");
+  const { DatagramSeal } = await import("../net/auth/datagram_seal.ts");
+  const key = generateKey();
   const dog = new GroupDriver({
     address: `127.0.0.1:${dogPort}`,
     witness: true,
+    seal: new DatagramSeal(key),
     persist: () => Promise.resolve(),
     multicast: false,
     timing: { failureTimeoutTicks: 15, heartbeatTicks: 1, settleTicks: 5 },
@@ -175,6 +179,7 @@ Deno.test("cluster: a dog witness is the third vote of a two-sheep cluster", asy
     nodes: 2,
     copies: 2,
     extraSeeds: [`127.0.0.1:${dogPort}`],
+    key,
   });
   try {
     await waitFor("the dog in the view", () => cluster.node(0).member!.members.length === 3);

@@ -121,6 +121,13 @@ function datagramCrc(bytes: Uint8Array): number {
   return crc32(bytes.subarray(headerBytes), crc32(bytes.subarray(0, 16)));
 }
 
+/** The group tag of what looks like a datagram (sealed or not), or undefined. */
+export function peekGroupTag(bytes: Uint8Array): number | undefined {
+  if (bytes.length < headerBytes) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, headerBytes);
+  return view.getUint32(0, true) === magic ? view.getUint32(8, true) : undefined;
+}
+
 /** Decodes one datagram; never throws. */
 export function decodeDatagram(bytes: Uint8Array): DecodeResult {
   try {

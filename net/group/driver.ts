@@ -19,7 +19,8 @@
 
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { assert } from "../../core/assert.ts";
-import { decodeDatagram, encodeDatagram, groupTagOf } from "./codec.ts";
+import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
+import { decodeDatagram, encodeDatagram, groupTagOf, peekGroupTag } from "./codec.ts";
 import { tickMs } from "./limits.ts";
 import { Membership, type MembershipOptions } from "./membership.ts";
 import type {
@@ -73,6 +74,13 @@ export interface GroupDriverOptions {
    * a network partition would. Production leaves it unset.
    */
   readonly acceptFrom?: (id: string) => boolean;
+  /**
+   * The cluster key's seal: every datagram sent carries its MAC, and a received one without a
+   * valid MAC, or seen before, is dropped and reported through `onRefusal`.
+   */
+  readonly seal?: DatagramSeal;
+  /** A datagram was refused: `sender` is its "ip:port". */
+  readonly onRefusal?: (reason: SealRefusal, sender: string) => void;
 }
 
 /** Counters for diagnostics. */
@@ -228,10 +236,29 @@ export class GroupDriver {
     this.#pump();
   }
 
-  #onDatagram(data: Uint8Array, _remote: RemoteInfo): void {
+  #onDatagram(data: Uint8Array, remote: RemoteInfo): void {
     if (this.#stopped || this.#machine === null) return;
     this.stats.received++;
-    const decoded = decodeDatagram(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    // Another cluster sharing the port is not a stranger to report: skip its datagrams first.
+    const tag = peekGroupTag(bytes);
+    if (tag === undefined) {
+      this.stats.rejected++;
+      return;
+    }
+    if (tag !== this.#groupTag) return;
+    const seal = this.#options.seal;
+    if (seal) {
+      const sender = `${remote.address}:${remote.port}`;
+      const opened = seal.open(bytes, sender);
+      if (!opened.ok) {
+        this.stats.rejected++;
+        this.#options.onRefusal?.(opened.reason, sender);
+        return;
+      }
+      bytes = opened.datagram;
+    }
+    const decoded = decodeDatagram(bytes);
     if (!decoded.ok) {
       this.stats.rejected++;
       return;
@@ -269,6 +296,7 @@ export class GroupDriver {
         let bytes = encoded.get(msg);
         if (bytes === undefined) {
           bytes = encodeDatagram(this.#id, msg, this.#groupTag);
+          if (this.#options.seal) bytes = this.#options.seal.seal(bytes);
           encoded.set(msg, bytes);
         }
         this.#send(to, bytes);

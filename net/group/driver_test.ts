@@ -7,6 +7,8 @@
  */
 
 import assert from "node:assert/strict";
+import { generateKey } from "../auth/cluster_key.ts";
+import { DatagramSeal } from "../auth/datagram_seal.ts";
 import { GroupDriver, type GroupDriverOptions } from "./driver.ts";
 import type { EpochRecord, View } from "./types.ts";
 
@@ -157,5 +159,45 @@ Deno.test("a driver refuses a malformed address and reports a failing persist by
     assert.deepEqual(p.views, [], "nothing is delivered without the epoch log");
   } finally {
     await p.driver.stop();
+  }
+});
+
+Deno.test("sealed drivers form a group; one with another key never joins and both sides report it", async () => {
+  const key = generateKey();
+  const refusedBy = new Map<string, string[]>();
+  const sealed = (name: string, k: Uint8Array, seeds: string[]) =>
+    probe({
+      incarnation: 1,
+      seeds,
+      seal: new DatagramSeal(k),
+      onRefusal: (reason, sender) => {
+        refusedBy.set(name, [...(refusedBy.get(name) ?? []), `${reason} from ${sender}`]);
+      },
+    });
+  const a = sealed("a", key, []);
+  await a.driver.start();
+  // The stranger knows a; b knows both: datagrams go both ways between the keys.
+  const stranger = sealed("stranger", generateKey(), [a.driver.id]);
+  await stranger.driver.start();
+  const b = sealed("b", key, [a.driver.id, stranger.driver.id]);
+  await b.driver.start();
+  try {
+    await until(
+      "a and b in one view, and each side refusing the other key",
+      () =>
+        [a, b].every((p) => lastView(p)?.members.length === 2) &&
+        (refusedBy.get("a")?.length ?? 0) > 0 && (refusedBy.get("stranger")?.length ?? 0) > 0,
+    );
+    assert.ok(
+      [a, b].every((p) =>
+        p.views.every((v) => !v.members.some((m) => m.id === stranger.driver.id))
+      ),
+      "the stranger is never a member",
+    );
+    assert.match(refusedBy.get("a")![0]!, new RegExp(`bad MAC from ${stranger.driver.id}`));
+    assert.match(refusedBy.get("stranger")![0]!, /bad MAC from 127\.0\.0\.1:\d+/);
+    assert.ok((lastView(stranger)?.members.length ?? 1) === 1, "the stranger is alone");
+  } finally {
+    await Promise.all([a, b, stranger].map((p) => p.driver.stop()));
   }
 });

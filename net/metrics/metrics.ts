@@ -95,6 +95,7 @@ export class Metrics {
   readonly #bytes: Counter<"protocol" | "direction">;
   readonly #clients: Gauge<"protocol">;
   readonly #collectErrors: Counter;
+  readonly #refusals: Counter<"kind">;
   readonly #gauges: { [K in keyof SheepGauges]: Gauge };
   readonly #recovery: { [K in keyof RecoveryGauges]: Gauge };
   #recoveryState: RecoveryGauges = { active: false, done: 0, total: 0, rate: 0 };
@@ -143,6 +144,13 @@ export class Metrics {
     this.#collectErrors = new Counter({
       name: "sheepdog_metrics_collect_errors_total",
       help: "Scrapes during which a gauge could not be refreshed (its previous value was kept)",
+      registers,
+    });
+    this.#refusals = new Counter({
+      name: "sheepdog_refusals_total",
+      help: "Datagrams, connections and requests refused as not from the cluster or an " +
+        "allowed client (bad MAC, replay, wrong or no key, client address not allowed)",
+      labelNames: ["kind"],
       registers,
     });
     this.#gauges = {
@@ -220,6 +228,10 @@ export class Metrics {
       "When these metrics began, in seconds since the Unix epoch",
     )
       .set(Date.now() / 1000);
+  }
+  /** Counts one refusal of a stranger (net/auth/refusals.ts). */
+  countRefusal(kind: string): void {
+    this.#refusals.inc({ kind });
   }
 
   /** Counts one finished request and records its latency. */

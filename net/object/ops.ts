@@ -59,6 +59,10 @@ export const Opcode = {
   START_SCRUB: 0xe4,
   /** Ours: scrub status (JSON rows), of every node unless Flag.FWD. */
   STAT_SCRUB: 0xe5,
+  // Internal, ours: the cluster-key handshake (net/auth/handshake.ts), before any other
+  // internal request on a connection.
+  AUTH_HELLO: 0xf0,
+  AUTH_PROVE: 0xf1,
 } as const;
 
 export type Opcode = typeof Opcode[keyof typeof Opcode];

@@ -1,14 +1,21 @@
 /**
  * Object-protocol server: accepts TCP connections, parses requests, hands each to the request
  * handler and writes responses as they complete (out of order, matched by id). A connection
- * with too many requests or bytes in flight stops being read until it drains.
+ * with too many requests or bytes in flight stops being read until it drains. With an access
+ * policy (the cluster key), each connection's requests pass its `ConnectionAccess` first.
  *
  * @module
  */
 
 import * as net from "node:net";
-import { CONNECTION_BUFFER_BYTES_MAX, REQUESTS_IN_FLIGHT_MAX } from "../../core/limits.ts";
+import {
+  AUTH_TIMEOUT_MS,
+  CONNECTION_BUFFER_BYTES_MAX,
+  REQUESTS_IN_FLIGHT_MAX,
+} from "../../core/limits.ts";
+import { type AccessPolicy, ConnectionAccess } from "../auth/connection_access.ts";
 import { FrameReader, requestPayloadLength } from "./framing.ts";
+import type { Message } from "./header.ts";
 import type { RequestHandler } from "./transport.ts";
 
 /** Where a server listens. */
@@ -20,12 +27,17 @@ export interface ListenAddress {
 export class ObjectServer {
   readonly #handler: RequestHandler;
   readonly #onError: (message: string) => void;
+  readonly #access: AccessPolicy | undefined;
   #server: net.Server | undefined;
   #sockets = new Set<net.Socket>();
 
-  constructor(handler: RequestHandler, options: { onError?: (message: string) => void } = {}) {
+  constructor(
+    handler: RequestHandler,
+    options: { onError?: (message: string) => void; access?: AccessPolicy } = {},
+  ) {
     this.#handler = handler;
     this.#onError = options.onError ?? (() => {});
+    this.#access = options.access;
   }
 
   /** Starts listening; resolves with the bound address (port 0 picks a free one). */
@@ -48,6 +60,25 @@ export class ObjectServer {
     socket.setNoDelay(true);
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const reader = new FrameReader(requestPayloadLength);
+    const access = this.#access &&
+      new ConnectionAccess(this.#access, peer, socket.remoteAddress ?? "");
+    if (access?.mustAuthenticate) {
+      // A stranger that connects and says nothing must not hold a connection for ever.
+      const timer = setTimeout(() => {
+        if (access.authenticated || socket.destroyed) return;
+        access.timedOut();
+        socket.destroy();
+      }, AUTH_TIMEOUT_MS);
+      socket.once("close", () => clearTimeout(timer));
+    }
+    const send = (response: Message) => {
+      response.header.dataLength = response.data.length;
+      socket.cork();
+      socket.write(response.header.bytes);
+      if (response.data.length > 0) socket.write(response.data);
+      socket.uncork();
+    };
+    let ended = false;
     let inFlight = 0;
     let inFlightBytes = 0;
     const throttle = () => {
@@ -57,6 +88,7 @@ export class ObjectServer {
       else if (!over && socket.isPaused()) socket.resume();
     };
     socket.on("data", (chunk: Uint8Array) => {
+      if (ended) return;
       let messages;
       try {
         messages = reader.push(chunk);
@@ -66,24 +98,35 @@ export class ObjectServer {
         return;
       }
       for (const message of messages) {
+        const decision = access?.decide(message);
+        if (decision?.kind === "close") {
+          socket.destroy();
+          return;
+        }
+        if (decision?.kind === "reply") {
+          send(decision.response);
+          if (!decision.close) continue;
+          ended = true; // nothing more is read from a peer that failed the handshake
+          socket.end();
+          return;
+        }
         inFlight++;
         inFlightBytes += message.data.length;
         this.#handler(message, peer).then((response) => {
           inFlight--;
           inFlightBytes -= message.data.length;
           if (socket.destroyed) return;
-          response.header.dataLength = response.data.length;
-          socket.cork();
-          socket.write(response.header.bytes);
-          if (response.data.length > 0) socket.write(response.data);
-          socket.uncork();
+          send(response);
           throttle();
         });
       }
       throttle();
     });
     socket.on("error", () => socket.destroy());
-    socket.on("close", () => this.#sockets.delete(socket));
+    socket.on("close", () => {
+      this.#sockets.delete(socket);
+      access?.closed();
+    });
   }
 
   /** Stops accepting, closes every connection and waits for the listener to close. */

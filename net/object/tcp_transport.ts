@@ -1,14 +1,18 @@
 /**
  * Object-protocol client connection over TCP: requests are pipelined, matched to responses by
  * id, and may complete out of order. A lost connection fails what is in flight with
- * NETWORK_ERROR naming the address; the next request reconnects.
+ * NETWORK_ERROR naming the address; the next request reconnects. With the cluster key, every
+ * connection is authenticated before its first request.
  *
  * @module
  */
 
 import * as net from "node:net";
 import { REQUEST_TIMEOUT_MS } from "../../core/limits.ts";
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { describeResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { newNonce, proveToServer } from "../auth/handshake.ts";
+import { requestHeader } from "./client.ts";
+import { Flag, Opcode } from "./ops.ts";
 import { FrameReader, responsePayloadLength } from "./framing.ts";
 import type { Header, Message } from "./header.ts";
 import type { Transport } from "./transport.ts";
@@ -24,6 +28,8 @@ export interface TcpTransportOptions {
   host: string;
   port: number;
   timeoutMs?: number;
+  /** The cluster key: authenticate each connection before any request (net/auth). */
+  key?: Uint8Array;
 }
 
 export class TcpTransport implements Transport {
@@ -35,11 +41,15 @@ export class TcpTransport implements Transport {
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #closed = false;
+  /** The connection is authenticated (or needs no authentication). */
+  #ready = false;
+  readonly #key: Uint8Array | undefined;
 
   constructor(options: TcpTransportOptions) {
     this.host = options.host;
     this.port = options.port;
     this.#timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.#key = options.key;
   }
 
   get address(): string {
@@ -47,21 +57,39 @@ export class TcpTransport implements Transport {
   }
 
   #connect(): Promise<net.Socket> {
-    if (this.#socket) return Promise.resolve(this.#socket);
-    if (this.#connecting) return this.#connecting;
-    this.#connecting = new Promise<net.Socket>((resolve, reject) => {
+    if (this.#socket && this.#ready) return Promise.resolve(this.#socket);
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  /** Connects, and authenticates with the cluster key when there is one. */
+  async #open(): Promise<net.Socket> {
+    const socket = await this.#dial();
+    if (this.#key !== undefined) {
+      try {
+        await this.#authenticate(socket, this.#key);
+      } catch (error) {
+        this.#fail(socket, error as Error);
+        throw error;
+      }
+    }
+    this.#ready = true;
+    return socket;
+  }
+
+  #dial(): Promise<net.Socket> {
+    return new Promise<net.Socket>((resolve, reject) => {
       const socket = net.connect({ host: this.host, port: this.port });
       socket.setNoDelay(true);
       const reader = new FrameReader(responsePayloadLength);
-      const onConnectError = (error: Error) => {
-        this.#connecting = undefined;
-        reject(this.#networkError(error));
-      };
+      const onConnectError = (error: Error) => reject(this.#networkError(error));
       socket.once("error", onConnectError);
       socket.once("connect", () => {
         socket.off("error", onConnectError);
         this.#socket = socket;
-        this.#connecting = undefined;
+        this.#ready = false;
         socket.on("error", (error) => this.#fail(socket, error));
         socket.on("close", () => this.#fail(socket, new Error("connection closed")));
         resolve(socket);
@@ -74,7 +102,38 @@ export class TcpTransport implements Transport {
         }
       });
     });
-    return this.#connecting;
+  }
+
+  /** The handshake of net/auth/handshake.ts: the server proves the key first, then we do. */
+  async #authenticate(socket: net.Socket, key: Uint8Array): Promise<void> {
+    const nonce = newNonce();
+    const request = (opcode: number, data: Uint8Array) => {
+      const header = requestHeader(opcode);
+      header.flags = Flag.WRITE; // the flag that says a payload follows
+      header.dataLength = data.length;
+      return this.#send(socket, header, data);
+    };
+    const hello = await request(Opcode.AUTH_HELLO, nonce);
+    if (hello.header.result !== ResultCode.SUCCESS) {
+      throw new SheepdogError(
+        ResultCode.NOT_AUTHORIZED,
+        `Cannot authenticate to ${this.address}: ${describeResult(hello.header.result)}`,
+      );
+    }
+    const proof = proveToServer(key, nonce, hello.data);
+    if (proof === undefined) {
+      throw new SheepdogError(
+        ResultCode.NOT_AUTHORIZED,
+        `The sheep at ${this.address} holds another cluster key (check --key-file)`,
+      );
+    }
+    const proved = await request(Opcode.AUTH_PROVE, proof);
+    if (proved.header.result !== ResultCode.SUCCESS) {
+      throw new SheepdogError(
+        ResultCode.NOT_AUTHORIZED,
+        `The sheep at ${this.address} refused our cluster key (check --key-file)`,
+      );
+    }
   }
 
   #networkError(error: Error): SheepdogError {
@@ -110,7 +169,10 @@ export class TcpTransport implements Transport {
 
   async request(header: Header, data: Uint8Array = new Uint8Array(0)): Promise<Message> {
     if (this.#closed) throw new SheepdogError(ResultCode.NETWORK_ERROR, "Transport is closed");
-    const socket = await this.#connect();
+    return this.#send(await this.#connect(), header, data);
+  }
+
+  #send(socket: net.Socket, header: Header, data: Uint8Array): Promise<Message> {
     const id = this.#nextId;
     this.#nextId = (this.#nextId + 1) >>> 0 || 1;
     header.id = id;

@@ -14,6 +14,7 @@ import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
 import type { GroupEventDelivery } from "../group/driver.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
+import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
 import { type ClusterState, decodeClusterState } from "./cluster_state.ts";
 import type { Logger } from "./logger.ts";
@@ -36,6 +37,10 @@ export interface ClusterOptions {
    * dropped, object-protocol requests failing), as in a network partition.
    */
   reachable?: (id: string) => boolean;
+  /** The cluster key's seal on group datagrams (net/auth/datagram_seal.ts). */
+  seal?: DatagramSeal;
+  /** A datagram was refused (bad MAC or replay). */
+  onRefusal?: (reason: SealRefusal, sender: string) => void;
 }
 
 /** Group ticks are 100 ms. */
@@ -141,6 +146,8 @@ export class ClusterMember {
         ? { bootstrapMinMembers: this.#options.bootstrapMinMembers }
         : {}),
       ...(this.#options.reachable ? { acceptFrom: this.#options.reachable } : {}),
+      ...(this.#options.seal ? { seal: this.#options.seal } : {}),
+      ...(this.#options.onRefusal ? { onRefusal: this.#options.onRefusal } : {}),
       onView: (view) => this.#onView(view),
       onEvent: (event) => this.#onEvent(event),
       onResync: (view) => this.#onResync(view),

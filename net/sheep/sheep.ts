@@ -34,6 +34,10 @@ import {
 import type { Oid } from "../../core/vdi/oid.ts";
 import { Metrics } from "../metrics/metrics.ts";
 import { ObjectServer } from "../object/server.ts";
+import { TcpTransport } from "../object/tcp_transport.ts";
+import { ClientAddresses } from "../auth/client_addresses.ts";
+import { DatagramSeal } from "../auth/datagram_seal.ts";
+import { Refusals } from "../auth/refusals.ts";
 import { LocalTransport } from "../object/transport.ts";
 import { ObjectClient } from "../object/client.ts";
 import type { Message } from "../object/header.ts";
@@ -89,6 +93,21 @@ export interface SheepOptions {
   verifyReads?: boolean;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
   listen?: boolean;
+  /** Address the object port listens on (default `host`; "0.0.0.0" for every address). */
+  listenHost?: string;
+  /**
+   * The cluster key and who may send old clients' requests: group datagrams are sealed,
+   * connections to and from other sheep authenticated, administrative requests need the key
+   * (net/auth). Without it the sheep trusts everyone: in-process tests only.
+   */
+  security?: SheepSecurity;
+}
+
+/** A sheep's cluster key and client networks. */
+export interface SheepSecurity {
+  key: Uint8Array;
+  /** Networks whose unauthenticated clients may send public requests (loopback always may). */
+  clients?: ClientAddresses;
 }
 
 /** A totally ordered broadcast of cluster events (the group's role, or a simulation's). */
@@ -134,6 +153,10 @@ export class Sheep {
   /** Copies found bad or missing and replaced (or removed) since start. */
   repairs = 0;
   #lastNoSpaceLogMs = 0;
+  readonly #listenHost: string;
+  readonly #security: SheepSecurity | undefined;
+  /** Strangers refused (bad MACs, wrong keys, disallowed clients): counted and logged. */
+  readonly refusals: Refusals;
 
   constructor(options: SheepOptions) {
     this.dir = path.resolve(options.dir);
@@ -147,7 +170,17 @@ export class Sheep {
       verifyReads: options.verifyReads ?? true,
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
-    this.peers = new Peers(options.cluster?.reachable, options.connect);
+    this.#listenHost = options.listenHost ?? options.host;
+    this.#security = options.security;
+    this.refusals = new Refusals({
+      log: (line) => this.logger.warn(line),
+      count: (kind) => this.metrics.countRefusal(kind),
+    });
+    const key = options.security?.key;
+    this.peers = new Peers(
+      options.cluster?.reachable,
+      options.connect ?? ((node) => new TcpTransport({ host: node.host, port: node.port, key })),
+    );
     this.#events = options.events;
     this.#listen = options.listen ?? true;
     const selfId = () => this.id;
@@ -181,7 +214,24 @@ export class Sheep {
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
-    this.member = options.cluster ? new ClusterMember(this, options.cluster) : undefined;
+    this.member = options.cluster
+      ? new ClusterMember(this, {
+        ...options.cluster,
+        ...(key
+          ? {
+            seal: new DatagramSeal(key),
+            onRefusal: (reason, sender) =>
+              this.refusals.report(
+                reason === "replay" ? "datagram replay" : "datagram bad MAC",
+                sender,
+                reason === "replay"
+                  ? "a group datagram seen before (replayed)"
+                  : "a group datagram without this cluster's MAC (another --key-file, or none?)",
+              ),
+          }
+          : {}),
+      })
+      : undefined;
     this.scrubber = new Scrubber(scrubContextOf(this), options.scrub);
     this.vdis = new VdiService({
       registry: this.registry,
@@ -264,11 +314,21 @@ export class Sheep {
     try {
       await this.store.open();
       this.stateMachine.loadConfig(await readConfig(this.dir));
+      const security = this.#security;
       this.#server = new ObjectServer((request, peer) => this.handle(request, peer), {
         onError: (message) => this.logger.warn(message),
+        ...(security
+          ? {
+            access: {
+              key: security.key,
+              clients: security.clients ?? ClientAddresses.loopbackOnly,
+              refusals: this.refusals,
+            },
+          }
+          : {}),
       });
       if (this.#listen) {
-        const bound = await this.#server.listen({ host: this.host, port: this.#port });
+        const bound = await this.#server.listen({ host: this.#listenHost, port: this.#port });
         this.#port = bound.port;
       }
       await this.#loadVdis();

@@ -35,6 +35,8 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
   const image = randomBytes(20 << 20);
   image.fill(0, 6 << 20, 13 << 20); // a hole of whole objects
   await fsp.writeFile(raw, image);
+  const keyFile = path.join(dir, "cluster.key");
+  await ok(["shepherd", "keygen", keyFile]);
   try {
     await Promise.all(ports.map((port, i) => {
       const seeds = ports.filter((p) => p !== port).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
@@ -43,6 +45,10 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
         dirs[i]!,
         "--port",
         String(port),
+        "--host",
+        "127.0.0.1",
+        "--key-file",
+        keyFile,
         "--zone",
         String(i + 1),
         "--multicast",

@@ -16,6 +16,7 @@ import * as path from "node:path";
 import { tempDir } from "../harness.ts";
 import * as net from "node:net";
 import { requireExecutable, sheepdog } from "./cli.ts";
+import { writeNewKeyFile } from "../../net/auth/cluster_key.ts";
 
 export interface HerdOptions {
   /** Number of sheep (default 3). */
@@ -159,6 +160,8 @@ export class Herd {
   readonly failureTimeoutMs: number;
   /** The pid of each sheep we started, while we believe it runs. */
   readonly pids: (number | undefined)[];
+  /** The cluster key every sheep of the herd holds. */
+  readonly keyFile: string;
 
   private constructor(root: string, ports: number[], nbdPorts: number[], options: HerdOptions) {
     this.root = root;
@@ -168,6 +171,8 @@ export class Herd {
     this.copies = options.copies ?? 3;
     this.failureTimeoutMs = options.failureTimeoutMs ?? 1500;
     this.pids = ports.map(() => undefined);
+    this.keyFile = path.join(root, "cluster.key");
+    writeNewKeyFile(this.keyFile);
   }
 
   /** Starts the sheep (seeds pointing at each other) and formats the cluster. */
@@ -233,7 +238,8 @@ export class Herd {
     assert.equal(this.pids[i], undefined, `sheep ${i} is running already`);
     const seeds = this.ports.filter((_, j) => j !== i).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
     const args = [
-      ...["sheep", this.dirs[i]!, "--port", String(this.ports[i])],
+      ...["sheep", this.dirs[i]!, "--port", String(this.ports[i]), "--host", "127.0.0.1"],
+      ...["--key-file", this.keyFile],
       ...["--zone", String(i + 1), "--multicast", "off", "--no-http"],
       ...[
         "--nbd-port",

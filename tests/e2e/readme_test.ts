@@ -34,21 +34,33 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
       const http = String(await freePort());
       const nbd = String(await freePort());
       const out = await ok([
-        ...["sheep", sheepDir, "--port", String(port), "--multicast", "off"],
+        ...["sheep", sheepDir, "--port", String(port), "--multicast", "off", "--host", "127.0.0.1"],
         ...["--http-port", http, "--nbd-port", nbd],
       ]);
       assert.match(out, /sheep serving/);
       await fsp.access(path.join(sheepDir, "sheep.pid"));
       await fails(["img", "create", "early", "1G"], 1, /Waiting for cluster to be formatted/);
       await fails(
-        ["sheep", sheepDir, "--port", String(await freePort()), "--no-http", "--no-nbd"],
+        [
+          "sheep",
+          sheepDir,
+          "--port",
+          String(await freePort()),
+          "--no-http",
+          "--no-nbd",
+          "--host",
+          "127.0.0.1",
+        ],
         1,
         /locked by another sheep/,
       );
       const api = await fetch(`http://127.0.0.1:${http}/api/v1/cluster`);
       assert.equal((await api.json()).status, "waiting-for-format");
       await fails(
-        ["sheep", path.join(dir, "other"), "--port", String(await freePort()), "--nbd-port", nbd],
+        [
+          ...["sheep", path.join(dir, "other"), "--port", String(await freePort())],
+          ...["--nbd-port", nbd, "--host", "127.0.0.1"],
+        ],
         1,
         /NBD|EADDRINUSE|in use/,
       );
