@@ -48,6 +48,13 @@ export async function main(argv: string[]): Promise<number> {
   return await run(args);
 }
 
+// A reader that goes away (`sheepdog img info X | head -1`) ends the command quietly: what it
+// did not read, it did not want.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
 main(programArguments()).then((code) => {
   process.exitCode = code;
 });

@@ -30,7 +30,24 @@ export function parseFlags<T extends Options>(args: string[], options: T) {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: true, allowNegative: true });
   } catch (error) {
-    throw new UsageError((error as Error).message.split("\n")[0]!);
+    throw new UsageError(flagErrorText(error as NodeJS.ErrnoException));
+  }
+}
+
+/** parseArgs's errors in the product's words (its own ones explain '--' and positionals). */
+function flagErrorText(error: NodeJS.ErrnoException): string {
+  const option = /'(-[^' ]*)/.exec(error.message)?.[1];
+  switch (error.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `Unknown option ${option ?? error.message}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return /argument missing/.test(error.message)
+        ? `Option ${option} needs a value`
+        : `Option ${option} takes no value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `Unexpected argument ${/'([^']*)'/.exec(error.message)?.[1] ?? ""}`.trim();
+    default:
+      return error.message.split("\n")[0]!;
   }
 }
 
@@ -150,6 +167,26 @@ export function integerFlag(
 }
 
 /**
+ * Moves the cluster flags given before the subcommand (`shepherd --cluster H:P info -t vdi`)
+ * to the end, where the subcommand parses them: global flags are accepted anywhere.
+ */
+export function hoistClusterFlags(args: string[]): string[] {
+  const hoisted: string[] = [];
+  let i = 0;
+  for (; i < args.length; i++) {
+    const arg = args[i]!;
+    const name = arg.replace(/^--/, "").split("=")[0]!;
+    if (!arg.startsWith("--") || !(name in CLUSTER_FLAG)) break;
+    if (arg.includes("=")) hoisted.push(arg);
+    else {
+      if (i + 1 >= args.length) throw new UsageError(`Option --${name} needs a value`);
+      hoisted.push(arg, args[++i]!);
+    }
+  }
+  return i === 0 ? args : [...args.slice(i), ...hoisted];
+}
+
+/**
  * Runs `COMMAND args...` from a table of subcommands: `help`, `-h` and `--help` print the
  * usage; an unknown command is a UsageError.
  */
@@ -160,7 +197,7 @@ export function runSubcommand(
   args: string[],
 ): Promise<number> {
   return runCommand(name, usage, async () => {
-    const [command, ...rest] = args;
+    const [command, ...rest] = hoistClusterFlags(args);
     if (command === undefined || command === "-h" || command === "--help" || command === "help") {
       return print(usage);
     }

@@ -8,18 +8,16 @@
 import * as fsp from "node:fs/promises";
 import { ResultCode, SheepdogError } from "../core/errors.ts";
 import { formatSize, formatTime, parseSize } from "../net/admin/format.ts";
-import type { AdminService } from "../net/admin/admin_service.ts";
 import {
   CLUSTER_FLAG,
   clusterAddress,
-  connect,
   parseFlags,
   print,
   printJson,
   runSubcommand,
   UsageError,
 } from "./cli.ts";
-import { isExplicitVdi, parseVdiAddress } from "./vdi_address.ts";
+import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
 import { convertImage, type ImageEnd } from "./img_convert.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
@@ -42,32 +40,6 @@ Options:
   --cluster HOST:PORT   a sheep of the cluster (default: $SHEEPDOG_CLUSTER or 127.0.0.1:7000)
   --key-file FILE       the cluster key (default: $SHEEPDOG_KEY_FILE, else the key of the
                         sheep on this host at that port); resize needs it`;
-
-/** Opens the cluster a VDI argument points at. */
-function adminFor(text: string, flags: ClusterFlags): { admin: AdminService; vdi: string } {
-  const address = parseVdiAddress(text);
-  const cluster = clusterAddress(flags);
-  return {
-    admin: connect(address.cluster ? { ...cluster, ...address.cluster } : cluster),
-    vdi: address.vdi,
-  };
-}
-
-/** The cluster flags of a command's parsed values. */
-type ClusterFlags = { cluster?: string; "key-file"?: string };
-
-async function withAdmin<T>(
-  text: string,
-  flags: ClusterFlags,
-  fn: (admin: AdminService, vdi: string) => Promise<T>,
-): Promise<T> {
-  const { admin, vdi } = adminFor(text, flags);
-  try {
-    return await fn(admin, vdi);
-  } finally {
-    await admin.client.close();
-  }
-}
 
 function checkFormat(format: string | undefined, allowed: string[], flag: string): void {
   if (format !== undefined && !allowed.includes(format)) {
@@ -180,13 +152,10 @@ async function snapshot(args: string[]): Promise<void> {
   await withAdmin(positionals[0]!, values, async (admin, name) => {
     if (values.create !== undefined) {
       const tag = values.create;
-      if (/^\d+$/.test(tag)) {
-        throw new UsageError(
-          `Invalid tag '${tag}': a tag cannot be all digits (those are snap ids)`,
-        );
-      }
-      await admin.snapshot(name, tag);
-      const snap = (await admin.vdis()).find((r) => r.name === name && r.snapshot && r.tag === tag);
+      if (tag === "") throw new UsageError("snapshot -c needs a tag");
+      // The snapshot keeps the working VDI's id; the id printed is the one stored.
+      const vid = await admin.snapshot(name, tag);
+      const snap = (await admin.vdis()).find((r) => r.vid === vid);
       print(`Snapshot '${tag}' of '${name}' taken (snap id ${snap?.snapId ?? "?"})`);
     } else if (values.list) {
       const all = await admin.vdis();

@@ -6,7 +6,7 @@
  */
 
 import * as fsp from "node:fs/promises";
-import { ResultCode, SheepdogError } from "../core/errors.ts";
+import { ResultCode, SheepdogError, systemErrorText } from "../core/errors.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
@@ -53,13 +53,22 @@ function openClient(
 }
 
 async function fileReader(path: string): Promise<Reader> {
+  const refuse = (why: string) =>
+    new SheepdogError(ResultCode.INVALID_PARMS, `Cannot read '${path}': ${why}`);
   const file = await fsp.open(path, "r").catch((error) => {
-    throw new SheepdogError(
-      ResultCode.INVALID_PARMS,
-      `Cannot open '${path}': ${(error as Error).message}`,
-    );
+    throw refuse(systemErrorText(error));
   });
-  const size = (await file.stat()).size;
+  const stat = await file.stat();
+  if (!stat.isFile() && !stat.isBlockDevice()) {
+    await file.close();
+    // Convert reads the image at any offset (and must know its size first): a stream cannot.
+    throw refuse(
+      stat.isDirectory()
+        ? "it is a directory"
+        : "it is a pipe or a device, not a file convert can seek in; save it to a file first",
+    );
+  }
+  const size = stat.isBlockDevice() ? await blockDeviceSize(file) : stat.size;
   return {
     size,
     async read(offset, length) {
@@ -76,6 +85,21 @@ async function fileReader(path: string): Promise<Reader> {
   };
 }
 
+/** A block device's size: stat says 0, so seek to its end by reading there. */
+async function blockDeviceSize(file: fsp.FileHandle): Promise<number> {
+  // Binary search for the last readable byte (no ioctl from JavaScript).
+  let low = 0;
+  let high = 2 ** 52;
+  const byte = new Uint8Array(1);
+  while (low < high) {
+    const middle = Math.floor((low + high + 1) / 2);
+    const { bytesRead } = await file.read(byte, 0, 1, middle - 1);
+    if (bytesRead === 1) low = middle;
+    else high = middle - 1;
+  }
+  return low;
+}
+
 function vdiReader(io: VdiIo, client: ObjectClient): Reader {
   return {
     size: io.sizeBytes,
@@ -88,7 +112,12 @@ function vdiReader(io: VdiIo, client: ObjectClient): Reader {
 }
 
 async function fileWriter(path: string, size: number): Promise<Writer> {
-  const file = await fsp.open(path, "w");
+  const file = await fsp.open(path, "w").catch((error) => {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Cannot write '${path}': ${systemErrorText(error)}`,
+    );
+  });
   await file.truncate(size);
   return {
     async write(offset, data) {

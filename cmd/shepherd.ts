@@ -30,6 +30,7 @@ import {
   UsageError,
 } from "./cli.ts";
 import type { AdminService, ScrubRow } from "../net/admin/admin_service.ts";
+import { parseVdiAddress, withAdmin } from "./vdi_address.ts";
 
 export const SHEPHERD_USAGE = `Usage: sheepdog shepherd COMMAND [options]
 
@@ -157,13 +158,10 @@ async function vdi(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(rest, CLUSTER_FLAG);
   if (sub !== "delete") throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete`);
   if (positionals.length !== 1) throw new UsageError("vdi delete takes one VDI name");
-  const admin = connect(clusterAddress(values));
-  try {
-    await admin.deleteVdi(positionals[0]!);
-    print(`Deleted ${positionals[0]}`);
-  } finally {
-    await admin.client.close();
-  }
+  await withAdmin(positionals[0]!, values, async (admin, name) => {
+    await admin.deleteVdi(name);
+    print(`Deleted ${name}`);
+  });
 }
 
 async function cluster(args: string[]): Promise<void> {
@@ -193,10 +191,12 @@ async function scrub(args: string[]): Promise<void> {
     json: { type: "boolean", default: false },
   });
   if (positionals.length > 1) throw new UsageError("cluster scrub takes at most one VDI name");
-  const vdi = positionals[0];
-  const admin = connect(clusterAddress(values));
+  const vdi = positionals[0] === undefined ? undefined : parseVdiAddress(positionals[0]);
+  const admin = connect(
+    vdi?.cluster ? { ...clusterAddress(values), ...vdi.cluster } : clusterAddress(values),
+  );
   try {
-    const started = await admin.startScrub(vdi === undefined ? {} : { vdi });
+    const started = await admin.startScrub(vdi === undefined ? {} : { vdi: vdi.vdi });
     if (!values.wait) {
       if (values.json) return printJson(started);
       const joined = started.filter((r) => r.started === false && r.state === "running");

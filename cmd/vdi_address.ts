@@ -1,11 +1,12 @@
 /**
- * VDI arguments of `img`: `NAME`, `NAME:SNAP`, `sheepdog:NAME[:SNAP]` and
+ * VDI arguments of every command (`img`, `shepherd vdi`, `shepherd cluster scrub`): `NAME`, `NAME:SNAP`, `sheepdog:NAME[:SNAP]` and
  * `sheepdog://HOST:PORT/NAME[#SNAP]` (QEMU's old spellings), SNAP being a snap id or a tag.
  *
  * @module
  */
 
-import { parseHostPort } from "./cli.ts";
+import type { AdminService } from "../net/admin/admin_service.ts";
+import { clusterAddress, connect, parseHostPort } from "./cli.ts";
 
 export interface VdiAddress {
   /** "NAME" or "NAME:SNAP", as AdminService.vdi/parseVdiRef take it. */
@@ -29,4 +30,26 @@ export function parseVdiAddress(text: string): VdiAddress {
   }
   if (text.startsWith("sheepdog:")) return { vdi: text.slice("sheepdog:".length) };
   return { vdi: text };
+}
+
+/** The cluster flags of a command's parsed values. */
+export type ClusterFlags = { cluster?: string; "key-file"?: string };
+
+/**
+ * Runs `fn` with a client of the cluster a VDI argument points at (its own `sheepdog://HOST:PORT`
+ * if it names one, else the flags' cluster) and the VDI as `NAME[:SNAP]`; closes the client.
+ */
+export async function withAdmin<T>(
+  text: string,
+  flags: ClusterFlags,
+  fn: (admin: AdminService, vdi: string) => Promise<T>,
+): Promise<T> {
+  const address = parseVdiAddress(text);
+  const cluster = clusterAddress(flags);
+  const admin = connect(address.cluster ? { ...cluster, ...address.cluster } : cluster);
+  try {
+    return await fn(admin, address.vdi);
+  } finally {
+    await admin.client.close();
+  }
 }

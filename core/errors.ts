@@ -103,6 +103,38 @@ const DESCRIPTIONS: Record<number, string> = {
   0x94: "Not authorized: the request needs the cluster key",
 };
 
+const SYSTEM_ERRORS: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "it is a directory",
+  ENOTDIR: "a part of the path is not a directory",
+  EEXIST: "it exists already",
+  ENOSPC: "no space left on the device",
+  EROFS: "the filesystem is read-only",
+  EIO: "input/output error",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "the host name cannot be resolved now",
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "the connection was reset",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "the host is unreachable",
+  ENETUNREACH: "the network is unreachable",
+  EADDRINUSE: "the address is in use",
+  EADDRNOTAVAIL: "the address is not on this host",
+  EPIPE: "the other end closed",
+};
+
+/**
+ * A Node system error (`error.code`, e.g. ENOENT) in words, for one-line messages that say what
+ * failed on what and why, instead of Node's own text.
+ */
+export function systemErrorText(error: unknown): string {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === "string" && SYSTEM_ERRORS[code]) return SYSTEM_ERRORS[code];
+  return typeof code === "string" ? code : error instanceof Error ? error.message : String(error);
+}
+
 /** The human description of a result code, as Sheepdog's `sd_strerror`. */
 export function describeResult(code: number): string {
   return DESCRIPTIONS[code] ?? `Unknown result code 0x${code.toString(16)}`;

@@ -8,6 +8,7 @@
 
 import { DATA_OBJECTS_PER_VDI_MAX, NAME_BYTES_MAX, TAG_BYTES_MAX, vdiSizeMax } from "../limits.ts";
 import { ResultCode, SheepdogError } from "../errors.ts";
+import { formatSize } from "../size.ts";
 import { dataOid, type Oid, type Vid } from "./oid.ts";
 import { encodeName, type Inode, isDeleted, isSnapshot, sheepTime } from "./inode.ts";
 
@@ -35,12 +36,49 @@ export interface NewVdiOptions {
   nowMs: number;
 }
 
-/** Checks a VDI name: 1..255 bytes, no NUL. */
+/** Characters no new name or tag may hold: they break listings and one-line output. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** Why `text` (a new name or tag) is refused for its characters, or undefined. */
+function badCharacters(text: string, forbidden: RegExp): string | undefined {
+  const found = forbidden.exec(text)?.[0] ?? CONTROL.exec(text)?.[0];
+  if (found !== undefined) {
+    const shown = CONTROL.test(found)
+      ? `control character U+${found.charCodeAt(0).toString(16).padStart(4, "0")}`
+      : `'${found}'`;
+    return `${shown} is not allowed`;
+  }
+  if (/^\s|\s$/.test(text)) return "it may not begin or end with a space";
+  return undefined;
+}
+
+/**
+ * Checks a new VDI name: 1..255 bytes of printable characters except `:` `/` `#` (they address
+ * snapshots and clusters: `NAME:SNAP`, `sheepdog://HOST:PORT/NAME#SNAP`), no space at either end.
+ * Only new names are checked: a VDI made before these rules keeps working.
+ */
 export function validateName(name: string): void {
   if (name.length === 0) {
     throw new SheepdogError(ResultCode.INVALID_PARMS, "Invalid VDI name: empty");
   }
+  const why = badCharacters(name, /[:/#]/);
+  if (why !== undefined) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Invalid VDI name ${JSON.stringify(name)}: ${why} (names may use any printable ` +
+        "characters except : / #)",
+    );
+  }
   encodeName(name, NAME_BYTES_MAX, "VDI name");
+}
+
+/** Checks a snapshot tag: at most 255 bytes, printable, no space at either end. */
+export function validateTag(tag: string): void {
+  const why = badCharacters(tag, /(?!)/);
+  if (why !== undefined) {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, `Invalid tag ${JSON.stringify(tag)}: ${why}`);
+  }
+  encodeName(tag, TAG_BYTES_MAX, "tag");
 }
 
 /** Checks a size against the maximum for the object size. */
@@ -49,7 +87,7 @@ export function validateSize(sizeBytes: number, blockSizeShift: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > max) {
     throw new SheepdogError(
       ResultCode.INVALID_PARMS,
-      `Invalid VDI size ${sizeBytes}: it must be between 1 byte and ${max} bytes`,
+      `Invalid VDI size ${formatSize(sizeBytes)}: it must be between 1 B and ${formatSize(max)}`,
     );
   }
 }
@@ -91,7 +129,7 @@ export function snapshotInodes(
       `Cannot snapshot '${working.name}': it is a snapshot`,
     );
   }
-  encodeName(options.tag, TAG_BYTES_MAX, "tag");
+  validateTag(options.tag);
   // snap_ctime != 0 is what marks a snapshot, so it may never be 0, even at time 0.
   const snapCtime = sheepTime(options.nowMs) || 1n;
   const frozen: Inode = { ...working, tag: options.tag, snapCtime };

@@ -9,6 +9,7 @@ import type { StoreHealth } from "../../core/store/object_store.ts";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { objectSize } from "../../core/limits.ts";
 import { sheepTimeToMs } from "../../core/vdi/inode.ts";
+import { validateTag } from "../../core/vdi/cow.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Vid } from "../../core/vdi/oid.ts";
 import { ObjectClient } from "../object/client.ts";
@@ -199,6 +200,23 @@ export class AdminService {
   /** Snapshots the working VDI `name`; returns the snapshot's vid (it keeps the old one). */
   async snapshot(name: string, tag = ""): Promise<Vid> {
     const working = await this.client.lookupVdi(name);
+    if (tag !== "") {
+      validateTag(tag);
+      if (/^\d+$/.test(tag)) {
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          `Invalid tag '${tag}': a tag cannot be all digits (those are snap ids)`,
+        );
+      }
+      // Tags are unique per VDI, as qemu-img snapshot -c insists: NAME:TAG must name one.
+      const taken = (await this.vdis()).some((r) => r.name === name && r.snapshot && r.tag === tag);
+      if (taken) {
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          `Cannot snapshot '${name}': it has a snapshot tagged '${tag}' already`,
+        );
+      }
+    }
     await this.client.newVdi({ name, sizeBytes: 0, baseVid: working, snapshot: true, tag });
     return working;
   }

@@ -346,8 +346,10 @@ export function createAdminApp(options: AdminAppOptions): Hono {
   const app = new Hono();
 
   app.onError((error, c) => {
-    const { status, body, internal } = errorResponse(error);
-    if (internal) options.logger?.error(`HTTP ${c.req.method} ${c.req.path} failed: ${body.error}`);
+    const { status, body, internal, logText } = errorResponse(error);
+    if (internal) {
+      options.logger?.error(`HTTP ${c.req.method} ${c.req.path} failed: ${logText ?? body.error}`);
+    }
     if (status === 401) c.header("WWW-Authenticate", 'Bearer realm="sheepdog"');
     return c.json(body, status);
   });

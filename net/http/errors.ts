@@ -73,7 +73,7 @@ export function invalid(message: string): SheepdogError {
 /** The status and body for any thrown value; `internal` is true for unexpected failures. */
 export function errorResponse(
   error: unknown,
-): { status: ContentfulStatusCode; body: ErrorBody; internal: boolean } {
+): { status: ContentfulStatusCode; body: ErrorBody; internal: boolean; logText?: string } {
   if (error instanceof SheepdogError) {
     return {
       status: statusOf(error.code),
@@ -93,14 +93,17 @@ export function errorResponse(
     const code = status === 413 ? "PAYLOAD_TOO_LARGE" : `HTTP_${status}`;
     return { status, body: { error: error.message || `HTTP ${status}`, code }, internal: false };
   }
+  // A JavaScript error is a bug: its text means nothing to a client and may say too much. It
+  // is logged on the sheep (the caller logs `logText`); the client gets a plain sentence.
   const message = error instanceof Error ? error.message : String(error);
   return {
     status: 500,
     body: {
-      error: message || describeResult(ResultCode.SYSTEM_ERROR),
+      error: "Internal error: the sheep's log has the details",
       code: "SYSTEM_ERROR",
       result: ResultCode.SYSTEM_ERROR,
     },
+    logText: message,
     internal: true,
   };
 }

@@ -46,7 +46,12 @@ Deno.test("errorResponse() builds {error, code, result} bodies", () => {
   );
   assert.deepEqual(errorResponse("weird"), {
     status: 500,
-    body: { error: "weird", code: "SYSTEM_ERROR", result: 6 },
+    body: {
+      error: "Internal error: the sheep's log has the details",
+      code: "SYSTEM_ERROR",
+      result: 6,
+    },
+    logText: "weird",
     internal: true,
   });
   assert.equal(errorResponse(new SheepdogError(ResultCode.EIO)).internal, true);

@@ -9,7 +9,7 @@
 
 import * as net from "node:net";
 import { REQUEST_TIMEOUT_MS } from "../../core/limits.ts";
-import { describeResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { describeResult, ResultCode, SheepdogError, systemErrorText } from "../../core/errors.ts";
 import { newNonce, proveToServer } from "../auth/handshake.ts";
 import { requestHeader } from "./client.ts";
 import { Flag, Opcode } from "./ops.ts";
@@ -137,10 +137,13 @@ export class TcpTransport implements Transport {
   }
 
   #networkError(error: Error): SheepdogError {
+    if (error instanceof SheepdogError) return error;
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === "ECONNREFUSED"
       ? "connection refused (is a sheep running there?)"
-      : code ?? error.message;
+      : code === undefined
+      ? error.message
+      : systemErrorText(error);
     return new SheepdogError(
       ResultCode.NETWORK_ERROR,
       `Cannot reach the cluster at ${this.address}: ${reason}`,

@@ -163,21 +163,21 @@ Deno.test("POST /api/v1/vdis creates; GET lists and shows; errors map to statuse
       app,
       "POST",
       "/api/v1/vdis",
-      JSON.stringify({ name: "a/b c", size: 4096 }),
+      JSON.stringify({ name: "a b&c", size: 4096 }),
       {
         "content-type": "application/x-www-form-urlencoded",
       },
     );
     assert.equal(bytes.status, 201);
     assert.equal(bytes.body.sizeBytes, 4096);
-    assert.equal(bytes.headers.get("location"), "/api/v1/vdis/a%2Fb%20c");
-    const shown = await call(app, "GET", v("a/b c"));
+    assert.equal(bytes.headers.get("location"), "/api/v1/vdis/a%20b%26c");
+    const shown = await call(app, "GET", v("a b&c"));
     assert.equal(shown.status, 200);
-    assert.equal(shown.body.name, "a/b c");
+    assert.equal(shown.body.name, "a b&c");
 
     const list = await call(app, "GET", "/api/v1/vdis");
     assert.equal(list.status, 200);
-    assert.deepEqual(list.body.map((r: { name: string }) => r.name).sort(), ["Dora", "a/b c"]);
+    assert.deepEqual(list.body.map((r: { name: string }) => r.name).sort(), ["Dora", "a b&c"]);
     for (
       const field of [
         "vid",
@@ -481,16 +481,22 @@ Deno.test("every Sheepdog result code maps to its HTTP status through one error 
     assert.equal(response.body.error, `failure ${code}`);
     assert.equal(ResultCode[response.body.code as keyof typeof ResultCode], code);
   }
-  const crash = createAdminApp({ admin: failingAdmin(new TypeError("boom")), mutable: true });
+  const crash = createAdminApp({
+    admin: failingAdmin(new TypeError("Cannot read properties of undefined (reading 'x')")),
+    mutable: true,
+    logger: { debug() {}, info() {}, warn() {}, error: (m) => logged.push(m) },
+  });
   const response = await call(crash, "GET", "/api/v1/nodes");
   assert.equal(response.status, 500);
+  // A JavaScript error's text stays in the sheep's log; the client gets a sentence.
   assert.deepEqual(response.body, {
-    error: "boom",
+    error: "Internal error: the sheep's log has the details",
     code: "SYSTEM_ERROR",
     result: ResultCode.SYSTEM_ERROR,
   });
   assert.deepEqual(logged, [
     "HTTP GET /api/v1/cluster failed: failure 3",
     "HTTP GET /api/v1/cluster failed: failure 6",
+    "HTTP GET /api/v1/nodes failed: Cannot read properties of undefined (reading 'x')",
   ]);
 });
