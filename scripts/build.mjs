@@ -2,7 +2,15 @@
 // Node's single-executable-application blob injected into a copy of the node binary.
 // (`deno compile` would need Deno's denort download, which these machines cannot reach.)
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -37,17 +45,21 @@ writeFileSync(
   }),
 );
 run(process.execPath, ["--experimental-sea-config", join(dist, "sea-config.json")]);
-rmSync(output, { force: true });
-copyFileSync(process.execPath, output);
-chmodSync(output, 0o755);
+// Build beside and rename into place: a sheep running from ./sheepdog keeps its file, and a
+// command started during the build runs the old executable or the new one, never half of one.
+const building = `${output}.building-${process.pid}`;
+rmSync(building, { force: true });
+copyFileSync(process.execPath, building);
+chmodSync(building, 0o755);
 execFileSync(process.execPath, [
   join(root, "node_modules", "postject", "dist", "cli.js"),
-  output,
+  building,
   "NODE_SEA_BLOB",
   join(dist, "sea-prep.blob"),
   "--sentinel-fuse",
   "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2",
 ], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+renameSync(building, output);
 const megabytes = (statSync(output).size / 1e6).toFixed(0);
 console.log(
   `built ./sheepdog (${megabytes} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`,

@@ -2,7 +2,7 @@
 // $SHEEPDOG_HOME). Starts the sheep in the foreground, formats the cluster on first start, prints
 // how to use it, and stops everything cleanly on Ctrl-C.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import net from "node:net";
 
@@ -31,6 +31,46 @@ function waitForPort(port, timeoutMs = 20000) {
     attempt();
   });
 }
+
+// A cluster already running from this directory (or anything on our ports) is reported before
+// anything is built or started: rebuilding ./sheepdog under running sheep, or waiting on ports
+// another process answers, would only confuse.
+function runningPid(dir) {
+  try {
+    const pid = Number(readFileSync(join(dir, "sheep.pid"), "utf8").trim());
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+function portInUse(port) {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(true));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(false)));
+  });
+}
+for (let i = 0; i < nodes; i++) {
+  const pid = runningPid(join(home, `sheep${i}`));
+  if (pid !== undefined) {
+    console.error(
+      `sheepdog is already running from ${home} (sheep ${i}, pid ${pid}): stop it first ` +
+        `(Ctrl-C where it runs, or kill ${pid})`,
+    );
+    process.exit(1);
+  }
+  for (const port of [basePort + i, 10809 + i, 7080 + i]) {
+    if (await portInUse(port)) {
+      console.error(
+        `Port ${port} on 127.0.0.1 is in use by another program: stop it, or set ` +
+          `SHEEPDOG_PORT to start elsewhere`,
+      );
+      process.exit(1);
+    }
+  }
+}
+execFileSync(process.execPath, [join(root, "scripts", "build.mjs")], { stdio: "inherit" });
 
 // One cluster key for the local sheep (each would otherwise make its own in its directory);
 // commands find it through the note each sheep leaves, so the user never handles it.

@@ -120,7 +120,8 @@ export class VdiExportProvider implements ExportProvider {
           name: header.name,
           description: holder === undefined ? "VDI" : `VDI, attached by ${holder}`,
           sizeBytes: header.vdiSize,
-          readOnly: false,
+          // What a new client gets: read-only while another client writes (#openReadOnly).
+          readOnly: holder !== undefined && !this.#forceShared,
         });
       }
     }
@@ -176,7 +177,9 @@ export class VdiExportProvider implements ExportProvider {
   async #openWritable(working: InodeHeader, client: string): Promise<BlockExport> {
     const name = working.name;
     const local = this.#writers.get(name) ?? [];
-    if (local.length > 0 && !this.#forceShared) throw ExportError.locked(name, local[0]!.client);
+    if (local.length > 0 && !this.#forceShared) {
+      return await this.#openReadOnly(working, client, local[0]!.client);
+    }
     // Registered before the first await, so two clients racing here cannot both win.
     const writer: Writer = { client, lockClient: this.#lockClient(client), locked: false };
     this.#writers.set(name, [...local, writer]);
@@ -188,8 +191,11 @@ export class VdiExportProvider implements ExportProvider {
         } catch (error) {
           // Attached through another sheep (or by an old client's LOCK_VDI).
           if (!isResult(error, ResultCode.VDI_LOCKED)) throw error;
-          const holder = this.#sheep.locks.get(working.vdiId)?.client ?? "another client";
-          if (!this.#forceShared) throw ExportError.locked(name, holder);
+          if (!this.#forceShared) {
+            await this.#release(name, writer, working.vdiId);
+            const holder = this.#sheep.locks.get(working.vdiId)?.client ?? "another client";
+            return await this.#openReadOnly(working, client, holder);
+          }
         }
       }
       const io = await VdiIo.open(this.#sheep.localAccess, name);
@@ -202,6 +208,25 @@ export class VdiExportProvider implements ExportProvider {
       await this.#release(name, writer, working.vdiId).catch(() => undefined);
       throw this.#openError(name, error);
     }
+  }
+
+  /**
+   * A second client of a VDI another client writes: NBD cannot say whether a client means to
+   * write, so it gets the VDI read-only (NBD_FLAG_READ_ONLY; `qemu-io -r` and `nbdinfo` work,
+   * a writer's open fails on the read-only flag), and the log says who holds it for writing.
+   */
+  async #openReadOnly(working: InodeHeader, client: string, holder: string): Promise<BlockExport> {
+    this.#sheep.logger.info(
+      `NBD client ${client} attached '${working.name}' read-only: ${holder} has it attached ` +
+        "for writing",
+    );
+    let io: VdiIo;
+    try {
+      io = await VdiIo.open(this.#sheep.localAccess, working.name);
+    } catch (error) {
+      throw this.#openError(working.name, error);
+    }
+    return new VdiExport(working.name, io, { readOnly: true, onClose: () => Promise.resolve() });
   }
 
   /**

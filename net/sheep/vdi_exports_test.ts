@@ -74,15 +74,15 @@ Deno.test("VdiExportProvider allows one writer per VDI and records it in sheep.l
     const lock = sheep.locks.get(vid);
     assert.equal(lock?.client, "10.0.0.5:40122");
     assert.equal(lock?.node, sheep.id);
-    await assert.rejects(
-      provider.open("vm1", { client: "10.0.0.6:5000" }),
-      isExportError("policy", /"vm1" is locked by 10\.0\.0\.5:40122/),
-    );
+    // A second client gets the VDI read-only (NBD cannot say whether it means to write).
+    const reader = await provider.open("vm1", { client: "10.0.0.6:5000" });
+    assert.equal(reader.readOnly, true);
+    await reader.close();
     // Another provider of the same sheep (say, the Unix socket) sees the lock too.
-    await assert.rejects(
-      new VdiExportProvider(sheep).open("vm1", { client: "unix" }),
-      isExportError("policy", /"vm1" is locked by 10\.0\.0\.5:40122/),
-    );
+    const unix = await new VdiExportProvider(sheep).open("vm1", { client: "unix" });
+    assert.equal(unix.readOnly, true);
+    await unix.close();
+    assert.equal(sheep.locks.get(vid)?.client, "10.0.0.5:40122", "the writer keeps its lock");
     // Snapshots stay readable meanwhile.
     await admin.snapshot("vm1", "t");
     const snap = await provider.open("vm1:t", { client: "10.0.0.6:5001" });
@@ -112,13 +112,13 @@ Deno.test("VdiExportProvider allows one writer per VDI and records it in sheep.l
     assert.equal([...sheep.locks.values()][0]?.client, "10.0.0.8:2");
     await b.close();
     assert.equal(sheep.locks.size, 0);
-    // Racing opens: exactly one wins.
-    const results = await Promise.allSettled([
+    // Racing opens: exactly one gets the VDI writable, the other read-only.
+    const racers = await Promise.all([
       provider.open("vm1", { client: "a:1" }),
       provider.open("vm1", { client: "b:2" }),
     ]);
-    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
-    for (const r of results) if (r.status === "fulfilled") await r.value.close();
+    assert.deepEqual(racers.map((r) => r.readOnly).sort(), [false, true]);
+    for (const r of racers) await r.close();
     assert.equal(sheep.locks.size, 0);
   });
 });
@@ -340,10 +340,9 @@ Deno.test("VdiExportProvider: the one-writer lock holds across the sheep of a cl
     await waitFor("the VDI on both nodes", () => a.registry.live().length === 1);
     const exp = await new VdiExportProvider(a).open("shared", { client: "10.0.0.5:1" });
     await waitFor("the lock on node 1", () => b.locks.size === 1);
-    await assert.rejects(
-      new VdiExportProvider(b).open("shared", { client: "10.0.0.6:2" }),
-      isExportError("policy", /"shared" is locked by 10\.0\.0\.5:1/),
-    );
+    const reader = await new VdiExportProvider(b).open("shared", { client: "10.0.0.6:2" });
+    assert.equal(reader.readOnly, true, "attached through another sheep: read-only");
+    await reader.close();
     // A snapshot through the other node: the lock follows the VDI on both.
     await admin.snapshot("shared", "s");
     const vid = b.registry.lookup("shared").vdiId;
