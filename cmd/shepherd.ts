@@ -31,6 +31,13 @@ import {
 } from "./cli.ts";
 import type { AdminService, ScrubRow } from "../net/admin/admin_service.ts";
 import { parseVdiAddress, withAdmin } from "./vdi_address.ts";
+import {
+  clusterView,
+  nodeView,
+  recoveryReport,
+  scrubReport,
+  vdiViews,
+} from "../net/admin/views.ts";
 
 export const SHEPHERD_USAGE = `Usage: sheepdog shepherd COMMAND [options]
 
@@ -117,34 +124,34 @@ async function showInfo(
   switch (type) {
     case "vdi": {
       const rows = await admin.vdis();
-      if (json) return printJson(rows);
+      if (json) return printJson(vdiViews(rows));
       if (rows.length === 0) return print("No VDIs");
       print(format === "tree" ? formatVdiTree(rows) : rows.map(formatVdiLine).join("\n"));
       return;
     }
     case "vm": {
       const rows = await admin.vdis();
-      if (json) return printJson(rows.filter((r) => !r.snapshot));
+      if (json) return printJson(vdiViews(rows).filter((r) => !r.snapshot));
       return print(formatVmTable(rows));
     }
     case "node": {
       const nodes = await admin.nodes();
-      return json ? printJson(nodes) : print(formatNodeTable(nodes));
+      return json ? printJson(nodes.map(nodeView)) : print(formatNodeTable(nodes));
     }
     case "cluster": {
       const cluster = await admin.clusterInfo();
-      if (json) return printJson(cluster);
+      if (json) return printJson(clusterView(cluster));
       // Each node's disk problems belong in the cluster's status too (a full disk loses copies).
       const nodes = await admin.nodes().catch(() => []);
       return print(formatClusterInfo(cluster, nodes));
     }
     case "recovery": {
       const rows = await admin.recovery();
-      return json ? printJson(rows) : print(formatRecovery(rows));
+      return json ? printJson(recoveryReport(rows)) : print(formatRecovery(rows));
     }
     case "scrub": {
       const rows = await admin.scrubStatus();
-      return json ? printJson(rows) : print(formatScrub(rows));
+      return json ? printJson(scrubReport(rows)) : print(formatScrub(rows));
     }
     default:
       throw new UsageError(
@@ -214,7 +221,7 @@ async function scrub(args: string[]): Promise<void> {
       return;
     }
     const rows = await waitForScrub(admin, started, values.json);
-    if (values.json) printJson(rows);
+    if (values.json) printJson(scrubReport(rows));
     else print(`\n${formatScrub(rows)}\n\n${formatScrubFindings(rows)}`);
     const failed = rows.reduce((n, r) => n + (r.repairFailed ?? 0), 0);
     const unreachable = rows.filter((r) => r.state === "unreachable" || r.state === "failed");

@@ -73,8 +73,11 @@ Deno.test("shepherd cluster scrub --wait shows progress, then every node and eve
     assert.match(run.out, new RegExp(`^${oidToHex(rotten)}\\s+\\S+\\s+yes\\s+1 bad block`, "m"));
 
     const json = await shepherd(["info", "-t", "scrub", "--json", "--cluster", address]);
-    const rows = JSON.parse(json.out);
-    assert.deepEqual(rows.map((r: { state: string }) => r.state), ["done", "done", "done"]);
+    // The same schema as GET /api/v1/scrub: totals, then each node's row.
+    const report = JSON.parse(json.out);
+    assert.equal(report.state, "idle");
+    assert.equal(report.badBlocks, 1);
+    assert.deepEqual(report.nodes.map((r: { state: string }) => r.state), ["done", "done", "done"]);
   });
 });
 

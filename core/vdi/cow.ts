@@ -37,6 +37,7 @@ export interface NewVdiOptions {
 }
 
 /** Characters no new name or tag may hold: they break listings and one-line output. */
+// deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Why `text` (a new name or tag) is refused for its characters, or undefined. */

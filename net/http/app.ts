@@ -15,67 +15,23 @@ import { Hono } from "hono";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import type { AdminService, NodeRow, ScrubRow, VdiRow } from "../admin/admin_service.ts";
-import { nodeProblem, parseSize } from "../admin/format.ts";
+import type { AdminService, VdiRow } from "../admin/admin_service.ts";
+import { parseSize } from "../admin/format.ts";
+import {
+  clusterView,
+  type EpochRecord,
+  nodeView,
+  type RecoveryReport,
+  recoveryReport,
+  scrubReport,
+  type VdiView,
+  vdiViews,
+} from "../admin/views.ts";
 import type { Logger } from "../sheep/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { dashboardHtml } from "./dashboard.ts";
 import { errorResponse, HttpError, invalid } from "./errors.ts";
 import { ringLayout } from "./ring_layout.ts";
-
-/** One epoch of the cluster's history: who was in it. */
-export interface EpochRecord {
-  epoch: number;
-  nodes: string[];
-  timeMs?: number;
-}
-
-/** Recovery progress of one node. */
-export interface NodeRecovery {
-  id: string;
-  state: "idle" | "recovering";
-  done: number;
-  total: number;
-  /** Objects per second. */
-  rate: number;
-}
-
-export interface RecoveryReport {
-  state: "idle" | "recovering";
-  nodes: NodeRecovery[];
-}
-
-/** The cluster's scrub: totals of every node's current (or last) pass, and each node's row. */
-export interface ScrubReport {
-  /** "running" while any node scrubs. */
-  state: "running" | "idle";
-  objectsChecked: number;
-  objectsTotal: number;
-  bytesVerified: number;
-  badBlocks: number;
-  repaired: number;
-  repairFailed: number;
-  /** Findings of the current (or last) passes, all nodes. */
-  findings: number;
-  nodes: ScrubRow[];
-}
-
-/** Sums the nodes' rows into a report. */
-export function scrubReport(nodes: ScrubRow[]): ScrubReport {
-  const sum = (f: (row: ScrubRow) => number | undefined) =>
-    nodes.reduce((total, row) => total + (f(row) ?? 0), 0);
-  return {
-    state: nodes.some((n) => n.state === "running") ? "running" : "idle",
-    objectsChecked: sum((r) => r.objectsChecked),
-    objectsTotal: sum((r) => r.objectsTotal),
-    bytesVerified: sum((r) => r.bytesVerified),
-    badBlocks: sum((r) => r.badBlocks),
-    repaired: sum((r) => r.repaired),
-    repairFailed: sum((r) => r.repairFailed),
-    findings: sum((r) => r.findingsTotal),
-    nodes,
-  };
-}
 
 export interface AdminAppOptions {
   admin: AdminService;
@@ -196,66 +152,6 @@ export const ENDPOINTS: readonly Endpoint[] = [
     mutating: false,
   },
 ];
-
-/** A VDI or snapshot as the API shows it: the admin row plus how to address it. */
-export interface VdiView extends VdiRow {
-  /** "NAME" for a working VDI, "NAME:SNAPID" for a snapshot: what the endpoints accept. */
-  ref: string;
-  /** The `ref` of the snapshot this one grew from, or null. */
-  parent: string | null;
-}
-
-function refOf(row: VdiRow): string {
-  return row.snapshot ? `${row.name}:${row.snapId}` : row.name;
-}
-
-function vdiViews(rows: VdiRow[]): VdiView[] {
-  const byVid = new Map(rows.map((row) => [row.vid, row]));
-  return rows.map((row) => {
-    const parent = byVid.get(row.parentVid);
-    return { ...row, ref: refOf(row), parent: parent ? refOf(parent) : null };
-  });
-}
-
-function nodeView(
-  row: NodeRow,
-): NodeRow & { address: string; state: "up" | "degraded"; problem?: string } {
-  const problem = nodeProblem(row.health, Date.now());
-  return {
-    ...row,
-    address: `${row.host}:${row.port}`,
-    state: problem ? "degraded" : "up",
-    ...(problem ? { problem } : {}),
-  };
-}
-
-/** How many copies each object really has, given the zones the ring spans. */
-function redundancy(info: { status: string; copies: number; zones: number; strict: boolean }) {
-  if (info.status !== "running") {
-    return {
-      state: "unavailable",
-      copies: info.copies,
-      zones: info.zones,
-      message: "Not serving I/O",
-    };
-  }
-  if (info.zones >= info.copies) {
-    return {
-      state: "full",
-      copies: info.copies,
-      zones: info.zones,
-      message: `Every object has ${info.copies} ${info.copies === 1 ? "copy" : "copies"}`,
-    };
-  }
-  return {
-    state: info.zones === 0 ? "none" : "degraded",
-    copies: info.copies,
-    zones: info.zones,
-    message: info.strict
-      ? `Only ${info.zones} of ${info.copies} zones: writes are refused (strict mode)`
-      : `Only ${info.zones} of ${info.copies} zones: objects have ${info.zones} copies`,
-  };
-}
 
 async function readObjectBody(c: Context, allowed: string[]): Promise<Record<string, unknown>> {
   const text = await c.req.text();
@@ -441,30 +337,9 @@ export function createAdminApp(options: AdminAppOptions): Hono {
 
   app.get("/api/v1/cluster", async (c) => {
     const info = await admin.clusterInfo();
-    const history = options.epochHistory
-      ? await options.epochHistory()
-      : info.epochs.length > 0
-      ? info.epochs.map((e) => ({
-        epoch: e.epoch,
-        timeMs: e.timeMs,
-        nodes: e.members.map((m) => m.id),
-      }))
-      : info.epoch > 0
-      ? [{ epoch: info.epoch, nodes: info.nodes }]
-      : [];
-    return c.json({
-      status: info.status,
-      epoch: info.epoch,
-      copies: info.copies,
-      strict: info.strict,
-      blockSizeShift: info.blockSizeShift,
-      objectSize: info.blockSizeShift > 0 ? 2 ** info.blockSizeShift : 0,
-      createdMs: info.ctimeMs,
-      zones: info.zones,
-      nodes: info.nodes,
-      redundancy: redundancy(info),
-      epochHistory: history,
-    });
+    return c.json(
+      clusterView(info, options.epochHistory ? await options.epochHistory() : undefined),
+    );
   });
 
   app.get("/api/v1/nodes", async (c) => c.json((await admin.nodes()).map(nodeView)));
@@ -538,15 +413,7 @@ export function createAdminApp(options: AdminAppOptions): Hono {
   app.get("/api/v1/recovery", async (c) => {
     if (options.recovery) return c.json(await options.recovery());
     // Every node's own report, gathered by the sheep answering (STAT_RECOVERY).
-    const nodes = (await admin.recovery()).map((row): NodeRecovery => ({
-      id: row.node,
-      state: row.state === "gathering" || row.state === "recovering" ? "recovering" : "idle",
-      done: row.done ?? 0,
-      total: row.total ?? 0,
-      rate: row.objectsPerSecond ?? 0,
-    }));
-    const state = nodes.some((n) => n.state === "recovering") ? "recovering" : "idle";
-    return c.json({ state, nodes } satisfies RecoveryReport);
+    return c.json(recoveryReport(await admin.recovery()));
   });
 
   app.get("/api/v1/scrub", async (c) => c.json(scrubReport(await admin.scrubStatus())));

@@ -9,7 +9,7 @@
 
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { HTTPException } from "hono/http-exception";
-import { describeResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
 
 /** The JSON body of every error response. */
 export interface ErrorBody {

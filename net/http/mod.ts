@@ -10,18 +10,15 @@
  * @module
  */
 
+export { type AdminAppOptions, createAdminApp, type Endpoint, ENDPOINTS } from "./app.ts";
 export {
-  type AdminAppOptions,
-  createAdminApp,
-  type Endpoint,
-  ENDPOINTS,
   type EpochRecord,
   type NodeRecovery,
   type RecoveryReport,
   type ScrubReport,
   scrubReport,
   type VdiView,
-} from "./app.ts";
+} from "../admin/views.ts";
 export { type ErrorBody, errorResponse, HttpError, resultName, statusOf } from "./errors.ts";
 export {
   HTTP_HOST_DEFAULT,

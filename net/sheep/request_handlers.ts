@@ -529,7 +529,12 @@ const adminOps: Record<number, Op> = {
   [Opcode.STAT_RECOVERY]: {
     force: true,
     handle: async (host, request) => {
-      const own = { node: host.id, ...host.recovery.status() };
+      const status = host.recovery.status();
+      // A node that never had to recover is current: it reports the epoch it is at, not 0.
+      const epoch = status.state === "idle"
+        ? Math.max(status.epoch, host.view.epoch)
+        : status.epoch;
+      const own = { node: host.id, ...status, epoch };
       if (request.header.flags & Flag.FWD) return json([own]);
       return json(
         await Promise.all(host.view.nodes.map(async (node) => {

@@ -29,9 +29,10 @@ export interface HerdOptions {
   prefix?: string;
 }
 
+/** A node's row of `info -t recovery --json` (net/admin/views.ts). */
 export interface RecoveryRow {
-  node: string;
-  state: string;
+  id: string;
+  phase: string;
   epoch: number;
   total: number;
   done: number;
@@ -362,7 +363,7 @@ export class Herd {
       this.id(via),
     ]);
     if (result.code !== 0) return undefined;
-    return JSON.parse(result.stdout) as RecoveryRow[];
+    return (JSON.parse(result.stdout) as { nodes: RecoveryRow[] }).nodes;
   }
 
   /**
@@ -411,12 +412,12 @@ export class Herd {
           const rows = await this.recovery(via);
           if (rows === undefined) return false;
           last = JSON.stringify(
-            rows.map((r) => [r.node, r.state, r.epoch, `${r.done}/${r.total}`]),
+            rows.map((r) => [r.id, r.phase, r.epoch, `${r.done}/${r.total}`]),
           );
-          const failed = rows.find((r) => r.state === "failed");
-          if (failed) throw new Error(`recovery failed on ${failed.node}: ${failed.error ?? "?"}`);
-          if (JSON.stringify(rows.map((r) => r.node).sort()) !== JSON.stringify(ids)) return false;
-          if (!rows.every((r) => r.state === "done" && r.epoch === epoch)) return false;
+          const failed = rows.find((r) => r.phase === "failed");
+          if (failed) throw new Error(`recovery failed on ${failed.id}: ${failed.error ?? "?"}`);
+          if (JSON.stringify(rows.map((r) => r.id).sort()) !== JSON.stringify(ids)) return false;
+          if (!rows.every((r) => r.phase === "done" && r.epoch === epoch)) return false;
         }
         const now = await this.cluster(this.firstAlive());
         if (now?.epoch !== epoch) {

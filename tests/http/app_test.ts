@@ -318,7 +318,17 @@ Deno.test("GET /api/v1/recovery is idle on every node; GET /metrics serves Prome
     assert.equal(recovery.status, 200);
     assert.deepEqual(recovery.body, {
       state: "idle",
-      nodes: [{ id: sheep.id, state: "idle", done: 0, total: 0, rate: 0 }],
+      // Idle and current: the epoch the cluster is at (1 once formatted), not 0.
+      nodes: [{
+        id: sheep.id,
+        epoch: 1,
+        state: "idle",
+        phase: "idle",
+        done: 0,
+        total: 0,
+        failed: 0,
+        rate: 0,
+      }],
     });
     const metrics = await app.request("/metrics");
     assert.equal(metrics.status, 200);
@@ -331,6 +341,7 @@ Deno.test("GET /api/v1/recovery is idle on every node; GET /metrics serves Prome
     sheep.recovery.status = () => ({
       ...status,
       state: "recovering",
+      epoch: 2,
       done: 5,
       total: 20,
       objectsPerSecond: 2.5,
@@ -338,7 +349,16 @@ Deno.test("GET /api/v1/recovery is idle on every node; GET /metrics serves Prome
     const recovery = await call(app, "GET", "/api/v1/recovery");
     assert.deepEqual(recovery.body, {
       state: "recovering",
-      nodes: [{ id: sheep.id, state: "recovering", done: 5, total: 20, rate: 2.5 }],
+      nodes: [{
+        id: sheep.id,
+        epoch: 2,
+        state: "recovering",
+        phase: "recovering",
+        done: 5,
+        total: 20,
+        failed: 0,
+        rate: 2.5,
+      }],
     });
   }, {});
 });
