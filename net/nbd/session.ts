@@ -73,6 +73,7 @@ import {
   NBD_REP_SERVER,
   type NbdLimits,
   OPTION_HEADER_LENGTH,
+  optionName,
   PREFERRED_BLOCK_SIZE,
   REQUEST_LENGTH,
 } from "./constants.ts";
@@ -488,7 +489,7 @@ export class NbdSession {
         this.#tlsRefusal ??= "NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS";
         return "close";
       default:
-        this.#tlsRefusal ??= `option ${option} before NBD_OPT_STARTTLS`;
+        this.#tlsRefusal ??= `${optionName(option)} before NBD_OPT_STARTTLS`;
         this.#replyError(option, NBD_REP_ERR_TLS_REQD, "TLS is required: use NBD_OPT_STARTTLS");
         return null;
     }

@@ -52,6 +52,13 @@ export const PSK_CIPHERS = [
   "PSK-CHACHA20-POLY1305",
 ].join(":");
 
+/** TLS 1.3 suites with PSK in mind: the SHA-256 ones (which can use a PSK) first. */
+const TLS13_SHA256_FIRST = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+];
+
 /** Longest identity qemu and GnuTLS accept in a psk file line. */
 const PSK_IDENTITY_MAX = 128;
 /** Biggest key OpenSSL's PSK callback takes (PSK_MAX_PSK_LEN). */
@@ -96,15 +103,21 @@ export class NbdTls {
     const pskKeys = psk !== undefined && psk.size > 0 ? psk : null;
     this.#psk = pskKeys;
     // Node's default list ends in "!PSK", which would delete the PSK suites for good.
-    const x509Ciphers = tls.DEFAULT_CIPHERS.split(":").filter((c) => c !== "!PSK").join(":");
+    const defaults = tls.DEFAULT_CIPHERS.split(":").filter((c) => c !== "!PSK");
+    // TLS 1.3 uses a pre-shared key only with a SHA-256 suite. With a certificate as well, the
+    // server would otherwise pick TLS_AES_256_GCM_SHA384, drop the key and ask a PSK client
+    // for a certificate check it cannot do ("Insufficient credentials" in qemu).
+    const tls13 = pskKeys !== null ? [...TLS13_SHA256_FIRST] : [];
     const ciphers = [
+      ...tls13,
       ...(pskKeys !== null ? [PSK_CIPHERS] : []),
-      ...(cert !== undefined ? [x509Ciphers] : []),
+      ...(cert !== undefined ? defaults.filter((c) => !tls13.includes(c)) : []),
     ].join(":");
     this.#options = {
       ...(cert !== undefined ? { cert, key } : {}),
       ...(ca !== undefined ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
       ciphers,
+      ...(pskKeys !== null ? { honorCipherOrder: true } : {}),
       minVersion: "TLSv1.2",
       // DHE-PSK suites need Diffie-Hellman parameters; "auto" picks them by key size.
       ...(pskKeys !== null ? { dhparam: "auto" } : {}),
@@ -235,7 +248,8 @@ export function loadNbdTls(files: NbdTlsFiles): NbdTlsCredentials | undefined {
     try {
       credentials.psk = parsePskFile(text);
     } catch (error) {
-      throw new Error(`Cannot use --nbd-tls-psk '${pskFile}': ${(error as Error).message}`);
+      const why = (error as Error).message.replace(/^Cannot/, "cannot");
+      throw new Error(`Cannot use --nbd-tls-psk '${pskFile}': ${why}`);
     }
   }
   return credentials;

@@ -66,7 +66,7 @@ Deno.test("loadNbdTls() reads the files and refuses missing, empty and shared se
     const badPsk = await file("bad.psk", "qemu abcd\n", 0o600);
     assert.throws(
       () => loadNbdTls({ pskFile: badPsk }),
-      /--nbd-tls-psk '.*bad\.psk': Cannot parse line 1: use identity:hexkey/,
+      /--nbd-tls-psk '.*bad\.psk': cannot parse line 1: use identity:hexkey/,
     );
     if (process.getuid?.() !== 0) {
       const unreadable = await file("unreadable.psk", "qemu:abcd\n", 0o000);
