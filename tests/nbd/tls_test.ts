@@ -310,6 +310,17 @@ Deno.test("a client that gives up mid-handshake, or stalls, costs one line each"
   }, { tls: await x509(), logger: log, onTls: log.onTls, limits: { handshakeTimeoutMs: 300 } });
 });
 
+Deno.test("closing the server ends a connection in the middle of its TLS handshake", async () => {
+  const log = new Recorder();
+  await withServer(async (h) => {
+    const socket = await ackedSocket(h.port);
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    await h.server.close();
+    await closed;
+    assert.equal(h.server.connections, 0);
+  }, { tls: await x509(), logger: log, onTls: log.onTls });
+});
+
 Deno.test("a client that does not trust the server's CA fails the handshake; the server logs it", async () => {
   const log = new Recorder();
   await withServer(async (h) => {
