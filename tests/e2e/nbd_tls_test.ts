@@ -131,9 +131,16 @@ Deno.test("e2e: NBD over TLS: qemu-io, qemu-img and nbdinfo with x509 and PSK; p
         "write -P 0x3c 5M 1M",
       ]);
       await qemuIoOk(sheep, x509Client(f.clientDir), "disk", ["read -P 0x3c 5M 1M"]);
+      // TLS 1.2 clients too (qemu's priority string can forbid 1.3): PSK and x509 suites.
+      const tls12 = ",priority=NORMAL:-VERS-TLS1.3";
+      await qemuIoOk(sheep, pskClient(f.pskDir) + tls12, "disk", ["read -P 0x3c 5M 1M"]);
+      await qemuIoOk(sheep, x509Client(f.clientDir) + tls12, "disk", ["read -P 0x3c 5M 1M"]);
       const attached = sheep.lines("nbd: export attached");
+      assert.equal(attached.length, 5);
       assert.ok(attached.every((l) => /\\"tls\\":\\"TLSv1\.[23] /.test(l)), attached.join("\n"));
-      assert.ok(attached.some((l) => /\\"identity\\":\\"qemu\\"/.test(l)), "PSK identity logged");
+      assert.equal(attached.filter((l) => /\\"identity\\":\\"qemu\\"/.test(l)).length, 2);
+      assert.match(attached[3]!, /\\"tls\\":\\"TLSv1\.2 [A-Z0-9-]*PSK/);
+      assert.match(attached[4]!, /\\"tls\\":\\"TLSv1\.2 ECDHE-/);
 
       // qemu-img: a file in over x509, back out over PSK, byte-identical.
       const data = randomBytes(8 * MiB);
