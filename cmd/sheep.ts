@@ -27,6 +27,7 @@ import { defaultHostAddress } from "../net/sheep/host_address.ts";
 import { ClientAddresses } from "../net/auth/client_addresses.ts";
 import { readKeyFile, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
 import { readSecretFile } from "../net/auth/secret_file.ts";
+import { NBD_TLS_FLAGS, NBD_TLS_USAGE, nbdTlsOf } from "./sheep_nbd_tls.ts";
 import {
   integerFlag,
   isSingleExecutable,
@@ -63,6 +64,7 @@ Options:
   --nbd-port N      NBD port (default ${NBD_PORT_DEFAULT})
   --nbd-socket PATH also serve NBD on a Unix socket
   --nbd-force-shared  let a second client attach a VDI writable (operator override)
+${NBD_TLS_USAGE}
   --no-nbd          no NBD export
   --http-address A  HTTP admin API and dashboard address (default 127.0.0.1)
   --http-port N     HTTP port (default ${HTTP_PORT_DEFAULT})
@@ -94,6 +96,7 @@ const FLAGS = {
   "nbd-port": { type: "string", default: String(NBD_PORT_DEFAULT) },
   "nbd-socket": { type: "string" },
   "nbd-force-shared": { type: "boolean", default: false },
+  ...NBD_TLS_FLAGS,
   http: { type: "boolean", default: true },
   "http-address": { type: "string", default: "127.0.0.1" },
   "http-port": { type: "string", default: String(HTTP_PORT_DEFAULT) },
@@ -213,6 +216,7 @@ function settingsOf(values: Flags) {
     nbdPort: integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!,
     httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
     scrub: scrubSettings(values["scrub-interval"]!, values["scrub-rate"]!),
+    nbdTls: nbdTlsOf(values),
   };
 }
 
@@ -294,7 +298,11 @@ async function serve(dir: string, values: Flags): Promise<void> {
   const services: { close(): Promise<void> }[] = [];
   try {
     if (values.nbd) {
-      const nbd = { forceShared: values["nbd-force-shared"]! };
+      const nbd = {
+        forceShared: values["nbd-force-shared"]!,
+        ...(settings.nbdTls ? { tls: settings.nbdTls } : {}),
+      };
+      const tls = settings.nbdTls ? ` (TLS required: ${settings.nbdTls.kind})` : "";
       const port = settings.nbdPort;
       const host = values["nbd-address"]!;
       services.push(
@@ -305,12 +313,12 @@ async function serve(dir: string, values: Flags): Promise<void> {
           );
         }),
       );
-      logger.info(`NBD export on ${values["nbd-address"]}:${port}`);
+      logger.info(`NBD export on ${values["nbd-address"]}:${port}${tls}`);
       if (values["nbd-socket"]) {
         services.push(
           await startNbdService(sheep, { path: path.resolve(values["nbd-socket"]) }, nbd),
         );
-        logger.info(`NBD export on ${values["nbd-socket"]}`);
+        logger.info(`NBD export on ${values["nbd-socket"]}${tls}`);
       }
     }
     if (values.http) {

@@ -65,7 +65,9 @@ export function writeNewKeyFile(file: string, key = generateKey()): void {
  * @throws {KeyFileError} naming the file and the fix.
  */
 export function readKeyFile(file: string): Uint8Array {
-  const hex = readSecretFile(file, "key file", " (make one with: sheepdog shepherd keygen FILE)");
+  const hex = readSecretFile(file, "key file", {
+    missingHint: " (make one with: sheepdog shepherd keygen FILE)",
+  });
   if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) {
     throw new KeyFileError(`Cannot use key file ${file}: expected one line of hex digits`);
   }

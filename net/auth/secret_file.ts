@@ -7,6 +7,7 @@
  */
 
 import * as fs from "node:fs";
+import { systemErrorText } from "../../core/errors.ts";
 
 /** A secret file that cannot be used. */
 export class SecretFileError extends Error {
@@ -16,15 +17,22 @@ export class SecretFileError extends Error {
 /**
  * The trimmed text of a secret file.
  *
- * @param what what the file holds, for messages ("key file", "token file").
+ * @param what what the file holds, for messages ("key file", "token file", "--nbd-tls-key").
+ * @param options.ownerOnly false for files that are not secret (a certificate): only the
+ *   other checks apply.
  * @throws {SecretFileError} when it is missing, not a file, open to others or empty.
  */
-export function readSecretFile(file: string, what: string, missingHint = ""): string {
+export function readSecretFile(
+  file: string,
+  what: string,
+  options: { missingHint?: string; ownerOnly?: boolean } = {},
+): string {
+  const { missingHint = "", ownerOnly = true } = options;
   let text: string;
   try {
     const stat = fs.statSync(file);
     if (!stat.isFile()) throw new SecretFileError(`Cannot use ${what} ${file}: not a file`);
-    if ((stat.mode & 0o077) !== 0) {
+    if (ownerOnly && (stat.mode & 0o077) !== 0) {
       const mode = (stat.mode & 0o777).toString(8).padStart(4, "0");
       throw new SecretFileError(
         `Cannot use ${what} ${file}: others can read or change it (mode ${mode}); ` +
@@ -34,9 +42,8 @@ export function readSecretFile(file: string, what: string, missingHint = ""): st
     text = fs.readFileSync(file, "utf8").trim();
   } catch (error) {
     if (error instanceof SecretFileError) throw error;
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    const hint = code === "ENOENT" ? missingHint : "";
-    throw new SecretFileError(`Cannot read ${what} ${file}: ${code}${hint}`);
+    const hint = (error as NodeJS.ErrnoException).code === "ENOENT" ? missingHint : "";
+    throw new SecretFileError(`Cannot read ${what} ${file}: ${systemErrorText(error)}${hint}`);
   }
   if (text === "") throw new SecretFileError(`Cannot use ${what} ${file}: it is empty`);
   return text;

@@ -16,6 +16,12 @@ export type Protocol = "object" | "nbd";
 /** Bytes moved for clients: read from or written to VDIs. */
 export type Direction = "read" | "write";
 
+/**
+ * How an NBD connection to a TLS-requiring export fared: secured, refused (it did not start
+ * TLS) or failed (its TLS handshake did not complete).
+ */
+export type TlsOutcome = "secured" | "refused" | "failed";
+
 /** The state gauges a sheep reports; any subset may be set at a time. */
 export interface SheepGauges {
   epoch: number;
@@ -94,6 +100,7 @@ export class Metrics {
   readonly #latency: Histogram<"protocol" | "op">;
   readonly #bytes: Counter<"protocol" | "direction">;
   readonly #clients: Gauge<"protocol">;
+  readonly #nbdTls: Counter<"outcome">;
   readonly #collectErrors: Counter;
   readonly #refusals: Counter<"kind">;
   readonly #gauges: { [K in keyof SheepGauges]: Gauge };
@@ -139,6 +146,13 @@ export class Metrics {
       name: "sheepdog_connected_clients",
       help: "Client connections open now, by protocol",
       labelNames: ["protocol"],
+      registers,
+    });
+    this.#nbdTls = new Counter({
+      name: "sheepdog_nbd_tls_connections_total",
+      help: "NBD connections to a TLS-requiring export: secured, refused (no STARTTLS) or " +
+        "failed (TLS handshake did not complete)",
+      labelNames: ["outcome"],
       registers,
     });
     this.#collectErrors = new Counter({
@@ -262,6 +276,11 @@ export class Metrics {
   /** A client went away. */
   clientDisconnected(protocol: Protocol): void {
     this.#clients.dec({ protocol });
+  }
+
+  /** Counts an NBD connection's TLS outcome. */
+  nbdTls(outcome: TlsOutcome): void {
+    this.#nbdTls.inc({ outcome });
   }
 
   /** Sets any of the state gauges. */

@@ -51,6 +51,9 @@ Deno.test("Metrics counts bytes, clients, gauges and recovery; memory is read at
   metrics.clientConnected("nbd");
   metrics.clientConnected("nbd");
   metrics.clientDisconnected("nbd");
+  metrics.nbdTls("secured");
+  metrics.nbdTls("refused");
+  metrics.nbdTls("refused");
   metrics.setGauges({ epoch: 7, objects: 42, usedBytes: 1000, freeBytes: 2000, totalBytes: 5000 });
   metrics.setRecovery({ active: true, done: 3, total: 10, rate: 1.5 });
   assert.deepEqual(metrics.recovery, { active: true, done: 3, total: 10, rate: 1.5 });
@@ -64,6 +67,12 @@ Deno.test("Metrics counts bytes, clients, gauges and recovery; memory is read at
     512,
   );
   assert.equal(sample(text, "sheepdog_connected_clients", { protocol: "nbd" }), 1);
+  assert.equal(sample(text, "sheepdog_nbd_tls_connections_total", { outcome: "secured" }), 1);
+  assert.equal(sample(text, "sheepdog_nbd_tls_connections_total", { outcome: "refused" }), 2);
+  assert.equal(
+    sample(text, "sheepdog_nbd_tls_connections_total", { outcome: "failed" }),
+    undefined,
+  );
   assert.equal(sample(text, "sheepdog_epoch"), 7);
   assert.equal(sample(text, "sheepdog_objects_stored"), 42);
   assert.equal(sample(text, "sheepdog_space_free_bytes"), 2000);

@@ -51,6 +51,25 @@ export const NBD_OPT_LIST_META_CONTEXT = 9;
 export const NBD_OPT_SET_META_CONTEXT = 10;
 export const NBD_OPT_EXTENDED_HEADERS = 11;
 
+const OPTION_NAMES: Readonly<Record<number, string>> = {
+  [NBD_OPT_EXPORT_NAME]: "NBD_OPT_EXPORT_NAME",
+  [NBD_OPT_ABORT]: "NBD_OPT_ABORT",
+  [NBD_OPT_LIST]: "NBD_OPT_LIST",
+  [NBD_OPT_PEEK_EXPORT]: "NBD_OPT_PEEK_EXPORT",
+  [NBD_OPT_STARTTLS]: "NBD_OPT_STARTTLS",
+  [NBD_OPT_INFO]: "NBD_OPT_INFO",
+  [NBD_OPT_GO]: "NBD_OPT_GO",
+  [NBD_OPT_STRUCTURED_REPLY]: "NBD_OPT_STRUCTURED_REPLY",
+  [NBD_OPT_LIST_META_CONTEXT]: "NBD_OPT_LIST_META_CONTEXT",
+  [NBD_OPT_SET_META_CONTEXT]: "NBD_OPT_SET_META_CONTEXT",
+  [NBD_OPT_EXTENDED_HEADERS]: "NBD_OPT_EXTENDED_HEADERS",
+};
+
+/** "NBD_OPT_GO" for 7; "option N" for an option this table does not know. */
+export function optionName(option: number): string {
+  return OPTION_NAMES[option] ?? `option ${option}`;
+}
+
 // ---- Option reply types ------------------------------------------------------------------------
 
 export const NBD_REP_ACK = 1;

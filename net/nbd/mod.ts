@@ -5,7 +5,9 @@
 export { NbdServer } from "./server.ts";
 export type { NbdAddress, NbdListenOptions, NbdServerOptions } from "./server.ts";
 export { NbdSession } from "./session.ts";
-export type { SessionOptions } from "./session.ts";
+export type { NbdTlsEvent, SessionOptions } from "./session.ts";
+export { loadNbdTls, NbdTls, parsePskFile, PSK_CIPHERS } from "./tls.ts";
+export type { NbdTlsCredentials, NbdTlsFiles } from "./tls.ts";
 export { ExportError, nbdErrnoOf, NbdIoError } from "./export.ts";
 export type { BlockExport, ExportErrorKind, ExportInfo, ExportProvider, Extent } from "./export.ts";
 export { type NbdLogger, silentLogger } from "./logger.ts";

@@ -1,18 +1,23 @@
 /**
  * NbdServer: accepts connections on TCP or a Unix socket and runs one NbdSession per
- * connection against an ExportProvider.
+ * connection against an ExportProvider. With `tls`, every connection must start TLS.
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { DEFAULT_LIMITS, type NbdLimits } from "./constants.ts";
 import type { ExportProvider } from "./export.ts";
 import { type NbdLogger, silentLogger } from "./logger.ts";
-import { NbdSession } from "./session.ts";
+import { NbdSession, type NbdTlsEvent } from "./session.ts";
+import type { NbdTls } from "./tls.ts";
 
 export interface NbdServerOptions {
   provider: ExportProvider;
   logger?: NbdLogger;
   /** Per-connection bounds; defaults in DEFAULT_LIMITS. */
   limits?: Partial<NbdLimits>;
+  /** Requires TLS of every client, with these credentials (x509 and/or PSK). */
+  tls?: NbdTls;
+  /** Told how each connection's TLS went (secured, refused, failed), e.g. for metrics. */
+  onTls?: (event: NbdTlsEvent) => void;
 }
 
 /** Where to listen: TCP (port 0 picks a free port; the default NBD port is 10809) or a Unix socket path. */
@@ -25,6 +30,8 @@ export class NbdServer {
   readonly #provider: ExportProvider;
   readonly #log: NbdLogger;
   readonly #limits: NbdLimits;
+  readonly #tls: NbdTls | null;
+  readonly #onTls: ((event: NbdTlsEvent) => void) | null;
   readonly #sessions = new Set<NbdSession>();
   #server: Server | null = null;
   #closing: Promise<void> | null = null;
@@ -33,6 +40,13 @@ export class NbdServer {
     this.#provider = options.provider;
     this.#log = options.logger ?? silentLogger;
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.#tls = options.tls ?? null;
+    this.#onTls = options.onTls ?? null;
+  }
+
+  /** The TLS this server requires ("x509", "psk", "x509+psk"), or null for none. */
+  get tls(): string | null {
+    return this.#tls?.kind ?? null;
   }
 
   /** Sessions currently open. */
@@ -66,7 +80,10 @@ export class NbdServer {
           : typeof address === "object" && address !== null
           ? { host: address.address, port: address.port }
           : { host: options.host, port: options.port };
-        this.#log.info("nbd: listening", { ...bound });
+        this.#log.info("nbd: listening", {
+          ...bound,
+          ...(this.#tls !== null ? { tls: this.#tls.kind } : {}),
+        });
         resolve(bound);
       };
       if (unix) server.listen(options.path, onListening);
@@ -93,6 +110,8 @@ export class NbdServer {
       client,
       logger: this.#log,
       limits: this.#limits,
+      tls: this.#tls,
+      ...(this.#onTls !== null ? { onTls: this.#onTls } : {}),
     });
     this.#sessions.add(session);
     session.done.finally(() => {

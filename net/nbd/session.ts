@@ -7,6 +7,12 @@
  * arrival order where it matters: a write-like request (WRITE, TRIM, WRITE_ZEROES) waits for
  * every earlier overlapping request, a READ/BLOCK_STATUS for earlier overlapping write-like ones.
  * The export is closed exactly once, after every request has settled.
+ *
+ * TLS (when the server has an NbdTls): required. Before NBD_OPT_STARTTLS only NBD_OPT_ABORT is
+ * served; other options get NBD_REP_ERR_TLS_REQD, NBD_OPT_EXPORT_NAME (which cannot be refused
+ * with a reply) and a client without fixed newstyle are disconnected. NBD_OPT_STARTTLS is
+ * answered with NBD_REP_ACK in plain text, then the session reads and writes through the
+ * TLSSocket wrapped around the connection, and haggling starts over inside TLS.
  */
 import type { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
@@ -59,6 +65,7 @@ import {
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
@@ -66,6 +73,7 @@ import {
   NBD_REP_SERVER,
   type NbdLimits,
   OPTION_HEADER_LENGTH,
+  optionName,
   PREFERRED_BLOCK_SIZE,
   REQUEST_LENGTH,
 } from "./constants.ts";
@@ -78,6 +86,7 @@ import {
   NbdIoError,
 } from "./export.ts";
 import type { NbdLogger } from "./logger.ts";
+import type { NbdTls } from "./tls.ts";
 import {
   encodeBlockStatusChunk,
   encodeErrorChunk,
@@ -111,6 +120,21 @@ export interface SessionOptions {
   client: string;
   logger: NbdLogger;
   limits: NbdLimits;
+  /** TLS credentials: when given, the client must start TLS before anything else. */
+  tls?: NbdTls | null;
+  /** Told once per connection how TLS went, for metrics (the session logs it too). */
+  onTls?: (event: NbdTlsEvent) => void;
+}
+
+/**
+ * How a connection to a TLS-requiring server fared: it was secured, refused for not starting
+ * TLS, or its TLS handshake failed (bad input, wrong key or certificate, the client gave up).
+ */
+export interface NbdTlsEvent {
+  outcome: "secured" | "refused" | "failed";
+  client: string;
+  /** Why it was refused or failed; the protocol and cipher when secured. */
+  detail: string;
 }
 
 /** How option haggling ended. */
@@ -135,12 +159,25 @@ export class NbdSession {
   /** Resolves when the connection is closed and the export (if any) released. Never rejects. */
   readonly done: Promise<void>;
 
-  readonly #socket: Socket;
+  /** Where bytes come from and go to: the connection, or the TLSSocket around it. */
+  #socket: Socket;
+  /** The connection itself. */
+  readonly #raw: Socket;
   readonly #provider: ExportProvider;
   readonly #client: string;
   readonly #log: NbdLogger;
   readonly #limits: NbdLimits;
   readonly #queue: ByteQueue;
+  readonly #tls: NbdTls | null;
+  readonly #onTls: ((event: NbdTlsEvent) => void) | null;
+  /** Where TLS stands; "failed" once a failure is logged. */
+  #tlsState: "plain" | "handshaking" | "secure" | "failed" = "plain";
+  /** The first reason a client without TLS was refused, logged if it never starts TLS. */
+  #tlsRefusal: string | null = null;
+  /** Protocol and cipher once secured ("TLSv1.3 TLS_AES_256_GCM_SHA384"). */
+  #tlsDetail: string | null = null;
+  /** The PSK identity the client used. */
+  #tlsIdentity: string | null = null;
 
   #paused = false;
   #closed = false;
@@ -166,6 +203,9 @@ export class NbdSession {
 
   constructor(socket: Socket, options: SessionOptions) {
     this.#socket = socket;
+    this.#raw = socket;
+    this.#tls = options.tls ?? null;
+    this.#onTls = options.onTls ?? null;
     this.#provider = options.provider;
     this.#client = options.client;
     this.#log = options.logger;
@@ -177,29 +217,45 @@ export class NbdSession {
       },
     });
     this.#closedPromise = new Promise((resolve) => {
-      socket.once("close", () => {
+      this.#onClose = () => {
+        if (this.#closed) return;
         this.#closed = true;
         this.#queue.end();
         this.#wakeLoop();
         resolve();
-      });
+      };
     });
-    socket.on("data", (chunk: Buffer) => {
-      this.#queue.push(chunk);
-      if (
-        !this.#paused && this.#queue.length >= this.#limits.maxBufferedInput &&
-        this.#queue.wanted === 0
-      ) {
-        this.#paused = true;
-        socket.pause();
-      }
-    });
-    socket.on("end", () => this.#queue.end());
-    socket.on("error", (err: Error) => {
-      this.#log.debug("nbd: socket error", { client: this.#client, error: err.message });
-    });
-    socket.on("drain", () => this.#wakeLoop());
+    this.#listen(socket);
     this.done = this.#run();
+  }
+
+  #onClose: () => void = () => {};
+
+  #onData = (chunk: Buffer): void => {
+    this.#queue.push(chunk);
+    if (
+      !this.#paused && this.#queue.length >= this.#limits.maxBufferedInput &&
+      this.#queue.wanted === 0
+    ) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  };
+
+  #onEnd = (): void => this.#queue.end();
+  #onDrain = (): void => this.#wakeLoop();
+
+  #onError = (err: Error): void => {
+    this.#log.debug("nbd: socket error", { client: this.#client, error: err.message });
+  };
+
+  /** Reads from `socket` (the connection, or the TLSSocket after STARTTLS). */
+  #listen(socket: Socket): void {
+    socket.once("close", this.#onClose);
+    socket.on("data", this.#onData);
+    socket.on("end", this.#onEnd);
+    socket.on("drain", this.#onDrain);
+    socket.on("error", this.#onError);
   }
 
   /** The peer, "ADDR:PORT" or "unix". */
@@ -213,7 +269,7 @@ export class NbdSession {
    */
   shutdown(): void {
     if (this.#phase === "handshake") {
-      this.#socket.destroy();
+      this.#destroy();
       return;
     }
     this.#stopping = true;
@@ -229,8 +285,9 @@ export class NbdSession {
       const timeout = this.#limits.handshakeTimeoutMs;
       if (timeout > 0) {
         this.#handshakeTimer = setTimeout(() => {
-          this.#log.warn("nbd: handshake timed out", { client: this.#client });
-          this.#socket.destroy();
+          if (this.#tlsState === "handshaking") this.#tlsFailed("timed out");
+          else this.#log.warn("nbd: handshake timed out", { client: this.#client });
+          this.#destroy();
         }, timeout);
       }
       this.#send(encodeGreeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
@@ -254,7 +311,8 @@ export class NbdSession {
     this.#phase = "ending";
     this.#clearHandshakeTimer();
     this.#stopping = true;
-    if (hard) this.#socket.destroy();
+    if (hard) this.#destroy();
+    this.#tlsOutcome();
     await this.#idle();
     const exp = this.#export;
     this.#export = null;
@@ -275,6 +333,12 @@ export class NbdSession {
       clearTimeout(this.#handshakeTimer);
       this.#handshakeTimer = null;
     }
+  }
+
+  /** Drops the connection (and the TLSSocket around it). */
+  #destroy(): void {
+    this.#socket.destroy();
+    this.#raw.destroy();
   }
 
   /** Flushes what was written, sends FIN, then releases the socket. */
@@ -322,6 +386,11 @@ export class NbdSession {
       throw new NbdProtocolError(`unknown client flags 0x${clientFlags.toString(16)}`);
     }
     this.#noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+    if (this.#tls !== null && (clientFlags & NBD_FLAG_C_FIXED_NEWSTYLE) === 0) {
+      // Plain newstyle has no option replies, so no NBD_OPT_STARTTLS: the client cannot comply.
+      this.#tlsRefusal = "the client does not use the fixed newstyle handshake, which TLS needs";
+      return "close";
+    }
     for (;;) {
       const header = await q.take(OPTION_HEADER_LENGTH);
       if (header === null) return "close";
@@ -362,6 +431,9 @@ export class NbdSession {
 
   /** Handles one option; returns how haggling ends, or null to continue. */
   async #option(option: number, data: Buffer): Promise<HandshakeEnd | null> {
+    if (this.#tls !== null && this.#tlsState === "plain") {
+      return this.#optionBeforeTls(option, data);
+    }
     switch (option) {
       case NBD_OPT_EXPORT_NAME:
         return await this.#optExportName(data.toString("utf8"));
@@ -372,7 +444,11 @@ export class NbdSession {
         await this.#optList(data);
         return null;
       case NBD_OPT_STARTTLS:
-        this.#replyError(option, NBD_REP_ERR_POLICY, "TLS is not supported by this server");
+        if (this.#tls === null) {
+          this.#replyError(option, NBD_REP_ERR_POLICY, "TLS is not supported by this server");
+        } else {
+          this.#replyError(option, NBD_REP_ERR_INVALID, "TLS is already in use");
+        }
         return null;
       case NBD_OPT_INFO:
       case NBD_OPT_GO:
@@ -392,6 +468,93 @@ export class NbdSession {
       default:
         this.#replyError(option, NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
         return null;
+    }
+  }
+
+  /** Options while TLS is required but not started: only STARTTLS and ABORT are served. */
+  #optionBeforeTls(option: number, data: Buffer): HandshakeEnd | null {
+    switch (option) {
+      case NBD_OPT_STARTTLS:
+        if (data.length !== 0) {
+          this.#replyError(option, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+          return null;
+        }
+        this.#startTls();
+        return null;
+      case NBD_OPT_ABORT:
+        this.#reply(option, NBD_REP_ACK);
+        return "close";
+      case NBD_OPT_EXPORT_NAME:
+        // No reply can refuse it: the spec says to close.
+        this.#tlsRefusal ??= "NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS";
+        return "close";
+      default:
+        this.#tlsRefusal ??= `${optionName(option)} before NBD_OPT_STARTTLS`;
+        this.#replyError(option, NBD_REP_ERR_TLS_REQD, "TLS is required: use NBD_OPT_STARTTLS");
+        return null;
+    }
+  }
+
+  /**
+   * NBD_OPT_STARTTLS: ACK in plain text, then everything goes through TLS. The client sends its
+   * ClientHello only after reading the ACK, so bytes already here broke the protocol.
+   */
+  #startTls(): void {
+    const tls = this.#tls;
+    if (tls === null) throw new Error("NbdSession: STARTTLS without TLS credentials");
+    const raw = this.#raw;
+    if (this.#queue.length > 0 || raw.readableLength > 0) {
+      throw new NbdProtocolError("data after NBD_OPT_STARTTLS before its reply");
+    }
+    this.#reply(NBD_OPT_STARTTLS, NBD_REP_ACK);
+    // The TLS layer reads the connection from now on; its close still ends the session.
+    raw.off("data", this.#onData);
+    raw.off("end", this.#onEnd);
+    raw.off("drain", this.#onDrain);
+    this.#resume();
+    this.#tlsState = "handshaking";
+    tls.upgrade(raw, {
+      secured: (secure, info) => {
+        if (this.#tlsState !== "handshaking" || this.#closed) {
+          secure.destroy();
+          return;
+        }
+        this.#tlsState = "secure";
+        this.#tlsDetail = info.detail;
+        this.#tlsIdentity = info.identity ?? null;
+        this.#socket = secure;
+        this.#listen(secure);
+        this.#log.debug("nbd: TLS established", {
+          client: this.#client,
+          tls: info.detail,
+          ...(info.identity !== undefined ? { identity: info.identity } : {}),
+        });
+        this.#onTls?.({ outcome: "secured", client: this.#client, detail: info.detail });
+      },
+      failed: (reason) => this.#tlsFailed(reason),
+    });
+  }
+
+  /** Logs (once) and reports a TLS handshake that did not complete. */
+  #tlsFailed(reason: string): void {
+    if (this.#tlsState !== "handshaking") return;
+    this.#tlsState = "failed";
+    this.#log.warn("nbd: TLS handshake failed, closing", { client: this.#client, error: reason });
+    this.#onTls?.({ outcome: "failed", client: this.#client, detail: reason });
+  }
+
+  /** At the end of a session: a refusal or an unfinished handshake not reported yet. */
+  #tlsOutcome(): void {
+    if (this.#tlsState === "handshaking") {
+      this.#tlsFailed("the connection closed during the TLS handshake");
+    } else if (this.#tlsState === "plain" && this.#tlsRefusal !== null) {
+      const reason = this.#tlsRefusal;
+      this.#tlsRefusal = null;
+      this.#log.warn("nbd: refused a client without TLS (TLS is required)", {
+        client: this.#client,
+        reason,
+      });
+      this.#onTls?.({ outcome: "refused", client: this.#client, detail: reason });
     }
   }
 
@@ -557,6 +720,8 @@ export class NbdSession {
       readOnly: exp.readOnly,
       structuredReplies: this.#structured,
       blockStatus: this.#blockStatus,
+      ...(this.#tlsDetail !== null ? { tls: this.#tlsDetail } : {}),
+      ...(this.#tlsIdentity !== null ? { identity: this.#tlsIdentity } : {}),
     });
   }
 

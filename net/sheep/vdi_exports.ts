@@ -27,6 +27,7 @@ import {
   type NbdListenOptions,
   type NbdLogger,
   NbdServer,
+  type NbdTls,
 } from "../nbd/mod.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { Logger } from "./logger.ts";
@@ -422,17 +423,21 @@ function nbdLoggerOf(logger: Logger): NbdLogger {
 
 /**
  * Serves `sheep`'s VDIs over NBD on TCP (`{ host, port }`; port 0 picks one, 10809 is NBD's)
- * or a Unix socket (`{ path }`).
+ * or a Unix socket (`{ path }`). With `tls`, every client must start TLS; how each connection
+ * fared is counted in the sheep's metrics.
  */
 export async function startNbdService(
   sheep: ExportHost,
   listen: NbdListenOptions,
-  options: VdiExportOptions & { logger?: NbdLogger } = {},
+  options: VdiExportOptions & { logger?: NbdLogger; tls?: NbdTls } = {},
 ): Promise<NbdService> {
   const provider = new VdiExportProvider(sheep, options);
   const server = new NbdServer({
     provider,
     logger: options.logger ?? nbdLoggerOf(sheep.logger),
+    ...(options.tls !== undefined
+      ? { tls: options.tls, onTls: (event) => sheep.metrics.nbdTls(event.outcome) }
+      : {}),
   });
   const address = await server.listen(listen);
   return { address, provider, server, close: () => server.close() };

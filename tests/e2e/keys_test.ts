@@ -38,7 +38,10 @@ Deno.test("e2e: keygen, key and token files, and what a sheep refuses at start",
     const quiet = ["--multicast", "off", "--no-nbd", "--no-http"];
     for (
       const [flags, pattern] of [
-        [["--key-file", path.join(dir, "missing.key")], /Cannot read key file .*ENOENT/],
+        [
+          ["--key-file", path.join(dir, "missing.key")],
+          /Cannot read key file .*no such file or directory/,
+        ],
         [["--key-file", open], /others can read or change it \(mode 0644\); run chmod 600/],
         [["--key-file", empty], /it is empty/],
         [["--key-file", key, "--http-token-file", open], /token file .* others can read/],

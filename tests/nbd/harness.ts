@@ -1,6 +1,12 @@
 /** Starts an NbdServer over a MemoryExportProvider on 127.0.0.1 and cleans up after a test. */
 import assert from "node:assert/strict";
-import { type NbdLimits, NbdServer } from "../../net/nbd/mod.ts";
+import {
+  type NbdLimits,
+  type NbdLogger,
+  NbdServer,
+  type NbdTls,
+  type NbdTlsEvent,
+} from "../../net/nbd/mod.ts";
 import { MemoryExportProvider } from "./memory_export.ts";
 import { RawClient } from "./raw_client.ts";
 
@@ -17,13 +23,24 @@ export interface Harness {
 /** Volumes: "vol" 16 MiB writable, "big" 96 MiB writable, "ro" 1 MiB read-only. */
 export async function withServer(
   fn: (h: Harness) => Promise<void>,
-  options: { limits?: Partial<NbdLimits> } = {},
+  options: {
+    limits?: Partial<NbdLimits>;
+    tls?: NbdTls;
+    logger?: NbdLogger;
+    onTls?: (event: NbdTlsEvent) => void;
+  } = {},
 ): Promise<void> {
   const provider = new MemoryExportProvider();
   provider.add("vol", 16 * MiB, { description: "test volume" });
   provider.add("big", 96 * MiB);
   provider.add("ro", 1 * MiB, { readOnly: true, description: "a snapshot" });
-  const server = new NbdServer({ provider, limits: options.limits });
+  const server = new NbdServer({
+    provider,
+    limits: options.limits,
+    ...(options.tls ? { tls: options.tls } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.onTls ? { onTls: options.onTls } : {}),
+  });
   const address = await server.listen({ host: "127.0.0.1", port: 0 });
   assert.ok("port" in address);
   const clients: RawClient[] = [];

@@ -5,6 +5,7 @@
  */
 import { Buffer } from "node:buffer";
 import { connect, type Socket } from "node:net";
+import * as tls from "node:tls";
 import * as C from "../../net/nbd/constants.ts";
 import * as P from "../../net/nbd/protocol.ts";
 
@@ -25,31 +26,70 @@ export interface GoResult {
 }
 
 export class RawClient {
-  readonly socket: Socket;
+  /** The connection, or the TLSSocket around it after `startTls`. */
+  socket: Socket;
   readonly closed: Promise<void>;
   #buf: Buffer = Buffer.alloc(0);
   #ended = false;
   #waiter: (() => void) | null = null;
+  #onClosed: () => void = () => {};
   structured = false;
 
   private constructor(socket: Socket) {
     this.socket = socket;
-    socket.on("data", (chunk: Buffer) => {
-      this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
-      this.#notify();
-    });
-    socket.on("error", () => {});
-    this.closed = new Promise((resolve) =>
-      socket.once("close", () => {
+    this.closed = new Promise((resolve) => {
+      this.#onClosed = () => {
         this.#ended = true;
         this.#notify();
         resolve();
-      })
-    );
-    socket.on("end", () => {
-      this.#ended = true;
-      this.#notify();
+      };
     });
+    socket.on("error", () => {});
+    socket.once("close", this.#onClosed);
+    this.#listen(socket);
+  }
+
+  #onData = (chunk: Buffer): void => {
+    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    this.#notify();
+  };
+
+  #onEnd = (): void => {
+    this.#ended = true;
+    this.#notify();
+  };
+
+  #listen(socket: Socket): void {
+    socket.on("data", this.#onData);
+    socket.on("end", this.#onEnd);
+  }
+
+  /**
+   * NBD_OPT_STARTTLS, then a TLS handshake with `options` (ca, servername, cert/key...).
+   * Resolves once secured; rejects with the option reply's type, or the TLS error.
+   */
+  async startTls(options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
+    const [reply] = await this.ask(C.NBD_OPT_STARTTLS);
+    if (reply?.type !== C.NBD_REP_ACK) {
+      throw new Error(`STARTTLS refused: 0x${reply?.type.toString(16)}`);
+    }
+    if (this.#buf.length !== 0) throw new Error("bytes after the STARTTLS reply");
+    const raw = this.socket;
+    raw.off("data", this.#onData);
+    raw.off("end", this.#onEnd);
+    const secure = tls.connect({ ...options, socket: raw });
+    this.socket = secure;
+    secure.once("close", this.#onClosed);
+    secure.on("error", () => {});
+    this.#listen(secure);
+    await new Promise<void>((resolve, reject) => {
+      secure.once("secureConnect", () => {
+        secure.off("error", reject);
+        resolve();
+      });
+      secure.once("error", reject);
+    });
+    return secure;
   }
 
   static connect(target: { port: number } | { path: string }): Promise<RawClient> {
