@@ -411,6 +411,7 @@ export class Sheep {
   async applyEvent(event: ClusterEvent): Promise<unknown> {
     const { result, effects } = this.stateMachine.apply(event);
     await this.#perform(effects);
+    this.stateChanges.notify();
     if (event.type === "mkfs") {
       if (!this.member && !this.#events) this.#setView(makeView(1, [this.ringNode()]));
       this.logger.info(
@@ -548,6 +549,9 @@ export class Sheep {
   /** Notified at every new view. */
   readonly viewChanges = new Changes();
 
+  /** Notified whenever the replicated state changed (an event applied, a peer's state merged). */
+  readonly stateChanges = new Changes();
+
   async #reportRecovered(epoch: number): Promise<void> {
     // Purging waits for every node's report, so a lost one is retried while the epoch lasts.
     for (let attempt = 0; attempt < 20 && this.#running && this.#view.epoch === epoch; attempt++) {
@@ -583,6 +587,7 @@ export class Sheep {
   /** Merges a peer's state in: its config if we have none, its VDI headers, its locks. */
   async mergeState(state: ClusterState): Promise<void> {
     await this.#perform(this.stateMachine.merge(state));
+    this.stateChanges.notify();
   }
 
   /**

@@ -30,6 +30,7 @@ import {
   type NbdTls,
 } from "../nbd/mod.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import type { Changes } from "./changes.ts";
 import type { Logger } from "./logger.ts";
 import { instrumentExport } from "./nbd_metrics.ts";
 
@@ -43,6 +44,8 @@ export interface ExportHost {
   readonly metrics: Metrics;
   readonly registry: ReplicatedStateReader["registry"];
   readonly locks: ReplicatedStateReader["locks"];
+  /** Notified when the replicated state (locks included) changes. */
+  readonly stateChanges: Pick<Changes, "until">;
   /** VDI I/O without an object-protocol hop. */
   readonly localAccess: ObjectAccess;
   lockVdi(vid: Vid, client: string, options?: { force?: boolean }): Promise<void>;
@@ -53,7 +56,7 @@ export interface ExportHost {
 export interface VdiExportOptions {
   /**
    * Lets a second client open a VDI writable while another has it (operator override, e.g. for
-   * a cluster file system on top). Default false: the second writer is refused.
+   * a cluster file system on top). Default false: a second client gets the VDI read-only.
    */
   forceShared?: boolean;
 }
@@ -192,7 +195,10 @@ export class VdiExportProvider implements ExportProvider {
         } catch (error) {
           // Attached through another sheep (or by an old client's LOCK_VDI).
           if (!isResult(error, ResultCode.VDI_LOCKED)) throw error;
-          if (!this.#forceShared) {
+          if (!this.#forceShared && await this.#lockHandedOver(working.vdiId)) {
+            await this.#sheep.lockVdi(working.vdiId, writer.lockClient);
+            writer.locked = true;
+          } else if (!this.#forceShared) {
             await this.#release(name, writer, working.vdiId);
             const holder = this.#sheep.locks.get(working.vdiId)?.client ?? "another client";
             return await this.#openReadOnly(working, client, holder);
@@ -209,6 +215,15 @@ export class VdiExportProvider implements ExportProvider {
       await this.#release(name, writer, working.vdiId).catch(() => undefined);
       throw this.#openError(name, error);
     }
+  }
+
+  /**
+   * Waits a moment for another client's lock to go: a client that just disconnected (a VM
+   * moving to another host, a tool run after another) releases it through a cluster event that
+   * may still be on its way. True when the lock is gone.
+   */
+  #lockHandedOver(vid: Vid): Promise<boolean> {
+    return this.#sheep.stateChanges.until(() => !this.#sheep.locks.has(vid), LOCK_HANDOVER_MS);
   }
 
   /**
@@ -406,6 +421,9 @@ export interface NbdService {
   /** Stops listening and closes every connection (their VDIs are flushed and unlocked). */
   close(): Promise<void>;
 }
+
+/** How long a new writer waits for a lock that is being released before it is read-only. */
+const LOCK_HANDOVER_MS = 2_000;
 
 /** Adapts the sheep's logger (lines only) to the NBD server's (message and fields). */
 function nbdLoggerOf(logger: Logger): NbdLogger {
