@@ -262,3 +262,25 @@ Deno.test("cluster: after a full stop it waits for the last epoch's nodes; recov
     await cluster.stop();
   }
 });
+
+Deno.test("cluster: the epoch history is the cluster's, the same whichever node is asked", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 2 });
+  try {
+    await cluster.kill(2);
+    await cluster.waitForView(2);
+    await cluster.startNode(2);
+    await cluster.waitForView(3);
+    // Node 2 was away for an epoch its own log never saw.
+    const own = (await cluster.node(2).member!.epochHistory()).map((r) => r.epoch);
+    const asked = await Promise.all(
+      [0, 1, 2].map(async (i) => (await cluster.admin(i).clusterInfo()).epochs.map((e) => e.epoch)),
+    );
+    assert.ok(asked[0]!.length > own.length, `node 2's own log ${own} misses an epoch`);
+    assert.deepEqual(asked[1], asked[0]);
+    assert.deepEqual(asked[2], asked[0], "the returning node reports the whole history");
+    const newestFirst = [...asked[0]!].sort((a, b) => b - a);
+    assert.deepEqual(asked[0], newestFirst);
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -455,10 +455,47 @@ async function nodeSpace(host: RequestHost, node: RingNode): Promise<Partial<Nod
   }
 }
 
+/** One epoch of the history as STAT_CLUSTER reports it. */
+interface EpochRow {
+  epoch: number;
+  timeMs: number;
+  members: { id: string; witness: boolean; vnodes: number }[];
+}
+
+/**
+ * The cluster's epoch history, the same whichever node is asked: each node logs only the views
+ * it was in, so the answer is the union of every live node's log (STAT_CLUSTER with FWD asks a
+ * node for its own), newest first.
+ */
+async function clusterHistory(host: RequestHost, own: EpochRow[]): Promise<EpochRow[]> {
+  const byEpoch = new Map(own.map((row) => [row.epoch, row]));
+  await Promise.all(host.view.nodes.filter((n) => n.id !== host.id).map(async (node) => {
+    const header = requestHeader(Opcode.STAT_CLUSTER, { internal: true });
+    header.flags |= Flag.FWD;
+    try {
+      const response = checkResponse(await host.peers.get(node).transport.request(header));
+      const theirs = JSON.parse(new TextDecoder().decode(response.data)) as { epochs: EpochRow[] };
+      for (const row of theirs.epochs) if (!byEpoch.has(row.epoch)) byEpoch.set(row.epoch, row);
+    } catch {
+      // An unreachable node adds nothing; the others' logs still answer.
+    }
+  }));
+  return [...byEpoch.values()].sort((a, b) => b.epoch - a.epoch);
+}
+
 /** STAT_CLUSTER: status, config, epoch and its history (newest first), redundancy. */
-async function clusterInfo(host: RequestHost): Promise<Uint8Array> {
+async function clusterInfo(host: RequestHost, wholeCluster: boolean): Promise<Uint8Array> {
   const config = host.config;
-  const history = host.member ? await host.member.epochHistory() : [];
+  const log = host.member ? await host.member.epochHistory() : [];
+  const own: EpochRow[] = log.map((record) => ({
+    epoch: record.epoch,
+    timeMs: record.timeMs,
+    members: record.members.map((m) => ({
+      id: m.id,
+      witness: m.witness,
+      vnodes: Number(m.info.vnodes ?? 0),
+    })),
+  }));
   return json({
     status: host.status,
     ctimeMs: config?.ctimeMs ?? 0,
@@ -470,15 +507,7 @@ async function clusterInfo(host: RequestHost): Promise<Uint8Array> {
     redundancyReduced: config !== undefined && host.redundancyReduced,
     master: host.member?.master ?? null,
     nodes: host.view.nodes.map((n) => n.id),
-    epochs: history.map((record) => ({
-      epoch: record.epoch,
-      timeMs: record.timeMs,
-      members: record.members.map((m) => ({
-        id: m.id,
-        witness: m.witness,
-        vnodes: m.info.vnodes ?? 0,
-      })),
-    })),
+    epochs: wholeCluster ? await clusterHistory(host, own) : own,
   });
 }
 
@@ -506,7 +535,7 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.STAT_CLUSTER]: {
     force: true,
-    handle: (host) => clusterInfo(host),
+    handle: (host, request) => clusterInfo(host, (request.header.flags & Flag.FWD) === 0),
   },
   [Opcode.FORCE_RECOVER]: {
     force: true,
