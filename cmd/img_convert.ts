@@ -6,7 +6,8 @@
  */
 
 import * as fsp from "node:fs/promises";
-import { ResultCode, SheepdogError, systemErrorText } from "../core/errors.ts";
+import { isResult, ResultCode, SheepdogError, systemErrorText } from "../core/errors.ts";
+import { Opcode } from "../net/object/ops.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
@@ -175,6 +176,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
       );
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
+    else await refuseAttached(client, name);
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
       throw new SheepdogError(
@@ -186,6 +188,29 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
   } catch (error) {
     await client.close();
     throw error;
+  }
+}
+
+/**
+ * One writer per VDI: `convert -n` into a VDI a client (a VM) has attached would write under
+ * it. Refused, naming the holder. Without the cluster key the locks cannot be read: the writes
+ * then go ahead, as an old client's would.
+ */
+async function refuseAttached(client: ObjectClient, name: string): Promise<void> {
+  const vid = await client.lookupVdi(name);
+  let locks: { vid: number; client: string }[];
+  try {
+    locks = await client.json(Opcode.LIST_LOCKS);
+  } catch (error) {
+    if (isResult(error, ResultCode.NOT_AUTHORIZED)) return;
+    throw error;
+  }
+  const holder = locks.find((lock) => lock.vid === vid)?.client;
+  if (holder !== undefined) {
+    throw new SheepdogError(
+      ResultCode.VDI_LOCKED,
+      `Cannot write into '${name}': it is attached by ${holder}; detach it first`,
+    );
   }
 }
 

@@ -3,6 +3,7 @@
  * by a raw in-process client where timing matters (a snapshot under a writing client). One
  * in-process sheep per test, NBD on 127.0.0.1 port 0.
  */
+import { convertImage } from "../cmd/img_convert.ts";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as fsp from "node:fs/promises";
@@ -410,5 +411,42 @@ Deno.test("NBD requests show up in the sheep's metrics", async () => {
     );
     assert.ok(bytes >= 65536, `NBD bytes written: ${bytes}`);
     assert.match(text, /sheepdog_connected_clients\{protocol="nbd"\} 0/, "the client left");
+  });
+});
+
+Deno.test("one writer per VDI: img convert -n and resize are refused while a client has it attached", async () => {
+  await withNbd(async ({ admin, sheep, port, dir }) => {
+    await admin.createVdi({ name: "vm", sizeBytes: 8 * MiB });
+    const raw = path.join(dir, "new.raw");
+    await fsp.writeFile(raw, new Uint8Array(MiB).fill(0x33));
+    const holder = await RawClient.connect({ port });
+    const cluster = { host: "127.0.0.1", port: sheep.port };
+    try {
+      await holder.start();
+      await holder.go("vm");
+      const attached = new RegExp(`attached by 127\\.0\\.0\\.1:${holder.socket.localPort}`);
+      await assert.rejects(
+        convertImage({
+          source: { kind: "file", path: raw },
+          target: { kind: "vdi", vdi: "vm" },
+          createTarget: false,
+          cluster,
+        }),
+        attached,
+      );
+      await assert.rejects(admin.resize("vm", 16 * MiB), attached);
+      assert.equal((await admin.vdi("vm")).sizeBytes, 8 * MiB, "the size did not change");
+    } finally {
+      await holder.destroy();
+    }
+    await eventually(async () => {
+      await admin.resize("vm", 16 * MiB);
+    });
+    await convertImage({
+      source: { kind: "file", path: raw },
+      target: { kind: "vdi", vdi: "vm" },
+      createTarget: false,
+      cluster,
+    });
   });
 });

@@ -379,6 +379,16 @@ const vdiOps: Record<number, Op> = {
     handle: async (host, request) => {
       const body = parseJson<{ name: string; sizeBytes: number }>(request);
       const vid = host.registry.lookup(body.name).vdiId;
+      // An attached client keeps the size it was given (NBD has no way to announce a new
+      // one): resizing under it would leave it writing within a size that is not the VDI's.
+      const lock = host.locks.get(vid);
+      if (lock) {
+        throw new SheepdogError(
+          ResultCode.VDI_LOCKED,
+          `Cannot resize '${body.name}': it is attached by ${lock.client}, which would keep ` +
+            "the old size; detach it first",
+        );
+      }
       await host.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
       return json({ ok: true });
     },
