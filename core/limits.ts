@@ -28,8 +28,16 @@ export const NODES_MAX = 6144;
 export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 /** Requests one object-protocol connection may have in flight before the server stops reading. */
 export const REQUESTS_IN_FLIGHT_MAX = 256;
-/** Bytes a connection may buffer (unanswered request payloads) before the server stops reading. */
-export const CONNECTION_BUFFER_BYTES_MAX = 256 * 1024 * 1024;
+/**
+ * Bytes an object-protocol connection may hold in the server before it stops reading: payloads
+ * of requests being handled, the replies they will make (a read's length) and replies queued
+ * for a client that does not read them. One message of MESSAGE_BYTES_MAX always gets through.
+ */
+export const CONNECTION_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
+/** The same, for all connections of a server together: what bounds a sheep's memory. */
+export const SERVER_BUFFER_BYTES_MAX = 192 * 1024 * 1024;
+/** A client whose queued replies have not moved for this long is cut off. */
+export const REPLY_STALL_MS = 30_000;
 /** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
 /**

@@ -479,17 +479,21 @@ interface EpochRow {
  */
 async function clusterHistory(host: RequestHost, own: EpochRow[]): Promise<EpochRow[]> {
   const byEpoch = new Map(own.map((row) => [row.epoch, row]));
-  await Promise.all(host.view.nodes.filter((n) => n.id !== host.id).map(async (node) => {
-    const header = requestHeader(Opcode.STAT_CLUSTER, { internal: true });
-    header.flags |= Flag.FWD;
-    try {
-      const response = checkResponse(await host.peers.get(node).transport.request(header));
-      const theirs = JSON.parse(new TextDecoder().decode(response.data)) as { epochs: EpochRow[] };
-      for (const row of theirs.epochs) if (!byEpoch.has(row.epoch)) byEpoch.set(row.epoch, row);
-    } catch {
-      // An unreachable node adds nothing; the others' logs still answer.
-    }
-  }));
+  await Promise.all(
+    host.view.nodes.filter((n) => n.id !== host.id).map(async (node) => {
+      const header = requestHeader(Opcode.STAT_CLUSTER, { internal: true });
+      header.flags |= Flag.FWD;
+      try {
+        const response = checkResponse(await host.peers.get(node).transport.request(header));
+        const theirs = JSON.parse(new TextDecoder().decode(response.data)) as {
+          epochs: EpochRow[];
+        };
+        for (const row of theirs.epochs) if (!byEpoch.has(row.epoch)) byEpoch.set(row.epoch, row);
+      } catch {
+        // An unreachable node adds nothing; the others' logs still answer.
+      }
+    }),
+  );
   return [...byEpoch.values()].sort((a, b) => b.epoch - a.epoch);
 }
 
