@@ -261,6 +261,11 @@ netnsTest(
 
       const refused = await herd.sheepdog(5, ["img", "convert", "-O", "raw", uri, out], "none");
       assert.notEqual(refused.code, 0, "a keyless read from 10.77.0.5 is refused");
+      // The sheep closes the connection (an old client would not understand a reply).
+      assert.match(
+        refused.stderr,
+        /Cannot reach the cluster at 10\.77\.0\.1:7000: connection closed/,
+      );
       await herd.waitLog(1, /^refused 10\.77\.0\.5:\d+: not a client address/);
       // The key opens the door from any address.
       await herd.ok(5, ["img", "convert", "-O", "raw", uri, out]);
