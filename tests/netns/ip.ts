@@ -15,6 +15,7 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { keyNotePath } from "../../net/auth/cluster_key.ts";
 
 /** What every namespace (and temporary directory) of these tests is named after. */
 export const PREFIX = "sdnt";
@@ -152,8 +153,9 @@ export async function deleteNamespace(ns: string): Promise<void> {
 }
 
 /**
- * Removes what a crashed earlier run left: namespaces (and their processes) and temporary
- * directories of our prefix whose test process no longer exists. Returns the names removed.
+ * Removes what a crashed earlier run left: namespaces (and their processes), temporary
+ * directories of our prefix whose test process no longer exists, and the key notes of its
+ * sheep. Returns the namespaces and directories removed.
  */
 export async function removeStale(): Promise<string[]> {
   const stale = (await namespaces()).filter((name) => {
@@ -162,11 +164,28 @@ export async function removeStale(): Promise<string[]> {
   });
   for (const ns of stale) await deleteNamespace(ns);
   const tmp = os.tmpdir();
+  const dirs: string[] = [];
   for (const entry of await fsp.readdir(tmp)) {
     const owner = ownerOf(entry);
     if (owner === undefined || owner === process.pid || processExists(owner)) continue;
     await fsp.rm(path.join(tmp, entry), { recursive: true, force: true });
-    stale.push(path.join(tmp, entry));
+    dirs.push(path.join(tmp, entry));
   }
-  return stale;
+  await removeKeyNotesInto(dirs);
+  return [...stale, ...dirs];
+}
+
+/**
+ * Removes the notes (net/auth/cluster_key.ts `keyNotePath`) that sheep killed with their run
+ * left, naming key files in `dirs`: a sheep removes its note only when it stops cleanly.
+ */
+async function removeKeyNotesInto(dirs: string[]): Promise<void> {
+  if (dirs.length === 0) return;
+  const notes = path.dirname(keyNotePath(0));
+  const names = await fsp.readdir(notes).catch(() => [] as string[]);
+  for (const name of names.filter((n) => n.startsWith("key-file."))) {
+    const note = path.join(notes, name);
+    const keyFile = await fsp.readFile(note, "utf8").then((t) => t.trim(), () => "");
+    if (dirs.some((dir) => keyFile.startsWith(`${dir}/`))) await fsp.rm(note, { force: true });
+  }
 }
