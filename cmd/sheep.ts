@@ -25,7 +25,7 @@ import type { ScrubOptions } from "../net/sheep/scrub.ts";
 import { Sheep } from "../net/sheep/sheep.ts";
 import { defaultHostAddress } from "../net/sheep/host_address.ts";
 import { ClientAddresses } from "../net/auth/client_addresses.ts";
-import { readKeyFile, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
+import { readKeyFile, removeKeyNote, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
 import { readSecretFile } from "../net/auth/secret_file.ts";
 import { NBD_TLS_FLAGS, NBD_TLS_USAGE, nbdTlsOf } from "./sheep_nbd_tls.ts";
 import {
@@ -344,6 +344,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     logger.info(`${signal}: stopping`);
     for (const service of services) await service.close().catch(() => undefined);
     await sheep.stop();
+    removeKeyNote(sheep.port, key.file);
     await logger.close();
     await fsp.rm(pidFile, { force: true });
     process.exit(0);

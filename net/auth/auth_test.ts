@@ -13,7 +13,15 @@ import { Opcode } from "../object/ops.ts";
 import { requestHeader } from "../object/client.ts";
 import { ResultCode } from "../../core/errors.ts";
 import { ClientAddresses } from "./client_addresses.ts";
-import { generateKey, readKeyFile, sheepKey, writeNewKeyFile } from "./cluster_key.ts";
+import {
+  generateKey,
+  keyNotePath,
+  readKeyFile,
+  removeKeyNote,
+  sheepKey,
+  writeKeyNote,
+  writeNewKeyFile,
+} from "./cluster_key.ts";
 import { ConnectionAccess } from "./connection_access.ts";
 import { DatagramSeal } from "./datagram_seal.ts";
 import { answerHello, checkProof, newNonce, proveToServer } from "./handshake.ts";
@@ -136,6 +144,30 @@ Deno.test("key files: made 0600, never replaced, refused when open, empty, short
     assert.deepEqual(again.key, made.key);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("a sheep's key note is per network namespace and port, and removed only by its sheep", () => {
+  // Port 0 is never noted by a real sheep (it notes the port it got), so no note is disturbed.
+  const note = keyNotePath(0);
+  const namespace = /\[(\d+)\]/.exec(fs.readlinkSync("/proc/self/ns/net"))![1];
+  assert.equal(
+    path.basename(note),
+    `key-file.${namespace}.0`,
+    "sheep in two namespaces may share a port",
+  );
+  try {
+    writeKeyNote(0, "/a/cluster.key");
+    removeKeyNote(0, "/another/cluster.key");
+    assert.equal(
+      fs.readFileSync(note, "utf8").trim(),
+      "/a/cluster.key",
+      "another sheep's note stays",
+    );
+    removeKeyNote(0, "/a/cluster.key");
+    assert.equal(fs.existsSync(note), false);
+  } finally {
+    fs.rmSync(note, { force: true });
   }
 });
 

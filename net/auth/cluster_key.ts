@@ -6,7 +6,8 @@
  *
  * How a command finds the key of the sheep it talks to (`findClientKey`): `--key-file`, else
  * $SHEEPDOG_KEY_FILE, else the note a sheep leaves at start for the commands of its own host
- * (`keyNotePath`: which key file the sheep on that port uses).
+ * (`keyNotePath`: which key file the sheep on that port of this network namespace uses;
+ * removed when that sheep stops).
  *
  * @module
  */
@@ -108,12 +109,28 @@ export function sheepKey(
 }
 
 /**
+ * The network namespace this process runs in (Linux: the inode of /proc/self/ns/net), if
+ * known. A port names one sheep only within a network namespace, while the temporary
+ * directory is usually shared by all of them (`ip netns exec`, containers sharing /tmp).
+ */
+function networkNamespace(): string | undefined {
+  try {
+    return /^net:\[(\d+)\]$/.exec(fs.readlinkSync("/proc/self/ns/net"))?.[1];
+  } catch {
+    return undefined; // not Linux
+  }
+}
+
+/**
  * Where a sheep listening on `port` notes its key file for the commands of its host: a
- * directory of this user's own under the temporary directory.
+ * directory of this user's own under the temporary directory, one note per network namespace
+ * and port (sheep in two namespaces may both listen on 7000).
  */
 export function keyNotePath(port: number): string {
   const uid = process.getuid?.() ?? 0;
-  return path.join(os.tmpdir(), `sheepdog-${uid}`, `key-file.${port}`);
+  const namespace = networkNamespace();
+  const name = namespace === undefined ? `key-file.${port}` : `key-file.${namespace}.${port}`;
+  return path.join(os.tmpdir(), `sheepdog-${uid}`, name);
 }
 
 /** Leaves the note (best effort: without it, commands need --key-file). */
@@ -125,6 +142,16 @@ export function writeKeyNote(port: number, keyFile: string): void {
   const temp = `${note}.${process.pid}.tmp`;
   fs.writeFileSync(temp, `${keyFile}\n`, { mode: 0o600 });
   fs.renameSync(temp, note);
+}
+
+/** Removes the note at stop, if it still names `keyFile` (best effort). */
+export function removeKeyNote(port: number, keyFile: string): void {
+  const note = keyNotePath(port);
+  try {
+    if (fs.readFileSync(note, "utf8").trim() === keyFile) fs.rmSync(note);
+  } catch {
+    // No note, or not ours to read: nothing to remove.
+  }
 }
 
 function ownedPrivateDirectory(stat: { uid: number; mode: number; isDirectory(): boolean }) {

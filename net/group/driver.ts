@@ -290,13 +290,14 @@ export class GroupDriver {
       const ready = machine.ready();
       if (ready.persist.length > 0) await this.#options.persist(ready.persist);
       if (this.#stopped) return;
-      // A hello goes to every peer as one object: encode it once.
+      // A hello goes to every peer as one object: encode it once. Seal every send on its own:
+      // a peer hears a hello both from the group and addressed to it, and two copies under
+      // one sequence number would make the second a "replay" (a false refusal each heartbeat).
       const encoded = new Map<GroupMessage, Uint8Array>();
       for (const { to, msg } of ready.messages) {
         let bytes = encoded.get(msg);
         if (bytes === undefined) {
           bytes = encodeDatagram(this.#id, msg, this.#groupTag);
-          if (this.#options.seal) bytes = this.#options.seal.seal(bytes);
           encoded.set(msg, bytes);
         }
         this.#send(to, bytes);
@@ -334,7 +335,8 @@ export class GroupDriver {
 
   #sendRaw(socket: Socket, bytes: Uint8Array, port: number, host: string): void {
     this.stats.sent++;
-    socket.send(bytes, port, host, (error) => {
+    const sealed = this.#options.seal ? this.#options.seal.seal(bytes) : bytes;
+    socket.send(sealed, port, host, (error) => {
       if (error === null || error === undefined) return;
       this.stats.sendErrors++;
       // One report per kind is enough: a missing route fails every send the same way.

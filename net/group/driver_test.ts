@@ -197,6 +197,14 @@ Deno.test("sealed drivers form a group; one with another key never joins and bot
     assert.match(refusedBy.get("a")![0]!, new RegExp(`bad MAC from ${stranger.driver.id}`));
     assert.match(refusedBy.get("stranger")![0]!, /bad MAC from 127\.0\.0\.1:\d+/);
     assert.ok((lastView(stranger)?.members.length ?? 1) === 1, "the stranger is alone");
+    // A hello goes to the group and to each known peer: each copy is sealed on its own, so a
+    // peer that gets both takes neither for a replay (a false alarm on every heartbeat).
+    const received = a.driver.stats.received;
+    await until("a few more rounds of hellos", () => a.driver.stats.received >= received + 10);
+    const replays = [...refusedBy].flatMap(([name, lines]) =>
+      lines.filter((line) => line.startsWith("replay")).map((line) => `${name}: ${line}`)
+    );
+    assert.deepEqual(replays, [], "no genuine datagram is refused as a replay");
   } finally {
     await Promise.all([a, b, stranger].map((p) => p.driver.stop()));
   }

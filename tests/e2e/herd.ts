@@ -65,7 +65,7 @@ export async function eventually<T>(
 }
 
 /** The state letter of a process in /proc (R, S, D, Z...), or undefined once it is gone. */
-function procState(pid: number): string | undefined {
+export function procState(pid: number): string | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
@@ -75,7 +75,7 @@ function procState(pid: number): string | undefined {
 }
 
 /** True while `pid` runs (a zombie does not run, but still holds its pid). */
-function running(pid: number): boolean {
+export function running(pid: number): boolean {
   const state = procState(pid);
   return state !== undefined && state !== "Z";
 }
