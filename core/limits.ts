@@ -50,6 +50,8 @@ export const OPEN_FILES_CAP = 8192;
 export const CHECKSUM_BLOCK_BYTES = 4096;
 /** Largest object a store accepts: the largest object size `mkfs` allows (2 GiB). */
 export const OBJECT_BYTES_MAX = 2 ** BLOCK_SIZE_SHIFT_MAX;
+/** How long a connection attempt may take (a host that drops packets never refuses). */
+export const CONNECT_TIMEOUT_MS = 10_000;
 /** How long a client waits for a reply before it gives up on a connection. */
 export const REQUEST_TIMEOUT_MS = 60_000;
 /** Default ports. */

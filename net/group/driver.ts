@@ -220,6 +220,11 @@ export class GroupDriver {
     return formed;
   }
 
+  /** True when `id` was heard from within the failure timeout (Membership.isHeard). */
+  isHeard(id: string): boolean {
+    return this.#machine === null || this.#stopped || this.#machine.isHeard(id);
+  }
+
   /** The member's standing. */
   status(): GroupStatus {
     return this.#running().status();

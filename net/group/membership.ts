@@ -322,6 +322,16 @@ export class Membership {
   }
 
   /** Whether `ready()` has anything to hand out. */
+  /**
+   * True when `id` (any incarnation) was heard from within the failure timeout: a peer the
+   * group has not heard from is not worth a request that would wait for a timeout.
+   */
+  isHeard(id: string): boolean {
+    if (id === this.#self.id) return true;
+    const peer = this.#peers.get(id);
+    return peer !== undefined && this.#now - peer.lastHeard < this.#timing.failure;
+  }
+
   hasReady(): boolean {
     return this.#outbox.length > 0 || this.#persistQueue.length > 0 ||
       this.#deliverQueue.length > 0 || this.#statusDirty;

@@ -231,3 +231,17 @@ Deno.test("the same inputs give the same outputs (determinism)", () => {
   };
   assert.equal(transcript(), transcript());
 });
+
+Deno.test("isHeard(): a peer is heard until it is silent for the failure timeout", () => {
+  const a = node("10.0.0.2:7000", { seeds: ["10.0.0.1:7000"] });
+  const b = node("10.0.0.1:7000", { seeds: ["10.0.0.2:7000"] });
+  assert.equal(a.isHeard("10.0.0.1:7000"), false, "never heard yet");
+  pairRun(a, b, 10);
+  assert.ok(a.isHeard("10.0.0.1:7000"));
+  assert.ok(a.isHeard("10.0.0.2:7000"), "itself");
+  run(a, fast.failureTimeoutTicks - 1); // b is cut off: a hears nothing more
+  assert.ok(a.isHeard("10.0.0.1:7000"), "silent for less than the failure timeout");
+  run(a, 1);
+  assert.equal(a.isHeard("10.0.0.1:7000"), false, "silent for the failure timeout");
+  assert.equal(a.isHeard("10.0.0.9:7000"), false, "a stranger");
+});

@@ -8,7 +8,7 @@
  */
 
 import * as net from "node:net";
-import { REQUEST_TIMEOUT_MS } from "../../core/limits.ts";
+import { CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from "../../core/limits.ts";
 import { describeResult, ResultCode, SheepdogError, systemErrorText } from "../../core/errors.ts";
 import { newNonce, proveToServer } from "../auth/handshake.ts";
 import { requestHeader } from "./client.ts";
@@ -84,9 +84,26 @@ export class TcpTransport implements Transport {
       const socket = net.connect({ host: this.host, port: this.port });
       socket.setNoDelay(true);
       const reader = new FrameReader(responsePayloadLength);
-      const onConnectError = (error: Error) => reject(this.#networkError(error));
+      const onConnectError = (error: Error) => {
+        clearTimeout(timer);
+        reject(this.#networkError(error));
+      };
+      // A host whose packets are dropped (cut off, powered off) never refuses: without a limit
+      // the connect would wait for the system's SYN retries (about two minutes).
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(
+          new SheepdogError(
+            ResultCode.NETWORK_ERROR,
+            `Cannot reach the cluster at ${this.address}: no answer within ${
+              Math.min(this.#timeoutMs, CONNECT_TIMEOUT_MS) / 1000
+            } s`,
+          ),
+        );
+      }, Math.min(this.#timeoutMs, CONNECT_TIMEOUT_MS));
       socket.once("error", onConnectError);
       socket.once("connect", () => {
+        clearTimeout(timer);
         socket.off("error", onConnectError);
         this.#socket = socket;
         this.#ready = false;

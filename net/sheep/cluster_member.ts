@@ -222,6 +222,11 @@ export class ClusterMember {
   }
 
   /** Operator override after a full stop: start with the nodes present. */
+  /** False for a peer the group has not heard from lately (cut off, or gone). */
+  isHeard(id: string): boolean {
+    return this.#driver?.isHeard(id) ?? true;
+  }
+
   forceRecover(): boolean {
     return this.#driver?.forceRecover() ?? false;
   }

@@ -177,8 +177,11 @@ export class Sheep {
       count: (kind) => this.metrics.countRefusal(kind),
     });
     const key = options.security?.key;
+    // A peer the group has not heard from lately is cut off or gone: requests to it fail at
+    // once (reads go to another copy) instead of waiting for a network timeout.
+    const reachable = options.cluster?.reachable;
     this.peers = new Peers(
-      options.cluster?.reachable,
+      (id) => (reachable?.(id) ?? true) && (this.member?.isHeard(id) ?? true),
       options.connect ?? ((node) => new TcpTransport({ host: node.host, port: node.port, key })),
     );
     this.#events = options.events;

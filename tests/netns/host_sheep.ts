@@ -206,10 +206,10 @@ export class HostSheep {
         last = JSON.stringify(answers);
         for (const rows of answers) {
           if (rows === undefined) return false;
-          const failed = rows.find((r) => r.state === "failed");
-          if (failed) throw new Error(`recovery failed on ${failed.node}: ${failed.error ?? "?"}`);
-          if (JSON.stringify(rows.map((r) => r.node).sort()) !== JSON.stringify(ids)) return false;
-          if (!rows.every((r) => r.state === "done" && r.epoch === epoch)) return false;
+          const failed = rows.find((r) => r.phase === "failed");
+          if (failed) throw new Error(`recovery failed on ${failed.id}: ${failed.error ?? "?"}`);
+          if (JSON.stringify(rows.map((r) => r.id).sort()) !== JSON.stringify(ids)) return false;
+          if (!rows.every((r) => r.phase === "done" && r.epoch === epoch)) return false;
         }
         return true;
       },
@@ -222,7 +222,9 @@ export class HostSheep {
   /** `shepherd info -t recovery --json` on host n, or undefined when it fails. */
   async #recovery(n: number): Promise<RecoveryRow[] | undefined> {
     const result = await this.sheepdog(n, ["shepherd", "info", "-t", "recovery", "--json"]);
-    return result.code === 0 ? JSON.parse(result.stdout) as RecoveryRow[] : undefined;
+    return result.code === 0
+      ? (JSON.parse(result.stdout) as { nodes: RecoveryRow[] }).nodes
+      : undefined;
   }
 
   /** The messages of host n's log (DIR/sheep.log, JSON lines), oldest first. */
