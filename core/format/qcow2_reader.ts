@@ -38,6 +38,7 @@ import {
   L1_BYTES_MAX,
   l1EntriesFor,
   l2Entries,
+  QCOW2_MAGIC,
   type Qcow2Header,
   SUBCLUSTERS_PER_CLUSTER,
 } from "./qcow2.ts";
@@ -123,7 +124,11 @@ export class Qcow2Reader {
     const head = new Uint8Array(Math.min(source.size, HEADER_READ_BYTES));
     await source.readInto(head, 0);
     const header = decodeHeader(head);
-    if (!header) throw refused(label, "it is not a qcow2 image (no QFI\\xfb magic)");
+    if (!header) {
+      const magic = head.length >= 4 && new DataView(head.buffer).getUint32(0) === QCOW2_MAGIC;
+      if (magic) throw damaged(label, `the file ends inside the header (${source.size} bytes)`);
+      throw refused(label, "it is not a qcow2 image (no QFI\\xfb magic)");
+    }
     checkHeader(header, source.size, label);
     const cluster0 = new Uint8Array(Math.min(source.size, 2 ** header.clusterBits));
     await source.readInto(cluster0, 0);
@@ -156,7 +161,11 @@ export class Qcow2Reader {
         const l2Offset = this.#l1[l1Index]!;
         table = l2Offset === 0 ? undefined : await this.#l2Table(l2Offset);
       }
-      if (!table) continue;
+      if (!table) {
+        // No L2 table: its whole range is unallocated; go on at the next table's first cluster.
+        cluster = (l1Index + 1) * this.#l2Entries - 1;
+        continue;
+      }
       const entryAt = (cluster % this.#l2Entries) * (this.extendedL2 ? 16 : 8);
       const high = table.getUint32(entryAt);
       const low = table.getUint32(entryAt + 4);
@@ -379,7 +388,7 @@ async function checkFeatures(
       : `method ${header.cryptMethod}`;
     throw refused(
       label,
-      `it is encrypted (${method}); decrypt it first with qemu-img convert (--object secret,... --image-opts) -O raw`,
+      `it is encrypted (${method}); decrypt it first with qemu-img convert -O raw (the key given with --object secret and --image-opts)`,
     );
   }
   if (header.backingFileOffset !== 0) {
@@ -452,8 +461,12 @@ async function readL1(
       `its L1 table has ${header.l1Size} entries, the virtual size ${header.size} needs ${needed}`,
     );
   }
-  if (needed * 8 > L1_BYTES_MAX) {
-    throw refused(label, `its L1 table would need ${needed * 8} bytes (at most ${L1_BYTES_MAX})`);
+  if (header.l1Size * 8 > L1_BYTES_MAX) {
+    // QEMU opens no larger L1 table either; a reader that did would allocate what a file says.
+    throw damaged(
+      label,
+      `its L1 table has ${header.l1Size} entries, more than the ${L1_BYTES_MAX / 8} QEMU allows`,
+    );
   }
   const l1 = new Float64Array(needed);
   if (needed === 0) return l1;
