@@ -30,9 +30,10 @@ Commands:
   convert [-f raw|qcow2|sheepdog] [-O raw|qcow2|sheepdog] [-o compat=0.10|1.1] [-n] [-p]
           SOURCE TARGET          copy a raw or qcow2 image into a VDI, or a VDI out to a raw
                                  or qcow2 file; a file's format is told from its magic (-f
-                                 forces one), other formats (vmdk, vdi, vhd, ...) are refused;
-                                 -O qcow2 writes qcow2 v3 with 64 KiB clusters (-o compat=0.10
-                                 for v2); -n writes into an existing VDI, -p shows progress
+                                 forces one); vmdk, VirtualBox vdi, vhd(x), qed, ... are
+                                 refused by name; -O qcow2 writes qcow2 v3 with 64 KiB clusters
+                                 (-o compat=0.10: v2); -n writes into an existing VDI, -p shows
+                                 progress
   snapshot -c TAG NAME           take a snapshot
   snapshot -l NAME               list snapshots
   snapshot -d SNAP NAME          delete a snapshot (by id or tag)
