@@ -314,9 +314,9 @@ Deno.test("qcow2 reader: damaged and unsupported images get one clear line each"
       const made = await run("qemu-img", [
         ...["create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=123456"],
         ...["-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", luks, "1M"],
-      ]);
+      ]).catch((error: Error) => ({ code: -1, stdout: "", stderr: error.message }));
       if (made.code !== 0) {
-        // qemu-img times LUKS key derivation and can fail to on a busy machine; patch instead.
+        // qemu-img times LUKS key derivation, which can fail or take long on a busy machine.
         console.warn(`qemu-img could not make a LUKS image (${made.stderr.trim()}); patched one`);
         await fsp.copyFile(base, luks);
         await patch(luks, (view) => view.setUint32(32, 2));
