@@ -191,7 +191,8 @@ async function qcow2Writer(path: string, size: number, version: 2 | 3): Promise<
   };
 }
 
-function vdiWriter(io: VdiIo, client: ObjectClient): Writer {
+/** A target VDI; `created` names it when this convert made it (a failed one deletes it). */
+function vdiWriter(io: VdiIo, client: ObjectClient, created: string | undefined): Writer {
   return {
     write: (offset, data) => io.write(offset, data),
     async zero(offset, length) {
@@ -199,9 +200,14 @@ function vdiWriter(io: VdiIo, client: ObjectClient): Writer {
         await io.discard(offset, length, { zeroPartial: true });
       }
     },
-    async finish() {
-      await io.flush();
-      await client.close();
+    async finish(completed) {
+      try {
+        if (completed || created === undefined) await io.flush();
+        // A half-imported VDI would only be in the way of the next attempt.
+        else await client.deleteVdi(created).catch(() => undefined);
+      } finally {
+        await client.close();
+      }
     },
   };
 }
@@ -236,6 +242,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
       );
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
+    const created = options.createTarget ? name : undefined;
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
       throw new SheepdogError(
@@ -243,7 +250,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
         `Cannot convert into '${name}': it has ${io.sizeBytes} bytes, the source ${size}`,
       );
     }
-    return vdiWriter(io, client);
+    return vdiWriter(io, client, created);
   } catch (error) {
     await client.close();
     throw error;

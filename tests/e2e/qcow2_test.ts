@@ -1,7 +1,8 @@
 // Goal: `img convert` with qcow2 as a user meets it, with the built ./sheepdog: a qcow2 made by
 // qemu-img is recognised and imported (thin), exports to raw byte-identical to qemu-img's own
 // conversion, exports to a qcow2 that `qemu-img check` and `qemu-img compare` accept; a VMDK
-// and a VirtualBox VDI are refused by name in one line, creating nothing.
+// and a VirtualBox VDI are refused by name in one line, creating nothing; an image found damaged
+// halfway through leaves no half-imported VDI.
 // Method: a daemonised sheep on a temp dir and a free loopback port; the real qemu-img/qemu-io.
 import assert from "node:assert/strict";
 import * as fsp from "node:fs/promises";
@@ -52,6 +53,25 @@ Deno.test("e2e: qcow2 in and out with ./sheepdog; other formats refused by name"
       await ok(["img", "convert", "-O", "raw", "Imported", file("out.raw")]);
       await sameFile(file("out.raw"), file("reference.raw"));
     });
+
+    await t.step(
+      "a qcow2 found truncated halfway is refused and leaves no VDI behind",
+      async () => {
+        const cut = file("cut.qcow2");
+        await fsp.copyFile(file("disk.qcow2"), cut);
+        // The data written last (at 47 MiB) sits at the end of the file: cut half of it off.
+        await fsp.truncate(cut, (await fsp.stat(cut)).size - 512 * 1024);
+        const result = await sheepdog(["img", "convert", cut, "Truncated"], env);
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(
+          result.stderr,
+          /Cannot read '.*cut\.qcow2': the data of virtual offset 0x2f[0-9a-f]{5} is at 0x[0-9a-f]+, past the end of the file \(\d+ bytes\): the qcow2 image is truncated or damaged/,
+        );
+        assert.equal(result.stderr.trim().split("\n").length, 1, `one line: ${result.stderr}`);
+        const vdis = JSON.parse(await ok(["shepherd", "info", "-t", "vdi", "--json"]));
+        assert.ok(!vdis.some((row: { name: string }) => row.name === "Truncated"), "deleted again");
+      },
+    );
 
     await t.step("a compressed v2 qcow2 imports too", async () => {
       const compressed = file("compressed.qcow2");
