@@ -1,6 +1,6 @@
 /**
  * `sheepdog img`: the image tool, in the spirit of `qemu-img` (the seed's `kvm-img`): create,
- * convert (raw <-> VDI, skipping runs of zeros), snapshot, info, resize.
+ * convert (raw or qcow2 <-> VDI, skipping runs of zeros), snapshot, info, resize.
  *
  * @module
  */

@@ -141,6 +141,23 @@ Deno.test("e2e: qcow2 in and out with ./sheepdog; other formats refused by name"
         await sameFile(file("container.raw"), over);
       },
     );
+    await t.step("usage errors of the qcow2 options", async () => {
+      for (
+        const [args, pattern] of [
+          [["-o", "compat=0.10", "Imported", file("x.raw")], /-o takes effect only with -O qcow2/],
+          [
+            ["-O", "qcow2", "-o", "cluster_size=4k", "Imported", file("x.qcow2")],
+            /Unknown -o option/,
+          ],
+          [["-n", "-O", "qcow2", "Imported", file("x.qcow2")], /a qcow2 target is always created/],
+          [["-O", "vmdk", "Imported", file("x.vmdk")], /Unknown format 'vmdk' for -O/],
+        ] as const
+      ) {
+        const result = await sheepdog(["img", "convert", ...args], env);
+        assert.equal(result.code, 2, result.stderr);
+        assert.match(result.stderr, pattern);
+      }
+    });
   } finally {
     await stopDaemon(sheepDir).catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true });
