@@ -1,6 +1,6 @@
 /**
  * `sheepdog img`: the image tool, in the spirit of `qemu-img` (the seed's `kvm-img`): create,
- * convert (raw <-> VDI, skipping runs of zeros), snapshot, info, resize.
+ * convert (raw or qcow2 <-> VDI, skipping runs of zeros), snapshot, info, resize.
  *
  * @module
  */
@@ -18,16 +18,20 @@ import {
   UsageError,
 } from "./cli.ts";
 import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
-import { convertImage, type ImageEnd } from "./img_convert.ts";
+import { convertImage, type FileFormat, type ImageEnd } from "./img_convert.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
 
 Commands:
   create [-f sheepdog] [-b BACKING:SNAP] NAME [SIZE]   create a thin VDI (SIZE like 256G), or a
                                                         copy-on-write clone of a snapshot with -b
-  convert [-f raw|sheepdog] [-O raw|sheepdog] [-n] [-p] SOURCE TARGET
-                                 copy a raw image into a VDI or a VDI out to a raw file;
-                                 -n writes into an existing VDI, -p shows progress
+  convert [-f raw|qcow2|sheepdog] [-O raw|qcow2|sheepdog] [-o compat=0.10|1.1] [-n] [-p]
+          SOURCE TARGET          copy a raw or qcow2 image into a VDI, or a VDI out to a raw
+                                 or qcow2 file; a file's format is told from its magic (-f
+                                 forces one); vmdk, VirtualBox vdi, vhd(x), qed, ... are
+                                 refused by name; -O qcow2 writes qcow2 v3 with 64 KiB clusters
+                                 (-o compat=0.10: v2); -n writes into an existing VDI, -p shows
+                                 progress
   snapshot -c TAG NAME           take a snapshot
   snapshot -l NAME               list snapshots
   snapshot -d SNAP NAME          delete a snapshot (by id or tag)
@@ -69,17 +73,19 @@ async function create(args: string[]): Promise<void> {
   });
 }
 
-/** Decides whether a convert argument is a raw file or a VDI. */
 /**
- * Decides whether a convert argument is a raw file or a VDI: `-f/-O` decide, then a
- * `sheepdog:` prefix; otherwise an existing file is raw, and `whenMissing` decides the rest.
+ * Decides whether a convert argument is a file or a VDI: `-f/-O` decide, then a `sheepdog:`
+ * prefix; otherwise an existing file is a file (its format told from its magic when it is the
+ * source, raw when it is the target), and `whenMissing` decides the rest.
  */
 async function imageEnd(
   text: string,
   format: string | undefined,
   whenMissing: "file" | "vdi",
 ): Promise<ImageEnd> {
-  if (format === "raw") return { kind: "file", path: text };
+  if (format === "raw" || format === "qcow2") {
+    return { kind: "file", path: text, format: format as FileFormat };
+  }
   if (format === "sheepdog" || isExplicitVdi(text)) {
     return { kind: "vdi", ...parseVdiAddress(text) };
   }
@@ -88,20 +94,37 @@ async function imageEnd(
   return { kind: "vdi", ...parseVdiAddress(text) };
 }
 
+/** The qcow2 version `-o compat=...` asks for (qemu-img's names: 0.10 is v2, 1.1 is v3). */
+function qcow2Version(options: string | undefined, outputFormat: string | undefined): 2 | 3 {
+  if (options === undefined) return 3;
+  if (outputFormat !== "qcow2") throw new UsageError("-o takes effect only with -O qcow2");
+  let version: 2 | 3 = 3;
+  for (const option of options.split(",")) {
+    if (option === "compat=0.10" || option === "compat=v2") version = 2;
+    else if (option === "compat=1.1" || option === "compat=v3") version = 3;
+    else throw new UsageError(`Unknown -o option '${option}': use compat=0.10 or compat=1.1`);
+  }
+  return version;
+}
+
 async function convert(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, {
     ...CLUSTER_FLAG,
     format: { type: "string", short: "f" },
     "output-format": { type: "string", short: "O" },
+    options: { type: "string", short: "o" },
     "skip-create": { type: "boolean", short: "n", default: false },
     progress: { type: "boolean", short: "p", default: false },
   });
-  checkFormat(values.format, ["raw", "sheepdog"], "-f");
-  checkFormat(values["output-format"], ["raw", "sheepdog"], "-O");
+  checkFormat(values.format, ["raw", "qcow2", "sheepdog"], "-f");
+  checkFormat(values["output-format"], ["raw", "qcow2", "sheepdog"], "-O");
+  const version = qcow2Version(values.options, values["output-format"]);
   if (positionals.length !== 2) throw new UsageError("convert takes SOURCE and TARGET");
   // A missing source that looks like a path is a missing file, anything else a VDI name.
   const sourceText = positionals[0]!;
-  const looksLikePath = /[/\\]|\.(raw|img|bin|iso)$/i.test(sourceText);
+  const looksLikePath = /[/\\]|\.(raw|img|bin|iso|qcow2?|vmdk|vdi|vhdx?|qed|dmg)$/i.test(
+    sourceText,
+  );
   const source = await imageEnd(sourceText, values.format, looksLikePath ? "file" : "vdi");
   if (source.kind === "file" && !(await fsp.stat(source.path).catch(() => undefined))) {
     throw new SheepdogError(ResultCode.INVALID_PARMS, `Cannot open '${source.path}': no such file`);
@@ -112,6 +135,12 @@ async function convert(args: string[]): Promise<void> {
     values["output-format"],
     source.kind === "file" ? "vdi" : "file",
   );
+  if (target.kind === "file" && target.format === "qcow2") {
+    if (values["skip-create"]) {
+      throw new UsageError("-n writes into an existing VDI; a qcow2 target is always created");
+    }
+    target.qcow2Version = version;
+  }
   const showProgress = values.progress || (process.stderr.isTTY ?? false);
   const summary = await convertImage({
     source,

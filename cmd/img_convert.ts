@@ -1,6 +1,8 @@
 /**
- * The copy loop of `img convert`: raw file or VDI in, raw file or VDI out, a window of chunks in
- * flight, and runs of zeros never written (a VDI stays thin, an exported file stays sparse).
+ * The copy loop of `img convert`: a raw or qcow2 file or a VDI in, a raw or qcow2 file or a VDI
+ * out, a window of chunks in flight, and runs of zeros never written (a VDI stays thin, an
+ * exported file stays sparse or small). A source file's format is told from its magic, as
+ * `qemu-img` does; formats we do not read are refused by name.
  *
  * @module
  */
@@ -8,14 +10,26 @@
 import * as fsp from "node:fs/promises";
 import { isResult, ResultCode, SheepdogError, systemErrorText } from "../core/errors.ts";
 import { Opcode } from "../net/object/ops.ts";
+import { detectFormat, foreignFormatMessage, PROBE_BYTES } from "../core/format/detect.ts";
+import { Qcow2Reader, type RandomAccessSource } from "../core/format/qcow2_reader.ts";
+import { Qcow2Writer, WRITER_CLUSTER_BITS } from "../core/format/qcow2_writer.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
 import { type ClusterAddress, connect } from "./cli.ts";
 
+/** A file's format: for a source, undefined means "tell from its magic"; for a target, raw. */
+export type FileFormat = "raw" | "qcow2";
+
 export type ImageEnd =
-  | { kind: "file"; path: string }
+  | {
+    kind: "file";
+    path: string;
+    format?: FileFormat | undefined;
+    /** qcow2 targets: version 3 (compat=1.1, the default) or 2 (compat=0.10). */
+    qcow2Version?: 2 | 3 | undefined;
+  }
   | { kind: "vdi"; vdi: string; cluster?: { host: string; port: number } };
 
 export interface ConvertOptions {
@@ -31,6 +45,10 @@ const CHUNK_BYTES = 4 * 1024 * 1024;
 /** Zero detection granularity: runs of zeros this size or larger are skipped. */
 const ZERO_BLOCK_BYTES = 64 * 1024;
 const CHUNKS_IN_FLIGHT = 8;
+// The qcow2 writer takes whole clusters: zero runs and chunks must fall on its cluster bounds.
+if (ZERO_BLOCK_BYTES % 2 ** WRITER_CLUSTER_BITS !== 0 || CHUNK_BYTES % ZERO_BLOCK_BYTES !== 0) {
+  throw new Error("img convert: zero blocks and chunks must be whole qcow2 clusters");
+}
 
 interface Reader {
   size: number;
@@ -43,7 +61,8 @@ interface Writer {
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes [offset, offset+length) read as zeros where it might not already. */
   zero(offset: number, length: number): Promise<void>;
-  finish(): Promise<void>;
+  /** Completes the target (`completed`) or leaves it after a failure; closes it either way. */
+  finish(completed: boolean): Promise<void>;
 }
 
 function openClient(
@@ -53,37 +72,73 @@ function openClient(
   return connect(end.cluster ? { ...cluster, ...end.cluster } : cluster).client;
 }
 
-async function fileReader(path: string): Promise<Reader> {
+/** A source file: raw, or qcow2 when its magic (or `-f qcow2`) says so; other formats refused. */
+async function fileReader(path: string, format: FileFormat | undefined): Promise<Reader> {
   const refuse = (why: string) =>
     new SheepdogError(ResultCode.INVALID_PARMS, `Cannot read '${path}': ${why}`);
   const file = await fsp.open(path, "r").catch((error) => {
     throw refuse(systemErrorText(error));
   });
-  const stat = await file.stat();
-  if (!stat.isFile() && !stat.isBlockDevice()) {
+  try {
+    const stat = await file.stat();
+    if (!stat.isFile() && !stat.isBlockDevice()) {
+      // Convert reads the image at any offset (and must know its size first): a stream cannot.
+      throw refuse(
+        stat.isDirectory()
+          ? "it is a directory"
+          : "it is a pipe or a device, not a file convert can seek in; save it to a file first",
+      );
+    }
+    const size = stat.isBlockDevice() ? await blockDeviceSize(file) : stat.size;
+    const source: RandomAccessSource = {
+      size,
+      async readInto(target, position) {
+        let done = 0;
+        while (done < target.length) {
+          const { bytesRead } = await file.read(
+            target,
+            done,
+            target.length - done,
+            position + done,
+          );
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        return done;
+      },
+    };
+    const close = () => file.close();
+    const detected = format ?? await probe(source, path);
+    if (detected === "qcow2") {
+      const image = await Qcow2Reader.open(source, path);
+      return { size: image.size, read: (offset, length) => image.read(offset, length), close };
+    }
+    return {
+      size,
+      async read(offset, length) {
+        const buffer = new Uint8Array(length);
+        await source.readInto(buffer, offset);
+        return buffer;
+      },
+      close,
+    };
+  } catch (error) {
     await file.close();
-    // Convert reads the image at any offset (and must know its size first): a stream cannot.
-    throw refuse(
-      stat.isDirectory()
-        ? "it is a directory"
-        : "it is a pipe or a device, not a file convert can seek in; save it to a file first",
-    );
+    throw error;
   }
-  const size = stat.isBlockDevice() ? await blockDeviceSize(file) : stat.size;
-  return {
-    size,
-    async read(offset, length) {
-      const buffer = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await file.read(buffer, done, length - done, offset + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-      return buffer;
-    },
-    close: () => file.close(),
-  };
+}
+
+/** The format of a source file from its magic numbers; other known formats are refused. */
+async function probe(source: RandomAccessSource, path: string): Promise<FileFormat> {
+  const head = new Uint8Array(Math.min(source.size, PROBE_BYTES));
+  await source.readInto(head, 0);
+  const tail = new Uint8Array(source.size > PROBE_BYTES ? PROBE_BYTES : 0);
+  await source.readInto(tail, source.size - tail.length);
+  const detected = detectFormat(head, tail);
+  if (detected.format === "foreign") {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, foreignFormatMessage(path, detected.name));
+  }
+  return detected.format;
 }
 
 /** A block device's size: stat says 0, so seek to its end by reading there. */
@@ -121,12 +176,7 @@ async function fileWriter(path: string, size: number): Promise<Writer> {
   });
   await file.truncate(size);
   return {
-    async write(offset, data) {
-      let done = 0;
-      while (done < data.length) {
-        done += (await file.write(data, done, data.length - done, offset + done)).bytesWritten;
-      }
-    },
+    write: (offset, data) => writeAll(file, data, offset),
     zero: () => Promise.resolve(), // A fresh sparse file reads zeros already.
     async finish() {
       await file.sync();
@@ -135,7 +185,43 @@ async function fileWriter(path: string, size: number): Promise<Writer> {
   };
 }
 
-function vdiWriter(io: VdiIo, client: ObjectClient): Writer {
+async function writeAll(file: fsp.FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    done += (await file.write(data, done, data.length - done, position + done)).bytesWritten;
+  }
+}
+
+/** A qcow2 target: data clusters appended as they come, metadata and header at the end. */
+async function qcow2Writer(path: string, size: number, version: 2 | 3): Promise<Writer> {
+  const file = await fsp.open(path, "w");
+  let image: Qcow2Writer;
+  try {
+    image = new Qcow2Writer({
+      write: (data, position) => writeAll(file, data, position),
+      truncate: (length) => file.truncate(length),
+    }, { size, version });
+  } catch (error) {
+    await file.close();
+    throw error;
+  }
+  return {
+    write: (offset, data) => image.write(offset, data),
+    zero: () => Promise.resolve(), // Clusters never written stay unallocated: they read zeros.
+    async finish(completed) {
+      try {
+        // Without a header the file is no qcow2 image: a failed export is not mistaken for one.
+        if (completed) await image.finish();
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+    },
+  };
+}
+
+/** A target VDI; `created` names it when this convert made it (a failed one deletes it). */
+function vdiWriter(io: VdiIo, client: ObjectClient, created: string | undefined): Writer {
   return {
     write: (offset, data) => io.write(offset, data),
     async zero(offset, length) {
@@ -143,16 +229,21 @@ function vdiWriter(io: VdiIo, client: ObjectClient): Writer {
         await io.discard(offset, length, { zeroPartial: true });
       }
     },
-    async finish() {
-      await io.flush();
-      await client.close();
+    async finish(completed) {
+      try {
+        if (completed || created === undefined) await io.flush();
+        // A half-imported VDI would only be in the way of the next attempt.
+        else await client.deleteVdi(created).catch(() => undefined);
+      } finally {
+        await client.close();
+      }
     },
   };
 }
 
 async function openSource(options: ConvertOptions): Promise<Reader> {
   const source = options.source;
-  if (source.kind === "file") return await fileReader(source.path);
+  if (source.kind === "file") return await fileReader(source.path, source.format);
   const client = openClient(source, options.cluster);
   const { name, ref } = parseVdiRef(source.vdi);
   try {
@@ -165,7 +256,11 @@ async function openSource(options: ConvertOptions): Promise<Reader> {
 
 async function openTarget(options: ConvertOptions, size: number): Promise<Writer> {
   const target = options.target;
-  if (target.kind === "file") return await fileWriter(target.path, size);
+  if (target.kind === "file") {
+    return target.format === "qcow2"
+      ? await qcow2Writer(target.path, size, target.qcow2Version ?? 3)
+      : await fileWriter(target.path, size);
+  }
   const client = openClient(target, options.cluster);
   try {
     const { name, ref } = parseVdiRef(target.vdi);
@@ -177,6 +272,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
     else await refuseAttached(client, name);
+    const created = options.createTarget ? name : undefined;
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
       throw new SheepdogError(
@@ -184,7 +280,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
         `Cannot convert into '${name}': it has ${io.sizeBytes} bytes, the source ${size}`,
       );
     }
-    return vdiWriter(io, client);
+    return vdiWriter(io, client, created);
   } catch (error) {
     await client.close();
     throw error;
@@ -264,22 +360,33 @@ export async function convertImage(
     const writer = await openTarget(options, reader.size);
     let next = 0;
     let done = 0;
+    let failed = false;
     const worker = async () => {
-      while (next < reader.size) {
+      while (next < reader.size && !failed) {
         const offset = next;
         const length = Math.min(CHUNK_BYTES, reader.size - offset);
         next += length;
-        const written = await copyChunk(reader, writer, offset, length);
-        writtenBytes += written;
+        let written: number;
+        try {
+          written = await copyChunk(reader, writer, offset, length);
+        } catch (error) {
+          failed = true;
+          throw error;
+        }
+        writtenBytes += written; // (not `+= await`: that would add to a stale total)
         done += length;
         options.onProgress?.(done, reader.size);
       }
     };
-    try {
-      await Promise.all(Array.from({ length: CHUNKS_IN_FLIGHT }, worker));
-    } finally {
-      await writer.finish();
+    // Every worker stops before the target is finished, so nothing writes to a closed file.
+    const results = await Promise.allSettled(Array.from({ length: CHUNKS_IN_FLIGHT }, worker));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    const finishing = writer.finish(failure === undefined);
+    if (failure) {
+      await finishing.catch(() => undefined);
+      throw failure.reason;
     }
+    await finishing;
   } finally {
     await reader.close();
   }

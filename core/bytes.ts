@@ -11,12 +11,18 @@ export function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
   return bytes.subarray(0, end);
 }
 
-/** True when every byte is zero (compares 8 bytes at a time where aligned). */
+/**
+ * True when every byte is zero: 8 bytes at a time from the first 8-byte boundary (a view into
+ * a network buffer may start anywhere), byte by byte around it.
+ */
 export function isZero(bytes: Uint8Array): boolean {
-  const aligned = bytes.byteOffset % 8 === 0 ? Math.floor(bytes.length / 8) : 0;
-  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, aligned);
+  const head = (8 - (bytes.byteOffset % 8)) % 8;
+  if (bytes.length < head + 8) return bytes.every((byte) => byte === 0);
+  for (let i = 0; i < head; i++) if (bytes[i] !== 0) return false;
+  const aligned = Math.floor((bytes.length - head) / 8);
+  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset + head, aligned);
   for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  for (let i = aligned * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  for (let i = head + aligned * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
   return true;
 }
 

@@ -26,3 +26,4 @@ export { type ObjectAccess, splitRange, VdiIo } from "./vdi/io.ts";
 export type { ObjectStore, StoreSpace } from "./store/object_store.ts";
 export { FsObjectStore } from "./store/fs_object_store.ts";
 export { type ClusterView, makeView, targetsOf } from "./cluster/view.ts";
+export * from "./format/mod.ts";

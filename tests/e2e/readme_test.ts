@@ -160,6 +160,13 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
       );
       assert.doesNotMatch(await ok(["shepherd", "info", "-t", "vdi"]), /Bob's Disk/);
     });
+  } catch (error) {
+    // The sheep's own account of what happened, before its directory goes.
+    const log = await fsp.readFile(path.join(sheepDir, "sheep.log"), "utf8").catch(() => "");
+    console.error(
+      `--- ${sheepDir}/sheep.log (last 30 lines):\n` + log.split("\n").slice(-30).join("\n"),
+    );
+    throw error;
   } finally {
     await stopDaemon(sheepDir).catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true });
