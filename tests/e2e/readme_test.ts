@@ -15,6 +15,11 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
   const env = { SHEEPDOG_CLUSTER: `127.0.0.1:${port}` };
   const ok = async (args: string[]) => {
     const result = await sheepdog(args, env);
+    if (result.code !== 0) {
+      // The sheep's own account of what happened, before its directory goes.
+      const log = await fsp.readFile(path.join(sheepDir, "sheep.log"), "utf8").catch(() => "");
+      console.error(`--- sheep.log, last 30 lines:\n${log.split("\n").slice(-30).join("\n")}`);
+    }
     assert.equal(result.code, 0, `sheepdog ${args.join(" ")} failed: ${result.stderr}`);
     return result.stdout;
   };
