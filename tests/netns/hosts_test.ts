@@ -289,47 +289,67 @@ netnsTest(
   },
 );
 
-/**
- * NBD over TLS is being built on another branch. When it lands, its `--nbd-tls-*` flags go
- * here (with the files they name under herd.root), and qemu-io's matching `--object
- * tls-creds-x509,...` and `tls-creds=` in NBD_TLS_CLIENT_ARGS; this test then covers both.
- */
-const NBD_TLS_SERVER_FLAGS: string[] = [];
-const NBD_TLS_CLIENT_ARGS: string[] = [];
+/** A PSK for NBD over TLS, as qemu's tls-creds-psk reads it: DIR/keys.psk, `identity:hexkey`. */
+function pskDir(herd: HostSheep): string {
+  const dir = path.join(herd.root, "nbd-psk");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(
+    path.join(dir, "keys.psk"),
+    `qemu:${Buffer.from(randomBytes(32)).toString("hex")}\n`,
+    {
+      mode: 0o600,
+    },
+  );
+  return dir;
+}
 
-netnsTest("NBD served on 0.0.0.0 is read and written by qemu-io on another host", async () => {
-  const qemuIo = await run("/bin/sh", ["-c", "command -v qemu-io"]);
-  assert.equal(qemuIo.code, 0, "this test needs qemu-io: apt-get install qemu-utils");
-  await HostSheep.with(2, async (herd) => {
-    await herd.startSheep(1, ["--nbd-address", "0.0.0.0", ...NBD_TLS_SERVER_FLAGS]);
-    await herd.waitView([1], "waiting-for-format");
-    await herd.ok(1, ["shepherd", "mkfs", "--copies=1"]);
-    await herd.waitView([1]);
-    const mib = 1024 * 1024;
-    await herd.ok(1, ["img", "create", "nbd-disk", "8M"]);
-    await herd.ok(1, [
-      "img",
-      "convert",
-      "-n",
-      file(herd, "5c.raw", new Uint8Array(mib).fill(0x5c)),
-      "nbd-disk",
-    ]);
-
-    const uri = `nbd://${herd.hosts.address(1)}:10809/nbd-disk`;
-    const io = async (command: string) => {
-      const r = await herd.hosts.exec(2, "qemu-io", [
-        ...NBD_TLS_CLIENT_ARGS,
-        ...["-f", "raw", "-c", command, uri],
+netnsTest(
+  "NBD over TLS on 0.0.0.0 is read and written by qemu-io on another host; plain NBD is refused",
+  async () => {
+    const qemuIo = await run("/bin/sh", ["-c", "command -v qemu-io"]);
+    assert.equal(qemuIo.code, 0, "this test needs qemu-io: apt-get install qemu-utils");
+    await HostSheep.with(2, async (herd) => {
+      const psk = pskDir(herd);
+      await herd.startSheep(1, [
+        ...["--nbd-address", "0.0.0.0"],
+        ...["--nbd-tls-psk", path.join(psk, "keys.psk")],
       ]);
-      assert.equal(r.code, 0, `qemu-io '${command}' on host 2: ${r.stdout}${r.stderr}`);
-      assert.doesNotMatch(r.stdout, /Pattern verification failed|failed/, r.stdout);
-      return r.stdout;
-    };
-    assert.match(await io("read -P 0x5c 0 1M"), /read 1048576\/1048576 bytes at offset 0/);
-    await io("write -P 0xc3 1M 1M");
-    const back = await readVdi(herd, 1, "nbd-disk");
-    assert.ok(back.subarray(0, mib).every((b) => b === 0x5c), "the first MiB as host 1 wrote it");
-    assert.ok(back.subarray(mib, 2 * mib).every((b) => b === 0xc3), "the second as host 2 did");
-    assert.ok(back.subarray(2 * mib).every((b) => b === 0), "the rest unwritten");
-  });
-});
+      await herd.waitView([1], "waiting-for-format");
+      await herd.ok(1, ["shepherd", "mkfs", "--copies=1"]);
+      await herd.waitView([1]);
+      const mib = 1024 * 1024;
+      await herd.ok(1, ["img", "create", "nbd-disk", "8M"]);
+      await herd.ok(1, [
+        "img",
+        "convert",
+        "-n",
+        file(herd, "5c.raw", new Uint8Array(mib).fill(0x5c)),
+        "nbd-disk",
+      ]);
+      const host = herd.hosts.address(1);
+      const tlsArgs = [
+        ...["--object", `tls-creds-psk,id=tls0,dir=${psk},endpoint=client,username=qemu`],
+        "--image-opts",
+        `driver=raw,file.driver=nbd,file.host=${host},file.port=10809,file.export=nbd-disk,` +
+        "file.tls-creds=tls0",
+      ];
+      const io = async (command: string) => {
+        const r = await herd.hosts.exec(2, "qemu-io", ["-c", command, ...tlsArgs]);
+        assert.equal(r.code, 0, `qemu-io '${command}' on host 2: ${r.stdout}${r.stderr}`);
+        assert.doesNotMatch(r.stdout, /Pattern verification failed|failed/, r.stdout);
+        return r.stdout;
+      };
+      assert.match(await io("read -P 0x5c 0 1M"), /read 1048576\/1048576 bytes at offset 0/);
+      await io("write -P 0xc3 1M 1M");
+      // A client that does not start TLS is refused.
+      const plain = await herd.hosts.exec(2, "qemu-io", [
+        ...["-f", "raw", "-c", "read 0 4k", `nbd://${host}:10809/nbd-disk`],
+      ]);
+      assert.notEqual(plain.code, 0, `plain NBD must be refused: ${plain.stdout}`);
+      const back = await readVdi(herd, 1, "nbd-disk");
+      assert.ok(back.subarray(0, mib).every((b) => b === 0x5c), "the first MiB as host 1 wrote it");
+      assert.ok(back.subarray(mib, 2 * mib).every((b) => b === 0xc3), "the second as host 2 did");
+      assert.ok(back.subarray(2 * mib).every((b) => b === 0), "the rest unwritten");
+    });
+  },
+);
