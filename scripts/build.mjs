@@ -41,7 +41,7 @@ writeFileSync(
     main: join(dist, "sheepdog.cjs"),
     output: join(dist, "sea-prep.blob"),
     disableExperimentalSEAWarning: true,
-    useCodeCache: false,
+    useCodeCache: true, // start-up: V8 need not compile the bundle again (min 201 -> 151 ms for --version here)
   }),
 );
 run(process.execPath, ["--experimental-sea-config", join(dist, "sea-config.json")]);
