@@ -337,6 +337,26 @@ Deno.test("e2e: QEMU 5.2's sheepdog driver against ./sheepdog", async (t) => {
       await io(uri("Hank"), ["read -P 0x44 8M 1M"]);
     });
 
+    await t.step(
+      "a client killed while attached: the VDI stays attached until unlocked",
+      async () => {
+        const session = await QemuIoSession.open(uri("Hank"));
+        sessions.push(session);
+        session.kill();
+        assert.match(
+          await sd(["shepherd", "info", "-t", "vm"]),
+          /^Hank\s.*running on 127\.0\.0\.1/m,
+        );
+        const refused = await run(QEMU_IO, ["-f", "raw", "-c", "read 0 4k", uri("Hank")]);
+        assert.match(refused.stderr, /VDI is already locked/);
+        assert.match(
+          await sd(["shepherd", "vdi", "unlock", "Hank"]),
+          /Released Hank \(attached by 127\.0\.0\.1\)/,
+        );
+        await io(uri("Hank"), ["read -P 0x44 8M 1M"]);
+      },
+    );
+
     await t.step("a client across a sheep restart reconnects and resends", async () => {
       await img(["create", "-f", "sheepdog", uri("Ivy"), "64M"]);
       const session = await QemuIoSession.open(uri("Ivy"));
