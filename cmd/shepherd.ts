@@ -54,6 +54,8 @@ Commands:
   info -t scrub [--json]                each node's scrub: state, progress, bad blocks,
                                         copies repaired and not repaired, newest finding
   vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
+  vdi unlock NAME                       release a VDI a client died with attached (it stays
+                                        "running on" that client, refused to others, until then)
   cluster recover force                 after a full stop, start with the nodes that are back
   cluster scrub [NAME[:SNAP]] [--wait] [--json]
                                  scrub every node now (only the VDI's objects when named):
@@ -163,11 +165,20 @@ async function showInfo(
 async function vdi(args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   const { values, positionals } = parseFlags(rest, CLUSTER_FLAG);
-  if (sub !== "delete") throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete`);
-  if (positionals.length !== 1) throw new UsageError("vdi delete takes one VDI name");
+  if (sub !== "delete" && sub !== "unlock") {
+    throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete or unlock`);
+  }
+  if (positionals.length !== 1) throw new UsageError(`vdi ${sub} takes one VDI name`);
   await withAdmin(positionals[0]!, values, async (admin, name) => {
-    await admin.deleteVdi(name);
-    print(`Deleted ${name}`);
+    if (sub === "delete") {
+      await admin.deleteVdi(name);
+      print(`Deleted ${name}`);
+    } else {
+      const holder = await admin.unlockVdi(name);
+      print(
+        holder === null ? `${name} was not attached` : `Released ${name} (attached by ${holder})`,
+      );
+    }
   });
 }
 

@@ -154,11 +154,14 @@ export class ClusterStateMachine implements ReplicatedStateReader {
 
   #applyVdi(event: Extract<ClusterEvent, { type: "vdi" }>): VdiChange {
     const change = this.registry.apply(event.event);
-    // A snapshot gives the working VDI a new vid: whoever has it attached follows it there.
-    const held = event.event.type === "snapshot" ? this.#locks.get(event.event.vid) : undefined;
-    if (held) {
+    // A snapshot or a rollback gives the name's working VDI a new vid: whoever has it attached
+    // follows it there. A deleted VDI is attached by no one.
+    const moved = event.event.type === "snapshot" || event.event.type === "rollback";
+    for (const header of change.updated) {
+      const held = this.#locks.get(header.vdiId);
+      if (!held || (!isDeleted(header) && !moved)) continue;
       this.#locks.delete(held.vid);
-      this.#locks.set(change.vid, { ...held, vid: change.vid });
+      if (moved) this.#locks.set(change.vid, { ...held, vid: change.vid });
     }
     return change;
   }

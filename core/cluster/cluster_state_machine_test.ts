@@ -106,10 +106,27 @@ Deno.test("ClusterStateMachine.apply(vdi) answers the registry's change; a snaps
   });
   machine.apply({ type: "vdi", event: { type: "delete", vid: 0x7c2b26 } });
   assert.ok(isDeleted(machine.registry.get(0x7c2b26)!));
+  assert.equal(machine.locks.size, 0, "a deleted VDI is attached by no one");
   const missing = errorOf(() =>
     machine.apply({ type: "vdi", event: { type: "delete", vid: 0x7c2b26 } })
   );
   assert.equal(missing.code, ResultCode.NO_VDI);
+});
+
+Deno.test("ClusterStateMachine.apply(vdi): a rollback moves the lock, a resize keeps it", () => {
+  const machine = new ClusterStateMachine();
+  machine.apply(create("test"));
+  machine.apply({ type: "vdi", event: { type: "snapshot", vid: 0x7c2b25, tag: "", nowMs: 2 } });
+  machine.apply(lock(0x7c2b26, "qemu"));
+  machine.apply({ type: "vdi", event: { type: "resize", vid: 0x7c2b26, sizeBytes: 2 ** 31 } });
+  assert.equal(machine.locks.get(0x7c2b26)?.client, "qemu");
+  const rolled = machine.apply({
+    type: "vdi",
+    event: { type: "rollback", snapshotVid: 0x7c2b25, nowMs: 3 },
+  }).result!;
+  assert.equal(rolled.vid, 0x7c2b27);
+  assert.deepEqual([...machine.locks.keys()], [0x7c2b27]);
+  assert.equal(machine.locks.get(0x7c2b27)?.client, "qemu");
 });
 
 Deno.test("ClusterStateMachine.apply(lock/unlock): one holder unless forced; unlock by holder", () => {

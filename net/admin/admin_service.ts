@@ -249,6 +249,19 @@ export class AdminService {
     return await this.client.newVdi({ name, sizeBytes: 0, baseVid: snapshotVid, snapshot: true });
   }
 
+  /**
+   * Releases the attach lock of the VDI `text` names, whoever holds it (a client that died with
+   * the VDI attached). Resolves with the holder it had, or null.
+   */
+  async unlockVdi(text: string): Promise<string | null> {
+    const { name, ref } = parseVdiRef(text);
+    const vid = await this.client.lookupVdi(name, ref);
+    const { client } = await this.client.json<{ client: string | null }>(Opcode.UNLOCK_VDI, {
+      vid,
+    });
+    return client;
+  }
+
   deleteVdi(text: string): Promise<void> {
     const { name, ref } = parseVdiRef(text);
     return this.client.deleteVdi(name, ref);

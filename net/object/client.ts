@@ -14,14 +14,19 @@ import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import { VdiBitmap } from "../../core/vdi/vid.ts";
 import { VDI_SPACE } from "../../core/limits.ts";
 import { Header, type Message } from "./header.ts";
-import { Flag, Opcode, SD_PROTO_VER, SD_SHEEP_PROTO_VER } from "./ops.ts";
+import { Flag, isInternalOpcode, Opcode, SD_PROTO_VER, SD_SHEEP_PROTO_VER } from "./ops.ts";
 import type { Transport } from "./transport.ts";
 
-/** A new request header. */
+/**
+ * A new request header. Public requests carry `Flag.EXTENDED`: we are not an old client, so a
+ * failure comes back with its text.
+ */
 export function requestHeader(opcode: number, options: { internal?: boolean } = {}): Header {
   const header = new Header();
-  header.protoVer = options.internal || opcode >= 0x80 ? SD_SHEEP_PROTO_VER : SD_PROTO_VER;
+  const internal = options.internal || isInternalOpcode(opcode);
+  header.protoVer = internal ? SD_SHEEP_PROTO_VER : SD_PROTO_VER;
   header.opcode = opcode;
+  if (!internal) header.flags = Flag.EXTENDED;
   return header;
 }
 
@@ -33,7 +38,11 @@ export function nameTagPayload(name: string, tag = ""): Uint8Array {
   return payload;
 }
 
-/** Throws the SheepdogError a failed response carries (its payload is the message text). */
+/**
+ * Throws the SheepdogError a failed response carries: its payload is the message text where
+ * there is one (internal requests, and public ones sent with `Flag.EXTENDED`), else the code's
+ * description, as an old Sheepdog client would print it.
+ */
 export function checkResponse(response: Message): Message {
   const result = response.header.result;
   if (result === ResultCode.SUCCESS) return response;

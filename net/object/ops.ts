@@ -59,6 +59,11 @@ export const Opcode = {
   START_SCRUB: 0xe4,
   /** Ours: scrub status (JSON rows), of every node unless Flag.FWD. */
   STAT_SCRUB: 0xe5,
+  /**
+   * Ours: release a VDI's attach lock whoever holds it (JSON `{"vid": number}`; answers
+   * `{"client": holder or null}`): an operator freeing the VDI of a client that died attached.
+   */
+  UNLOCK_VDI: 0xe6,
   // Internal, ours: the cluster-key handshake (net/auth/handshake.ts), before any other
   // internal request on a connection.
   AUTH_HELLO: 0xf0,
@@ -78,6 +83,14 @@ export const Flag = {
   RECOVERY: 0x80,
   /** Ours, on internal creates: the copy comes from a crash-suspect copy and stays suspect. */
   UNVERIFIED: 0x100,
+  /**
+   * Ours, on public requests: the sender is one of this project's clients, not an old Sheepdog
+   * client such as QEMU's driver. Its failed requests are answered with the error's text as
+   * payload (Sheepdog 1.0 answered public requests that failed with none, and QEMU's driver
+   * does not read one after a failed write, so old clients never get one), and it acts as an
+   * administrator: it does not count as the holder of the VDIs its address has attached.
+   */
+  EXTENDED: 0x8000,
 } as const;
 
 const OPCODE_NAMES = new Map<number, string>(

@@ -1,20 +1,24 @@
 /**
  * The op table: every opcode a sheep answers, with whether it runs before `mkfs` ("force") and
  * its handler. A handler returns the response payload (and may set response header fields);
- * errors thrown become result codes with the message as payload.
+ * errors thrown become result codes, with the message as payload where the client reads one
+ * (`errorPayload`).
  *
  * @module
  */
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import {
+  dataVdiIdOffset,
   decodeInodeHeader,
   decodeName,
   INODE_HEADER_SIZE,
+  type InodeHeader,
+  isDeleted,
   isSnapshot,
 } from "../../core/vdi/inode.ts";
 import { countObjects } from "../../core/vdi/cow.ts";
-import { oidToVid, vdiOid } from "../../core/vdi/oid.ts";
+import { dataOid, isVdiOid, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
@@ -31,6 +35,7 @@ import {
   SD_SHEEP_PROTO_VER,
 } from "../object/ops.ts";
 import { observeObjectRequest } from "../metrics/object_protocol.ts";
+import { RETRY_FOR_MS, RETRY_INTERVAL_MS } from "./retry_policy.ts";
 import { FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
 import {
   ADMIN_LOCK_VID,
@@ -87,7 +92,7 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly store: ObjectStore;
   /** Copies found bad or missing and replaced since start. */
   readonly repairs: number;
-  readonly vdis: Pick<VdiService, "change" | "readInode">;
+  readonly vdis: Pick<VdiService, "change" | "readInode" | "clientHeader">;
   /** The node's group membership; undefined for a sheep alone. */
   readonly member: Pick<ClusterMember, "epochHistory" | "master" | "forceRecover"> | undefined;
   readonly recovery: Pick<Recovery, "status">;
@@ -162,12 +167,23 @@ const objectOps: Record<number, Op> = {
   [Opcode.WRITE_OBJ]: {
     force: false,
     handle: async (host, { header, data }) => {
-      await host.gateway.write(header.oid, data, header.offset);
+      if (isVdiOid(header.oid) && !(header.flags & Flag.EXTENDED)) {
+        await oldClientInodeWrite(host, header.oid, data, header.offset);
+      } else {
+        await host.gateway.write(header.oid, data, header.offset);
+      }
     },
   },
   [Opcode.CREATE_AND_WRITE_OBJ]: {
     force: false,
     handle: async (host, { header, data }) => {
+      if (isVdiOid(header.oid) && !(header.flags & Flag.EXTENDED)) {
+        // Inodes are made by VDI administration (NEW_VDI); no old client creates one.
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          "Inode objects are not created by clients",
+        );
+      }
       const cowFrom = header.flags & Flag.COW ? header.cowOid : undefined;
       await host.gateway.create(header.oid, data, header.offset, cowFrom);
     },
@@ -185,6 +201,62 @@ const objectOps: Record<number, Op> = {
     },
   },
 };
+
+/**
+ * A write by an old client (QEMU's driver) into an inode, which it keeps a copy of:
+ * - into the header: through VDI administration (`VdiService.clientHeader`: tag and VM state,
+ *   growing the size);
+ * - into `data_vdi_id`: entries it set after allocating objects are written as they come; one
+ *   entry cleared (a 4-byte write) is the discard of a whole object, which is then removed if
+ *   the VDI owned it (a working VDI's own objects are in no other table).
+ * Zeros written over several entries at once, over the VDI's last entry, or into a snapshot's
+ * table are a table cleared before DEL_VDI (QEMU's `remove_objects`; 1.0's `dog vdi delete` did
+ * the same) and change nothing: the delete that follows reclaims what only the deleted VDI held,
+ * which can be told only while its table is whole. QEMU 5.2 even clears the table of the VDI it
+ * has open, the working VDI, when it deletes one of its snapshots: written, that would lose the
+ * working VDI's data (Sheepdog 1.0 wrote it). Its last entry is the one case where a single
+ * cleared entry can be that too: a discard of the last object is then not done, as a discard
+ * allows.
+ */
+async function oldClientInodeWrite(
+  host: RequestHost,
+  oid: bigint,
+  data: Uint8Array,
+  offset: number,
+): Promise<void> {
+  host.gateway.checkRange(oid, offset, data.length);
+  const vid = oidToVid(oid);
+  const inode = host.registry.get(vid);
+  if (!inode || isDeleted(inode)) {
+    throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI with id ${vid.toString(16)}`);
+  }
+  const end = offset + data.length;
+  if (offset < INODE_HEADER_SIZE) {
+    const head = data.subarray(0, Math.min(end, INODE_HEADER_SIZE) - offset);
+    await host.vdis.clientHeader(vid, head, offset);
+  }
+  if (end <= INODE_HEADER_SIZE) return;
+  const start = Math.max(offset, INODE_HEADER_SIZE);
+  const entries = data.subarray(start - offset);
+  const cleared = entries.every((byte) => byte === 0);
+  if (cleared && clearsTableBeforeDelete(inode, start, entries.length)) return;
+  const discarded = cleared && entries.length === 4 && (start - INODE_HEADER_SIZE) % 4 === 0;
+  let owner = 0;
+  if (discarded) {
+    const before = await host.gateway.read(oid, start, 4);
+    owner = new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true);
+  }
+  await host.gateway.write(oid, entries, start);
+  // The table first: a crash in between leaves an orphan object, never a dangling entry.
+  if (owner === vid) await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
+}
+
+/** True when zeros over `length` bytes at `offset` clear a table before a delete. */
+function clearsTableBeforeDelete(inode: InodeHeader, offset: number, length: number): boolean {
+  if (isSnapshot(inode) || length > 4) return true;
+  const objects = Math.ceil(inode.vdiSize / 2 ** inode.blockSizeShift);
+  return offset === dataVdiIdOffset(objects - 1);
+}
 
 /**
  * A peer request was routed with the sender's view. A sender behind us must refresh its view
@@ -322,20 +394,42 @@ function flushedVid(header: Header): number | undefined {
   return header.oid === 0n ? undefined : oidToVid(header.oid);
 }
 
+/** Who a request comes from, as attach locks name it: an old client is known by its address. */
+function clientOf(peer: string): string {
+  return peer.replace(/:\d+$/, "");
+}
+
+/**
+ * Refuses to take `vid` from under the client that has it attached: deleting it or rolling it
+ * back is for that client alone. QEMU's driver attaches a VDI (LOCK_VDI) and then reverts it on
+ * other connections of its own (DEL_VDI of the working VDI, NEW_VDI from the snapshot), so the
+ * holder is matched by address, as Sheepdog 1.0 matched the lock's owner by node. Our own
+ * clients (`Flag.EXTENDED`) act as administrators and are refused whoever holds it.
+ */
+function checkNotAttached(
+  host: RequestHost,
+  target: { vid: number; action: string },
+  request: Message,
+  peer: string,
+): void {
+  const lock = host.locks.get(target.vid);
+  if (!lock) return;
+  const administrator = (request.header.flags & Flag.EXTENDED) !== 0;
+  if (!administrator && lock.client === clientOf(peer)) return;
+  throw new SheepdogError(
+    ResultCode.VDI_LOCKED,
+    `Cannot ${target.action}: it is in use by ${lock.client}`,
+  );
+}
+
 const vdiOps: Record<number, Op> = {
   [Opcode.NEW_VDI]: { force: false, handle: newVdi },
   [Opcode.DEL_VDI]: {
     force: false,
-    handle: async (host, request) => {
+    handle: async (host, request, _reply, peer) => {
       const { name, ref } = nameAndRef(request);
       const vid = host.registry.lookup(name, ref).vdiId;
-      const lock = host.locks.get(vid);
-      if (lock) {
-        throw new SheepdogError(
-          ResultCode.VDI_LOCKED,
-          `Cannot delete '${name}': it is in use by ${lock.client}`,
-        );
-      }
+      checkNotAttached(host, { vid, action: `delete '${name}'` }, request, peer);
       await host.vdis.change({ type: "delete", vid });
     },
   },
@@ -351,16 +445,44 @@ const vdiOps: Record<number, Op> = {
     force: false,
     handle: async (host, request, reply, peer) => {
       const { name, ref } = nameAndRef(request);
-      const vid = host.registry.lookup(name, ref).vdiId;
-      // Sheepdog 1.0 without `format -l` treats LOCK_VDI as a lookup, so a reopen (or a
-      // migration) never fails: record the latest holder for `info -t vm`, don't refuse.
-      await host.lockVdi(vid, peer.replace(/:\d+$/, ""), { force: true });
-      replyVdi(host, reply, vid);
+      const header = host.registry.lookup(name, ref);
+      // One writer per VDI, as Sheepdog 1.0 with locking on (`cluster format -l`): a working
+      // VDI attached by anyone is refused (QEMU: "cannot get vdi info, VDI is already locked"),
+      // until its holder releases it, or an operator does (`shepherd vdi unlock`). A snapshot
+      // is read-only: attaching it is a lookup, any number of readers share it.
+      if (!isSnapshot(header)) {
+        const lock = host.locks.get(header.vdiId);
+        if (lock) {
+          throw new SheepdogError(
+            ResultCode.VDI_LOCKED,
+            `Cannot attach '${name}': it is in use by ${lock.client}`,
+          );
+        }
+        await host.lockVdi(header.vdiId, clientOf(peer));
+      }
+      replyVdi(host, reply, header.vdiId);
     },
   },
   [Opcode.RELEASE_VDI]: {
     force: false,
-    handle: (host, { header }) => host.unlockVdi(header.baseVdiId),
+    handle: async (host, { header }, _reply, peer) => {
+      // The holder releases its own lock. A release by anyone else changes nothing and
+      // succeeds, as releasing a VDI that is not locked did in 1.0 (an operator who must free
+      // a dead client's VDI has UNLOCK_VDI: `shepherd vdi unlock`).
+      const lock = host.locks.get(header.baseVdiId);
+      if (lock && lock.vid !== ADMIN_LOCK_VID && lock.client === clientOf(peer)) {
+        await host.unlockVdi(lock.vid, lock.client);
+      }
+    },
+  },
+  [Opcode.UNLOCK_VDI]: {
+    force: false,
+    handle: async (host, request) => {
+      const { vid } = parseJson<{ vid: number }>(request);
+      const lock = vid === ADMIN_LOCK_VID ? undefined : host.locks.get(vid);
+      if (lock) await host.unlockVdi(vid, lock.client);
+      return json({ client: lock?.client ?? null });
+    },
   },
   [Opcode.READ_VDIS]: {
     force: false,
@@ -395,7 +517,12 @@ const vdiOps: Record<number, Op> = {
   },
 };
 
-async function newVdi(host: RequestHost, request: Message, reply: Header): Promise<void> {
+async function newVdi(
+  host: RequestHost,
+  request: Message,
+  reply: Header,
+  peer: string,
+): Promise<void> {
   const { header, data } = request;
   if (data.length !== 256 && data.length !== 512) {
     throw new SheepdogError(
@@ -410,14 +537,11 @@ async function newVdi(host: RequestHost, request: Message, reply: Header): Promi
   const base = header.baseVdiId !== 0 ? host.registry.get(header.baseVdiId) : undefined;
   if (header.snapid !== 0 && base && isSnapshot(base) && base.name === name) {
     // A snapshot request based on one of the name's snapshots is a rollback (Sheepdog's
-    // rebase): the working VDI goes, a new one branches from the snapshot.
+    // rebase): the working VDI goes, a new one branches from the snapshot, and whoever had the
+    // working VDI attached (its own revert) has the new one.
     const working = host.registry.live().find((h) => h.name === name && !isSnapshot(h));
-    const lock = working && host.locks.get(working.vdiId);
-    if (lock) {
-      throw new SheepdogError(
-        ResultCode.VDI_LOCKED,
-        `Cannot roll back '${name}': it is in use by ${lock.client}`,
-      );
+    if (working) {
+      checkNotAttached(host, { vid: working.vdiId, action: `roll back '${name}'` }, request, peer);
     }
     vid = await host.vdis.change({ type: "rollback", snapshotVid: base.vdiId, nowMs });
   } else if (header.snapid !== 0) {
@@ -437,6 +561,12 @@ async function newVdi(host: RequestHost, request: Message, reply: Header): Promi
     const sizeBytes = header.vdiSize === 0 ? undefined : header.vdiSize;
     const event = { type: "clone" as const, baseVid: header.baseVdiId, name, nowMs };
     vid = await host.vdis.change(sizeBytes === undefined ? event : { ...event, sizeBytes });
+    if (base?.name === name && !(header.flags & Flag.EXTENDED)) {
+      // A new working VDI of a name from one of its own snapshots: QEMU's driver branching
+      // (a revert after deleting the working VDI, or the first write to an opened snapshot).
+      // It switches to the new VDI at once, so it has it attached, as it had the old one.
+      await host.lockVdi(vid, clientOf(peer));
+    }
   } else {
     vid = await host.vdis.change({
       type: "create",
@@ -680,7 +810,7 @@ async function dispatch(host: RequestHost, request: Message, peer: string): Prom
         `Unknown opcode 0x${request.header.opcode.toString(16)}`,
       );
     }
-    if (!op.force) host.checkServing();
+    if (!op.force) await untilServing(host, request.header);
     const data = (await op.handle(host, request, reply, peer)) ?? EMPTY;
     return { header: reply, data };
   } catch (error) {
@@ -690,6 +820,36 @@ async function dispatch(host: RequestHost, request: Message, peer: string): Prom
       host.logger.error(`${opcodeName(request.header.opcode)} from ${peer} failed: ${message}`);
     }
     reply.result = code;
-    return { header: reply, data: encoder.encode(message) };
+    return { header: reply, data: errorPayload(request.header, message) };
   }
+}
+
+/**
+ * Throws unless the node serves clients. A node still forming or rejoining its cluster answers
+ * WAIT_FOR_JOIN, which an old client takes for an I/O error (QEMU's driver does), where the VM
+ * should see a stall: its public requests wait for the node first, as the gateway waits out a
+ * changing cluster (RETRY_FOR_MS). A sheep restarted under a running VM is back within that.
+ */
+async function untilServing(host: RequestHost, request: Header): Promise<void> {
+  const waiting = () => host.status === "waiting-for-nodes";
+  const oldClient = !isInternalOpcode(request.opcode) && !(request.flags & Flag.EXTENDED);
+  if (oldClient && waiting()) {
+    const deadline = host.now() + RETRY_FOR_MS;
+    while (waiting() && host.now() < deadline) {
+      await host.viewChanges.until(() => !waiting(), RETRY_INTERVAL_MS);
+    }
+  }
+  host.checkServing();
+}
+
+/**
+ * What a failed request's reply carries. A public request is answered as Sheepdog 1.0 answered
+ * it: the result code and no payload, since an old client may not read one (QEMU's driver
+ * ignores `data_length` after a failed write, so stray bytes would be taken for the next
+ * reply's header). Internal requests, and public ones from our clients (`Flag.EXTENDED`), get
+ * the error's text.
+ */
+function errorPayload(request: Header, message: string): Uint8Array {
+  const detailed = isInternalOpcode(request.opcode) || (request.flags & Flag.EXTENDED) !== 0;
+  return detailed ? encoder.encode(message) : EMPTY;
 }

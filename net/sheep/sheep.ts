@@ -330,11 +330,13 @@ export class Sheep {
           }
           : {}),
       });
+      // The VDI table first: a client that connects (QEMU's driver reconnects every second)
+      // must find the node serving, not starting (it would take "shutting down" for an error).
+      await this.#loadVdis();
       if (this.#listen) {
         const bound = await this.#server.listen({ host: this.#listenHost, port: this.#port });
         this.#port = bound.port;
       }
-      await this.#loadVdis();
       this.#running = true;
       if (this.member) await this.member.start();
       else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));

@@ -17,9 +17,11 @@ import {
   INODE_HEADER_SIZE,
   INODE_SIZE,
   type InodeHeader,
+  isDeleted,
+  isSnapshot,
 } from "../../core/vdi/inode.ts";
 import { trimTrailingZeros } from "../../core/bytes.ts";
-import { isResult, ResultCode } from "../../core/errors.ts";
+import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { DATA_OBJECTS_PER_VDI_MAX } from "../../core/limits.ts";
 import { unreferencedObjects } from "../../core/vdi/cow.ts";
 import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
@@ -301,9 +303,62 @@ export class VdiService {
     for (const oid of unreferencedObjects(doomed, family)) await this.#gateway.remove(oid);
   }
 
-  /** Resize: the new header is durable before the event. */
-  async #resize(event: Extract<VdiEvent, { type: "resize" }>): Promise<Vid> {
-    const resized = this.#registry.plan(event).updated[0]!;
+  /**
+   * An old client's write of `bytes` at `offset` into the header of working VDI `vid`. QEMU's
+   * driver keeps its own copy of the inode and writes the whole header back: with a tag and VM
+   * state before it asks for a snapshot, with a larger `vdi_size` to grow the VDI. Those are
+   * what a client may change: the tag, `vm_state_size` and `vm_clock_nsec` are written, a larger
+   * size is a resize (an event: every node's table must know it, or a later snapshot would
+   * copy the old size); a smaller one is a stale copy's and is ignored. The rest of the header
+   * (name, ids, times, copies) is the cluster's and stays: a client's copy may be out of date.
+   */
+  clientHeader(vid: Vid, bytes: Uint8Array, offset: number): Promise<void> {
+    if (offset < 0 || offset + bytes.length > INODE_HEADER_SIZE) {
+      throw new RangeError(`Header write ${offset}+${bytes.length} is outside the header`);
+    }
+    return this.#serialised(async () => {
+      const registered = this.#registry.get(vid);
+      if (!registered || isDeleted(registered)) {
+        throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI with id ${vid.toString(16)}`);
+      }
+      if (isSnapshot(registered)) {
+        throw new SheepdogError(
+          ResultCode.READONLY,
+          `Cannot change '${registered.name}': it is a snapshot`,
+        );
+      }
+      const stored = await this.#gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE);
+      const asked = stored.slice();
+      asked.set(bytes, offset);
+      const current = decodeInodeHeader(stored);
+      const wanted = decodeInodeHeader(asked);
+      const fields = {
+        tag: wanted.tag,
+        vmStateSize: wanted.vmStateSize,
+        vmClockNsec: wanted.vmClockNsec,
+      };
+      if (wanted.vdiSize > current.vdiSize) {
+        await this.#resize({ type: "resize", vid, sizeBytes: wanted.vdiSize }, fields);
+        return;
+      }
+      if (
+        fields.tag === current.tag && fields.vmStateSize === current.vmStateSize &&
+        fields.vmClockNsec === current.vmClockNsec
+      ) return;
+      await this.#gateway.writeAt(vdiOid(vid), encodeInodeHeader({ ...current, ...fields }), 0);
+      await this.#flush(vid);
+    });
+  }
+
+  /**
+   * Resize: the new header is durable before the event. `fields` are header fields an old
+   * client wrote along with the size (`clientHeader`).
+   */
+  async #resize(
+    event: Extract<VdiEvent, { type: "resize" }>,
+    fields: Partial<InodeHeader> = {},
+  ): Promise<Vid> {
+    const resized = { ...this.#registry.plan(event).updated[0]!, ...fields };
     const old = await this.#readHeader(event.vid);
     await this.#gateway.writeAt(vdiOid(event.vid), encodeInodeHeader(resized), 0);
     await this.#flush(event.vid);
