@@ -123,13 +123,14 @@ export interface ToolRun {
 export function runTool(
   cmd: string,
   args: string[],
-  options: { timeoutMs?: number; cwd?: string } = {},
+  options: { timeoutMs?: number; cwd?: string; env?: Record<string, string> } = {},
 ): Promise<ToolRun> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
       {
+        ...(options.env ? { env: options.env } : {}),
         timeout: options.timeoutMs ?? 60_000,
         killSignal: "SIGKILL",
         maxBuffer: 1 << 26,

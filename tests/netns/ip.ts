@@ -10,23 +10,19 @@
  * @module
  */
 
-import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { keyNotePath } from "../../net/auth/cluster_key.ts";
+import { runTool, type ToolRun } from "../e2e/herd.ts";
 
 /** What every namespace (and temporary directory) of these tests is named after. */
 export const PREFIX = "sdnt";
 
 /** A tool's exit status and output. */
-export interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
+/** A finished command: its status and output. */
+export type Run = ToolRun;
 
 /** PATH for the commands we run: `ip` lives in /usr/sbin or /sbin on Debian. */
 const PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -40,25 +36,9 @@ export function run(
   args: string[],
   options: { env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, {
-      env: { PATH, ...options.env },
-      timeout: options.timeoutMs ?? 60_000,
-      killSignal: "SIGKILL",
-      maxBuffer: 1 << 26,
-      encoding: "utf8",
-    }, (error, stdout, stderr) => {
-      if (error !== null && typeof error.code !== "number" && !error.killed) {
-        reject(new Error(`${command} ${args.join(" ")}: ${error.message}\n${stderr}`));
-        return;
-      }
-      resolve({
-        code: error === null ? 0 : typeof error.code === "number" ? error.code : -1,
-        stdout,
-        stderr,
-        timedOut: error !== null && error.killed === true,
-      });
-    });
+  return runTool(command, args, {
+    env: { PATH, ...options.env },
+    ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
   });
 }
 
