@@ -41,8 +41,12 @@ Deno.test("scrub through the cluster: START_SCRUB on every node, status, VDI fil
     );
     const { sheep: victim, oid: rotten } = holders.find((h) => h.oid !== undefined)!;
     assert.ok(rotten !== undefined);
+    // Flip the byte (writing a fixed value was a no-op 1 time in 256: the data is random).
     const handle = await fsp.open(path.join(victim.dir, "obj", oidToHex(rotten)), "r+");
-    await handle.write(new Uint8Array([0x5a]), 0, 1, 4096 * 2 + 1);
+    const byte = new Uint8Array(1);
+    await handle.read(byte, 0, 1, 4096 * 2 + 1);
+    byte[0] = ~byte[0]! & 0xff;
+    await handle.write(byte, 0, 1, 4096 * 2 + 1);
     await handle.close();
 
     const started = await admin.startScrub();
