@@ -596,12 +596,19 @@ export class FsObjectStore implements ObjectStore {
       const batch = oids.slice(at, at + FLUSH_PARALLEL);
       await Promise.all(batch.map((oid) => this.#syncDirty(oid).catch((e) => failures.push(e))));
     }
-    // A full flush empties the journal. Per-VDI flushes leave entries behind (harmless: a crash
-    // re-checks those objects), so the journal is shrunk once it lists many more than are dirty.
+    // A full flush empties the journal of all but the objects that still need it. Per-VDI
+    // flushes leave entries behind (harmless: a crash re-checks those objects), so the journal is
+    // shrunk once it lists many more than are dirty. An object whose checksums a crash left
+    // unrebuilt keeps its entry although nothing about it is dirty: its checksum file still holds
+    // those of its last sync, which need not describe its data, so without the entry the next
+    // start would take it for a verified copy at that sync's version (and never rebuild it).
+    const kept = (oid: Oid) => this.#dirty.has(oid) || this.#unrebuilt.has(oid);
     const shrink = vid === undefined ||
-      this.#journal.size > Math.max(JOURNAL_ENTRIES_KEPT, 2 * this.#dirty.size);
-    if (shrink && failures.length === 0 && this.#journal.hasStale((oid) => this.#dirty.has(oid))) {
-      await this.#journal.rewrite(this.#dirty.keys()).catch((error) => {
+      this.#journal.size >
+        Math.max(JOURNAL_ENTRIES_KEPT, 2 * (this.#dirty.size + this.#unrebuilt.size));
+    if (shrink && failures.length === 0 && this.#journal.hasStale(kept)) {
+      const keep = new Set([...this.#dirty.keys(), ...this.#unrebuilt]);
+      await this.#journal.rewrite(keep).catch((error) => {
         failures.push(this.#syncFailed(`Cannot rewrite the journal ${JOURNAL_NAME}`, error));
       });
     }
