@@ -23,6 +23,7 @@ import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
+import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
@@ -384,19 +385,30 @@ export class Recovery {
     return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
   }
 
-  /** Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). */
+  /**
+   * Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). A
+   * copy that cannot be read (its checksums fail, its disk fails) is left out; one that could not
+   * be asked (a lost request, a view change) is waited for, as in `fetchBestCopy`: it may hold
+   * the synced bytes of a block that changed everywhere else (rot), and another node that did
+   * read it would build a different copy at the same version.
+   */
   async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
     const fetched: { data: Uint8Array; changed: ReadonlySet<number> | undefined }[] = [];
+    let unreachable: unknown;
     for (const { node, meta } of rivals) {
       const data = await (node.id === this.#context.selfId
         ? this.#context.store.read(oid, 0, meta.size)
         : this.#read(node, oid, meta.size).then((copy) =>
           copy.data
-        )).catch(() => undefined);
+        )).catch((error) => {
+          if (isResult(error, ...RETRYABLE)) unreachable ??= error;
+          return undefined;
+        });
       if (data && data.length === rivals[0]!.meta.size) {
         fetched.push({ data, changed: meta.changedBlocks && new Set(meta.changedBlocks) });
       }
     }
+    if (unreachable !== undefined) throw unreachable;
     if (fetched.length === 0) {
       throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
     }

@@ -201,6 +201,11 @@ export class DataPathSim {
   readonly model: VdiModel;
   /** Pin every client call to one node's gateway (scripted scenarios); else the seed picks. */
   route: number | undefined;
+  /**
+   * Scripted scenarios: called for every request before it is delivered; returning true loses
+   * it (the sender sees a network error), as a lossy link would.
+   */
+  lose: ((from: SimNode, to: SimNode, request: Message) => boolean) | undefined;
   net: NetFaults = { ...CALM };
   readonly partitions = new Set<string>();
   /** Nodes whose disk is full, whose next sync fails, whose reads of some object fail. */
@@ -377,6 +382,7 @@ export class DataPathSim {
     if (!node || !target?.alive || node.away || from.away || this.#cut(from, node)) {
       throw lost("unreachable");
     }
+    if (this.lose?.(from, node, request)) throw lost("request lost");
     const net = this.net;
     if (net.drop > 0 && this.#netPrng.chance(net.drop)) throw lost("request lost");
     if (net.delay > 0 && this.#netPrng.chance(net.delay)) {

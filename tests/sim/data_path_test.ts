@@ -18,6 +18,7 @@ import {
 } from "./data_path.ts";
 import { META_HEADER_BYTES } from "../../core/store/checksum_meta.ts";
 import { dataOid } from "../../core/vdi/oid.ts";
+import { Flag, Opcode } from "../../net/object/ops.ts";
 
 function envInt(name: string): number | null {
   const value = Deno.env.get(name);
@@ -284,6 +285,49 @@ Deno.test({
       await sim.restart(sim.nodes);
       await sim.heal();
       await sim.converge(); // throws wrong-bytes when the rotten copy won
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a crash-suspect copy that cannot be read now is waited for, never left out of a merge",
+  fn: async () => {
+    // Seed 2520 before the fix: after a crash of every holder, Recovery.#merge (recovery.ts)
+    // built the copy block by block from the rivals it could read and silently left out one whose
+    // read was lost on the network; the node whose copy had a rotten block then merged from its
+    // own copy alone, took the rotten block (changed on every copy it had), and created it as a
+    // verified copy at the same version as the good merge on the other node. Here the rotten
+    // node's one read of the other copy is lost: it must retry, not merge without it.
+    const sim = await DataPathSim.create({
+      seed: 8,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.write(40_000, pattern(2, 100)); // journals the object, never flushed
+      let lost = 0;
+      sim.lose = (from, to, { header }) => {
+        const drop = lost === 0 && from === rotten && to === other &&
+          header.opcode === Opcode.READ_PEER && header.oid === oid &&
+          (header.flags & Flag.RECOVERY) !== 0;
+        if (drop) lost++;
+        return drop;
+      };
+      await sim.crash(sim.nodes);
+      await sim.restart(sim.nodes);
+      await sim.heal();
+      await sim.converge(); // wrong-bytes or not-converged when the rotten block won
+      assert.equal(lost, 1, "the merge's read of the other copy was lost");
     } finally {
       await sim.dispose();
     }
