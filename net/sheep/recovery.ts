@@ -192,10 +192,16 @@ export class Recovery {
     return undefined;
   }
 
+  /**
+   * Lists every member's copies and works out what this node must fetch. The result replaces
+   * `run.wanted` whole once the listing is in: until then the objects still due stay due (a retry
+   * re-gathers while clients go on, and `ensure` must keep holding them off a stale copy).
+   */
   async #gather(run: Run): Promise<void> {
     const holders = await this.#listAll(run);
     if (!holders || run.cancelled) return;
     const self = this.#context.selfId;
+    const wanted = new Map<Oid, Want>();
     for (const [oid, copies] of holders) {
       const targets = targetsOf(run.view, oid, this.#context.copies(oid));
       if (!targets.some((n) => n.id === self)) continue;
@@ -206,7 +212,7 @@ export class Recovery {
       // their last sync (later writes may or may not have landed), so they are all rivals.
       const rivals = best.meta.verified ? [] : sortCopies(copies, (c) => c.node.id, rank);
       if (!best.meta.verified && new Set(rivals.map((c) => c.meta.digest)).size > 1) {
-        run.wanted.set(oid, {
+        wanted.set(oid, {
           version: best.meta.version,
           digest: best.meta.digest,
           candidates: [],
@@ -241,12 +247,13 @@ export class Recovery {
         );
         continue;
       }
-      run.wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
+      wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
     }
+    run.wanted = wanted;
     this.#status = {
       ...this.#status,
       state: "recovering",
-      total: run.wanted.size,
+      total: wanted.size,
       error: undefined,
     };
   }
@@ -261,9 +268,10 @@ export class Recovery {
       if (failed === 0) break;
       this.#status = { ...this.#status, failed };
       // Some pulls failed (a holder busy, gone or full): wait, learn the holders again, retry.
+      // What failed stays due meanwhile (the listing may take long: a member that does not
+      // answer is waited for), so a client touching it still waits for its pull.
       await sleep(delay);
       delay = Math.min(delay * 2, RETRY_MAX_MS);
-      run.wanted.clear();
       const total = this.#status.total;
       await this.#gather(run);
       this.#status = { ...this.#status, total };

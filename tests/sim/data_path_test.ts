@@ -334,6 +334,58 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the simulation: a copy whose pull failed stays due while recovery lists the holders again",
+  fn: async () => {
+    // Seed 2476 before the fix: after a failed pass, Recovery.#recover (recovery.ts) cleared the
+    // objects due before listing the holders again, and the listing waits for every member (a
+    // partition made it take seconds). Meanwhile `ensure` found nothing due and let clients read
+    // and write the stale, crash-suspect copy (there an inode whose acknowledged table entry a
+    // later merge then dropped). Here node 2 misses a flushed write while away; its pulls fail,
+    // then its listing does not get through; a read through node 2 must not see the old bytes.
+    const sim = await DataPathSim.create({ seed: 9, nodes: 3, copies: 3, objects: 1 });
+    try {
+      const old = pattern(1, 4096);
+      const current = pattern(2, 4096);
+      await sim.write(0, old);
+      await sim.flush();
+      const away = sim.nodes[2]!;
+      await sim.leave(away);
+      await sim.write(0, current);
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      let pullsLost = 0;
+      let listsLost = 0;
+      sim.lose = (from, _to, { header }) => {
+        if (from !== away || (header.flags & Flag.RECOVERY) === 0) return false;
+        if (header.opcode === Opcode.READ_PEER && header.oid === oid && pullsLost < 2) {
+          pullsLost++; // both holders: the first pass fails
+          return true;
+        }
+        const lost = header.opcode === Opcode.GET_OBJ_LIST && pullsLost === 2;
+        if (lost) listsLost++;
+        return lost;
+      };
+      await sim.rejoin(away);
+      await sim.time.advance(1_000); // the retry's listing is stuck now
+      assert.equal(pullsLost, 2, "the first pass failed");
+      assert.ok(listsLost > 0, "the listing of the retry did not get through");
+      sim.route = 2;
+      const outcome = await sim.tryRead(0, 4096);
+      assert.ok(
+        outcome.kind !== "ok" || !sameBytes(outcome.value, old),
+        "a flushed write was lost: node 2 served its stale copy",
+      );
+      sim.lose = undefined;
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
