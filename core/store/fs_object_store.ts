@@ -230,14 +230,40 @@ export class FsObjectStore implements ObjectStore {
       if (index < 0 || index >= meta.blockCount) return;
       meta.setCrc(index, options.expected?.[i] ?? (~meta.crc(index) >>> 0));
     });
+    // A crash-suspect copy of a crash-suspect copy: the source's changed blocks are this copy's
+    // uncertain ones (same bytes). Unknown (every block uncertain) when the source had none.
+    const changed = options.unverified && options.changedBlocks !== undefined
+      ? [...new Set(options.changedBlocks)]
+        .filter((index) => Number.isSafeInteger(index) && index >= 0 && index < meta.blockCount)
+        .sort((a, b) => a - b)
+      : undefined;
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
       await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset);
       await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
+      // The record goes in with the copy (the install syncs the directory). While an older copy
+      // may still be there, it must not look more certain than it is: an existing record is
+      // widened to cover both; a copy without one (maybe "unknown") gets the record only after.
+      const old = this.#changed.get(oid);
+      const before = changed === undefined
+        ? undefined
+        : old !== undefined
+        ? [...new Set([...old, ...changed])].sort((a, b) => a - b)
+        : await this.exists(oid)
+        ? undefined
+        : changed;
+      if (before !== undefined) await this.#writeChanged(oid, before);
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
-      await this.#dropChanged(oid);
+      if (changed === undefined) await this.#dropChanged(oid);
+      else if (before?.length !== changed.length) {
+        this.#changedStale.delete(oid);
+        // Installed: a record that cannot be written leaves the wider one, or none (unknown).
+        await this.#writeChanged(oid, changed)
+          .then(() => this.#syncDirectory(`recording ${objectName(oid)}'s changed blocks`))
+          .catch(() => undefined);
+      }
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);

@@ -300,3 +300,23 @@ Deno.test("FsObjectStore: a flush never drops an unrebuilt object from the journ
   assert.deepEqual(await store.read(1n, 2 * B, B), patternBytes(B, 2));
   await store.close();
 });
+
+Deno.test("FsObjectStore: a crash-suspect copy created from another keeps that copy's changed blocks, across a crash", async () => {
+  // Goal: a copy of a crash-suspect copy is as uncertain as its source, block for block, not
+  // "unknown" (every block uncertain: a later merge would then prefer any other copy's older
+  // bytes to the writes this one takes). Method: create with `changedBlocks`, crash, reopen.
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  const options = { size: 8 * B, version: 5, unverified: true, changedBlocks: [5, 2, 99] };
+  await store.create(1n, patternBytes(8 * B, 1), 0, options);
+  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "sorted, in range");
+  await store.write(1n, patternBytes(100, 2), 3 * B + 7, 6); // journaled, never synced
+  disk.crash(() => 0);
+  store = await openStore(disk);
+  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "kept through the rebuild");
+  await store.create(1n, patternBytes(8 * B, 3), 0, { size: 8 * B, version: 7 });
+  const meta = await store.meta(1n);
+  assert.equal(meta?.verified, true);
+  assert.equal(meta?.changedBlocks, undefined, "a verified copy has no uncertain blocks");
+  await store.close();
+});

@@ -350,12 +350,17 @@ export class Recovery {
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
+    // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
+    // would count every block uncertain, and a merge after a later crash would prefer any other
+    // copy's older bytes to the acknowledged writes it takes meanwhile).
+    const suspect = !source.meta.verified;
     await store.create(oid, source.data, 0, {
       size: source.meta.size,
       version: source.version,
       badBlocks: source.badBlocks,
       expected: source.expected,
-      unverified: !source.meta.verified,
+      unverified: suspect,
+      ...(suspect && source.meta.changedBlocks ? { changedBlocks: source.meta.changedBlocks } : {}),
     });
     if (source.badBlocks.length > 0) {
       this.#context.logger.warn(

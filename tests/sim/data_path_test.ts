@@ -386,6 +386,57 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the simulation: a copy pulled from a crash-suspect copy keeps its uncertain blocks, so a later merge keeps its writes",
+  fn: async () => {
+    // Seed 3054 before the fix: recovery pulled a copy from a crash-suspect one and created it
+    // UNVERIFIED with no changed-blocks record ("every block uncertain"). Those copies took
+    // acknowledged writes; when the one other copy crashed and came back without them, the
+    // block-by-block merge took every block from it (its blocks "did not change"), so writes that
+    // live copies held were lost (an inode table entry: the object read as zeros). Now the
+    // pulled copy carries its source's changed blocks. Here `a` alone holds the object and is
+    // crash-suspect (a rotten block its rebuild recorded as changed); `b` pulls it; both take a
+    // write; `a` crashes and loses it while `b` keeps running: the write must stay.
+    const sim = await DataPathSim.create({
+      seed: 11,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+      await sim.leave(b);
+      await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
+      await sim.flush();
+      sim.rot(a, oid, 20_000);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
+      await sim.crash([a]);
+      await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
+      await sim.rejoin(b); // `b` has no copy: it pulls `a`'s
+      assert.ok(await sim.settle(60_000));
+      assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
+      await sim.time.advance(10);
+      const write = pattern(4, 100);
+      await sim.write(100_200, write); // both copies take it; never flushed
+      await sim.crash([a]); // `a` loses it, `b` keeps running
+      await sim.restart([a]);
+      assert.ok(await sim.settle(60_000));
+      const outcome = await sim.tryRead(100_200, 100);
+      assert.ok(
+        outcome.kind === "ok" && sameBytes(outcome.value, write),
+        "an acknowledged write that a live copy held was lost",
+      );
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
