@@ -498,7 +498,10 @@ export class Gateway {
   ): Promise<{ refused: RingNode[]; unreachable?: unknown }> {
     const refused: RingNode[] = [];
     let unreachable: unknown;
-    const salvaged = source.badBlocks.length > 0 || suspects.has(source.node.id);
+    // A salvaged source (even one whose bad blocks were all filled from other copies) is not
+    // what its node holds: that node gets it too.
+    const salvaged = source.salvaged === true || source.badBlocks.length > 0 ||
+      suspects.has(source.node.id);
     await Promise.all(targets.map(async (node, i) => {
       const meta = metas[i];
       if (meta === "unreachable") {
@@ -516,8 +519,10 @@ export class Gateway {
           ? "copy missing"
           : suspects.has(node.id)
           ? "copy unreadable"
-          : salvaged
+          : salvaged && source.badBlocks.length > 0
           ? `salvaged: ${source.badBlocks.length} block(s) of the newest copy are lost`
+          : salvaged
+          ? "salvaged: its bad blocks were taken from other copies"
           : `copy at version ${meta.version}, newest ${source.meta.version}`);
       try {
         await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);

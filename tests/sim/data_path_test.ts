@@ -437,6 +437,47 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the simulation: a repair whose source copy was salvaged whole also repairs the source",
+  fn: async () => {
+    // Seed 3941 before the fix: a write failed on one target (its disk full) and the gateway
+    // reconciled from the copy that took it, whose block had rotted; fetchBestCopy salvaged it
+    // and filled the block from the other copy, so no block was left bad, and Gateway.#pushAll
+    // then skipped the source node as if its copy were the fetched one: its rot stayed. The
+    // other copy, older than the write and on a full disk, was removed; the rotten copy was the
+    // last one (a later crash rebuilt its checksums and the rot read as data). Here node
+    // `rotten` takes a write while `other` is away, `other` comes back with a full disk (its
+    // pull fails), and a write fails on it: afterwards `rotten`'s copy must read clean.
+    const sim = await DataPathSim.create({ seed: 10, nodes: 2, copies: 2, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.leave(other);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(40_000, pattern(2, 100)); // only `rotten` has it
+      await sim.flush();
+      const space = await other.disk.space("/");
+      other.disk.setCapacity(space.totalBytes - space.freeBytes);
+      sim.full.add(other);
+      await sim.rejoin(other);
+      await sim.time.advance(10);
+      await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled, `other` fenced
+      assert.deepEqual(await rotten.sheep.store.verify(oid), [], "the source's rot is repaired");
+      other.disk.setCapacity(Infinity);
+      sim.full.delete(other);
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
