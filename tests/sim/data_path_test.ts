@@ -478,6 +478,39 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the scenarios: a write through a gateway whose clock is not ahead of the object's version still raises it",
+  fn: async () => {
+    // Versions come from each gateway's own clock (milliseconds x 1024 + a counter) and a store
+    // keeps max(version, given). A write through a gateway that never saw the object's version
+    // (the same millisecond as another gateway's write, or a clock that lags) did not raise it,
+    // so a copy that missed the write looked as new as one that has it, and a tie went to the
+    // earliest target. Here virtual time stands still; `stale` (the first target, whose gateway
+    // made the VDI and so issued versions already) misses a flushed write made through the
+    // other node while away: both copies are then verified at one version, and `stale` won.
+    const sim = await DataPathSim.create({ seed: 12, nodes: 2, copies: 2, objects: 4 });
+    try {
+      const [stale, holder] = sim.nodes as [SimNode, SimNode];
+      const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i))[0] === stale);
+      assert.ok(index !== undefined, "an object whose first target is node 0");
+      const at = index * OBJECT_BYTES;
+      sim.route = stale.index;
+      await sim.write(at, pattern(1, 65536));
+      await sim.flush();
+      await sim.leave(stale);
+      sim.route = holder.index;
+      await sim.write(at + 100_000, pattern(2, 100)); // only `holder` has it
+      await sim.flush();
+      await sim.rejoin(stale);
+      await sim.heal();
+      await sim.converge(); // lost-flushed when `stale`'s copy won
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
