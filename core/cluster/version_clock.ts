@@ -1,9 +1,11 @@
 /**
  * Object versions, issued by the writer (the gateway). A version is a hybrid logical clock:
  * milliseconds since the epoch times 1024 plus a counter, never going backwards on one node and
- * pushed forward by every version it sees from others. So a write issued later, even on another
- * node or after the object was removed and created again, carries a higher version than what a
- * replica that missed it keeps; replicas that applied the same writes hold the same version.
+ * pushed forward by every version it sees from others (the gateway shows it the version each
+ * write finds, and writes again under a higher one when a copy's was not below its own). So a
+ * write issued later, even on another node or after the object was removed and created again,
+ * carries a higher version than what a replica that missed it keeps; replicas that applied the
+ * same writes hold the same version.
  *
  * @module
  */

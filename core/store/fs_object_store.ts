@@ -230,14 +230,40 @@ export class FsObjectStore implements ObjectStore {
       if (index < 0 || index >= meta.blockCount) return;
       meta.setCrc(index, options.expected?.[i] ?? (~meta.crc(index) >>> 0));
     });
+    // A crash-suspect copy of a crash-suspect copy: the source's changed blocks are this copy's
+    // uncertain ones (same bytes). Unknown (every block uncertain) when the source had none.
+    const changed = options.unverified && options.changedBlocks !== undefined
+      ? [...new Set(options.changedBlocks)]
+        .filter((index) => Number.isSafeInteger(index) && index >= 0 && index < meta.blockCount)
+        .sort((a, b) => a - b)
+      : undefined;
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
       await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset);
       await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
+      // The record goes in with the copy (the install syncs the directory). While an older copy
+      // may still be there, it must not look more certain than it is: an existing record is
+      // widened to cover both; a copy without one (maybe "unknown") gets the record only after.
+      const old = this.#changed.get(oid);
+      const before = changed === undefined
+        ? undefined
+        : old !== undefined
+        ? [...new Set([...old, ...changed])].sort((a, b) => a - b)
+        : await this.exists(oid)
+        ? undefined
+        : changed;
+      if (before !== undefined) await this.#writeChanged(oid, before);
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
-      await this.#dropChanged(oid);
+      if (changed === undefined) await this.#dropChanged(oid);
+      else if (before?.length !== changed.length) {
+        this.#changedStale.delete(oid);
+        // Installed: a record that cannot be written leaves the wider one, or none (unknown).
+        await this.#writeChanged(oid, changed)
+          .then(() => this.#syncDirectory(`recording ${objectName(oid)}'s changed blocks`))
+          .catch(() => undefined);
+      }
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);
@@ -596,12 +622,19 @@ export class FsObjectStore implements ObjectStore {
       const batch = oids.slice(at, at + FLUSH_PARALLEL);
       await Promise.all(batch.map((oid) => this.#syncDirty(oid).catch((e) => failures.push(e))));
     }
-    // A full flush empties the journal. Per-VDI flushes leave entries behind (harmless: a crash
-    // re-checks those objects), so the journal is shrunk once it lists many more than are dirty.
+    // A full flush empties the journal of all but the objects that still need it. Per-VDI
+    // flushes leave entries behind (harmless: a crash re-checks those objects), so the journal is
+    // shrunk once it lists many more than are dirty. An object whose checksums a crash left
+    // unrebuilt keeps its entry although nothing about it is dirty: its checksum file still holds
+    // those of its last sync, which need not describe its data, so without the entry the next
+    // start would take it for a verified copy at that sync's version (and never rebuild it).
+    const kept = (oid: Oid) => this.#dirty.has(oid) || this.#unrebuilt.has(oid);
     const shrink = vid === undefined ||
-      this.#journal.size > Math.max(JOURNAL_ENTRIES_KEPT, 2 * this.#dirty.size);
-    if (shrink && failures.length === 0 && this.#journal.hasStale((oid) => this.#dirty.has(oid))) {
-      await this.#journal.rewrite(this.#dirty.keys()).catch((error) => {
+      this.#journal.size >
+        Math.max(JOURNAL_ENTRIES_KEPT, 2 * (this.#dirty.size + this.#unrebuilt.size));
+    if (shrink && failures.length === 0 && this.#journal.hasStale(kept)) {
+      const keep = new Set([...this.#dirty.keys(), ...this.#unrebuilt]);
+      await this.#journal.rewrite(keep).catch((error) => {
         failures.push(this.#syncFailed(`Cannot rewrite the journal ${JOURNAL_NAME}`, error));
       });
     }

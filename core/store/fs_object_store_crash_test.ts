@@ -269,3 +269,54 @@ Deno.test("FsObjectStore: an object whose checksums a crash left unrebuilt reads
   assert.equal((await store.meta(1n))?.verified, true);
   await store.close();
 });
+
+Deno.test("FsObjectStore: a flush never drops an unrebuilt object from the journal, so the next crash cannot make it look verified", async () => {
+  // Goal: a copy whose checksums a crash left unrebuilt stays a crash suspect across later
+  // flushes and crashes. Found by the data-path simulation (seed 1418): a full flush rewrote the
+  // journal with only the dirty objects; after the next crash the copy came back VERIFIED with
+  // the checksums of its last sync, at that sync's version, beside data holding unsynced writes,
+  // and recovery took it (a bad block salvaged to its old bytes) over a good copy.
+  // Method: leave object 1 unrebuilt (its data unreadable at open), flush the whole store, crash
+  // again, open with the data readable: the object must come back UNVERIFIED and readable.
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
+  await store.flush();
+  // Journaled, never synced. A crash with `() => 0` keeps every pending write but tears the first
+  // to nothing: the second lands, so block 2 differs from its synced checksum.
+  await store.write(1n, patternBytes(B, 3), 4 * B, 6);
+  await store.write(1n, patternBytes(B, 2), 2 * B, 7);
+  disk.crash(() => 0);
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
+  store = await openStore(disk); // the rebuild cannot read the data
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, false);
+  assert.equal((await store.meta(1n))?.verified, false);
+  await store.flush(); // nothing is dirty: a full flush shrinks the journal
+  disk.crash();
+  store = await openStore(disk); // the rebuild works now
+  const meta = await store.meta(1n);
+  assert.equal(meta?.verified, false, "still a crash suspect, never verified by a lost entry");
+  assert.deepEqual(await store.verify(1n), [], "its checksums were rebuilt from its data");
+  assert.deepEqual(await store.read(1n, 2 * B, B), patternBytes(B, 2));
+  await store.close();
+});
+
+Deno.test("FsObjectStore: a crash-suspect copy created from another keeps that copy's changed blocks, across a crash", async () => {
+  // Goal: a copy of a crash-suspect copy is as uncertain as its source, block for block, not
+  // "unknown" (every block uncertain: a later merge would then prefer any other copy's older
+  // bytes to the writes this one takes). Method: create with `changedBlocks`, crash, reopen.
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  const options = { size: 8 * B, version: 5, unverified: true, changedBlocks: [5, 2, 99] };
+  await store.create(1n, patternBytes(8 * B, 1), 0, options);
+  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "sorted, in range");
+  await store.write(1n, patternBytes(100, 2), 3 * B + 7, 6); // journaled, never synced
+  disk.crash(() => 0);
+  store = await openStore(disk);
+  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "kept through the rebuild");
+  await store.create(1n, patternBytes(8 * B, 3), 0, { size: 8 * B, version: 7 });
+  const meta = await store.meta(1n);
+  assert.equal(meta?.verified, true);
+  assert.equal(meta?.changedBlocks, undefined, "a verified copy has no uncertain blocks");
+  await store.close();
+});

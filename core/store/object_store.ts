@@ -65,6 +65,12 @@ export interface CreateOptions {
    * crash-suspect, so a verified copy that comes back later still wins over it.
    */
   unverified?: boolean;
+  /**
+   * With `unverified`: the blocks of the source copy that changed since its last sync before a
+   * crash (its `changedBlocks`). The bytes are the source's, so the same blocks are the uncertain
+   * ones here; without it every block counts as uncertain (changed blocks unknown).
+   */
+  changedBlocks?: readonly number[];
 }
 
 /** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */

@@ -32,6 +32,12 @@ export interface FetchedCopy extends SalvagedCopy {
   node: RingNode;
   meta: ObjectMeta;
   version: number;
+  /**
+   * Built by salvaging: no holder of the best copy read clean, so `data` is not what `node`
+   * holds (bad blocks there were taken from other copies, or stay bad): every holder, `node`
+   * included, needs it, even when no block is left bad.
+   */
+  salvaged?: boolean;
 }
 
 /** The best copy that can be read, from `candidates` ordered best first; undefined if none. */
@@ -63,7 +69,9 @@ export async function fetchBestCopy(
       lastError = error;
       return undefined;
     });
-    if (copy && copy.data.length === candidate.meta.size) salvaged.push({ ...candidate, ...copy });
+    if (copy && copy.data.length === candidate.meta.size) {
+      salvaged.push({ ...candidate, ...copy, salvaged: true });
+    }
   }
   if (salvaged.length > 0) return await fillHoles(oid, mergeSalvaged(salvaged), candidates, reader);
   throw lastError;

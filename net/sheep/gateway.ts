@@ -365,9 +365,22 @@ export class Gateway {
     return this.#retrying(async () => {
       if (this.#diverged.has(oid)) await this.#reconcile(oid);
       const failure = await this.#locks.shared(oid, async () => {
-        const version = this.#clock.next();
+        let version = this.#clock.next();
         const targets = this.targets(oid);
-        const results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        let results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        // A write answers with the version each copy had before it. One not below this write's
+        // means the write did not raise it (another gateway's clock is ahead, or issued the same
+        // version in the same millisecond): the copies would look no newer than one that missed
+        // the write, and a tie may go to that one. Learn the version and write the same bytes
+        // again under a higher one.
+        const found = results.flatMap((r) =>
+          r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
+        );
+        for (const seen of found) this.#clock.observe(seen);
+        if (found.length === targets.length && found.some((seen) => seen >= version)) {
+          version = this.#clock.next();
+          results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        }
         const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
         if (failed.length === 0) return undefined;
         const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
@@ -498,7 +511,10 @@ export class Gateway {
   ): Promise<{ refused: RingNode[]; unreachable?: unknown }> {
     const refused: RingNode[] = [];
     let unreachable: unknown;
-    const salvaged = source.badBlocks.length > 0 || suspects.has(source.node.id);
+    // A salvaged source (even one whose bad blocks were all filled from other copies) is not
+    // what its node holds: that node gets it too.
+    const salvaged = source.salvaged === true || source.badBlocks.length > 0 ||
+      suspects.has(source.node.id);
     await Promise.all(targets.map(async (node, i) => {
       const meta = metas[i];
       if (meta === "unreachable") {
@@ -516,8 +532,10 @@ export class Gateway {
           ? "copy missing"
           : suspects.has(node.id)
           ? "copy unreadable"
-          : salvaged
+          : salvaged && source.badBlocks.length > 0
           ? `salvaged: ${source.badBlocks.length} block(s) of the newest copy are lost`
+          : salvaged
+          ? "salvaged: its bad blocks were taken from other copies"
           : `copy at version ${meta.version}, newest ${source.meta.version}`);
       try {
         await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);

@@ -23,6 +23,7 @@ import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
+import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
@@ -191,10 +192,16 @@ export class Recovery {
     return undefined;
   }
 
+  /**
+   * Lists every member's copies and works out what this node must fetch. The result replaces
+   * `run.wanted` whole once the listing is in: until then the objects still due stay due (a retry
+   * re-gathers while clients go on, and `ensure` must keep holding them off a stale copy).
+   */
   async #gather(run: Run): Promise<void> {
     const holders = await this.#listAll(run);
     if (!holders || run.cancelled) return;
     const self = this.#context.selfId;
+    const wanted = new Map<Oid, Want>();
     for (const [oid, copies] of holders) {
       const targets = targetsOf(run.view, oid, this.#context.copies(oid));
       if (!targets.some((n) => n.id === self)) continue;
@@ -205,7 +212,7 @@ export class Recovery {
       // their last sync (later writes may or may not have landed), so they are all rivals.
       const rivals = best.meta.verified ? [] : sortCopies(copies, (c) => c.node.id, rank);
       if (!best.meta.verified && new Set(rivals.map((c) => c.meta.digest)).size > 1) {
-        run.wanted.set(oid, {
+        wanted.set(oid, {
           version: best.meta.version,
           digest: best.meta.digest,
           candidates: [],
@@ -240,12 +247,13 @@ export class Recovery {
         );
         continue;
       }
-      run.wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
+      wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
     }
+    run.wanted = wanted;
     this.#status = {
       ...this.#status,
       state: "recovering",
-      total: run.wanted.size,
+      total: wanted.size,
       error: undefined,
     };
   }
@@ -260,9 +268,10 @@ export class Recovery {
       if (failed === 0) break;
       this.#status = { ...this.#status, failed };
       // Some pulls failed (a holder busy, gone or full): wait, learn the holders again, retry.
+      // What failed stays due meanwhile (the listing may take long: a member that does not
+      // answer is waited for), so a client touching it still waits for its pull.
       await sleep(delay);
       delay = Math.min(delay * 2, RETRY_MAX_MS);
-      run.wanted.clear();
       const total = this.#status.total;
       await this.#gather(run);
       this.#status = { ...this.#status, total };
@@ -341,12 +350,17 @@ export class Recovery {
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
+    // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
+    // would count every block uncertain, and a merge after a later crash would prefer any other
+    // copy's older bytes to the acknowledged writes it takes meanwhile).
+    const suspect = !source.meta.verified;
     await store.create(oid, source.data, 0, {
       size: source.meta.size,
       version: source.version,
       badBlocks: source.badBlocks,
       expected: source.expected,
-      unverified: !source.meta.verified,
+      unverified: suspect,
+      ...(suspect && source.meta.changedBlocks ? { changedBlocks: source.meta.changedBlocks } : {}),
     });
     if (source.badBlocks.length > 0) {
       this.#context.logger.warn(
@@ -384,19 +398,30 @@ export class Recovery {
     return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
   }
 
-  /** Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). */
+  /**
+   * Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). A
+   * copy that cannot be read (its checksums fail, its disk fails) is left out; one that could not
+   * be asked (a lost request, a view change) is waited for, as in `fetchBestCopy`: it may hold
+   * the synced bytes of a block that changed everywhere else (rot), and another node that did
+   * read it would build a different copy at the same version.
+   */
   async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
     const fetched: { data: Uint8Array; changed: ReadonlySet<number> | undefined }[] = [];
+    let unreachable: unknown;
     for (const { node, meta } of rivals) {
       const data = await (node.id === this.#context.selfId
         ? this.#context.store.read(oid, 0, meta.size)
         : this.#read(node, oid, meta.size).then((copy) =>
           copy.data
-        )).catch(() => undefined);
+        )).catch((error) => {
+          if (isResult(error, ...RETRYABLE)) unreachable ??= error;
+          return undefined;
+        });
       if (data && data.length === rivals[0]!.meta.size) {
         fetched.push({ data, changed: meta.changedBlocks && new Set(meta.changedBlocks) });
       }
     }
+    if (unreachable !== undefined) throw unreachable;
     if (fetched.length === 0) {
       throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
     }

@@ -30,7 +30,15 @@ import { makeView, targetsOf } from "../../core/cluster/view.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
 import type { ObjectMeta } from "../../core/store/object_store.ts";
 import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
-import { dataOid, isDataOid, type Oid, oidToHex, vdiOid, type Vid } from "../../core/vdi/oid.ts";
+import {
+  dataOid,
+  isDataOid,
+  type Oid,
+  oidFromHex,
+  oidToHex,
+  vdiOid,
+  type Vid,
+} from "../../core/vdi/oid.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Message } from "../../net/object/header.ts";
 import { decodeEvent, encodeEvent } from "../../core/cluster/cluster_events.ts";
@@ -201,6 +209,11 @@ export class DataPathSim {
   readonly model: VdiModel;
   /** Pin every client call to one node's gateway (scripted scenarios); else the seed picks. */
   route: number | undefined;
+  /**
+   * Scripted scenarios: called for every request before it is delivered; returning true loses
+   * it (the sender sees a network error), as a lossy link would.
+   */
+  lose: ((from: SimNode, to: SimNode, request: Message) => boolean) | undefined;
   net: NetFaults = { ...CALM };
   readonly partitions = new Set<string>();
   /** Nodes whose disk is full, whose next sync fails, whose reads of some object fail. */
@@ -377,6 +390,7 @@ export class DataPathSim {
     if (!node || !target?.alive || node.away || from.away || this.#cut(from, node)) {
       throw lost("unreachable");
     }
+    if (this.lose?.(from, node, request)) throw lost("request lost");
     const net = this.net;
     if (net.drop > 0 && this.#netPrng.chance(net.drop)) throw lost("request lost");
     if (net.delay > 0 && this.#netPrng.chance(net.delay)) {
@@ -559,7 +573,7 @@ export class DataPathSim {
   }
 
   /** Reasons an operation may fail now. */
-  degraded(): string[] {
+  async degraded(): Promise<string[]> {
     const reasons: string[] = [];
     if (this.net.drop > 0 || this.net.dropReply > 0) reasons.push("lossy network");
     if (this.partitions.size > 0) reasons.push("partition");
@@ -573,6 +587,38 @@ export class DataPathSim {
     const members = new Set(this.members());
     for (const node of this.nodes) {
       if (node.up && !members.has(node)) reasons.push(`${node.name} outside the view`);
+    }
+    reasons.push(...await this.#unreadableOnly());
+    return reasons;
+  }
+
+  /**
+   * A copy whose reads fail excuses nothing while another member holds a copy as current (the
+   * fault is injected only then), but a later fault may take that copy away (a crash drops its
+   * unsynced writes, a view change moves the object): then the failing copy is the only one with
+   * every acknowledged write, and an error is the one right answer until its reads work again.
+   */
+  async #unreadableOnly(): Promise<string[]> {
+    const reasons: string[] = [];
+    const members = this.members();
+    for (const [node, file] of this.readFaults) {
+      const oid = oidFromHex(path.basename(file));
+      if (oid === undefined || !members.includes(node)) continue;
+      const mine = await node.sheep.store.meta(oid).catch(() => undefined);
+      if (!mine) continue;
+      let covered = false;
+      for (const other of members) {
+        if (other === node) continue;
+        const meta = await other.sheep.store.meta(oid).catch(() => undefined);
+        if (
+          meta?.verified &&
+          (meta.version > mine.version ||
+            (meta.version === mine.version && meta.digest === mine.digest))
+        ) covered = true;
+      }
+      if (!covered) {
+        reasons.push(`${node.name} cannot read the only current copy of ${oidToHex(oid)}`);
+      }
     }
     return reasons;
   }
@@ -594,7 +640,7 @@ export class DataPathSim {
 
   /** The client opens the VDI again (after a crash its cached inode may be ahead of the disks). */
   async reopen(): Promise<void> {
-    const reasons = this.degraded();
+    const reasons = await this.degraded();
     const outcome = await this.time.run(VdiIo.open(this.#access(), VDI_NAME), OP_LIMIT_MS);
     if (outcome.kind === "ok") {
       this.#io = outcome.value;
@@ -605,33 +651,33 @@ export class DataPathSim {
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    const reasons = this.degraded();
+    const reasons = await this.degraded();
     const outcome = await this.time.run(this.#io!.write(offset, data), OP_LIMIT_MS);
     this.note(`write ${hex(offset)}+${data.length}: ${describe(outcome)}`);
     if (outcome.kind === "ok") return this.model.acknowledged(offset, data);
     this.model.failed(offset, data);
-    this.#judgeError(outcome, reasons, "write");
+    await this.#judgeError(outcome, reasons, "write");
   }
 
   async read(offset: number, length: number): Promise<void> {
-    const reasons = this.degraded();
+    const reasons = await this.degraded();
     const outcome = await this.time.run(this.#io!.read(offset, length), OP_LIMIT_MS);
     this.note(`read ${hex(offset)}+${length}: ${describe(outcome)}`);
-    if (outcome.kind !== "ok") return this.#judgeError(outcome, reasons, "read");
+    if (outcome.kind !== "ok") return await this.#judgeError(outcome, reasons, "read");
     this.#checkRead(offset, outcome.value, "read");
   }
 
   async flush(): Promise<void> {
-    const reasons = this.degraded();
+    const reasons = await this.degraded();
     const outcome = await this.time.run(this.#access().flush(), OP_LIMIT_MS);
     this.note(`flush: ${describe(outcome)}`);
     if (outcome.kind === "ok") return this.model.flushed();
-    this.#judgeError(outcome, reasons, "flush");
+    await this.#judgeError(outcome, reasons, "flush");
   }
 
-  #judgeError(outcome: Outcome<unknown>, reasons: string[], what: string): void {
+  async #judgeError(outcome: Outcome<unknown>, reasons: string[], what: string): Promise<void> {
     if (outcome.kind === "hung") throw this.fail("hung", `${what}: ${outcome.why}`);
-    if (reasons.length > 0 || this.degraded().length > 0) return;
+    if (reasons.length > 0 || (await this.degraded()).length > 0) return;
     const error = outcome.kind === "error" ? message(outcome.error) : "";
     throw this.fail("unjustified-error", `${what} failed with no fault to justify it: ${error}`);
   }

@@ -18,6 +18,7 @@ import {
 } from "./data_path.ts";
 import { META_HEADER_BYTES } from "../../core/store/checksum_meta.ts";
 import { dataOid } from "../../core/vdi/oid.ts";
+import { Flag, Opcode } from "../../net/object/ops.ts";
 
 function envInt(name: string): number | null {
   const value = Deno.env.get(name);
@@ -284,6 +285,226 @@ Deno.test({
       await sim.restart(sim.nodes);
       await sim.heal();
       await sim.converge(); // throws wrong-bytes when the rotten copy won
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a crash-suspect copy that cannot be read now is waited for, never left out of a merge",
+  fn: async () => {
+    // Seed 2520 before the fix: after a crash of every holder, Recovery.#merge (recovery.ts)
+    // built the copy block by block from the rivals it could read and silently left out one whose
+    // read was lost on the network; the node whose copy had a rotten block then merged from its
+    // own copy alone, took the rotten block (changed on every copy it had), and created it as a
+    // verified copy at the same version as the good merge on the other node. Here the rotten
+    // node's one read of the other copy is lost: it must retry, not merge without it.
+    const sim = await DataPathSim.create({
+      seed: 8,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.write(40_000, pattern(2, 100)); // journals the object, never flushed
+      let lost = 0;
+      sim.lose = (from, to, { header }) => {
+        const drop = lost === 0 && from === rotten && to === other &&
+          header.opcode === Opcode.READ_PEER && header.oid === oid &&
+          (header.flags & Flag.RECOVERY) !== 0;
+        if (drop) lost++;
+        return drop;
+      };
+      await sim.crash(sim.nodes);
+      await sim.restart(sim.nodes);
+      await sim.heal();
+      await sim.converge(); // wrong-bytes or not-converged when the rotten block won
+      assert.equal(lost, 1, "the merge's read of the other copy was lost");
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a copy whose pull failed stays due while recovery lists the holders again",
+  fn: async () => {
+    // Seed 2476 before the fix: after a failed pass, Recovery.#recover (recovery.ts) cleared the
+    // objects due before listing the holders again, and the listing waits for every member (a
+    // partition made it take seconds). Meanwhile `ensure` found nothing due and let clients read
+    // and write the stale, crash-suspect copy (there an inode whose acknowledged table entry a
+    // later merge then dropped). Here node 2 misses a flushed write while away; its pulls fail,
+    // then its listing does not get through; a read through node 2 must not see the old bytes.
+    const sim = await DataPathSim.create({ seed: 9, nodes: 3, copies: 3, objects: 1 });
+    try {
+      const old = pattern(1, 4096);
+      const current = pattern(2, 4096);
+      await sim.write(0, old);
+      await sim.flush();
+      const away = sim.nodes[2]!;
+      await sim.leave(away);
+      await sim.write(0, current);
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      let pullsLost = 0;
+      let listsLost = 0;
+      sim.lose = (from, _to, { header }) => {
+        if (from !== away || (header.flags & Flag.RECOVERY) === 0) return false;
+        if (header.opcode === Opcode.READ_PEER && header.oid === oid && pullsLost < 2) {
+          pullsLost++; // both holders: the first pass fails
+          return true;
+        }
+        const lost = header.opcode === Opcode.GET_OBJ_LIST && pullsLost === 2;
+        if (lost) listsLost++;
+        return lost;
+      };
+      await sim.rejoin(away);
+      await sim.time.advance(1_000); // the retry's listing is stuck now
+      assert.equal(pullsLost, 2, "the first pass failed");
+      assert.ok(listsLost > 0, "the listing of the retry did not get through");
+      sim.route = 2;
+      const outcome = await sim.tryRead(0, 4096);
+      assert.ok(
+        outcome.kind !== "ok" || !sameBytes(outcome.value, old),
+        "a flushed write was lost: node 2 served its stale copy",
+      );
+      sim.lose = undefined;
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a copy pulled from a crash-suspect copy keeps its uncertain blocks, so a later merge keeps its writes",
+  fn: async () => {
+    // Seed 3054 before the fix: recovery pulled a copy from a crash-suspect one and created it
+    // UNVERIFIED with no changed-blocks record ("every block uncertain"). Those copies took
+    // acknowledged writes; when the one other copy crashed and came back without them, the
+    // block-by-block merge took every block from it (its blocks "did not change"), so writes that
+    // live copies held were lost (an inode table entry: the object read as zeros). Now the
+    // pulled copy carries its source's changed blocks. Here `a` alone holds the object and is
+    // crash-suspect (a rotten block its rebuild recorded as changed); `b` pulls it; both take a
+    // write; `a` crashes and loses it while `b` keeps running: the write must stay.
+    const sim = await DataPathSim.create({
+      seed: 11,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+      await sim.leave(b);
+      await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
+      await sim.flush();
+      sim.rot(a, oid, 20_000);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
+      await sim.crash([a]);
+      await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
+      await sim.rejoin(b); // `b` has no copy: it pulls `a`'s
+      assert.ok(await sim.settle(60_000));
+      assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
+      await sim.time.advance(10);
+      const write = pattern(4, 100);
+      await sim.write(100_200, write); // both copies take it; never flushed
+      await sim.crash([a]); // `a` loses it, `b` keeps running
+      await sim.restart([a]);
+      assert.ok(await sim.settle(60_000));
+      const outcome = await sim.tryRead(100_200, 100);
+      assert.ok(
+        outcome.kind === "ok" && sameBytes(outcome.value, write),
+        "an acknowledged write that a live copy held was lost",
+      );
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a repair whose source copy was salvaged whole also repairs the source",
+  fn: async () => {
+    // Seed 3941 before the fix: a write failed on one target (its disk full) and the gateway
+    // reconciled from the copy that took it, whose block had rotted; fetchBestCopy salvaged it
+    // and filled the block from the other copy, so no block was left bad, and Gateway.#pushAll
+    // then skipped the source node as if its copy were the fetched one: its rot stayed. The
+    // other copy, older than the write and on a full disk, was removed; the rotten copy was the
+    // last one (a later crash rebuilt its checksums and the rot read as data). Here node
+    // `rotten` takes a write while `other` is away, `other` comes back with a full disk (its
+    // pull fails), and a write fails on it: afterwards `rotten`'s copy must read clean.
+    const sim = await DataPathSim.create({ seed: 10, nodes: 2, copies: 2, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.leave(other);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(40_000, pattern(2, 100)); // only `rotten` has it
+      await sim.flush();
+      const space = await other.disk.space("/");
+      other.disk.setCapacity(space.totalBytes - space.freeBytes);
+      sim.full.add(other);
+      await sim.rejoin(other);
+      await sim.time.advance(10);
+      await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled, `other` fenced
+      assert.deepEqual(await rotten.sheep.store.verify(oid), [], "the source's rot is repaired");
+      other.disk.setCapacity(Infinity);
+      sim.full.delete(other);
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the scenarios: a write through a gateway whose clock is not ahead of the object's version still raises it",
+  fn: async () => {
+    // Versions come from each gateway's own clock (milliseconds x 1024 + a counter) and a store
+    // keeps max(version, given). A write through a gateway that never saw the object's version
+    // (the same millisecond as another gateway's write, or a clock that lags) did not raise it,
+    // so a copy that missed the write looked as new as one that has it, and a tie went to the
+    // earliest target. Here virtual time stands still; `stale` (the first target, whose gateway
+    // made the VDI and so issued versions already) misses a flushed write made through the
+    // other node while away: both copies are then verified at one version, and `stale` won.
+    const sim = await DataPathSim.create({ seed: 12, nodes: 2, copies: 2, objects: 4 });
+    try {
+      const [stale, holder] = sim.nodes as [SimNode, SimNode];
+      const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i))[0] === stale);
+      assert.ok(index !== undefined, "an object whose first target is node 0");
+      const at = index * OBJECT_BYTES;
+      sim.route = stale.index;
+      await sim.write(at, pattern(1, 65536));
+      await sim.flush();
+      await sim.leave(stale);
+      sim.route = holder.index;
+      await sim.write(at + 100_000, pattern(2, 100)); // only `holder` has it
+      await sim.flush();
+      await sim.rejoin(stale);
+      await sim.heal();
+      await sim.converge(); // lost-flushed when `stale`'s copy won
     } finally {
       await sim.dispose();
     }
