@@ -452,13 +452,17 @@ export class Sheep {
   async #withAdminLock<T>(work: () => Promise<T>): Promise<T> {
     const client = `vdi-admin@${this.id}`;
     const deadline = this.now() + ADMIN_LOCK_WAIT_MS;
-    for (let delay = 10;; delay = Math.min(delay * 2, 200)) {
+    for (;;) {
       try {
         await this.lockVdi(ADMIN_LOCK_VID, client);
         break;
       } catch (error) {
         if (!isResult(error, ResultCode.VDI_LOCKED) || this.now() > deadline) throw error;
-        await new Promise((resolve) => setTimeout(resolve, delay * (1 + Math.random())));
+        // Woken when the state changes (the other change's unlock is applied), not polled.
+        await this.stateChanges.until(
+          () => !this.locks.has(ADMIN_LOCK_VID),
+          Math.max(0, deadline - this.now()),
+        );
       }
     }
     try {
