@@ -3,6 +3,11 @@
  * by a raw in-process client where timing matters (a snapshot under a writing client). One
  * in-process sheep per test, NBD on 127.0.0.1 port 0.
  */
+import { ObjectClient, requestHeader } from "../net/object/client.ts";
+import { TcpTransport } from "../net/object/tcp_transport.ts";
+import { Flag, Opcode } from "../net/object/ops.ts";
+import { dataOid } from "../core/vdi/oid.ts";
+import { ResultCode } from "../core/errors.ts";
 import { convertImage } from "../cmd/img_convert.ts";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -436,6 +441,20 @@ Deno.test("one writer per VDI: img convert -n and resize are refused while a cli
       );
       await assert.rejects(admin.resize("vm", 16 * MiB), attached);
       assert.equal((await admin.vdi("vm")).sizeBytes, 8 * MiB, "the size did not change");
+      // The object port: our client's write and an old client's (no Flag.EXTENDED) are refused.
+      const tcp = new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: sheep.port }));
+      try {
+        const vid = await tcp.lookupVdi("vm");
+        await assert.rejects(tcp.writeObject(dataOid(vid, 0), new Uint8Array(4096), 0), attached);
+        const old = requestHeader(Opcode.WRITE_OBJ);
+        old.flags = Flag.WRITE;
+        old.oid = dataOid(vid, 0);
+        old.dataLength = 4096;
+        const response = await tcp.transport.request(old, new Uint8Array(4096).fill(9));
+        assert.equal(response.header.result, ResultCode.VDI_LOCKED);
+      } finally {
+        await tcp.close();
+      }
     } finally {
       await holder.destroy();
     }

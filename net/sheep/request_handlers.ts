@@ -166,7 +166,9 @@ const objectOps: Record<number, Op> = {
   },
   [Opcode.WRITE_OBJ]: {
     force: false,
-    handle: async (host, { header, data }) => {
+    handle: async (host, request, _reply, peer) => {
+      const { header, data } = request;
+      checkWriter(host, header.oid, request, peer);
       if (isVdiOid(header.oid) && !(header.flags & Flag.EXTENDED)) {
         await oldClientInodeWrite(host, header.oid, data, header.offset);
       } else {
@@ -176,7 +178,9 @@ const objectOps: Record<number, Op> = {
   },
   [Opcode.CREATE_AND_WRITE_OBJ]: {
     force: false,
-    handle: async (host, { header, data }) => {
+    handle: async (host, request, _reply, peer) => {
+      const { header, data } = request;
+      checkWriter(host, header.oid, request, peer);
       if (isVdiOid(header.oid) && !(header.flags & Flag.EXTENDED)) {
         // Inodes are made by VDI administration (NEW_VDI); no old client creates one.
         throw new SheepdogError(
@@ -190,7 +194,9 @@ const objectOps: Record<number, Op> = {
   },
   [Opcode.REMOVE_OBJ]: {
     force: false,
-    handle: async (host, { header }) => {
+    handle: async (host, request, _reply, peer) => {
+      const { header } = request;
+      checkWriter(host, header.oid, request, peer);
       await host.gateway.remove(header.oid);
     },
   },
@@ -397,6 +403,23 @@ function flushedVid(header: Header): number | undefined {
 /** Who a request comes from, as attach locks name it: an old client is known by its address. */
 function clientOf(peer: string): string {
   return peer.replace(/:\d+$/, "");
+}
+
+/**
+ * One writer per VDI, on the object port too: a write to an object of an attached VDI comes from
+ * the client that attached it (an old client, matched by address as its lock is), or it is
+ * refused. A VDI attached over NBD is written by the sheep itself, never through this port, so
+ * every object-port write to it is another writer's.
+ */
+function checkWriter(host: RequestHost, oid: bigint, request: Message, peer: string): void {
+  const lock = host.locks.get(oidToVid(oid));
+  if (!lock) return;
+  const oldClient = (request.header.flags & Flag.EXTENDED) === 0;
+  if (oldClient && lock.client === clientOf(peer)) return;
+  throw new SheepdogError(
+    ResultCode.VDI_LOCKED,
+    `Cannot write to VDI ${oidToVid(oid).toString(16)}: it is attached by ${lock.client}`,
+  );
 }
 
 /**
