@@ -10,6 +10,7 @@ import { BLOCK_SIZE_SHIFT_DEFAULT } from "../core/limits.ts";
 import { writeNewKeyFile } from "../net/auth/cluster_key.ts";
 import {
   formatClusterInfo,
+  formatLocks,
   formatNodeTable,
   formatRecovery,
   formatScrub,
@@ -54,6 +55,8 @@ Commands:
   info -t scrub [--json]                each node's scrub: state, progress, bad blocks,
                                         copies repaired and not repaired, newest finding
   vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
+  vdi lock list [--json]                attach locks: VDI, holder, the sheep it is attached through, since
+  vdi lock break NAME                   the same as vdi unlock (logged on the sheep)
   vdi unlock NAME                       release a VDI a client died with attached (it stays
                                         "running on" that client, refused to others, until then)
   cluster recover force                 after a full stop, start with the nodes that are back
@@ -163,10 +166,27 @@ async function showInfo(
 }
 
 async function vdi(args: string[]): Promise<void> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = parseFlags(rest, CLUSTER_FLAG);
+  // `vdi lock list` and `vdi lock break NAME` (issue 12's words) sit beside `vdi unlock NAME`.
+  const [sub, ...rest] = args[0] === "lock"
+    ? [args[1] === "break" ? "unlock" : `lock ${args[1] ?? ""}`.trim(), ...args.slice(2)]
+    : args;
+  const { values, positionals } = parseFlags(rest, { ...CLUSTER_FLAG, json: { type: "boolean" } });
+  if (sub === "lock list") {
+    if (positionals.length > 0) throw new UsageError("vdi lock list takes no arguments");
+    const admin = connect(clusterAddress(values));
+    try {
+      const locks = await admin.locks();
+      if (values.json) return printJson(locks);
+      print(formatLocks(locks));
+    } finally {
+      await admin.client.close();
+    }
+    return;
+  }
   if (sub !== "delete" && sub !== "unlock") {
-    throw new UsageError(`Unknown vdi command '${sub ?? ""}': use delete or unlock`);
+    throw new UsageError(
+      `Unknown vdi command '${sub ?? ""}': use delete, lock list, lock break or unlock`,
+    );
   }
   if (positionals.length !== 1) throw new UsageError(`vdi ${sub} takes one VDI name`);
   await withAdmin(positionals[0]!, values, async (admin, name) => {

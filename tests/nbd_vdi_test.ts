@@ -469,3 +469,25 @@ Deno.test("one writer per VDI: img convert -n and resize are refused while a cli
     });
   });
 });
+
+Deno.test("vdi lock list shows each attach (holder, sheep, since); lock break releases it", async () => {
+  await withNbd(async ({ admin, sheep, port }) => {
+    await admin.createVdi({ name: "vm", sizeBytes: 8 * MiB });
+    assert.deepEqual(await admin.locks(), []);
+    const holder = await RawClient.connect({ port });
+    try {
+      await holder.start();
+      await holder.go("vm");
+      const locks = await admin.locks();
+      assert.equal(locks.length, 1);
+      assert.equal(locks[0]!.vdi, "vm");
+      assert.equal(locks[0]!.client, `127.0.0.1:${holder.socket.localPort}`);
+      assert.equal(locks[0]!.node, sheep.id);
+      assert.ok(Math.abs(locks[0]!.sinceMs - Date.now()) < 60_000);
+      assert.equal(await admin.unlockVdi("vm"), `127.0.0.1:${holder.socket.localPort}`);
+      assert.deepEqual(await admin.locks(), []);
+    } finally {
+      await holder.destroy();
+    }
+  });
+});

@@ -74,6 +74,15 @@ export interface ClusterInfo {
 }
 
 /** One node's recovery, as that node reports it; `state` is "unreachable" when it did not answer. */
+/** An attach lock as `shepherd vdi lock list` shows it. */
+export interface LockRow {
+  vdi: string;
+  vid: number;
+  client: string;
+  node: string | null;
+  sinceMs: number;
+}
+
 export type RecoveryRow = { node: string } & Omit<RecoveryStatus, "state"> & {
   state: RecoveryStatus["state"] | "unreachable";
 };
@@ -260,6 +269,24 @@ export class AdminService {
       vid,
     });
     return client;
+  }
+
+  /** Every attach lock: VDI, holder, the sheep it is attached through, since when. */
+  async locks(): Promise<LockRow[]> {
+    const [locks, rows] = await Promise.all([
+      this.client.json<{ vid: number; client: string; sinceMs: number; node?: string }[]>(
+        Opcode.LIST_LOCKS,
+      ),
+      this.vdis(),
+    ]);
+    const byVid = new Map(rows.map((row) => [row.vid, row]));
+    return locks.map((lock) => ({
+      vdi: byVid.get(lock.vid)?.name ?? `(vid ${lock.vid.toString(16)})`,
+      vid: lock.vid,
+      client: lock.client,
+      node: lock.node ?? null,
+      sinceMs: lock.sinceMs,
+    }));
   }
 
   deleteVdi(text: string): Promise<void> {

@@ -5,7 +5,14 @@
  * @module
  */
 
-import type { ClusterInfo, NodeRow, RecoveryRow, ScrubRow, VdiRow } from "./admin_service.ts";
+import type {
+  ClusterInfo,
+  LockRow,
+  NodeRow,
+  RecoveryRow,
+  ScrubRow,
+  VdiRow,
+} from "./admin_service.ts";
 import type { StoreHealth } from "../../core/store/object_store.ts";
 import { formatSize } from "../../core/size.ts";
 
@@ -362,4 +369,14 @@ export function formatScrubFindings(rows: ScrubRow[]): string {
     }
   }
   return lines.join("\n");
+}
+
+/** `shepherd vdi lock list`: one attach lock a line. */
+export function formatLocks(locks: LockRow[]): string {
+  if (locks.length === 0) return "No VDI is attached";
+  const rows = locks.map((l) => [l.vdi, l.client, l.node ?? "-", formatTime(l.sinceMs)]);
+  const header = ["VDI", "Holder", "Through", "Since"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
 }

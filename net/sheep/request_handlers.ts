@@ -500,10 +500,17 @@ const vdiOps: Record<number, Op> = {
   },
   [Opcode.UNLOCK_VDI]: {
     force: false,
-    handle: async (host, request) => {
+    handle: async (host, request, _reply, peer) => {
       const { vid } = parseJson<{ vid: number }>(request);
       const lock = vid === ADMIN_LOCK_VID ? undefined : host.locks.get(vid);
-      if (lock) await host.unlockVdi(vid, lock.client);
+      if (lock) {
+        // An operator override: the log says who broke whose lock.
+        host.logger.warn(
+          `lock of VDI ${vid.toString(16)} broken by ${peer}: it was held by ${lock.client}` +
+            (lock.node ? ` through ${lock.node}` : ""),
+        );
+        await host.unlockVdi(vid, lock.client);
+      }
       return json({ client: lock?.client ?? null });
     },
   },
