@@ -545,7 +545,40 @@ export class Sheep {
     this.logger.info(`epoch ${view.epoch}: ${view.nodes.map((n) => n.id).join(", ")}`);
     // Every view, the first after a restart included, compares every copy with its holders.
     if (this.config && ids.has(this.id)) this.recovery.start(view);
+    // Once, at the first view this process installs: only then can its own attachments be
+    // ones it lost (a node formatted later has none from before).
+    if (!this.#attachmentsChecked && ids.has(this.id)) {
+      this.#attachmentsChecked = true;
+      if (this.config) void this.#releaseLostAttachments();
+    }
     return Promise.resolve();
+  }
+
+  #attachmentsChecked = false;
+
+  /**
+   * After a restart, the NBD attachments this sheep had are gone with its old process (a
+   * connection does not survive it), but their locks are the cluster's and outlived it: they
+   * are released, so the VDIs can be attached again. (An old client's lock names only its
+   * address; QEMU's driver reconnects and goes on writing under it, so those stay.)
+   */
+  async #releaseLostAttachments(): Promise<void> {
+    for (const lock of [...this.locks.values()]) {
+      if (lock.vid === ADMIN_LOCK_VID || lock.node !== this.id) continue;
+      if (!/:\d+$|^unix@/.test(lock.client)) continue; // an old client's: an address alone
+      try {
+        await this.unlockVdi(lock.vid, lock.client);
+        this.logger.info(
+          `released VDI ${lock.vid.toString(16)}: its NBD client ${lock.client} was attached ` +
+            "before this sheep restarted",
+        );
+      } catch (error) {
+        this.logger.warn(
+          `Cannot release VDI ${lock.vid.toString(16)} of ${lock.client}: ` +
+            `${(error as Error).message} (shepherd vdi lock break releases it by hand)`,
+        );
+      }
+    }
   }
 
   /** Switches placement to `view`; the state machine follows the membership. */

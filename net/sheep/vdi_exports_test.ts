@@ -361,3 +361,32 @@ Deno.test("VdiExportProvider: the one-writer lock holds across the sheep of a cl
     await cluster.stop();
   }
 });
+
+Deno.test("VdiExportProvider: an NBD attach lost with a restarted sheep is released; others keep theirs", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 2, failureTimeoutMs: 5_000 });
+  try {
+    const admin = cluster.admin(1);
+    await admin.createVdi({ name: "lost", sizeBytes: 8 * MiB });
+    await admin.createVdi({ name: "kept", sizeBytes: 8 * MiB });
+    await waitFor("the VDIs everywhere", () => cluster.node(0).registry.live().length === 2);
+    await new VdiExportProvider(cluster.node(0)).open("lost", { client: "10.0.0.5:1" });
+    const kept = await new VdiExportProvider(cluster.node(1)).open("kept", {
+      client: "10.0.0.6:1",
+    });
+    await waitFor("both locks on node 2", () => cluster.node(2).locks.size === 2);
+    // Node 0 dies and comes back within the failure timeout: the cluster never dropped it, so
+    // nothing released the lock of the NBD client it had.
+    await cluster.kill(0);
+    await cluster.startNode(0);
+    const lostVid = cluster.node(2).registry.lookup("lost").vdiId;
+    await waitFor("the lost attach released", () => !cluster.node(2).locks.has(lostVid));
+    assert.deepEqual(
+      [...cluster.node(2).locks.values()].map((l) => l.client),
+      ["10.0.0.6:1"],
+      "the attach through node 1 stays",
+    );
+    await kept.close();
+  } finally {
+    await cluster.stop();
+  }
+});
