@@ -66,6 +66,8 @@ export interface MemberHost {
   /** Applies one delivered event; resolves with this node's result (the proposer's answer). */
   applyEvent(event: ClusterEvent): Promise<unknown>;
   installView(view: ClusterView, options: { previousMembers: ReadonlySet<string> }): Promise<void>;
+  /** The member's standing changed (e.g. back to primary when a partition heals). */
+  statusChanged?(): void;
   /** Merges the state a peer sent (GET_CLUSTER_STATE) into the node's. */
   mergeState(state: ClusterState): Promise<void>;
 }
@@ -152,8 +154,10 @@ export class ClusterMember {
       onEvent: (event) => this.#onEvent(event),
       onResync: (view) => this.#onResync(view),
       onStatus: (status) => {
+        const changed = status.state !== this.#state;
         this.#state = status.state;
         this.#master = status.master;
+        if (changed) host.statusChanged?.();
       },
       onError: (error) => host.logger.warn(`group: ${error.message}`),
     });

@@ -490,6 +490,48 @@ export class Sheep {
     );
   }
 
+  /**
+   * Releases `client`'s lock of `vid`: a client that leaves while this node cannot change the
+   * cluster (a minority, a view forming) is released as soon as it can, at the next view,
+   * instead of keeping its VDI attached for good.
+   */
+  async releaseVdi(vid: Vid, client: string): Promise<void> {
+    try {
+      await this.unlockVdi(vid, client);
+    } catch (error) {
+      this.#pendingReleases.set(`${vid}/${client}`, { vid, client });
+      this.logger.info(
+        `release of VDI ${vid.toString(16)} by ${client} waits for the cluster: ` +
+          (error as Error).message,
+      );
+    }
+  }
+
+  readonly #pendingReleases = new Map<string, { vid: Vid; client: string }>();
+
+  /** The group standing changed: a healed partition may take the held-back releases now. */
+  statusChanged(): void {
+    if (this.#pendingReleases.size > 0 && this.member?.state === "primary") {
+      void this.#retryReleases();
+    }
+  }
+
+  /** Retries the releases a minority or a forming view held back. */
+  async #retryReleases(): Promise<void> {
+    for (const [key, { vid, client }] of [...this.#pendingReleases]) {
+      if (this.locks.get(vid)?.client !== client) {
+        this.#pendingReleases.delete(key); // released meanwhile, or taken by someone else
+        continue;
+      }
+      try {
+        await this.unlockVdi(vid, client);
+        this.#pendingReleases.delete(key);
+      } catch {
+        return; // still not taking changes: the next view tries again
+      }
+    }
+  }
+
   /** Formats the cluster: every node persists the config. */
   async makeFs(options: FormatOptions): Promise<void> {
     if (!Number.isInteger(options.copies) || options.copies < 1 || options.copies > COPIES_MAX) {
@@ -545,6 +587,7 @@ export class Sheep {
     this.logger.info(`epoch ${view.epoch}: ${view.nodes.map((n) => n.id).join(", ")}`);
     // Every view, the first after a restart included, compares every copy with its holders.
     if (this.config && ids.has(this.id)) this.recovery.start(view);
+    if (this.#pendingReleases.size > 0) void this.#retryReleases();
     // Once, at the first view this process installs: only then can its own attachments be
     // ones it lost (a node formatted later has none from before).
     if (!this.#attachmentsChecked && ids.has(this.id)) {

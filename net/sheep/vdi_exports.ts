@@ -50,6 +50,8 @@ export interface ExportHost {
   readonly localAccess: ObjectAccess;
   lockVdi(vid: Vid, client: string, options?: { force?: boolean }): Promise<void>;
   unlockVdi(vid: Vid, client?: string): Promise<void>;
+  /** Releases a client's lock now, or as soon as the cluster takes changes again. */
+  releaseVdi(vid: Vid, client: string): Promise<void>;
 }
 
 /** How a VdiExportProvider treats writers. */
@@ -262,9 +264,9 @@ export class VdiExportProvider implements ExportProvider {
       next.locked = true;
       return;
     }
-    await this.#sheep.unlockVdi(vid, writer.lockClient);
+    await this.#sheep.releaseVdi(vid, writer.lockClient);
     // A rollback replaced the VDI: the lock may still be on the vid it was taken on.
-    if (vid !== openedVid) await this.#sheep.unlockVdi(openedVid, writer.lockClient);
+    if (vid !== openedVid) await this.#sheep.releaseVdi(openedVid, writer.lockClient);
   }
 
   /**

@@ -390,3 +390,31 @@ Deno.test("VdiExportProvider: an NBD attach lost with a restarted sheep is relea
     await cluster.stop();
   }
 });
+
+Deno.test("VdiExportProvider: a client that leaves during a minority is released once the partition heals", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 2 });
+  try {
+    await cluster.admin(1).createVdi({ name: "vm", sizeBytes: 8 * MiB });
+    await waitFor("the VDI on node 0", () => cluster.node(0).registry.live().length === 1);
+    await cluster.kill(2);
+    await cluster.waitForView(2);
+    const exp = await new VdiExportProvider(cluster.node(0)).open("vm", { client: "10.0.0.5:1" });
+    const vid = cluster.node(0).registry.lookup("vm").vdiId;
+    await waitFor("the lock on both", () => cluster.live().every((s) => s.locks.has(vid)));
+    // Two nodes cut apart: neither side is a majority, so no view drops the attachment.
+    cluster.partition([0], [1]);
+    await waitFor(
+      "both in the minority",
+      () => cluster.live().every((s) => s.status === "minority"),
+    );
+    await exp.close(); // the release cannot be proposed now
+    assert.ok(cluster.node(0).locks.has(vid), "still attached while nothing can change");
+    cluster.heal();
+    await waitFor(
+      "the lock released on both",
+      () => cluster.live().every((s) => !s.locks.has(vid)),
+    );
+  } finally {
+    await cluster.stop();
+  }
+});
