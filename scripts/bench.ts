@@ -33,6 +33,7 @@ function startCluster(dir: string, count: number): { ports: number[]; dirs: stri
   const list = ports(count);
   const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
   const keyFile = path.join(dir, "cluster.key");
+  fs.mkdirSync(dir, { recursive: true });
   run(["shepherd", "keygen", keyFile]);
   for (let i = 0; i < count; i++) {
     const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);

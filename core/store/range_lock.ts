@@ -11,7 +11,9 @@ interface Held {
   first: number;
   last: number;
   exclusive: boolean;
-  released: Promise<void>;
+  /** Wakes those waiting for this holder: made only when someone waits. */
+  wake: (() => void) | null;
+  released: Promise<void> | null;
 }
 
 /** Shared/exclusive locks over inclusive ranges of block indexes. */
@@ -21,27 +23,34 @@ export class RangeLock {
   /** Waits for every conflicting holder, then holds [first, last]; call the result to release. */
   async lock(first: number, last: number, exclusive: boolean): Promise<() => void> {
     for (;;) {
-      const conflict = this.#held.find((held) =>
-        held.first <= last && first <= held.last && (exclusive || held.exclusive)
-      );
-      if (!conflict) break;
-      await conflict.released;
+      const conflict = this.#conflict(first, last, exclusive);
+      if (conflict === undefined) break;
+      await releasedOf(conflict);
     }
-    let release!: () => void;
-    const held: Held = {
-      first,
-      last,
-      exclusive,
-      released: new Promise((resolve) => release = resolve),
-    };
+    const held: Held = { first, last, exclusive, wake: null, released: null };
     this.#held.push(held);
-    return () => {
-      this.#held = this.#held.filter((other) => other !== held);
-      release();
-    };
+    return () => this.#release(held);
+  }
+
+  #conflict(first: number, last: number, exclusive: boolean): Held | undefined {
+    for (const held of this.#held) {
+      if (held.first <= last && first <= held.last && (exclusive || held.exclusive)) return held;
+    }
+    return undefined;
+  }
+
+  #release(held: Held): void {
+    const index = this.#held.indexOf(held);
+    if (index < 0) return; // released twice
+    this.#held.splice(index, 1);
+    held.wake?.();
   }
 
   get idle(): boolean {
     return this.#held.length === 0;
   }
+}
+
+function releasedOf(held: Held): Promise<void> {
+  return held.released ??= new Promise((resolve) => held.wake = resolve);
 }

@@ -11,16 +11,24 @@ import type { Metrics } from "../metrics/metrics.ts";
 /** `inner`, reporting to `metrics`; the client counts as connected until `close()`. */
 export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExport {
   metrics.clientConnected("nbd");
-  const timed = async <T>(op: string, work: () => Promise<T>): Promise<T> => {
-    const done = metrics.startRequest("nbd", op);
+  const call = <T>(work: () => Promise<T>): Promise<T> => {
     try {
-      const result = await work();
-      done(true);
-      return result;
+      return work();
     } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+  // One settle handler per request, no async wrapper: reads and writes are the hot path.
+  const timed = <T>(op: string, work: () => Promise<T>, bytes?: (value: T) => void): Promise<T> => {
+    const done = metrics.startRequest("nbd", op);
+    return call(work).then((value) => {
+      done(true);
+      bytes?.(value);
+      return value;
+    }, (error) => {
       done(false);
       throw error;
-    }
+    });
   };
   let closed = false;
   return {
@@ -28,16 +36,17 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
     sizeBytes: inner.sizeBytes,
     readOnly: inner.readOnly,
     read: (offset, length) =>
-      timed("READ", async () => {
-        const bytes = await inner.read(offset, length);
-        metrics.addBytes("read", bytes.length, "nbd");
-        return bytes;
-      }),
+      timed(
+        "READ",
+        () => inner.read(offset, length),
+        (bytes) => metrics.addBytes("read", bytes.length, "nbd"),
+      ),
     write: (offset, data, options) =>
-      timed("WRITE", async () => {
-        await inner.write(offset, data, options);
-        metrics.addBytes("write", data.length, "nbd");
-      }),
+      timed(
+        "WRITE",
+        () => inner.write(offset, data, options),
+        () => metrics.addBytes("write", data.length, "nbd"),
+      ),
     flush: () => timed("FLUSH", () => inner.flush()),
     trim: (offset, length) => timed("TRIM", () => inner.trim(offset, length)),
     writeZeroes: (offset, length, options) =>
