@@ -482,6 +482,16 @@ export class Gateway {
           const current = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
           outcome = await this.#pushAll(oid, targets, current, winner, new Set(), "rolled back");
         }
+        // A copy is removed only once the copy that won is stored somewhere (on its own node, or
+        // pushed): a salvaged winner is not what its node holds, and if every node refused it,
+        // a refused copy may hold the only good version of a block the winner lost. Then nothing
+        // is removed: the copies stay diverged and the write fails.
+        if (outcome.holders.length === 0) {
+          throw outcome.unreachable ?? outcome.refusal ?? new SheepdogError(
+            ResultCode.EIO,
+            `No target of ${oidToHex(oid)} could store its repaired copy`,
+          );
+        }
         // Fencing never touches the copy that won: at least that one stays.
         for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
           await this.#removeOn(node, oid).then(
@@ -508,8 +518,13 @@ export class Gateway {
     source: FetchedCopy,
     suspects: ReadonlySet<string>,
     why?: string,
-  ): Promise<{ refused: RingNode[]; unreachable?: unknown }> {
+  ): Promise<
+    { refused: RingNode[]; holders: RingNode[]; refusal?: unknown; unreachable?: unknown }
+  > {
     const refused: RingNode[] = [];
+    /** Targets that hold `source`'s bytes afterwards. */
+    const holders: RingNode[] = [];
+    let refusal: unknown;
     let unreachable: unknown;
     // A salvaged source (even one whose bad blocks were all filled from other copies) is not
     // what its node holds: that node gets it too.
@@ -522,11 +537,11 @@ export class Gateway {
         unreachable = new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
         return;
       }
-      if (node.id === source.node.id && !salvaged) return;
+      if (node.id === source.node.id && !salvaged) return void holders.push(node);
       if (
         !salvaged && meta !== undefined && !suspects.has(node.id) &&
         meta.version === source.meta.version && meta.digest === source.meta.digest
-      ) return;
+      ) return void holders.push(node);
       const reason = why ??
         (meta === undefined
           ? "copy missing"
@@ -540,12 +555,16 @@ export class Gateway {
       try {
         await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);
         this.#context.repaired(oid, node.id, reason);
+        holders.push(node);
       } catch (error) {
         if (isResult(error, ...RETRYABLE)) unreachable = error;
-        else refused.push(node);
+        else {
+          refused.push(node);
+          refusal ??= error;
+        }
       }
     }));
-    return { refused, ...(unreachable === undefined ? {} : { unreachable }) };
+    return { refused, holders, refusal, ...(unreachable === undefined ? {} : { unreachable }) };
   }
 
   /** Repairs copies a read found bad or missing, off the client's path. */

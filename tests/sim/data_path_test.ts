@@ -480,6 +480,50 @@ Deno.test({
 
 Deno.test({
   name:
+    "a reconcile whose salvaged copy no node can store removes no copy: the other holds its only good block",
+  fn: async () => {
+    // Found by reading Gateway.#reconcile: a write failed on one target (its disk full) and the
+    // source, the copy that took it, had a rotten block; fetchBestCopy salvaged it and filled the
+    // block from the other copy (older, but that block unchanged). Both disks then refused the
+    // repaired copy; the source's node was the "winner" (never fenced) but does not hold the
+    // repaired copy, and the other copy, the only good version of the rotten block, was removed.
+    // A copy is removed only once the copy that won is stored somewhere.
+    const sim = await DataPathSim.create({ seed: 13, nodes: 2, copies: 2, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.leave(other);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(40_000, pattern(2, 100)); // only `rotten` has it
+      await sim.flush();
+      for (const node of [rotten, other]) {
+        // Room for the journal, not for a new copy of the object.
+        const space = await node.disk.space("/");
+        node.disk.setCapacity(space.totalBytes - space.freeBytes + 2 * 4096);
+        sim.full.add(node);
+      }
+      await sim.rejoin(other);
+      await sim.time.advance(10);
+      await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled
+      assert.ok(await other.sheep.store.meta(oid), "the only good copy of block 4 was removed");
+      for (const node of [rotten, other]) {
+        node.disk.setCapacity(Infinity);
+        sim.full.delete(node);
+      }
+      await sim.heal();
+      await sim.converge(); // not-converged or lost-flushed when block 4 was lost
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "found by the scenarios: a write through a gateway whose clock is not ahead of the object's version still raises it",
   fn: async () => {
     // Versions come from each gateway's own clock (milliseconds x 1024 + a counter) and a store
