@@ -465,6 +465,8 @@ export class Gateway {
       const forward = await this.#pushAll(oid, targets, metas, source, suspects);
       let winner: FetchedCopy = source;
       let outcome = forward;
+      /** A refused copy was kept: the copies still differ. */
+      let kept = false;
       const refuser = forward.refused[0];
       if (refuser !== undefined) {
         const index = targets.findIndex((n) => n.id === refuser.id);
@@ -492,8 +494,27 @@ export class Gateway {
             `No target of ${oidToHex(oid)} could store its repaired copy`,
           );
         }
-        // Fencing never touches the copy that won: at least that one stays.
+        // Fencing never touches the copy that won: at least that one stays. Nor a copy whose
+        // every block is not vouched for by the winner or provably older: one as new as the
+        // winner but different (a rollback's refuser holds the failed write), or any copy while the
+        // winner has blocks left bad (the copy's block may be the only version of one). Such a
+        // copy stays and the object stays diverged (reads go to the copies that took the write).
         for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
+          const meta = await this.#metaOf(node, oid);
+          if (meta === undefined) continue;
+          if (meta === "unreachable") {
+            outcome.unreachable ??= new SheepdogError(
+              ResultCode.NETWORK_ERROR,
+              `${node.id} did not answer`,
+            );
+            continue;
+          }
+          const older = meta.version < winner.meta.version;
+          const same = meta.version === winner.meta.version && meta.digest === winner.meta.digest;
+          if (winner.badBlocks.length > 0 || !(older || same)) {
+            kept = true;
+            continue;
+          }
           await this.#removeOn(node, oid).then(
             () => this.#context.repaired(oid, node.id, "its disk cannot take the object: removed"),
             (error) => (outcome.unreachable ??= error),
@@ -501,7 +522,7 @@ export class Gateway {
         }
       }
       if (outcome.unreachable !== undefined) throw outcome.unreachable;
-      this.#diverged.delete(oid);
+      if (!kept) this.#diverged.delete(oid);
       return { source: winner.node.id, whole: outcome.refused.length === 0 };
     });
   }
