@@ -14,13 +14,20 @@
  * |     16 |     8 | object size in bytes                                           |
  * |     24 |     4 | checksum block size, 4096                                      |
  * |     28 |     4 | block count, ceil(size / block size)                           |
- * |     32 |     4 | reserved, 0                                                    |
+ * |     32 |     4 | m, the number of bad-block slots (0 in files of older builds)  |
  * |     36 |     4 | CRC-32 of bytes 0..36                                          |
  * |     40 | 4 × n | CRC-32 of each block's bytes (the last block may be shorter)   |
+ * | 40+4n  | 4 × m | bad blocks: an index each, or 0xffffffff for a cleared slot    |
  *
  * The header has its own CRC so a torn or rotten header is noticed rather than trusted; the
  * entries need none: a wrong entry fails against its block, which is what a read reports anyway.
- * The file's length must be exactly 40 + 4 × block count.
+ * The file's length must be exactly 40 + 4 × block count + 4 × m.
+ *
+ * Bad blocks are those of a salvaged copy that no copy could vouch for: their bytes are unknown
+ * (zeros on disk) and their entry holds the checksum they *should* have, so a later repair can
+ * recognise the right bytes elsewhere. They read as corrupt whatever their bytes and entry are
+ * (zeros may well match the checksum they should have), until a write covers them whole (the
+ * slot is then cleared in place; the list shrinks when the object is next created).
  *
  * @module
  */
@@ -36,6 +43,9 @@ export const FLAG_UNVERIFIED = 1;
 export const META_HEADER_BYTES = 40;
 const HEADER_CRC_AT = 36;
 const ENTRY_BYTES = 4;
+const BAD_COUNT_AT = 32;
+/** A bad-block slot that no longer names a block (its block was written whole since). */
+const CLEARED = 0xffffffff;
 
 /** The number of checksum blocks of an object of `size` bytes. */
 export function blockCount(size: number): number {
@@ -63,17 +73,31 @@ export function blockCrc(bytes: Uint8Array): number {
 export class ChecksumMeta {
   readonly bytes: Uint8Array;
   readonly #view: DataView;
+  /** The blocks the bad-block slots name (see the module doc). */
+  readonly #bad = new Set<number>();
 
   private constructor(bytes: Uint8Array) {
     this.bytes = bytes;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
-  /** A meta for a `size`-byte object of zeros (every entry the CRC of a zero block). */
-  static create(size: number, version: number, flags = 0): ChecksumMeta {
+  /**
+   * A meta for a `size`-byte object of zeros (every entry the CRC of a zero block), with `bad`
+   * (indexes inside the object) recorded as bad blocks.
+   */
+  static create(
+    size: number,
+    version: number,
+    flags = 0,
+    bad: readonly number[] = [],
+  ): ChecksumMeta {
     assert(Number.isSafeInteger(version) && version >= 0, `bad version ${version}`);
     const count = blockCount(size);
-    const meta = new ChecksumMeta(new Uint8Array(META_HEADER_BYTES + ENTRY_BYTES * count));
+    const slots = [...new Set(bad)].filter((i) => Number.isSafeInteger(i) && i >= 0 && i < count)
+      .sort((a, b) => a - b);
+    const meta = new ChecksumMeta(
+      new Uint8Array(META_HEADER_BYTES + ENTRY_BYTES * (count + slots.length)),
+    );
     const view = meta.#view;
     view.setUint32(0, MAGIC, true);
     view.setUint16(4, FORMAT, true);
@@ -82,6 +106,11 @@ export class ChecksumMeta {
     view.setBigUint64(16, BigInt(size), true);
     view.setUint32(24, CHECKSUM_BLOCK_BYTES, true);
     view.setUint32(28, count, true);
+    view.setUint32(BAD_COUNT_AT, slots.length, true);
+    slots.forEach((index, i) => {
+      view.setUint32(META_HEADER_BYTES + ENTRY_BYTES * (count + i), index, true);
+      meta.#bad.add(index);
+    });
     const fullCrc = zeroCrc(CHECKSUM_BLOCK_BYTES);
     for (let index = 0; index < count; index++) {
       view.setUint32(meta.entryOffset(index), fullCrc, true);
@@ -111,8 +140,14 @@ export class ChecksumMeta {
     }
     const count = view.getUint32(28, true);
     if (count !== blockCount(meta.size)) return "its block count does not match its size";
-    if (bytes.length !== META_HEADER_BYTES + ENTRY_BYTES * count) {
-      return `it is ${bytes.length} bytes, not ${META_HEADER_BYTES + ENTRY_BYTES * count}`;
+    const slots = view.getUint32(BAD_COUNT_AT, true);
+    const length = META_HEADER_BYTES + ENTRY_BYTES * (count + slots);
+    if (bytes.length !== length) return `it is ${bytes.length} bytes, not ${length}`;
+    for (let i = 0; i < slots; i++) {
+      const index = view.getUint32(META_HEADER_BYTES + ENTRY_BYTES * (count + i), true);
+      if (index === CLEARED) continue;
+      if (index >= count) return `its bad block ${index} is outside the object`;
+      meta.#bad.add(index);
     }
     return meta;
   }
@@ -150,6 +185,32 @@ export class ChecksumMeta {
     return true;
   }
 
+  /** The recorded bad blocks, in order: they read as corrupt whatever they hold. */
+  get badBlocks(): number[] {
+    return [...this.#bad].sort((a, b) => a - b);
+  }
+
+  isBad(index: number): boolean {
+    return this.#bad.size > 0 && this.#bad.has(index);
+  }
+
+  /** Clears block `index`'s bad-block slot (it was written whole); true when it had one. */
+  clearBad(index: number): boolean {
+    if (!this.#bad.delete(index)) return false;
+    const slots = this.#view.getUint32(BAD_COUNT_AT, true);
+    for (let i = 0; i < slots; i++) {
+      const at = META_HEADER_BYTES + ENTRY_BYTES * (this.blockCount + i);
+      if (this.#view.getUint32(at, true) === index) this.#view.setUint32(at, CLEARED, true);
+    }
+    return true;
+  }
+
+  /** Where the bad-block slots live in the file: [start, end). */
+  badSlotsRange(): [number, number] {
+    const start = META_HEADER_BYTES + ENTRY_BYTES * this.blockCount;
+    return [start, this.bytes.length];
+  }
+
   /** Bytes in block `index` (the last may be short). */
   blockLength(index: number): number {
     return Math.min(CHECKSUM_BLOCK_BYTES, this.size - index * CHECKSUM_BLOCK_BYTES);
@@ -179,9 +240,13 @@ export class ChecksumMeta {
    * version or flags, and computed without reading the data.
    */
   digest(): string {
+    // Entries only, not the bad-block slots: a copy salvaged from a copy equals it (recovery
+    // compares a pulled copy with its source by digest); bad blocks are found by reading.
     return createHash("sha1")
       .update(this.bytes.subarray(16, 24))
-      .update(this.bytes.subarray(META_HEADER_BYTES))
+      .update(
+        this.bytes.subarray(META_HEADER_BYTES, META_HEADER_BYTES + ENTRY_BYTES * this.blockCount),
+      )
       .digest("hex");
   }
 }

@@ -46,3 +46,21 @@ Deno.test("ChecksumMeta digest depends on content, not version or flags", () => 
   assert.notEqual(a.digest(), b.digest());
   assert.notEqual(ChecksumMeta.create(4096, 1).digest(), ChecksumMeta.create(8192, 1).digest());
 });
+
+Deno.test("ChecksumMeta records bad blocks: they survive a parse, clear in place, stay out of the digest", () => {
+  const plain = ChecksumMeta.create(5 * 4096, 3);
+  const meta = ChecksumMeta.create(5 * 4096, 3, 0, [4, 1, 1, 9]);
+  assert.deepEqual(meta.badBlocks, [1, 4], "deduplicated, sorted, inside the object");
+  assert.equal(meta.bytes.length, 40 + 4 * 5 + 4 * 2);
+  assert.equal(meta.digest(), plain.digest());
+  const parsed = ChecksumMeta.parse(new Uint8Array(meta.bytes));
+  assert.ok(parsed instanceof ChecksumMeta);
+  assert.deepEqual(parsed.badBlocks, [1, 4]);
+  assert.ok(parsed.isBad(4) && !parsed.isBad(0));
+  assert.ok(parsed.clearBad(4));
+  assert.ok(!parsed.clearBad(4));
+  const again = ChecksumMeta.parse(new Uint8Array(parsed.bytes));
+  assert.ok(again instanceof ChecksumMeta);
+  assert.deepEqual(again.badBlocks, [1]);
+  assert.equal(typeof ChecksumMeta.parse(meta.bytes.subarray(0, meta.bytes.length - 4)), "string");
+});

@@ -94,6 +94,8 @@ interface OpenObject {
   metaFrom: number;
   metaTo: number;
   headerDirty: boolean;
+  /** A bad-block slot was cleared in memory but not written. */
+  badDirty: boolean;
   metaTail: Promise<void>;
   nextMetaWrite?: Promise<void>;
 }
@@ -219,13 +221,14 @@ export class FsObjectStore implements ObjectStore {
     }
     checkVersion(action, version);
     checkRange(action, offset, data.length, size);
-    const meta = ChecksumMeta.create(size, version);
+    // Blocks the source could not vouch for stay bad here too: corruption travels as corruption
+    // (a read of them is an I/O error), never as good-looking bytes. They are recorded as bad in
+    // the checksum file, so they fail whatever their bytes (zeros) and checksum are: the checksum
+    // kept is the one the block should have (so a later repair can still find its bytes on
+    // another copy), which zeros may match; else one its bytes cannot match.
+    const meta = ChecksumMeta.create(size, version, 0, options.badBlocks ?? []);
     if (options.unverified) meta.setUnverified(true);
     hashCreated(meta, data, offset);
-    // Blocks the source could not vouch for keep failing their checksum here too: corruption
-    // travels as corruption (a read of them is an I/O error), never as good-looking bytes.
-    // The checksum kept for such a block is the one it should have (so a later repair can still
-    // find its bytes on another copy), else one its bytes cannot match.
     (options.badBlocks ?? []).forEach((index, i) => {
       if (index < 0 || index >= meta.blockCount) return;
       meta.setCrc(index, options.expected?.[i] ?? (~meta.crc(index) >>> 0));
@@ -354,7 +357,12 @@ export class FsObjectStore implements ObjectStore {
       const intended = await this.#intendedCrcs(object, data, offset, first, last);
       await writeAll(object.data, data, offset).catch((error) => failure = error);
       if (failure === undefined) {
-        for (const [index, crc] of intended) object.meta.setCrc(index, crc);
+        for (const [index, crc] of intended) {
+          object.meta.setCrc(index, crc);
+          // A bad block written whole holds known bytes now (a partial write into one fails
+          // before anything is written, see #intendedCrcs).
+          if (object.meta.clearBad(index)) object.badDirty = true;
+        }
         if (object.meta.raiseVersion(version)) object.headerDirty = true;
       } else {
         await this.#settleFailedBlocks(object, intended);
@@ -400,7 +408,7 @@ export class FsObjectStore implements ObjectStore {
       }
       const block = new Uint8Array(length);
       const read = await readFully(object.data, block, start);
-      if (read < length || blockCrc(block) !== meta.crc(index)) {
+      if (read < length || meta.isBad(index) || blockCrc(block) !== meta.crc(index)) {
         this.#health.checksumErrors++;
         throw new CorruptionError(
           object.oid,
@@ -794,7 +802,8 @@ export class FsObjectStore implements ObjectStore {
     }
     try {
       const length = await file.size();
-      if (length > META_HEADER_BYTES + 4 * (OBJECT_BYTES_MAX / B)) return `it is ${length} bytes`;
+      // Entries and at most as many bad-block slots.
+      if (length > META_HEADER_BYTES + 8 * (OBJECT_BYTES_MAX / B)) return `it is ${length} bytes`;
       const bytes = new Uint8Array(length);
       return ChecksumMeta.parse(bytes.subarray(0, await readFully(file, bytes, 0)));
     } catch (error) {
@@ -821,7 +830,10 @@ export class FsObjectStore implements ObjectStore {
       const old = await this.#readMeta(oid);
       const length = await data.size();
       const size = old instanceof ChecksumMeta ? old.size : Math.ceil(length / B) * B;
-      const meta = ChecksumMeta.create(size, old instanceof ChecksumMeta ? old.version : 0);
+      // Bad blocks of a salvaged copy stay bad: their bytes (zeros) are not what was written,
+      // whatever their checksum says.
+      const bad = old instanceof ChecksumMeta ? old.badBlocks : [];
+      const meta = ChecksumMeta.create(size, old instanceof ChecksumMeta ? old.version : 0, 0, bad);
       meta.setUnverified(true);
       if (length !== size) await data.truncate(size);
       await hashFile(data, meta);
@@ -834,6 +846,10 @@ export class FsObjectStore implements ObjectStore {
       if (old instanceof ChecksumMeta && old.blockCount === meta.blockCount) {
         for (let index = 0; index < meta.blockCount; index++) {
           if (old.crc(index) !== meta.crc(index)) changed.add(index);
+        }
+        for (const index of bad) {
+          meta.setCrc(index, old.crc(index));
+          changed.add(index);
         }
       }
       await this.#writeChanged(oid, [...changed].sort((a, b) => a - b));
@@ -922,7 +938,7 @@ export class FsObjectStore implements ObjectStore {
       object.metaFrom = Math.min(object.metaFrom, first);
       object.metaTo = Math.max(object.metaTo, last);
     }
-    if (object.metaFrom > object.metaTo && !object.headerDirty) {
+    if (object.metaFrom > object.metaTo && !object.headerDirty && !object.badDirty) {
       return object.nextMetaWrite ?? Promise.resolve();
     }
     if (!object.nextMetaWrite) {
@@ -1084,16 +1100,18 @@ function newOpenObject(
     metaFrom: Infinity,
     metaTo: -1,
     headerDirty: false,
+    badDirty: false,
     metaTail: Promise.resolve(),
   };
 }
 
 /** Writes the pending checksum-file changes of `object` (see `#persistMeta`). */
 async function writeMetaChanges(object: OpenObject): Promise<void> {
-  const { meta, metaFrom, metaTo, headerDirty } = object;
+  const { meta, metaFrom, metaTo, headerDirty, badDirty } = object;
   object.metaFrom = Infinity;
   object.metaTo = -1;
   object.headerDirty = false;
+  object.badDirty = false;
   const ranges: [number, number][] = [];
   const entries = metaFrom <= metaTo;
   const entriesEnd = entries ? meta.entryOffset(metaTo) + 4 : 0;
@@ -1103,6 +1121,7 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
     if (headerDirty) ranges.push([0, META_HEADER_BYTES]);
     if (entries) ranges.push([meta.entryOffset(metaFrom), entriesEnd]);
   }
+  if (badDirty) ranges.push(meta.badSlotsRange());
   try {
     for (const [start, end] of ranges) {
       await writeAll(object.metaFile, meta.bytes.subarray(start, end), start);
@@ -1114,6 +1133,7 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
       object.metaTo = Math.max(object.metaTo, metaTo);
     }
     object.headerDirty ||= headerDirty;
+    object.badDirty ||= badDirty;
     throw error;
   }
 }
@@ -1133,6 +1153,12 @@ function checkBlocks(
       const reason = `${name}: block ${index} is missing: the data file ends at byte ${
         first * B + read
       }`;
+      bad.push({ index, reason });
+      continue;
+    }
+    if (object.meta.isBad(index)) {
+      const reason = `${name}: block ${index} was lost (a salvaged copy: no copy could vouch for ` +
+        `its bytes)`;
       bad.push({ index, reason });
       continue;
     }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
 import { oidToHex } from "../vdi/oid.ts";
+import { zeroCrc } from "./checksum_meta.ts";
 import { isError, KINDS, patternBytes, withEnv } from "./store_test_env.ts";
 
 for (const kind of KINDS) {
@@ -43,6 +44,69 @@ for (const kind of KINDS) {
       // A whole-block write replaces the bad block: it is good again.
       await env.store.write(9n, patternBytes(B, 6), 2 * B, 3);
       assert.deepEqual(await env.store.read(9n, 2 * B, B), patternBytes(B, 6));
+    });
+  });
+}
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}): a salvaged copy's bad block stays unreadable even when zeros match the checksum it should have`, async () => {
+    await withEnv(kind, async (env) => {
+      // Block 2 was all zeros when last synced (say, an inode table block never written): the
+      // checksum it should have is the CRC of a zero block, which is what salvage fills it with.
+      const data = patternBytes(4 * B, 7);
+      data.fill(0, 2 * B, 3 * B);
+      await env.store.create(7n, data, 0, { size: 4 * B, version: 5 });
+      await env.store.flush();
+      await env.flip(oidToHex(7n), 2 * B + 11);
+      const salvaged = await env.store.salvage(7n);
+      assert.deepEqual(salvaged.badBlocks, [2]);
+      assert.deepEqual(salvaged.expected, [zeroCrc(B)]);
+
+      // The copy made from it: block 2 holds zeros and has the zero block's checksum, but its
+      // real content is unknown: reading it must fail, never return zeros.
+      await env.store.create(8n, salvaged.data, 0, {
+        size: 4 * B,
+        version: 5,
+        badBlocks: salvaged.badBlocks,
+        expected: salvaged.expected,
+      });
+      assert.deepEqual(await env.store.read(8n, 0, 2 * B), data.subarray(0, 2 * B));
+      await assert.rejects(env.store.read(8n, 2 * B, 10), isError(ResultCode.EIO));
+      await assert.rejects(env.store.read(8n, 0, 4 * B), isError(ResultCode.EIO));
+      assert.deepEqual((await env.store.verify(8n)).map((b) => b.index), [2]);
+      // A small write next to it must not bless it either.
+      await assert.rejects(env.store.write(8n, new Uint8Array([1]), 2 * B + 5, 6));
+      // Salvaging the copy again names the block and the checksum it should have.
+      const again = await env.store.salvage(8n);
+      assert.deepEqual(again.badBlocks, [2]);
+      assert.deepEqual(again.expected, [zeroCrc(B)]);
+      assert.equal((await env.store.meta(8n))?.digest, (await env.store.meta(7n))?.digest);
+
+      // It stays bad across a restart, and across a crash-style checksum rebuild.
+      await env.store.flush();
+      await env.reopen();
+      await assert.rejects(env.store.read(8n, 2 * B, 10), isError(ResultCode.EIO));
+      await env.store.write(8n, patternBytes(10, 8), 0, 7); // journals it
+      await env.store.flush();
+      await env.reopen();
+      await assert.rejects(env.store.read(8n, 2 * B, 10), isError(ResultCode.EIO));
+
+      // Filled from a good copy (a create of the whole object, or a write of the whole block):
+      // it reads again.
+      await env.store.create(9n, again.data, 0, {
+        size: 4 * B,
+        version: 5,
+        badBlocks: again.badBlocks,
+        expected: again.expected,
+      });
+      await env.store.create(8n, data, 0, { size: 4 * B, version: 5 });
+      assert.deepEqual(await env.store.read(8n, 0, 4 * B), data);
+      await env.store.write(9n, new Uint8Array(B), 2 * B, 6);
+      assert.deepEqual(await env.store.read(9n, 2 * B, B), new Uint8Array(B));
+      assert.deepEqual(await env.store.verify(9n), []);
+      await env.store.flush();
+      await env.reopen();
+      assert.deepEqual(await env.store.read(9n, 0, 4 * B), data);
     });
   });
 }

@@ -40,11 +40,17 @@ export interface FetchedCopy extends SalvagedCopy {
   salvaged?: boolean;
 }
 
-/** The best copy that can be read, from `candidates` ordered best first; undefined if none. */
+/**
+ * The best copy that can be read, from `candidates` ordered best first; undefined if none.
+ * `fillers` are further copies only holes may be filled from (the copy the fetched one will
+ * replace: recovery never lists its own node's copy as a candidate, but a block there may be the
+ * only good version of one the best copy lost).
+ */
 export async function fetchBestCopy(
   oid: Oid,
   candidates: readonly { node: RingNode; meta: ObjectMeta }[],
   reader: CopyReader,
+  fillers: readonly { node: RingNode }[] = [],
 ): Promise<FetchedCopy | undefined> {
   // Only the best rank is ever copied from: an older copy would lose acknowledged writes, so a
   // best copy that cannot be read now is an error (retried later), never a reason to go back.
@@ -73,7 +79,9 @@ export async function fetchBestCopy(
       salvaged.push({ ...candidate, ...copy, salvaged: true });
     }
   }
-  if (salvaged.length > 0) return await fillHoles(oid, mergeSalvaged(salvaged), candidates, reader);
+  if (salvaged.length > 0) {
+    return await fillHoles(oid, mergeSalvaged(salvaged), [...candidates, ...fillers], reader);
+  }
   throw lastError;
 }
 
@@ -84,7 +92,7 @@ export async function fetchBestCopy(
 async function fillHoles(
   oid: Oid,
   copy: FetchedCopy,
-  candidates: readonly { node: RingNode; meta: ObjectMeta }[],
+  candidates: readonly { node: RingNode }[],
   reader: CopyReader,
 ): Promise<FetchedCopy> {
   const badBlocks: number[] = [];

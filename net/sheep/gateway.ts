@@ -465,6 +465,8 @@ export class Gateway {
       const forward = await this.#pushAll(oid, targets, metas, source, suspects);
       let winner: FetchedCopy = source;
       let outcome = forward;
+      /** A refused copy was kept: the copies still differ. */
+      let kept = false;
       const refuser = forward.refused[0];
       if (refuser !== undefined) {
         const index = targets.findIndex((n) => n.id === refuser.id);
@@ -482,8 +484,37 @@ export class Gateway {
           const current = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
           outcome = await this.#pushAll(oid, targets, current, winner, new Set(), "rolled back");
         }
-        // Fencing never touches the copy that won: at least that one stays.
+        // A copy is removed only once the copy that won is stored somewhere (on its own node, or
+        // pushed): a salvaged winner is not what its node holds, and if every node refused it,
+        // a refused copy may hold the only good version of a block the winner lost. Then nothing
+        // is removed: the copies stay diverged and the write fails.
+        if (outcome.holders.length === 0) {
+          throw outcome.unreachable ?? outcome.refusal ?? new SheepdogError(
+            ResultCode.EIO,
+            `No target of ${oidToHex(oid)} could store its repaired copy`,
+          );
+        }
+        // Fencing never touches the copy that won: at least that one stays. Nor a copy whose
+        // every block is not vouched for by the winner or provably older: one as new as the
+        // winner but different (a rollback's refuser holds the failed write), or any copy while the
+        // winner has blocks left bad (the copy's block may be the only version of one). Such a
+        // copy stays and the object stays diverged (reads go to the copies that took the write).
         for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
+          const meta = await this.#metaOf(node, oid);
+          if (meta === undefined) continue;
+          if (meta === "unreachable") {
+            outcome.unreachable ??= new SheepdogError(
+              ResultCode.NETWORK_ERROR,
+              `${node.id} did not answer`,
+            );
+            continue;
+          }
+          const older = meta.version < winner.meta.version;
+          const same = meta.version === winner.meta.version && meta.digest === winner.meta.digest;
+          if (winner.badBlocks.length > 0 || !(older || same)) {
+            kept = true;
+            continue;
+          }
           await this.#removeOn(node, oid).then(
             () => this.#context.repaired(oid, node.id, "its disk cannot take the object: removed"),
             (error) => (outcome.unreachable ??= error),
@@ -491,7 +522,7 @@ export class Gateway {
         }
       }
       if (outcome.unreachable !== undefined) throw outcome.unreachable;
-      this.#diverged.delete(oid);
+      if (!kept) this.#diverged.delete(oid);
       return { source: winner.node.id, whole: outcome.refused.length === 0 };
     });
   }
@@ -508,8 +539,13 @@ export class Gateway {
     source: FetchedCopy,
     suspects: ReadonlySet<string>,
     why?: string,
-  ): Promise<{ refused: RingNode[]; unreachable?: unknown }> {
+  ): Promise<
+    { refused: RingNode[]; holders: RingNode[]; refusal?: unknown; unreachable?: unknown }
+  > {
     const refused: RingNode[] = [];
+    /** Targets that hold `source`'s bytes afterwards. */
+    const holders: RingNode[] = [];
+    let refusal: unknown;
     let unreachable: unknown;
     // A salvaged source (even one whose bad blocks were all filled from other copies) is not
     // what its node holds: that node gets it too.
@@ -522,11 +558,11 @@ export class Gateway {
         unreachable = new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
         return;
       }
-      if (node.id === source.node.id && !salvaged) return;
+      if (node.id === source.node.id && !salvaged) return void holders.push(node);
       if (
         !salvaged && meta !== undefined && !suspects.has(node.id) &&
         meta.version === source.meta.version && meta.digest === source.meta.digest
-      ) return;
+      ) return void holders.push(node);
       const reason = why ??
         (meta === undefined
           ? "copy missing"
@@ -540,12 +576,16 @@ export class Gateway {
       try {
         await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);
         this.#context.repaired(oid, node.id, reason);
+        holders.push(node);
       } catch (error) {
         if (isResult(error, ...RETRYABLE)) unreachable = error;
-        else refused.push(node);
+        else {
+          refused.push(node);
+          refusal ??= error;
+        }
       }
     }));
-    return { refused, ...(unreachable === undefined ? {} : { unreachable }) };
+    return { refused, holders, refusal, ...(unreachable === undefined ? {} : { unreachable }) };
   }
 
   /** Repairs copies a read found bad or missing, off the client's path. */

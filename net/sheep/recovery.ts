@@ -92,6 +92,8 @@ interface Want {
    * copy's last sync (see `mergeCopies`).
    */
   merge?: Candidate[];
+  /** This node's own copy, if any: the pull replaces it, so its blocks may fill holes. */
+  own?: Candidate;
 }
 
 interface Run {
@@ -247,7 +249,12 @@ export class Recovery {
         );
         continue;
       }
-      wanted.set(oid, { version: best.meta.version, digest: best.meta.digest, candidates });
+      wanted.set(oid, {
+        version: best.meta.version,
+        digest: best.meta.digest,
+        candidates,
+        ...(mine ? { own: mine } : {}),
+      });
     }
     run.wanted = wanted;
     this.#status = {
@@ -334,10 +341,14 @@ export class Recovery {
       (mine.version > want.version ||
         (mine.version === want.version && mine.digest === want.digest))
     ) return;
+    // The copy being replaced may hold the only good version of a block the best copy lost:
+    // a salvaged source may fill its holes from it too (checked against the block's checksum).
+    const own = want.own && mine ? [want.own] : [];
     const source = await fetchBestCopy(oid, want.candidates, {
       whole: (node, id, size) => this.#read(node, id, size),
       salvage: (node, id) => this.#salvage(node, id),
       range: async (node, id, offset, length) => {
+        if (node.id === this.#context.selfId) return await store.read(id, offset, length);
         const header = requestHeader(Opcode.READ_PEER, { internal: true });
         header.flags |= Flag.RECOVERY;
         header.oid = id;
@@ -346,7 +357,7 @@ export class Recovery {
         const peer = this.#context.peers.get(node);
         return checkResponse(await peer.transport.request(header)).data;
       },
-    });
+    }, own);
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }

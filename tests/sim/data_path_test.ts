@@ -480,6 +480,89 @@ Deno.test({
 
 Deno.test({
   name:
+    "a reconcile whose salvaged copy no node can store removes no copy: the other holds its only good block",
+  fn: async () => {
+    // Found by reading Gateway.#reconcile: a write failed on one target (its disk full) and the
+    // source, the copy that took it, had a rotten block; fetchBestCopy salvaged it and filled the
+    // block from the other copy (older, but that block unchanged). Both disks then refused the
+    // repaired copy; the source's node was the "winner" (never fenced) but does not hold the
+    // repaired copy, and the other copy, the only good version of the rotten block, was removed.
+    // A copy is removed only once the copy that won is stored somewhere.
+    const sim = await DataPathSim.create({ seed: 13, nodes: 2, copies: 2, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [rotten, other] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(rotten, oid, 20_000);
+      await sim.leave(other);
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(40_000, pattern(2, 100)); // only `rotten` has it
+      await sim.flush();
+      for (const node of [rotten, other]) {
+        // Room for the journal, not for a new copy of the object.
+        const space = await node.disk.space("/");
+        node.disk.setCapacity(space.totalBytes - space.freeBytes + 2 * 4096);
+        sim.full.add(node);
+      }
+      await sim.rejoin(other);
+      await sim.time.advance(10);
+      await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled
+      assert.ok(await other.sheep.store.meta(oid), "the only good copy of block 4 was removed");
+      for (const node of [rotten, other]) {
+        node.disk.setCapacity(Infinity);
+        sim.full.delete(node);
+      }
+      await sim.heal();
+      await sim.converge(); // not-converged or lost-flushed when block 4 was lost
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a rollback that a copy holding the failed write refuses keeps that copy: it is not older than the winner",
+  fn: async () => {
+    // Found by seed 215 once salvaged bad blocks stopped reading as zeros: a write failed on one
+    // target (its disk full) and took on the other; both disks refused the other's copy, so the
+    // reconcile went back to the refusing target's copy and removed the copy that took the write
+    // (newer, and not vouched for by the winner). The winner was then the only copy, and a crash
+    // tore a block of it that nothing could vouch for. A refused copy newer than the winner stays.
+    const sim = await DataPathSim.create({ seed: 14, nodes: 2, copies: 2, objects: 1 });
+    try {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [first, second] = sim.targets(oid) as [SimNode, SimNode];
+      for (const [node, spare] of [[first, 0], [second, 2]] as const) {
+        // `first` has no room for a new page; `second` has room for the write, not for a copy.
+        const space = await node.disk.space("/");
+        node.disk.setCapacity(space.totalBytes - space.freeBytes + spare * 4096);
+        sim.full.add(node);
+      }
+      await sim.time.advance(10);
+      await sim.write(200_000, pattern(2, 100)); // fails on `first`, lands on `second`
+      const firstMeta = await first.sheep.store.meta(oid);
+      const secondMeta = await second.sheep.store.meta(oid);
+      assert.ok(secondMeta, "the copy that took the write was removed");
+      assert.ok(firstMeta && secondMeta.version > firstMeta.version, "it took the write");
+      for (const node of [first, second]) {
+        node.disk.setCapacity(Infinity);
+        sim.full.delete(node);
+      }
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "found by the scenarios: a write through a gateway whose clock is not ahead of the object's version still raises it",
   fn: async () => {
     // Versions come from each gateway's own clock (milliseconds x 1024 + a counter) and a store
