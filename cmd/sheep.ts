@@ -361,7 +361,16 @@ export function sheepMain(args: string[]): Promise<number> {
     if (values.help) return print(SHEEP_USAGE);
     if (positionals.length !== 1) throw new UsageError("sheep takes one directory");
     const dir = path.resolve(positionals[0]!);
-    if (values.foreground) return await serve(dir, values);
+    if (values.foreground) {
+      try {
+        return await serve(dir, values);
+      } catch (error) {
+        // A start that failed half-way (a port taken after the object port was bound) must not
+        // leave a process that holds nothing but a handle or two: it goes once it has said why.
+        setTimeout(() => process.exit(1), 1_000);
+        throw error;
+      }
+    }
     const settings = settingsOf(values); // A bad flag fails here, not in the detached child.
     await daemonise(dir, args);
     print(

@@ -36,8 +36,12 @@ Deno.test("e2e: the README tour with ./sheepdog", async (t) => {
   await fsp.writeFile(raw, image);
   try {
     await t.step("the sheep daemonises and answers", async () => {
-      const http = String(await freePort());
-      const nbd = String(await freePort());
+      // Three distinct ports: freePort() may hand out one that is free only until the sheep binds
+      // the first (a sheep given the same port twice cannot start).
+      let http = String(await freePort());
+      while (http === String(port)) http = String(await freePort());
+      let nbd = String(await freePort());
+      while (nbd === http || nbd === String(port)) nbd = String(await freePort());
       const out = await ok([
         ...["sheep", sheepDir, "--port", String(port), "--multicast", "off", "--host", "127.0.0.1"],
         ...["--http-port", http, "--nbd-port", nbd],
