@@ -65,12 +65,7 @@ export function dogMain(args: string[]): Promise<number> {
       address: `${address.host}:${address.port}`,
       witness: true,
       seal: new DatagramSeal(key),
-      onRefusal: (reason, sender) =>
-        refusals.report(
-          reason === "replay" ? "datagram replay" : "datagram bad MAC",
-          sender,
-          `a group datagram: ${reason}`,
-        ),
+      onRefusal: (reason, sender) => refusals.reportDatagram(reason, sender),
       persisted: log ? await log.last() : null,
       persist: (records) => log ? log.append(records, Date.now()) : Promise.resolve(),
       seeds,

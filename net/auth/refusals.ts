@@ -7,6 +7,7 @@
  */
 
 import { REFUSAL_LOGS_PER_MINUTE } from "../../core/limits.ts";
+import type { SealRefusal } from "./datagram_seal.ts";
 
 /** What was refused. */
 export type RefusalKind =
@@ -52,5 +53,18 @@ export class Refusals {
     if (entry.lines >= REFUSAL_LOGS_PER_MINUTE) return;
     entry.lines++;
     this.#log(`refused ${peer}: ${detail}`);
+  }
+
+  /** A group datagram the seal refused (net/auth/datagram_seal.ts), from `sender`. */
+  reportDatagram(reason: SealRefusal, sender: string): void {
+    if (reason === "replay") {
+      this.report("datagram replay", sender, "a group datagram seen before (replayed)");
+    } else {
+      this.report(
+        "datagram bad MAC",
+        sender,
+        "a group datagram without this cluster's MAC (another --key-file, or none?)",
+      );
+    }
   }
 }

@@ -223,14 +223,7 @@ export class Sheep {
         ...(key
           ? {
             seal: new DatagramSeal(key),
-            onRefusal: (reason, sender) =>
-              this.refusals.report(
-                reason === "replay" ? "datagram replay" : "datagram bad MAC",
-                sender,
-                reason === "replay"
-                  ? "a group datagram seen before (replayed)"
-                  : "a group datagram without this cluster's MAC (another --key-file, or none?)",
-              ),
+            onRefusal: (reason, sender) => this.refusals.reportDatagram(reason, sender),
           }
           : {}),
       })
