@@ -368,7 +368,9 @@ class RecordStream {
   async kill(): Promise<void> {
     this.stop();
     const child = this.#child;
-    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    if (child && child.exitCode === null && child.signalCode === null) {
+      process.kill(child.pid!, "SIGKILL"); // by PID: ChildProcess.kill closes stdin first
+    }
     await this.done;
   }
 }
