@@ -335,8 +335,20 @@ export class MemDisk implements Disk {
     };
   }
 
-  /** Loses everything unsynced; with `random`, lets a random part of it through (module doc). */
-  crash(random?: () => number): void {
+  /**
+   * Loses everything unsynced; with `random`, lets a random part of it through (module doc);
+   * with `reached`, every pending write of the files it names lands whole and the rest is lost
+   * (a crash that took one file's writes and not another's, chosen by a test).
+   */
+  crash(random?: (() => number) | { reached: (path: string) => boolean }): void {
+    if (random !== undefined && typeof random !== "function") {
+      for (const [path, inode] of this.#current) {
+        if (!random.reached(path)) continue;
+        for (const op of inode.pending) applyFileOp(inode.durable, op);
+        inode.pending = [];
+      }
+      random = undefined;
+    }
     this.generation++;
     this.#failSync = undefined;
     for (const [directory, ops] of this.#directoryOps) {

@@ -211,8 +211,14 @@ export class Recovery {
       const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
       // No verified copy: every copy was left suspect by a crash. Their versions are those of
-      // their last sync (later writes may or may not have landed), so they are all rivals.
-      const rivals = best.meta.verified ? [] : sortCopies(copies, (c) => c.node.id, rank);
+      // their last sync (later writes may or may not have landed), so the copies at the newest
+      // are rivals. An older copy is not: it missed a write the newest synced (a flush the
+      // client may have been told of), so its unchanged blocks may be older than that flush.
+      const rivals = best.meta.verified ? [] : sortCopies(
+        copies.filter((c) => c.meta.version === best.meta.version),
+        (c) => c.node.id,
+        rank,
+      );
       if (!best.meta.verified && new Set(rivals.map((c) => c.meta.digest)).size > 1) {
         wanted.set(oid, {
           version: best.meta.version,

@@ -468,12 +468,21 @@ export class DataPathSim {
 
   // ---- Faults ----
 
-  /** Power loss on `victims`: unsynced writes dropped or torn; then the view drops them. */
-  async crash(victims: readonly SimNode[]): Promise<void> {
+  /**
+   * Power loss on `victims`: unsynced writes dropped or torn; then the view drops them. With
+   * `reached`, exactly the pending writes of the files it names land (whole).
+   */
+  async crash(
+    victims: readonly SimNode[],
+    options: { reached?: (path: string) => boolean } = {},
+  ): Promise<void> {
     await this.#noteLosses(new Set(victims));
     for (const node of victims) {
       node.life!.alive = false;
-      node.disk.crash(this.tornCrashes ? () => this.#crashPrng.float() : undefined);
+      const reached = options.reached;
+      node.disk.crash(
+        reached ? { reached } : this.tornCrashes ? () => this.#crashPrng.float() : undefined,
+      );
       this.syncFaults.delete(node);
     }
     this.model.crashed();

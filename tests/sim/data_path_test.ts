@@ -11,6 +11,7 @@ import {
   type DataPathOptions,
   DataPathSim,
   OBJECT_BYTES,
+  objectPath,
   pattern,
   runDataPathSeed,
   SimFailure,
@@ -588,6 +589,53 @@ Deno.test({
       await sim.rejoin(stale);
       await sim.heal();
       await sim.converge(); // lost-flushed when `stale`'s copy won
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a merge of crash-suspect copies never takes a block from a copy older than a flush another copy took",
+  fn: async () => {
+    // Found by reading recovery's merge: when every copy is crash-suspect, each block came from
+    // the first copy where it "did not change since that copy's last sync", whatever that
+    // copy's version. A copy that missed a flushed write (its node away) has that block
+    // unchanged, at its older value; the copy that took the flush and then an unflushed write
+    // to the same block has it changed. The merge took the old value: the flushed write was
+    // lost. Here `stale` leaves with an unflushed write pending (so its crash leaves it
+    // suspect), `fresh` takes a flushed write to block 0 and then an unflushed one, and both
+    // crash with the data writes landed and the checksum files not: block 0 must read as the
+    // flushed or the unflushed write, never as the first.
+    const sim = await DataPathSim.create({ seed: 15, nodes: 2, copies: 2, objects: 1 });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [fresh, stale] = sim.targets(oid) as [SimNode, SimNode];
+      const dataOnly = (node: SimNode) => (file: string) => file === objectPath(node, oid);
+      await sim.write(0, pattern(1, 8192));
+      await sim.flush();
+      await sim.time.advance(10);
+      await sim.write(300_000, pattern(2, 100)); // both copies, never flushed
+      await sim.leave(stale);
+      await sim.crash([stale], { reached: dataOnly(stale) }); // suspect: block 73 changed
+      await sim.time.advance(10);
+      const flushed = pattern(3, 8192);
+      await sim.write(0, flushed);
+      await sim.flush(); // `fresh` alone: synced at a newer version
+      await sim.time.advance(10);
+      const unflushed = pattern(4, 8192);
+      await sim.write(0, unflushed);
+      await sim.crash([fresh], { reached: dataOnly(fresh) }); // suspect: blocks 0-1 changed
+      await sim.restart([fresh, stale]);
+      assert.ok(await sim.settle(60_000));
+      const outcome = await sim.tryRead(0, 8192);
+      assert.ok(outcome.kind === "ok", `block 0 reads: ${JSON.stringify(outcome)}`);
+      assert.ok(
+        sameBytes(outcome.value, flushed) || sameBytes(outcome.value, unflushed),
+        "block 0 went back to a write older than the flush",
+      );
+      await sim.converge();
     } finally {
       await sim.dispose();
     }
