@@ -319,6 +319,10 @@ export class Gateway {
   ): Promise<unknown> {
     const badBlocks = salvaged?.badBlocks ?? [];
     const unverified = salvaged?.meta !== undefined && !salvaged.meta.verified;
+    // A copy of a crash-suspect copy stays suspect with the source's uncertain blocks, as
+    // recovery's pulls do (else every block counts as uncertain, and a merge after a later crash
+    // prefers any other copy's older bytes to the writes this copy takes meanwhile).
+    const changedBlocks = unverified ? salvaged!.meta!.changedBlocks : undefined;
     if (node.id === this.#context.selfId) {
       return this.#context.local.create(oid, data, offset, {
         size,
@@ -326,15 +330,20 @@ export class Gateway {
         badBlocks,
         expected: salvaged?.expected ?? [],
         unverified,
+        ...(changedBlocks ? { changedBlocks } : {}),
       });
     }
-    if (badBlocks.length > 0) {
-      // A salvaged copy: its bad blocks travel with it (PUT_SALVAGED_PEER), so they stay bad.
+    if (badBlocks.length > 0 || changedBlocks !== undefined) {
+      // Its bad blocks (they stay bad) and uncertain blocks travel with it.
       const header = this.#peerHeader(Opcode.PUT_SALVAGED_PEER, oid, 0);
       header.objVersion = version;
       header.objSize = size;
       if (unverified) header.flags |= Flag.UNVERIFIED;
-      return this.#sendPeer(node, header, encodeSalvaged({ ...salvaged!, data }));
+      return this.#sendPeer(
+        node,
+        header,
+        encodeSalvaged({ ...salvaged!, data, ...(changedBlocks ? { changedBlocks } : {}) }),
+      );
     }
     const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);
     header.objVersion = version;

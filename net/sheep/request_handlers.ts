@@ -376,12 +376,16 @@ const peerOps: Record<number, Op> = {
         throw new SheepdogError(ResultCode.INVALID_PARMS, `Salvaged copy is not ${size} bytes`);
       }
       await checkEpoch(sheep, header);
+      const unverified = (header.flags & Flag.UNVERIFIED) !== 0;
       await sheep.local.create(header.oid, salvaged.data, 0, {
         size,
         version: header.objVersion,
         badBlocks: salvaged.badBlocks,
         expected: salvaged.expected,
-        unverified: (header.flags & Flag.UNVERIFIED) !== 0,
+        unverified,
+        ...(unverified && salvaged.changedBlocks
+          ? { changedBlocks: [...salvaged.changedBlocks] }
+          : {}),
       });
     },
   },

@@ -1,8 +1,10 @@
 /**
- * The payload of a salvaged copy on the wire (GET_OBJ_SALVAGE replies, PUT_SALVAGED_PEER
- * requests), little-endian as the rest of the protocol: u32 n; n × u32 bad block indexes; n × u32
- * the checksum each should have; n × u8 1 where that checksum is known; then the object's bytes
- * (bad blocks as zeros).
+ * The payload of a salvaged or crash-suspect copy on the wire (GET_OBJ_SALVAGE replies,
+ * PUT_SALVAGED_PEER requests), little-endian as the rest of the protocol: u32 n; n × u32 bad
+ * block indexes; n × u32 the checksum each should have; n × u8 1 where that checksum is known;
+ * u32 m, the number of blocks that changed since the copy's last sync before a crash (0xffffffff:
+ * not known, every block may have); m × u32 their indexes; then the object's bytes (bad blocks
+ * as zeros).
  *
  * @module
  */
@@ -10,9 +12,18 @@
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { SalvagedCopy } from "../../core/store/object_store.ts";
 
-export function encodeSalvaged(copy: SalvagedCopy): Uint8Array {
+/** A copy on the wire: salvaged blocks, and a crash-suspect copy's uncertain blocks. */
+export interface WireCopy extends SalvagedCopy {
+  changedBlocks?: readonly number[];
+}
+
+const UNKNOWN = 0xffffffff;
+
+export function encodeSalvaged(copy: WireCopy): Uint8Array {
   const n = copy.badBlocks.length;
-  const head = 4 + 9 * n;
+  const changed = copy.changedBlocks;
+  const m = changed?.length ?? 0;
+  const head = 4 + 9 * n + 4 + 4 * m;
   const bytes = new Uint8Array(head + copy.data.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, n, true);
@@ -22,20 +33,32 @@ export function encodeSalvaged(copy: SalvagedCopy): Uint8Array {
     view.setUint32(4 + 4 * n + 4 * i, expected ?? 0, true);
     bytes[4 + 8 * n + i] = expected === undefined ? 0 : 1;
   });
+  view.setUint32(4 + 9 * n, changed === undefined ? UNKNOWN : m, true);
+  changed?.forEach((index, i) => view.setUint32(4 + 9 * n + 4 + 4 * i, index, true));
   bytes.set(copy.data, head);
   return bytes;
 }
 
-export function decodeSalvaged(bytes: Uint8Array): SalvagedCopy {
+export function decodeSalvaged(bytes: Uint8Array): WireCopy {
+  const malformed = () => new SheepdogError(ResultCode.INVALID_PARMS, "Malformed salvaged copy");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n = bytes.length >= 4 ? view.getUint32(0, true) : -1;
-  if (n < 0 || 4 + 9 * n > bytes.length) {
-    throw new SheepdogError(ResultCode.INVALID_PARMS, "Malformed salvaged copy");
-  }
+  if (n < 0 || 4 + 9 * n + 4 > bytes.length) throw malformed();
   const badBlocks = Array.from({ length: n }, (_, i) => view.getUint32(4 + 4 * i, true));
   const expected = Array.from(
     { length: n },
     (_, i) => bytes[4 + 8 * n + i] === 1 ? view.getUint32(4 + 4 * n + 4 * i, true) : undefined,
   );
-  return { data: bytes.subarray(4 + 9 * n), badBlocks, expected };
+  const m = view.getUint32(4 + 9 * n, true);
+  const known = m !== UNKNOWN;
+  const head = 4 + 9 * n + 4 + (known ? 4 * m : 0);
+  if (head > bytes.length) throw malformed();
+  const copy: WireCopy = { data: bytes.subarray(head), badBlocks, expected };
+  if (known) {
+    copy.changedBlocks = Array.from(
+      { length: m },
+      (_, i) => view.getUint32(4 + 9 * n + 4 + 4 * i, true),
+    );
+  }
+  return copy;
 }

@@ -642,6 +642,58 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "a copy repaired over the network from a crash-suspect copy keeps its uncertain blocks, so a later merge keeps its writes",
+  fn: async () => {
+    // Found by reading Gateway.#createOn: recovery's pull carries a suspect source's changed
+    // blocks, but a repair by the gateway (a read that found a bad copy, a scrub, a reconcile)
+    // sent the copy as UNVERIFIED with no record, "every block uncertain"; a merge after a later
+    // crash then took every block from any other copy, writes it had since taken included.
+    // Here `a` alone holds the object and is suspect (a rotten block its rebuild recorded as
+    // changed); `b` pulls it; `b`'s copy rots and the gateway repairs it from `a`'s: the
+    // repaired copy must know block 4 alone is uncertain, and a write both take then survives
+    // `a` crashing without it (that last part the newest-version merge rule also guards).
+    const sim = await DataPathSim.create({
+      seed: 16,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+      await sim.leave(b);
+      await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
+      await sim.flush();
+      sim.rot(a, oid, 20_000);
+      await sim.time.advance(10);
+      await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
+      await sim.crash([a]);
+      await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
+      await sim.rejoin(b); // `b` pulls `a`'s copy
+      assert.ok(await sim.settle(60_000));
+      sim.rot(b, oid, 40_000);
+      assert.ok(await a.sheep.gateway.repair(oid, new Set([b.id])), "repaired");
+      assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
+      await sim.time.advance(10);
+      const write = pattern(4, 100);
+      await sim.write(100_200, write); // both copies take it; never flushed
+      await sim.crash([a]); // `a` loses it, `b` keeps running
+      await sim.restart([a]);
+      assert.ok(await sim.settle(60_000));
+      const outcome = await sim.tryRead(100_200, 100);
+      assert.ok(
+        outcome.kind === "ok" && sameBytes(outcome.value, write),
+        "an acknowledged write that a live copy held was lost",
+      );
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
+
+Deno.test("a salvaged copy round-trips with its bad blocks and its uncertain blocks", () => {
+  const data = new Uint8Array(8192).map((_, i) => i % 251);
+  const copy = { data, badBlocks: [1], expected: [0xdeadbeef], changedBlocks: [0, 1] };
+  const decoded = decodeSalvaged(encodeSalvaged(copy));
+  assert.deepEqual(decoded.badBlocks, [1]);
+  assert.deepEqual(decoded.expected, [0xdeadbeef]);
+  assert.deepEqual(decoded.changedBlocks, [0, 1]);
+  assert.deepEqual(decoded.data, data);
+});
+
+Deno.test("a copy whose uncertain blocks are not known decodes without a list", () => {
+  const data = new Uint8Array(4096).fill(7);
+  const decoded = decodeSalvaged(encodeSalvaged({ data, badBlocks: [], expected: [] }));
+  assert.equal(decoded.changedBlocks, undefined);
+  assert.deepEqual(decoded.data, data);
+  const none = decodeSalvaged(
+    encodeSalvaged({ data, badBlocks: [], expected: [], changedBlocks: [] }),
+  );
+  assert.deepEqual(none.changedBlocks, []);
+});
+
+Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
+  const bytes = encodeSalvaged({
+    data: new Uint8Array(0),
+    badBlocks: [2, 3],
+    expected: [1, undefined],
+    changedBlocks: [5, 6, 7],
+  });
+  for (const length of [0, 3, 4 + 9 * 2, bytes.length - 1]) {
+    assert.throws(() => decodeSalvaged(bytes.subarray(0, length)), /Malformed salvaged copy/);
+  }
+  const huge = new Uint8Array(8);
+  new DataView(huge.buffer).setUint32(4, 1000, true); // 1,000 changed blocks announced, none sent
+  assert.throws(() => decodeSalvaged(huge), /Malformed salvaged copy/);
+});
