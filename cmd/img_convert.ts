@@ -9,11 +9,11 @@
 
 import * as fsp from "node:fs/promises";
 import { isResult, ResultCode, SheepdogError, systemErrorText } from "../core/errors.ts";
-import { Opcode } from "../net/object/ops.ts";
 import { detectFormat, foreignFormatMessage, PROBE_BYTES } from "../core/format/detect.ts";
 import { Qcow2Reader, type RandomAccessSource } from "../core/format/qcow2_reader.ts";
 import { Qcow2Writer, WRITER_CLUSTER_BITS } from "../core/format/qcow2_writer.ts";
 import { VdiIo } from "../core/vdi/io.ts";
+import type { Vid } from "../core/vdi/oid.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
@@ -221,7 +221,12 @@ async function qcow2Writer(path: string, size: number, version: 2 | 3): Promise<
 }
 
 /** A target VDI; `created` names it when this convert made it (a failed one deletes it). */
-function vdiWriter(io: VdiIo, client: ObjectClient, created: string | undefined): Writer {
+function vdiWriter(
+  io: VdiIo,
+  client: ObjectClient,
+  created: string | undefined,
+  locked: Vid | undefined,
+): Writer {
   return {
     write: (offset, data) => io.write(offset, data),
     async zero(offset, length) {
@@ -235,6 +240,9 @@ function vdiWriter(io: VdiIo, client: ObjectClient, created: string | undefined)
         // A half-imported VDI would only be in the way of the next attempt.
         else await client.deleteVdi(created).catch(() => undefined);
       } finally {
+        // Released before closing, so a client that attaches next finds it free; a command
+        // killed before this has its lock released with its connection.
+        if (locked !== undefined) await client.releaseVdi(locked).catch(() => undefined);
         await client.close();
       }
     },
@@ -271,7 +279,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
       );
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
-    else await refuseAttached(client, name);
+    const locked = options.createTarget ? undefined : await attach(client, name);
     const created = options.createTarget ? name : undefined;
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
@@ -280,7 +288,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
         `Cannot convert into '${name}': it has ${io.sizeBytes} bytes, the source ${size}`,
       );
     }
-    return vdiWriter(io, client, created);
+    return vdiWriter(io, client, created, locked);
   } catch (error) {
     await client.close();
     throw error;
@@ -288,21 +296,16 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
 }
 
 /**
- * One writer per VDI: `convert -n` into a VDI a client (a VM) has attached would write under
- * it. Refused, naming the holder. Without the cluster key the locks cannot be read: the writes
- * then go ahead, as an old client's would.
+ * One writer per VDI: `convert -n` attaches the VDI for as long as it writes (its connection holds
+ * the lock), so no VM attaches it meanwhile; one a client has attached is refused, naming the
+ * holder. Returns the vid to release.
  */
-async function refuseAttached(client: ObjectClient, name: string): Promise<void> {
-  const vid = await client.lookupVdi(name);
-  let locks: { vid: number; client: string }[];
+async function attach(client: ObjectClient, name: string): Promise<Vid> {
   try {
-    locks = await client.json(Opcode.LIST_LOCKS);
+    return await client.lockVdi(name);
   } catch (error) {
-    if (isResult(error, ResultCode.NOT_AUTHORIZED)) return;
-    throw error;
-  }
-  const holder = locks.find((lock) => lock.vid === vid)?.client;
-  if (holder !== undefined) {
+    if (!isResult(error, ResultCode.VDI_LOCKED)) throw error;
+    const holder = /in use by (.*)$/.exec((error as Error).message)?.[1] ?? "another client";
     throw new SheepdogError(
       ResultCode.VDI_LOCKED,
       `Cannot write into '${name}': it is attached by ${holder}; detach it first`,

@@ -491,3 +491,48 @@ Deno.test("vdi lock list shows each attach (holder, sheep, since); lock break re
     }
   });
 });
+
+Deno.test("one writer per VDI: our client's attach lasts as long as its connection, and only that connection writes", async () => {
+  await withNbd(async ({ admin, sheep, port }) => {
+    await admin.createVdi({ name: "vm", sizeBytes: 8 * MiB });
+    const connect = () =>
+      new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: sheep.port }));
+    const holder = connect();
+    const other = connect();
+    try {
+      // What `img convert -n` does: attach, write through the same connection.
+      const vid = await holder.lockVdi("vm");
+      const lock = sheep.locks.get(vid);
+      assert.ok(
+        lock && /^127\.0\.0\.1:\d+$/.test(lock.client),
+        `held by a connection: ${lock?.client}`,
+      );
+      await holder.createObject(dataOid(vid, 0), new Uint8Array(4096).fill(7), 0);
+      const attached = new RegExp(`in use by ${lock.client}|attached by ${lock.client}`);
+      await assert.rejects(other.lockVdi("vm"), attached);
+      await assert.rejects(other.writeObject(dataOid(vid, 0), new Uint8Array(4096), 0), attached);
+      // Nor does a VM get it over NBD for writing meanwhile.
+      const vm = await RawClient.connect({ port });
+      try {
+        await vm.start();
+        const info = await vm.go("vm");
+        assert.ok((info.flags & C.NBD_FLAG_READ_ONLY) !== 0, "the VM gets it read-only");
+      } finally {
+        await vm.destroy();
+      }
+      // Killed half-way (no RELEASE_VDI): its connection's end releases it.
+      await holder.close();
+      assert.ok(
+        await sheep.stateChanges.until(() => !sheep.locks.has(vid), 5000),
+        "the lock outlived its connection",
+      );
+      await other.lockVdi("vm");
+      await other.writeObject(dataOid(vid, 0), new Uint8Array(4096).fill(8), 0);
+      await other.releaseVdi(vid);
+      assert.equal(sheep.locks.has(vid), false, "released on request");
+    } finally {
+      await holder.close();
+      await other.close();
+    }
+  });
+});

@@ -36,10 +36,13 @@ export class ObjectServer {
   readonly #onError: (message: string) => void;
   readonly #access: AccessPolicy | undefined;
   readonly #replyStallMs: number;
+  readonly #onClosed: (peer: string) => void;
   /** Bytes held for every connection together. */
   readonly budget = new BufferBudget(SERVER_BUFFER_BYTES_MAX);
   #server: net.Server | undefined;
   #sockets = new Set<net.Socket>();
+  /** The peers with an open connection. */
+  #peers = new Set<string>();
 
   constructor(
     handler: RequestHandler,
@@ -48,8 +51,11 @@ export class ObjectServer {
       access?: AccessPolicy;
       /** How long unread replies may sit before the client is cut off (REPLY_STALL_MS). */
       replyStallMs?: number;
+      /** A connection ended ("host:port", as handlers see it): what it held goes with it. */
+      onClosed?: (peer: string) => void;
     } = {},
   ) {
+    this.#onClosed = options.onClosed ?? (() => {});
     this.#replyStallMs = options.replyStallMs ?? REPLY_STALL_MS;
     this.#handler = handler;
     this.#onError = options.onError ?? (() => {});
@@ -75,6 +81,7 @@ export class ObjectServer {
     this.#sockets.add(socket);
     socket.setNoDelay(true);
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.#peers.add(peer);
     const reader = new FrameReader(requestPayloadLength);
     const access = this.#access &&
       new ConnectionAccess(this.#access, peer, socket.remoteAddress ?? "");
@@ -188,6 +195,8 @@ export class ObjectServer {
     socket.on("error", () => socket.destroy());
     socket.on("close", () => {
       this.#sockets.delete(socket);
+      this.#peers.delete(peer);
+      this.#onClosed(peer);
       access?.closed();
       stopWaiting();
       clearTimeout(stallTimer);
@@ -195,6 +204,11 @@ export class ObjectServer {
       for (const reply of queued) free(reply.bytes);
       queued.clear();
     });
+  }
+
+  /** True while `peer`'s connection is open. */
+  connected(peer: string): boolean {
+    return this.#peers.has(peer);
   }
 
   /** Stops accepting, closes every connection and waits for the listener to close. */

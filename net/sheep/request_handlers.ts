@@ -105,6 +105,9 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   clusterState(): ClusterState;
   lockVdi(vid: number, client: string, options?: { force?: boolean }): Promise<void>;
   unlockVdi(vid: number, client?: string): Promise<void>;
+  /** A lock held by one of our clients' connections, released when it closes. */
+  lockForConnection(vid: number, peer: string): Promise<void>;
+  releaseForConnection(vid: number, peer: string): Promise<void>;
   makeFs(options: FormatOptions): Promise<void>;
 }
 
@@ -411,15 +414,15 @@ function clientOf(peer: string): string {
 
 /**
  * One writer per VDI, on the object port too: a write to an object of an attached VDI comes from
- * the client that attached it (an old client, matched by address as its lock is), or it is
- * refused. A VDI attached over NBD is written by the sheep itself, never through this port, so
+ * the client that attached it (an old client, matched by address as its lock is; one of ours by
+ * the connection that holds it), or it is refused. A VDI attached over NBD is written by the sheep itself, never through this port, so
  * every object-port write to it is another writer's.
  */
 function checkWriter(host: RequestHost, oid: bigint, request: Message, peer: string): void {
   const lock = host.locks.get(oidToVid(oid));
   if (!lock) return;
   const oldClient = (request.header.flags & Flag.EXTENDED) === 0;
-  if (oldClient && lock.client === clientOf(peer)) return;
+  if (oldClient ? lock.client === clientOf(peer) : lock.client === peer) return;
   throw new SheepdogError(
     ResultCode.VDI_LOCKED,
     `Cannot write to VDI ${oidToVid(oid).toString(16)}: it is attached by ${lock.client}`,
@@ -485,7 +488,10 @@ const vdiOps: Record<number, Op> = {
             `Cannot attach '${name}': it is in use by ${lock.client}`,
           );
         }
-        await host.lockVdi(header.vdiId, clientOf(peer));
+        // Our clients (`img convert -n`, ...) hold it for their connection, named by it; an old
+        // client by its address, for as long as it says (it reconnects and goes on writing).
+        if (request.header.flags & Flag.EXTENDED) await host.lockForConnection(header.vdiId, peer);
+        else await host.lockVdi(header.vdiId, clientOf(peer));
       }
       replyVdi(host, reply, header.vdiId);
     },
@@ -497,9 +503,9 @@ const vdiOps: Record<number, Op> = {
       // succeeds, as releasing a VDI that is not locked did in 1.0 (an operator who must free
       // a dead client's VDI has UNLOCK_VDI: `shepherd vdi unlock`).
       const lock = host.locks.get(header.baseVdiId);
-      if (lock && lock.vid !== ADMIN_LOCK_VID && lock.client === clientOf(peer)) {
-        await host.unlockVdi(lock.vid, lock.client);
-      }
+      if (!lock || lock.vid === ADMIN_LOCK_VID) return;
+      if (header.flags & Flag.EXTENDED) await host.releaseForConnection(lock.vid, peer);
+      else if (lock.client === clientOf(peer)) await host.unlockVdi(lock.vid, lock.client);
     },
   },
   [Opcode.UNLOCK_VDI]: {
