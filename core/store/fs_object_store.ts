@@ -129,6 +129,8 @@ export class FsObjectStore implements ObjectStore {
   #unrebuilt = new Set<Oid>();
   /** Per crash-suspect object: the blocks that changed since its last sync (see `open`). */
   #changed = new Map<Oid, number[]>();
+  /** Per crash-suspect object: the checksums its changed blocks had at its last sync. */
+  #synced = new Map<Oid, Map<number, number>>();
   /** Objects whose changed-blocks record in memory is shorter than the one on disk. */
   #changedStale = new Set<Oid>();
 
@@ -169,9 +171,11 @@ export class FsObjectStore implements ObjectStore {
         await this.#unlinkIfPresent(path.join(this.objectDir, name));
         continue;
       }
-      const text = await this.#readText(path.join(this.objectDir, name));
-      const blocks = parseChanged(text);
-      if (blocks) this.#changed.set(oid, blocks);
+      const record = parseChanged(await this.#readText(path.join(this.objectDir, name)));
+      if (record) {
+        this.#changed.set(oid, record.blocks);
+        this.#synced.set(oid, record.synced);
+      }
     }
     const unrepaired: Oid[] = [];
     for (const oid of suspects) {
@@ -240,6 +244,11 @@ export class FsObjectStore implements ObjectStore {
         .filter((index) => Number.isSafeInteger(index) && index >= 0 && index < meta.blockCount)
         .sort((a, b) => a - b)
       : undefined;
+    const synced = new Map<number, number>();
+    options.changedBlocks?.forEach((index, i) => {
+      const crc = options.syncedCrcs?.[i];
+      if (typeof crc === "number" && crc >>> 0 === crc) synced.set(index, crc);
+    });
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
@@ -256,14 +265,16 @@ export class FsObjectStore implements ObjectStore {
         : await this.exists(oid)
         ? undefined
         : changed;
-      if (before !== undefined) await this.#writeChanged(oid, before);
+      if (before !== undefined) {
+        await this.#writeChanged(oid, before, new Map([...this.#synced.get(oid) ?? [], ...synced]));
+      }
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
       if (changed === undefined) await this.#dropChanged(oid);
       else if (before?.length !== changed.length) {
         this.#changedStale.delete(oid);
         // Installed: a record that cannot be written leaves the wider one, or none (unknown).
-        await this.#writeChanged(oid, changed)
+        await this.#writeChanged(oid, changed, synced)
           .then(() => this.#syncDirectory(`recording ${objectName(oid)}'s changed blocks`))
           .catch(() => undefined);
       }
@@ -492,9 +503,7 @@ export class FsObjectStore implements ObjectStore {
           size: meta.size,
           digest: unrebuilt ? `unrebuilt:${meta.digest()}` : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
-          ...(meta.unverified && this.#changed.has(oid)
-            ? { changedBlocks: this.#changed.get(oid)! }
-            : {}),
+          ...(meta.unverified && this.#changed.has(oid) ? this.#changedRecord(oid) : {}),
         });
       });
     } catch (error) {
@@ -842,17 +851,22 @@ export class FsObjectStore implements ObjectStore {
       // landed, or rot the rebuild would otherwise bless. Recorded (durably, before the synced
       // checksums are replaced) so recovery can take each such block from a copy where it did
       // not change. A record left by an earlier, interrupted rebuild is kept.
+      // The checksum each such block had at that sync is kept with it: a copy whose block still
+      // has it holds the synced bytes (see recovery's merge).
       const changed = new Set(this.#changed.get(oid) ?? []);
+      const synced = new Map(this.#synced.get(oid) ?? []);
       if (old instanceof ChecksumMeta && old.blockCount === meta.blockCount) {
         for (let index = 0; index < meta.blockCount; index++) {
-          if (old.crc(index) !== meta.crc(index)) changed.add(index);
+          if (old.crc(index) === meta.crc(index)) continue;
+          changed.add(index);
+          if (!synced.has(index)) synced.set(index, old.crc(index));
         }
         for (const index of bad) {
           meta.setCrc(index, old.crc(index));
           changed.add(index);
         }
       }
-      await this.#writeChanged(oid, [...changed].sort((a, b) => a - b));
+      await this.#writeChanged(oid, [...changed].sort((a, b) => a - b), synced);
       const temp = this.#tempPath(oidToHex(oid) + ".meta");
       await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
       await this.#disk.rename(temp, this.#metaPath(oid));
@@ -865,13 +879,26 @@ export class FsObjectStore implements ObjectStore {
     return path.join(this.objectDir, oidToHex(oid) + CHANGED_SUFFIX);
   }
 
-  /** Writes an object's changed-blocks record durably (temp file, sync, rename). */
-  async #writeChanged(oid: Oid, blocks: number[]): Promise<void> {
-    const bytes = new TextEncoder().encode(JSON.stringify(blocks));
+  /**
+   * Writes an object's changed-blocks record durably (temp file, sync, rename): the blocks, and
+   * the checksums they had at the last sync where known (`synced`, else those recorded before).
+   */
+  async #writeChanged(oid: Oid, blocks: number[], synced?: Map<number, number>): Promise<void> {
+    const known = synced ?? this.#synced.get(oid) ?? new Map<number, number>();
+    const kept = new Map(blocks.filter((b) => known.has(b)).map((b) => [b, known.get(b)!]));
+    const bytes = new TextEncoder().encode(JSON.stringify({ blocks, synced: [...kept] }));
     const temp = this.#tempPath(oidToHex(oid) + CHANGED_SUFFIX);
     await this.#writeNewFile(objectName(oid), temp, bytes.length, bytes, 0);
     await this.#disk.rename(temp, this.#changedPath(oid));
     this.#changed.set(oid, blocks);
+    this.#synced.set(oid, kept);
+  }
+
+  /** What `meta` says of a crash-suspect object's changed blocks. */
+  #changedRecord(oid: Oid): Pick<ObjectMeta, "changedBlocks" | "syncedCrcs"> {
+    const blocks = this.#changed.get(oid)!;
+    const synced = this.#synced.get(oid);
+    return { changedBlocks: blocks, syncedCrcs: blocks.map((b) => synced?.get(b) ?? null) };
   }
 
   /**
@@ -891,6 +918,7 @@ export class FsObjectStore implements ObjectStore {
 
   async #dropChanged(oid: Oid): Promise<void> {
     this.#changedStale.delete(oid);
+    this.#synced.delete(oid);
     if (!this.#changed.delete(oid)) return;
     await this.#unlinkIfPresent(this.#changedPath(oid));
   }
@@ -1249,15 +1277,29 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** A changed-blocks record's block indexes; undefined when it is unreadable (then ignored). */
-function parseChanged(text: string | undefined): number[] | undefined {
+/**
+ * A changed-blocks record: `{"blocks": [...], "synced": [[block, crc], ...]}`, or a bare list of
+ * blocks (written before the synced checksums were kept: those are unknown). Undefined when it is
+ * unreadable (then ignored).
+ */
+function parseChanged(
+  text: string | undefined,
+): { blocks: number[]; synced: Map<number, number> } | undefined {
   if (text === undefined) return undefined;
+  const isIndex = (b: unknown) => Number.isSafeInteger(b) && (b as number) >= 0;
   try {
-    const blocks = JSON.parse(text) as unknown;
-    if (!Array.isArray(blocks) || !blocks.every((b) => Number.isSafeInteger(b) && b >= 0)) {
-      return undefined;
-    }
-    return blocks as number[];
+    const parsed = JSON.parse(text) as unknown;
+    const record = Array.isArray(parsed) ? { blocks: parsed, synced: [] } : parsed as {
+      blocks?: unknown;
+      synced?: unknown;
+    };
+    const { blocks, synced } = record;
+    if (!Array.isArray(blocks) || !blocks.every(isIndex) || !Array.isArray(synced)) return;
+    const pairs = synced.filter((pair): pair is [number, number] =>
+      Array.isArray(pair) && isIndex(pair[0]) && Number.isInteger(pair[1]) &&
+      pair[1] >>> 0 === pair[1]
+    );
+    return { blocks, synced: new Map(pairs) };
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B, OPEN_FILES_MAX } from "../limits.ts";
 import { dataOid, oidToHex, vdiOid } from "../vdi/oid.ts";
+import { blockCrc } from "./checksum_meta.ts";
 import { FsObjectStore } from "./fs_object_store.ts";
 import { MemDisk, seededRandom } from "./mem_disk.ts";
 import { isError, patternBytes } from "./store_test_env.ts";
@@ -318,5 +319,57 @@ Deno.test("FsObjectStore: a crash-suspect copy created from another keeps that c
   const meta = await store.meta(1n);
   assert.equal(meta?.verified, true);
   assert.equal(meta?.changedBlocks, undefined, "a verified copy has no uncertain blocks");
+  await store.close();
+});
+
+Deno.test("FsObjectStore: a crash-suspect copy keeps the checksums its changed blocks had at the last sync, across restarts and copies", async () => {
+  // Goal: recovery's merge can tell which copy still has a changed block's synced bytes (see
+  // mergeCopies), so the store must report, for each changed block, the checksum of its last sync.
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+  const synced = new Uint8Array(B); // block 2 at the sync: zeros
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), 2 * B, 6); // journaled, never synced
+  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` }); // the data lands, not its checksums
+  store = await openStore(disk);
+  const meta = await store.meta(1n);
+  assert.equal(meta?.verified, false);
+  assert.deepEqual(meta?.changedBlocks, [2]);
+  assert.deepEqual(meta?.syncedCrcs, [blockCrc(synced)], "block 2's checksum at the sync");
+  // It survives a restart (the record is durable), and a copy made from this copy takes it along.
+  await store.close();
+  store = await openStore(disk);
+  assert.deepEqual((await store.meta(1n))?.syncedCrcs, [blockCrc(synced)]);
+  await store.create(2n, await store.read(1n, 0, 4 * B), 0, {
+    size: 4 * B,
+    version: 5,
+    unverified: true,
+    changedBlocks: meta!.changedBlocks,
+    syncedCrcs: meta!.syncedCrcs,
+  });
+  assert.deepEqual((await store.meta(2n))?.syncedCrcs, [blockCrc(synced)]);
+  await store.close();
+});
+
+Deno.test("FsObjectStore: a changed-blocks record in the old format (a bare list) still reads, its synced checksums unknown", async () => {
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), 2 * B, 6);
+  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` });
+  store = await openStore(disk);
+  await store.close();
+  const file = await disk.open(`${DIR}/${oidToHex(1n)}.changed`, "r+");
+  const old = new TextEncoder().encode("[2]");
+  await file.truncate(0);
+  await file.write(old, 0);
+  await file.datasync();
+  await file.close();
+  store = await openStore(disk);
+  const meta = await store.meta(1n);
+  assert.deepEqual(meta?.changedBlocks, [2]);
+  assert.deepEqual(meta?.syncedCrcs, [null]);
   await store.close();
 });

@@ -43,6 +43,12 @@ export interface ObjectMeta {
    * takes each of these from a copy where it did not change.
    */
   changedBlocks?: readonly number[];
+  /**
+   * With `changedBlocks`, position by position: the checksum each of those blocks had at the
+   * copy's last sync (null where unknown). A copy whose block has it holds the synced bytes, so
+   * a merge can take a changed block from a copy of any version that still has them.
+   */
+  syncedCrcs?: readonly (number | null)[];
 }
 
 /** A block whose bytes do not match their checksum (or that cannot be read). */
@@ -71,6 +77,8 @@ export interface CreateOptions {
    * ones here; without it every block counts as uncertain (changed blocks unknown).
    */
   changedBlocks?: readonly number[];
+  /** With `changedBlocks`: the source's checksums of those blocks at its last sync. */
+  syncedCrcs?: readonly (number | null)[];
 }
 
 /** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */

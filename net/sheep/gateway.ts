@@ -323,6 +323,7 @@ export class Gateway {
     // recovery's pulls do (else every block counts as uncertain, and a merge after a later crash
     // prefers any other copy's older bytes to the writes this copy takes meanwhile).
     const changedBlocks = unverified ? salvaged!.meta!.changedBlocks : undefined;
+    const syncedCrcs = changedBlocks ? salvaged!.meta!.syncedCrcs ?? [] : undefined;
     if (node.id === this.#context.selfId) {
       return this.#context.local.create(oid, data, offset, {
         size,
@@ -330,7 +331,7 @@ export class Gateway {
         badBlocks,
         expected: salvaged?.expected ?? [],
         unverified,
-        ...(changedBlocks ? { changedBlocks } : {}),
+        ...(changedBlocks ? { changedBlocks, syncedCrcs } : {}),
       });
     }
     if (badBlocks.length > 0 || changedBlocks !== undefined) {
@@ -342,7 +343,11 @@ export class Gateway {
       return this.#sendPeer(
         node,
         header,
-        encodeSalvaged({ ...salvaged!, data, ...(changedBlocks ? { changedBlocks } : {}) }),
+        encodeSalvaged({
+          ...salvaged!,
+          data,
+          ...(changedBlocks ? { changedBlocks, syncedCrcs } : {}),
+        }),
       );
     }
     const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);

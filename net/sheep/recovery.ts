@@ -22,6 +22,7 @@ import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import { blockCrc } from "../../core/store/checksum_meta.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
@@ -211,14 +212,9 @@ export class Recovery {
       const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
       // No verified copy: every copy was left suspect by a crash. Their versions are those of
-      // their last sync (later writes may or may not have landed), so the copies at the newest
-      // are rivals. An older copy is not: it missed a write the newest synced (a flush the
-      // client may have been told of), so its unchanged blocks may be older than that flush.
-      const rivals = best.meta.verified ? [] : sortCopies(
-        copies.filter((c) => c.meta.version === best.meta.version),
-        (c) => c.node.id,
-        rank,
-      );
+      // their last sync (later writes may or may not have landed), so they are all rivals (see
+      // `mergeCopies` for which block each gives).
+      const rivals = best.meta.verified ? [] : sortCopies(copies, (c) => c.node.id, rank);
       if (!best.meta.verified && new Set(rivals.map((c) => c.meta.digest)).size > 1) {
         wanted.set(oid, {
           version: best.meta.version,
@@ -377,7 +373,9 @@ export class Recovery {
       badBlocks: source.badBlocks,
       expected: source.expected,
       unverified: suspect,
-      ...(suspect && source.meta.changedBlocks ? { changedBlocks: source.meta.changedBlocks } : {}),
+      ...(suspect && source.meta.changedBlocks
+        ? { changedBlocks: source.meta.changedBlocks, syncedCrcs: source.meta.syncedCrcs ?? [] }
+        : {}),
     });
     if (source.badBlocks.length > 0) {
       this.#context.logger.warn(
@@ -423,7 +421,7 @@ export class Recovery {
    * read it would build a different copy at the same version.
    */
   async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
-    const fetched: { data: Uint8Array; changed: ReadonlySet<number> | undefined }[] = [];
+    const fetched: MergeSource[] = [];
     let unreachable: unknown;
     for (const { node, meta } of rivals) {
       const data = await (node.id === this.#context.selfId
@@ -435,7 +433,17 @@ export class Recovery {
           return undefined;
         });
       if (data && data.length === rivals[0]!.meta.size) {
-        fetched.push({ data, changed: meta.changedBlocks && new Set(meta.changedBlocks) });
+        fetched.push({
+          data,
+          version: meta.version,
+          changed: meta.changedBlocks && new Set(meta.changedBlocks),
+          synced: new Map(
+            (meta.changedBlocks ?? []).flatMap((block, i) => {
+              const crc = meta.syncedCrcs?.[i];
+              return typeof crc === "number" ? [[block, crc] as const] : [];
+            }),
+          ),
+        });
       }
     }
     if (unreachable !== undefined) throw unreachable;
@@ -567,7 +575,10 @@ export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]>
   return copies;
 }
 
-/** GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?]. */
+/**
+ * GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?,
+ * their synced checksums?].
+ */
 export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(
     copies.map(({ oid, meta }) => [
@@ -576,7 +587,7 @@ export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
       meta.size,
       meta.digest,
       meta.verified ? 1 : 0,
-      ...(meta.changedBlocks ? [meta.changedBlocks] : []),
+      ...(meta.changedBlocks ? [meta.changedBlocks, meta.syncedCrcs ?? []] : []),
     ]),
   ));
 }
@@ -589,15 +600,21 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
     string,
     number,
     number[]?,
+    (number | null)[]?,
   ][];
-  return rows.map(([hex, version, size, digest, verified, changed]) => ({
+  return rows.map(([hex, version, size, digest, verified, changed, synced]) => ({
     oid: BigInt("0x" + hex),
     meta: {
       version,
       size,
       digest,
       verified: verified === 1,
-      ...(Array.isArray(changed) ? { changedBlocks: changed } : {}),
+      ...(Array.isArray(changed)
+        ? {
+          changedBlocks: changed,
+          syncedCrcs: changed.map((_, i) => Array.isArray(synced) ? synced[i] ?? null : null),
+        }
+        : {}),
     },
   }));
 }
@@ -606,23 +623,47 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A crash-suspect copy as `mergeCopies` takes it. */
+export interface MergeSource {
+  data: Uint8Array;
+  /** Its version: that of its last sync. */
+  version: number;
+  /** The blocks that changed since that sync; undefined: unknown, every block may have. */
+  changed: ReadonlySet<number> | undefined;
+  /** The checksums its changed blocks had at that sync, where known. */
+  synced: ReadonlyMap<number, number>;
+}
+
 /**
- * One object from crash-suspect copies: each 4 KiB block from the first
- * copy (best first) where it did not change since that copy's last sync, else from the first
- * copy. A block that changed on a copy is an unsynced write that landed or rot, and a crash
- * cannot tell which; where another copy still holds the synced bytes, those are a value the
- * block legitimately had, so rot never wins over them. Deterministic: every node builds the same.
- * `changed` undefined means "unknown: every block may have changed".
+ * One object from crash-suspect copies (best first: the newest version first), block by block,
+ * so that every node builds the same bytes and no block goes back before a sync of the newest:
+ * 1. from the first copy at the newest version where the block did not change since its last
+ *    sync: those are the bytes it had at that sync;
+ * 2. else from the first copy, of any version, whose block has the checksum a newest copy had
+ *    for it at its last sync: the same bytes, kept where the newest copy's changed (an unsynced
+ *    write that landed, or rot: a crash cannot tell them apart);
+ * 3. else from the first copy: an unsynced write that landed (or rot, undetectable here).
+ * An older copy's unchanged block is not taken on its own: the newest may have synced a write
+ * to it since (a flush the client was told of).
  */
-export function mergeCopies(
-  copies: readonly { data: Uint8Array; changed: ReadonlySet<number> | undefined }[],
-): Uint8Array {
+export function mergeCopies(copies: readonly MergeSource[]): Uint8Array {
   const size = copies[0]!.data.length;
+  const newest = Math.max(...copies.map((c) => c.version));
+  const current = copies.filter((c) => c.version === newest);
   const merged = new Uint8Array(size);
   for (let index = 0, at = 0; at < size; index++, at += CHECKSUM_BLOCK_BYTES) {
-    const source = copies.find((c) => c.changed !== undefined && !c.changed.has(index)) ??
-      copies[0]!;
-    merged.set(source.data.subarray(at, Math.min(size, at + CHECKSUM_BLOCK_BYTES)), at);
+    const end = Math.min(size, at + CHECKSUM_BLOCK_BYTES);
+    const unchanged = current.find((c) => c.changed !== undefined && !c.changed.has(index));
+    let source = unchanged;
+    if (!source) {
+      const synced = new Set(
+        current.flatMap((c) => c.synced.has(index) ? [c.synced.get(index)!] : []),
+      );
+      source = synced.size === 0
+        ? undefined
+        : copies.find((c) => synced.has(blockCrc(c.data.subarray(at, end))));
+    }
+    merged.set((source ?? copies[0]!).data.subarray(at, end), at);
   }
   return merged;
 }

@@ -387,7 +387,7 @@ const peerOps: Record<number, Op> = {
         expected: salvaged.expected,
         unverified,
         ...(unverified && salvaged.changedBlocks
-          ? { changedBlocks: [...salvaged.changedBlocks] }
+          ? { changedBlocks: salvaged.changedBlocks, syncedCrcs: salvaged.syncedCrcs ?? [] }
           : {}),
       });
     },

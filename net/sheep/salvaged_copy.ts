@@ -3,8 +3,8 @@
  * PUT_SALVAGED_PEER requests), little-endian as the rest of the protocol: u32 n; n × u32 bad
  * block indexes; n × u32 the checksum each should have; n × u8 1 where that checksum is known;
  * u32 m, the number of blocks that changed since the copy's last sync before a crash (0xffffffff:
- * not known, every block may have); m × u32 their indexes; then the object's bytes (bad blocks
- * as zeros).
+ * not known, every block may have); m × u32 their indexes; m × u32 the checksum each had at that
+ * sync; m × u8 1 where that checksum is known; then the object's bytes (bad blocks as zeros).
  *
  * @module
  */
@@ -15,6 +15,8 @@ import type { SalvagedCopy } from "../../core/store/object_store.ts";
 /** A copy on the wire: salvaged blocks, and a crash-suspect copy's uncertain blocks. */
 export interface WireCopy extends SalvagedCopy {
   changedBlocks?: readonly number[];
+  /** With `changedBlocks`, position by position (null: unknown). */
+  syncedCrcs?: readonly (number | null)[];
 }
 
 const UNKNOWN = 0xffffffff;
@@ -23,7 +25,7 @@ export function encodeSalvaged(copy: WireCopy): Uint8Array {
   const n = copy.badBlocks.length;
   const changed = copy.changedBlocks;
   const m = changed?.length ?? 0;
-  const head = 4 + 9 * n + 4 + 4 * m;
+  const head = 4 + 9 * n + 4 + 9 * m;
   const bytes = new Uint8Array(head + copy.data.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, n, true);
@@ -34,7 +36,13 @@ export function encodeSalvaged(copy: WireCopy): Uint8Array {
     bytes[4 + 8 * n + i] = expected === undefined ? 0 : 1;
   });
   view.setUint32(4 + 9 * n, changed === undefined ? UNKNOWN : m, true);
-  changed?.forEach((index, i) => view.setUint32(4 + 9 * n + 4 + 4 * i, index, true));
+  const at = 4 + 9 * n + 4;
+  changed?.forEach((index, i) => {
+    view.setUint32(at + 4 * i, index, true);
+    const crc = copy.syncedCrcs?.[i];
+    view.setUint32(at + 4 * m + 4 * i, crc ?? 0, true);
+    bytes[at + 8 * m + i] = crc === null || crc === undefined ? 0 : 1;
+  });
   bytes.set(copy.data, head);
   return bytes;
 }
@@ -51,13 +59,15 @@ export function decodeSalvaged(bytes: Uint8Array): WireCopy {
   );
   const m = view.getUint32(4 + 9 * n, true);
   const known = m !== UNKNOWN;
-  const head = 4 + 9 * n + 4 + (known ? 4 * m : 0);
+  const at = 4 + 9 * n + 4;
+  const head = at + (known ? 9 * m : 0);
   if (head > bytes.length) throw malformed();
   const copy: WireCopy = { data: bytes.subarray(head), badBlocks, expected };
   if (known) {
-    copy.changedBlocks = Array.from(
+    copy.changedBlocks = Array.from({ length: m }, (_, i) => view.getUint32(at + 4 * i, true));
+    copy.syncedCrcs = Array.from(
       { length: m },
-      (_, i) => view.getUint32(4 + 9 * n + 4 + 4 * i, true),
+      (_, i) => bytes[at + 8 * m + i] === 1 ? view.getUint32(at + 4 * m + 4 * i, true) : null,
     );
   }
   return copy;

@@ -3,11 +3,18 @@ import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
 
 Deno.test("a salvaged copy round-trips with its bad blocks and its uncertain blocks", () => {
   const data = new Uint8Array(8192).map((_, i) => i % 251);
-  const copy = { data, badBlocks: [1], expected: [0xdeadbeef], changedBlocks: [0, 1] };
+  const copy = {
+    data,
+    badBlocks: [1],
+    expected: [0xdeadbeef],
+    changedBlocks: [0, 1],
+    syncedCrcs: [0xfffffffe, null],
+  };
   const decoded = decodeSalvaged(encodeSalvaged(copy));
   assert.deepEqual(decoded.badBlocks, [1]);
   assert.deepEqual(decoded.expected, [0xdeadbeef]);
   assert.deepEqual(decoded.changedBlocks, [0, 1]);
+  assert.deepEqual(decoded.syncedCrcs, [0xfffffffe, null]);
   assert.deepEqual(decoded.data, data);
 });
 
@@ -28,8 +35,9 @@ Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
     badBlocks: [2, 3],
     expected: [1, undefined],
     changedBlocks: [5, 6, 7],
+    syncedCrcs: [1, 2, null],
   });
-  for (const length of [0, 3, 4 + 9 * 2, bytes.length - 1]) {
+  for (const length of [0, 3, 4 + 9 * 2, 4 + 9 * 2 + 4 + 9 * 3 - 1]) {
     assert.throws(() => decodeSalvaged(bytes.subarray(0, length)), /Malformed salvaged copy/);
   }
   const huge = new Uint8Array(8);

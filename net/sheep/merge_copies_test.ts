@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { CHECKSUM_BLOCK_BYTES as B } from "../../core/limits.ts";
+import { blockCrc } from "../../core/store/checksum_meta.ts";
+import { mergeCopies, type MergeSource } from "./recovery.ts";
+
+/** A two-block copy whose blocks are filled with `first` and `second`. */
+function bytes(first: number, second: number): Uint8Array {
+  const data = new Uint8Array(2 * B);
+  data.fill(first, 0, B);
+  data.fill(second, B);
+  return data;
+}
+
+function copy(
+  data: Uint8Array,
+  version: number,
+  changed: number[] | undefined,
+  synced: [number, number][] = [],
+): MergeSource {
+  return { data, version, changed: changed && new Set(changed), synced: new Map(synced) };
+}
+
+const block = (value: number) => blockCrc(new Uint8Array(B).fill(value));
+
+Deno.test("mergeCopies: a block unchanged on a newest copy comes from it", () => {
+  const merged = mergeCopies([
+    copy(bytes(1, 2), 9, [1]),
+    copy(bytes(3, 4), 9, [0]),
+  ]);
+  assert.deepEqual(merged, bytes(1, 4));
+});
+
+Deno.test("mergeCopies: an older copy's block is taken only where it has the newest copy's synced bytes", () => {
+  // Block 0 changed on the newest copy (rot, say) and the older copy has what it had at its
+  // sync: taken from the older one. Block 1 changed on the newest too, but the older copy's
+  // block is older than that sync (a write the newest synced since): the newest's bytes stay.
+  const merged = mergeCopies([
+    copy(bytes(0xee, 7), 9, [0, 1], [[0, block(5)], [1, block(6)]]),
+    copy(bytes(5, 4), 3, []),
+  ]);
+  assert.deepEqual(merged, bytes(5, 7));
+});
+
+Deno.test("mergeCopies: with nothing known of a block, the best copy's bytes are taken", () => {
+  const merged = mergeCopies([
+    copy(bytes(1, 2), 9, undefined),
+    copy(bytes(3, 4), 3, []),
+  ]);
+  assert.deepEqual(merged, bytes(1, 2));
+});
