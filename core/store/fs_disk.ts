@@ -67,6 +67,10 @@ class InlineGovernor {
   }
 }
 
+/**
+ * One for the process, on purpose: what it guards is the event loop's thread, which every sheep
+ * in the process (in-process test clusters run several) and every client shares.
+ */
 const inline = new InlineGovernor();
 
 class FsFile implements DiskFile {
