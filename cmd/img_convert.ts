@@ -292,7 +292,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
  * it. Refused, naming the holder. Without the cluster key the locks cannot be read: the writes
  * then go ahead, as an old client's would.
  */
-async function refuseAttached(client: ObjectClient, name: string): Promise<void> {
+export async function refuseAttached(client: ObjectClient, name: string): Promise<void> {
   const vid = await client.lookupVdi(name);
   let locks: { vid: number; client: string }[];
   try {
