@@ -11,7 +11,6 @@
  * @module
  */
 
-import * as fsp from "node:fs/promises";
 import { isResult, ResultCode, SheepdogError } from "../core/errors.ts";
 import { DiffParser, type DiffSummary, validateDiff } from "../core/format/rbd_diff.ts";
 import { formatSize } from "../core/size.ts";

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { concatBytes } from "../bytes.ts";
 import { ResultCode, SheepdogError } from "../errors.ts";
 import { RBD_DIFF_NAME_BYTES_MAX } from "../limits.ts";
 
@@ -57,13 +58,7 @@ export function encodeDiffHeader(header: DiffHeader): Uint8Array {
     new DataView(size.buffer).setBigUint64(1, BigInt(header.size), true);
     parts.push(size);
   }
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.length;
-  }
-  return bytes;
+  return concatBytes(parts);
 }
 
 /** The head of a 'w' record (its data follows it) or a whole 'z' record. */
@@ -169,7 +164,9 @@ export class DiffParser {
     const length = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
     if (length === 0) this.#fail(`${what} at byte ${at} is empty`);
     if (length > RBD_DIFF_NAME_BYTES_MAX) {
-      this.#fail(`${what} at byte ${at} is ${length} bytes long (at most ${RBD_DIFF_NAME_BYTES_MAX})`);
+      this.#fail(
+        `${what} at byte ${at} is ${length} bytes long (at most ${RBD_DIFF_NAME_BYTES_MAX})`,
+      );
     }
     const bytes = await this.#exact(length, what);
     try {
@@ -188,7 +185,6 @@ export class DiffParser {
       if (text === "rbd diff v2\n") {
         this.#fail("it is an rbd diff v2 stream (rbd export --export-format 2); only v1 is read");
       }
-      // deno-lint-ignore no-control-regex
       const shown = JSON.stringify(text.replace(/[^\x20-\x7e]/g, "?"));
       this.#fail(`it does not start with "rbd diff v1" (it starts with ${shown})`);
     }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../bytes.ts";
 import { SheepdogError } from "../errors.ts";
 import {
   DiffParser,
@@ -11,13 +12,7 @@ import {
 } from "./rbd_diff.ts";
 
 function concat(...parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.length;
-  }
-  return bytes;
+  return concatBytes(parts);
 }
 
 function w(offset: number, data: Uint8Array): Uint8Array {
@@ -146,7 +141,9 @@ Deno.test("a bad banner, an unknown tag, bytes after the end are refused", async
     /metadata record 0x74 \('t'\) at byte \d+ comes after data records/,
   );
   assert.match(
-    await refusal(concat(encodeDiffHeader({ to: "x" }), encodeDiffHeader({ to: "y" }).subarray(12))),
+    await refusal(
+      concat(encodeDiffHeader({ to: "x" }), encodeDiffHeader({ to: "y" }).subarray(12)),
+    ),
     /a second 'to' record at byte 18/,
   );
 });

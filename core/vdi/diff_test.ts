@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../bytes.ts";
 import { DiffParser, memorySource } from "../format/rbd_diff.ts";
 import { newInode, snapshotInodes } from "./cow.ts";
 import { changedExtents, encodeVdiDiff, type Extent } from "./diff.ts";
@@ -143,13 +144,7 @@ async function encode(objects: Objects, from: Inode | undefined, to: Inode): Pro
     size: to.vdiSize,
   };
   for await (const chunk of encodeVdiDiff(objects, { from, to, header })) chunks.push(chunk);
-  const bytes = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
-  }
-  return bytes;
+  return concatBytes(chunks);
 }
 
 Deno.test("a full diff then an incremental one rebuild the newer version byte for byte", async () => {

@@ -124,7 +124,9 @@ Deno.test("e2e: rbd diffs with ./sheepdog and Ceph's rbd; nightly backup; bad di
       const incSize = (await fsp.stat(file("inc.diff"))).size;
       assert.ok(incSize < 3 * MiB + 50_000 + 4 * 4096 + 200, `incremental is small: ${incSize}`);
 
-      const listed = JSON.parse(await ok(["img", "diff", "--from-snap", "mon", "Src:tue", "--json"]));
+      const listed = JSON.parse(
+        await ok(["img", "diff", "--from-snap", "mon", "Src:tue", "--json"]),
+      );
       // Object 1 (4-8 MiB) is all zeros now: convert dropped it, a whole-object zero extent.
       assert.deepEqual(listed.filter((e: { exists: string }) => e.exists === "false"), [
         { offset: 4 * MiB, length: 4 * MiB, exists: "false" },
@@ -195,12 +197,28 @@ Deno.test("e2e: rbd diffs with ./sheepdog and Ceph's rbd; nightly backup; bad di
       ]);
       const cases: [string, Uint8Array, RegExp][] = [
         ["truncated", inc.subarray(0, inc.length - 1000), /truncated at byte \d+ \(in the data/],
-        ["bad header", Buffer.concat([Buffer.from("RBD DIFF V1\n"), inc.subarray(12)]), /does not start with "rbd diff v1"/],
+        [
+          "bad header",
+          Buffer.concat([Buffer.from("RBD DIFF V1\n"), inc.subarray(12)]),
+          /does not start with "rbd diff v1"/,
+        ],
         ["unknown tag", unknownTag, /unknown record tag 0x71 \('q'\) at byte 37$/],
-        ["other from", otherFrom, /from snapshot 'sunday' to 'Target': its latest snapshot is 'mon'$/],
-        ["past the size", crafted(record("w", 48 * MiB - 4096, 8192)), /ends past the image size 50331648/],
+        [
+          "other from",
+          otherFrom,
+          /from snapshot 'sunday' to 'Target': its latest snapshot is 'mon'$/,
+        ],
+        [
+          "past the size",
+          crafted(record("w", 48 * MiB - 4096, 8192)),
+          /ends past the image size 50331648/,
+        ],
         ["past the VDI", noSize, /its records reach byte 50335744, past the VDI's 50331648 bytes$/],
-        ["overlapping", crafted(record("w", 0, 8192), record("z", 4096, 4096)), /overlaps the record before it \(0\+8192\)$/],
+        [
+          "overlapping",
+          crafted(record("w", 0, 8192), record("z", 4096, 4096)),
+          /overlaps the record before it \(0\+8192\)$/,
+        ],
         ["out of order", crafted(record("z", MiB, 4096), record("w", 0, 4096)), /is out of order/],
       ];
       for (const [what, bytes, pattern] of cases) {
@@ -242,7 +260,10 @@ Deno.test("e2e: rbd diffs with ./sheepdog and Ceph's rbd; nightly backup; bad di
         await holder.go("Target");
         const attached = await sheepdog(["img", "import-diff", file("inc.diff"), "Target"], env);
         assert.equal(attached.code, 1);
-        assert.match(attached.stderr, /^img: Cannot write into 'Target': it is attached by 127\.0\.0\.1:\d+; detach it first\n$/);
+        assert.match(
+          attached.stderr,
+          /^img: Cannot write into 'Target': it is attached by 127\.0\.0\.1:\d+; detach it first\n$/,
+        );
       } finally {
         await holder.destroy();
       }
@@ -257,33 +278,36 @@ Deno.test("e2e: rbd diffs with ./sheepdog and Ceph's rbd; nightly backup; bad di
       sameBytes(await bytesOf("Target:tue"), tuesday, "applied once detached");
     });
 
-    await t.step("nightly backup: full, a day's writes through NBD, incremental, restored", async () => {
-      await ok(["img", "create", "VM Disk", "64M"]);
-      await tool("qemu-io", [
-        ...["-f", "raw", "-c", "write -P 0x11 0 5M", "-c", "write -P 0x22 20M 1M"],
-        ...["-c", "write -P 0x33 63M 1M", nbd("VM Disk")],
-      ]);
-      await ok(["img", "snapshot", "-c", "night-1", "VM Disk"]);
-      await ok(["img", "export-diff", "VM Disk:night-1", file("night-1.diff")]);
-      // A day: rewrites, new data, a zeroed range and a discard.
-      await tool("qemu-io", [
-        ...["-f", "raw", "-c", "write -P 0x44 1M 4k", "-c", "write -P 0x55 40M 3M"],
-        ...["-c", "write -z 2M 2M", "-c", "discard 20M 1M", nbd("VM Disk")],
-      ]);
-      await ok(["img", "snapshot", "-c", "night-2", "VM Disk"]);
-      await ok([
-        ...["img", "export-diff", "--from-snap", "night-1", "VM Disk:night-2"],
-        file("night-2.diff"),
-      ]);
-      const incremental = (await fsp.stat(file("night-2.diff"))).size;
-      assert.ok(incremental < 4 * MiB + 4096 + 1000, `the day's diff is small: ${incremental}`);
-      await ok(["img", "import-diff", file("night-1.diff"), "Restored"]);
-      await ok(["img", "import-diff", file("night-2.diff"), "Restored"]);
-      const original = await bytesOf("VM Disk:night-2");
-      sameBytes(await bytesOf("Restored:night-2"), original, "restored from two nights");
-      sameBytes(await bytesOf("Restored:night-1"), await bytesOf("VM Disk:night-1"), "night 1");
-      await tool("qemu-io", ["-f", "raw", "-r", "-c", "read -P 0x55 40M 3M", nbd("Restored")]);
-    });
+    await t.step(
+      "nightly backup: full, a day's writes through NBD, incremental, restored",
+      async () => {
+        await ok(["img", "create", "VM Disk", "64M"]);
+        await tool("qemu-io", [
+          ...["-f", "raw", "-c", "write -P 0x11 0 5M", "-c", "write -P 0x22 20M 1M"],
+          ...["-c", "write -P 0x33 63M 1M", nbd("VM Disk")],
+        ]);
+        await ok(["img", "snapshot", "-c", "night-1", "VM Disk"]);
+        await ok(["img", "export-diff", "VM Disk:night-1", file("night-1.diff")]);
+        // A day: rewrites, new data, a zeroed range and a discard.
+        await tool("qemu-io", [
+          ...["-f", "raw", "-c", "write -P 0x44 1M 4k", "-c", "write -P 0x55 40M 3M"],
+          ...["-c", "write -z 2M 2M", "-c", "discard 20M 1M", nbd("VM Disk")],
+        ]);
+        await ok(["img", "snapshot", "-c", "night-2", "VM Disk"]);
+        await ok([
+          ...["img", "export-diff", "--from-snap", "night-1", "VM Disk:night-2"],
+          file("night-2.diff"),
+        ]);
+        const incremental = (await fsp.stat(file("night-2.diff"))).size;
+        assert.ok(incremental < 4 * MiB + 4096 + 1000, `the day's diff is small: ${incremental}`);
+        await ok(["img", "import-diff", file("night-1.diff"), "Restored"]);
+        await ok(["img", "import-diff", file("night-2.diff"), "Restored"]);
+        const original = await bytesOf("VM Disk:night-2");
+        sameBytes(await bytesOf("Restored:night-2"), original, "restored from two nights");
+        sameBytes(await bytesOf("Restored:night-1"), await bytesOf("VM Disk:night-1"), "night 1");
+        await tool("qemu-io", ["-f", "raw", "-r", "-c", "read -P 0x55 40M 3M", nbd("Restored")]);
+      },
+    );
   } finally {
     await stopDaemon(sheepDir).catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true });

@@ -37,7 +37,10 @@ Deno.test("GET export-diff streams the rbd diff between two snapshots, with the 
     const response = await app.request(path, { headers: bearer });
     assert.equal(response.status, 200);
     assert.equal(response.headers.get("content-type"), "application/octet-stream");
-    assert.match(response.headers.get("content-disposition")!, /filename="Web_Disk_mon_tue\.rbd-diff"/);
+    assert.match(
+      response.headers.get("content-disposition")!,
+      /filename="Web_Disk_mon_tue\.rbd-diff"/,
+    );
     const bytes = new Uint8Array(await response.arrayBuffer());
     const parser = new DiffParser(memorySource(bytes), "the download");
     assert.deepEqual(await parser.readHeader(), { from: "mon", to: "tue", size: 64 * MiB });
