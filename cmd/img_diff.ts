@@ -374,13 +374,14 @@ async function importDiff(args: string[]): Promise<void> {
       if (ref !== undefined) refuse(`Cannot apply a diff to '${vdi}': it is a snapshot`);
       const target = await checkTarget(admin.client, name, summary);
       const onProgress = progressReporter(values.progress);
+      // Neither writes data: should one fail, there is nothing to undo.
+      if (target.working === undefined) {
+        await admin.createVdi({ name, sizeBytes: target.sizeBytes });
+      } else if (target.sizeBytes > target.working.vdiSize) {
+        await admin.resize(name, target.sizeBytes);
+      }
       let written: number;
       try {
-        if (target.working === undefined) {
-          await admin.createVdi({ name, sizeBytes: target.sizeBytes });
-        } else if (target.sizeBytes > target.working.vdiSize) {
-          await admin.resize(name, target.sizeBytes);
-        }
         written = await applyDiff(
           await VdiIo.open(admin.client, name),
           file,
