@@ -1,6 +1,7 @@
 /**
  * `sheepdog img`: the image tool, in the spirit of `qemu-img` (the seed's `kvm-img`): create,
- * convert (raw or qcow2 <-> VDI, skipping runs of zeros), snapshot, info, resize.
+ * convert (raw or qcow2 <-> VDI, skipping runs of zeros), snapshot, info, resize, and incremental
+ * backup in Ceph's rbd diff format (img_diff.ts).
  *
  * @module
  */
@@ -19,6 +20,8 @@ import {
 } from "./cli.ts";
 import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
 import { convertImage, type FileFormat, type ImageEnd } from "./img_convert.ts";
+import { DIFF_COMMANDS, DIFF_USAGE } from "./img_diff.ts";
+import { endProgress, progressReporter } from "./progress.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
 
@@ -38,6 +41,7 @@ Commands:
   snapshot -a SNAP NAME          revert NAME to a snapshot (its current data is discarded)
   info [--json] NAME[:SNAP]      show a VDI
   resize NAME [+]SIZE            grow a VDI
+${DIFF_USAGE}
 
 VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
 Options:
@@ -141,15 +145,15 @@ async function convert(args: string[]): Promise<void> {
     }
     target.qcow2Version = version;
   }
-  const showProgress = values.progress || (process.stderr.isTTY ?? false);
+  const onProgress = progressReporter(values.progress);
   const summary = await convertImage({
     source,
     target,
     createTarget: !values["skip-create"],
     cluster: clusterAddress(values),
-    onProgress: showProgress ? (done, total) => writeProgress(done, total) : undefined,
+    onProgress,
   });
-  if (showProgress) process.stderr.write("\n");
+  endProgress(onProgress);
   if (values.progress) {
     print(
       `${formatSize(summary.bytes)} in ${(summary.ms / 1000).toFixed(2)} s, ${
@@ -157,11 +161,6 @@ async function convert(args: string[]): Promise<void> {
       } written (zero runs skipped)`,
     );
   }
-}
-
-function writeProgress(done: number, total: number): void {
-  const percent = total === 0 ? 100 : (done / total) * 100;
-  process.stderr.write(`\r    (${percent.toFixed(2)}/100%)`);
 }
 
 async function snapshot(args: string[]): Promise<void> {
@@ -265,6 +264,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   snapshot,
   info,
   resize,
+  ...DIFF_COMMANDS,
 };
 
 export function imgMain(args: string[]): Promise<number> {

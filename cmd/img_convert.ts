@@ -279,7 +279,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
       );
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
-    const locked = options.createTarget ? undefined : await attach(client, name);
+    const locked = options.createTarget ? undefined : await attachForWriting(client, name);
     const created = options.createTarget ? name : undefined;
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
@@ -300,7 +300,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
  * the lock), so no VM attaches it meanwhile; one a client has attached is refused, naming the
  * holder. Returns the vid to release.
  */
-async function attach(client: ObjectClient, name: string): Promise<Vid> {
+export async function attachForWriting(client: ObjectClient, name: string): Promise<Vid> {
   try {
     return await client.lockVdi(name);
   } catch (error) {

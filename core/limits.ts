@@ -70,6 +70,13 @@ export const REPLAY_WINDOW = 256;
 /** Refusal log lines per peer address per minute at most (the metrics count every one). */
 export const REFUSAL_LOGS_PER_MINUTE = 1;
 
+/** Longest snapshot name an rbd diff's 'f' or 't' record may carry (Ceph's own bound). */
+export const RBD_DIFF_NAME_BYTES_MAX = 4096;
+/** Granularity at which `img export-diff` compares a changed object with its old version. */
+export const DIFF_BLOCK_BYTES = 4096;
+/** Objects `img export-diff` reads ahead (each may need its old version too): bounds memory. */
+export const DIFF_OBJECTS_IN_FLIGHT = 4;
+
 /** Object size for a block size shift. */
 export function objectSize(blockSizeShift: number): number {
   return 2 ** blockSizeShift;
@@ -92,5 +99,7 @@ function checkLimits(): void {
   // Object sizes are whole checksum blocks, and a block index fits the meta file's u32 count.
   if (objectSize(BLOCK_SIZE_SHIFT_MIN) % CHECKSUM_BLOCK_BYTES !== 0) throw new Error("limits: crc");
   if (OBJECT_BYTES_MAX / CHECKSUM_BLOCK_BYTES > 2 ** 32) throw new Error("limits: crc count");
+  // A changed object is compared in whole blocks.
+  if (objectSize(BLOCK_SIZE_SHIFT_MIN) % DIFF_BLOCK_BYTES !== 0) throw new Error("limits: diff");
 }
 checkLimits();

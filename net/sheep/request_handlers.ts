@@ -443,7 +443,7 @@ function checkNotAttached(
   peer: string,
 ): void {
   const lock = host.locks.get(target.vid);
-  if (!lock) return;
+  if (!lock || lock.client === peer) return; // the connection holding it (`img import-diff`)
   const administrator = (request.header.flags & Flag.EXTENDED) !== 0;
   if (!administrator && lock.client === clientOf(peer)) return;
   throw new SheepdogError(
@@ -538,13 +538,14 @@ const vdiOps: Record<number, Op> = {
   },
   [Opcode.RESIZE_VDI]: {
     force: false,
-    handle: async (host, request) => {
+    handle: async (host, request, _reply, peer) => {
       const body = parseJson<{ name: string; sizeBytes: number }>(request);
       const vid = host.registry.lookup(body.name).vdiId;
       // An attached client keeps the size it was given (NBD has no way to announce a new
       // one): resizing under it would leave it writing within a size that is not the VDI's.
+      // The connection holding it resizes it knowingly (`img import-diff`).
       const lock = host.locks.get(vid);
-      if (lock) {
+      if (lock && lock.client !== peer) {
         throw new SheepdogError(
           ResultCode.VDI_LOCKED,
           `Cannot resize '${body.name}': it is attached by ${lock.client}, which would keep ` +

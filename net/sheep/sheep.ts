@@ -503,46 +503,31 @@ export class Sheep {
 
   readonly #pendingReleases = new Map<string, { vid: Vid; client: string }>();
 
-  /** The VDIs each of our clients' connections ("host:port") holds (`lockForConnection`). */
-  readonly #connectionLocks = new Map<string, Set<Vid>>();
-
   /**
-   * Takes `vid`'s lock for one of our clients' connections: it lasts as long as that connection
-   * (or until released), so a command killed half-way (`img convert -n`) leaves nothing
-   * attached. A peer that is not a connection of this sheep's server (an in-process client)
-   * keeps it until it releases it.
+   * Takes `vid`'s lock for one of our clients' connections ("host:port"): it lasts as long as
+   * that connection (or until released), so a command killed half-way (`img convert -n`) leaves
+   * nothing attached. The lock follows the working VDI (a snapshot or rollback moves it), so what
+   * a connection holds is looked up by holder when it closes. A peer that is not a connection of
+   * this sheep's server (an in-process client) keeps it until it releases it.
    */
   async lockForConnection(vid: Vid, peer: string): Promise<void> {
     const tracked = this.#server?.connected(peer) === true;
-    if (tracked) {
-      const held = this.#connectionLocks.get(peer) ?? new Set<Vid>();
-      held.add(vid);
-      this.#connectionLocks.set(peer, held);
-    }
-    try {
-      await this.lockVdi(vid, peer);
-    } catch (error) {
-      this.#connectionLocks.get(peer)?.delete(vid);
-      throw error;
-    }
-    // Closed while the lock went through the cluster: its release found nothing to release.
+    await this.lockVdi(vid, peer);
+    // Closed while the lock went through the cluster: its end found nothing to release.
     if (tracked && !this.#server!.connected(peer)) await this.releaseVdi(vid, peer);
   }
 
   /** Releases a lock `lockForConnection` took, at its holder's request. */
   async releaseForConnection(vid: Vid, peer: string): Promise<void> {
-    this.#connectionLocks.get(peer)?.delete(vid);
     if (this.locks.get(vid)?.client === peer) await this.unlockVdi(vid, peer);
   }
 
   #connectionClosed(peer: string): void {
-    const held = this.#connectionLocks.get(peer);
-    if (!held) return;
-    this.#connectionLocks.delete(peer);
-    for (const vid of held) {
-      if (this.locks.get(vid)?.client === peer) void this.releaseVdi(vid, peer);
+    for (const lock of [...this.locks.values()]) {
+      if (lock.client === peer) void this.releaseVdi(lock.vid, peer);
     }
   }
+
 
   /** The group standing changed: a healed partition may take the held-back releases now. */
   statusChanged(): void {
