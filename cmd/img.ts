@@ -17,7 +17,7 @@ import {
   runSubcommand,
   UsageError,
 } from "./cli.ts";
-import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
+import { parseVdiAddress, withAdmin } from "./vdi_address.ts";
 import { convertImage, imageEnd, progressReporter } from "./img_convert.ts";
 import { COPY_COMMANDS, INSPECT_COMMANDS } from "./img_verbs.ts";
 

@@ -123,7 +123,10 @@ export async function copyVdi(
   const layers = await layersOf(admin, options.source, options.deep);
   await refuseExisting(admin, target);
   const plan = layers.map((layer, i) => changedIndexes(layer.io, layers[i - 1]?.io));
-  const total = plan.reduce((sum, indexes, i) => sum + indexes.length * layers[i]!.io.objectBytes, 0);
+  const total = plan.reduce(
+    (sum, indexes, i) => sum + indexes.length * layers[i]!.io.objectBytes,
+    0,
+  );
   const first = layers[0]!.io.inode;
   await admin.client.newVdi({ name: target, sizeBytes: first.vdiSize, copies: first.nrCopies });
   let done = 0;
@@ -158,7 +161,12 @@ export async function copyVdi(
     throw error;
   }
   options.onProgress?.(total, total);
-  return { bytes: layers.at(-1)!.io.sizeBytes, writtenBytes, snapshots, ms: performance.now() - started };
+  return {
+    bytes: layers.at(-1)!.io.sizeBytes,
+    writtenBytes,
+    snapshots,
+    ms: performance.now() - started,
+  };
 }
 
 /** Deletes a half-made copy: its snapshots, then its working VDI. */
@@ -210,7 +218,10 @@ export async function flattenVdi(
   const row = byVid.get(vid)!;
   const base = cloneBase(row, byVid);
   if (base === undefined) {
-    throw new SheepdogError(ResultCode.INVALID_PARMS, `Cannot flatten '${name}': it is not a clone`);
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `Cannot flatten '${name}': it is not a clone`,
+    );
   }
   if (row.attachedTo !== undefined) {
     throw new SheepdogError(

@@ -73,7 +73,10 @@ export async function mapVdi(admin: AdminService, text: string): Promise<MapExte
   return mapExtents(io.inode.dataVdiId, io.sizeBytes, io.objectBytes, ancestry).map((e) => {
     if (!e.data) return e;
     const owner = byVid.get(ancestry[e.depth] ?? 0);
-    return { ...e, owner: owner ? `${owner.name}${owner.snapshot ? `:${owner.snapId}` : ""}` : "?" };
+    return {
+      ...e,
+      owner: owner ? `${owner.name}${owner.snapshot ? `:${owner.snapId}` : ""}` : "?",
+    };
   });
 }
 
@@ -166,7 +169,9 @@ export async function compareImages(
       }
       const longer = first.size > second.size ? first : second;
       const extra = await firstNonZero(longer, common, longer.size);
-      if (extra !== -1) return { identical: false, mismatchAt: sectorOf(extra), sizeMismatch, common };
+      if (extra !== -1) {
+        return { identical: false, mismatchAt: sectorOf(extra), sizeMismatch, common };
+      }
       return { identical: true, sizeMismatch, common };
     } finally {
       await second.close();

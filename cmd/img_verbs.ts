@@ -149,8 +149,11 @@ async function check(args: string[]): Promise<void> {
     json: { type: "boolean", default: false },
   });
   if (positionals.length !== 1) throw new UsageError("check takes one VDI name");
-  const report = await withAdmin(positionals[0]!, values, (admin, vdi) =>
-    checkVdi(admin, vdi, (admin, started) => waitForScrub(admin, started, true)));
+  const report = await withAdmin(
+    positionals[0]!,
+    values,
+    (admin, vdi) => checkVdi(admin, vdi, (admin, started) => waitForScrub(admin, started, true)),
+  );
   if (values.json) printJson(report);
   else {
     print(
@@ -158,8 +161,10 @@ async function check(args: string[]): Promise<void> {
         `${formatSize(report.bytesVerified)} verified`,
     );
     for (const finding of report.findings) print(finding);
-    print(`${report.badBlocks} bad blocks; ${report.repaired} copies repaired, ` +
-      `${report.repairFailed} could not be repaired`);
+    print(
+      `${report.badBlocks} bad blocks; ${report.repaired} copies repaired, ` +
+        `${report.repairFailed} could not be repaired`,
+    );
     if (report.repairFailed === 0 && report.incomplete.length === 0) {
       print("No errors were found on the image.");
     }

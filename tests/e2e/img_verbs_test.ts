@@ -96,53 +96,62 @@ Deno.test("e2e: img rename, cp, flatten, children, map, compare, bench, resize -
     await ok(["img", "snapshot", "-c", "s2", "src"]);
     await qemuIo("write -P 0x23 5M 4k", "src");
 
-    await t.step("cp: an independent copy of the data only; --deep keeps the snapshots", async () => {
-      const out = await ok(["img", "cp", "-p", "src", "copy"]);
-      assert.match(out, /Copied 'src' to 'copy': 16 MB, /);
-      await same("src", "copy");
-      const copy = await info("copy");
-      assert.equal(copy.parentVid, 0);
-      assert.deepEqual(copy.snapshots, []);
-      // Objects 0-2 hold data; the zero object 3 is not stored.
-      assert.deepEqual(dataIndexes(path.join(dir, "sd"), copy.vid), [0, 1, 2]);
-      await ok(["img", "cp", "--deep", "src", "deep"]);
-      assert.deepEqual((await info("deep")).snapshots.map((s) => s.tag), ["s1", "s2"]);
-      for (const snap of ["s1", "s2"]) await same(`deep:${snap}`, `src:${snap}`);
-      await same("deep", "src");
-      await ok(["img", "cp", "src:s1", "first"]);
-      await same("first", "src:s1");
-      // Independent: writing the copy changes nothing in the source.
-      await qemuIo("write -P 0x77 0 4k", "first");
-      await same("src:s1", raw);
-    });
+    await t.step(
+      "cp: an independent copy of the data only; --deep keeps the snapshots",
+      async () => {
+        const out = await ok(["img", "cp", "-p", "src", "copy"]);
+        assert.match(out, /Copied 'src' to 'copy': 16 MB, /);
+        await same("src", "copy");
+        const copy = await info("copy");
+        assert.equal(copy.parentVid, 0);
+        assert.deepEqual(copy.snapshots, []);
+        // Objects 0-2 hold data; the zero object 3 is not stored.
+        assert.deepEqual(dataIndexes(path.join(dir, "sd"), copy.vid), [0, 1, 2]);
+        await ok(["img", "cp", "--deep", "src", "deep"]);
+        assert.deepEqual((await info("deep")).snapshots.map((s) => s.tag), ["s1", "s2"]);
+        for (const snap of ["s1", "s2"]) await same(`deep:${snap}`, `src:${snap}`);
+        await same("deep", "src");
+        await ok(["img", "cp", "src:s1", "first"]);
+        await same("first", "src:s1");
+        // Independent: writing the copy changes nothing in the source.
+        await qemuIo("write -P 0x77 0 4k", "first");
+        await same("src:s1", raw);
+      },
+    );
 
     await t.step("cp onto an existing name is refused, nothing changed", async () => {
       const before = fs.readFileSync(await exported("copy"));
-      await fails(["img", "cp", "src:s1", "copy"], /^img: Cannot copy to 'copy': .* exists already$/m);
+      await fails(
+        ["img", "cp", "src:s1", "copy"],
+        /^img: Cannot copy to 'copy': .* exists already$/m,
+      );
       await fails(["img", "cp", "nope", "x"], /^img: Cannot find VDI 'nope': no such VDI$/m);
       assert.ok(before.equals(fs.readFileSync(await exported("copy"))));
       await fails(["img", "info", "x"], /no such VDI/);
     });
 
-    await t.step("map: the JSON qemu-img map gives of the NBD export, depth for shared data", async () => {
-      const ours = await ok(["img", "map", "--output=json", "copy"]);
-      const theirs = await tool("qemu-img", ["map", "--output=json", "-f", "raw", nbd("copy")]);
-      assert.equal(theirs.code, 0);
-      assert.equal(ours.trim(), theirs.stdout.trim());
-      const extents = JSON.parse(await ok(["img", "map", "--output=json", "src"])) as {
-        start: number;
-        depth: number;
-        data: boolean;
-      }[];
-      // Object 0 is s1's (two parent links up), object 1 the working VDI's own.
-      assert.deepEqual(extents.map((e) => [e.start / MiB, e.depth, e.data]), [
-        [0, 2, true],
-        [4, 0, true],
-        [8, 2, true],
-        [12, 1, true],
-      ]);
-      assert.match(await ok(["img", "map", "src"]), /^0x400000 +0x400000 +0x400000 +src$/m);
-    });
+    await t.step(
+      "map: the JSON qemu-img map gives of the NBD export, depth for shared data",
+      async () => {
+        const ours = await ok(["img", "map", "--output=json", "copy"]);
+        const theirs = await tool("qemu-img", ["map", "--output=json", "-f", "raw", nbd("copy")]);
+        assert.equal(theirs.code, 0);
+        assert.equal(ours.trim(), theirs.stdout.trim());
+        const extents = JSON.parse(await ok(["img", "map", "--output=json", "src"])) as {
+          start: number;
+          depth: number;
+          data: boolean;
+        }[];
+        // Object 0 is s1's (two parent links up), object 1 the working VDI's own.
+        assert.deepEqual(extents.map((e) => [e.start / MiB, e.depth, e.data]), [
+          [0, 2, true],
+          [4, 0, true],
+          [8, 2, true],
+          [12, 1, true],
+        ]);
+        assert.match(await ok(["img", "map", "src"]), /^0x400000 +0x400000 +0x400000 +src$/m);
+      },
+    );
 
     await t.step("compare: exit 0/1 and the offset qemu-img compare prints", async () => {
       await ok(["img", "cp", "src", "other"]);
@@ -175,43 +184,52 @@ Deno.test("e2e: img rename, cp, flatten, children, map, compare, bench, resize -
       await fails(["img", "compare", "src", "nope"], /^img: Cannot find VDI 'nope'/, 2);
     });
 
-    await t.step("rename: snapshots follow; onto an existing name or while attached refused", async () => {
-      await ok(["img", "rename", "src", "moved"]);
-      assert.deepEqual((await info("moved")).snapshots.map((s) => s.tag), ["s1", "s2"]);
-      await same("moved:s1", raw);
-      await fails(["img", "info", "src"], /^img: Cannot find VDI 'src': no such VDI$/m);
-      await fails(
-        ["img", "rename", "moved", "copy"],
-        /^img: Cannot rename 'moved' to 'copy': a VDI named 'copy' exists already$/m,
-      );
-      await fails(["img", "rename", "nope", "x"], /^img: Cannot find VDI 'nope': no such VDI$/m);
-      await fails(["img", "rename", "moved", "a:b"], /^img: Invalid VDI name "a:b"/m);
-      await same("moved", "copy");
-      // The old name is free again.
-      await ok(["img", "create", "src", "1M"]);
-      await ok(["shepherd", "vdi", "delete", "src"]);
-    });
+    await t.step(
+      "rename: snapshots follow; onto an existing name or while attached refused",
+      async () => {
+        await ok(["img", "rename", "src", "moved"]);
+        assert.deepEqual((await info("moved")).snapshots.map((s) => s.tag), ["s1", "s2"]);
+        await same("moved:s1", raw);
+        await fails(["img", "info", "src"], /^img: Cannot find VDI 'src': no such VDI$/m);
+        await fails(
+          ["img", "rename", "moved", "copy"],
+          /^img: Cannot rename 'moved' to 'copy': a VDI named 'copy' exists already$/m,
+        );
+        await fails(["img", "rename", "nope", "x"], /^img: Cannot find VDI 'nope': no such VDI$/m);
+        await fails(["img", "rename", "moved", "a:b"], /^img: Invalid VDI name "a:b"/m);
+        await same("moved", "copy");
+        // The old name is free again.
+        await ok(["img", "create", "src", "1M"]);
+        await ok(["shepherd", "vdi", "delete", "src"]);
+      },
+    );
 
-    await t.step("children and flatten: the parent snapshot can go, the clone reads on", async () => {
-      await ok(["img", "create", "-b", "moved:s1", "clone"]);
-      await qemuIo("write -P 0x44 0 64k", "clone");
-      assert.match(await ok(["img", "children", "moved:s1"]), /^clone /m);
-      assert.equal(await ok(["img", "children", "moved:s2"]), "");
-      await fails(["img", "children", "moved"], /name a snapshot/);
-      const expected = fs.readFileSync(await exported("clone"));
-      await fails(["img", "flatten", "moved"], /^img: Cannot flatten 'moved': it is not a clone$/m);
-      await fails(["img", "flatten", "nope"], /no such VDI/);
-      assert.match(await ok(["img", "flatten", "clone"]), /1 objects copied .* it stands alone/);
-      assert.equal((await info("clone")).parentVid, 0);
-      assert.equal(await ok(["img", "children", "moved:s1"]), "");
-      const depths = JSON.parse(await ok(["img", "map", "--output=json", "clone"])) as {
-        depth: number;
-      }[];
-      assert.ok(depths.every((e) => e.depth === 0));
-      await fails(["img", "flatten", "clone"], /it is not a clone/);
-      await ok(["img", "snapshot", "-d", "s1", "moved"]);
-      assert.ok(expected.equals(fs.readFileSync(await exported("clone"))));
-    });
+    await t.step(
+      "children and flatten: the parent snapshot can go, the clone reads on",
+      async () => {
+        await ok(["img", "create", "-b", "moved:s1", "clone"]);
+        await qemuIo("write -P 0x44 0 64k", "clone");
+        assert.match(await ok(["img", "children", "moved:s1"]), /^clone /m);
+        assert.equal(await ok(["img", "children", "moved:s2"]), "");
+        await fails(["img", "children", "moved"], /name a snapshot/);
+        const expected = fs.readFileSync(await exported("clone"));
+        await fails(
+          ["img", "flatten", "moved"],
+          /^img: Cannot flatten 'moved': it is not a clone$/m,
+        );
+        await fails(["img", "flatten", "nope"], /no such VDI/);
+        assert.match(await ok(["img", "flatten", "clone"]), /1 objects copied .* it stands alone/);
+        assert.equal((await info("clone")).parentVid, 0);
+        assert.equal(await ok(["img", "children", "moved:s1"]), "");
+        const depths = JSON.parse(await ok(["img", "map", "--output=json", "clone"])) as {
+          depth: number;
+        }[];
+        assert.ok(depths.every((e) => e.depth === 0));
+        await fails(["img", "flatten", "clone"], /it is not a clone/);
+        await ok(["img", "snapshot", "-d", "s1", "moved"]);
+        assert.ok(expected.equals(fs.readFileSync(await exported("clone"))));
+      },
+    );
 
     await t.step("resize --shrink: objects past the end go, a grow reads zeros", async () => {
       await ok(["img", "create", "shrinkme", "16M"]);
@@ -312,7 +330,10 @@ Deno.test("e2e: img check repairs a bad copy from the good one, as the scrub doe
     fs.closeSync(fd);
     const out = await herd.img(["check", "disk"]);
     assert.match(out, /1 copies repaired, 0 could not be repaired/);
-    assert.match(out, new RegExp(`${oid} on ${herd.id(1).replace(/\./g, "\\.")}: .*\\(repaired\\)`));
+    assert.match(
+      out,
+      new RegExp(`${oid} on ${herd.id(1).replace(/\./g, "\\.")}: .*\\(repaired\\)`),
+    );
     assert.match(out, /No errors were found on the image\./);
     assert.deepEqual(herd.replicaProblems(), []);
     assert.match(await herd.img(["check", "disk"]), /0 copies repaired, 0 could not be repaired/);
