@@ -99,6 +99,19 @@ export function connect(address: ClusterAddress): AdminService {
   );
 }
 
+/**
+ * A command's own exit status (`img compare` answers 1 for "different", 2 for an error, as
+ * qemu-img does); its message, if any, is printed as a failure is.
+ */
+export class CommandExit extends Error {
+  override name = "CommandExit";
+  readonly status: number;
+  constructor(status: number, message = "") {
+    super(message);
+    this.status = status;
+  }
+}
+
 /** Runs a command body, printing failures as one line; returns the exit status. */
 export async function runCommand(
   name: string,
@@ -109,6 +122,10 @@ export async function runCommand(
     await body();
     return 0;
   } catch (error) {
+    if (error instanceof CommandExit) {
+      if (error.message !== "") process.stderr.write(`${name}: ${error.message}\n`);
+      return error.status;
+    }
     if (error instanceof UsageError) {
       process.stderr.write(`${name}: ${error.message}\n${usage}\n`);
       return 2;

@@ -18,9 +18,10 @@ import {
   runSubcommand,
   UsageError,
 } from "./cli.ts";
-import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
-import { convertImage, type FileFormat, type ImageEnd } from "./img_convert.ts";
+import { parseVdiAddress, withAdmin } from "./vdi_address.ts";
+import { convertImage, imageEnd } from "./img_convert.ts";
 import { DIFF_COMMANDS, DIFF_USAGE } from "./img_diff.ts";
+import { COPY_COMMANDS, INSPECT_COMMANDS } from "./img_verbs.ts";
 import { endProgress, progressReporter } from "./progress.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
@@ -40,7 +41,23 @@ Commands:
   snapshot -d SNAP NAME          delete a snapshot (by id or tag)
   snapshot -a SNAP NAME          revert NAME to a snapshot (its current data is discarded)
   info [--json] NAME[:SNAP]      show a VDI
-  resize NAME [+]SIZE            grow a VDI
+  resize [--shrink] NAME [+|-]SIZE  grow a VDI; --shrink lets it get smaller (refused while
+                                 attached; data past the new end is lost, its space reclaimed)
+  rename OLD NEW                 rename a VDI with its snapshots (refused while attached)
+  cp [--deep] [-p] SRC[:SNAP] DST  copy a VDI into a new, independent one (only data is
+                                 copied); --deep also copies its snapshots, oldest first
+  flatten [-p] NAME              make a clone stand alone: copy what it reads from its base
+  children NAME:SNAP             list the clones of a snapshot
+  map [--output=human|json] NAME[:SNAP]  allocated extents (json: qemu-img map's shape)
+  compare [-s] A B               compare two images (VDIs or files): exit 0 identical,
+                                 1 different, 2 error; -s: a size mismatch is a difference
+  check NAME[:SNAP]              verify every copy of every object the VDI reads (checksums,
+                                 replicas) and repair as the scrub does; exit 2 if any is
+                                 left bad
+  bench [-t read|write] [-s SIZE] [-q DEPTH] [-c COUNT] [--pattern seq|rand] NAME[:SNAP]
+                                 I/O benchmark (default: read, 4K, depth 64, 10000 requests,
+                                 seq); writes pattern 0xa5; last line: ops= ops/s= bytes/s=
+                                 elapsed=
 ${DIFF_USAGE}
 
 VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
@@ -75,27 +92,6 @@ async function create(args: string[]): Promise<void> {
       print(`Formatting '${name}', fmt=sheepdog size=${sizeBytes}`);
     }
   });
-}
-
-/**
- * Decides whether a convert argument is a file or a VDI: `-f/-O` decide, then a `sheepdog:`
- * prefix; otherwise an existing file is a file (its format told from its magic when it is the
- * source, raw when it is the target), and `whenMissing` decides the rest.
- */
-async function imageEnd(
-  text: string,
-  format: string | undefined,
-  whenMissing: "file" | "vdi",
-): Promise<ImageEnd> {
-  if (format === "raw" || format === "qcow2") {
-    return { kind: "file", path: text, format: format as FileFormat };
-  }
-  if (format === "sheepdog" || isExplicitVdi(text)) {
-    return { kind: "vdi", ...parseVdiAddress(text) };
-  }
-  const exists = await fsp.stat(text).then((s) => s.isFile() || s.isBlockDevice(), () => false);
-  if (exists || whenMissing === "file") return { kind: "file", path: text };
-  return { kind: "vdi", ...parseVdiAddress(text) };
 }
 
 /** The qcow2 version `-o compat=...` asks for (qemu-img's names: 0.10 is v2, 1.1 is v3). */
@@ -245,15 +241,27 @@ async function info(args: string[]): Promise<void> {
 }
 
 async function resize(args: string[]): Promise<void> {
-  const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    shrink: { type: "boolean", default: false },
+  });
   if (positionals.length !== 2) throw new UsageError("resize takes NAME and SIZE");
   const sizeText = positionals[1]!;
   await withAdmin(positionals[0]!, values, async (admin, name) => {
     const current = await admin.vdi(name);
     const size = sizeText.startsWith("+")
       ? current.sizeBytes + parseSize(sizeText.slice(1))
+      : sizeText.startsWith("-")
+      ? current.sizeBytes - parseSize(sizeText.slice(1))
       : parseSize(sizeText);
-    await admin.resize(name, size);
+    if (size < current.sizeBytes && !values.shrink) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot shrink '${name}' to ${formatSize(size)}: use --shrink (the data past the new ` +
+          "end is lost)",
+      );
+    }
+    await admin.resize(name, size, { shrink: values.shrink });
     print(`Image resized to ${formatSize(size)}`);
   });
 }
@@ -265,6 +273,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   info,
   resize,
   ...DIFF_COMMANDS,
+  ...COPY_COMMANDS,
+  ...INSPECT_COMMANDS,
 };
 
 export function imgMain(args: string[]): Promise<number> {

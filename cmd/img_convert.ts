@@ -18,6 +18,7 @@ import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
 import { type ClusterAddress, connect } from "./cli.ts";
+import { isExplicitVdi, parseVdiAddress } from "./vdi_address.ts";
 
 /** A file's format: for a source, undefined means "tell from its magic"; for a target, raw. */
 export type FileFormat = "raw" | "qcow2";
@@ -50,14 +51,16 @@ if (ZERO_BLOCK_BYTES % 2 ** WRITER_CLUSTER_BITS !== 0 || CHUNK_BYTES % ZERO_BLOC
   throw new Error("img convert: zero blocks and chunks must be whole qcow2 clusters");
 }
 
-interface Reader {
+/** An image read by chunks (a file, or a VDI through `VdiIo`). */
+export interface Reader {
   size: number;
   /** Undefined when the range is known to read as zeros. */
   read(offset: number, length: number): Promise<Uint8Array | undefined>;
   close(): Promise<void>;
 }
 
-interface Writer {
+/** Where a copy goes. */
+export interface Writer {
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes [offset, offset+length) read as zeros where it might not already. */
   zero(offset: number, length: number): Promise<void>;
@@ -156,7 +159,7 @@ async function blockDeviceSize(file: fsp.FileHandle): Promise<number> {
   return low;
 }
 
-function vdiReader(io: VdiIo, client: ObjectClient): Reader {
+export function vdiReader(io: VdiIo, client: ObjectClient): Reader {
   return {
     size: io.sizeBytes,
     async read(offset, length) {
@@ -221,7 +224,7 @@ async function qcow2Writer(path: string, size: number, version: 2 | 3): Promise<
 }
 
 /** A target VDI; `created` names it when this convert made it (a failed one deletes it). */
-function vdiWriter(
+export function vdiWriter(
   io: VdiIo,
   client: ObjectClient,
   created: string | undefined,
@@ -249,10 +252,10 @@ function vdiWriter(
   };
 }
 
-async function openSource(options: ConvertOptions): Promise<Reader> {
-  const source = options.source;
+/** Opens an image end for reading: a file (raw or qcow2) or a VDI (`NAME[:SNAP]`). */
+export async function openReader(source: ImageEnd, cluster: ClusterAddress): Promise<Reader> {
   if (source.kind === "file") return await fileReader(source.path, source.format);
-  const client = openClient(source, options.cluster);
+  const client = openClient(source, cluster);
   const { name, ref } = parseVdiRef(source.vdi);
   try {
     return vdiReader(await VdiIo.open(client, name, ref), client);
@@ -326,7 +329,8 @@ export function dataRuns(data: Uint8Array): { offset: number; length: number; ze
   return runs;
 }
 
-async function copyChunk(
+/** Copies one chunk; runs of zeros become `zero` (nothing stored). Resolves with bytes written. */
+export async function copyChunk(
   reader: Reader,
   writer: Writer,
   offset: number,
@@ -349,12 +353,33 @@ async function copyChunk(
   return written;
 }
 
+/**
+ * Decides whether a convert argument is a file or a VDI: `-f/-O` decide, then a `sheepdog:`
+ * prefix; otherwise an existing file is a file (its format told from its magic when it is the
+ * source, raw when it is the target), and `whenMissing` decides the rest.
+ */
+export async function imageEnd(
+  text: string,
+  format: string | undefined,
+  whenMissing: "file" | "vdi",
+): Promise<ImageEnd> {
+  if (format === "raw" || format === "qcow2") {
+    return { kind: "file", path: text, format: format as FileFormat };
+  }
+  if (format === "sheepdog" || isExplicitVdi(text)) {
+    return { kind: "vdi", ...parseVdiAddress(text) };
+  }
+  const exists = await fsp.stat(text).then((s) => s.isFile() || s.isBlockDevice(), () => false);
+  if (exists || whenMissing === "file") return { kind: "file", path: text };
+  return { kind: "vdi", ...parseVdiAddress(text) };
+}
+
 /** Copies source to target; resolves with bytes copied, bytes written and the time taken. */
 export async function convertImage(
   options: ConvertOptions,
 ): Promise<{ bytes: number; writtenBytes: number; ms: number }> {
   const started = performance.now();
-  const reader = await openSource(options);
+  const reader = await openReader(options.source, options.cluster);
   let writtenBytes = 0;
   try {
     if (reader.size === 0) {

@@ -269,7 +269,7 @@ async function scrub(args: string[]): Promise<void> {
  * Polls until every node's pass (the one `started` names) is over, printing a progress line
  * whenever it changes (unless `quiet`). Returns the last rows.
  */
-async function waitForScrub(
+export async function waitForScrub(
   admin: AdminService,
   started: ScrubRow[],
   quiet: boolean,

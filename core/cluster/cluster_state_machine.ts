@@ -259,7 +259,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
     }
     for (const header of state.headers) {
       const mine = this.registry.get(header.vdiId);
-      if (!mine || headerRank(header) > headerRank(mine)) this.registry.load(header);
+      if (!mine || compareHeaders(header, mine) > 0) this.registry.load(header);
     }
     this.registry.settle();
     for (const lock of state.locks) {
@@ -275,9 +275,12 @@ export class ClusterStateMachine implements ReplicatedStateReader {
 }
 
 /**
- * Which of two headers of one vid is newer: a tombstone beats a snapshot beats a working VDI
- * (a vid only ever moves that way), then the larger size (VDIs only grow).
+ * Which of two headers of one vid is newer (> 0: `a`): a tombstone beats a snapshot beats a
+ * working VDI (a vid only ever moves that way), then the higher generation (renames, shrinks
+ * and flattens bump it), then the larger size (growing needs no generation).
  */
-function headerRank(header: InodeHeader): number {
-  return (isDeleted(header) ? 4 : isSnapshot(header) ? 2 : 0) * 2 ** 50 + header.vdiSize;
+export function compareHeaders(a: InodeHeader, b: InodeHeader): number {
+  const kind = (header: InodeHeader) => isDeleted(header) ? 2 : isSnapshot(header) ? 1 : 0;
+  return kind(a) - kind(b) || (a.generation ?? 0) - (b.generation ?? 0) ||
+    a.vdiSize - b.vdiSize;
 }

@@ -260,3 +260,19 @@ Deno.test("ClusterStateMachine.snapshot() does not share lock objects with the m
   state.locks[0]!.client = "changed";
   assert.equal(machine.locks.get(3)?.client, "a");
 });
+
+Deno.test("ClusterStateMachine.merge(): a rename or a shrink a node missed wins by generation", () => {
+  const missed = new ClusterStateMachine();
+  missed.apply(create("alpha"));
+  const current = new ClusterStateMachine();
+  current.merge(missed.snapshot());
+  const vid = current.registry.lookup("alpha").vdiId;
+  current.apply({ type: "vdi", event: { type: "rename", vid, name: "beta" } });
+  current.apply({ type: "vdi", event: { type: "resize", vid, sizeBytes: 1 << 20, shrink: true } });
+  // Same kind, a smaller size: only the generation says the cluster's header is newer.
+  missed.merge(current.snapshot());
+  assert.equal(missed.registry.lookup("beta").vdiId, vid);
+  assert.equal(missed.registry.lookup("beta").vdiSize, 1 << 20);
+  current.merge(new ClusterStateMachine().snapshot());
+  assert.equal(current.registry.lookup("beta").generation, 2);
+});

@@ -6,7 +6,13 @@
  * @module
  */
 
-import { DATA_OBJECTS_PER_VDI_MAX, NAME_BYTES_MAX, TAG_BYTES_MAX, vdiSizeMax } from "../limits.ts";
+import {
+  DATA_OBJECTS_PER_VDI_MAX,
+  NAME_BYTES_MAX,
+  objectSize,
+  TAG_BYTES_MAX,
+  vdiSizeMax,
+} from "../limits.ts";
 import { ResultCode, SheepdogError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { dataOid, type Oid, type Vid } from "./oid.ts";
@@ -194,19 +200,39 @@ export function rollbackInode(
   return { ...branch, snapId: options.latestSnapId + 1 };
 }
 
-/** Grows a VDI (shrinking would drop data, so it is refused). */
-export function resizeInode(inode: Inode, sizeBytes: number): Inode {
+/**
+ * Grows a VDI; with `shrink`, makes it smaller too. Shrinking is not constrained by snapshots:
+ * each snapshot keeps its own size and table, so the objects it reads stay whatever the
+ * working VDI does (the caller clears the table past the new end and removes what the VDI
+ * alone owned there). A shrink bumps the generation: merges cannot order it by size.
+ */
+export function resizeInode(
+  inode: Inode,
+  sizeBytes: number,
+  options: { shrink?: boolean } = {},
+): Inode {
   if (isSnapshot(inode)) {
     throw new SheepdogError(ResultCode.READONLY, `Cannot resize '${inode.name}': it is a snapshot`);
   }
   validateSize(sizeBytes, inode.blockSizeShift);
   if (sizeBytes < inode.vdiSize) {
-    throw new SheepdogError(
-      ResultCode.INVALID_PARMS,
-      `Cannot shrink '${inode.name}' from ${inode.vdiSize} to ${sizeBytes} bytes: only growing is supported`,
-    );
+    if (!options.shrink) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot shrink '${inode.name}' from ${inode.vdiSize} to ${sizeBytes} bytes: ` +
+          "use --shrink (the data past the new end is lost)",
+      );
+    }
+    return { ...inode, vdiSize: sizeBytes, generation: (inode.generation ?? 0) + 1 };
   }
   return { ...inode, vdiSize: sizeBytes };
+}
+
+/** The table of `inode` cut at `sizeBytes`: entries past the new end unallocated. */
+export function truncatedTable(inode: Inode, sizeBytes: number): Uint32Array {
+  const table = inode.dataVdiId.slice();
+  table.fill(0, Math.ceil(sizeBytes / objectSize(inode.blockSizeShift)));
+  return table;
 }
 
 /** The tombstone a deleted inode becomes: its vid stays in use, its name and data go. */

@@ -32,6 +32,11 @@ const OFFSET = {
   snapId: 556,
   vdiId: 560,
   parentVdiId: 564,
+  // Sheepdog 1.0's `__unused` words after `btree_counter` (568): QEMU's driver never sets them
+  // and our sheep keep them when an old client writes a header back (VdiService.clientHeader).
+  generation: 572,
+  renameAnchor: 576,
+  renamedFrom: 580,
 } as const;
 
 /** The header fields. Times are Sheepdog's `(seconds << 32) | nanoseconds`. */
@@ -50,6 +55,18 @@ export interface InodeHeader {
   snapId: number;
   vdiId: Vid;
   parentVdiId: Vid;
+  /**
+   * Bumped by each change a merge could not otherwise order (rename, shrink, flatten):
+   * `compareHeaders` ranks by kind, then this, then size. Absent means 0.
+   */
+  generation?: number;
+  /**
+   * Set by a rename on every header it rewrites: the name before it and the working VDI whose
+   * header is written last (the rename's commit point on disk). `VdiRegistry.settle` undoes a
+   * rename the crash cut short: a header whose anchor still has the old name.
+   */
+  renamedFrom?: string;
+  renameAnchor?: Vid;
 }
 
 /** A whole inode: header plus the owner vid of every data object (0 = unallocated). */
@@ -118,6 +135,11 @@ export function encodeInodeHeader(header: InodeHeader): Uint8Array {
   view.setUint32(OFFSET.snapId, header.snapId, true);
   view.setUint32(OFFSET.vdiId, header.vdiId, true);
   view.setUint32(OFFSET.parentVdiId, header.parentVdiId, true);
+  view.setUint32(OFFSET.generation, header.generation ?? 0, true);
+  view.setUint32(OFFSET.renameAnchor, header.renameAnchor ?? 0, true);
+  if (header.renamedFrom !== undefined) {
+    bytes.set(encodeName(header.renamedFrom, NAME_BYTES_MAX, "name"), OFFSET.renamedFrom);
+  }
   return bytes;
 }
 
@@ -130,7 +152,7 @@ export function decodeInodeHeader(bytes: Uint8Array): InodeHeader {
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, INODE_HEADER_SIZE);
-  return {
+  const header: InodeHeader = {
     name: decodeName(bytes.subarray(OFFSET.name, OFFSET.name + 256)),
     tag: decodeName(bytes.subarray(OFFSET.tag, OFFSET.tag + 256)),
     createTime: view.getBigUint64(OFFSET.createTime, true),
@@ -146,6 +168,15 @@ export function decodeInodeHeader(bytes: Uint8Array): InodeHeader {
     vdiId: view.getUint32(OFFSET.vdiId, true),
     parentVdiId: view.getUint32(OFFSET.parentVdiId, true),
   };
+  // Absent when unset, so headers written before these fields decode exactly as they did.
+  const generation = view.getUint32(OFFSET.generation, true);
+  if (generation !== 0) header.generation = generation;
+  const renamedFrom = decodeName(bytes.subarray(OFFSET.renamedFrom, OFFSET.renamedFrom + 256));
+  if (renamedFrom !== "") {
+    header.renamedFrom = renamedFrom;
+    header.renameAnchor = view.getUint32(OFFSET.renameAnchor, true);
+  }
+  return header;
 }
 
 /** Encodes a whole inode (header + data_vdi_id), INODE_SIZE bytes. */

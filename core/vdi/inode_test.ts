@@ -5,6 +5,7 @@ import {
   decodeInodeHeader,
   encodeDataVdiIdRange,
   encodeInode,
+  encodeInodeHeader,
   INODE_HEADER_SIZE,
   INODE_SIZE,
   sheepTime,
@@ -61,4 +62,20 @@ Deno.test("encodeDataVdiIdRange() encodes the slice a client writes back", () =>
 
 Deno.test("sheepTime() round-trips milliseconds", () => {
   assert.equal(sheepTimeToMs(sheepTime(1_700_000_000_456)), 1_700_000_000_456);
+});
+
+Deno.test("inode header: generation and rename marker round-trip, absent when unset", () => {
+  const { dataVdiId: _table, ...header } = newInode({
+    name: "Alice's Disk",
+    vid: 0x7c2b25,
+    sizeBytes: 1 << 30,
+    copies: 3,
+    blockSizeShift: 22,
+    nowMs: 1000,
+  });
+  const plain = decodeInodeHeader(encodeInodeHeader(header));
+  assert.equal("generation" in plain, false);
+  assert.equal("renamedFrom" in plain, false);
+  const marked = { ...header, generation: 3, renamedFrom: "Bob's Disk", renameAnchor: 0x7c2b25 };
+  assert.deepEqual(decodeInodeHeader(encodeInodeHeader(marked)), marked);
 });

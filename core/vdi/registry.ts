@@ -17,10 +17,11 @@ import {
   rollbackInode,
   snapshotInodes,
   tombstone,
+  validateName,
 } from "./cow.ts";
 import { type Inode, type InodeHeader, isDeleted, isSnapshot } from "./inode.ts";
 import type { Vid } from "./oid.ts";
-import { probeChain, VdiBitmap, vidHash } from "./vid.ts";
+import { VdiBitmap, vidHash } from "./vid.ts";
 
 /** Which VDI a name refers to: the working one, or a snapshot by id or tag. */
 export type SnapshotRef = { snapId: number } | { tag: string } | undefined;
@@ -58,7 +59,11 @@ export type VdiEvent =
     expectVid?: Vid;
   }
   | { type: "delete"; vid: Vid }
-  | { type: "resize"; vid: Vid; sizeBytes: number };
+  | { type: "resize"; vid: Vid; sizeBytes: number; shrink?: boolean }
+  /** The working VDI `vid` and every snapshot of its name take the name `name`. */
+  | { type: "rename"; vid: Vid; name: string }
+  /** The working VDI `vid`, a clone that no longer reads from its base, drops its parent link. */
+  | { type: "flatten"; vid: Vid };
 
 /** What applying an event changed: headers to write (new or updated), in write order. */
 export interface VdiChange {
@@ -85,17 +90,43 @@ function asInode(header: InodeHeader): Inode {
 export class VdiRegistry {
   readonly bitmap = new VdiBitmap();
   readonly #headers = new Map<Vid, InodeHeader>();
+  /**
+   * The vids of each name. Lookups use it rather than the probe chain from the name's hash: a
+   * renamed VDI keeps the vids it was given under its old name.
+   */
+  readonly #byName = new Map<string, Set<Vid>>();
 
   /** Forgets every VDI (a forced re-format). */
   clear(): void {
     this.bitmap.bytes.fill(0);
     this.#headers.clear();
+    this.#byName.clear();
   }
 
   /** Loads a header read from storage (at startup or when joining). */
   load(header: InodeHeader): void {
+    this.#forget(header.vdiId);
     this.bitmap.set(header.vdiId);
     this.#headers.set(header.vdiId, header);
+    const vids = this.#byName.get(header.name);
+    if (vids) vids.add(header.vdiId);
+    else this.#byName.set(header.name, new Set([header.vdiId]));
+  }
+
+  /** Takes `vid` out of the name index (its header is replaced or dropped). */
+  #forget(vid: Vid): void {
+    const old = this.#headers.get(vid);
+    if (!old) return;
+    const vids = this.#byName.get(old.name);
+    vids?.delete(vid);
+    if (vids?.size === 0) this.#byName.delete(old.name);
+  }
+
+  /** The live headers called `name`, newest (highest snap id, then vid) first. */
+  #named(name: string): InodeHeader[] {
+    if (name === "") return [];
+    const headers = [...this.#byName.get(name) ?? []].map((vid) => this.#headers.get(vid)!);
+    return headers.sort((a, b) => b.snapId - a.snapId || b.vdiId - a.vdiId);
   }
 
   get(vid: Vid): InodeHeader | undefined {
@@ -118,9 +149,7 @@ export class VdiRegistry {
    */
   lookup(name: string, ref?: SnapshotRef): InodeHeader {
     let nameFound = false;
-    for (const vid of probeChain(this.bitmap, name)) {
-      const header = this.#headers.get(vid);
-      if (!header || header.name !== name) continue;
+    for (const header of this.#named(name)) {
       nameFound = true;
       if (ref === undefined) {
         if (!isSnapshot(header)) return header;
@@ -161,10 +190,7 @@ export class VdiRegistry {
   /** The highest snap id ever used by `name` (snapshots and working VDIs, deleted excluded). */
   #latestSnapId(name: string): number {
     let latest = 0;
-    for (const vid of probeChain(this.bitmap, name)) {
-      const header = this.#headers.get(vid);
-      if (header?.name === name) latest = Math.max(latest, header.snapId);
-    }
+    for (const header of this.#named(name)) latest = Math.max(latest, header.snapId);
     return latest;
   }
 
@@ -226,7 +252,11 @@ export class VdiRegistry {
       case "delete":
         return this.#delete(event.vid);
       case "resize":
-        return this.#resize(event.vid, event.sizeBytes);
+        return this.#resize(event.vid, event.sizeBytes, event.shrink ?? false);
+      case "rename":
+        return this.#rename(event.vid, event.name);
+      case "flatten":
+        return this.#flatten(event.vid);
     }
   }
 
@@ -249,6 +279,7 @@ export class VdiRegistry {
    * orphans that a later allocation of the same vid replaces.
    */
   settle(): InodeHeader[] {
+    this.#settleRenames();
     const working = new Map<string, InodeHeader[]>();
     for (const header of this.#headers.values()) {
       if (isDeleted(header) || isSnapshot(header)) continue;
@@ -263,10 +294,30 @@ export class VdiRegistry {
       dropped.push(...headers.slice(1));
     }
     for (const header of dropped) {
+      this.#forget(header.vdiId);
       this.#headers.delete(header.vdiId);
       this.bitmap.clear(header.vdiId);
     }
     return dropped;
+  }
+
+  /**
+   * A rename writes its headers before its event, the working VDI's (the anchor's) last. A
+   * header that has the new name while its anchor still has the old one is from a rename a
+   * crash cut short, which the cluster never applied: it takes its old name back (in memory;
+   * every rebuild decides the same from the same objects, and the next change rewrites it).
+   */
+  #settleRenames(): void {
+    const undone: InodeHeader[] = [];
+    for (const header of this.#headers.values()) {
+      const from = header.renamedFrom;
+      if (from === undefined || header.name === from || isDeleted(header)) continue;
+      const anchor = this.#headers.get(header.renameAnchor ?? 0);
+      if (anchor === undefined || anchor.name !== from) continue;
+      const { renamedFrom: _from, renameAnchor: _anchor, ...before } = header;
+      undone.push({ ...before, name: from, generation: (header.generation ?? 1) - 1 });
+    }
+    for (const header of undone) this.load(header);
   }
 
   #create(event: Extract<VdiEvent, { type: "create" }>): VdiChange {
@@ -339,9 +390,56 @@ export class VdiRegistry {
     return { vid, created: [], updated: [dead] };
   }
 
-  #resize(vid: Vid, sizeBytes: number): VdiChange {
+  #resize(vid: Vid, sizeBytes: number, shrink: boolean): VdiChange {
     const header = this.#require(vid);
-    const resized = headerOf(resizeInode(asInode(header), sizeBytes));
+    const resized = headerOf(resizeInode(asInode(header), sizeBytes, { shrink }));
     return { vid, created: [], updated: [resized] };
+  }
+
+  /**
+   * Rename: the working VDI and its snapshots (they share its name) take the new one; clones
+   * keep theirs. `updated` is in write order: snapshots oldest first, the working VDI last (see
+   * `settle` for a rename a crash cut short).
+   */
+  #rename(vid: Vid, name: string): VdiChange {
+    const working = this.#require(vid);
+    if (isSnapshot(working)) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot rename a snapshot of '${working.name}': its snapshots follow the VDI, ` +
+          `rename '${working.name}'`,
+      );
+    }
+    validateName(name);
+    if (this.#named(name).length > 0) {
+      throw new SheepdogError(
+        ResultCode.VDI_EXIST,
+        `Cannot rename '${working.name}' to '${name}': a VDI named '${name}' exists already`,
+      );
+    }
+    const family = this.#named(working.name).reverse().filter((h) => h.vdiId !== vid);
+    const updated = [...family, working].map((header) => ({
+      ...header,
+      name,
+      generation: (header.generation ?? 0) + 1,
+      renamedFrom: working.name,
+      renameAnchor: vid,
+    }));
+    return { vid, created: [], updated };
+  }
+
+  /** Flatten: a clone whose data is all its own (the caller checked) stands alone. */
+  #flatten(vid: Vid): VdiChange {
+    const working = this.#require(vid);
+    const parent = this.#headers.get(working.parentVdiId);
+    if (isSnapshot(working) || working.parentVdiId === 0 || parent?.name === working.name) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot flatten '${working.name}': it is not a clone` +
+          (parent?.name === working.name ? " (its parent is one of its own snapshots)" : ""),
+      );
+    }
+    const flat = { ...working, parentVdiId: 0, generation: (working.generation ?? 0) + 1 };
+    return { vid, created: [], updated: [flat] };
   }
 }

@@ -125,3 +125,87 @@ Deno.test("VdiRegistry.settle() keeps the oldest working VDI of a name and drops
   assert.equal(frozen.lookup("alice").vdiId, snapshot.vid);
   assert.ok(isSnapshot(frozen.get(alice)!));
 });
+
+Deno.test("VdiRegistry rename: snapshots follow, the old name is free, collisions are refused", () => {
+  const registry = new VdiRegistry();
+  const first = registry.apply(create("old")).vid;
+  registry.apply({ type: "snapshot", vid: first, tag: "t1", nowMs: 2000 });
+  registry.apply(create("taken"));
+  const working = registry.lookup("old").vdiId;
+  const plan = registry.plan({ type: "rename", vid: working, name: "new" });
+  // Write order: the snapshot first, the working VDI (the commit point) last.
+  assert.deepEqual(plan.updated.map((h) => h.vdiId), [first, working]);
+  assert.equal(
+    codeOf(() => registry.apply({ type: "rename", vid: working, name: "taken" })),
+    ResultCode.VDI_EXIST,
+  );
+  assert.equal(
+    codeOf(() => registry.apply({ type: "rename", vid: working, name: "a:b" })),
+    ResultCode.INVALID_PARMS,
+  );
+  assert.equal(
+    codeOf(() => registry.apply({ type: "rename", vid: first, name: "x" })),
+    ResultCode.INVALID_PARMS,
+  );
+  registry.apply({ type: "rename", vid: working, name: "new" });
+  assert.equal(registry.lookup("new").vdiId, working);
+  assert.equal(registry.lookup("new", { tag: "t1" }).vdiId, first);
+  assert.equal(registry.lookup("new", { snapId: 1 }).vdiId, first);
+  assert.equal(codeOf(() => registry.lookup("old")), ResultCode.NO_VDI);
+  // The old name is free again, and the renamed VDI snapshots on under its new name.
+  const again = registry.apply(create("old")).vid;
+  assert.equal(registry.lookup("old").vdiId, again);
+  const snap = registry.apply({ type: "snapshot", vid: working, tag: "t2", nowMs: 3000 });
+  assert.equal(registry.lookup("new").vdiId, snap.vid);
+  assert.equal(registry.lookup("new").snapId, 3);
+});
+
+Deno.test("VdiRegistry.settle() undoes a rename whose working VDI kept the old name", () => {
+  const source = new VdiRegistry();
+  const first = source.apply(create("old")).vid;
+  source.apply({ type: "snapshot", vid: first, tag: "t1", nowMs: 2000 });
+  const working = source.lookup("old");
+  const [snapshot, renamed] = source.plan({ type: "rename", vid: working.vdiId, name: "new" })
+    .updated;
+  // A crash after the snapshot's header was written, before the working VDI's.
+  const cut = new VdiRegistry();
+  cut.load(snapshot!);
+  cut.load(working);
+  cut.settle();
+  assert.equal(cut.lookup("old", { tag: "t1" }).vdiId, first);
+  assert.equal(cut.lookup("old", { tag: "t1" }).generation ?? 0, 0);
+  assert.equal(codeOf(() => cut.lookup("new")), ResultCode.NO_VDI);
+  // Both written: the rename stands.
+  const whole = new VdiRegistry();
+  whole.load(snapshot!);
+  whole.load(renamed!);
+  whole.settle();
+  assert.equal(whole.lookup("new", { tag: "t1" }).vdiId, first);
+});
+
+Deno.test("VdiRegistry flatten and shrink: only clones flatten, shrinking needs asking", () => {
+  const registry = new VdiRegistry();
+  const base = registry.apply(create("base")).vid;
+  registry.apply({ type: "snapshot", vid: base, tag: "s", nowMs: 2000 });
+  const clone = registry.apply({ type: "clone", baseVid: base, name: "c", nowMs: 3000 }).vid;
+  const working = registry.lookup("base").vdiId;
+  assert.equal(
+    codeOf(() => registry.apply({ type: "flatten", vid: working })),
+    ResultCode.INVALID_PARMS,
+  );
+  registry.apply({ type: "flatten", vid: clone });
+  assert.equal(registry.get(clone)!.parentVdiId, 0);
+  assert.equal(registry.get(clone)!.generation, 1);
+  assert.equal(
+    codeOf(() => registry.apply({ type: "resize", vid: working, sizeBytes: 1 << 20 })),
+    ResultCode.INVALID_PARMS,
+  );
+  registry.apply({ type: "resize", vid: working, sizeBytes: 1 << 20, shrink: true });
+  assert.equal(registry.get(working)!.vdiSize, 1 << 20);
+  assert.equal(registry.get(working)!.generation, 1);
+  assert.equal(
+    registry.lookup("base", { tag: "s" }).vdiSize,
+    1 << 30,
+    "the snapshot keeps its size",
+  );
+});

@@ -294,7 +294,18 @@ export class AdminService {
     return this.client.deleteVdi(name, ref);
   }
 
-  async resize(name: string, sizeBytes: number): Promise<void> {
-    await this.client.json(Opcode.RESIZE_VDI, { name, sizeBytes });
+  /** Grows `name`; with `shrink`, also makes it smaller (what lies past the new end goes). */
+  async resize(name: string, sizeBytes: number, options: { shrink?: boolean } = {}): Promise<void> {
+    await this.client.json(Opcode.RESIZE_VDI, { name, sizeBytes, shrink: options.shrink === true });
+  }
+
+  /** Renames the working VDI `name` and its snapshots. */
+  async rename(name: string, newName: string): Promise<void> {
+    await this.client.json(Opcode.RENAME_VDI, { name, newName });
+  }
+
+  /** Drops the parent link of a clone that reads nothing from its base any more. */
+  async dropParent(name: string): Promise<void> {
+    await this.client.json(Opcode.FLATTEN_VDI, { name });
   }
 }

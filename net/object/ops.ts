@@ -64,6 +64,10 @@ export const Opcode = {
    * `{"client": holder or null}`): an operator freeing the VDI of a client that died attached.
    */
   UNLOCK_VDI: 0xe6,
+  /** Ours: rename a VDI and its snapshots (JSON `{"name", "newName"}`); refused while attached. */
+  RENAME_VDI: 0xec,
+  /** Ours: a clone that reads nothing from its base drops its parent link (JSON `{"name"}`). */
+  FLATTEN_VDI: 0xed,
   // Internal, ours: the cluster-key handshake (net/auth/handshake.ts), before any other
   // internal request on a connection.
   AUTH_HELLO: 0xf0,

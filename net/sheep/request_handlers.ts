@@ -539,24 +539,63 @@ const vdiOps: Record<number, Op> = {
   [Opcode.RESIZE_VDI]: {
     force: false,
     handle: async (host, request, _reply, peer) => {
-      const body = parseJson<{ name: string; sizeBytes: number }>(request);
+      const body = parseJson<{ name: string; sizeBytes: number; shrink?: boolean }>(request);
       const vid = host.registry.lookup(body.name).vdiId;
       // An attached client keeps the size it was given (NBD has no way to announce a new
       // one): resizing under it would leave it writing within a size that is not the VDI's.
       // The connection holding it resizes it knowingly (`img import-diff`).
-      const lock = host.locks.get(vid);
-      if (lock && lock.client !== peer) {
-        throw new SheepdogError(
-          ResultCode.VDI_LOCKED,
-          `Cannot resize '${body.name}': it is attached by ${lock.client}, which would keep ` +
-            "the old size; detach it first",
-        );
-      }
-      await host.vdis.change({ type: "resize", vid, sizeBytes: body.sizeBytes });
+      refuseAttached(host, vid, peer, `resize '${body.name}'`, "which would keep the old size");
+      const event = { type: "resize" as const, vid, sizeBytes: body.sizeBytes };
+      await host.vdis.change(body.shrink === true ? { ...event, shrink: true } : event);
+      return json({ ok: true });
+    },
+  },
+  [Opcode.RENAME_VDI]: {
+    force: false,
+    handle: async (host, request, _reply, peer) => {
+      const body = parseJson<{ name: string; newName: string }>(request);
+      const vid = host.registry.lookup(body.name).vdiId;
+      // Its client found it by the old name (QEMU's driver looks it up again on reconnect).
+      refuseAttached(host, vid, peer, `rename '${body.name}'`, "which knows it by its old name");
+      await host.vdis.change({ type: "rename", vid, name: String(body.newName) });
+      return json({ ok: true });
+    },
+  },
+  [Opcode.FLATTEN_VDI]: {
+    force: false,
+    handle: async (host, request, _reply, peer) => {
+      const body = parseJson<{ name: string }>(request);
+      const vid = host.registry.lookup(body.name).vdiId;
+      refuseAttached(
+        host,
+        vid,
+        peer,
+        `flatten '${body.name}'`,
+        "whose cached table would be stale",
+      );
+      await host.vdis.change({ type: "flatten", vid });
       return json({ ok: true });
     },
   },
 };
+
+/** Administrative changes wait for a VDI's client to detach: refused, naming the holder. */
+/** Refuses to change `vid` under its client; the connection holding it may (see LOCK_VDI). */
+function refuseAttached(
+  host: RequestHost,
+  vid: number,
+  peer: string,
+  action: string,
+  why: string,
+): void {
+  const lock = host.locks.get(vid);
+  if (lock && lock.client !== peer) {
+    throw new SheepdogError(
+      ResultCode.VDI_LOCKED,
+      `Cannot ${action}: it is attached by ${lock.client}, ${why}; detach it first`,
+    );
+  }
+}
 
 async function newVdi(
   host: RequestHost,

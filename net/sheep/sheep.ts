@@ -528,7 +528,6 @@ export class Sheep {
     }
   }
 
-
   /** The group standing changed: a healed partition may take the held-back releases now. */
   statusChanged(): void {
     if (this.#pendingReleases.size > 0 && this.member?.state === "primary") {

@@ -23,7 +23,7 @@ import {
 import { trimTrailingZeros } from "../../core/bytes.ts";
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { DATA_OBJECTS_PER_VDI_MAX } from "../../core/limits.ts";
-import { unreferencedObjects } from "../../core/vdi/cow.ts";
+import { truncatedTable, unreferencedObjects } from "../../core/vdi/cow.ts";
 import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import type { Gateway } from "./gateway.ts";
@@ -143,11 +143,17 @@ export class VdiService {
     return decodeInodeHeader(await this.#gateway.read(vdiOid(vid), 0, INODE_HEADER_SIZE));
   }
 
-  /** Creates, snapshots, clones, rolls back, resizes or deletes; resolves with the vid asked about. */
+  /**
+   * Creates, snapshots, clones, rolls back, resizes (shrinks), renames, flattens or deletes;
+   * resolves with the vid asked about.
+   */
   change(event: VdiEvent): Promise<Vid> {
     return this.#serialised(async () => {
       if (event.type === "delete") return await this.#delete(event.vid);
+      if (event.type === "resize" && event.shrink) return await this.#shrink(event);
       if (event.type === "resize") return await this.#resize(event);
+      if (event.type === "rename") return await this.#rewriteHeaders(event);
+      if (event.type === "flatten") return await this.#flatten(event);
       return await this.#allocate(event);
     });
   }
@@ -371,6 +377,75 @@ export class VdiService {
       }
       throw error;
     }
+  }
+
+  /**
+   * Rename and flatten: headers only, each written and flushed in `plan`'s order before the
+   * event (a rename's working VDI last: `VdiRegistry.settle` undoes one a crash cut short);
+   * a refused event writes them back in reverse order.
+   */
+  async #rewriteHeaders(event: Extract<VdiEvent, { type: "rename" | "flatten" }>): Promise<Vid> {
+    const plan = this.#registry.plan(event);
+    const before: InodeHeader[] = [];
+    try {
+      for (const header of plan.updated) {
+        before.push(await this.#readHeader(header.vdiId));
+        await this.#gateway.writeAt(vdiOid(header.vdiId), encodeInodeHeader(header), 0);
+        await this.#flush(header.vdiId);
+      }
+      return (await this.#submit(event)).vid;
+    } catch (error) {
+      if (isResult(error, ...REFUSED) || before.length < plan.updated.length) {
+        for (const old of before.reverse()) {
+          if (!this.#unchanged(old)) continue;
+          await this.#gateway.writeAt(vdiOid(old.vdiId), encodeInodeHeader(old), 0);
+          await this.#flush(old.vdiId);
+        }
+      }
+      throw error;
+    }
+  }
+
+  /** Flatten: only a clone whose table holds no object of another name's VDIs drops its parent. */
+  async #flatten(event: Extract<VdiEvent, { type: "flatten" }>): Promise<Vid> {
+    this.#registry.plan(event);
+    const inode = await this.readInode(event.vid);
+    const foreign =
+      inode.dataVdiId.filter((owner) =>
+        owner !== 0 && this.#registry.get(owner)?.name !== inode.name
+      ).length;
+    if (foreign > 0) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `Cannot flatten '${inode.name}': it still reads ${foreign} objects from its parent ` +
+          "(img flatten copies them first)",
+      );
+    }
+    return await this.#rewriteHeaders(event);
+  }
+
+  /**
+   * Shrink: the inode, its table cut at the new end, replaces the old one whole (atomic on every
+   * replica) before the event; after it, the objects past the end that no live inode of the
+   * family reads are removed. A crash in between leaves them as orphans, never as data a later
+   * grow would show: the table no longer points at them.
+   */
+  async #shrink(event: Extract<VdiEvent, { type: "resize" }>): Promise<Vid> {
+    const header = this.#registry.plan(event).updated[0]!;
+    const old = await this.readInode(event.vid);
+    const shrunk: Inode = { ...header, dataVdiId: truncatedTable(old, event.sizeBytes) };
+    await this.#gateway.createAt(vdiOid(event.vid), trimTrailingZeros(encodeInode(shrunk)), 0);
+    try {
+      await this.#submit(event);
+    } catch (error) {
+      if (isResult(error, ...REFUSED) && this.#unchanged(old)) {
+        await this.#gateway.createAt(vdiOid(event.vid), trimTrailingZeros(encodeInode(old)), 0);
+      }
+      throw error;
+    }
+    const cut = old.dataVdiId.map((owner, index) => shrunk.dataVdiId[index] === owner ? 0 : owner);
+    await this.#sweep({ ...old, dataVdiId: cut });
+    return event.vid;
   }
 
   /** Delete: the tombstone is durable before the event; the data goes after it. */
