@@ -7,10 +7,11 @@
 
 import * as fsp from "node:fs/promises";
 import { ResultCode, SheepdogError } from "../core/errors.ts";
-import { formatSize, formatTime, parseSize } from "../net/admin/format.ts";
+import { formatDu, formatSize, formatTime, parseSize } from "../net/admin/format.ts";
 import {
   CLUSTER_FLAG,
   clusterAddress,
+  connect,
   parseFlags,
   print,
   printJson,
@@ -18,6 +19,7 @@ import {
   UsageError,
 } from "./cli.ts";
 import { isExplicitVdi, parseVdiAddress, withAdmin } from "./vdi_address.ts";
+import type { AdminService } from "../net/admin/admin_service.ts";
 import { convertImage, type FileFormat, type ImageEnd } from "./img_convert.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
@@ -38,6 +40,9 @@ Commands:
   snapshot -a SNAP NAME          revert NAME to a snapshot (its current data is discarded)
   info [--json] NAME[:SNAP]      show a VDI
   resize NAME [+]SIZE            grow a VDI
+  du [--json] [NAME[:SNAP]]      space per VDI and snapshot, as rbd du: PROVISIONED (size),
+                                 USED (objects it owns), SHARED (read from its parent
+                                 snapshot); cluster totals last
 
 VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
 Options:
@@ -259,12 +264,36 @@ async function resize(args: string[]): Promise<void> {
   });
 }
 
+async function du(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    json: { type: "boolean", default: false },
+  });
+  if (positionals.length > 1) throw new UsageError("du takes at most one VDI name");
+  const show = async (admin: AdminService, vdi?: string) => {
+    const report = await admin.du(vdi);
+    if (values.json) printJson(report);
+    else print(report.vdis.length === 0 ? "No VDIs" : formatDu(report));
+  };
+  if (positionals[0] === undefined) {
+    const admin = connect(clusterAddress(values));
+    try {
+      await show(admin);
+    } finally {
+      await admin.client.close();
+    }
+    return;
+  }
+  await withAdmin(positionals[0], values, show);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   create,
   convert,
   snapshot,
   info,
   resize,
+  du,
 };
 
 export function imgMain(args: string[]): Promise<number> {
