@@ -3,7 +3,8 @@
 //  2. the same import into three sheep with three copies (write MB/s, 3 copies vs 1);
 //  3. a four-sheep cluster holding 1 GiB with three copies: kill -9 one sheep, time until the
 //     survivors install a new epoch (failure detection) and until recovery is done everywhere;
-//  then the NBD comparison with qemu-nbd (scripts/bench_nbd.ts) adds its own section.
+//  then listings at 1,000 VDIs (scripts/bench_listing.ts) and the NBD comparison with qemu-nbd
+//  (scripts/bench_nbd.ts) add their own sections.
 // Every server binds 127.0.0.1; every process started here is stopped by its PID.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -169,6 +170,12 @@ const replaced = previous.includes("## Import, export, replication, recovery")
   : previous.trimEnd() + "\n\n" + section;
 fs.writeFileSync(file, replaced.trimEnd() + "\n");
 console.log(section);
+// Listings at 1,000 VDIs (info -t vdi, info -t vm, img du) add their own section.
+execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+  "run",
+  "-A",
+  path.join(root, "scripts", "bench_listing.ts"),
+], { stdio: "inherit" });
 if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
   execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
     "run",
