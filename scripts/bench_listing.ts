@@ -10,7 +10,6 @@
  * and reports the median and the slowest. Writes the section "## Listings at 1,000 VDIs" of
  * BENCHMARKS.md unless --no-write. Every process started here is stopped by its PID.
  */
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -20,10 +19,9 @@ import { TcpTransport } from "../net/object/tcp_transport.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
 import { readKeyFile } from "../net/auth/cluster_key.ts";
 import { VdiIo } from "../core/vdi/io.ts";
+import { exe, root, run, startCluster, stopCluster } from "./bench_cluster.ts";
 
 const SECTION = "## Listings at 1,000 VDIs";
-const root = new URL("..", import.meta.url).pathname;
-const exe = path.join(root, "sheepdog");
 const { values } = parseArgs({
   options: {
     vdis: { type: "string", default: "1000" },
@@ -33,10 +31,6 @@ const { values } = parseArgs({
 });
 const count = Number(values.vdis);
 const runs = Number(values.runs);
-
-function run(args: string[]): string {
-  return execFileSync(exe, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
-}
 
 /** Median and maximum seconds of `runs` runs of `args`. */
 function timed(args: string[]): { median: number; max: number } {
@@ -52,32 +46,12 @@ function timed(args: string[]): { median: number; max: number } {
 
 if (!fs.existsSync(exe)) throw new Error("build first: npm run build");
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "sd-bench-listing-"));
-const basePort = 21000 + Math.floor(Math.random() * 20000);
-const ports = [basePort, basePort + 1, basePort + 2];
-const dirs = ports.map((_, i) => path.join(work, `sheep${i}`));
-const keyFile = path.join(work, "cluster.key");
+let dirs: string[] = [];
 try {
-  run(["shepherd", "keygen", keyFile]);
-  ports.forEach((port, i) => {
-    const seeds = ports.filter((p) => p !== port).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
-    run([
-      "sheep",
-      dirs[i]!,
-      "--port",
-      String(port),
-      "--host",
-      "127.0.0.1",
-      "--key-file",
-      keyFile,
-      "--zone",
-      String(i + 1),
-      "--multicast",
-      "off",
-      "--no-http",
-      "--no-nbd",
-      ...seeds,
-    ]);
-  });
+  const started = startCluster(work, 3);
+  dirs = started.dirs;
+  const ports = started.ports;
+  const keyFile = started.keyFile;
   const cluster = ["--cluster", `127.0.0.1:${ports[0]}`, "--key-file", keyFile];
   run(["shepherd", "mkfs", "--copies=2", ...cluster]);
 
@@ -98,16 +72,12 @@ try {
 
   const info = timed(["shepherd", "info", "-t", "vdi", ...cluster]);
   const vm = timed(["shepherd", "info", "-t", "vm", ...cluster]);
-  const du = fs.readFileSync(path.join(root, "cmd", "img.ts"), "utf8").includes("async function du")
-    ? timed(["img", "du", ...cluster])
-    : undefined;
+  const du = timed(["img", "du", ...cluster]);
   const lines = run(["shepherd", "info", "-t", "vdi", ...cluster]).trim().split("\n").length;
   if (lines !== count) throw new Error(`info -t vdi listed ${lines} VDIs, expected ${count}`);
 
-  const cell = (t: { median: number; max: number } | undefined) =>
-    t === undefined
-      ? "(no such command)"
-      : `${t.median.toFixed(2)} s (slowest ${t.max.toFixed(2)} s)`;
+  const cell = (t: { median: number; max: number }) =>
+    `${t.median.toFixed(2)} s (slowest ${t.max.toFixed(2)} s)`;
   const section = [
     SECTION,
     "",
@@ -139,28 +109,6 @@ try {
     fs.writeFileSync(file, next.trimEnd() + "\n");
   }
 } finally {
-  const pids: number[] = [];
-  for (const dir of dirs) {
-    try {
-      const pid = Number(fs.readFileSync(path.join(dir, "sheep.pid"), "utf8"));
-      process.kill(pid, "SIGTERM");
-      pids.push(pid);
-    } catch {
-      // Never started.
-    }
-  }
-  // Gone before their directories are: a stopping sheep may still write into them.
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  const deadline = Date.now() + 30_000;
-  while (pids.some(alive) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await stopCluster(dirs);
   fs.rmSync(work, { recursive: true, force: true });
 }

@@ -20,10 +20,10 @@ import { AllocationCounts } from "./allocation_counts.ts";
 
 /** A store on a MemDisk whose every change reaches `counts`, and the tracked ways to change it. */
 async function tracked(disk = new MemDisk()) {
-  let counts: AllocationCounts | undefined;
-  const store = new FsObjectStore("/sd/obj", disk, { onChange: (oid) => counts?.changed(oid) });
+  // The store reports every change to the counts (created just below, before any change).
+  const store = new FsObjectStore("/sd/obj", disk, { onChange: (oid) => counts.changed(oid) });
+  const counts = new AllocationCounts(store);
   await store.open();
-  counts = new AllocationCounts(store);
   let version = 1;
   return {
     store,
