@@ -8,10 +8,11 @@
 
 import * as fsp from "node:fs/promises";
 import { ResultCode, SheepdogError } from "../core/errors.ts";
-import { formatSize, formatTime, parseSize } from "../net/admin/format.ts";
+import { formatDu, formatSize, formatTime, parseSize } from "../net/admin/format.ts";
 import {
   CLUSTER_FLAG,
   clusterAddress,
+  connect,
   parseFlags,
   print,
   printJson,
@@ -23,6 +24,7 @@ import { convertImage, imageEnd } from "./img_convert.ts";
 import { DIFF_COMMANDS, DIFF_USAGE } from "./img_diff.ts";
 import { COPY_COMMANDS, INSPECT_COMMANDS } from "./img_verbs.ts";
 import { endProgress, progressReporter } from "./progress.ts";
+import type { AdminService } from "../net/admin/admin_service.ts";
 
 export const IMG_USAGE = `Usage: sheepdog img COMMAND [options]
 
@@ -58,6 +60,9 @@ Commands:
                                  I/O benchmark (default: read, 4K, depth 64, 10000 requests,
                                  seq); writes pattern 0xa5; last line: ops= ops/s= bytes/s=
                                  elapsed=
+  du [--json] [NAME[:SNAP]]      space per VDI and snapshot, as rbd du: PROVISIONED (size),
+                                 USED (objects it owns), SHARED (read from its parent
+                                 snapshot); cluster totals last
 ${DIFF_USAGE}
 
 VDI names: NAME, NAME:SNAP, sheepdog:NAME[:SNAP], sheepdog://HOST:PORT/NAME[#SNAP]
@@ -266,6 +271,29 @@ async function resize(args: string[]): Promise<void> {
   });
 }
 
+async function du(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    ...CLUSTER_FLAG,
+    json: { type: "boolean", default: false },
+  });
+  if (positionals.length > 1) throw new UsageError("du takes at most one VDI name");
+  const show = async (admin: AdminService, vdi?: string) => {
+    const report = await admin.du(vdi);
+    if (values.json) printJson(report);
+    else print(report.vdis.length === 0 ? "No VDIs" : formatDu(report));
+  };
+  if (positionals[0] === undefined) {
+    const admin = connect(clusterAddress(values));
+    try {
+      await show(admin);
+    } finally {
+      await admin.client.close();
+    }
+    return;
+  }
+  await withAdmin(positionals[0], values, show);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   create,
   convert,
@@ -275,6 +303,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   ...DIFF_COMMANDS,
   ...COPY_COMMANDS,
   ...INSPECT_COMMANDS,
+  du,
 };
 
 export function imgMain(args: string[]): Promise<number> {

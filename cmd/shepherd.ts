@@ -56,7 +56,8 @@ Commands:
                                         copies repaired and not repaired, newest finding
   vdi delete NAME[:SNAP]                delete a VDI or one snapshot; space is reclaimed
   vdi lock list [--json]                attach locks: VDI, holder, the sheep it is attached through, since
-  vdi lock break NAME                   the same as vdi unlock (logged on the sheep)
+  vdi lock break NAME                   release NAME's lock whoever holds it (logged on the
+                                        sheep); an error if it is not attached
   vdi unlock NAME                       release a VDI a client died with attached (it stays
                                         "running on" that client, refused to others, until then)
   cluster recover force                 after a full stop, start with the nodes that are back
@@ -168,7 +169,7 @@ async function showInfo(
 async function vdi(args: string[]): Promise<void> {
   // `vdi lock list` and `vdi lock break NAME` (issue 12's words) sit beside `vdi unlock NAME`.
   const [sub, ...rest] = args[0] === "lock"
-    ? [args[1] === "break" ? "unlock" : `lock ${args[1] ?? ""}`.trim(), ...args.slice(2)]
+    ? [`lock ${args[1] ?? ""}`.trim(), ...args.slice(2)]
     : args;
   const { values, positionals } = parseFlags(rest, { ...CLUSTER_FLAG, json: { type: "boolean" } });
   if (sub === "lock list") {
@@ -183,7 +184,7 @@ async function vdi(args: string[]): Promise<void> {
     }
     return;
   }
-  if (sub !== "delete" && sub !== "unlock") {
+  if (sub !== "delete" && sub !== "unlock" && sub !== "lock break") {
     throw new UsageError(
       `Unknown vdi command '${sub ?? ""}': use delete, lock list, lock break or unlock`,
     );
@@ -193,6 +194,8 @@ async function vdi(args: string[]): Promise<void> {
     if (sub === "delete") {
       await admin.deleteVdi(name);
       print(`Deleted ${name}`);
+    } else if (sub === "lock break") {
+      print(`Released ${name} (attached by ${await admin.breakLock(name)})`);
     } else {
       const holder = await admin.unlockVdi(name);
       print(

@@ -3,71 +3,21 @@
 //  2. the same import into three sheep with three copies (write MB/s, 3 copies vs 1);
 //  3. a four-sheep cluster holding 1 GiB with three copies: kill -9 one sheep, time until the
 //     survivors install a new epoch (failure detection) and until recovery is done everywhere;
-//  then the NBD comparison with qemu-nbd (scripts/bench_nbd.ts) adds its own section.
+//  then listings at 1,000 VDIs (scripts/bench_listing.ts) and the NBD comparison with qemu-nbd
+//  (scripts/bench_nbd.ts) add their own sections.
 // Every server binds 127.0.0.1; every process started here is stopped by its PID.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { exe, root, run, startCluster, stopCluster } from "./bench_cluster.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-const exe = path.join(root, "sheepdog");
 const GiB = 1 << 30;
-
-function run(args: string[]): string {
-  return execFileSync(exe, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
-}
 
 function timed(args: string[]): number {
   const started = performance.now();
   run(args);
   return (performance.now() - started) / 1000;
-}
-
-let nextPort = 21000 + Math.floor(Math.random() * 20000);
-function ports(n: number): number[] {
-  return Array.from({ length: n }, () => nextPort++);
-}
-
-function startCluster(dir: string, count: number): { ports: number[]; dirs: string[] } {
-  const list = ports(count);
-  const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
-  const keyFile = path.join(dir, "cluster.key");
-  fs.mkdirSync(dir, { recursive: true });
-  run(["shepherd", "keygen", keyFile]);
-  for (let i = 0; i < count; i++) {
-    const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
-    run([
-      "sheep",
-      dirs[i]!,
-      "--port",
-      String(list[i]),
-      "--host",
-      "127.0.0.1",
-      "--key-file",
-      keyFile,
-      "--zone",
-      String(i + 1),
-      "--multicast",
-      "off",
-      "--no-http",
-      "--no-nbd",
-      "--failure-timeout",
-      "5000",
-      ...seeds,
-    ]);
-  }
-  return { ports: list, dirs };
-}
-
-function stopCluster(dirs: string[]): void {
-  for (const d of dirs) {
-    try {
-      process.kill(Number(fs.readFileSync(path.join(d, "sheep.pid"), "utf8")), "SIGTERM");
-    } catch {
-      // Already gone (the killed one).
-    }
-  }
 }
 
 function clusterJson(port: number): { nodes: string[]; epoch: number } {
@@ -101,7 +51,7 @@ try {
   const exportPath = path.join(work, "out.raw");
   const export1 = timed(["img", "convert", "-O", "raw", "bench", exportPath, ...c1]);
   const identical = spawnSync("cmp", [raw, exportPath]).status === 0;
-  stopCluster(one.dirs);
+  await stopCluster(one.dirs);
   fs.rmSync(exportPath);
 
   // 2. Three sheep, three copies.
@@ -109,7 +59,7 @@ try {
   const c3 = ["--cluster", `127.0.0.1:${three.ports[0]}`];
   run(["shepherd", "mkfs", "--copies=3", ...c3]);
   const import3 = timed(["img", "convert", raw, "bench", ...c3]);
-  stopCluster(three.dirs);
+  await stopCluster(three.dirs);
 
   // 3. Four sheep, three copies, 1 GiB: lose one.
   const four = startCluster(path.join(work, "four"), 4);
@@ -127,7 +77,7 @@ try {
     }[];
     return rows.length === 3 && rows.every((r) => r.state === "done" && r.epoch >= newEpoch);
   }, 600_000);
-  stopCluster(four.dirs);
+  await stopCluster(four.dirs);
 
   const mbps = (seconds: number) => (GiB / 2 ** 20 / seconds).toFixed(0);
   lines.push(
@@ -169,6 +119,12 @@ const replaced = previous.includes("## Import, export, replication, recovery")
   : previous.trimEnd() + "\n\n" + section;
 fs.writeFileSync(file, replaced.trimEnd() + "\n");
 console.log(section);
+// Listings at 1,000 VDIs (info -t vdi, info -t vm, img du) add their own section.
+execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+  "run",
+  "-A",
+  path.join(root, "scripts", "bench_listing.ts"),
+], { stdio: "inherit" });
 if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
   execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
     "run",

@@ -119,6 +119,7 @@ export class FsObjectStore implements ObjectStore {
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
   readonly #verifyReads: boolean;
+  readonly #onChange: ((oid: Oid) => void) | undefined;
   /** Objects whose files stay open (each holds two handles: data and checksums). */
   readonly #cachedObjectsMax: number;
   /**
@@ -141,9 +142,10 @@ export class FsObjectStore implements ObjectStore {
   constructor(
     objectDir: string,
     disk: Disk = fsDisk,
-    options: { verifyReads?: boolean; openFiles?: number } = {},
+    options: { verifyReads?: boolean; openFiles?: number; onChange?: (oid: Oid) => void } = {},
   ) {
     this.objectDir = objectDir;
+    this.#onChange = options.onChange;
     this.#disk = disk;
     this.#cachedObjectsMax = Math.max(1, Math.floor((options.openFiles ?? OPEN_FILES_MAX) / 2));
     this.#verifyReads = options.verifyReads ?? true;
@@ -211,7 +213,32 @@ export class FsObjectStore implements ObjectStore {
 
   // ---- Operations ----
 
-  async create(
+  /**
+   * Every change of a copy (create, write, remove) ends with `onChange(oid)`, whether it succeeded
+   * or not (a failed write may have changed bytes): what a caller derives from a copy's content
+   * is known stale after it (net/sheep/allocation_counts.ts).
+   */
+  async #changing<T>(oid: Oid, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } finally {
+      this.#onChange?.(oid);
+    }
+  }
+
+  create(oid: Oid, data: Uint8Array, offset: number, options: CreateOptions): Promise<void> {
+    return this.#changing(oid, () => this.#create(oid, data, offset, options));
+  }
+
+  write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
+    return this.#changing(oid, () => this.#write(oid, data, offset, version));
+  }
+
+  remove(oid: Oid): Promise<void> {
+    return this.#changing(oid, () => this.#remove(oid));
+  }
+
+  async #create(
     oid: Oid,
     data: Uint8Array,
     offset: number,
@@ -322,7 +349,7 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
+  async #write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
     const action = `Cannot write object ${oidToHex(oid)}`;
     this.#refuseWrites(action);
     checkVersion(action, version);
@@ -603,7 +630,7 @@ export class FsObjectStore implements ObjectStore {
     );
   }
 
-  async remove(oid: Oid): Promise<void> {
+  async #remove(oid: Oid): Promise<void> {
     this.#unrebuilt.delete(oid);
     await this.#dropChanged(oid).catch(() => undefined);
     await this.#retire(oid, false);

@@ -263,15 +263,30 @@ export function unreferencedObjects(deleted: Inode, liveFamily: readonly Inode[]
   return garbage;
 }
 
-/** Objects a VDI owns (`allocated`) and reads from an ancestor (`shared`). */
-export function countObjects(inode: Inode): { allocated: number; shared: number } {
+/**
+ * Objects a VDI owns (`allocated`: its own vid in `data_vdi_id`) and reads from an ancestor
+ * (`shared`: another vid). The one definition of space per VDI: `info -t vdi`/`-t vm`, `img du`
+ * (its USED column is `allocated`), the HTTP API and the dashboard all show these counts.
+ */
+export interface AllocationCount {
+  allocated: number;
+  shared: number;
+}
+
+/** Counts `entries` (a whole `data_vdi_id` table, or any run of it) of the inode of `vid`. */
+export function countEntries(vid: Vid, entries: ArrayLike<number>): AllocationCount {
   let allocated = 0;
   let shared = 0;
-  for (let index = 0; index < DATA_OBJECTS_PER_VDI_MAX; index++) {
-    const owner = inode.dataVdiId[index]!;
+  for (let index = 0; index < entries.length; index++) {
+    const owner = entries[index]!;
     if (owner === 0) continue;
-    if (owner === inode.vdiId) allocated++;
+    if (owner === vid) allocated++;
     else shared++;
   }
   return { allocated, shared };
+}
+
+/** The counts of a whole inode. */
+export function countObjects(inode: Inode): AllocationCount {
+  return countEntries(inode.vdiId, inode.dataVdiId);
 }

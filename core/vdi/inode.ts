@@ -208,3 +208,11 @@ export function encodeDataVdiIdRange(inode: Inode, first: number, last: number):
   for (let i = first; i <= last; i++) view.setUint32(4 * (i - first), inode.dataVdiId[i]!, true);
   return bytes;
 }
+
+/** `data_vdi_id` entries stored in `bytes` (whole 4-byte little-endian entries; a run of the table). */
+export function decodeEntries(bytes: Uint8Array): Uint32Array {
+  const entries = new Uint32Array(bytes.length >>> 2);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  for (let i = 0; i < entries.length; i++) entries[i] = view.getUint32(4 * i, true);
+  return entries;
+}

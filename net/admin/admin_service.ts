@@ -16,6 +16,8 @@ import { ObjectClient } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
 import type { RecoveryStatus } from "../sheep/recovery.ts";
 import type { ScrubRow } from "../sheep/scrub_ops.ts";
+import type { SummaryRow } from "../sheep/vdi_summary.ts";
+import { type DuReport, duReport } from "./views.ts";
 
 export type { ScrubRow };
 
@@ -86,21 +88,6 @@ export interface LockRow {
 export type RecoveryRow = { node: string } & Omit<RecoveryStatus, "state"> & {
   state: RecoveryStatus["state"] | "unreachable";
 };
-
-interface SummaryRow {
-  name: string;
-  tag: string;
-  createTime: string;
-  snapCtime: string;
-  vdiSize: number;
-  nrCopies: number;
-  blockSizeShift: number;
-  snapId: number;
-  vdiId: number;
-  parentVdiId: number;
-  allocated: number;
-  shared: number;
-}
 
 /** Parses "NAME", "NAME:3" or "NAME:tag" into a name and a snapshot reference. */
 export function parseVdiRef(text: string): { name: string; ref: SnapshotRef } {
@@ -269,6 +256,39 @@ export class AdminService {
       vid,
     });
     return client;
+  }
+
+  /**
+   * `shepherd vdi lock break`: releases the lock of the VDI `text` names, whoever holds it
+   * (logged on the sheep). VDI_NOT_LOCKED, and nothing changes, when it is not attached.
+   * Resolves with the holder it had.
+   */
+  async breakLock(text: string): Promise<string> {
+    const holder = await this.unlockVdi(text);
+    if (holder === null) {
+      throw new SheepdogError(
+        ResultCode.VDI_NOT_LOCKED,
+        `Cannot break the lock of '${text}': it is not attached`,
+      );
+    }
+    return holder;
+  }
+
+  /**
+   * `img du`: space per VDI and snapshot, then the totals. `text` limits it to one VDI ("NAME":
+   * its snapshots and itself) or one snapshot ("NAME:SNAP"); an unknown one is NO_VDI/NO_TAG.
+   */
+  async du(text?: string): Promise<DuReport> {
+    const rows = await this.vdis();
+    if (text === undefined) return duReport(rows);
+    const { name, ref } = parseVdiRef(text);
+    if (ref !== undefined) return duReport([await this.vdi(text, rows)]);
+    const family = rows.filter((row) => row.name === name);
+    if (family.length === 0) {
+      await this.client.lookupVdi(name); // says why: no such VDI
+      throw new SheepdogError(ResultCode.NO_VDI, `Cannot find VDI '${name}': it was deleted`);
+    }
+    return duReport(family);
   }
 
   /** Every attach lock: VDI, holder, the sheep it is attached through, since when. */

@@ -14,6 +14,7 @@ import type {
   VdiRow,
 } from "./admin_service.ts";
 import type { StoreHealth } from "../../core/store/object_store.ts";
+import type { DuReport } from "./views.ts";
 import { formatSize } from "../../core/size.ts";
 
 export { formatSize, parseSize } from "../../core/size.ts";
@@ -379,4 +380,36 @@ export function formatLocks(locks: LockRow[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
+}
+
+/**
+ * `img du`, in `rbd du`'s shape: NAME, PROVISIONED, USED (and SHARED: read from the snapshot it
+ * grew from), a snapshot as NAME:TAG (NAME:SNAPID without a tag), `<TOTAL>` last when there is
+ * more than one row.
+ */
+export function formatDu(report: DuReport): string {
+  const rows = [["NAME", "PROVISIONED", "USED", "SHARED"]];
+  for (const row of report.vdis) {
+    const name = row.snapshot ? `${row.name}:${row.tag || row.snapId}` : row.name;
+    rows.push([
+      name,
+      formatSize(row.sizeBytes),
+      formatSize(row.allocatedBytes),
+      formatSize(row.sharedBytes),
+    ]);
+  }
+  if (report.vdis.length > 1) {
+    const { total } = report;
+    rows.push([
+      "<TOTAL>",
+      formatSize(total.sizeBytes),
+      formatSize(total.allocatedBytes),
+      formatSize(total.sharedBytes),
+    ]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  // Names left, sizes right, as rbd aligns them.
+  return rows.map((cells) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  ).join("\n");
 }

@@ -13,6 +13,10 @@
  *   node's own: idle, gathering, recovering, done, failed, unreachable), done, total, failed,
  *   rate (objects per second), error?}].
  * - `scrubReport`: totals of every node's current or last pass, and each node's row.
+ * - `duReport` (`img du`, `/api/v1/du`): vdis [{ref, name, snapshot, snapId, tag, vid,
+ *   sizeBytes, allocatedBytes, sharedBytes}] as `rbd du` orders them (each VDI's snapshots oldest
+ *   first, then the VDI), and total {sizeBytes (working VDIs'), allocatedBytes, sharedBytes}.
+ *   `allocatedBytes` is what `rbd du` calls used: the same count as in `vdiViews`.
  *
  * @module
  */
@@ -183,4 +187,54 @@ export function recoveryReport(rows: RecoveryRow[]): RecoveryReport {
   }));
   const state = nodes.some((n) => n.state === "recovering") ? "recovering" : "idle";
   return { state, nodes };
+}
+
+/** One row of `img du`: a VDI or snapshot and its space (`VdiRow`'s counts, nothing else). */
+export interface DuRow {
+  ref: string;
+  name: string;
+  snapshot: boolean;
+  snapId: number;
+  tag: string;
+  vid: number;
+  /** Provisioned: the virtual size. */
+  sizeBytes: number;
+  /** Used: data objects it owns (written while it was the working VDI). */
+  allocatedBytes: number;
+  /** Data objects it reads from the snapshot it grew from (owned there, not stored again). */
+  sharedBytes: number;
+}
+
+export interface DuReport {
+  vdis: DuRow[];
+  /** Provisioned of the working VDIs (a snapshot promises no more space); used and shared of all. */
+  total: { sizeBytes: number; allocatedBytes: number; sharedBytes: number };
+}
+
+/** `rows` as `img du` shows them: by name, each name's snapshots by snap id, then its VDI. */
+export function duReport(rows: VdiRow[]): DuReport {
+  const ordered = [...rows].sort((a, b) =>
+    (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) ||
+    Number(a.snapshot === false) - Number(b.snapshot === false) || a.snapId - b.snapId
+  );
+  const vdis = ordered.map((row): DuRow => ({
+    ref: refOf(row),
+    name: row.name,
+    snapshot: row.snapshot,
+    snapId: row.snapId,
+    tag: row.tag,
+    vid: row.vid,
+    sizeBytes: row.sizeBytes,
+    allocatedBytes: row.allocatedBytes,
+    sharedBytes: row.sharedBytes,
+  }));
+  const sum = (f: (row: DuRow) => number) => vdis.reduce((total, row) => total + f(row), 0);
+  return {
+    vdis,
+    total: {
+      sizeBytes: sum((r) => (r.snapshot ? 0 : r.sizeBytes)),
+      allocatedBytes: sum((r) => r.allocatedBytes),
+      sharedBytes: sum((r) => r.sharedBytes),
+    },
+  };
 }

@@ -134,6 +134,30 @@ export const ENDPOINTS: readonly Endpoint[] = [
     mutating: true,
   },
   {
+    method: "POST",
+    path: "/api/v1/vdis/:name/lock/break",
+    description: "Release the VDI's attach lock whoever holds it (logged); 409 when not attached",
+    mutating: true,
+  },
+  {
+    method: "GET",
+    path: "/api/v1/locks",
+    description: "Attach locks: VDI, holder, the sheep it is attached through, since",
+    mutating: false,
+  },
+  {
+    method: "GET",
+    path: "/api/v1/du",
+    description: "Space per VDI and snapshot (provisioned, used, shared), as img du; totals",
+    mutating: false,
+  },
+  {
+    method: "GET",
+    path: "/api/v1/du/:name",
+    description: "Space of one VDI and its snapshots (NAME), or of one snapshot (NAME:SNAP)",
+    mutating: false,
+  },
+  {
     method: "GET",
     path: "/api/v1/recovery",
     description: "Recovery per node: objects done/total, rate",
@@ -460,6 +484,17 @@ export function createAdminApp(options: AdminAppOptions): Hono {
     await admin.deleteVdi(name);
     return c.json({ deleted: name });
   });
+
+  app.post("/api/v1/vdis/:name/lock/break", guard, async (c) => {
+    const name = c.req.param("name");
+    return c.json({ released: name, holder: await admin.breakLock(name) });
+  });
+
+  app.get("/api/v1/locks", async (c) => c.json(await admin.locks()));
+
+  app.get("/api/v1/du", async (c) => c.json(await admin.du()));
+
+  app.get("/api/v1/du/:name", async (c) => c.json(await admin.du(c.req.param("name"))));
 
   app.get("/api/v1/recovery", async (c) => {
     if (options.recovery) return c.json(await options.recovery());

@@ -1,7 +1,9 @@
 /**
  * The dashboard: one self-contained HTML page (inline CSS and script, no CDN, no build step)
  * that polls the JSON API every 2 s and draws the cluster: status and epoch, nodes with
- * capacity bars, the hash ring, each VDI family as a tree, recovery, scrub and attached VMs.
+ * capacity bars, the hash ring, each VDI family as a tree, space per VDI and snapshot (`img du`),
+ * recovery, scrub and attach locks (which an operator can break, with the token if one is set).
+ * A poll reads no inode: listings answer from counts the sheep keep (net/sheep/vdi_summary.ts).
  * Every value from the API is inserted as text, never as HTML.
  *
  * @module
@@ -148,6 +150,14 @@ td.r, th.r { text-align: right; }
 .history { display: grid; gap: .3rem; font-size: .85rem; }
 .history div { display: flex; gap: .6rem; }
 .history b { min-width: 4.5rem; }
+.space { max-height: 420px; overflow: auto; }
+.space tr.total td { font-weight: 650; border-top: 1px solid var(--line-strong); }
+.space td.snap { color: var(--muted); padding-left: 1.8rem; }
+.nowrap { white-space: nowrap; }
+#attached td { padding-left: .6rem; padding-right: .6rem; }
+.btn { font: inherit; font-size: .8rem; padding: .15rem .6rem; border-radius: 6px; cursor: pointer;
+  border: 1px solid var(--line-strong); background: var(--panel-2); color: var(--bad); }
+.btn:hover { background: var(--bad-bg); }
 footer { color: var(--faint); font-size: .78rem; text-align: center; padding: 0 0 1.5rem; }
 footer a { color: inherit; }
 `;
@@ -158,7 +168,9 @@ const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
 const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899",
   "#84cc16", "#f97316", "#14b8a6", "#6366f1", "#eab308"];
-let state = { api: null, cluster: null, nodes: [], vdis: [], recovery: null, scrub: null, ring: null, ringKey: "" };
+let state = { api: null, cluster: null, nodes: [], vdis: [], du: null, locks: [], recovery: null, scrub: null, ring: null, ringKey: "" };
+// The HTTP token, asked for once when a change needs it (kept in this page only).
+let token = null;
 let lastOk = 0;
 let failing = null;
 
@@ -224,9 +236,12 @@ async function get(path) {
 
 async function refresh() {
   try {
-    const [cluster, nodes, vdis, recovery, scrub] = await Promise.all([
+    const [cluster, nodes, vdis, du, locks, recovery, scrub] = await Promise.all([
       get("api/v1/cluster"), get("api/v1/nodes"),
       get("api/v1/vdis").catch((e) => (String(e.message).includes("format") ? [] : Promise.reject(e))),
+      // Like the scrub below: the page must not go stale without space or locks (null: unavailable).
+      get("api/v1/du").catch(() => null),
+      get("api/v1/locks").catch(() => null),
       get("api/v1/recovery"),
       // Scrub status is a nicety: the rest of the page must not go stale without it.
       get("api/v1/scrub").catch(() => null),
@@ -237,7 +252,7 @@ async function refresh() {
       state.ring = await get("api/v1/ring");
       state.ringKey = ringKey;
     }
-    Object.assign(state, { cluster, nodes, vdis, recovery, scrub });
+    Object.assign(state, { cluster, nodes, vdis, du, locks, recovery, scrub });
     lastOk = Date.now();
     failing = null;
     render();
@@ -286,6 +301,7 @@ function render() {
   renderNodes();
   renderRing();
   renderVdis();
+  renderSpace();
   renderRecovery();
   renderScrub();
   renderAttached();
@@ -552,12 +568,54 @@ function renderScrub() {
 }
 
 function renderAttached() {
-  const rows = state.vdis.filter((v) => v.attachedTo);
-  fill("attached-count", String(rows.length));
-  fill("attached", rows.length
-    ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "VDI"), h("th", {}, "Client"))),
-      h("tbody", {}, rows.map((v) => h("tr", {}, h("td", {}, v.ref), h("td", { class: "mono attached" }, v.attachedTo)))))
+  const rows = state.locks || [];
+  const mutable = state.api && state.api.mutable;
+  fill("attached-count", state.locks ? String(rows.length) : "");
+  fill("attached", !state.locks ? h("div", { class: "empty" }, "Lock list unavailable") : rows.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "VDI"), h("th", {}, "Holder"), h("th", {}, "Since"), mutable ? h("th", {}) : null)),
+      h("tbody", {}, rows.map((l) => h("tr", { "data-lock": l.vdi },
+        h("td", {}, l.vdi), h("td", { class: "mono attached", title: l.node ? "through " + l.node : "" }, l.client),
+        h("td", { class: "num sub nowrap" }, when(l.sinceMs).slice(5)), mutable ? h("td", { class: "r" }, breakButton(l)) : null))))
     : h("div", { class: "empty" }, "No VM has a VDI open"));
+}
+
+function breakButton(lock) {
+  const button = h("button", { class: "btn", type: "button", title: "Release this lock, whoever holds it (logged on the sheep)" }, "Break");
+  button.addEventListener("click", () => breakLock(lock));
+  return button;
+}
+
+async function breakLock(lock) {
+  if (!confirm("Break the lock of " + lock.vdi + "? " + lock.client + " may still be writing to it.")) return;
+  const headers = { accept: "application/json" };
+  if (state.api && state.api.tokenRequired) {
+    token = token || prompt("Changes on this sheep need its HTTP token:");
+    if (!token) return;
+    headers.authorization = "Bearer " + token;
+  }
+  const res = await fetch("api/v1/vdis/" + encodeURIComponent(lock.vdi) + "/lock/break", { method: "POST", headers });
+  if (!res.ok) {
+    const body = await res.json().catch(() => null);
+    if (res.status === 401) token = null;
+    alert((body && body.error) || "HTTP " + res.status);
+  }
+  refresh();
+}
+
+function renderSpace() {
+  const du = state.du;
+  fill("space-total", du && du.vdis.length ? size(du.total.allocatedBytes) + " used" : "");
+  if (!du || !du.vdis.length) {
+    fill("space", h("div", { class: "empty" }, du || !state.vdis.length ? "No VDIs" : "Space unavailable"));
+    return;
+  }
+  const row = (name, v, cls, ref) => h("tr", { class: cls, "data-du": ref },
+    h("td", { class: cls === "snapshot" ? "snap" : "" }, name), h("td", { class: "r num" }, size(v.sizeBytes)),
+    h("td", { class: "r num" }, size(v.allocatedBytes)), h("td", { class: "r num" }, size(v.sharedBytes)));
+  fill("space", h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "VDI"), h("th", { class: "r" }, "Provisioned"), h("th", { class: "r" }, "Used"), h("th", { class: "r" }, "Shared"))),
+    h("tbody", {}, du.vdis.map((v) => row(v.snapshot ? v.name + ":" + (v.tag || v.snapId) : v.name, v, v.snapshot ? "snapshot" : "", v.ref)),
+      row("Total", du.total, "total", "total"))));
 }
 
 function renderHistory() {
@@ -614,6 +672,11 @@ export const dashboardHtml = `<!doctype html>
       <h2>VDIs <span class="count" id="vdi-count"></span>
         <span class="right">◆ snapshot · ● working VDI · lines: snapshot chain and clones</span></h2>
       <div class="body families" id="families"></div>
+    </section>
+    <section class="panel">
+      <h2>Space <span class="count" id="space-total"></span>
+        <span class="right">used: objects it owns · shared: read from the snapshot it grew from</span></h2>
+      <div class="space" id="space"></div>
     </section>
   </div>
   <div class="col">

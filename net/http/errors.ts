@@ -36,6 +36,7 @@ const STATUS: Record<number, ContentfulStatusCode> = {
   [ResultCode.INVALID_PARMS]: 400,
   [ResultCode.READONLY]: 409,
   [ResultCode.VDI_LOCKED]: 409,
+  [ResultCode.VDI_NOT_LOCKED]: 409,
   [ResultCode.VDI_NOT_EMPTY]: 409,
   [ResultCode.NO_SPACE]: 507,
   [ResultCode.FULL_VDI]: 507,

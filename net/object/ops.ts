@@ -53,6 +53,10 @@ export const Opcode = {
   // Internal, ours: VDI administration beyond the public set.
   RESIZE_VDI: 0xe0,
   LIST_LOCKS: 0xe1,
+  /**
+   * Ours: every live VDI with its allocation counts (JSON rows); with Flag.FWD, only the counts
+   * this node keeps for the inode copies it holds (net/sheep/vdi_summary.ts).
+   */
   VDI_SUMMARY: 0xe2,
   GET_CLUSTER_STATE: 0xe3,
   /** Ours: start a scrub pass (JSON `{"vid"?: number}`), on every node unless Flag.FWD. */

@@ -17,7 +17,6 @@ import {
   isDeleted,
   isSnapshot,
 } from "../../core/vdi/inode.ts";
-import { countObjects } from "../../core/vdi/cow.ts";
 import { dataOid, isVdiOid, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
@@ -54,6 +53,8 @@ import type { Recovery } from "./recovery.ts";
 import type { ScrubHost } from "./scrub_ops.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import type { VdiService } from "./vdi_service.ts";
+import type { AllocationCounts } from "./allocation_counts.ts";
+import { ownCounts, vdiSummary } from "./vdi_summary.ts";
 
 /** What STAT_SHEEP says of a node's store: space, health (full disk, failed syncs), repairs. */
 export interface NodeStoreState extends StoreSpace {
@@ -86,7 +87,7 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly metrics: Metrics;
   readonly gateway: Pick<
     Gateway,
-    "read" | "write" | "create" | "remove" | "flush" | "checkRange"
+    "read" | "write" | "create" | "remove" | "flush" | "checkRange" | "targets"
   >;
   readonly local: LocalObjects;
   readonly store: ObjectStore;
@@ -95,7 +96,9 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly vdis: Pick<VdiService, "change" | "readInode" | "clientHeader">;
   /** The node's group membership; undefined for a sheep alone. */
   readonly member: Pick<ClusterMember, "epochHistory" | "master" | "forceRecover"> | undefined;
-  readonly recovery: Pick<Recovery, "status">;
+  readonly recovery: Pick<Recovery, "status" | "active">;
+  /** Objects each VDI owns and shares, for this node's inode copies (VDI_SUMMARY). */
+  readonly allocations: Pick<AllocationCounts, "counts">;
   now(): number;
   /** This node as the ring sees it. */
   ringNode(): RingNode;
@@ -830,22 +833,9 @@ const adminOps: Record<number, Op> = {
   },
   [Opcode.VDI_SUMMARY]: {
     force: false,
-    handle: async (host) => {
-      const rows = [];
-      for (const header of host.registry.live()) {
-        const inode = await host.vdis.readInode(header.vdiId);
-        const { dataVdiId: _table, ...fields } = inode;
-        rows.push({
-          ...fields,
-          createTime: fields.createTime.toString(),
-          snapCtime: fields.snapCtime.toString(),
-          vmClockNsec: fields.vmClockNsec.toString(),
-          vmStateSize: fields.vmStateSize.toString(),
-          ...countObjects(inode),
-        });
-      }
-      return json(rows);
-    },
+    // With Flag.FWD: this node's own allocation counts, for the node gathering a summary.
+    handle: async (host, request) =>
+      json(request.header.flags & Flag.FWD ? await ownCounts(host) : await vdiSummary(host)),
   },
 };
 

@@ -57,6 +57,7 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { type Connect, Peers } from "./peers.ts";
 import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
+import { AllocationCounts } from "./allocation_counts.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 
@@ -129,6 +130,8 @@ export class Sheep {
    */
   readonly stateMachine = new ClusterStateMachine();
   readonly store: FsObjectStore;
+  /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
+  readonly allocations: AllocationCounts;
   readonly peers: Peers;
   readonly gateway: Gateway;
   readonly vdis: VdiService;
@@ -168,8 +171,10 @@ export class Sheep {
     this.now = options.now ?? Date.now;
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
+      onChange: (oid) => this.allocations.changed(oid),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
+    this.allocations = new AllocationCounts(this.store);
     this.#listenHost = options.listenHost ?? options.host;
     this.#security = options.security;
     this.refusals = new Refusals({
@@ -335,6 +340,7 @@ export class Sheep {
       if (this.member) await this.member.start();
       else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));
       this.scrubber.startBackground();
+      void this.#countAllocations();
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
@@ -373,7 +379,15 @@ export class Sheep {
     this.stateMachine.loadHeaders(headers);
   }
 
-  /** Stops serving and releases the directory. */
+  /** Counts the inode copies loaded at start, so the first listing need not read them. */
+  async #countAllocations(): Promise<void> {
+    try {
+      await this.allocations.counts(this.registry.live().map((header) => header.vdiId));
+    } catch (error) {
+      this.logger.debug(`allocation counts not ready: ${(error as Error).message}`);
+    }
+  }
+
   /**
    * Stops serving and releases the directory. `graceful: false` skips saying goodbye to the
    * group, as a crash would (tests use it to kill a node).
@@ -701,6 +715,7 @@ export class Sheep {
   #localObjects(): LocalObjects {
     const store = this.store;
     const locks = this.objectLocks;
+    const counts = this.allocations;
     const current = async (oid: Oid): Promise<void> => {
       if (this.recovery.active) await this.recovery.ensure(oid);
     };
@@ -718,14 +733,21 @@ export class Sheep {
         await current(oid);
         return await store.read(oid, offset, length);
       },
+      // Writes and creates of an inode move its allocation count with them.
       write: async (oid, data, offset, version) => {
         await current(oid);
-        return await stored(oid, () => store.write(oid, data, offset, version));
+        return await stored(
+          oid,
+          () => counts.write(oid, data, offset, () => store.write(oid, data, offset, version)),
+        );
       },
       // A create replaces the whole copy: nothing to bring up to date first (a pull due meanwhile
       // finds the newer version and leaves it).
       create: (oid, data, offset, options) =>
-        stored(oid, () => store.create(oid, data, offset, options)),
+        stored(
+          oid,
+          () => counts.create(oid, data, offset, () => store.create(oid, data, offset, options)),
+        ),
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
       readCopy: (oid, offset, length) => store.read(oid, offset, length),
       salvage: (oid) => store.salvage(oid),

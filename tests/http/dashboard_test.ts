@@ -1,7 +1,7 @@
 /**
  * The dashboard in headless Chromium (Debian's `chromium` driven by playwright-core) against
  * the HTTP service of a running in-process cluster (three sheep, two copies) holding a few
- * VDIs, a snapshot chain, a clone and an attached client. Saves screenshots to tests/http/__screenshots__/. Fails when chromium is
+ * VDIs, a snapshot chain, a clone and an attached client (whose lock it breaks). Saves screenshots to tests/http/__screenshots__/. Fails when chromium is
  * missing: CI installs it.
  *
  * @module
@@ -114,6 +114,23 @@ Deno.test("dashboard shows the nodes, the ring and each VDI family as a tree", a
       await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard.png"), fullPage: true });
       await page.emulateMedia({ colorScheme: "dark" });
       await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard-dark.png"), fullPage: true });
+
+      // Space per VDI and snapshot, as img du: the same counts as the API's.
+      const du = await admin.du();
+      for (const row of du.vdis) {
+        const cells = await page.locator(`#space tr[data-du="${row.ref}"] td`).allInnerTexts();
+        assert.equal(cells.length, 4, row.ref);
+      }
+      assert.match(await page.locator("#space tr.total").innerText(), /Total/);
+
+      // The lock list has a Break button (loopback: changes allowed); it asks, then releases.
+      page.on("dialog", (dialog) => void dialog.accept());
+      await page.locator(`#attached tr[data-lock="Alice's Disk"] button`).click();
+      await page.locator(`#attached tr[data-lock="Alice's Disk"]`).waitFor({
+        state: "detached",
+        timeout: 5_000,
+      });
+      assert.deepEqual(await admin.locks(), []);
 
       // When the sheep's API goes away, the page says so instead of showing stale data silently.
       await service.close();

@@ -1,0 +1,85 @@
+/**
+ * What the benchmarks share: running the built ./sheepdog, and starting and stopping a cluster
+ * of daemonised sheep on 127.0.0.1 (each stopped by its PID).
+ *
+ * @module
+ */
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export const root = new URL("..", import.meta.url).pathname;
+export const exe = path.join(root, "sheepdog");
+
+/** Runs ./sheepdog with `args`; resolves with its stdout (throws on a non-zero exit). */
+export function run(args: string[]): string {
+  return execFileSync(exe, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+}
+
+let nextPort = 21000 + Math.floor(Math.random() * 20000);
+function ports(n: number): number[] {
+  return Array.from({ length: n }, () => nextPort++);
+}
+
+/** Starts `count` sheep under `dir` (each its own zone, one cluster key, seeds, no multicast). */
+export function startCluster(
+  dir: string,
+  count: number,
+): { ports: number[]; dirs: string[]; keyFile: string } {
+  const list = ports(count);
+  const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
+  const keyFile = path.join(dir, "cluster.key");
+  fs.mkdirSync(dir, { recursive: true });
+  run(["shepherd", "keygen", keyFile]);
+  for (let i = 0; i < count; i++) {
+    const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
+    run([
+      "sheep",
+      dirs[i]!,
+      "--port",
+      String(list[i]),
+      "--host",
+      "127.0.0.1",
+      "--key-file",
+      keyFile,
+      "--zone",
+      String(i + 1),
+      "--multicast",
+      "off",
+      "--no-http",
+      "--no-nbd",
+      "--failure-timeout",
+      "5000",
+      ...seeds,
+    ]);
+  }
+  return { ports: list, dirs, keyFile };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops the sheep of `dirs` by their PIDs and waits (up to 30 s) until they are gone. */
+export async function stopCluster(dirs: string[]): Promise<void> {
+  const pids: number[] = [];
+  for (const d of dirs) {
+    try {
+      const pid = Number(fs.readFileSync(path.join(d, "sheep.pid"), "utf8"));
+      process.kill(pid, "SIGTERM");
+      pids.push(pid);
+    } catch {
+      // Already gone (a killed one), or never started.
+    }
+  }
+  // Gone before their directories are: a stopping sheep may still write into them.
+  const deadline = Date.now() + 30_000;
+  while (pids.some(alive) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
