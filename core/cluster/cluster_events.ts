@@ -113,15 +113,18 @@ function fieldsProblem(
     const type = optional ? field.slice(0, -1) : field;
     const actual = value[name];
     if (actual === undefined && optional) continue;
-    const ok = type === "object"
-      ? isObject(actual)
-      : type === "number"
-      ? typeof actual === "number" && Number.isFinite(actual)
-      : typeof actual === type;
+    const ok = FIELD_CHECKS[type as keyof typeof FIELD_CHECKS](actual);
     if (!ok) return `${name} is ${actual === undefined ? "missing" : `not a ${type}`}`;
   }
   return null;
 }
+
+const FIELD_CHECKS = {
+  number: (value: unknown) => typeof value === "number" && Number.isFinite(value),
+  string: (value: unknown) => typeof value === "string",
+  boolean: (value: unknown) => typeof value === "boolean",
+  object: (value: unknown) => isObject(value),
+};
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
