@@ -16,6 +16,7 @@ import { AdminService } from "../net/admin/admin_service.ts";
 import { clusterIdOf, EtcdClient, EtcdDriver, EtcdLayout } from "../net/etcd/mod.ts";
 import { freePort, tempDir } from "./harness.ts";
 import type { EtcdProxy, EtcdTestCluster } from "./etcd_harness.ts";
+import type { Logger } from "../net/sheep/logger.ts";
 
 export { freePort };
 
@@ -49,6 +50,8 @@ export interface TestClusterOptions {
    * proxy of its own (see `cutFromEtcd`), its keys under a prefix of its own.
    */
   etcd?: EtcdTestCluster;
+  /** Where node `index` logs (default: nowhere, or stderr with SHEEPDOG_TEST_LOG=1). */
+  logger?: (index: number) => Logger;
   /** With etcd: events kept before the oldest are trimmed (default: the driver's). */
   etcdEventsKept?: number;
 }
@@ -119,7 +122,11 @@ export class TestCluster {
       port,
       zone: this.#options.zone?.(index) ?? index + 1,
       security: { key: this.key },
-      ...(Deno.env.get("SHEEPDOG_TEST_LOG") ? { logger: consoleLogger(`sheep${index}`) } : {}),
+      ...(this.#options.logger
+        ? { logger: this.#options.logger(index) }
+        : Deno.env.get("SHEEPDOG_TEST_LOG")
+        ? { logger: consoleLogger(`sheep${index}`) }
+        : {}),
       ...(proxy
         ? {
           driver: (host) =>

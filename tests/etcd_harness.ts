@@ -171,11 +171,25 @@ export class EtcdTestCluster {
     if (!this.#members[index]!.process) this.#spawn(index);
   }
 
-  /** Kills every member, then starts them all again from their data directories. */
-  async restartAll(): Promise<void> {
+  /** Kills every member. */
+  async killAll(): Promise<void> {
     for (let i = 0; i < this.#members.length; i++) await this.kill(i);
+  }
+
+  /** Starts every member that is not running from its data directory; waits until healthy. */
+  async restartMissing(): Promise<void> {
     for (let i = 0; i < this.#members.length; i++) this.restart(i);
     await this.waitHealthy();
+  }
+
+  /** Compacts the history up to the current revision: watches from before it are cancelled. */
+  async compact(): Promise<number> {
+    const status = await this.post<{ header: { revision: string } }>("/v3/kv/range", {
+      key: btoa("/"),
+    });
+    const revision = status.header.revision;
+    await this.post("/v3/kv/compaction", { revision, physical: true });
+    return Number(revision);
   }
 
   /**

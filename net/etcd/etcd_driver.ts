@@ -279,6 +279,11 @@ export class EtcdDriver implements ClusterDriver {
     const snapshot = await this.#client.range(this.#layout.prefix, { prefix: true });
     this.#live.clear();
     this.#eventKeys = 0;
+    // Who is alive first: the peers to ask must count as reachable.
+    for (const kv of snapshot.kvs) {
+      const kind = this.#layout.kindOf(kv.key);
+      if (kind.kind === "member") this.#onMember(kind.id, kv);
+    }
     let from = initial ? snapshot.revision : this.#lastRev;
     const floor = snapshot.kvs.find((kv) => kv.key === this.#layout.floor);
     if (!initial && floor && Number(new TextDecoder().decode(floor.value)) > this.#lastRev + 1) {
@@ -286,8 +291,9 @@ export class EtcdDriver implements ClusterDriver {
         `events after revision ${this.#lastRev} were trimmed from etcd: fetching the state ` +
           "from peers",
       );
-      const peers = (this.#epoch?.members ?? []).map(ringNodeOf);
+      const peers = [...this.#live.values()].map((m) => ringNodeOf(m.record));
       const seq = await mergeFromPeers(this.#host, peers);
+      if (seq === null) this.#host.logger.error("no peer answered: events were missed");
       from = Math.max(from, seq ?? 0);
     }
     for (const kv of snapshot.kvs) await this.#handle({ type: "put", kv }, from);
@@ -443,7 +449,7 @@ export class EtcdDriver implements ClusterDriver {
       return;
     }
     try {
-      // Applied first: `pending?.resolve(await ...)` would skip the apply where no one waits.
+      // Applied on every node alike; only the proposer has someone waiting for the result.
       const result = await this.#host.applyEvent(envelope.event);
       pending?.resolve(result);
     } catch (error) {

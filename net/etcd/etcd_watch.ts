@@ -56,6 +56,10 @@ export async function watchPrefix(
     create_request: { ...keyRange(prefix, true), start_revision: String(fromRevision) },
   }, signal);
   const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  // Aborting the request must end a read that waits for the next change, whatever the runtime
+  // does with the body of an aborted fetch.
+  const cancel = () => void reader.cancel().catch(() => undefined);
+  signal.addEventListener("abort", cancel);
   let buffered = "";
   try {
     for (;;) {
@@ -76,6 +80,7 @@ export async function watchPrefix(
     if (error instanceof EtcdError) return { ended: error.message };
     throw error;
   } finally {
+    signal.removeEventListener("abort", cancel);
     await reader.cancel().catch(() => undefined);
   }
 }
