@@ -230,39 +230,32 @@ Deno.test({
           try {
             await cluster.admin(0).createVdi({ name: "before", sizeBytes: MiB });
             const events = `${cluster.etcdPrefix}events/`;
-            const put = (key: string, value: string) =>
-              etcd.post("/v3/kv/put", { key: btoa(key), value: btoa(value) });
+            /** Event `n` of a made-up proposer, its value as given. */
+            const put = (n: number, value: string) =>
+              etcd.post("/v3/kv/put", {
+                key: btoa(`${events}127.0.0.9:1/1/${n}`),
+                value: btoa(value),
+              });
+            const envelope = (n: number, event: unknown) =>
+              JSON.stringify({ origin: "127.0.0.9:1", incarnation: 1, proposalId: n, event });
             // Not JSON; then a VDI creation with its size mistyped (half of it would be a VDI
             // with no size); then a lock without its client.
-            await put(`${events}127.0.0.9:1/1/1`, "{not json");
+            await put(1, "{not json");
             await put(
-              `${events}127.0.0.9:1/1/2`,
-              JSON.stringify({
-                origin: "127.0.0.9:1",
-                incarnation: 1,
-                proposalId: 2,
+              2,
+              envelope(2, {
+                type: "vdi",
                 event: {
-                  type: "vdi",
-                  event: {
-                    type: "create",
-                    name: "half",
-                    sizeBytes: "1G",
-                    copies: 2,
-                    blockSizeShift: 22,
-                    nowMs: 0,
-                  },
+                  type: "create",
+                  name: "half",
+                  sizeBytes: "1G",
+                  copies: 2,
+                  blockSizeShift: 22,
+                  nowMs: 0,
                 },
               }),
             );
-            await put(
-              `${events}127.0.0.9:1/1/3`,
-              JSON.stringify({
-                origin: "127.0.0.9:1",
-                incarnation: 1,
-                proposalId: 3,
-                event: { type: "lock", vid: 1, node: "x", sinceMs: 0, force: true },
-              }),
-            );
+            await put(3, envelope(3, { type: "lock", vid: 1, node: "x", sinceMs: 0, force: true }));
             await cluster.admin(1).createVdi({ name: "after", sizeBytes: MiB });
             await waitFor(
               "the event after them everywhere",
