@@ -156,7 +156,8 @@ Deno.test({
             before.subarray(48 * MiB),
           );
           assert.ok(!hasVdi(cluster.node(2), "nope"));
-          await checkReplicas(cluster.live(), 2);
+          // The writer went on through the cut: a leftover on a non-target may be older.
+          await checkReplicas(cluster.live(), 2, { leftovers: "may be older" });
         } finally {
           await cluster.stop();
         }
@@ -267,7 +268,7 @@ Deno.test({
                 ["after", "before"],
                 `node ${index} applied none of them`,
               );
-              assert.equal(sheep.locks.size, 0);
+              assert.ok(!sheep.locks.has(1), "the lock without a client was not taken");
               assert.equal(sheep.status, "running");
               for (const n of [1, 2, 3]) {
                 assert.ok(

@@ -104,6 +104,8 @@ export class EtcdDriver implements ClusterDriver {
   #epochTimer: ReturnType<typeof setTimeout> | undefined;
   #registering: Promise<void> | undefined;
   #trimming = false;
+  /** Out of touch with etcd since the lease said so. */
+  #cutOff = false;
 
   constructor(host: MemberHost, options: EtcdDriverOptions) {
     this.#host = host;
@@ -126,8 +128,12 @@ export class EtcdDriver implements ClusterDriver {
             `cut off from etcd at ${this.#client.endpoints.join(",")} for a lease's TTL: ` +
               "writes are refused until it is back",
           );
+          this.#cutOff = true;
           this.#watchAttempt?.abort();
-        } else host.logger.info("in touch with etcd again");
+        } else if (this.#cutOff) {
+          this.#cutOff = false;
+          host.logger.info("in touch with etcd again");
+        }
         this.#updateState();
         this.#scheduleEpoch();
       },
@@ -459,6 +465,13 @@ export class EtcdDriver implements ClusterDriver {
 
   /** After a batch of changes: the standing, a possible new epoch, a possible trim. */
   #afterChanges(): void {
+    // This process's member key gone while it runs and reaches etcd (its lease lapsed, or a
+    // registration failed half-way): register again, or no epoch would ever take it back.
+    const self = this.#self;
+    const own = self ? this.#live.get(self.id)?.record : undefined;
+    if (self && this.#running && this.#lease.inTouch && own?.incarnation !== self.incarnation) {
+      void this.#register();
+    }
     this.#updateState();
     this.#scheduleEpoch();
     this.#maybeTrim();
