@@ -39,7 +39,7 @@ export function decodeEvent(payload: Uint8Array): ClusterEvent {
   }
 }
 
-type Field = "number" | "string" | "boolean" | "object" | "number?" | "string?";
+type Field = "number" | "string" | "boolean" | "object" | "number?" | "string?" | "boolean?";
 
 /** The fields each known event (and VDI event) must have. */
 const EVENT_FIELDS: Record<string, Record<string, Field>> = {
@@ -56,7 +56,8 @@ const CONFIG_FIELDS: Record<string, Field> = {
   blockSizeShift: "number",
   shutdown: "boolean",
 };
-const VDI_EVENT_FIELDS: Record<string, Record<string, Field>> = {
+/** Every VDI event type must be listed (the compiler says so), or a valid one is refused. */
+const VDI_EVENT_FIELDS: Record<VdiEvent["type"], Record<string, Field>> = {
   create: {
     name: "string",
     sizeBytes: "number",
@@ -80,7 +81,9 @@ const VDI_EVENT_FIELDS: Record<string, Record<string, Field>> = {
     expectVid: "number?",
   },
   delete: { vid: "number" },
-  resize: { vid: "number", sizeBytes: "number" },
+  resize: { vid: "number", sizeBytes: "number", shrink: "boolean?" },
+  rename: { vid: "number", name: "string" },
+  flatten: { vid: "number" },
 };
 
 /** What is wrong with a decoded event, or null. */
@@ -96,7 +99,9 @@ function eventProblem(event: unknown): string | null {
   }
   if (event.type === "vdi") {
     const vdi = event.event as Record<string, unknown>;
-    const vdiFields = VDI_EVENT_FIELDS[String(vdi.type)];
+    const vdiFields = (VDI_EVENT_FIELDS as Record<string, Record<string, Field> | undefined>)[
+      String(vdi.type)
+    ];
     if (!vdiFields) return `vdi: unknown VDI event type ${JSON.stringify(vdi.type)}`;
     const problem = fieldsProblem(vdi, vdiFields);
     return problem ? `vdi ${vdi.type}: ${problem}` : null;
