@@ -54,7 +54,9 @@ Options:
   --allow-clients CIDR[,CIDR]  networks whose clients (QEMU's sheepdog driver, which cannot
                     authenticate) may read and write VDIs; loopback always may
   --zone N          failure zone (default: derived from the address)
-  --vnodes N        virtual nodes on the ring (default 128)
+  --vnodes N        fixed virtual nodes on the ring (default: 128 for a node of the
+                    cluster's average capacity, scaled by the size of DIR's filesystem, so
+                    a node twice the size holds twice the data)
   --seed HOST:PORT  another sheep to find the cluster through (repeatable; for networks
                     without multicast)
   --multicast G:P   multicast group and port for discovery (default 239.10.10.10:7400);

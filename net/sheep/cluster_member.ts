@@ -19,6 +19,7 @@ import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
 import { type ClusterState, decodeClusterState } from "./cluster_state.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
+import { memberInfoOf, ringNodeOfMember } from "./member_info.ts";
 
 /** How a sheep finds and watches its peers. */
 export interface ClusterOptions {
@@ -134,7 +135,7 @@ export class ClusterMember {
     this.#driver = new GroupDriver({
       address: host.id,
       incarnation: this.#incarnation,
-      info: { host: node.host, port: node.port, zone: node.zone, vnodes: node.vnodes },
+      info: memberInfoOf(node),
       persisted: persisted ? stripTime(persisted) : null,
       persist: (records) => this.epochLog.append(records, host.now()),
       seeds: this.#options.seeds ?? [],
@@ -248,13 +249,9 @@ export class ClusterMember {
   #onView(view: View): void {
     const previous = new Set(this.#members);
     this.#members = view.members.map((m) => m.id);
-    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) => ({
-      id: m.id,
-      host: String(m.info.host),
-      port: Number(m.info.port),
-      zone: Number(m.info.zone),
-      vnodes: Number(m.info.vnodes),
-    }));
+    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) =>
+      ringNodeOfMember(m.id, m.info)
+    );
     const ringView = makeView(view.epoch, nodes);
     const first = this.#firstView;
     this.#firstView = false;
