@@ -7,10 +7,11 @@
  *     time, production timing): time to form, time to install a view after a crash, datagrams
  *     per member at rest;
  *  3. real processes: 20 ./sheepdog sheep on 127.0.0.1 started at once, the time until
- *     `shepherd info -t node` lists all 20, and their memory and CPU at rest.
+ *     `shepherd info -t node` lists all 20, and their memory and CPU at rest (and the same
+ *     for 5 sheep, to show what grows with the cluster).
  *
  *   deno run -A scripts/bench_scale.ts [--only=placement,group,real] [--objects=N]
- *     [--members=50,64,100,200] [--group-seeds=5,5,3,2] [--sheep=20]
+ *     [--members=50,64,100,200] [--group-seeds=5,5,3,2] [--sheep=5,20]
  *     [--sheep-args="--flag value ..."] [--no-write]
  *
  * `--sheep-args` adds arguments to every sheep of part 3 (e.g. another cluster driver); the
@@ -52,7 +53,7 @@ const { values } = parseArgs({
     objects: { type: "string", default: "1000000" },
     members: { type: "string", default: "50,64,100,200" },
     "group-seeds": { type: "string", default: "5,5,3,2" },
-    sheep: { type: "string", default: "20" },
+    sheep: { type: "string", default: "5,20" },
     "sheep-args": { type: "string" },
     "no-write": { type: "boolean", default: false },
   },
@@ -278,6 +279,7 @@ const IDLE_SECONDS = 10;
 
 interface RealRow {
   driver: string;
+  sheep: number;
   launchSeconds: number;
   formSeconds: number;
   rssMiB: { min: number; median: number; max: number };
@@ -329,6 +331,7 @@ async function realCluster(driver: RealDriver, count: number): Promise<RealRow> 
       .reduce((a, b) => a + b, 0) / count / CLOCK_TICKS_PER_SECOND / IDLE_SECONDS * 100;
     return {
       driver: driver.name,
+      sheep: count,
       launchSeconds,
       formSeconds,
       rssMiB: { min: rss[0]!, median: median(rss), max: rss.at(-1)! },
@@ -341,24 +344,32 @@ async function realCluster(driver: RealDriver, count: number): Promise<RealRow> 
 }
 
 async function realLines(): Promise<string[]> {
-  const count = Number(values.sheep);
+  const counts = values.sheep!.split(",").map(Number);
+  const count = Math.max(...counts);
+  const loadBefore = os.loadavg()[0]!;
   const rows: RealRow[] = [];
-  for (const driver of drivers()) rows.push(await realCluster(driver, count));
+  for (const driver of drivers()) {
+    for (const n of counts) rows.push(await realCluster(driver, n));
+  }
   const lines = [
     `### ${count} real sheep on one machine`,
     "",
-    `${count} ./sheepdog sheep daemons on 127.0.0.1 (different ports, no HTTP, no NBD, ` +
-    "unformatted), started at the same time on a loaded 2-core machine. Formed: from the " +
+    `${
+      counts.join(" and ")
+    } ./sheepdog sheep daemons on 127.0.0.1 (different ports, no HTTP, no NBD, ` +
+    "unformatted), started at the same time. Formed: from the " +
     `start until \`shepherd info -t node\` (a ./sheepdog process, polled every 250 ms) lists ` +
-    `all ${count}. Memory: VmRSS of each sheep after forming; CPU: the sheep's average ` +
-    `over ${IDLE_SECONDS} s at rest. Load average (1 min) at the end: ${
-      os.loadavg()[0]!.toFixed(1)
-    }.`,
+    `all of them. Memory: VmRSS of each sheep after forming; CPU: the sheep's average ` +
+    `over ${IDLE_SECONDS} s at rest. Load average (1 min) before and after: ${
+      loadBefore.toFixed(1)
+    } and ${os.loadavg()[0]!.toFixed(1)} (the machine is shared).`,
     "",
-    "| driver | start commands returned | all listed by info -t node | RSS per sheep (min / median / max) | CPU per sheep at rest |",
-    "|---|---:|---:|---:|---:|",
+    "| driver | sheep | start commands returned | all listed by info -t node | RSS per sheep (min / median / max) | CPU per sheep at rest |",
+    "|---|---:|---:|---:|---:|---:|",
     ...rows.map((r) =>
-      `| ${r.driver} | ${r.launchSeconds.toFixed(1)} s | ${r.formSeconds.toFixed(1)} s | ` +
+      `| ${r.driver} | ${r.sheep} | ${r.launchSeconds.toFixed(1)} s | ${
+        r.formSeconds.toFixed(1)
+      } s | ` +
       `${r.rssMiB.min.toFixed(0)} / ${r.rssMiB.median.toFixed(0)} / ${
         r.rssMiB.max.toFixed(0)
       } MiB | ` +
