@@ -22,7 +22,8 @@ import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
 import { parseSize } from "../net/admin/format.ts";
 import type { ScrubOptions } from "../net/sheep/scrub.ts";
-import { Sheep } from "../net/sheep/sheep.ts";
+import { Sheep, type SheepOptions } from "../net/sheep/sheep.ts";
+import { clusterIdOf, DRIVER_DEFAULT, EtcdDriver, parseDriverUri } from "../net/etcd/mod.ts";
 import { defaultHostAddress } from "../net/sheep/host_address.ts";
 import { ClientAddresses } from "../net/auth/client_addresses.ts";
 import { readKeyFile, removeKeyNote, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
@@ -57,11 +58,16 @@ Options:
   --vnodes N        fixed virtual nodes on the ring (default: 128 for a node of the
                     cluster's average capacity, scaled by the size of DIR's filesystem, so
                     a node twice the size holds twice the data)
+  --cluster-driver D  what holds the cluster together: 'builtin' (default; the group,
+                    found by multicast or --seed) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+                    (an etcd cluster's client ports; membership, epochs and cluster events
+                    are kept there, under /PREFIX/, default /sheepdog/)
   --seed HOST:PORT  another sheep to find the cluster through (repeatable; for networks
-                    without multicast)
+                    without multicast; builtin driver)
   --multicast G:P   multicast group and port for discovery (default 239.10.10.10:7400);
-                    'off' to discover through --seed addresses only
-  --failure-timeout MS  declare a silent node gone after MS ms (default 5000)
+                    'off' to discover through --seed addresses only (builtin driver)
+  --failure-timeout MS  declare a silent node gone after MS ms (default 5000; with etcd,
+                    the lease TTL, in whole seconds)
   --nbd-address A   NBD export address (default 127.0.0.1)
   --nbd-port N      NBD port (default ${NBD_PORT_DEFAULT})
   --nbd-socket PATH also serve NBD on a Unix socket
@@ -82,6 +88,9 @@ ${NBD_TLS_USAGE}
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
 
+/** Where the builtin driver's sheep find each other by default. */
+const MULTICAST_DEFAULT = "239.10.10.10:7400";
+
 /** A day: background scrubs of a sheep started from the command line. */
 const SCRUB_INTERVAL_DEFAULT_S = 86_400;
 
@@ -93,6 +102,7 @@ const FLAGS = {
   zone: { type: "string" },
   vnodes: { type: "string" },
   seed: { type: "string", multiple: true },
+  "cluster-driver": { type: "string", default: DRIVER_DEFAULT },
   nbd: { type: "boolean", default: true },
   "nbd-address": { type: "string", default: "127.0.0.1" },
   "nbd-port": { type: "string", default: String(NBD_PORT_DEFAULT) },
@@ -104,7 +114,7 @@ const FLAGS = {
   "http-port": { type: "string", default: String(HTTP_PORT_DEFAULT) },
   "http-token": { type: "string" },
   "http-token-file": { type: "string" },
-  multicast: { type: "string", default: "239.10.10.10:7400" },
+  multicast: { type: "string" },
   "failure-timeout": { type: "string", default: "5000" },
   "scrub-interval": { type: "string", default: String(SCRUB_INTERVAL_DEFAULT_S) },
   "scrub-rate": { type: "string", default: "64M" },
@@ -181,11 +191,22 @@ function settingsOf(values: Flags) {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  let driver;
+  try {
+    driver = parseDriverUri(values["cluster-driver"]!);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   const seeds = values.seed ?? [];
+  if (driver.kind === "etcd" && (seeds.length > 0 || values.multicast !== undefined)) {
+    throw new UsageError(
+      "--seed and --multicast are for the builtin cluster driver: with etcd, sheep find each " +
+        "other through etcd",
+    );
+  }
   for (const seed of seeds) parseHostPort(seed);
-  const multicast = values.multicast === undefined || values.multicast === "off"
-    ? false
-    : parseHostPort(values.multicast);
+  const multicastFlag = values.multicast ?? MULTICAST_DEFAULT;
+  const multicast = multicastFlag === "off" ? false : parseHostPort(multicastFlag);
   let clients: ClientAddresses;
   try {
     clients = values["allow-clients"] === undefined
@@ -204,6 +225,7 @@ function settingsOf(values: Flags) {
   if (values["key-file"] !== undefined) readKeyFile(path.resolve(values["key-file"]));
   return {
     logLevel,
+    driver,
     seeds,
     ...addressesOf(values.host),
     clients,
@@ -252,6 +274,32 @@ function storeOpenFiles(): number {
   return OPEN_FILES_MAX;
 }
 
+/** How the sheep joins its cluster: the built-in group's options, or an etcd driver. */
+function membership(
+  settings: ReturnType<typeof settingsOf>,
+  key: Uint8Array,
+): Pick<SheepOptions, "cluster" | "driver"> {
+  const driver = settings.driver;
+  if (driver.kind === "etcd") {
+    return {
+      driver: (host) =>
+        new EtcdDriver(host, {
+          endpoints: driver.endpoints,
+          prefix: driver.prefix,
+          clusterId: clusterIdOf(key),
+          failureTimeoutMs: settings.failureTimeoutMs,
+        }),
+    };
+  }
+  return {
+    cluster: {
+      seeds: settings.seeds,
+      multicast: settings.multicast,
+      failureTimeoutMs: settings.failureTimeoutMs,
+    },
+  };
+}
+
 async function serve(dir: string, values: Flags): Promise<void> {
   const settings = settingsOf(values);
   // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
@@ -266,11 +314,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     host: settings.host,
     listenHost: settings.listenHost,
     security: { key: key.key, clients: settings.clients },
-    cluster: {
-      seeds: settings.seeds,
-      multicast: settings.multicast,
-      failureTimeoutMs: settings.failureTimeoutMs,
-    },
+    ...membership(settings, key.key),
     port: settings.port,
     logger,
     // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).

@@ -69,6 +69,16 @@ export const AUTH_TIMEOUT_MS = 10_000;
 export const REPLAY_WINDOW = 256;
 /** Refusal log lines per peer address per minute at most (the metrics count every one). */
 export const REFUSAL_LOGS_PER_MINUTE = 1;
+/**
+ * The etcd driver: how long one request to one etcd member may take before the next member is
+ * tried (etcd itself gives up on a proposal after about 7 s; a member without quorum answers
+ * sooner, asked with `hasleader`).
+ */
+export const ETCD_REQUEST_TIMEOUT_MS = 5_000;
+/** Cluster events kept in etcd; older ones are deleted (a node that fell behind asks peers). */
+export const ETCD_EVENTS_KEPT = 10_000;
+/** Event keys deleted per transaction when trimming (etcd's default --max-txn-ops is 128). */
+export const ETCD_TRIM_BATCH = 100;
 
 /** Longest snapshot name an rbd diff's 'f' or 't' record may carry (Ceph's own bound). */
 export const RBD_DIFF_NAME_BYTES_MAX = 4096;

@@ -1,6 +1,7 @@
 /**
  * In-process clusters: several sheep in one process on loopback, joined through unicast seeds
- * with fast failure detection, started, killed and restarted at will.
+ * (the built-in group) or through a real etcd cluster (tests/etcd_harness.ts), with fast failure
+ * detection, started, killed and restarted at will.
  *
  * @module
  */
@@ -12,7 +13,11 @@ import { ObjectClient } from "../net/object/client.ts";
 import { TcpTransport } from "../net/object/tcp_transport.ts";
 import { generateKey } from "../net/auth/cluster_key.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
+import { clusterIdOf, EtcdClient, EtcdDriver, EtcdLayout } from "../net/etcd/mod.ts";
 import { freePort, tempDir } from "./harness.ts";
+import type { EtcdProxy, EtcdTestCluster } from "./etcd_harness.ts";
+import type { Logger } from "../net/sheep/logger.ts";
+import type { Disk } from "../core/store/disk.ts";
 
 export { freePort };
 
@@ -41,6 +46,29 @@ export interface TestClusterOptions {
   extraSeeds?: string[];
   /** The cluster key (default: a new one), e.g. to share it with a dog witness. */
   key?: Uint8Array;
+  /**
+   * Run the cluster on this etcd instead of the built-in group: each sheep reaches it through a
+   * proxy of its own (see `cutFromEtcd`), its keys under a prefix of its own.
+   */
+  etcd?: EtcdTestCluster;
+  /** Where node `index` logs (default: nowhere, or stderr with SHEEPDOG_TEST_LOG=1). */
+  logger?: (index: number) => Logger;
+  /** With etcd: events kept before the oldest are trimmed (default: the driver's). */
+  etcdEventsKept?: number;
+  /** The disk under node `index`'s store, asked at each start (default: the real one). */
+  disk?: (index: number) => Disk | undefined;
+  /** Fixed vnodes of node `index` (`--vnodes`); default: by capacity. */
+  vnodes?: (index: number) => number | undefined;
+}
+
+/** The cluster driver a test cluster runs on. */
+export type DriverName = "builtin" | "etcd";
+
+/** Lines to stderr, for a test run with SHEEPDOG_TEST_LOG=1. */
+function consoleLogger(name: string) {
+  const line = (level: string) => (message: string) =>
+    console.error(`${new Date().toISOString().slice(11, 23)} ${name} ${level} ${message}`);
+  return { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
 }
 
 export class TestCluster {
@@ -53,11 +81,19 @@ export class TestCluster {
   #clients: AdminService[] = [];
   /** The cluster key: peers authenticate and datagrams are sealed, as in production. */
   readonly key: Uint8Array;
+  /** With etcd: where this cluster's keys are, and each node's own way to etcd. */
+  readonly etcdPrefix: string;
+  readonly #etcdProxies: EtcdProxy[] = [];
 
   private constructor(root: string, options: TestClusterOptions) {
     this.root = root;
     this.#options = options;
     this.key = options.key ?? generateKey();
+    this.etcdPrefix = `/${path.basename(root)}/`;
+  }
+
+  get driver(): DriverName {
+    return this.#options.etcd ? "etcd" : "builtin";
   }
 
   static async start(options: TestClusterOptions): Promise<TestCluster> {
@@ -81,26 +117,61 @@ export class TestCluster {
   async startNode(index: number): Promise<Sheep> {
     if (index >= this.ports.length) this.ports.push(await freePort());
     const port = this.ports[index]!;
+    const failureTimeoutMs = this.#options.failureTimeoutMs ?? 1500;
+    const etcd = this.#options.etcd;
+    if (etcd && !this.#etcdProxies[index]) this.#etcdProxies[index] = await etcd.proxy();
+    const proxy = this.#etcdProxies[index];
+    const disk = this.#options.disk?.(index);
+    const vnodes = this.#options.vnodes?.(index);
     const sheep = new Sheep({
       dir: path.join(this.root, `sheep${index}`),
       host: "127.0.0.1",
       port,
       zone: this.#options.zone?.(index) ?? index + 1,
       security: { key: this.key },
-      cluster: {
-        seeds: [
-          ...this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
-          ...(this.#options.extraSeeds ?? []),
-        ],
-        multicast: false,
-        failureTimeoutMs: this.#options.failureTimeoutMs ?? 1500,
-        settleMs: 500,
-        reachable: (id) => this.#reachable(index, id),
-      },
+      ...(disk ? { disk } : {}),
+      ...(vnodes === undefined ? {} : { vnodes }),
+      ...(this.#options.logger
+        ? { logger: this.#options.logger(index) }
+        : Deno.env.get("SHEEPDOG_TEST_LOG")
+        ? { logger: consoleLogger(`sheep${index}`) }
+        : {}),
+      ...(proxy
+        ? {
+          driver: (host) =>
+            new EtcdDriver(host, {
+              endpoints: proxy.endpoints,
+              prefix: this.etcdPrefix,
+              clusterId: clusterIdOf(this.key),
+              failureTimeoutMs,
+              settleMs: 500,
+              ...(this.#options.etcdEventsKept ? { eventsKept: this.#options.etcdEventsKept } : {}),
+            }),
+        }
+        : {
+          cluster: {
+            seeds: [
+              ...this.ports.filter((p) => p !== port).map((p) => `127.0.0.1:${p}`),
+              ...(this.#options.extraSeeds ?? []),
+            ],
+            multicast: false,
+            failureTimeoutMs,
+            settleMs: 500,
+            reachable: (id) => this.#reachable(index, id),
+          },
+        }),
     });
     await sheep.start();
     this.sheep[index] = sheep;
     return sheep;
+  }
+
+  /** Cuts node `index` off etcd (every connection to every member), or heals it. */
+  cutFromEtcd(index: number, cut = true): void {
+    const proxy = this.#etcdProxies[index];
+    if (!proxy) throw new Error(`node ${index} does not run on etcd`);
+    if (cut) proxy.cut();
+    else proxy.heal();
   }
 
   #reachable(from: number, id: string): boolean {
@@ -149,6 +220,23 @@ export class TestCluster {
     await sheep.stop({ graceful: false });
   }
 
+  /**
+   * Waits until the driver can know that the killed nodes `indexes` are gone: at once for the
+   * built-in group (a restarted node hears nobody there), on etcd once their leases lapsed (a
+   * member key outlives its sheep by up to a TTL). A restart after this is a full stop's.
+   */
+  async waitForLapse(indexes: number[]): Promise<void> {
+    const etcd = this.#options.etcd;
+    if (!etcd) return;
+    const client = new EtcdClient({ endpoints: etcd.endpoints });
+    const layout = new EtcdLayout(this.etcdPrefix);
+    const ids = indexes.map((i) => `127.0.0.1:${this.ports[i]}`);
+    await waitFor("the killed nodes' leases to lapse", async () => {
+      const { kvs } = await client.range(layout.members, { prefix: true });
+      return !kvs.some((kv) => ids.includes(kv.key.slice(layout.members.length)));
+    });
+  }
+
   /** Waits until every live node is running in one view of `size` storage nodes. */
   async waitForView(size: number, timeoutMs = 20_000): Promise<number> {
     await waitFor(`a view of ${size} nodes`, () => {
@@ -192,6 +280,7 @@ export class TestCluster {
   async stop(): Promise<void> {
     for (const client of this.#clients) await client.client.close();
     await Promise.all(this.live().map((s) => s.stop({ graceful: false })));
+    for (const proxy of this.#etcdProxies) await proxy?.close();
     await fsp.rm(this.root, { recursive: true, force: true });
   }
 }

@@ -1,24 +1,24 @@
 /**
- * A sheep's membership in the cluster: runs the group driver (the seed's `dog` role, embedded),
- * turns views into ring views, proposes cluster events and applies delivered ones in order, and
- * catches up from peers when it missed history (a join, a restart, a healed partition).
+ * The built-in cluster driver: a sheep's membership through the group (the seed's `dog` role,
+ * embedded; net/group). It turns the group's views into ring views, proposes cluster events
+ * and applies delivered ones in order, and catches up from peers when it missed history (a
+ * join, a restart, a healed partition). The other driver is etcd's (net/etcd/); both implement
+ * `ClusterDriver` (cluster_driver.ts).
  *
  * @module
  */
 
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { type ClusterView, makeView } from "../../core/cluster/view.ts";
+import { makeView } from "../../core/cluster/view.ts";
 import { type ClusterEvent, decodeEvent, encodeEvent } from "../../core/cluster/cluster_events.ts";
 import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
 import type { GroupEventDelivery } from "../group/driver.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
-import { Opcode } from "../object/ops.ts";
 import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
-import { type ClusterState, decodeClusterState } from "./cluster_state.ts";
-import type { Logger } from "./logger.ts";
-import type { Peers } from "./peers.ts";
+import { admitProposal, type ClusterDriver, type MemberHost } from "./cluster_driver.ts";
+import { ApplyQueue } from "./apply_queue.ts";
+import { mergeFromPeers } from "./peer_state.ts";
+import { Proposals } from "./proposals.ts";
 import { memberInfoOf, ringNodeOfMember } from "./member_info.ts";
 
 /** How a sheep finds and watches its peers. */
@@ -48,45 +48,15 @@ export interface ClusterOptions {
 const TICK_MS = 100;
 /** Proposals remembered for deduplication. */
 const APPLIED_REMEMBERED = 10_000;
-/** How long a proposal waits for a node that is still forming or joining. */
-const PROPOSE_WAIT_MS = 10_000;
-
-/**
- * What a member needs of its node: who it is, where it keeps its epoch log, how to reach peers,
- * and where delivered events, views and fetched state go (applied strictly in delivery order).
- */
-export interface MemberHost {
-  /** "host:port", the node's identity in the group and on the ring. */
-  readonly id: string;
-  /** The node's directory (the epoch log lives there). */
-  readonly dir: string;
-  readonly logger: Logger;
-  readonly peers: Pick<Peers, "get">;
-  now(): number;
-  ringNode(): RingNode;
-  /** Applies one delivered event; resolves with this node's result (the proposer's answer). */
-  applyEvent(event: ClusterEvent): Promise<unknown>;
-  installView(view: ClusterView, options: { previousMembers: ReadonlySet<string> }): Promise<void>;
-  /** The member's standing changed (e.g. back to primary when a partition heals). */
-  statusChanged?(): void;
-  /** Merges the state a peer sent (GET_CLUSTER_STATE) into the node's. */
-  mergeState(state: ClusterState): Promise<void>;
-}
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-}
-
-export class ClusterMember {
+export class ClusterMember implements ClusterDriver {
   readonly #host: MemberHost;
   readonly #options: ClusterOptions;
   readonly epochLog: EpochLog;
   #driver: GroupDriver | undefined;
   #state: GroupState = "forming";
   #incarnation = 0;
-  #pending = new Map<number, Pending>();
-  #applying: Promise<void> = Promise.resolve();
+  readonly #proposals = new Proposals<number>();
+  readonly #queue: ApplyQueue;
   #lastSeq = 0;
   #syncing = false;
   #buffered: GroupEventDelivery[] = [];
@@ -100,6 +70,7 @@ export class ClusterMember {
     this.#host = host;
     this.#options = options;
     this.epochLog = new EpochLog(host.dir);
+    this.#queue = new ApplyQueue(host.logger);
   }
 
   get state(): GroupState {
@@ -178,10 +149,7 @@ export class ClusterMember {
       }
     }
     await driver.stop();
-    for (const pending of this.#pending.values()) {
-      pending.reject(new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down"));
-    }
-    this.#pending.clear();
+    this.#proposals.shutdown();
   }
 
   /**
@@ -189,49 +157,17 @@ export class ClusterMember {
    * node is still forming or joining, it waits a little for a view rather than failing.
    */
   async propose<T>(event: ClusterEvent): Promise<T> {
-    // Still a poll, on purpose: proposing the instant the node turns primary (woken by the
-    // status change) let a format at start-up land in a view that was about to merge with the
-    // others, and the format then failed as "formatted already" (3 runs in 6 of the e2e
-    // cluster test). The race is in how views form at start; until it is fixed there, this
-    // 100 ms poll keeps proposals behind the first settled view.
-    for (
-      let waited = 0;
-      this.#state !== "primary" && this.#state !== "minority" && waited < PROPOSE_WAIT_MS;
-      waited += 100
-    ) {
-      if (!this.#driver) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    return await this.#propose<T>(event);
+    await admitProposal(() => this.#state, () => this.#driver !== undefined);
+    const id = this.#driver!.propose(encodeEvent(event));
+    return await this.#proposals.expect<T>(id);
   }
 
-  #propose<T>(event: ClusterEvent): Promise<T> {
-    const driver = this.#driver;
-    if (!driver) {
-      return Promise.reject(new SheepdogError(ResultCode.SHUTDOWN, "The sheep is not running"));
-    }
-    if (this.#state !== "primary") {
-      return Promise.reject(
-        new SheepdogError(
-          this.#state === "minority" ? ResultCode.HALT : ResultCode.WAIT_FOR_JOIN,
-          this.#state === "minority"
-            ? "This node is cut off from the majority of the cluster: changes are refused"
-            : "Waiting for other nodes to join cluster",
-        ),
-      );
-    }
-    return new Promise<T>((resolve, reject) => {
-      const id = driver.propose(encodeEvent(event));
-      this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
-    });
-  }
-
-  /** Operator override after a full stop: start with the nodes present. */
   /** False for a peer the group has not heard from lately (cut off, or gone). */
   isHeard(id: string): boolean {
     return this.#driver?.isHeard(id) ?? true;
   }
 
+  /** Operator override after a full stop: start with the nodes present. */
   forceRecover(): boolean {
     return this.#driver?.forceRecover() ?? false;
   }
@@ -257,7 +193,7 @@ export class ClusterMember {
     this.#firstView = false;
     this.#enqueue(async () => {
       if (first && nodes.some((n) => n.id !== this.#host.id)) {
-        await this.#mergeFromPeers(nodes, false);
+        await mergeFromPeers(this.#host, nodes);
       }
       await this.#host.installView(ringView, { previousMembers: previous });
     });
@@ -284,8 +220,7 @@ export class ClusterMember {
     }
     const mine = delivery.origin === this.#host.id &&
       delivery.originIncarnation === this.#incarnation;
-    const pending = mine ? this.#pending.get(delivery.proposalId) : undefined;
-    if (pending) this.#pending.delete(delivery.proposalId);
+    const pending = mine ? this.#proposals.take(delivery.proposalId) : undefined;
     try {
       const result = await this.#host.applyEvent(decodeEvent(delivery.payload));
       pending?.resolve(result);
@@ -301,10 +236,11 @@ export class ClusterMember {
     const nodes = view.members.filter((m) => !m.witness && m.id !== this.#host.id);
     this.#enqueue(async () => {
       try {
-        await this.#mergeFromPeers(
+        const seq = await mergeFromPeers(
+          this.#host,
           nodes.map((m) => ({ id: m.id, host: String(m.info.host), port: Number(m.info.port) })),
-          true,
         );
+        if (seq !== null) this.#lastSeq = Math.max(this.#lastSeq, seq);
       } finally {
         this.#syncing = false;
         const buffered = this.#buffered;
@@ -315,36 +251,13 @@ export class ClusterMember {
     this.#onView(view);
   }
 
-  /** Fetches the cluster state (config, VDIs, locks) from peers and merges it in. */
-  async #mergeFromPeers(
-    nodes: readonly Pick<RingNode, "id" | "host" | "port">[],
-    adoptSeq: boolean,
-  ): Promise<void> {
-    for (const node of nodes) {
-      if (node.id === this.#host.id) continue;
-      try {
-        const header = requestHeader(Opcode.GET_CLUSTER_STATE, { internal: true });
-        const response = checkResponse(await this.#host.peers.get(node).transport.request(header));
-        const state = decodeClusterState(response.data);
-        await this.#host.mergeState(state);
-        if (adoptSeq) this.#lastSeq = Math.max(this.#lastSeq, state.seq);
-      } catch (error) {
-        this.#host.logger.warn(
-          `cannot fetch cluster state from ${node.id}: ${(error as Error).message}`,
-        );
-      }
-    }
-  }
-
   get lastSeq(): number {
     return this.#lastSeq;
   }
 
   /** Views, events and syncs are applied strictly one after another, in delivery order. */
   #enqueue(work: () => Promise<void>): void {
-    this.#applying = this.#applying.then(work).catch((error) => {
-      this.#host.logger.error(`applying a cluster change failed: ${(error as Error).message}`);
-    });
+    this.#queue.enqueue(work);
   }
 }
 

@@ -48,7 +48,7 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectStore, StoreHealth, StoreSpace } from "../../core/store/object_store.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import type { ClusterMember } from "./cluster_member.ts";
+import type { ClusterDriver } from "./cluster_driver.ts";
 import type { Gateway, LocalObjects } from "./gateway.ts";
 import type { Logger } from "./logger.ts";
 import type { Recovery } from "./recovery.ts";
@@ -97,7 +97,7 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly repairs: number;
   readonly vdis: Pick<VdiService, "change" | "readInode" | "clientHeader">;
   /** The node's group membership; undefined for a sheep alone. */
-  readonly member: Pick<ClusterMember, "epochHistory" | "master" | "forceRecover"> | undefined;
+  readonly member: Pick<ClusterDriver, "epochHistory" | "master" | "forceRecover"> | undefined;
   readonly recovery: Pick<Recovery, "status" | "active">;
   /** Objects each VDI owns and shares, for this node's inode copies (VDI_SUMMARY). */
   readonly allocations: Pick<AllocationCounts, "counts">;

@@ -46,6 +46,7 @@ import { DirLock } from "./dir_lock.ts";
 import { Gateway, type LocalObjects } from "./gateway.ts";
 import { GatewayAccess } from "./gateway_access.ts";
 import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
+import type { ClusterDriver, ClusterDriverFactory } from "./cluster_driver.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
 import { ObjectLocks } from "./object_locks.ts";
@@ -78,8 +79,13 @@ export interface SheepOptions {
   vnodes?: number;
   logger?: Logger;
   now?: () => number;
-  /** Join a cluster through the group (multicast and/or seeds). Without it the sheep is alone. */
+  /**
+   * Join a cluster through the built-in group (multicast and/or seeds). Without it (and without
+   * `driver`) the sheep is alone.
+   */
   cluster?: ClusterOptions;
+  /** Join a cluster through another driver (etcd: net/etcd/); instead of `cluster`. */
+  driver?: ClusterDriverFactory;
   /** The disk under the object store (a simulated one in the data-path simulation). */
   disk?: Disk;
   /** How to reach other sheep (in-memory in the simulation); TCP by default. */
@@ -154,7 +160,8 @@ export class Sheep {
   #running = false;
   readonly #events: EventBus | undefined;
   readonly #listen: boolean;
-  readonly member: ClusterMember | undefined;
+  /** The cluster driver: membership, epochs and the order of events (none when alone). */
+  readonly member: ClusterDriver | undefined;
   readonly recovery: Recovery;
   /** Verifies every local block and compares replicas: by hand (START_SCRUB) and every interval. */
   readonly scrubber: Scrubber;
@@ -230,7 +237,9 @@ export class Sheep {
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
-    this.member = options.cluster
+    this.member = options.driver
+      ? options.driver(this)
+      : options.cluster
       ? new ClusterMember(this, {
         ...options.cluster,
         ...(key

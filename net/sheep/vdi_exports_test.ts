@@ -331,66 +331,6 @@ Deno.test("VdiExport: a write into an object being created is acknowledged after
   });
 });
 
-Deno.test("VdiExportProvider: the one-writer lock holds across the sheep of a cluster", async () => {
-  const cluster = await TestCluster.start({ nodes: 2, copies: 2 });
-  try {
-    const [a, b] = [cluster.node(0), cluster.node(1)];
-    const admin = cluster.admin(1);
-    await admin.createVdi({ name: "shared", sizeBytes: 8 * MiB });
-    await waitFor("the VDI on both nodes", () => a.registry.live().length === 1);
-    const exp = await new VdiExportProvider(a).open("shared", { client: "10.0.0.5:1" });
-    await waitFor("the lock on node 1", () => b.locks.size === 1);
-    const reader = await new VdiExportProvider(b).open("shared", { client: "10.0.0.6:2" });
-    assert.equal(reader.readOnly, true, "attached through another sheep: read-only");
-    await reader.close();
-    // A snapshot through the other node: the lock follows the VDI on both.
-    await admin.snapshot("shared", "s");
-    const vid = b.registry.lookup("shared").vdiId;
-    await waitFor("the lock moved", () => a.locks.has(vid) && b.locks.has(vid));
-    assert.equal((await admin.vdi("shared")).attachedTo, "10.0.0.5:1");
-    await exp.write(0, new Uint8Array(4096).fill(7), { fua: true });
-    // The client moves to the other node at once (a VM migrating): the release is still on
-    // its way there, and the new open waits for it instead of falling back to read-only.
-    await exp.close();
-    const other = await new VdiExportProvider(b).open("shared", { client: "10.0.0.6:3" });
-    assert.equal(other.readOnly, false, "the lock was handed over");
-    assert.deepEqual(await other.read(0, 4096), new Uint8Array(4096).fill(7));
-    await other.close();
-    await waitFor("the lock gone everywhere", () => a.locks.size === 0 && b.locks.size === 0);
-  } finally {
-    await cluster.stop();
-  }
-});
-
-Deno.test("VdiExportProvider: an NBD attach lost with a restarted sheep is released; others keep theirs", async () => {
-  const cluster = await TestCluster.start({ nodes: 3, copies: 2, failureTimeoutMs: 5_000 });
-  try {
-    const admin = cluster.admin(1);
-    await admin.createVdi({ name: "lost", sizeBytes: 8 * MiB });
-    await admin.createVdi({ name: "kept", sizeBytes: 8 * MiB });
-    await waitFor("the VDIs everywhere", () => cluster.node(0).registry.live().length === 2);
-    await new VdiExportProvider(cluster.node(0)).open("lost", { client: "10.0.0.5:1" });
-    const kept = await new VdiExportProvider(cluster.node(1)).open("kept", {
-      client: "10.0.0.6:1",
-    });
-    await waitFor("both locks on node 2", () => cluster.node(2).locks.size === 2);
-    // Node 0 dies and comes back within the failure timeout: the cluster never dropped it, so
-    // nothing released the lock of the NBD client it had.
-    await cluster.kill(0);
-    await cluster.startNode(0);
-    const lostVid = cluster.node(2).registry.lookup("lost").vdiId;
-    await waitFor("the lost attach released", () => !cluster.node(2).locks.has(lostVid));
-    assert.deepEqual(
-      [...cluster.node(2).locks.values()].map((l) => l.client),
-      ["10.0.0.6:1"],
-      "the attach through node 1 stays",
-    );
-    await kept.close();
-  } finally {
-    await cluster.stop();
-  }
-});
-
 Deno.test("VdiExportProvider: a client that leaves during a minority is released once the partition heals", async () => {
   const cluster = await TestCluster.start({ nodes: 3, copies: 2 });
   try {

@@ -1,12 +1,22 @@
-// Goal: the herd works as separate processes: three `sheep` daemons find each other through
-// seeds, `mkfs --copies=3` puts every object on all three, a `kill -9` of one loses nothing,
-// and `info -t recovery` reaches done once the survivors have re-replicated.
+// Goal: the herd works as separate processes: three `sheep` daemons find each other (through
+// seeds with the built-in group; through a real three-member etcd with the etcd driver),
+// `mkfs --copies=3` puts every object on all three, a `kill -9` of one loses nothing, and
+// `info -t recovery` reaches done once the survivors have re-replicated.
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { randomBytes, tempDir } from "../harness.ts";
 import { freePort, requireExecutable, sheepdog, stopDaemon } from "./cli.ts";
+import { etcdInstalled, EtcdTestCluster } from "../etcd_harness.ts";
+
+/** How sheep `i` of `ports` finds the others: its cluster-driver flags. */
+type Membership = (i: number, ports: number[]) => string[];
+
+const seeded: Membership = (i, ports) => [
+  ...["--multicast", "off"],
+  ...ports.filter((_, j) => j !== i).flatMap((p) => ["--seed", `127.0.0.1:${p}`]),
+];
 
 async function eventually(
   what: string,
@@ -21,6 +31,39 @@ async function eventually(
 }
 
 Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", async () => {
+  await threeSheep(seeded);
+});
+
+Deno.test({
+  name: "e2e: three sheep processes on a three-member etcd, kill -9 one, nothing lost",
+  ignore: !etcdInstalled(),
+  fn: async () => {
+    const etcd = await EtcdTestCluster.start();
+    try {
+      const uri = `etcd://${etcd.endpoints.join(",")}/e2e`;
+      await threeSheep(() => ["--cluster-driver", uri], async ({ dir }) => {
+        // Another cluster (another key) on the same prefix is refused, and this one is intact.
+        const other = path.join(dir, "other");
+        const result = await sheepdog([
+          ...["sheep", other, "--port", String(await freePort()), "--host", "127.0.0.1"],
+          ...["--no-http", "--no-nbd", "--cluster-driver", uri],
+        ]);
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(result.stderr, /holds another cluster's data under \/e2e\/ \(cluster id/);
+        assert.equal(result.stderr.trim().split("\n").length, 1, "one line");
+        assert.ok(!fs.existsSync(path.join(other, "sheep.pid")), "nothing left running");
+      });
+    } finally {
+      await etcd.stop();
+    }
+  },
+});
+
+/** Three sheep that find each other through `membership`; then `more` with them running. */
+async function threeSheep(
+  membership: Membership,
+  more: (context: { dir: string }) => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
   requireExecutable();
   const dir = await tempDir("sd-e2e-cluster-");
   const ports = [await freePort(), await freePort(), await freePort()];
@@ -39,7 +82,6 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
   await ok(["shepherd", "keygen", keyFile]);
   try {
     await Promise.all(ports.map((port, i) => {
-      const seeds = ports.filter((p) => p !== port).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
       return ok([
         "sheep",
         dirs[i]!,
@@ -51,13 +93,11 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
         keyFile,
         "--zone",
         String(i + 1),
-        "--multicast",
-        "off",
         "--no-http",
         "--no-nbd",
         "--failure-timeout",
         "2000",
-        ...seeds,
+        ...membership(i, ports),
       ]);
     }));
     // The three find each other first (as a user checks `info -t node` before formatting):
@@ -121,8 +161,41 @@ Deno.test("e2e: three sheep processes, 3 copies, kill -9 one, nothing lost", asy
     );
     await ok(["img", "convert", "-O", "raw", "Disk", out, ...cluster(1)]);
     assert.deepEqual(new Uint8Array(await fsp.readFile(out)), image);
+    await more({ dir });
   } finally {
     for (const d of dirs) await stopDaemon(d).catch(() => undefined);
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+Deno.test("e2e: --cluster-driver: a wrong URI is a usage error; an unreachable etcd is one line", async () => {
+  requireExecutable();
+  const dir = await tempDir("sd-e2e-driver-");
+  try {
+    const sheep = async (driver: string, more: string[] = []) =>
+      await sheepdog([
+        ...["sheep", path.join(dir, "sd"), "--port", String(await freePort())],
+        ...["--host", "127.0.0.1", "--no-http", "--no-nbd", "--cluster-driver", driver, ...more],
+      ]);
+    for (const wrong of ["zookeeper://127.0.0.1:2181", "etcd://", "etcd://127.0.0.1", "etcd:/x"]) {
+      const result = await sheep(wrong);
+      assert.equal(result.code, 2, `${wrong}: ${result.stderr}`);
+      assert.match(result.stderr.split("\n")[0]!, /^sheep: Invalid --cluster-driver/);
+    }
+    const seeded = await sheep("etcd://127.0.0.1:2379", ["--seed", "127.0.0.1:7000"]);
+    assert.equal(seeded.code, 2);
+    assert.match(seeded.stderr, /--seed and --multicast are for the builtin cluster driver/);
+    // Two ports nothing listens on: the sheep says so in one line, naming both, and is gone.
+    const [a, b] = [await freePort(), await freePort()];
+    const down = await sheep(`etcd://127.0.0.1:${a},127.0.0.1:${b}`);
+    assert.equal(down.code, 1, down.stderr);
+    assert.equal(down.stderr.trim().split("\n").length, 1, down.stderr);
+    assert.match(
+      down.stderr,
+      new RegExp(`Cannot reach etcd at 127\\.0\\.0\\.1:${a},127\\.0\\.0\\.1:${b}`),
+    );
+    assert.ok(!fs.existsSync(path.join(dir, "sd", "sheep.pid")), "nothing left running");
+  } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });

@@ -116,7 +116,8 @@ Deno.test("lock list and lock break over HTTP: the token, an unattached VDI, not
 
     const broken = await call(app, "POST", `/api/v1/vdis/vm/lock/break`, bearer);
     assert.equal(broken.status, 200);
-    assert.deepEqual(broken.body, { released: "vm", holder: "127.0.0.1" });
+    assert.equal(broken.body.released, "vm");
+    assert.match(broken.body.holder, /^127\.0\.0\.1:\d+$/, "held by our client's connection");
     assert.deepEqual((await call(app, "GET", "/api/v1/locks")).body, []);
     assert.equal((await call(app, "GET", "/api/v1/vdis/vm")).body.attachedTo, undefined);
   });
