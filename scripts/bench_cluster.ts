@@ -39,10 +39,10 @@ export function planCluster(dir: string, count: number): ClusterLayout {
 }
 
 /**
- * The `sheep` command line of sheep `i` (its own zone, every other sheep as a seed, no
- * multicast), then `extraArgs` (e.g. another cluster driver).
+ * The `sheep` command line of sheep `i` (its own zone), joined by `driverArgs`: by default the
+ * built-in group, every other sheep a seed and no multicast; e.g. `--cluster-driver etcd://...`.
  */
-export function sheepArgs(layout: ClusterLayout, i: number, extraArgs: string[] = []): string[] {
+export function sheepArgs(layout: ClusterLayout, i: number, driverArgs?: string[]): string[] {
   const port = layout.ports[i]!;
   const seeds = layout.ports.filter((p) => p !== port).flatMap((p) => [
     "--seed",
@@ -59,21 +59,18 @@ export function sheepArgs(layout: ClusterLayout, i: number, extraArgs: string[] 
     layout.keyFile,
     "--zone",
     String(i + 1),
-    "--multicast",
-    "off",
     "--no-http",
     "--no-nbd",
     "--failure-timeout",
     "5000",
-    ...seeds,
-    ...extraArgs,
+    ...(driverArgs ?? ["--multicast", "off", ...seeds]),
   ];
 }
 
 /** Starts `count` sheep under `dir`, one after the other (see {@link sheepArgs}). */
-export function startCluster(dir: string, count: number, extraArgs: string[] = []): ClusterLayout {
+export function startCluster(dir: string, count: number, driverArgs?: string[]): ClusterLayout {
   const layout = planCluster(dir, count);
-  for (let i = 0; i < count; i++) run(sheepArgs(layout, i, extraArgs));
+  for (let i = 0; i < count; i++) run(sheepArgs(layout, i, driverArgs));
   return layout;
 }
 

@@ -6,17 +6,19 @@
  *  2. the built-in group with 50 to 200 simulated members (tests/sim/group_scale.ts, virtual
  *     time, production timing): time to form, time to install a view after a crash, datagrams
  *     per member at rest;
- *  3. real processes: 20 ./sheepdog sheep on 127.0.0.1 started at once, the time until
- *     `shepherd info -t node` lists all 20, and their memory and CPU at rest (and the same
- *     for 5 sheep, to show what grows with the cluster).
+ *  3. real processes: 5 and 20 ./sheepdog sheep on 127.0.0.1 started at once, on each cluster
+ *     driver: the time until `shepherd info -t node` lists them all, their memory and CPU at
+ *     rest.
  *
  *   deno run -A scripts/bench_scale.ts [--only=placement,group,real] [--objects=N]
  *     [--members=50,64,100,200] [--group-seeds=5,5,3,2] [--sheep=5,20]
  *     [--sheep-args="--flag value ..."] [--no-write]
  *
- * `--sheep-args` adds arguments to every sheep of part 3 (e.g. another cluster driver); the
- * row is labelled with them. The section "## Scale" of BENCHMARKS.md is written only when all
- * three parts ran (and not with --no-write). Every process started here is stopped by its PID.
+ * Part 3 runs on the built-in group and on a three-member etcd started on loopback
+ * (etcd-server); `--sheep-args` runs it on these arguments instead of the built-in group's
+ * seeds (another driver), the row labelled with them. The section of BENCHMARKS.md is written
+ * only when all three parts ran (and not with --no-write). Every process started here is
+ * stopped by its PID.
  */
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
@@ -36,6 +38,7 @@ import { dataOid } from "../core/vdi/oid.ts";
 import { vidHash } from "../core/vdi/vid.ts";
 import { membersMax } from "../net/group/mod.ts";
 import { type GroupScaleReport, measureGroupScale } from "../tests/sim/group_scale.ts";
+import { EtcdTestCluster } from "../tests/etcd_harness.ts";
 import {
   exe,
   planCluster,
@@ -249,19 +252,41 @@ function groupLines(): string[] {
 
 const execFileAsync = promisify(execFile);
 
-/** A way to run the sheep of part 3: its label and the extra arguments every sheep gets. */
+/**
+ * A way to hold the sheep of part 3 together: its label, and what each sheep is started with
+ * (undefined: the built-in group through seeds), with whatever it needs running meanwhile.
+ */
 interface RealDriver {
   name: string;
-  sheepArgs: string[];
+  start(): Promise<{ driverArgs: string[] | undefined; stop(): Promise<void> }>;
 }
 
 function drivers(): RealDriver[] {
   const extra = values["sheep-args"];
   if (extra !== undefined) {
     const args = extra.split(/\s+/).filter((a) => a !== "");
-    return [{ name: `\`${args.join(" ")}\``, sheepArgs: args }];
+    return [{
+      name: `\`${args.join(" ")}\``,
+      start: () => Promise.resolve({ driverArgs: args, stop: () => Promise.resolve() }),
+    }];
   }
-  return [{ name: "built-in group (seeds, no multicast)", sheepArgs: [] }];
+  return [
+    {
+      name: "built-in group (seeds, no multicast)",
+      start: () => Promise.resolve({ driverArgs: undefined, stop: () => Promise.resolve() }),
+    },
+    {
+      name: "etcd (three members on loopback)",
+      start: async () => {
+        // The test suite's etcd: three members on free loopback ports, each stopped by its PID.
+        const etcd = await EtcdTestCluster.start(3);
+        return {
+          driverArgs: ["--cluster-driver", `etcd://${etcd.endpoints.join(",")}`],
+          stop: () => etcd.stop(),
+        };
+      },
+    },
+  ];
 }
 
 /** Resident memory (KiB) and CPU ticks used so far of process `pid`. */
@@ -289,12 +314,15 @@ interface RealRow {
 async function realCluster(driver: RealDriver, count: number): Promise<RealRow> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "sd-bench-scale-"));
   const layout = planCluster(work, count);
+  const running = await driver.start();
   const cluster = ["--cluster", `127.0.0.1:${layout.ports[0]}`, "--key-file", layout.keyFile];
   try {
     const started = performance.now();
     // All at once, as a fleet would come up: each command returns once its sheep serves.
     const launches = layout.dirs.map((_, i) =>
-      execFileAsync(exe, sheepArgs(layout, i, driver.sheepArgs), { env: { PATH: "/usr/bin:/bin" } })
+      execFileAsync(exe, sheepArgs(layout, i, running.driverArgs), {
+        env: { PATH: "/usr/bin:/bin" },
+      })
     );
     let launchSeconds = NaN;
     void Promise.all(launches).then(() => launchSeconds = (performance.now() - started) / 1000);
@@ -339,6 +367,7 @@ async function realCluster(driver: RealDriver, count: number): Promise<RealRow> 
     };
   } finally {
     await stopCluster(layout.dirs);
+    await running.stop();
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
