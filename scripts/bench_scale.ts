@@ -374,14 +374,13 @@ async function realCluster(driver: RealDriver, count: number): Promise<RealRow> 
 
 async function realLines(): Promise<string[]> {
   const counts = values.sheep!.split(",").map(Number);
-  const count = Math.max(...counts);
   const loadBefore = os.loadavg()[0]!;
   const rows: RealRow[] = [];
   for (const driver of drivers()) {
     for (const n of counts) rows.push(await realCluster(driver, n));
   }
   const lines = [
-    `### ${count} real sheep on one machine`,
+    `### ${counts.join(" and ")} real sheep on one machine, per cluster driver`,
     "",
     `${
       counts.join(" and ")
@@ -389,7 +388,7 @@ async function realLines(): Promise<string[]> {
     "unformatted), started at the same time. Formed: from the " +
     `start until \`shepherd info -t node\` (a ./sheepdog process, polled every 250 ms) lists ` +
     `all of them. Memory: VmRSS of each sheep after forming; CPU: the sheep's average ` +
-    `over ${IDLE_SECONDS} s at rest. Load average (1 min) before and after: ${
+    `over ${IDLE_SECONDS} s at rest (etcd's own members are not counted). Load average (1 min) before and after: ${
       loadBefore.toFixed(1)
     } and ${os.loadavg()[0]!.toFixed(1)} (the machine is shared).`,
     "",
