@@ -55,7 +55,9 @@ Options:
   --allow-clients CIDR[,CIDR]  networks whose clients (QEMU's sheepdog driver, which cannot
                     authenticate) may read and write VDIs; loopback always may
   --zone N          failure zone (default: derived from the address)
-  --vnodes N        virtual nodes on the ring (default 128)
+  --vnodes N        fixed virtual nodes on the ring (default: 128 for a node of the
+                    cluster's average capacity, scaled by the size of DIR's filesystem, so
+                    a node twice the size holds twice the data)
   --cluster-driver D  what holds the cluster together: 'builtin' (default; the group,
                     found by multicast or --seed) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
                     (an etcd cluster's client ports; membership, epochs and cluster events

@@ -15,7 +15,7 @@ export {
   oidToNodes,
   type Ring,
   type RingNode,
-  weightedVnodes,
+  weighByCapacity,
 } from "./hash/ring.ts";
 export * from "./vdi/oid.ts";
 export * from "./vdi/inode.ts";

@@ -21,39 +21,66 @@ function ports(n: number): number[] {
   return Array.from({ length: n }, () => nextPort++);
 }
 
-/** Starts `count` sheep under `dir` (each its own zone, one cluster key, seeds, no multicast). */
-export function startCluster(
-  dir: string,
-  count: number,
-): { ports: number[]; dirs: string[]; keyFile: string } {
+/** Where the sheep of a benchmark cluster live: one port and directory each, one key. */
+export interface ClusterLayout {
+  ports: number[];
+  dirs: string[];
+  keyFile: string;
+}
+
+/** Picks ports and directories for `count` sheep under `dir` and makes their cluster key. */
+export function planCluster(dir: string, count: number): ClusterLayout {
   const list = ports(count);
   const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
   const keyFile = path.join(dir, "cluster.key");
   fs.mkdirSync(dir, { recursive: true });
   run(["shepherd", "keygen", keyFile]);
-  for (let i = 0; i < count; i++) {
-    const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
-    run([
-      "sheep",
-      dirs[i]!,
-      "--port",
-      String(list[i]),
-      "--host",
-      "127.0.0.1",
-      "--key-file",
-      keyFile,
-      "--zone",
-      String(i + 1),
-      "--multicast",
-      "off",
-      "--no-http",
-      "--no-nbd",
-      "--failure-timeout",
-      "5000",
-      ...seeds,
-    ]);
-  }
   return { ports: list, dirs, keyFile };
+}
+
+/**
+ * The `sheep` command line of sheep `i` (its own zone), joined by `driverArgs`: by default the
+ * built-in group, every other sheep a seed and no multicast; e.g. `--cluster-driver etcd://...`.
+ */
+export function sheepArgs(layout: ClusterLayout, i: number, driverArgs?: string[]): string[] {
+  const port = layout.ports[i]!;
+  const seeds = layout.ports.filter((p) => p !== port).flatMap((p) => [
+    "--seed",
+    `127.0.0.1:${p}`,
+  ]);
+  return [
+    "sheep",
+    layout.dirs[i]!,
+    "--port",
+    String(port),
+    "--host",
+    "127.0.0.1",
+    "--key-file",
+    layout.keyFile,
+    "--zone",
+    String(i + 1),
+    "--no-http",
+    "--no-nbd",
+    "--failure-timeout",
+    "5000",
+    ...(driverArgs ?? ["--multicast", "off", ...seeds]),
+  ];
+}
+
+/** Starts `count` sheep under `dir`, one after the other (see {@link sheepArgs}). */
+export function startCluster(dir: string, count: number, driverArgs?: string[]): ClusterLayout {
+  const layout = planCluster(dir, count);
+  for (let i = 0; i < count; i++) run(sheepArgs(layout, i, driverArgs));
+  return layout;
+}
+
+/** The PID a daemonised sheep wrote in its directory, or undefined. */
+export function sheepPid(dir: string): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(dir, "sheep.pid"), "utf8"));
+  } catch {
+    return undefined;
+  }
 }
 
 function alive(pid: number): boolean {
@@ -69,12 +96,13 @@ function alive(pid: number): boolean {
 export async function stopCluster(dirs: string[]): Promise<void> {
   const pids: number[] = [];
   for (const d of dirs) {
+    const pid = sheepPid(d);
+    if (pid === undefined) continue; // never started
     try {
-      const pid = Number(fs.readFileSync(path.join(d, "sheep.pid"), "utf8"));
       process.kill(pid, "SIGTERM");
       pids.push(pid);
     } catch {
-      // Already gone (a killed one), or never started.
+      // Already gone (a killed one).
     }
   }
   // Gone before their directories are: a stopping sheep may still write into them.
@@ -82,4 +110,21 @@ export async function stopCluster(dirs: string[]): Promise<void> {
   while (pids.some(alive) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/**
+ * Writes `section` (it starts with its "## " title) into BENCHMARKS.md: in place of the section
+ * of that title, or at the end.
+ */
+export function writeSection(title: string, section: string): void {
+  const file = path.join(root, "BENCHMARKS.md");
+  const previous = fs.existsSync(file)
+    ? fs.readFileSync(file, "utf8")
+    : "# Benchmarks\n\nWritten by `npm run bench`.\n\n";
+  const escaped = title.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const pattern = new RegExp(`${escaped}[\\s\\S]*?(?=\\n## |$)`);
+  const next = previous.includes(title)
+    ? previous.replace(pattern, () => section)
+    : previous.trimEnd() + "\n\n" + section;
+  fs.writeFileSync(file, next.trimEnd() + "\n");
 }

@@ -17,6 +17,7 @@ import { VdiIo } from "../core/vdi/io.ts";
 import { targetsOf } from "../core/cluster/view.ts";
 import type { Sheep } from "../net/sheep/sheep.ts";
 import { VdiExportProvider } from "../net/sheep/vdi_exports.ts";
+import { MemDisk } from "../core/store/mem_disk.ts";
 
 /** Starts a test cluster on the driver under test. */
 export type StartCluster = (options: TestClusterOptions) => Promise<TestCluster>;
@@ -29,6 +30,7 @@ export interface ClusterCase {
 }
 
 const MiB = 1 << 20;
+const GiB = 1 << 30;
 
 /**
  * Every object is on its targets, byte-identical. With `leftovers: "may be older"`, copies on
@@ -400,6 +402,45 @@ export const CLUSTER_CASES: ClusterCase[] = [
           "the attach through node 1 stays",
         );
         await kept.close();
+      } finally {
+        await cluster.stop();
+      }
+    },
+  },
+  {
+    name:
+      "vnodes follow capacity: a store twice the size gets twice the vnodes; --vnodes fixes them",
+    run: async (start) => {
+      // Node 0 on 2 GiB, node 1 on 1 GiB (both weighed), node 2 on 1 GiB with 64 fixed vnodes.
+      const capacities = [2 * GiB, GiB, GiB];
+      const cluster = await start({
+        nodes: 3,
+        copies: 2,
+        disk: (index) => {
+          const disk = new MemDisk();
+          disk.setCapacity(capacities[index]!);
+          return disk;
+        },
+        vnodes: (index) => (index === 2 ? 64 : undefined),
+      });
+      try {
+        const ids = cluster.live().map((s) => s.id);
+        // The average of the weighed nodes is 1.5 GiB: 128 × 2/1.5 and 128 × 1/1.5.
+        const expected = { [ids[0]!]: 171, [ids[1]!]: 85, [ids[2]!]: 64 };
+        for (const sheep of cluster.live()) {
+          const counts = Object.fromEntries(sheep.view.nodes.map((n) => [n.id, n.vnodes]));
+          assert.deepEqual(counts, expected, `the ring of ${sheep.id}`);
+          assert.equal(sheep.view.ring.vnodes.length, 171 + 85 + 64);
+        }
+        const admin = cluster.admin(0);
+        const listed = Object.fromEntries((await admin.nodes()).map((n) => [n.id, n.vnodes]));
+        assert.deepEqual(listed, expected, "info -t node");
+        const history = (await admin.clusterInfo()).epochs[0]!;
+        assert.deepEqual(
+          Object.fromEntries(history.members.map((m) => [m.id, m.vnodes])),
+          expected,
+          "the epoch history",
+        );
       } finally {
         await cluster.stop();
       }

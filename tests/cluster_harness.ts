@@ -17,6 +17,7 @@ import { clusterIdOf, EtcdClient, EtcdDriver, EtcdLayout } from "../net/etcd/mod
 import { freePort, tempDir } from "./harness.ts";
 import type { EtcdProxy, EtcdTestCluster } from "./etcd_harness.ts";
 import type { Logger } from "../net/sheep/logger.ts";
+import type { Disk } from "../core/store/disk.ts";
 
 export { freePort };
 
@@ -54,6 +55,10 @@ export interface TestClusterOptions {
   logger?: (index: number) => Logger;
   /** With etcd: events kept before the oldest are trimmed (default: the driver's). */
   etcdEventsKept?: number;
+  /** The disk under node `index`'s store, asked at each start (default: the real one). */
+  disk?: (index: number) => Disk | undefined;
+  /** Fixed vnodes of node `index` (`--vnodes`); default: by capacity. */
+  vnodes?: (index: number) => number | undefined;
 }
 
 /** The cluster driver a test cluster runs on. */
@@ -116,12 +121,16 @@ export class TestCluster {
     const etcd = this.#options.etcd;
     if (etcd && !this.#etcdProxies[index]) this.#etcdProxies[index] = await etcd.proxy();
     const proxy = this.#etcdProxies[index];
+    const disk = this.#options.disk?.(index);
+    const vnodes = this.#options.vnodes?.(index);
     const sheep = new Sheep({
       dir: path.join(this.root, `sheep${index}`),
       host: "127.0.0.1",
       port,
       zone: this.#options.zone?.(index) ?? index + 1,
       security: { key: this.key },
+      ...(disk ? { disk } : {}),
+      ...(vnodes === undefined ? {} : { vnodes }),
       ...(this.#options.logger
         ? { logger: this.#options.logger(index) }
         : Deno.env.get("SHEEPDOG_TEST_LOG")

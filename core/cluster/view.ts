@@ -5,7 +5,7 @@
  * @module
  */
 
-import { buildRing, oidToNodes, type Ring, type RingNode } from "../hash/ring.ts";
+import { buildRing, oidToNodes, type Ring, type RingNode, weighByCapacity } from "../hash/ring.ts";
 import type { Oid } from "../vdi/oid.ts";
 
 export interface ClusterView {
@@ -14,8 +14,9 @@ export interface ClusterView {
   readonly ring: Ring;
 }
 
+/** The view of `nodes` at `epoch`; vnodes that follow capacity are weighed here, once. */
 export function makeView(epoch: number, nodes: readonly RingNode[]): ClusterView {
-  const sorted = [...nodes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const sorted = weighByCapacity(nodes).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return Object.freeze({ epoch, nodes: sorted, ring: buildRing(sorted) });
 }
 

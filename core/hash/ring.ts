@@ -15,7 +15,16 @@ export interface RingNode {
   readonly host: string;
   readonly port: number;
   readonly zone: number;
+  /**
+   * Points on the ring. With `space` set, the count for a node of the cluster's average
+   * capacity, which {@link weighByCapacity} scales to this node's capacity.
+   */
   readonly vnodes: number;
+  /**
+   * Capacity in bytes, when the node's vnodes follow it (Sheepdog's "auto" strategy); absent
+   * when its vnodes are fixed (`--vnodes`), and on the nodes of a built view (weighed once).
+   */
+  readonly space?: number;
 }
 
 /** One point of the ring. */
@@ -115,12 +124,20 @@ export function oidToNodes(ring: Ring, oid: bigint, copies: number): RingNode[] 
 }
 
 /**
- * Capacity-weighted vnode counts: `round(VNODES × space / average space)` over storage nodes,
- * at least 1 for a node with any space (Sheepdog's "auto" vnode strategy).
+ * Capacity-weighted vnodes, Sheepdog's "auto" strategy: a node that advertises its `space`
+ * gets `round(vnodes × space / average space)` points, the average taken over the nodes that
+ * advertise one (gateways left out), at least 1 (a node twice the size holds twice the objects). Nodes without
+ * `space` (fixed vnodes, gateways with 0) keep their count. The result carries no `space`, so
+ * weighing it again changes nothing. Every member weighs the same view the same way.
  */
-export function weightedVnodes(spaces: readonly number[], vnodesPerNode: number): number[] {
-  const storing = spaces.filter((s) => s > 0);
-  if (storing.length === 0) return spaces.map(() => 0);
-  const average = storing.reduce((a, b) => a + b, 0) / storing.length;
-  return spaces.map((s) => (s > 0 ? Math.max(1, Math.round((vnodesPerNode * s) / average)) : 0));
+export function weighByCapacity(nodes: readonly RingNode[]): RingNode[] {
+  const spaces = nodes.flatMap((n) =>
+    n.space !== undefined && n.space > 0 && n.vnodes > 0 ? [n.space] : []
+  );
+  const average = spaces.reduce((a, b) => a + b, 0) / spaces.length;
+  return nodes.map(({ space, ...node }) => {
+    if (space === undefined || node.vnodes === 0) return node;
+    if (space <= 0) return { ...node, vnodes: 0 };
+    return { ...node, vnodes: Math.max(1, Math.round((node.vnodes * space) / average)) };
+  });
 }

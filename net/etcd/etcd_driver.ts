@@ -30,6 +30,7 @@ import { ApplyQueue } from "../sheep/apply_queue.ts";
 import { EpochLog, type StoredEpoch } from "../sheep/epoch_log.ts";
 import { mergeFromPeers } from "../sheep/peer_state.ts";
 import { Proposals } from "../sheep/proposals.ts";
+import { memberInfoOf } from "../sheep/member_info.ts";
 import { EtcdClient, type KeyValue } from "./etcd_client.ts";
 import { epochWriter, type LiveMember, nextEpoch } from "./etcd_epoch.ts";
 import {
@@ -175,6 +176,7 @@ export class EtcdDriver implements ClusterDriver {
       port: node.port,
       zone: node.zone,
       vnodes: node.vnodes,
+      ...(node.space === undefined ? {} : { space: node.space }),
     };
     await this.#claimPrefix();
     await this.#register();
@@ -430,7 +432,7 @@ export class EtcdDriver implements ClusterDriver {
         id: m.id,
         incarnation: m.incarnation,
         witness: false,
-        info: { host: m.host, port: m.port, zone: m.zone, vnodes: m.vnodes },
+        info: memberInfoOf(ringNodeOf(m)),
       })),
       pids: [],
     }], this.#host.now());
@@ -629,5 +631,6 @@ function ringNodeOf(member: MemberRecord): RingNode {
     port: member.port,
     zone: member.zone,
     vnodes: member.vnodes,
+    ...(member.space === undefined ? {} : { space: member.space }),
   };
 }

@@ -25,6 +25,8 @@ export interface MemberRecord {
   readonly port: number;
   readonly zone: number;
   readonly vnodes: number;
+  /** Capacity in bytes when the sheep's vnodes follow it (RingNode.space). */
+  readonly space?: number;
 }
 
 /** The `epoch` key: the view every sheep installs. */
@@ -117,6 +119,9 @@ function memberOf(value: unknown): MemberRecord {
     port: m.port as number,
     zone: m.zone as number,
     vnodes: m.vnodes as number,
+    ...(typeof m.space === "number" && Number.isFinite(m.space) && m.space >= 0
+      ? { space: m.space }
+      : {}),
   };
 }
 

@@ -19,6 +19,7 @@ import { admitProposal, type ClusterDriver, type MemberHost } from "./cluster_dr
 import { ApplyQueue } from "./apply_queue.ts";
 import { mergeFromPeers } from "./peer_state.ts";
 import { Proposals } from "./proposals.ts";
+import { memberInfoOf, ringNodeOfMember } from "./member_info.ts";
 
 /** How a sheep finds and watches its peers. */
 export interface ClusterOptions {
@@ -105,7 +106,7 @@ export class ClusterMember implements ClusterDriver {
     this.#driver = new GroupDriver({
       address: host.id,
       incarnation: this.#incarnation,
-      info: { host: node.host, port: node.port, zone: node.zone, vnodes: node.vnodes },
+      info: memberInfoOf(node),
       persisted: persisted ? stripTime(persisted) : null,
       persist: (records) => this.epochLog.append(records, host.now()),
       seeds: this.#options.seeds ?? [],
@@ -184,13 +185,9 @@ export class ClusterMember implements ClusterDriver {
   #onView(view: View): void {
     const previous = new Set(this.#members);
     this.#members = view.members.map((m) => m.id);
-    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) => ({
-      id: m.id,
-      host: String(m.info.host),
-      port: Number(m.info.port),
-      zone: Number(m.info.zone),
-      vnodes: Number(m.info.vnodes),
-    }));
+    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) =>
+      ringNodeOfMember(m.id, m.info)
+    );
     const ringView = makeView(view.epoch, nodes);
     const first = this.#firstView;
     this.#firstView = false;

@@ -36,6 +36,8 @@ import {
 import { observeObjectRequest } from "../metrics/object_protocol.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS } from "./retry_policy.ts";
 import { FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
+import { weighByCapacity } from "../../core/hash/ring.ts";
+import { ringNodeOfMember } from "./member_info.ts";
 import {
   ADMIN_LOCK_VID,
   type ReplicatedStateReader,
@@ -714,15 +716,22 @@ async function clusterHistory(host: RequestHost, own: EpochRow[]): Promise<Epoch
 async function clusterInfo(host: RequestHost, wholeCluster: boolean): Promise<Uint8Array> {
   const config = host.config;
   const log = host.member ? await host.member.epochHistory() : [];
-  const own: EpochRow[] = log.map((record) => ({
-    epoch: record.epoch,
-    timeMs: record.timeMs,
-    members: record.members.map((m) => ({
-      id: m.id,
-      witness: m.witness,
-      vnodes: Number(m.info.vnodes ?? 0),
-    })),
-  }));
+  const own: EpochRow[] = log.map((record) => {
+    // The vnodes each member had on that epoch's ring: weighed by capacity as its view was.
+    const ring = weighByCapacity(
+      record.members.filter((m) => !m.witness).map((m) => ringNodeOfMember(m.id, m.info)),
+    );
+    const vnodes = new Map(ring.map((node) => [node.id, node.vnodes]));
+    return {
+      epoch: record.epoch,
+      timeMs: record.timeMs,
+      members: record.members.map((m) => ({
+        id: m.id,
+        witness: m.witness,
+        vnodes: vnodes.get(m.id) ?? 0,
+      })),
+    };
+  });
   return json({
     status: host.status,
     ctimeMs: config?.ctimeMs ?? 0,
@@ -810,7 +819,9 @@ const adminOps: Record<number, Op> = {
   [Opcode.GET_NODE_LIST]: {
     force: true,
     handle: async (host) => {
-      const nodes = host.view.nodes.length > 0 ? host.view.nodes : [host.ringNode()];
+      const nodes = host.view.nodes.length > 0
+        ? host.view.nodes
+        : weighByCapacity([host.ringNode()]);
       return json(
         await Promise.all(
           nodes.map(async (node) => ({ ...node, ...await nodeSpace(host, node) })),

@@ -72,6 +72,10 @@ export interface SheepOptions {
   /** Object-protocol port; 0 picks a free one (tests). */
   port: number;
   zone?: number;
+  /**
+   * Fixed vnodes (`--vnodes`). Without it the node has VNODES_DEFAULT for a node of the
+   * cluster's average capacity, in proportion to its store's filesystem size.
+   */
   vnodes?: number;
   logger?: Logger;
   now?: () => number;
@@ -147,6 +151,9 @@ export class Sheep {
   #port: number;
   #zone: number | undefined;
   #vnodes: number;
+  readonly #fixedVnodes: boolean;
+  /** The store's capacity, read at start, when the vnodes follow it. */
+  #space: number | undefined;
   #view: ClusterView = makeView(0, []);
   #server: ObjectServer | undefined;
   #dirLock: DirLock | undefined;
@@ -174,6 +181,7 @@ export class Sheep {
     this.#port = options.port;
     this.#zone = options.zone;
     this.#vnodes = options.vnodes ?? VNODES_DEFAULT;
+    this.#fixedVnodes = options.vnodes !== undefined;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
@@ -314,7 +322,24 @@ export class Sheep {
       port: this.#port,
       zone: this.#zone ?? defaultZone(this.host, this.#port),
       vnodes: this.#vnodes,
+      ...(this.#space === undefined ? {} : { space: this.#space }),
     };
+  }
+
+  /**
+   * The capacity the node's vnodes follow: its store's filesystem size, read once at start (as
+   * the original read its space), so the ring stays put while the disk fills; a restart after
+   * growing the disk reweighs. Undefined with fixed vnodes.
+   */
+  async #capacity(): Promise<number | undefined> {
+    if (this.#fixedVnodes) return undefined;
+    try {
+      const { totalBytes } = await this.store.space();
+      return totalBytes > 0 ? totalBytes : undefined;
+    } catch (error) {
+      this.logger.warn(`capacity unknown (${(error as Error).message}): fixed vnodes`);
+      return undefined;
+    }
   }
 
   /** Opens the directory, loads what it holds and starts serving. */
@@ -323,6 +348,7 @@ export class Sheep {
     this.#dirLock = await DirLock.acquire(this.dir, `${this.host}:${this.#port}`);
     try {
       await this.store.open();
+      this.#space = await this.#capacity();
       this.stateMachine.loadConfig(await readConfig(this.dir));
       const security = this.#security;
       this.#server = new ObjectServer((request, peer) => this.handle(request, peer), {

@@ -44,6 +44,11 @@ export class SimNetwork {
   /** Datagrams the codec rejected (corruption) and that were therefore dropped. */
   rejected = 0;
   sent = 0;
+  /**
+   * Sees every datagram a node puts on the wire, before faults: a multicast once, with `to`
+   * "broadcast" (none is sent without multicast). The scale benchmark counts traffic with it.
+   */
+  tap: ((from: string, to: string, msg: GroupMessage) => void) | null = null;
 
   constructor(prng: Prng, faults: NetworkFaults) {
     this.#prng = prng;
@@ -80,10 +85,12 @@ export class SimNetwork {
   /** Sends `msg` at tick `now`; "broadcast" goes to every other node when multicast is on. */
   send(now: number, from: string, to: string, msg: GroupMessage): void {
     if (to !== "broadcast") {
+      this.tap?.(from, to, msg);
       this.#sendOne(now, from, to, msg);
       return;
     }
     if (!this.faults.multicast) return;
+    this.tap?.(from, to, msg);
     for (const id of this.#nodes) if (id !== from) this.#sendOne(now, from, id, msg);
   }
 
