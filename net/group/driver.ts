@@ -308,6 +308,7 @@ export class GroupDriver {
         this.#send(to, bytes);
       }
       for (const delivery of ready.deliver) this.#deliver(delivery);
+      for (const notice of ready.notices) this.#options.onError?.(new Error(notice));
       if (ready.status !== null) this.#options.onStatus?.(ready.status);
       machine.advance();
     }

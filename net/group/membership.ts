@@ -202,6 +202,9 @@ export class Membership {
 
   // Effects not yet handed out.
   #outbox: Outgoing[] = [];
+  #notices: string[] = [];
+  /** The joiners a full view last left out (said once per change, not every tick). */
+  #leftOutNoted = "";
   #persistQueue: EpochRecord[] = [];
   #deliverQueue: Delivery[] = [];
   #statusKey = "";
@@ -333,7 +336,7 @@ export class Membership {
   }
 
   hasReady(): boolean {
-    return this.#outbox.length > 0 || this.#persistQueue.length > 0 ||
+    return this.#outbox.length > 0 || this.#notices.length > 0 || this.#persistQueue.length > 0 ||
       this.#deliverQueue.length > 0 || this.#statusDirty;
   }
 
@@ -349,9 +352,11 @@ export class Membership {
       messages: this.#outbox,
       deliver: this.#deliverQueue,
       status: this.#statusDirty ? this.status() : null,
+      notices: this.#notices,
     };
     this.#persistQueue = [];
     this.#outbox = [];
+    this.#notices = [];
     this.#deliverQueue = [];
     this.#statusDirty = false;
     return ready;
@@ -993,11 +998,25 @@ export class Membership {
     // A joiner heard moments ago comes with the next view: wait for it rather than change twice.
     if (maturing) return null;
     const joiners = ready.slice(0, Math.max(0, membersMax - keep.length));
+    this.#noteLeftOut(ready.slice(joiners.length));
     if (keep.length === config.members.length && joiners.length === 0) return null;
     const members = [...keep, ...joiners];
     if (members.length === 0) return null;
     const left = leaving.map((m) => ({ id: m.id, incarnation: m.incarnation }));
     return { kind: "view", epoch: config.epoch + 1, seq: this.#seq, members, left };
+  }
+
+  /** Says (once per change) which joiners a full view leaves out, and what to do instead. */
+  #noteLeftOut(leftOut: readonly MemberInfo[]): void {
+    const key = leftOut.map((m) => m.id).sort().join(",");
+    if (key === this.#leftOutNoted) return;
+    this.#leftOutNoted = key;
+    if (leftOut.length === 0) return;
+    this.#notices.push(
+      `the view is full (${membersMax} members, the built-in group's limit): ` +
+        `${leftOut.length} node(s) cannot join (${leftOut.map((m) => m.id).join(", ")}); ` +
+        "a cluster this large wants the etcd driver (--cluster-driver etcd://...)",
+    );
   }
 
   #isLeaving(member: MemberInfo): boolean {

@@ -125,6 +125,8 @@ export interface Ready {
   readonly messages: readonly Outgoing[];
   readonly deliver: readonly Delivery[];
   readonly status: GroupStatus | null;
+  /** Things an operator should hear of (logged by the driver), e.g. nodes a full view left out. */
+  readonly notices: readonly string[];
 }
 
 // ---------------------------------------------------------------------------------------------

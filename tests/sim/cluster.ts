@@ -83,6 +83,8 @@ export const defaultTiming: SimTiming = {
 export class SimCluster {
   readonly prng: Prng;
   readonly network: SimNetwork;
+  /** What the nodes' group machines asked to tell an operator, in order. */
+  readonly notices: { node: string; text: string }[] = [];
   readonly checker = new Checker();
   readonly nodes: SimNode[];
   readonly timing: SimTiming;
@@ -185,6 +187,7 @@ export class SimCluster {
         return;
       }
       for (const { to, msg } of ready.messages) this.network.send(this.now, node.id, to, msg);
+      this.notices.push(...ready.notices.map((text) => ({ node: node.id, text })));
       const cluster = machine.status().cluster;
       for (const delivery of ready.deliver) {
         this.checker.onDelivery(node.history!, cluster, delivery, node.disk);

@@ -55,6 +55,8 @@ export interface RestTraffic {
 
 export interface GroupScaleReport {
   members: number;
+  /** What the group machines told the operator (e.g. joiners a full view left out). */
+  notices: string[];
   seed: number;
   /** Seconds from the first start until every member is primary in one view, or null. */
   formSeconds: number | null;
@@ -222,6 +224,7 @@ export function measureGroupScale(options: GroupScaleOptions): GroupScaleReport 
 
   return {
     members: options.members,
+    notices: cluster.notices.map((n) => n.text),
     seed: options.seed,
     formSeconds: seconds(formTick),
     fullViewSeconds: seconds(fullViewTick),

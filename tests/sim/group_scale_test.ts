@@ -54,4 +54,11 @@ Deno.test("group scale: past membersMax, one full view forms and the rest wait o
   assert.ok(report.fullViewSeconds !== null);
   assert.equal(report.largestView, membersMax);
   assert.equal(Object.values(report.outside).reduce((a, b) => a + b, 0), 3);
+  // Not silently: the master says which nodes the full view leaves out, and what to use instead.
+  assert.ok(
+    report.notices.some((text) =>
+      /the view is full \(64 members.*3 node\(s\) cannot join.*etcd/.test(text)
+    ),
+    JSON.stringify(report.notices),
+  );
 });
