@@ -21,39 +21,62 @@ function ports(n: number): number[] {
   return Array.from({ length: n }, () => nextPort++);
 }
 
+/** How `startCluster` runs the sheep of a cluster. */
+export interface ClusterOptions {
+  /** Serve NBD on a port of each (`nbdPorts`), shared attach allowed (fio reconnects per job). */
+  nbd?: boolean;
+}
+
 /** Starts `count` sheep under `dir` (each its own zone, one cluster key, seeds, no multicast). */
 export function startCluster(
   dir: string,
   count: number,
-): { ports: number[]; dirs: string[]; keyFile: string } {
+  options: ClusterOptions = {},
+): { ports: number[]; dirs: string[]; keyFile: string; nbdPorts: number[] } {
   const list = ports(count);
+  const nbdPorts = options.nbd ? ports(count) : [];
   const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
   const keyFile = path.join(dir, "cluster.key");
   fs.mkdirSync(dir, { recursive: true });
   run(["shepherd", "keygen", keyFile]);
-  for (let i = 0; i < count; i++) {
-    const seeds = list.filter((p) => p !== list[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
-    run([
-      "sheep",
-      dirs[i]!,
-      "--port",
-      String(list[i]),
-      "--host",
-      "127.0.0.1",
-      "--key-file",
-      keyFile,
-      "--zone",
-      String(i + 1),
-      "--multicast",
-      "off",
-      "--no-http",
-      "--no-nbd",
-      "--failure-timeout",
-      "5000",
-      ...seeds,
-    ]);
-  }
-  return { ports: list, dirs, keyFile };
+  for (let i = 0; i < count; i++) run(sheepArgs(dirs[i]!, list, i, keyFile, nbdPorts[i]));
+  return { ports: list, dirs, keyFile, nbdPorts };
+}
+
+/**
+ * The `./sheepdog sheep` command line of sheep `i` of a cluster on `ports` (zone i + 1, the
+ * others as seeds); with `nbdPort`, an NBD export there instead of none.
+ */
+export function sheepArgs(
+  dir: string,
+  ports: number[],
+  i: number,
+  keyFile: string,
+  nbdPort?: number,
+): string[] {
+  const seeds = ports.filter((p) => p !== ports[i]).flatMap((p) => ["--seed", `127.0.0.1:${p}`]);
+  const nbd = nbdPort === undefined
+    ? ["--no-nbd"]
+    : ["--nbd-port", String(nbdPort), "--nbd-force-shared"];
+  return [
+    "sheep",
+    dir,
+    "--port",
+    String(ports[i]),
+    "--host",
+    "127.0.0.1",
+    "--key-file",
+    keyFile,
+    "--zone",
+    String(i + 1),
+    "--multicast",
+    "off",
+    "--no-http",
+    ...nbd,
+    "--failure-timeout",
+    "5000",
+    ...seeds,
+  ];
 }
 
 function alive(pid: number): boolean {

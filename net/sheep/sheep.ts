@@ -340,7 +340,9 @@ export class Sheep {
       if (this.member) await this.member.start();
       else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));
       this.scrubber.startBackground();
-      void this.#countAllocations();
+      // With a group, counted at the first view (installView): reading every inode copy (4 MiB
+      // each) here would hold that view, and so the first client, back.
+      if (!this.member && !this.#events) void this.#countAllocations();
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
@@ -626,6 +628,7 @@ export class Sheep {
     if (!this.#attachmentsChecked && ids.has(this.id)) {
       this.#attachmentsChecked = true;
       if (this.config) void this.#releaseLostAttachments();
+      void this.#countAllocations();
     }
     return Promise.resolve();
   }
