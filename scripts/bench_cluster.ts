@@ -25,6 +25,8 @@ function ports(n: number): number[] {
 export interface ClusterOptions {
   /** Serve NBD on a port of each (`nbdPorts`), shared attach allowed (fio reconnects per job). */
   nbd?: boolean;
+  /** More flags for every sheep. */
+  extraArgs?: string[];
 }
 
 /** Starts `count` sheep under `dir` (each its own zone, one cluster key, seeds, no multicast). */
@@ -39,7 +41,9 @@ export function startCluster(
   const keyFile = path.join(dir, "cluster.key");
   fs.mkdirSync(dir, { recursive: true });
   run(["shepherd", "keygen", keyFile]);
-  for (let i = 0; i < count; i++) run(sheepArgs(dirs[i]!, list, i, keyFile, nbdPorts[i]));
+  for (let i = 0; i < count; i++) {
+    run([...sheepArgs(dirs[i]!, list, i, keyFile, nbdPorts[i]), ...options.extraArgs ?? []]);
+  }
   return { ports: list, dirs, keyFile, nbdPorts };
 }
 

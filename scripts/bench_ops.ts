@@ -40,12 +40,17 @@ const { values } = parseArgs({
     runs: { type: "string", default: "10" },
     "fio-seconds": { type: "string", default: "20" },
     only: { type: "string", default: "memory,ready,recovery" },
+    "recovery-rate": { type: "string" },
+    "recovery-runs": { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
   },
 });
 const runs = Number(values.runs);
 const fioSeconds = Number(values["fio-seconds"]);
+const recoveryRuns = Number(values["recovery-runs"]);
 const only = new Set(values.only!.split(","));
+/** `sheep --recovery-rate` for the recovery part (default: the sheep's own default). */
+const rateArgs = values["recovery-rate"] ? ["--recovery-rate", values["recovery-rate"]] : [];
 
 // --- helpers -------------------------------------------------------------------------------
 
@@ -62,6 +67,17 @@ function rss(pid: number): number {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
     return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds (user + system) `pid` has used so far, or 0 once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
   } catch {
     return 0;
   }
@@ -352,12 +368,23 @@ async function ready(dir: string, port: number, keyFile: string): Promise<ReadyR
 
 // --- 3. recovery under client I/O ------------------------------------------------------------
 
-interface RecoveryResult {
+/** One loss and recovery, with fio reading throughout. */
+interface RecoveryCycle {
+  /** From the restart of the emptied sheep until every node reports the new epoch recovered. */
   seconds: number;
-  idleIops: number[];
+  /** From that restart until every node is in the new epoch. */
+  joinSeconds: number;
+  /** fio's IOPS over the 5 s before the kill and the 5 s after recovery, and during it. */
+  idleIops: number;
   duringIops: number;
-  load: string;
   objects: number;
+  /** CPU seconds each sheep used during recovery (0 and 1 serve, 2 pulls). */
+  cpu: number[];
+}
+
+interface RecoveryResult {
+  cycles: RecoveryCycle[];
+  load: string;
 }
 
 /** Every member's recovery rows; undefined while some member does not answer. */
@@ -372,6 +399,18 @@ async function recoveryRows(port: number, keyFile: string): Promise<RecoveryRow[
   }
 }
 
+/** How many members the view of the sheep on `port` has (0 while it does not answer). */
+async function members(port: number, keyFile: string): Promise<number> {
+  const c = client(port, keyFile, 5_000);
+  try {
+    return (await new AdminService(c).clusterInfo()).nodes.length;
+  } catch {
+    return 0;
+  } finally {
+    await c.close().catch(() => undefined);
+  }
+}
+
 /** fio's IOPS log (`--write_iops_log`, averaged per `avgMs`) as [ms since its start, IOPS]. */
 function iopsLog(file: string): [number, number][] {
   return fs.readFileSync(file, "utf8").trim().split("\n").map((line) => {
@@ -380,43 +419,51 @@ function iopsLog(file: string): [number, number][] {
   });
 }
 
-async function recovery(work: string): Promise<RecoveryResult> {
-  const dir = path.join(work, "recovery");
-  const cluster = startCluster(dir, 3, { nbd: true });
-  const { ports, dirs, keyFile, nbdPorts } = cluster;
-  try {
-    const args = ["--cluster", `127.0.0.1:${ports[0]}`, "--key-file", keyFile];
-    run(["shepherd", "mkfs", "--copies=3", ...args]);
-    run(["img", "create", "data", "1G", ...args]);
-    const uri = `nbd://127.0.0.1:${nbdPorts[0]}/data`;
-    console.error("recovery: writing 1 GiB (three copies)");
-    await prefill(uri, 1024);
-    const job = { rw: "randread", bs: "4k", iodepth: 32 };
-    const idleBefore = await fio(uri, job, 10, 1024);
-    console.error(`recovery: idle 4k randread QD32: ${idleBefore.toFixed(0)} IOPS`);
+/** Mean IOPS of the log's entries in [fromMs, toMs). */
+function meanIops(log: [number, number][], fromMs: number, toMs: number): number {
+  const inside = log.filter(([ms]) => ms >= fromMs && ms < toMs);
+  return inside.length === 0 ? NaN : inside.reduce((n, [, iops]) => n + iops, 0) / inside.length;
+}
 
-    // fio runs through the whole recovery, logging its IOPS every 250 ms.
-    const logPrefix = path.join(work, "during");
-    const fioStarted = performance.now();
-    const reader = spawn("fio", [
-      ...fioArgs(uri, job, 600, 1024),
-      `--write_iops_log=${logPrefix}`,
-      "--log_avg_msec=250",
-    ], { stdio: "ignore" });
-    await sleep(2_000);
+/** Idle time fio reads before the kill and after recovery: the same job, moments apart. */
+const IDLE_WINDOW_MS = 5_000;
+
+/**
+ * fio reads through NBD on sheep 0 while sheep 2 is killed, emptied and started again; gives
+ * the recovery's times and fio's IOPS before, during and after it, from fio's 250 ms log.
+ */
+async function recoveryCycle(
+  cluster: { ports: number[]; dirs: string[]; keyFile: string },
+  uri: string,
+  log: string,
+): Promise<RecoveryCycle> {
+  const { ports, dirs, keyFile } = cluster;
+  const reader = spawn("fio", [
+    ...fioArgs(uri, { rw: "randread", bs: "4k", iodepth: 32 }, 600, 1024),
+    `--write_iops_log=${log}`,
+    "--log_avg_msec=250",
+  ], { stdio: "ignore" });
+  const fioStarted = performance.now();
+  try {
+    await sleep(1_000 + IDLE_WINDOW_MS);
     const rows0 = await recoveryRows(ports[0]!, keyFile);
     const epoch0 = Math.max(...(rows0 ?? []).map((r) => r.epoch));
-    process.kill(pidOf(dirs[2]!), "SIGKILL");
+    const victim = pidOf(dirs[2]!);
+    const killed = performance.now();
+    process.kill(victim, "SIGKILL");
+    await exited(victim); // its port is free again
     fs.rmSync(dirs[2]!, { recursive: true, force: true });
     const restarted = performance.now();
-    run(sheepArgs(dirs[2]!, ports, 2, keyFile));
+    run([...sheepArgs(dirs[2]!, ports, 2, keyFile), ...rateArgs]);
+    const pids = [pidOf(dirs[0]!), pidOf(dirs[1]!), pidOf(dirs[2]!)];
+    const cpuBefore = pids.map(cpuSeconds);
     let objects = 0;
+    let joined = 0;
     for (;;) {
       const rows = await recoveryRows(ports[0]!, keyFile);
-      if (
-        rows && rows.length === 3 &&
-        rows.every((r) => r.state === "done" && r.epoch > epoch0)
-      ) {
+      const current = rows && rows.length === 3 && rows.every((r) => r.epoch > epoch0);
+      if (current && !joined) joined = performance.now();
+      if (current && rows.every((r) => r.state === "done")) {
         objects = rows.reduce((n, r) => n + r.total, 0);
         break;
       }
@@ -424,25 +471,55 @@ async function recovery(work: string): Promise<RecoveryResult> {
       await sleep(100);
     }
     const done = performance.now();
+    const cpu = pids.map((pid, i) => cpuSeconds(pid) - cpuBefore[i]!);
+    await sleep(IDLE_WINDOW_MS + 500);
     process.kill(reader.pid!, "SIGINT");
     await new Promise((resolve) =>
       reader.exitCode !== null ? resolve(0) : reader.once("exit", resolve)
     );
-    const fromMs = restarted - fioStarted;
-    const toMs = done - fioStarted;
-    const during = iopsLog(`${logPrefix}_iops.1.log`).filter(([ms]) => ms > fromMs && ms <= toMs);
-    const duringIops = during.length === 0
-      ? NaN
-      : during.reduce((n, [, iops]) => n + iops, 0) / during.length;
-    const seconds = (done - restarted) / 1000;
+    const entries = iopsLog(`${log}_iops.1.log`);
+    const at = (t: number) => t - fioStarted;
+    const before = meanIops(entries, at(killed) - IDLE_WINDOW_MS, at(killed));
+    const after = meanIops(entries, at(done) + 250, at(done) + 250 + IDLE_WINDOW_MS);
+    const cycle = {
+      seconds: (done - restarted) / 1000,
+      joinSeconds: ((joined || done) - restarted) / 1000,
+      idleIops: (before + after) / 2,
+      duringIops: meanIops(entries, at(killed), at(done)),
+      objects,
+      cpu,
+    };
     console.error(
-      `recovery: ${seconds.toFixed(1)} s (${objects} objects); ${
-        duringIops.toFixed(0)
-      } IOPS during`,
+      `recovery: ${cycle.seconds.toFixed(1)} s (joined ${cycle.joinSeconds.toFixed(1)} s, ` +
+        `${objects} objects); fio ${before.toFixed(0)} IOPS before, ` +
+        `${cycle.duringIops.toFixed(0)} during, ${after.toFixed(0)} after ` +
+        `(${(100 * cycle.duringIops / cycle.idleIops).toFixed(0)}%); CPU s sheep0/1/2 ` +
+        cpu.map((x) => x.toFixed(1)).join("/"),
     );
-    const idleAfter = await fio(uri, job, 10, 1024);
-    console.error(`recovery: idle again: ${idleAfter.toFixed(0)} IOPS`);
-    return { seconds, idleIops: [idleBefore, idleAfter], duringIops, load: load(), objects };
+    return cycle;
+  } finally {
+    if (reader.exitCode === null) reader.kill("SIGKILL");
+  }
+}
+
+async function recovery(work: string): Promise<RecoveryResult> {
+  const dir = path.join(work, "recovery");
+  const cluster = startCluster(dir, 3, { nbd: true, extraArgs: rateArgs });
+  const { ports, dirs, keyFile, nbdPorts } = cluster;
+  try {
+    const args = ["--cluster", `127.0.0.1:${ports[0]}`, "--key-file", keyFile];
+    // Formatted once the three are one view (a format while views still merge may be refused).
+    while (await members(ports[0]!, keyFile) < 3) await sleep(100);
+    run(["shepherd", "mkfs", "--copies=3", ...args]);
+    run(["img", "create", "data", "1G", ...args]);
+    const uri = `nbd://127.0.0.1:${nbdPorts[0]}/data`;
+    console.error("recovery: writing 1 GiB (three copies)");
+    await prefill(uri, 1024);
+    const cycles: RecoveryCycle[] = [];
+    for (let i = 0; i < recoveryRuns; i++) {
+      cycles.push(await recoveryCycle(cluster, uri, path.join(work, `fio-${i}`)));
+    }
+    return { cycles, load: load() };
   } finally {
     await stopCluster(dirs);
   }
@@ -510,22 +587,33 @@ try {
   memoryDir = undefined;
   if (only.has("recovery")) {
     const r = await recovery(work);
-    const idle = (r.idleIops[0]! + r.idleIops[1]!) / 2;
+    const med = (pick: (c: RecoveryCycle) => number) => median(r.cycles.map(pick));
+    const ratio = (c: RecoveryCycle) => c.duringIops / c.idleIops;
     lines.push(
       `Recovery under client I/O (targets: ≤ 10 s, client IOPS ≥ 50% of idle; load average ${r.load}): ` +
-        "three sheep (zones 1-3), three copies, a 1 GiB VDI written in full; fio (nbd engine, " +
-        "4k randread QD32) on sheep 0 throughout; sheep 2 killed with -9 and started again on " +
-        "an empty directory, so it pulls the whole GiB.",
+        "three sheep (zones 1-3), three copies, a 1 GiB VDI written in full. fio (nbd engine, " +
+        "4k randread QD32) reads through sheep 0 throughout; sheep 2 is killed with -9 and " +
+        "started again on an empty directory, so it pulls the whole GiB, " +
+        `${r.cycles.length} times. Idle IOPS: fio's 250 ms log over the ${
+          IDLE_WINDOW_MS / 1000
+        } s ` +
+        "before the kill and after recovery (the same run, so the machine's other load is " +
+        `alike); recovery rate while clients are busy: ${values["recovery-rate"] ?? "default"}.`,
       "",
-      "| measurement | result |",
-      "|---|---:|",
-      `| restart → every node reports the new epoch recovered (${r.objects} objects listed due) | ${
-        r.seconds.toFixed(1)
-      } s |`,
-      `| fio IOPS idle, before / after | ${r.idleIops.map((x) => x.toFixed(0)).join(" / ")} |`,
-      `| fio IOPS during recovery (its 250 ms averages over that time) | ${
-        r.duringIops.toFixed(0)
-      } (${(100 * r.duringIops / idle).toFixed(0)}% of idle) |`,
+      "| run | restart → recovered everywhere | of which joining | fio IOPS idle | during recovery | ratio | CPU s sheep 0 / 1 / 2 |",
+      "|---|---:|---:|---:|---:|---:|---|",
+      ...r.cycles.map((c, i) =>
+        `| ${i + 1} | ${c.seconds.toFixed(1)} s | ${c.joinSeconds.toFixed(1)} s | ${
+          c.idleIops.toFixed(0)
+        } | ${c.duringIops.toFixed(0)} | ${(100 * ratio(c)).toFixed(0)}% | ${
+          c.cpu.map((x) => x.toFixed(1)).join(" / ")
+        } |`
+      ),
+      `| median | ${med((c) => c.seconds).toFixed(1)} s | ${
+        med((c) => c.joinSeconds).toFixed(1)
+      } s | ${med((c) => c.idleIops).toFixed(0)} | ${med((c) => c.duringIops).toFixed(0)} | ${
+        (100 * med(ratio)).toFixed(0)
+      }% | |`,
       "",
     );
   }
