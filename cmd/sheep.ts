@@ -15,6 +15,7 @@ import {
   HTTP_PORT_DEFAULT,
   NBD_PORT_DEFAULT,
   OBJECT_PORT_DEFAULT,
+  MALLOC_MMAP_THRESHOLD_BYTES,
   OPEN_FILES_CAP,
   OPEN_FILES_MAX,
   RECOVERY_BYTES_PER_SECOND_BUSY,
@@ -138,7 +139,13 @@ async function daemonise(dir: string, args: string[]): Promise<void> {
   const child = spawn(self.command, self.args, {
     detached: true,
     stdio: ["ignore", log, log, "ipc"],
-    env: { ...process.env, SHEEPDOG_DAEMON: "1" },
+    env: {
+      // Memory a burst took goes back when it is freed (see MALLOC_MMAP_THRESHOLD_BYTES); a
+      // value the user set wins. Set at spawn: glibc reads it once, at process start.
+      MALLOC_MMAP_THRESHOLD_: String(MALLOC_MMAP_THRESHOLD_BYTES),
+      ...process.env,
+      SHEEPDOG_DAEMON: "1",
+    },
   });
   fs.closeSync(log);
   await new Promise<void>((resolve, reject) => {

@@ -47,6 +47,13 @@ export const RECOVERY_BYTES_PER_SECOND_BUSY = 32 * 1024 * 1024;
 export const CLIENT_QUIET_MS = 500;
 /** Recovery takes copies from other holders this long after one said its clients are busy. */
 export const BUSY_HOLDER_AVOID_MS = 2_000;
+/**
+ * glibc's mmap threshold for a daemonised sheep (MALLOC_MMAP_THRESHOLD_): allocations from this
+ * size up (object payloads, replies) are mapped apart and unmapped when freed. By default glibc
+ * raises the threshold after such a free, so later 4 MiB buffers come from the heap and the RSS
+ * a burst grew is kept for good (213 MB after a stalled reader left, 140 MB with this).
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 128 * 1024;
 /** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
 /**

@@ -244,18 +244,38 @@ async function stalledReader(
   return { peak, after: rss(pid), closedBy };
 }
 
-async function memory(
-  work: string,
-): Promise<{ result: MemoryResult; dir: string; port: number; keyFile: string }> {
-  const cluster = startCluster(path.join(work, "memory"), 1, { nbd: true });
-  const [port] = cluster.ports;
-  const [dir] = cluster.dirs;
+/** The one-sheep cluster the memory and ready-time parts use. */
+interface OneSheep {
+  dir: string;
+  port: number;
+  keyFile: string;
+  /** Its `./sheepdog sheep` command line (NBD served). */
+  args: string[];
+  nbdPort: number;
+}
+
+/** One sheep, formatted (copies=1), with four 1 GiB VDIs: vm1..vm3 and "load". */
+function oneSheep(work: string): OneSheep {
+  const cluster = startCluster(path.join(work, "one"), 1, { nbd: true });
+  const port = cluster.ports[0]!;
   const args = ["--cluster", `127.0.0.1:${port}`, "--key-file", cluster.keyFile];
   run(["shepherd", "mkfs", "--copies=1", ...args]);
-  for (const name of ["vm1", "vm2", "vm3"]) run(["img", "create", name, "1G", ...args]);
-  run(["img", "create", "load", "1G", ...args]);
-  const uri = `nbd://127.0.0.1:${cluster.nbdPorts[0]}/load`;
-  const pid = pidOf(dir!);
+  for (const name of ["vm1", "vm2", "vm3", "load"]) run(["img", "create", name, "1G", ...args]);
+  return {
+    dir: cluster.dirs[0]!,
+    port,
+    keyFile: cluster.keyFile,
+    args: sheepArgs(cluster.dirs[0]!, cluster.ports, 0, cluster.keyFile, cluster.nbdPorts[0]),
+    nbdPort: cluster.nbdPorts[0]!,
+  };
+}
+
+/** Restarts the sheep, then measures its memory idle and under load; leaves it running. */
+async function memory(one: OneSheep): Promise<MemoryResult> {
+  await stopSheep(one.dir);
+  run(one.args);
+  const uri = `nbd://127.0.0.1:${one.nbdPort}/load`;
+  const pid = pidOf(one.dir);
   await sleep(3_000);
   const idle = rss(pid);
   console.error(`memory: idle RSS ${mb(idle)}`);
@@ -273,24 +293,19 @@ async function memory(
     measured.push({ name: job.name, peak, iops });
   }
   // The stalled reader reads a data object fio wrote.
-  const c = client(port!, cluster.keyFile);
+  const c = client(one.port, one.keyFile);
   const vid = await c.lookupVdi("load");
   await c.close();
-  const stalled = await stalledReader(pid, port!, dataOid(vid, 0));
+  const stalled = await stalledReader(pid, one.port, dataOid(vid, 0));
   console.error(`memory: stalled reader: peak ${mb(stalled.peak)}, after ${mb(stalled.after)}`);
   const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
   const hwm = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
   return {
-    result: {
-      idle,
-      jobs: measured,
-      stalled: { peak: stalled.peak, after: stalled.after, handled: stalled.closedBy },
-      hwm,
-      load: load(),
-    },
-    dir: dir!,
-    port: port!,
-    keyFile: cluster.keyFile,
+    idle,
+    jobs: measured,
+    stalled: { peak: stalled.peak, after: stalled.after, handled: stalled.closedBy },
+    hwm,
+    load: load(),
   };
 }
 
@@ -313,6 +328,8 @@ async function serves(port: number, keyFile: string, name: string): Promise<bool
 interface ReadyResult {
   daemon: number[];
   foreground: number[];
+  /** The fastest of `runs` starts of a bare `node -e 0`: what the runtime itself costs here. */
+  nodeStart: number;
   load: string;
 }
 
@@ -335,7 +352,12 @@ async function ready(dir: string, port: number, keyFile: string): Promise<ReadyR
     "--no-http",
     "--no-nbd",
   ];
-  const result: ReadyResult = { daemon: [], foreground: [], load: load() };
+  const result: ReadyResult = { daemon: [], foreground: [], nodeStart: Infinity, load: load() };
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    await execOut("node", ["-e", "0"], 30_000);
+    result.nodeStart = Math.min(result.nodeStart, (performance.now() - started) / 1000);
+  }
   for (const foreground of [false, true]) {
     for (let i = 0; i < runs; i++) {
       const started = performance.now();
@@ -540,14 +562,14 @@ const lines: string[] = [
 let memoryDir: string | undefined;
 try {
   if (only.has("memory") || only.has("ready")) {
-    const m = await memory(work);
-    memoryDir = m.dir;
+    const one = oneSheep(work);
+    memoryDir = one.dir;
     if (only.has("memory")) {
-      const r = m.result;
+      const r = await memory(one);
       lines.push(
         `Memory (target: ≤ 150 MB idle, ≤ 300 MB under load; load average ${r.load}): one ` +
-          "sheep, copies=1, four 1 GiB VDIs; VmRSS sampled every 200 ms; fio's nbd engine for " +
-          `${fioSeconds} s per job over one VDI.`,
+          "sheep, copies=1, four 1 GiB VDIs, restarted, then VmRSS sampled every 200 ms; " +
+          `fio's nbd engine for ${fioSeconds} s per job over one VDI.`,
         "",
         "| sheep | RSS |",
         "|---|---:|",
@@ -562,9 +584,9 @@ try {
       );
     }
     if (only.has("ready")) {
-      await stopSheep(m.dir);
-      const r = await ready(m.dir, m.port, m.keyFile);
+      await stopSheep(one.dir);
       memoryDir = undefined;
+      const r = await ready(one.dir, one.port, one.keyFile);
       const cell = (xs: number[]) =>
         `${Math.min(...xs).toFixed(2)} s | ${median(xs).toFixed(2)} s | ${
           Math.max(...xs).toFixed(2)
@@ -573,7 +595,8 @@ try {
         `Ready time (target ≤ 0.5 s; load average ${r.load}): the sheep above (formatted, ` +
           `alone, four VDIs) started ${runs} times each way; from spawning \`./sheepdog sheep ` +
           "DIR --host 127.0.0.1 --port P ...` to the first answered read of a VDI's first block " +
-          "(a client connecting every 5 ms).",
+          "(a client connecting every 5 ms). For scale: `node -e 0` takes " +
+          `${r.nodeStart.toFixed(2)} s (min of ${runs}) on this machine now.`,
         "",
         "| start | min | median | max |",
         "|---|---:|---:|---:|",
