@@ -44,6 +44,18 @@ export function startCluster(
   for (let i = 0; i < count; i++) {
     run([...sheepArgs(dirs[i]!, list, i, keyFile, nbdPorts[i]), ...options.extraArgs ?? []]);
   }
+  // One view of all of them before anyone formats: a format while views still merge may be
+  // refused ("formatted already"), as it was under load.
+  const info = ["shepherd", "info", "-t", "cluster", "--json", "--cluster"];
+  const deadline = Date.now() + 60_000;
+  while (
+    (JSON.parse(run([...info, `127.0.0.1:${list[0]}`, "--key-file", keyFile])) as {
+      nodes: string[];
+    }).nodes.length < count
+  ) {
+    if (Date.now() > deadline) throw new Error(`the ${count} sheep did not form one view`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100); // a synchronous pause
+  }
   return { ports: list, dirs, keyFile, nbdPorts };
 }
 

@@ -18,7 +18,7 @@
  * Writes the section "## Memory, start-up, recovery under client I/O" of BENCHMARKS.md unless
  * --no-write. Every process started here is stopped by its PID.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -49,8 +49,12 @@ const runs = Number(values.runs);
 const fioSeconds = Number(values["fio-seconds"]);
 const recoveryRuns = Number(values["recovery-runs"]);
 const only = new Set(values.only!.split(","));
-/** `sheep --recovery-rate` for the recovery part (default: the sheep's own default). */
-const rateArgs = values["recovery-rate"] ? ["--recovery-rate", values["recovery-rate"]] : [];
+/**
+ * The `sheep --recovery-rate` values the recovery part runs with: the given one (default: the
+ * sheep's own default), then "off" to compare with recovery that never yields.
+ */
+const rates = [values["recovery-rate"] ?? "default", ...values["recovery-rate"] ? [] : ["off"]];
+const rateArgs = (rate: string) => rate === "default" ? [] : ["--recovery-rate", rate];
 
 // --- helpers -------------------------------------------------------------------------------
 
@@ -421,18 +425,6 @@ async function recoveryRows(port: number, keyFile: string): Promise<RecoveryRow[
   }
 }
 
-/** How many members the view of the sheep on `port` has (0 while it does not answer). */
-async function members(port: number, keyFile: string): Promise<number> {
-  const c = client(port, keyFile, 5_000);
-  try {
-    return (await new AdminService(c).clusterInfo()).nodes.length;
-  } catch {
-    return 0;
-  } finally {
-    await c.close().catch(() => undefined);
-  }
-}
-
 /** fio's IOPS log (`--write_iops_log`, averaged per `avgMs`) as [ms since its start, IOPS]. */
 function iopsLog(file: string): [number, number][] {
   return fs.readFileSync(file, "utf8").trim().split("\n").map((line) => {
@@ -455,6 +447,7 @@ const IDLE_WINDOW_MS = 5_000;
  * the recovery's times and fio's IOPS before, during and after it, from fio's 250 ms log.
  */
 async function recoveryCycle(
+  rate: string,
   cluster: { ports: number[]; dirs: string[]; keyFile: string },
   uri: string,
   log: string,
@@ -476,7 +469,7 @@ async function recoveryCycle(
     await exited(victim); // its port is free again
     fs.rmSync(dirs[2]!, { recursive: true, force: true });
     const restarted = performance.now();
-    run([...sheepArgs(dirs[2]!, ports, 2, keyFile), ...rateArgs]);
+    run([...sheepArgs(dirs[2]!, ports, 2, keyFile), ...rateArgs(rate)]);
     const pids = [pidOf(dirs[0]!), pidOf(dirs[1]!), pidOf(dirs[2]!)];
     const cpuBefore = pids.map(cpuSeconds);
     let objects = 0;
@@ -524,22 +517,22 @@ async function recoveryCycle(
   }
 }
 
-async function recovery(work: string): Promise<RecoveryResult> {
-  const dir = path.join(work, "recovery");
-  const cluster = startCluster(dir, 3, { nbd: true, extraArgs: rateArgs });
+async function recovery(work: string, rate: string): Promise<RecoveryResult> {
+  const dir = path.join(work, `recovery-${rate}`);
+  const cluster = startCluster(dir, 3, { nbd: true, extraArgs: rateArgs(rate) });
   const { ports, dirs, keyFile, nbdPorts } = cluster;
   try {
     const args = ["--cluster", `127.0.0.1:${ports[0]}`, "--key-file", keyFile];
-    // Formatted once the three are one view (a format while views still merge may be refused).
-    while (await members(ports[0]!, keyFile) < 3) await sleep(100);
     run(["shepherd", "mkfs", "--copies=3", ...args]);
     run(["img", "create", "data", "1G", ...args]);
     const uri = `nbd://127.0.0.1:${nbdPorts[0]}/data`;
     console.error("recovery: writing 1 GiB (three copies)");
     await prefill(uri, 1024);
+    // The 3 GiB just written reach the disk now, not under the first recovery's syncs.
+    execFileSync("sync");
     const cycles: RecoveryCycle[] = [];
     for (let i = 0; i < recoveryRuns; i++) {
-      cycles.push(await recoveryCycle(cluster, uri, path.join(work, `fio-${i}`)));
+      cycles.push(await recoveryCycle(rate, cluster, uri, path.join(work, `fio-${i}-${rate}`)));
     }
     return { cycles, load: load() };
   } finally {
@@ -609,36 +602,41 @@ try {
   if (memoryDir) await stopSheep(memoryDir);
   memoryDir = undefined;
   if (only.has("recovery")) {
-    const r = await recovery(work);
-    const med = (pick: (c: RecoveryCycle) => number) => median(r.cycles.map(pick));
+    const results = [];
+    for (const rate of rates) results.push({ rate, result: await recovery(work, rate) });
     const ratio = (c: RecoveryCycle) => c.duringIops / c.idleIops;
     lines.push(
-      `Recovery under client I/O (targets: ≤ 10 s, client IOPS ≥ 50% of idle; load average ${r.load}): ` +
-        "three sheep (zones 1-3), three copies, a 1 GiB VDI written in full. fio (nbd engine, " +
-        "4k randread QD32) reads through sheep 0 throughout; sheep 2 is killed with -9 and " +
-        "started again on an empty directory, so it pulls the whole GiB, " +
-        `${r.cycles.length} times. Idle IOPS: fio's 250 ms log over the ${
-          IDLE_WINDOW_MS / 1000
-        } s ` +
-        "before the kill and after recovery (the same run, so the machine's other load is " +
-        `alike); recovery rate while clients are busy: ${values["recovery-rate"] ?? "default"}.`,
+      `Recovery under client I/O (targets: ≤ 10 s, client IOPS ≥ 50% of idle; load average ${
+        results.map((r) => r.result.load).join(", ")
+      }): three sheep (zones 1-3), three copies, a 1 GiB VDI written in full. fio (nbd ` +
+        "engine, 4k randread QD32) reads through sheep 0 throughout; sheep 2 is killed with -9 " +
+        "and started again on an empty directory, so it pulls the whole GiB; " +
+        `${recoveryRuns} times per \`--recovery-rate\` (every sheep). Idle IOPS: fio's 250 ms ` +
+        `log over the ${IDLE_WINDOW_MS / 1000} s before the kill and after recovery (the same ` +
+        "run, so the machine's other load is alike). CPU: what each sheep used during recovery " +
+        "(sheep 0 also serves fio).",
       "",
-      "| run | restart → recovered everywhere | of which joining | fio IOPS idle | during recovery | ratio | CPU s sheep 0 / 1 / 2 |",
-      "|---|---:|---:|---:|---:|---:|---|",
-      ...r.cycles.map((c, i) =>
-        `| ${i + 1} | ${c.seconds.toFixed(1)} s | ${c.joinSeconds.toFixed(1)} s | ${
-          c.idleIops.toFixed(0)
-        } | ${c.duringIops.toFixed(0)} | ${(100 * ratio(c)).toFixed(0)}% | ${
-          c.cpu.map((x) => x.toFixed(1)).join(" / ")
-        } |`
-      ),
-      `| median | ${med((c) => c.seconds).toFixed(1)} s | ${
-        med((c) => c.joinSeconds).toFixed(1)
-      } s | ${med((c) => c.idleIops).toFixed(0)} | ${med((c) => c.duringIops).toFixed(0)} | ${
-        (100 * med(ratio)).toFixed(0)
-      }% | |`,
-      "",
+      "| --recovery-rate | run | restart → recovered everywhere | of which joining | fio IOPS idle | during recovery | ratio | CPU s sheep 0 / 1 / 2 |",
+      "|---|---|---:|---:|---:|---:|---:|---|",
     );
+    for (const { rate, result } of results) {
+      const med = (pick: (c: RecoveryCycle) => number) => median(result.cycles.map(pick));
+      lines.push(
+        ...result.cycles.map((c, i) =>
+          `| ${rate} | ${i + 1} | ${c.seconds.toFixed(1)} s | ${c.joinSeconds.toFixed(1)} s | ${
+            c.idleIops.toFixed(0)
+          } | ${c.duringIops.toFixed(0)} | ${(100 * ratio(c)).toFixed(0)}% | ${
+            c.cpu.map((x) => x.toFixed(1)).join(" / ")
+          } |`
+        ),
+        `| **${rate}** | **median** | **${med((c) => c.seconds).toFixed(1)} s** | ${
+          med((c) => c.joinSeconds).toFixed(1)
+        } s | ${med((c) => c.idleIops).toFixed(0)} | ${med((c) => c.duringIops).toFixed(0)} | **${
+          (100 * med(ratio)).toFixed(0)
+        }%** | |`,
+      );
+    }
+    lines.push("");
   }
 } finally {
   if (memoryDir) await stopSheep(memoryDir).catch(() => undefined);
