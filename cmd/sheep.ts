@@ -13,9 +13,9 @@ import * as path from "node:path";
 import {
   CLIENT_QUIET_MS,
   HTTP_PORT_DEFAULT,
+  MALLOC_MMAP_THRESHOLD_BYTES,
   NBD_PORT_DEFAULT,
   OBJECT_PORT_DEFAULT,
-  MALLOC_MMAP_THRESHOLD_BYTES,
   OPEN_FILES_CAP,
   OPEN_FILES_MAX,
   RECOVERY_BYTES_PER_SECOND_BUSY,
@@ -176,30 +176,25 @@ export function scrubSettings(interval: string, rate: string): Required<ScrubOpt
   const seconds = interval.trim() === "off"
     ? 0
     : integerFlag(interval, "scrub-interval", 0, 31_536_000)!;
-  let bytesPerSecond: number;
-  try {
-    bytesPerSecond = parseSize(rate.replace(/\/s$/i, ""));
-  } catch (error) {
-    throw new UsageError(`Invalid --scrub-rate '${rate}': ${(error as Error).message}`);
-  }
-  if (bytesPerSecond < 1024 * 1024) {
-    throw new UsageError(`Invalid --scrub-rate '${rate}': use at least 1M (bytes per second)`);
-  }
-  return { intervalMs: seconds * 1000, bytesPerSecond };
+  return { intervalMs: seconds * 1000, bytesPerSecond: rateFlag("scrub-rate", rate, "") };
 }
 
 /** --recovery-rate SIZE|off as bytes per second (0: never paced). */
 export function recoveryRate(rate: string): number {
-  if (rate.trim() === "off") return 0;
+  return rate.trim() === "off" ? 0 : rateFlag("recovery-rate", rate, ", or off");
+}
+
+/** A rate flag's SIZE[/s] (K/M/G suffixes) as bytes per second, at least 1M. */
+function rateFlag(flag: string, rate: string, otherwise: string): number {
   let bytesPerSecond: number;
   try {
     bytesPerSecond = parseSize(rate.replace(/\/s$/i, ""));
   } catch (error) {
-    throw new UsageError(`Invalid --recovery-rate '${rate}': ${(error as Error).message}`);
+    throw new UsageError(`Invalid --${flag} '${rate}': ${(error as Error).message}`);
   }
   if (bytesPerSecond < 1024 * 1024) {
     throw new UsageError(
-      `Invalid --recovery-rate '${rate}': use at least 1M (bytes per second), or off`,
+      `Invalid --${flag} '${rate}': use at least 1M (bytes per second)${otherwise}`,
     );
   }
   return bytesPerSecond;

@@ -11,6 +11,22 @@ import * as path from "node:path";
 export const root = new URL("..", import.meta.url).pathname;
 export const exe = path.join(root, "sheepdog");
 
+/** Puts `section` (starting with its "## " title line) into BENCHMARKS.md, replacing an older one. */
+export function writeSection(section: string): void {
+  const file = path.join(root, "BENCHMARKS.md");
+  const title = section.slice(0, section.indexOf("\n"));
+  const previous = fs.readFileSync(file, "utf8");
+  const start = previous.indexOf(`${title}\n`);
+  let next: string;
+  if (start < 0) next = previous.trimEnd() + "\n\n" + section;
+  else {
+    const end = previous.indexOf("\n## ", start + 1);
+    next = previous.slice(0, start) + section.trimEnd() + "\n" +
+      (end < 0 ? "" : previous.slice(end));
+  }
+  fs.writeFileSync(file, next.trimEnd() + "\n");
+}
+
 /** Runs ./sheepdog with `args`; resolves with its stdout (throws on a non-zero exit). */
 export function run(args: string[]): string {
   return execFileSync(exe, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });

@@ -19,7 +19,7 @@ import { TcpTransport } from "../net/object/tcp_transport.ts";
 import { AdminService } from "../net/admin/admin_service.ts";
 import { readKeyFile } from "../net/auth/cluster_key.ts";
 import { VdiIo } from "../core/vdi/io.ts";
-import { exe, root, run, startCluster, stopCluster } from "./bench_cluster.ts";
+import { exe, run, startCluster, stopCluster, writeSection } from "./bench_cluster.ts";
 
 const SECTION = "## Listings at 1,000 VDIs";
 const { values } = parseArgs({
@@ -99,15 +99,7 @@ try {
     "",
   ].join("\n");
   console.log(section);
-  if (!values["no-write"]) {
-    const file = path.join(root, "BENCHMARKS.md");
-    const previous = fs.readFileSync(file, "utf8");
-    const pattern = new RegExp(`${SECTION}[\\s\\S]*?(?=\\n## |$)`);
-    const next = previous.includes(SECTION)
-      ? previous.replace(pattern, section)
-      : previous.trimEnd() + "\n\n" + section;
-    fs.writeFileSync(file, next.trimEnd() + "\n");
-  }
+  if (!values["no-write"]) writeSection(section);
 } finally {
   await stopCluster(dirs);
   fs.rmSync(work, { recursive: true, force: true });

@@ -31,7 +31,7 @@ import { AdminService, type RecoveryRow } from "../net/admin/admin_service.ts";
 import { readKeyFile } from "../net/auth/cluster_key.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { dataOid } from "../core/vdi/oid.ts";
-import { exe, root, run, sheepArgs, startCluster, stopCluster } from "./bench_cluster.ts";
+import { exe, run, sheepArgs, startCluster, stopCluster, writeSection } from "./bench_cluster.ts";
 
 const SECTION = "## Memory, start-up, recovery under client I/O";
 const MiB = 1 << 20;
@@ -645,12 +645,4 @@ try {
 
 const section = lines.join("\n");
 console.log(section);
-if (!values["no-write"]) {
-  const file = path.join(root, "BENCHMARKS.md");
-  const previous = fs.readFileSync(file, "utf8");
-  const pattern = new RegExp(`${SECTION}[\\s\\S]*?(?=\\n## |$)`);
-  const next = previous.includes(SECTION)
-    ? previous.replace(pattern, section)
-    : previous.trimEnd() + "\n\n" + section;
-  fs.writeFileSync(file, next.trimEnd() + "\n");
-}
+if (!values["no-write"]) writeSection(section);
