@@ -602,6 +602,35 @@ export class DataPathSim {
   }
 
   /**
+   * Rot is injected only while another good copy exists, but a later fault (a crash that keeps
+   * its node down) may take that copy away: then no member holds a clean copy at the newest
+   * version of the object, and an error is the right answer until the good copy is back. Checked
+   * only when an operation failed (it verifies every member's copies).
+   */
+  async #rottenOnly(): Promise<string[]> {
+    const reasons: string[] = [];
+    const members = this.members();
+    const oids = [vdiOid(this.vid), ...[...this.model.allocated].map((i) => dataOid(this.vid, i))];
+    for (const oid of oids) {
+      const copies: { meta: ObjectMeta; clean: boolean }[] = [];
+      for (const node of members) {
+        const meta = await node.sheep.store.meta(oid).catch(() => undefined);
+        if (!meta) continue;
+        const bad = await node.sheep.store.verify(oid).catch(() => [{ index: -1 }]);
+        copies.push({ meta, clean: bad.length === 0 });
+      }
+      if (copies.length === 0) continue;
+      const newest = Math.max(...copies.map((c) => c.meta.version));
+      if (!copies.some((c) => c.clean && c.meta.version === newest)) {
+        reasons.push(
+          `no member holds a clean copy of ${oidToHex(oid)} (rot; the good one is down)`,
+        );
+      }
+    }
+    return reasons;
+  }
+
+  /**
    * A copy whose reads fail excuses nothing while another member holds a copy as current (the
    * fault is injected only then), but a later fault may take that copy away (a crash drops its
    * unsynced writes, a view change moves the object): then the failing copy is the only one with
@@ -687,6 +716,7 @@ export class DataPathSim {
   async #judgeError(outcome: Outcome<unknown>, reasons: string[], what: string): Promise<void> {
     if (outcome.kind === "hung") throw this.fail("hung", `${what}: ${outcome.why}`);
     if (reasons.length > 0 || (await this.degraded()).length > 0) return;
+    if ((await this.#rottenOnly()).length > 0) return;
     const error = outcome.kind === "error" ? message(outcome.error) : "";
     throw this.fail("unjustified-error", `${what} failed with no fault to justify it: ${error}`);
   }
