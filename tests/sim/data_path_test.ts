@@ -399,39 +399,10 @@ Deno.test({
     // pulled copy carries its source's changed blocks. Here `a` alone holds the object and is
     // crash-suspect (a rotten block its rebuild recorded as changed); `b` pulls it; both take a
     // write; `a` crashes and loses it while `b` keeps running: the write must stay.
-    const sim = await DataPathSim.create({
-      seed: 11,
-      nodes: 2,
-      copies: 2,
-      objects: 1,
-      tornCrashes: false,
-    });
+    const { sim, oid, a, b } = await pulledFromSuspectCopy(11);
     try {
-      const oid = dataOid(sim.vid, 0);
-      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
-      await sim.leave(b);
-      await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
-      await sim.flush();
-      sim.rot(a, oid, 20_000);
-      // Versions come from each gateway's clock: let time pass between writes.
-      await sim.time.advance(10);
-      await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
-      await sim.crash([a]);
-      await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
-      await sim.rejoin(b); // `b` has no copy: it pulls `a`'s
-      assert.ok(await sim.settle(60_000));
       assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
-      await sim.time.advance(10);
-      const write = pattern(4, 100);
-      await sim.write(100_200, write); // both copies take it; never flushed
-      await sim.crash([a]); // `a` loses it, `b` keeps running
-      await sim.restart([a]);
-      assert.ok(await sim.settle(60_000));
-      const outcome = await sim.tryRead(100_200, 100);
-      assert.ok(
-        outcome.kind === "ok" && sameBytes(outcome.value, write),
-        "an acknowledged write that a live copy held was lost",
-      );
+      await writeBothTakeSurvivesCrashOf(sim, a);
     } finally {
       await sim.dispose();
     }
@@ -654,45 +625,62 @@ Deno.test({
     // changed); `b` pulls it; `b`'s copy rots and the gateway repairs it from `a`'s: the
     // repaired copy must know block 4 alone is uncertain, and a write both take then survives
     // `a` crashing without it (that last part the newest-version merge rule also guards).
-    const sim = await DataPathSim.create({
-      seed: 16,
-      nodes: 2,
-      copies: 2,
-      objects: 1,
-      tornCrashes: false,
-    });
+    const { sim, oid, a, b } = await pulledFromSuspectCopy(16);
     try {
-      const oid = dataOid(sim.vid, 0);
-      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
-      await sim.leave(b);
-      await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
-      await sim.flush();
-      sim.rot(a, oid, 20_000);
-      await sim.time.advance(10);
-      await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
-      await sim.crash([a]);
-      await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
-      await sim.rejoin(b); // `b` pulls `a`'s copy
-      assert.ok(await sim.settle(60_000));
       sim.rot(b, oid, 40_000);
       assert.ok(await a.sheep.gateway.repair(oid, new Set([b.id])), "repaired");
       assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
-      await sim.time.advance(10);
-      const write = pattern(4, 100);
-      await sim.write(100_200, write); // both copies take it; never flushed
-      await sim.crash([a]); // `a` loses it, `b` keeps running
-      await sim.restart([a]);
-      assert.ok(await sim.settle(60_000));
-      const outcome = await sim.tryRead(100_200, 100);
-      assert.ok(
-        outcome.kind === "ok" && sameBytes(outcome.value, write),
-        "an acknowledged write that a live copy held was lost",
-      );
+      await writeBothTakeSurvivesCrashOf(sim, a);
     } finally {
       await sim.dispose();
     }
   },
 });
+
+/**
+ * Two nodes, 2 copies, one object: `a` alone holds it and is crash-suspect (a rotten block 4 its
+ * rebuild recorded as changed); `b` comes back without a copy and pulls `a`'s.
+ */
+async function pulledFromSuspectCopy(
+  seed: number,
+): Promise<{ sim: DataPathSim; oid: bigint; a: SimNode; b: SimNode }> {
+  const sim = await DataPathSim.create({
+    seed,
+    nodes: 2,
+    copies: 2,
+    objects: 1,
+    tornCrashes: false,
+  });
+  const oid = dataOid(sim.vid, 0);
+  const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+  await sim.leave(b);
+  await sim.write(0, pattern(1, 65536)); // allocates the object on `a` only
+  await sim.flush();
+  sim.rot(a, oid, 20_000);
+  // Versions come from each gateway's clock: let time pass between writes.
+  await sim.time.advance(10);
+  await sim.write(300_000, pattern(3, 100)); // journals `a`'s copy, never synced
+  await sim.crash([a]);
+  await sim.restart([a]); // rebuilt: UNVERIFIED, block 4 (the rot) changed
+  await sim.rejoin(b); // `b` has no copy: it pulls `a`'s
+  assert.ok(await sim.settle(60_000));
+  return { sim, oid, a, b };
+}
+
+/** A write both copies take (never flushed) survives `a` crashing without it. */
+async function writeBothTakeSurvivesCrashOf(sim: DataPathSim, a: SimNode): Promise<void> {
+  await sim.time.advance(10);
+  const write = pattern(4, 100);
+  await sim.write(100_200, write); // both copies take it; never flushed
+  await sim.crash([a]); // `a` loses it, the other keeps running
+  await sim.restart([a]);
+  assert.ok(await sim.settle(60_000));
+  const outcome = await sim.tryRead(100_200, 100);
+  assert.ok(
+    outcome.kind === "ok" && sameBytes(outcome.value, write),
+    "an acknowledged write that a live copy held was lost",
+  );
+}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
