@@ -26,6 +26,7 @@ import { Sheep, type SheepOptions } from "../net/sheep/sheep.ts";
 import { clusterIdOf, DRIVER_DEFAULT, EtcdDriver, parseDriverUri } from "../net/etcd/mod.ts";
 import { defaultHostAddress } from "../net/sheep/host_address.ts";
 import { ClientAddresses } from "../net/auth/client_addresses.ts";
+import { checksumWorkersDefault } from "../core/store/checksum_workers.ts";
 import { readKeyFile, removeKeyNote, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
 import { readSecretFile } from "../net/auth/secret_file.ts";
 import { NBD_TLS_FLAGS, NBD_TLS_USAGE, nbdTlsOf } from "./sheep_nbd_tls.ts";
@@ -320,6 +321,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     openFiles: storeOpenFiles(),
+    checksumWorkers: checksumWorkersDefault(),
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,

@@ -43,6 +43,7 @@ import {
   OPEN_FILES_MAX,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
+import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
 import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
@@ -119,6 +120,8 @@ export class FsObjectStore implements ObjectStore {
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
   readonly #verifyReads: boolean;
+  /** Computes the checksums of what reads return (large reads in worker threads, if any). */
+  readonly #hasher: BlockHasher;
   readonly #onChange: ((oid: Oid) => void) | undefined;
   /** Objects whose files stay open (each holds two handles: data and checksums). */
   readonly #cachedObjectsMax: number;
@@ -138,17 +141,25 @@ export class FsObjectStore implements ObjectStore {
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
    * only for measuring what verification costs (`npm run bench`), never for data you keep.
+   * `hasher` computes the checksums reads verify (default: on the calling thread, as
+   * simulations need); the store closes it when it closes.
    */
   constructor(
     objectDir: string,
     disk: Disk = fsDisk,
-    options: { verifyReads?: boolean; openFiles?: number; onChange?: (oid: Oid) => void } = {},
+    options: {
+      verifyReads?: boolean;
+      openFiles?: number;
+      onChange?: (oid: Oid) => void;
+      hasher?: BlockHasher;
+    } = {},
   ) {
     this.objectDir = objectDir;
     this.#onChange = options.onChange;
     this.#disk = disk;
     this.#cachedObjectsMax = Math.max(1, Math.floor((options.openFiles ?? OPEN_FILES_MAX) / 2));
     this.#verifyReads = options.verifyReads ?? true;
+    this.#hasher = options.hasher ?? inlineHasher;
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -495,7 +506,7 @@ export class FsObjectStore implements ObjectStore {
         await readFully(object.data, buffer, offset);
         return buffer;
       }
-      const buffer = new Uint8Array(Math.min((last + 1) * B, object.meta.size) - start);
+      const buffer = this.#hasher.allocate(Math.min((last + 1) * B, object.meta.size) - start);
       const bad = await this.#readBlocks(object, buffer, first);
       if (bad.length > 0) {
         this.#health.checksumErrors++;
@@ -505,13 +516,18 @@ export class FsObjectStore implements ObjectStore {
     });
   }
 
-  /** Reads whole blocks from block `first` into `buffer` and returns those that fail. */
+  /**
+   * Reads whole blocks from block `first` into `buffer` and returns those that fail. The blocks
+   * stay locked until their checksums are compared: a write in between would change the
+   * checksums the bytes read must match.
+   */
   async #readBlocks(object: OpenObject, buffer: Uint8Array, first: number): Promise<BadBlock[]> {
     const last = first + Math.ceil(buffer.length / B) - 1;
     const release = await object.locks.lock(first, last, false);
     try {
       const read = await readFully(object.data, buffer, first * B);
-      return checkBlocks(object, buffer, first, read);
+      const crcs = await this.#hasher.blockCrcs(buffer.subarray(0, read));
+      return checkBlocks(object, buffer, first, read, crcs);
     } finally {
       release();
     }
@@ -577,7 +593,7 @@ export class FsObjectStore implements ObjectStore {
     // blocks that match them are good; the others changed since (an unsynced write, or rot) and
     // count as bad, expected to hold what the last sync had.
     return await this.#use(oid, action, async (object) => {
-      const data = new Uint8Array(object.meta.size);
+      const data = this.#hasher.allocate(object.meta.size);
       const bad: number[] = [];
       for (let start = 0; start < data.length; start += SCAN_BYTES) {
         const buffer = data.subarray(start, Math.min(data.length, start + SCAN_BYTES));
@@ -595,7 +611,7 @@ export class FsObjectStore implements ObjectStore {
     const bad: BadBlock[] = [];
     const { size } = object.meta;
     for (let start = 0; start < size; start += SCAN_BYTES) {
-      const buffer = new Uint8Array(Math.min(SCAN_BYTES, size - start));
+      const buffer = this.#hasher.allocate(Math.min(SCAN_BYTES, size - start));
       const first = start / B;
       try {
         bad.push(...await this.#readBlocks(object, buffer, first));
@@ -706,6 +722,7 @@ export class FsObjectStore implements ObjectStore {
     await this.flush().catch(() => undefined);
     for (const oid of [...this.#slots.keys()]) await this.#retire(oid, true);
     await this.#journal.close();
+    await this.#hasher.close();
   }
 
   // ---- The handle cache ----
@@ -1193,12 +1210,16 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
   }
 }
 
-/** Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum. */
+/**
+ * Blocks [first, ...) of `buffer` (of which `read` bytes arrived, whose blocks have the CRCs
+ * `crcs`) that fail their checksum.
+ */
 function checkBlocks(
   object: OpenObject,
   buffer: Uint8Array,
   first: number,
   read: number,
+  crcs: Uint32Array,
 ): BadBlock[] {
   const bad: BadBlock[] = [];
   const name = `Object ${oidToHex(object.oid)}`;
@@ -1218,7 +1239,7 @@ function checkBlocks(
       continue;
     }
     const stored = object.meta.crc(index);
-    const computed = blockCrc(buffer.subarray(at, at + length));
+    const computed = crcs[at / B]!;
     if (stored !== computed) {
       const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
         `computed ${hex32(computed)})`;

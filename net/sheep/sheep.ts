@@ -19,6 +19,7 @@ import {
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
+import { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
@@ -102,6 +103,11 @@ export interface SheepOptions {
   openFiles?: number;
   /** Check checksums on every read (default true; off only to measure what it costs). */
   verifyReads?: boolean;
+  /**
+   * Worker threads that compute the checksums of large reads (core/store/checksum_workers.ts);
+   * default 0: every checksum on the main thread, as simulations need.
+   */
+  checksumWorkers?: number;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
   listen?: boolean;
   /** Address the object port listens on (default `host`; "0.0.0.0" for every address). */
@@ -187,6 +193,14 @@ export class Sheep {
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
+      ...((options.checksumWorkers ?? 0) > 0
+        ? {
+          hasher: new ChecksumWorkers({
+            workers: options.checksumWorkers!,
+            warn: (line) => this.logger.warn(line),
+          }),
+        }
+        : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
     this.allocations = new AllocationCounts(this.store);
