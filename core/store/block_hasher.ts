@@ -2,8 +2,8 @@
  * Where the checksums of read blocks are computed: a read verifies the CRC-32 of every 4 KiB
  * block it returns (checksum_meta.ts), and for a large read that CRC is most of the sheep's
  * main-thread time. A `BlockHasher` computes them on the calling thread (`inlineHasher`) or in
- * worker threads (checksum_workers.ts); the store compares them with its checksum file
- * either way, so what counts as corrupt, and what happens then, does not depend on where the
+ * worker threads (checksum_workers.ts); the store compares them with its checksum file either
+ * way, so what counts as corrupt, and what happens then, does not depend on where the
  * arithmetic ran.
  *
  * @module
@@ -12,18 +12,22 @@
 import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
 import { blockCrc } from "./checksum_meta.ts";
 
+/** Bytes with the CRC of each of their checksum blocks. */
+export interface Hashed {
+  bytes: Uint8Array;
+  crcs: Uint32Array;
+}
+
 /** Computes the CRC-32 of every checksum block of a buffer. */
 export interface BlockHasher {
   /**
-   * A buffer of `length` zero bytes to read into: one `blockCrcs` can hand to another thread
-   * without a copy when it is large enough to be worth it (shared memory), else a plain one.
+   * The CRC of each CHECKSUM_BLOCK_BYTES block of `bytes` (the last may be shorter), with the
+   * bytes. A hasher may move the bytes to another thread and back: the view passed in is then
+   * left empty (detached), and the bytes are in the one returned. Undefined when they were lost
+   * on the way (the thread died holding them): the caller reads them again and hashes them
+   * with `blockCrcsInline`. Never rejects.
    */
-  allocate(length: number): Uint8Array;
-  /**
-   * The CRC of each CHECKSUM_BLOCK_BYTES block of `bytes` (the last block may be shorter).
-   * Never rejects: if the thread computing it fails, the answer is computed here instead.
-   */
-  blockCrcs(bytes: Uint8Array): Promise<Uint32Array>;
+  hash(bytes: Uint8Array): Promise<Hashed | undefined>;
   /** Stops any threads; later calls compute on the calling thread. */
   close(): Promise<void>;
 }
@@ -39,7 +43,6 @@ export function blockCrcsInline(bytes: Uint8Array): Uint32Array {
 
 /** Every checksum on the calling thread (stores in tests and simulations, and small reads). */
 export const inlineHasher: BlockHasher = {
-  allocate: (length) => new Uint8Array(length),
-  blockCrcs: (bytes) => Promise.resolve(blockCrcsInline(bytes)),
+  hash: (bytes) => Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) }),
   close: () => Promise.resolve(),
 };

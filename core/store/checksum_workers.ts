@@ -1,26 +1,31 @@
 /**
  * A `BlockHasher` that computes the checksums of large reads in worker threads, so a sheep
  * serving big reads spends its main thread on I/O and replies, not on CRC-32 arithmetic
- * (measured in BENCHMARKS.md, "Block checksums: where the time goes": a 1 MiB read's CRCs cost
- * the main thread about 0.3-0.8 ms inline, about 0.03 ms to hand to a worker).
+ * (BENCHMARKS.md, "Block checksums: where the time goes": a 1 MiB read's CRCs cost the main
+ * thread 0.3-0.8 ms inline, a few tens of µs to hand to a worker).
  *
- * Zero-copy: a large read is read into shared memory (`allocate`), and the worker is sent a
- * view of it, not the bytes; it answers with the CRC of each 4 KiB block, which the store
- * compares with its checksum file as it does for inline CRCs. The store keeps the bytes to
- * itself until that answer: nothing unverified leaves it, and the worker only reads them.
- * Small reads stay on the calling thread: below CHECKSUM_OFFLOAD_BYTES_MIN the hand-off costs
- * more than the CRC.
+ * Zero-copy: the buffer a large read was read into is transferred to the worker (moved, not
+ * copied: the calling thread's view of it goes empty) and transferred back with the CRC of each
+ * 4 KiB block, which the store compares with its checksum file as it does inline CRCs. While
+ * the worker holds the bytes nobody else can see them, so nothing unverified can be served.
+ * Not shared memory: posting a SharedArrayBuffer costs about what moving a buffer does, but
+ * the bytes a read returns would then stay shared, visible to the worker after the answer, and
+ * slow for V8 to handle (a 1 MiB `fill` is about 30 times slower on one; measured in the same
+ * section). Only a view of a whole buffer moves (other views of it would go with it); small
+ * reads stay on the calling thread: below CHECKSUM_OFFLOAD_BYTES_MIN the hand-off costs more
+ * than the CRC.
  *
- * Failure never costs a verification: a worker that exits (a crash, `terminate`), that sends
- * something other than an answer, or that stays silent for CHECKSUM_WORKER_STALL_MS is gone,
- * and its pending jobs are computed on the calling thread from the bytes still in memory; the
- * next large read starts a new worker in its place. Workers that keep dying before answering anything (more than
- * CHECKSUM_WORKER_DEATHS_MAX in a row) leave every checksum on the calling thread from then on.
+ * Failure never costs a verification: a worker that exits (a crash, `terminate`) or stays
+ * silent for CHECKSUM_WORKER_STALL_MS is gone with the bytes it held, and its pending jobs
+ * answer "lost", on which the store reads the blocks again and hashes them itself; a wrong
+ * answer is not taken either. The next large read starts a new worker in its place. Workers
+ * that keep dying before answering anything (more than CHECKSUM_WORKER_DEATHS_MAX in a row)
+ * leave every checksum on the calling thread from then on.
  *
  * Workers start on first use, hold the process open only while they have jobs (a pool nobody
- * closed cannot hang an exit), and are terminated by `close`. The worker is a script given as
- * text (`eval`), so it runs the same in the single executable, where no file beside the
- * bundle exists, and under Deno in tests.
+ * closed cannot hang an exit), and are terminated by `close` (their pending jobs answer
+ * "lost"). The worker is a script given as text (`eval`), so it runs the same in the single
+ * executable, where no file beside the bundle exists, and under Deno in tests.
  *
  * @module
  */
@@ -35,11 +40,11 @@ import {
   CHECKSUM_WORKER_STALL_MS,
   CHECKSUM_WORKERS_MAX,
 } from "../limits.ts";
-import { blockCrcsInline, type BlockHasher } from "./block_hasher.ts";
+import { blockCrcsInline, type BlockHasher, type Hashed } from "./block_hasher.ts";
 
 /**
  * The worker: for each `{ id, bytes }`, the CRC of each block of `bytes` (the same
- * `node:zlib` crc32 as `blockCrc`), sent back as `{ id, crcs }`.
+ * `node:zlib` crc32 as `blockCrc`), sent back with the bytes as `{ id, crcs, bytes }`.
  */
 export const CHECKSUM_WORKER_SOURCE = `"use strict";
 const { parentPort } = require("node:worker_threads");
@@ -50,7 +55,7 @@ parentPort.on("message", ({ id, bytes }) => {
   for (let at = 0, i = 0; at < bytes.length; at += B, i++) {
     crcs[i] = crc32(bytes.subarray(at, at + B));
   }
-  parentPort.postMessage({ id, crcs }, [crcs.buffer]);
+  parentPort.postMessage({ id, crcs, bytes }, [crcs.buffer, bytes.buffer]);
 });
 `;
 
@@ -68,6 +73,8 @@ export interface ChecksumWorkersOptions {
   source?: string;
   /** How long a worker with jobs may stay silent (default CHECKSUM_WORKER_STALL_MS). */
   stallMs?: number;
+  /** The shortest job for a worker (default CHECKSUM_OFFLOAD_BYTES_MIN; benchmarks vary it). */
+  offloadBytesMin?: number;
 }
 
 /** What the pool has done, for tests and benchmarks. */
@@ -76,15 +83,15 @@ export interface ChecksumWorkerStats {
   running: number;
   /** Jobs a worker answered. */
   answered: number;
-  /** Jobs handed to a worker that were computed on the calling thread after all. */
+  /** Jobs a worker took and did not answer right: lost with it, or hashed here after all. */
   fallbacks: number;
   /** Workers that exited or stalled other than by `close`. */
   deaths: number;
 }
 
 interface Job {
-  readonly bytes: Uint8Array;
-  readonly resolve: (crcs: Uint32Array) => void;
+  readonly length: number;
+  readonly resolve: (hashed: Hashed | undefined) => void;
 }
 
 interface Thread {
@@ -102,6 +109,7 @@ export class ChecksumWorkers implements BlockHasher {
   readonly #warn: (line: string) => void;
   readonly #source: string;
   readonly #stallMs: number;
+  readonly #offloadBytesMin: number;
   #nextId = 1;
   /** Deaths since a worker last answered a job. */
   #deathsInARow = 0;
@@ -113,32 +121,31 @@ export class ChecksumWorkers implements BlockHasher {
     this.#warn = options.warn ?? (() => {});
     this.#source = options.source ?? CHECKSUM_WORKER_SOURCE;
     this.#stallMs = options.stallMs ?? CHECKSUM_WORKER_STALL_MS;
+    this.#offloadBytesMin = options.offloadBytesMin ?? CHECKSUM_OFFLOAD_BYTES_MIN;
   }
 
   get stats(): ChecksumWorkerStats {
     return { running: this.#threads.filter((t) => t !== undefined).length, ...this.#stats };
   }
 
-  allocate(length: number): Uint8Array {
-    return this.#offloads(length)
-      ? new Uint8Array(new SharedArrayBuffer(length))
-      : new Uint8Array(length);
-  }
-
-  blockCrcs(bytes: Uint8Array): Promise<Uint32Array> {
-    // Only shared memory reaches a worker without a copy (and a copy costs what the CRC does).
-    if (!(bytes.buffer instanceof SharedArrayBuffer) || !this.#offloads(bytes.length)) {
-      return Promise.resolve(blockCrcsInline(bytes));
-    }
+  hash(bytes: Uint8Array): Promise<Hashed | undefined> {
+    if (!this.#offloads(bytes)) return Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) });
     const thread = this.#pick();
     const id = this.#nextId++;
+    const length = bytes.length; // the view goes empty once moved
     return new Promise((resolve) => {
+      try {
+        thread.worker.postMessage({ id, bytes }, [bytes.buffer as ArrayBuffer]);
+      } catch {
+        // Not transferable after all (nothing moved): hashed here.
+        resolve({ bytes, crcs: blockCrcsInline(bytes) });
+        return;
+      }
       if (thread.pending.size === 0) {
         thread.worker.ref();
         thread.watchdog = setTimeout(() => this.#stalled(thread), this.#stallMs);
       }
-      thread.pending.set(id, { bytes, resolve });
-      thread.worker.postMessage({ id, bytes });
+      thread.pending.set(id, { length, resolve });
     });
   }
 
@@ -151,9 +158,11 @@ export class ChecksumWorkers implements BlockHasher {
     }));
   }
 
-  #offloads(length: number): boolean {
+  /** Whether `bytes` go to a worker: large, and a whole buffer of their own to move. */
+  #offloads(bytes: Uint8Array): boolean {
     return !this.#closed && this.#deathsInARow <= CHECKSUM_WORKER_DEATHS_MAX &&
-      length >= CHECKSUM_OFFLOAD_BYTES_MIN;
+      bytes.length >= this.#offloadBytesMin && bytes.buffer instanceof ArrayBuffer &&
+      bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
   }
 
   /** The worker with the fewest pending jobs, starting one where a slot is empty. */
@@ -191,19 +200,24 @@ export class ChecksumWorkers implements BlockHasher {
   }
 
   #answer(thread: Thread, message: unknown): void {
-    const { id, crcs } = (message ?? {}) as { id?: unknown; crcs?: unknown };
+    const { id, crcs, bytes } = (message ?? {}) as Record<string, unknown>;
     const job = typeof id === "number" ? thread.pending.get(id) : undefined;
     if (job === undefined) return;
     thread.pending.delete(id as number);
-    const blocks = Math.ceil(job.bytes.length / CHECKSUM_BLOCK_BYTES);
-    if (crcs instanceof Uint32Array && crcs.length === blocks) {
-      job.resolve(crcs);
+    if (!(bytes instanceof Uint8Array) || bytes.length !== job.length) {
+      job.resolve(undefined); // the bytes did not come back: read them again
+      this.#stats.fallbacks++;
+    } else if (
+      !(crcs instanceof Uint32Array) ||
+      crcs.length !== Math.ceil(job.length / CHECKSUM_BLOCK_BYTES)
+    ) {
+      job.resolve({ bytes, crcs: blockCrcsInline(bytes) });
+      this.#stats.fallbacks++;
+    } else {
+      job.resolve({ bytes, crcs });
       this.#stats.answered++;
       thread.answered = true;
       this.#deathsInARow = 0;
-    } else {
-      job.resolve(blockCrcsInline(job.bytes));
-      this.#stats.fallbacks++;
     }
     if (thread.pending.size > 0) thread.watchdog?.refresh();
     else {
@@ -220,8 +234,8 @@ export class ChecksumWorkers implements BlockHasher {
   }
 
   /**
-   * Takes a worker out of its slot and computes its pending jobs here; false when that was done
-   * already.
+   * Takes a worker out of its slot and answers its pending jobs "lost" (their bytes went with
+   * it); false when that was done already.
    */
   #gone(thread: Thread): boolean {
     if (thread.gone) return false;
@@ -229,7 +243,7 @@ export class ChecksumWorkers implements BlockHasher {
     clearTimeout(thread.watchdog);
     if (this.#threads[thread.slot] === thread) this.#threads[thread.slot] = undefined;
     for (const job of thread.pending.values()) {
-      job.resolve(blockCrcsInline(job.bytes));
+      job.resolve(undefined);
       this.#stats.fallbacks++;
     }
     thread.pending.clear();
@@ -245,10 +259,11 @@ export class ChecksumWorkers implements BlockHasher {
     if (!thread.answered) this.#deathsInARow++;
     const giveUp = this.#deathsInARow > CHECKSUM_WORKER_DEATHS_MAX;
     this.#warn(
-      `checksum worker ${thread.slot} ${how}; its reads were verified on the main thread; ` +
+      `checksum worker ${thread.slot} ${how}; its reads were read again and verified on the ` +
+        "main thread; " +
         (giveUp
           ? "workers keep dying: checksums stay on the main thread from now on"
-          : "a new worker takes its place"),
+          : "the next large read starts a new one"),
     );
   }
 }

@@ -1,25 +1,36 @@
-// Goal: checksums computed in worker threads are the checksums, and no failure of a worker
-// leaves a job without them: a worker that dies, answers nonsense or goes silent has its jobs
-// computed on the calling thread, is replaced, and workers that keep dying are given up on;
-// `close` ends every worker. A store that verifies its large reads in workers finds rot as it
+// Goal: checksums computed in worker threads are the checksums of the bytes that come back, and
+// no failure of a worker passes for an answer: a worker that dies or goes silent loses its jobs
+// (the caller reads again), a wrong answer is not taken, a dead worker is replaced, workers that
+// keep dying are given up on, and `close` ends every worker. A store that verifies its large reads in workers finds rot as it
 // does inline, also when the worker dies, and never mistakes a concurrent write for rot.
 // Method: the real pool on real threads, with workers of the tests' own that misbehave where a
-// failure is the point; every answer compared with the inline CRCs; stores on both disks.
+// failure is the point; every answer compared with CRCs computed here; stores on both disks.
 import assert from "node:assert/strict";
 import {
   CHECKSUM_BLOCK_BYTES as B,
   CHECKSUM_OFFLOAD_BYTES_MIN,
   CHECKSUM_WORKER_DEATHS_MAX,
 } from "../limits.ts";
-import { blockCrcsInline } from "./block_hasher.ts";
+import { blockCrcsInline, type Hashed } from "./block_hasher.ts";
 import { CHECKSUM_WORKER_SOURCE, ChecksumWorkers } from "./checksum_workers.ts";
 import { isCorrupt, KINDS, patternBytes, withEnv } from "./store_test_env.ts";
 
-/** Shared bytes of `length` from the pool, filled with a pattern seeded by `seed`. */
-function sharedBytes(pool: ChecksumWorkers, length: number, seed: number): Uint8Array {
-  const bytes = pool.allocate(length);
+/** `length` bytes of a pattern seeded by `seed`, in a buffer of their own. */
+function bytesOf(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
   for (let i = 0; i < length; i++) bytes[i] = (i * 131 + seed * 7 + (i >> 12)) & 0xff;
   return bytes;
+}
+
+/** Hashes `bytes` through `pool`; checks what comes back against the CRCs computed here. */
+async function hashChecked(pool: ChecksumWorkers, bytes: Uint8Array): Promise<Hashed | undefined> {
+  const copy = bytes.slice();
+  const hashed = await pool.hash(bytes);
+  if (hashed !== undefined) {
+    assert.deepEqual(hashed.bytes, copy, "the bytes come back as they went");
+    assert.deepEqual(hashed.crcs, blockCrcsInline(copy));
+  }
+  return hashed;
 }
 
 /** The real worker, but one that exits with code 3 on a job whose first byte is 0xdd. */
@@ -37,15 +48,17 @@ function warned(pattern: RegExp): { warn: (line: string) => void; line: Promise<
   return { warn: (text) => pattern.test(text) && resolve(text), line };
 }
 
-Deno.test("checksum workers: a large shared read is hashed in a worker, as inline hashing does", async () => {
+Deno.test("checksum workers: a large read is hashed in a worker and its bytes come back", async () => {
   const pool = new ChecksumWorkers({ workers: 2 });
   try {
     // Several at once (two workers share them), one with a short last block.
     const lengths = [CHECKSUM_OFFLOAD_BYTES_MIN, 1 << 20, 4 << 20, (1 << 20) + 100];
-    const buffers = lengths.map((length, i) => sharedBytes(pool, length, i));
-    const answers = await Promise.all(buffers.map((bytes) => pool.blockCrcs(bytes)));
-    answers.forEach((crcs, i) => assert.deepEqual(crcs, blockCrcsInline(buffers[i]!)));
-    assert.equal(answers[3]!.length, 257);
+    const buffers = lengths.map((length, i) => bytesOf(length, i));
+    const answers = await Promise.all(buffers.map((bytes) => hashChecked(pool, bytes)));
+    assert.ok(answers.every((hashed) => hashed !== undefined));
+    assert.equal(answers[3]!.crcs.length, 257);
+    // Moved, not copied: the views handed over are empty now.
+    assert.ok(buffers.every((bytes) => bytes.length === 0));
     assert.equal(pool.stats.answered, 4);
     assert.equal(pool.stats.fallbacks, 0);
     assert.ok(pool.stats.running >= 1 && pool.stats.running <= 2);
@@ -54,40 +67,40 @@ Deno.test("checksum workers: a large shared read is hashed in a worker, as inlin
   }
 });
 
-Deno.test("checksum workers: small reads and unshared memory stay on the calling thread", async () => {
+Deno.test("checksum workers: small reads and parts of buffers stay on the calling thread", async () => {
   const pool = new ChecksumWorkers({ workers: 1 });
   try {
-    const small = pool.allocate(CHECKSUM_OFFLOAD_BYTES_MIN - B);
-    assert.ok(!(small.buffer instanceof SharedArrayBuffer), "no shared memory for a small read");
-    const plain = new Uint8Array(1 << 20).fill(7);
-    assert.deepEqual(await pool.blockCrcs(plain), blockCrcsInline(plain));
-    assert.deepEqual(await pool.blockCrcs(small), blockCrcsInline(small));
+    const small = bytesOf(CHECKSUM_OFFLOAD_BYTES_MIN - B, 1);
+    const whole = bytesOf(2 << 20, 2);
+    const part = whole.subarray(B, (1 << 20) + B); // moving it would take the rest along
+    const shared = new Uint8Array(new SharedArrayBuffer(1 << 20)).fill(9);
+    for (const bytes of [small, part, shared]) {
+      const hashed = await pool.hash(bytes);
+      assert.equal(hashed?.bytes, bytes, "the same view, not moved");
+      assert.deepEqual(hashed?.crcs, blockCrcsInline(bytes));
+    }
     assert.deepEqual(pool.stats, { running: 0, answered: 0, fallbacks: 0, deaths: 0 });
   } finally {
     await pool.close();
   }
 });
 
-Deno.test("checksum workers: a worker that dies has its jobs hashed here and is replaced", async () => {
+Deno.test("checksum workers: a worker that dies loses its jobs' bytes, and is replaced", async () => {
   const { warn, line } = warned(/exited with code 3/);
   const pool = new ChecksumWorkers({ workers: 1, warn, source: DIES_ON_0xDD });
   try {
-    const good = sharedBytes(pool, 1 << 20, 1);
-    assert.deepEqual(await pool.blockCrcs(good), blockCrcsInline(good));
+    assert.ok(await hashChecked(pool, bytesOf(1 << 20, 1)));
     // Jobs queued behind the fatal one are pending in the dying worker too.
-    const poison = sharedBytes(pool, 1 << 20, 2);
+    const poison = bytesOf(1 << 20, 2);
     poison[0] = 0xdd;
-    const behind = sharedBytes(pool, 1 << 20, 3);
-    const [first, second] = await Promise.all([pool.blockCrcs(poison), pool.blockCrcs(behind)]);
-    assert.deepEqual(first, blockCrcsInline(poison));
-    assert.deepEqual(second, blockCrcsInline(behind));
-    assert.match(await line, /verified on the main thread; a new worker takes its place/);
+    const lost = await Promise.all([pool.hash(poison), pool.hash(bytesOf(1 << 20, 3))]);
+    assert.deepEqual(lost, [undefined, undefined], "lost: the caller reads them again");
+    assert.match(await line, /read again and verified on the main thread; the next large read/);
     assert.equal(pool.stats.deaths, 1);
     assert.equal(pool.stats.fallbacks, 2);
     // The next large read starts a replacement, which answers.
     assert.equal(pool.stats.running, 0);
-    const after = sharedBytes(pool, 1 << 20, 4);
-    assert.deepEqual(await pool.blockCrcs(after), blockCrcsInline(after));
+    assert.ok(await hashChecked(pool, bytesOf(1 << 20, 4)));
     assert.equal(pool.stats.answered, 2);
     assert.equal(pool.stats.running, 1);
   } finally {
@@ -95,28 +108,33 @@ Deno.test("checksum workers: a worker that dies has its jobs hashed here and is 
   }
 });
 
-Deno.test("checksum workers: a wrong answer is not taken; the job is hashed here", async () => {
+Deno.test("checksum workers: a wrong answer is not taken", async () => {
+  // Checksums of the wrong length, then bytes of the wrong length.
   const source = `
 const { parentPort } = require("node:worker_threads");
-parentPort.on("message", ({ id }) => parentPort.postMessage({ id, crcs: new Uint32Array(1) }));`;
+parentPort.on("message", ({ id, bytes }) => {
+  if (bytes[0] === 1) parentPort.postMessage({ id, crcs: new Uint32Array(1), bytes });
+  else parentPort.postMessage({ id, crcs: new Uint32Array(256), bytes: bytes.subarray(1) });
+});`;
   const pool = new ChecksumWorkers({ workers: 1, source });
   try {
-    const bytes = sharedBytes(pool, 1 << 20, 5);
-    assert.deepEqual(await pool.blockCrcs(bytes), blockCrcsInline(bytes));
+    const first = bytesOf(1 << 20, 5);
+    first[0] = 1;
+    assert.ok(await hashChecked(pool, first), "hashed here from the bytes that came back");
+    assert.equal(await hashChecked(pool, bytesOf(1 << 20, 6)), undefined);
     assert.equal(pool.stats.answered, 0);
-    assert.equal(pool.stats.fallbacks, 1);
+    assert.equal(pool.stats.fallbacks, 2);
   } finally {
     await pool.close();
   }
 });
 
-Deno.test("checksum workers: a silent worker is stopped and its jobs hashed here", async () => {
+Deno.test("checksum workers: a silent worker is stopped and its jobs answer lost", async () => {
   const { warn, line } = warned(/answered nothing/);
   const source = `require("node:worker_threads").parentPort.on("message", () => {});`;
   const pool = new ChecksumWorkers({ workers: 1, source, warn, stallMs: 100 });
   try {
-    const bytes = sharedBytes(pool, 1 << 20, 6);
-    assert.deepEqual(await pool.blockCrcs(bytes), blockCrcsInline(bytes));
+    assert.equal(await pool.hash(bytesOf(1 << 20, 6)), undefined);
     await line;
     assert.equal(pool.stats.deaths, 1);
     assert.equal(pool.stats.fallbacks, 1);
@@ -130,36 +148,33 @@ Deno.test("checksum workers: workers that keep dying are given up on", async () 
   const warn = (line: string) => lines.push(line);
   const pool = new ChecksumWorkers({ workers: 1, source: "process.exit(1);", warn });
   try {
-    const bytes = sharedBytes(pool, 1 << 20, 7);
     // Each read starts a worker that dies before answering, until they are given up on.
     while (!lines.some((line) => /keep dying/.test(line))) {
       assert.ok(lines.length <= CHECKSUM_WORKER_DEATHS_MAX + 1, "given up on in time");
-      assert.deepEqual(await pool.blockCrcs(bytes), blockCrcsInline(bytes));
+      assert.equal(await pool.hash(bytesOf(1 << 20, 7)), undefined);
     }
     assert.equal(pool.stats.deaths, CHECKSUM_WORKER_DEATHS_MAX + 1);
     assert.equal(pool.stats.running, 0);
-    assert.ok(!(pool.allocate(1 << 20).buffer instanceof SharedArrayBuffer));
-    assert.deepEqual(await pool.blockCrcs(bytes), blockCrcsInline(bytes));
+    const bytes = bytesOf(1 << 20, 7);
+    assert.equal((await pool.hash(bytes))?.bytes, bytes, "hashed here, not moved");
     assert.equal(pool.stats.running, 0, "no worker started again");
   } finally {
     await pool.close();
   }
 });
 
-Deno.test("checksum workers: close ends every worker, pending jobs are hashed here", async () => {
+Deno.test("checksum workers: close ends every worker, its pending jobs answer lost", async () => {
   const source = `require("node:worker_threads").parentPort.on("message", () => {});`;
   const pool = new ChecksumWorkers({ workers: 2, source });
-  const buffers = [1, 2, 3].map((seed) => sharedBytes(pool, 1 << 20, seed));
-  const pending = buffers.map((bytes) => pool.blockCrcs(bytes));
+  const pending = [1, 2, 3].map((seed) => pool.hash(bytesOf(1 << 20, seed)));
   assert.equal(pool.stats.running, 2);
   await pool.close();
   assert.equal(pool.stats.running, 0);
-  const answers = await Promise.all(pending);
-  answers.forEach((crcs, i) => assert.deepEqual(crcs, blockCrcsInline(buffers[i]!)));
+  assert.deepEqual(await Promise.all(pending), [undefined, undefined, undefined]);
   assert.equal(pool.stats.deaths, 0, "a close is no death");
   // Closed: no worker starts again.
-  const later = new Uint8Array(new SharedArrayBuffer(1 << 20));
-  assert.deepEqual(await pool.blockCrcs(later), blockCrcsInline(later));
+  const later = bytesOf(1 << 20, 4);
+  assert.equal((await pool.hash(later))?.bytes, later);
   assert.equal(pool.stats.running, 0);
 });
 

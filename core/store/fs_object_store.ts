@@ -43,7 +43,7 @@ import {
   OPEN_FILES_MAX,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
-import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
+import { blockCrcsInline, type BlockHasher, inlineHasher } from "./block_hasher.ts";
 import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
@@ -506,28 +506,45 @@ export class FsObjectStore implements ObjectStore {
         await readFully(object.data, buffer, offset);
         return buffer;
       }
-      const buffer = this.#hasher.allocate(Math.min((last + 1) * B, object.meta.size) - start);
-      const bad = await this.#readBlocks(object, buffer, first);
+      const { bytes, bad } = await this.#readBlocks(
+        object,
+        Math.min((last + 1) * B, object.meta.size) - start,
+        first,
+      );
       if (bad.length > 0) {
         this.#health.checksumErrors++;
         throw new CorruptionError(oid, bad.map((block) => block.index), bad[0]!.reason);
       }
-      return buffer.subarray(offset - start, offset - start + length);
+      return bytes.subarray(offset - start, offset - start + length);
     });
   }
 
   /**
-   * Reads whole blocks from block `first` into `buffer` and returns those that fail. The blocks
-   * stay locked until their checksums are compared: a write in between would change the
-   * checksums the bytes read must match.
+   * Reads `length` bytes of whole blocks from block `first`, and the blocks that fail. The
+   * blocks stay locked until their checksums are compared: a write in between would change the
+   * checksums the bytes read must match. Bytes lost with a checksum worker are read again and
+   * hashed here.
    */
-  async #readBlocks(object: OpenObject, buffer: Uint8Array, first: number): Promise<BadBlock[]> {
-    const last = first + Math.ceil(buffer.length / B) - 1;
+  async #readBlocks(
+    object: OpenObject,
+    length: number,
+    first: number,
+  ): Promise<{ bytes: Uint8Array; bad: BadBlock[] }> {
+    const last = first + Math.ceil(length / B) - 1;
     const release = await object.locks.lock(first, last, false);
     try {
-      const read = await readFully(object.data, buffer, first * B);
-      const crcs = await this.#hasher.blockCrcs(buffer.subarray(0, read));
-      return checkBlocks(object, buffer, first, read, crcs);
+      const buffer = new Uint8Array(length);
+      let read = await readFully(object.data, buffer, first * B);
+      let hashed = await this.#hasher.hash(buffer);
+      if (hashed === undefined) {
+        const again = new Uint8Array(length);
+        read = await readFully(object.data, again, first * B);
+        hashed = { bytes: again, crcs: blockCrcsInline(again) };
+      }
+      return {
+        bytes: hashed.bytes,
+        bad: checkBlocks(object, hashed.bytes, first, read, hashed.crcs),
+      };
     } finally {
       release();
     }
@@ -593,14 +610,18 @@ export class FsObjectStore implements ObjectStore {
     // blocks that match them are good; the others changed since (an unsynced write, or rot) and
     // count as bad, expected to hold what the last sync had.
     return await this.#use(oid, action, async (object) => {
-      const data = this.#hasher.allocate(object.meta.size);
+      const data = new Uint8Array(object.meta.size);
       const bad: number[] = [];
       for (let start = 0; start < data.length; start += SCAN_BYTES) {
-        const buffer = data.subarray(start, Math.min(data.length, start + SCAN_BYTES));
-        const first = start / B;
         // A block that cannot be read at all (an I/O error) is not salvaged: the error may pass,
         // and a salvaged copy would make it permanent. Only checksum mismatches are.
-        bad.push(...(await this.#readBlocks(object, buffer, first)).map((b) => b.index));
+        const chunk = await this.#readBlocks(
+          object,
+          Math.min(SCAN_BYTES, data.length - start),
+          start / B,
+        );
+        data.set(chunk.bytes, start);
+        bad.push(...chunk.bad.map((b) => b.index));
       }
       for (const index of bad) data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
       return { data, badBlocks: bad, expected: bad.map((index) => object.meta.crc(index)) };
@@ -611,13 +632,13 @@ export class FsObjectStore implements ObjectStore {
     const bad: BadBlock[] = [];
     const { size } = object.meta;
     for (let start = 0; start < size; start += SCAN_BYTES) {
-      const buffer = this.#hasher.allocate(Math.min(SCAN_BYTES, size - start));
+      const length = Math.min(SCAN_BYTES, size - start);
       const first = start / B;
       try {
-        bad.push(...await this.#readBlocks(object, buffer, first));
+        bad.push(...(await this.#readBlocks(object, length, first)).bad);
       } catch (error) {
         const reason = `Object ${oidToHex(object.oid)}: cannot be read: ${message(error)}`;
-        for (let index = first; index * B < start + buffer.length; index++) {
+        for (let index = first; index * B < start + length; index++) {
           bad.push({ index, reason });
         }
       }
