@@ -2,12 +2,15 @@
  * NBD export vs qemu-nbd, measured in the same run with fio's nbd engine.
  *
  *   deno run -A scripts/bench_nbd.ts [--runtime=SECONDS] [--size=MIB] [--no-write]
+ *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--runtime=SECONDS] ...
  *
  * Starts a sheep on a temporary directory (mkfs copies=1), creates a VDI, serves it over NBD on
  * 127.0.0.1, prefills it so reads hit data, and runs 4 KiB random read/write at queue depth 1
  * and 32 and 1 MiB sequential read/write. Then the same jobs against `qemu-nbd` serving a raw
  * file in the same temporary directory (same disk). Prints a table and writes the section
  * "## NBD vs qemu-nbd" of BENCHMARKS.md (replacing an older one) unless --no-write.
+ * With --verify-cost: only what verifying reads costs (issue 8's jobs, verify on ÷ off, N runs;
+ * see `verifyCost`), in the section "## What verifying checksums costs (issue 8)".
  */
 import { execFile } from "node:child_process";
 import * as fsp from "node:fs/promises";
@@ -172,15 +175,15 @@ function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
   return lines.join("\n");
 }
 
-async function writeSection(file: string, body: string): Promise<void> {
+async function writeSection(file: string, body: string, title = SECTION): Promise<void> {
   let text = "";
   try {
     text = await fsp.readFile(file, "utf8");
   } catch {
     text = "# Benchmarks\n";
   }
-  const start = text.indexOf(`\n${SECTION}\n`);
-  const section = `${SECTION}\n\n${body.trim()}\n`;
+  const start = text.indexOf(`\n${title}\n`);
+  const section = `${title}\n\n${body.trim()}\n`;
   if (start < 0) {
     text = `${text.trimEnd()}\n\n${section}`;
   } else {
@@ -199,6 +202,27 @@ async function runSheepdog(
   runtime: number,
   env: Record<string, string>,
 ): Promise<Result[]> {
+  const sheep = await startSheep(exe, sheepDir, sizeMiB, env);
+  try {
+    return await runAll(sheep.label, sheep.uri, sizeMiB, runtime);
+  } finally {
+    await sheep.stop();
+  }
+}
+
+interface BenchSheep {
+  label: string;
+  uri: string;
+  stop(): Promise<void>;
+}
+
+/** Starts one sheep (copies=1) with a `sizeMiB` VDI served over NBD. */
+async function startSheep(
+  exe: string,
+  sheepDir: string,
+  sizeMiB: number,
+  env: Record<string, string>,
+): Promise<BenchSheep> {
   const objectPort = await freePort();
   const nbdPort = await freePort();
   const cluster = ["--cluster", `127.0.0.1:${objectPort}`];
@@ -224,15 +248,107 @@ async function runSheepdog(
     env,
   );
   const pid = Number((await fsp.readFile(path.join(sheepDir, "sheep.pid"), "utf8")).trim());
+  const stop = async () => {
+    process.kill(pid, "SIGTERM");
+    await waitForExit(pid, 30_000);
+  };
   try {
     await exec(exe, ["shepherd", "mkfs", "--copies=1", ...cluster], 60_000);
     await exec(exe, ["img", "create", "bench", `${sizeMiB}M`, ...cluster], 60_000);
-    const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
-    return await runAll(label, `nbd://127.0.0.1:${nbdPort}/bench`, sizeMiB, runtime);
-  } finally {
-    process.kill(pid, "SIGTERM");
-    await waitForExit(pid, 30_000);
+  } catch (error) {
+    await stop();
+    throw error;
   }
+  const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
+  return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, stop };
+}
+
+const VERIFY_SECTION = "## What verifying checksums costs (issue 8)";
+/** Issue 8's jobs and targets: verify on ÷ off at least this. */
+const VERIFY_TARGETS: [Job, number][] = [[JOBS[1]!, 0.9], [JOBS[4]!, 0.85]];
+
+/**
+ * Verify on ÷ off for issue 8's jobs, `runs` times: two sheep of the same build side by side,
+ * one verifying reads and one not (`SHEEPDOG_VERIFY_READS=0`), each job run on one then the
+ * other (the order alternating from run to run, so a drift in the machine's load does not
+ * favour one), so each ratio is measured within minutes on the same machine.
+ */
+async function verifyCost(
+  exe: string,
+  dir: string,
+  sizeMiB: number,
+  runtime: number,
+  runs: number,
+): Promise<string> {
+  const on = await startSheep(exe, path.join(dir, "verified"), sizeMiB, {});
+  const off = await startSheep(exe, path.join(dir, "unverified"), sizeMiB, {
+    SHEEPDOG_VERIFY_READS: "0",
+  });
+  const rows: string[] = [];
+  const ratios: number[][] = VERIFY_TARGETS.map(() => []);
+  try {
+    for (const sheep of [on, off]) {
+      console.error(`${sheep.label}: prefilling ${sizeMiB} MiB`);
+      await prefill(sheep.uri, sizeMiB);
+    }
+    // The prefills' dirty pages written back now, not during the first jobs.
+    await exec("sync", [], 600_000);
+    for (let run = 1; run <= runs; run++) {
+      const load = os.loadavg()[0]!;
+      const cells: string[] = [];
+      for (const [i, [job]] of VERIFY_TARGETS.entries()) {
+        const order = run % 2 === 1 ? [on, off] : [off, on];
+        const results = new Map<BenchSheep, Result>();
+        for (const sheep of order) {
+          const result = await fio(sheep.uri, job, sizeMiB, runtime);
+          console.error(`run ${run}: ${sheep.label}: ${job.name}: ${fmtIops(result.iops)} IOPS`);
+          results.set(sheep, result);
+        }
+        const a = results.get(on)!;
+        const b = results.get(off)!;
+        ratios[i]!.push(a.iops / b.iops);
+        cells.push(
+          `${fmtIops(a.iops)} / ${fmtIops(b.iops)}`,
+          `${fmtMBps(a)} / ${fmtMBps(b)}`,
+          (a.iops / b.iops).toFixed(2),
+        );
+      }
+      rows.push(`| ${run} | ${load.toFixed(1)} | ${cells.join(" | ")} |`);
+    }
+  } finally {
+    await on.stop();
+    await off.stop();
+  }
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((x, y) => x - y);
+    const middle = sorted.length >> 1;
+    return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  };
+  const cpus = os.cpus();
+  return [
+    `Machine: ${cpus[0]?.model ?? "unknown CPU"}, ${cpus.length} cores (shared with other ` +
+    `work). Date: ${new Date().toISOString()}. Reproduce: ` +
+    "`deno run -A scripts/bench_nbd.ts --verify-cost`.",
+    "",
+    `Two sheep of the built ./sheepdog side by side (copies=1, a ${sizeMiB} MiB VDI each, ` +
+    'prefilled), one verifying every block it reads (the default) and one with "verify off" ' +
+    "(`SHEEPDOG_VERIFY_READS=0`: checksums kept on writes, not checked on reads); fio's nbd " +
+    `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on one sheep ` +
+    "then the other, the order alternating by run. Load: the 1-minute load average at the " +
+    "start of the run.",
+    "",
+    `| run | load | ${
+      VERIFY_TARGETS.map(([job]) => `${job.name} IOPS on / off | MB/s on / off | on ÷ off`)
+        .join(" | ")
+    } |`,
+    `|---:|---:|${VERIFY_TARGETS.map(() => "---:|---:|---:|").join("")}`,
+    ...rows,
+    "",
+    VERIFY_TARGETS.map(([job, target], i) =>
+      `${job.name}: on ÷ off median ${median(ratios[i]!).toFixed(2)} over ${runs} runs ` +
+      `(target ≥ ${target.toFixed(2)}: ${median(ratios[i]!) >= target ? "met" : "not met"}).`
+    ).join(" "),
+  ].join("\n");
 }
 
 async function main(): Promise<void> {
@@ -241,6 +357,8 @@ async function main(): Promise<void> {
       runtime: { type: "string", default: "10" },
       size: { type: "string", default: "1024" },
       "no-write": { type: "boolean", default: false },
+      "verify-cost": { type: "boolean", default: false },
+      runs: { type: "string", default: "3" },
     },
   });
   const runtime = Number(values.runtime);
@@ -255,6 +373,15 @@ async function main(): Promise<void> {
     // Sheepdog: the built ./sheepdog (as users run it, on Node), one sheep, copies=1, a VDI
     // served over NBD; run twice, reads verified against their checksums and not.
     const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
+    if (values["verify-cost"]) {
+      const body = await verifyCost(exe, dir, sizeMiB, runtime, Number(values.runs));
+      console.log(`\n${body}\n`);
+      if (!values["no-write"]) {
+        const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+        await writeSection(path.join(root, "BENCHMARKS.md"), body, VERIFY_SECTION);
+      }
+      return;
+    }
     const ours = await runSheepdog(exe, path.join(dir, "verified"), sizeMiB, runtime, {});
     const unverified = await runSheepdog(exe, path.join(dir, "unverified"), sizeMiB, runtime, {
       SHEEPDOG_VERIFY_READS: "0",
