@@ -59,6 +59,8 @@ export interface TestClusterOptions {
   disk?: (index: number) => Disk | undefined;
   /** Fixed vnodes of node `index` (`--vnodes`); default: by capacity. */
   vnodes?: (index: number) => number | undefined;
+  /** Checksum worker threads per sheep (default 0: every checksum on the main thread). */
+  checksumWorkers?: number;
 }
 
 /** The cluster driver a test cluster runs on. */
@@ -131,6 +133,7 @@ export class TestCluster {
       security: { key: this.key },
       ...(disk ? { disk } : {}),
       ...(vnodes === undefined ? {} : { vnodes }),
+      ...(this.#options.checksumWorkers ? { checksumWorkers: this.#options.checksumWorkers } : {}),
       ...(this.#options.logger
         ? { logger: this.#options.logger(index) }
         : Deno.env.get("SHEEPDOG_TEST_LOG")

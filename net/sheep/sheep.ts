@@ -146,6 +146,8 @@ export class Sheep {
    */
   readonly stateMachine = new ClusterStateMachine();
   readonly store: FsObjectStore;
+  /** Where the store verifies large reads, if not on the main thread (the store closes it). */
+  readonly checksumWorkers: ChecksumWorkers | undefined;
   /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
   readonly allocations: AllocationCounts;
   readonly peers: Peers;
@@ -190,17 +192,16 @@ export class Sheep {
     this.#fixedVnodes = options.vnodes !== undefined;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
+    this.checksumWorkers = (options.checksumWorkers ?? 0) > 0
+      ? new ChecksumWorkers({
+        workers: options.checksumWorkers!,
+        warn: (line) => this.logger.warn(line),
+      })
+      : undefined;
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
-      ...((options.checksumWorkers ?? 0) > 0
-        ? {
-          hasher: new ChecksumWorkers({
-            workers: options.checksumWorkers!,
-            warn: (line) => this.logger.warn(line),
-          }),
-        }
-        : {}),
+      ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
     this.allocations = new AllocationCounts(this.store);
