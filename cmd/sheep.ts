@@ -318,10 +318,11 @@ async function serve(dir: string, values: Flags): Promise<void> {
     ...membership(settings, key.key),
     port: settings.port,
     logger,
-    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
+    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs, and
+    // what the checksum workers save: SHEEPDOG_CHECKSUM_WORKERS=0 verifies on the main thread).
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     openFiles: storeOpenFiles(),
-    checksumWorkers: checksumWorkersDefault(),
+    checksumWorkers: process.env.SHEEPDOG_CHECKSUM_WORKERS === "0" ? 0 : checksumWorkersDefault(),
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,

@@ -259,7 +259,11 @@ async function startSheep(
     await stop();
     throw error;
   }
-  const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
+  const label = env.SHEEPDOG_VERIFY_READS === "0"
+    ? "sheepdog (verify off)"
+    : env.SHEEPDOG_CHECKSUM_WORKERS === "0"
+    ? "sheepdog (verify on the main thread)"
+    : "sheepdog";
   return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, stop };
 }
 
@@ -268,10 +272,11 @@ const VERIFY_SECTION = "## What verifying checksums costs (issue 8)";
 const VERIFY_TARGETS: [Job, number][] = [[JOBS[1]!, 0.9], [JOBS[4]!, 0.85]];
 
 /**
- * Verify on ÷ off for issue 8's jobs, `runs` times: two sheep of the same build side by side,
- * one verifying reads and one not (`SHEEPDOG_VERIFY_READS=0`), each job run on one then the
- * other (the order alternating from run to run, so a drift in the machine's load does not
- * favour one), so each ratio is measured within minutes on the same machine.
+ * Verify on ÷ off for issue 8's jobs, `runs` times: three sheep of the same build side by side,
+ * one verifying reads as shipped (large reads in checksum workers), one verifying every read on
+ * its main thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers) and one not verifying
+ * (`SHEEPDOG_VERIFY_READS=0`). Each job runs on each sheep in turn, the order rotating from run
+ * to run so a drift in the machine's load favours none, and each ratio is taken within a run.
  */
 async function verifyCost(
   exe: string,
@@ -280,44 +285,50 @@ async function verifyCost(
   runtime: number,
   runs: number,
 ): Promise<string> {
-  const on = await startSheep(exe, path.join(dir, "verified"), sizeMiB, {});
-  const off = await startSheep(exe, path.join(dir, "unverified"), sizeMiB, {
-    SHEEPDOG_VERIFY_READS: "0",
-  });
+  const variants: [string, Record<string, string>][] = [
+    ["workers", {}],
+    ["main thread", { SHEEPDOG_CHECKSUM_WORKERS: "0" }],
+    ["off", { SHEEPDOG_VERIFY_READS: "0" }],
+  ];
+  const sheep: BenchSheep[] = [];
   const rows: string[] = [];
-  const ratios: number[][] = VERIFY_TARGETS.map(() => []);
+  // Per job, per verifying variant: on ÷ off of each run.
+  const ratios = VERIFY_TARGETS.map(() => [[], []] as number[][]);
   try {
-    for (const sheep of [on, off]) {
-      console.error(`${sheep.label}: prefilling ${sizeMiB} MiB`);
-      await prefill(sheep.uri, sizeMiB);
+    for (const [name, env] of variants) {
+      sheep.push(await startSheep(exe, path.join(dir, name.replace(" ", "-")), sizeMiB, env));
+    }
+    for (const [i, one] of sheep.entries()) {
+      console.error(`${variants[i]![0]}: prefilling ${sizeMiB} MiB`);
+      await prefill(one.uri, sizeMiB);
     }
     // The prefills' dirty pages written back now, not during the first jobs.
     await exec("sync", [], 600_000);
     for (let run = 1; run <= runs; run++) {
       const load = os.loadavg()[0]!;
       const cells: string[] = [];
-      for (const [i, [job]] of VERIFY_TARGETS.entries()) {
-        const order = run % 2 === 1 ? [on, off] : [off, on];
-        const results = new Map<BenchSheep, Result>();
-        for (const sheep of order) {
-          const result = await fio(sheep.uri, job, sizeMiB, runtime);
-          console.error(`run ${run}: ${sheep.label}: ${job.name}: ${fmtIops(result.iops)} IOPS`);
-          results.set(sheep, result);
+      for (const [j, [job]] of VERIFY_TARGETS.entries()) {
+        const results: Result[] = [];
+        for (let k = 0; k < sheep.length; k++) {
+          const v = (k + run) % sheep.length;
+          results[v] = await fio(sheep[v]!.uri, job, sizeMiB, runtime);
+          console.error(
+            `run ${run}: ${variants[v]![0]}: ${job.name}: ${fmtIops(results[v]!.iops)} IOPS`,
+          );
         }
-        const a = results.get(on)!;
-        const b = results.get(off)!;
-        ratios[i]!.push(a.iops / b.iops);
+        const [workers, inline, off] = results as [Result, Result, Result];
+        ratios[j]![0]!.push(workers.iops / off.iops);
+        ratios[j]![1]!.push(inline.iops / off.iops);
         cells.push(
-          `${fmtIops(a.iops)} / ${fmtIops(b.iops)}`,
-          `${fmtMBps(a)} / ${fmtMBps(b)}`,
-          (a.iops / b.iops).toFixed(2),
+          `${fmtIops(workers.iops)} / ${fmtIops(inline.iops)} / ${fmtIops(off.iops)}`,
+          (workers.iops / off.iops).toFixed(2),
+          (inline.iops / off.iops).toFixed(2),
         );
       }
       rows.push(`| ${run} | ${load.toFixed(1)} | ${cells.join(" | ")} |`);
     }
   } finally {
-    await on.stop();
-    await off.stop();
+    for (const one of sheep) await one.stop();
   }
   const median = (values: number[]) => {
     const sorted = [...values].sort((x, y) => x - y);
@@ -330,24 +341,28 @@ async function verifyCost(
     `work). Date: ${new Date().toISOString()}. Reproduce: ` +
     "`deno run -A scripts/bench_nbd.ts --verify-cost`.",
     "",
-    `Two sheep of the built ./sheepdog side by side (copies=1, a ${sizeMiB} MiB VDI each, ` +
-    'prefilled), one verifying every block it reads (the default) and one with "verify off" ' +
-    "(`SHEEPDOG_VERIFY_READS=0`: checksums kept on writes, not checked on reads); fio's nbd " +
-    `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on one sheep ` +
-    "then the other, the order alternating by run. Load: the 1-minute load average at the " +
-    "start of the run.",
+    `Three sheep of the built ./sheepdog side by side (copies=1, a ${sizeMiB} MiB VDI each, ` +
+    "prefilled): **workers** verifies every block it reads as shipped (reads of 128 KiB and " +
+    "more in a checksum worker thread), **main thread** verifies every read on the main " +
+    "thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers), **off** does not verify " +
+    "(`SHEEPDOG_VERIFY_READS=0`: checksums kept on writes, not checked on reads). fio's nbd " +
+    `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on each sheep in ` +
+    "turn, the order rotating by run. Load: the 1-minute load average at the start of the run.",
     "",
     `| run | load | ${
-      VERIFY_TARGETS.map(([job]) => `${job.name} IOPS on / off | MB/s on / off | on ÷ off`)
-        .join(" | ")
+      VERIFY_TARGETS.map(([job]) =>
+        `${job.name} IOPS workers / main thread / off | workers ÷ off | main thread ÷ off`
+      ).join(" | ")
     } |`,
     `|---:|---:|${VERIFY_TARGETS.map(() => "---:|---:|---:|").join("")}`,
     ...rows,
     "",
-    VERIFY_TARGETS.map(([job, target], i) =>
-      `${job.name}: on ÷ off median ${median(ratios[i]!).toFixed(2)} over ${runs} runs ` +
-      `(target ≥ ${target.toFixed(2)}: ${median(ratios[i]!) >= target ? "met" : "not met"}).`
-    ).join(" "),
+    ...VERIFY_TARGETS.map(([job, target], j) => {
+      const [workers, inline] = ratios[j]!.map(median) as [number, number];
+      return `- ${job.name}: verify on ÷ off, median of ${runs} runs: ${workers.toFixed(2)} ` +
+        `with workers (target ≥ ${target.toFixed(2)}: ${workers >= target ? "met" : "not met"}), ` +
+        `${inline.toFixed(2)} on the main thread.`;
+    }),
   ].join("\n");
 }
 
