@@ -56,6 +56,11 @@ export const CHECKSUM_BLOCK_BYTES = 4096;
 export const CHECKSUM_OFFLOAD_BYTES_MIN = 128 * 1024;
 /** Checksum worker threads a store starts at most (one per core but the main thread's). */
 export const CHECKSUM_WORKERS_MAX = 4;
+/**
+ * Jobs a checksum worker holds at most (one hashing, one waiting); with every worker that busy
+ * the calling thread hashes a read itself, so a worker that falls behind never delays reads.
+ */
+export const CHECKSUM_WORKER_JOBS_MAX = 2;
 /** A checksum worker with jobs that answers nothing for this long is stuck: it is replaced. */
 export const CHECKSUM_WORKER_STALL_MS = 10_000;
 /** Checksum workers that may die in a row before checksums stay on the calling thread. */

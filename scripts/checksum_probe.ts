@@ -174,7 +174,8 @@ async function main(): Promise<void> {
   const sharedQd1 = await sharedRoundTrip(1);
 
   // Every size handed over, the smallest (one block) showing the hand-off alone.
-  const pool = new ChecksumWorkers({ workers: 1, offloadBytesMin: B });
+  // (and up to 8 jobs held, so QD8 measures the hand-off, not hashing on the calling thread).
+  const pool = new ChecksumWorkers({ workers: 1, offloadBytesMin: B, jobsMax: 8 });
   const sizes = [B, 64 * 1024, 128 * 1024, 256 * 1024, MiB, 4 * MiB];
   const offload = [];
   try {

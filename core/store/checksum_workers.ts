@@ -39,6 +39,7 @@ import {
   CHECKSUM_BLOCK_BYTES,
   CHECKSUM_OFFLOAD_BYTES_MIN,
   CHECKSUM_WORKER_DEATHS_MAX,
+  CHECKSUM_WORKER_JOBS_MAX,
   CHECKSUM_WORKER_STALL_MS,
   CHECKSUM_WORKERS_MAX,
 } from "../limits.ts";
@@ -77,6 +78,8 @@ export interface ChecksumWorkersOptions {
   stallMs?: number;
   /** The shortest job for a worker (default CHECKSUM_OFFLOAD_BYTES_MIN; benchmarks vary it). */
   offloadBytesMin?: number;
+  /** Jobs a worker holds at most (default CHECKSUM_WORKER_JOBS_MAX). */
+  jobsMax?: number;
 }
 
 /** What the pool has done, for tests and benchmarks. */
@@ -112,6 +115,7 @@ export class ChecksumWorkers implements BlockHasher {
   readonly #source: string;
   readonly #stallMs: number;
   readonly #offloadBytesMin: number;
+  readonly #jobsMax: number;
   #nextId = 1;
   /** Deaths since a worker last answered a job. */
   #deathsInARow = 0;
@@ -124,6 +128,7 @@ export class ChecksumWorkers implements BlockHasher {
     this.#source = options.source ?? CHECKSUM_WORKER_SOURCE;
     this.#stallMs = options.stallMs ?? CHECKSUM_WORKER_STALL_MS;
     this.#offloadBytesMin = options.offloadBytesMin ?? CHECKSUM_OFFLOAD_BYTES_MIN;
+    this.#jobsMax = Math.max(1, options.jobsMax ?? CHECKSUM_WORKER_JOBS_MAX);
   }
 
   get stats(): ChecksumWorkerStats {
@@ -131,8 +136,8 @@ export class ChecksumWorkers implements BlockHasher {
   }
 
   hash(bytes: Uint8Array): Promise<Hashed | undefined> {
-    if (!this.#offloads(bytes)) return Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) });
-    const thread = this.#pick();
+    const thread = this.#offloads(bytes) ? this.#pick() : undefined;
+    if (thread === undefined) return Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) });
     const id = this.#nextId++;
     const length = bytes.length; // the view goes empty once moved
     return new Promise((resolve) => {
@@ -167,15 +172,20 @@ export class ChecksumWorkers implements BlockHasher {
       bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
   }
 
-  /** The worker with the fewest pending jobs, starting one where a slot is empty. */
-  #pick(): Thread {
+  /**
+   * The worker with the fewest pending jobs, starting one where a slot is empty; none when
+   * every worker has CHECKSUM_WORKER_JOBS_MAX: the calling thread hashes the job itself rather
+   * than queue it (a worker that falls behind, say on a host whose cores are all busy, then
+   * costs a job no more than hashing it here would).
+   */
+  #pick(): Thread | undefined {
     let best: Thread | undefined;
     for (let slot = 0; slot < this.#threads.length; slot++) {
       const thread = this.#threads[slot] ?? this.#spawn(slot);
       if (best === undefined || thread.pending.size < best.pending.size) best = thread;
       if (best.pending.size === 0) break;
     }
-    return best!;
+    return best!.pending.size < this.#jobsMax ? best : undefined;
   }
 
   #spawn(slot: number): Thread {

@@ -163,6 +163,22 @@ Deno.test("checksum workers: workers that keep dying are given up on", async () 
   }
 });
 
+Deno.test("checksum workers: a read finding every worker busy is hashed on the calling thread", async () => {
+  const source = `require("node:worker_threads").parentPort.on("message", () => {});`;
+  const pool = new ChecksumWorkers({ workers: 1, source, jobsMax: 2 });
+  try {
+    const held = [1, 2].map((seed) => pool.hash(bytesOf(1 << 20, seed)));
+    const third = bytesOf(1 << 20, 3);
+    const hashed = await pool.hash(third);
+    assert.equal(hashed?.bytes, third, "not moved: hashed here");
+    assert.deepEqual(hashed?.crcs, blockCrcsInline(third));
+    await pool.close();
+    assert.deepEqual(await Promise.all(held), [undefined, undefined]);
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("checksum workers: close ends every worker, its pending jobs answer lost", async () => {
   const source = `require("node:worker_threads").parentPort.on("message", () => {});`;
   const pool = new ChecksumWorkers({ workers: 2, source });
