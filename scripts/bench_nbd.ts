@@ -213,7 +213,22 @@ async function runSheepdog(
 interface BenchSheep {
   label: string;
   uri: string;
+  pid: number;
   stop(): Promise<void>;
+}
+
+/** CPU seconds (user + system) process `pid` has used: all its threads, and its main thread. */
+async function cpuSeconds(pid: number): Promise<{ all: number; main: number }> {
+  // Fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second on Linux), counted
+  // after the command name, which is in parentheses and may hold spaces.
+  const ticks = async (file: string) => {
+    const fields = (await fsp.readFile(file, "utf8")).split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  return {
+    all: await ticks(`/proc/${pid}/stat`),
+    main: await ticks(`/proc/${pid}/task/${pid}/stat`),
+  };
 }
 
 /** Starts one sheep (copies=1) with a `sizeMiB` VDI served over NBD. */
@@ -264,7 +279,7 @@ async function startSheep(
     : env.SHEEPDOG_CHECKSUM_WORKERS === "0"
     ? "sheepdog (verify on the main thread)"
     : "sheepdog";
-  return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, stop };
+  return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, pid, stop };
 }
 
 const VERIFY_SECTION = "## What verifying checksums costs (issue 8)";
@@ -294,6 +309,10 @@ async function verifyCost(
   const rows: string[] = [];
   // Per job, per verifying variant: on ÷ off of each run.
   const ratios = VERIFY_TARGETS.map(() => [[], []] as number[][]);
+  // Per job, per variant: the sheep's CPU µs per MiB read, in all threads and the main one.
+  const cpu = VERIFY_TARGETS.map(() =>
+    variants.map(() => ({ all: [] as number[], main: [] as number[] }))
+  );
   try {
     for (const [name, env] of variants) {
       sheep.push(await startSheep(exe, path.join(dir, name.replace(" ", "-")), sizeMiB, env));
@@ -311,7 +330,15 @@ async function verifyCost(
         const results: Result[] = [];
         for (let k = 0; k < sheep.length; k++) {
           const v = (k + run) % sheep.length;
+          const before = await cpuSeconds(sheep[v]!.pid);
+          const started = performance.now();
           results[v] = await fio(sheep[v]!.uri, job, sizeMiB, runtime);
+          // CPU per MiB moved over the whole job (its ramp included): what each read costs the
+          // sheep whatever else runs on the machine.
+          const after = await cpuSeconds(sheep[v]!.pid);
+          const mib = results[v]!.bytesPerSec * (performance.now() - started) / 1000 / MiB;
+          cpu[j]![v]!.all.push((after.all - before.all) * 1e6 / mib);
+          cpu[j]![v]!.main.push((after.main - before.main) * 1e6 / mib);
           console.error(
             `run ${run}: ${variants[v]![0]}: ${job.name}: ${fmtIops(results[v]!.iops)} IOPS`,
           );
@@ -363,6 +390,21 @@ async function verifyCost(
         `with workers (target ≥ ${target.toFixed(2)}: ${workers >= target ? "met" : "not met"}), ` +
         `${inline.toFixed(2)} on the main thread.`;
     }),
+    "",
+    "The sheep's CPU time per MiB read (user + system, from /proc; medians of the runs): what " +
+    "verifying costs whatever else the machine runs, and on which thread.",
+    "",
+    `| job | ${variants.map(([name]) => `${name}: all threads / main thread µs`).join(" | ")} |`,
+    `|---|${variants.map(() => "---:|").join("")}`,
+    ...VERIFY_TARGETS.map(([job], j) =>
+      `| ${job.name} | ${
+        cpu[j]!.map((c) =>
+          `${Math.round(median(c.all)).toLocaleString("en-US")} / ${
+            Math.round(median(c.main)).toLocaleString("en-US")
+          }`
+        ).join(" | ")
+      } |`
+    ),
   ].join("\n");
 }
 

@@ -65,7 +65,7 @@ async function offloaded(
     () => randomFillSync(new Uint8Array(length)),
   );
   const once = async (lane: number) => {
-    const hashed = await pool.hash(lanes[lane]!);
+    const hashed = await pool.offload(lanes[lane]!);
     if (hashed === undefined) throw new Error("a checksum worker lost a job");
     lanes[lane] = hashed.bytes;
   };
@@ -173,8 +173,8 @@ async function main(): Promise<void> {
   closeSync(zero);
   const sharedQd1 = await sharedRoundTrip(1);
 
-  // Every size handed over, the smallest (one block) showing the hand-off alone.
-  // (and up to 8 jobs held, so QD8 measures the hand-off, not hashing on the calling thread).
+  // Every size handed over, the smallest (one block) showing the hand-off alone, and up to 8
+  // jobs held, so QD8 measures the hand-off rather than hashing on the calling thread.
   const pool = new ChecksumWorkers({ workers: 1, offloadBytesMin: B, jobsMax: 8 });
   const sizes = [B, 64 * 1024, 128 * 1024, 256 * 1024, MiB, 4 * MiB];
   const offload = [];

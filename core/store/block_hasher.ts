@@ -1,9 +1,9 @@
 /**
  * Where the checksums of read blocks are computed: a read verifies the CRC-32 of every 4 KiB
  * block it returns (checksum_meta.ts), and for a large read that CRC is most of the sheep's
- * main-thread time. A `BlockHasher` computes them on the calling thread (`inlineHasher`) or in
- * worker threads (checksum_workers.ts); the store compares them with its checksum file either
- * way, so what counts as corrupt, and what happens then, does not depend on where the
+ * main-thread time. A `BlockHasher` takes them to worker threads (checksum_workers.ts), or leaves them
+ * to the calling thread (`inlineHasher`, and the reads a pool does not take); the store compares
+ * them with its checksum file either way, so what counts as corrupt, and what happens then, does not depend on where the
  * arithmetic ran.
  *
  * @module
@@ -18,17 +18,18 @@ export interface Hashed {
   crcs: Uint32Array;
 }
 
-/** Computes the CRC-32 of every checksum block of a buffer. */
+/** Computes the CRC-32 of every checksum block of some buffers elsewhere than here. */
 export interface BlockHasher {
   /**
-   * The CRC of each CHECKSUM_BLOCK_BYTES block of `bytes` (the last may be shorter), with the
-   * bytes. A hasher may move the bytes to another thread and back: the view passed in is then
-   * left empty (detached), and the bytes are in the one returned. Undefined when they were lost
-   * on the way (the thread died holding them): the caller reads them again and hashes them
-   * with `blockCrcsInline`. Never rejects.
+   * Takes `bytes` to compute the CRC of each CHECKSUM_BLOCK_BYTES block (the last may be
+   * shorter), or returns undefined: then the caller hashes them itself (small reads, no thread
+   * free). A taken buffer may be moved to another thread and back: the view passed in is then
+   * left empty (detached), and the bytes are in the one answered. The answer is undefined when
+   * they were lost on the way (the thread died holding them): the caller reads them again and
+   * hashes them itself. Never rejects.
    */
-  hash(bytes: Uint8Array): Promise<Hashed | undefined>;
-  /** Stops any threads; later calls compute on the calling thread. */
+  offload(bytes: Uint8Array): Promise<Hashed | undefined> | undefined;
+  /** Stops any threads; later calls take nothing. */
   close(): Promise<void>;
 }
 
@@ -41,8 +42,8 @@ export function blockCrcsInline(bytes: Uint8Array): Uint32Array {
   return crcs;
 }
 
-/** Every checksum on the calling thread (stores in tests and simulations, and small reads). */
+/** Takes nothing: every checksum on the calling thread (tests and simulations). */
 export const inlineHasher: BlockHasher = {
-  hash: (bytes) => Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) }),
+  offload: () => undefined,
   close: () => Promise.resolve(),
 };

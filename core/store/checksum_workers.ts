@@ -135,19 +135,17 @@ export class ChecksumWorkers implements BlockHasher {
     return { running: this.#threads.filter((t) => t !== undefined).length, ...this.#stats };
   }
 
-  hash(bytes: Uint8Array): Promise<Hashed | undefined> {
+  offload(bytes: Uint8Array): Promise<Hashed | undefined> | undefined {
     const thread = this.#offloads(bytes) ? this.#pick() : undefined;
-    if (thread === undefined) return Promise.resolve({ bytes, crcs: blockCrcsInline(bytes) });
+    if (thread === undefined) return undefined;
     const id = this.#nextId++;
     const length = bytes.length; // the view goes empty once moved
+    try {
+      thread.worker.postMessage({ id, bytes }, [bytes.buffer as ArrayBuffer]);
+    } catch {
+      return undefined; // not transferable after all (nothing moved)
+    }
     return new Promise((resolve) => {
-      try {
-        thread.worker.postMessage({ id, bytes }, [bytes.buffer as ArrayBuffer]);
-      } catch {
-        // Not transferable after all (nothing moved): hashed here.
-        resolve({ bytes, crcs: blockCrcsInline(bytes) });
-        return;
-      }
       if (thread.pending.size === 0) {
         thread.worker.ref();
         thread.watchdog = setTimeout(() => this.#stalled(thread), this.#stallMs);

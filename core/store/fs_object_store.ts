@@ -43,7 +43,7 @@ import {
   OPEN_FILES_MAX,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
-import { blockCrcsInline, type BlockHasher, inlineHasher } from "./block_hasher.ts";
+import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
 import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
@@ -534,17 +534,21 @@ export class FsObjectStore implements ObjectStore {
     const release = await object.locks.lock(first, last, false);
     try {
       const buffer = new Uint8Array(length);
-      let read = await readFully(object.data, buffer, first * B);
-      let hashed = await this.#hasher.hash(buffer);
-      if (hashed === undefined) {
-        const again = new Uint8Array(length);
-        read = await readFully(object.data, again, first * B);
-        hashed = { bytes: again, crcs: blockCrcsInline(again) };
+      const read = await readFully(object.data, buffer, first * B);
+      const offloaded = this.#hasher.offload(buffer);
+      const hashed = offloaded && await offloaded;
+      if (hashed) {
+        return {
+          bytes: hashed.bytes,
+          bad: checkBlocks(object, hashed.bytes, first, read, hashed.crcs),
+        };
       }
-      return {
-        bytes: hashed.bytes,
-        bad: checkBlocks(object, hashed.bytes, first, read, hashed.crcs),
-      };
+      if (offloaded === undefined) {
+        return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };
+      }
+      const again = new Uint8Array(length); // lost with a worker
+      const reread = await readFully(object.data, again, first * B);
+      return { bytes: again, bad: checkBlocks(object, again, first, reread) };
     } finally {
       release();
     }
@@ -1232,15 +1236,15 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
 }
 
 /**
- * Blocks [first, ...) of `buffer` (of which `read` bytes arrived, whose blocks have the CRCs
- * `crcs`) that fail their checksum.
+ * Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum:
+ * the CRCs of its blocks are `crcs` when given (computed elsewhere), else computed here.
  */
 function checkBlocks(
   object: OpenObject,
   buffer: Uint8Array,
   first: number,
   read: number,
-  crcs: Uint32Array,
+  crcs?: Uint32Array,
 ): BadBlock[] {
   const bad: BadBlock[] = [];
   const name = `Object ${oidToHex(object.oid)}`;
@@ -1260,7 +1264,7 @@ function checkBlocks(
       continue;
     }
     const stored = object.meta.crc(index);
-    const computed = crcs[at / B]!;
+    const computed = crcs ? crcs[at / B]! : blockCrc(buffer.subarray(at, at + length));
     if (stored !== computed) {
       const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
         `computed ${hex32(computed)})`;
