@@ -2,7 +2,7 @@
  * NBD export vs qemu-nbd, measured in the same run with fio's nbd engine.
  *
  *   deno run -A scripts/bench_nbd.ts [--runtime=SECONDS] [--size=MIB] [--no-write]
- *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--runtime=SECONDS] ...
+ *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--baseline=OTHER_EXECUTABLE] ...
  *
  * Starts a sheep on a temporary directory (mkfs copies=1), creates a VDI, serves it over NBD on
  * 127.0.0.1, prefills it so reads hit data, and runs 4 KiB random read/write at queue depth 1
@@ -299,11 +299,13 @@ async function verifyCost(
   sizeMiB: number,
   runtime: number,
   runs: number,
+  baseline?: string,
 ): Promise<string> {
-  const variants: [string, Record<string, string>][] = [
-    ["workers", {}],
-    ["main thread", { SHEEPDOG_CHECKSUM_WORKERS: "0" }],
-    ["off", { SHEEPDOG_VERIFY_READS: "0" }],
+  const variants: [string, Record<string, string>, string][] = [
+    ["workers", {}, exe],
+    ["main thread", { SHEEPDOG_CHECKSUM_WORKERS: "0" }, exe],
+    ["off", { SHEEPDOG_VERIFY_READS: "0" }, exe],
+    ...(baseline ? [["baseline", {}, baseline] as [string, Record<string, string>, string]] : []),
   ];
   const sheep: BenchSheep[] = [];
   const rows: string[] = [];
@@ -314,8 +316,10 @@ async function verifyCost(
     variants.map(() => ({ all: [] as number[], main: [] as number[] }))
   );
   try {
-    for (const [name, env] of variants) {
-      sheep.push(await startSheep(exe, path.join(dir, name.replace(" ", "-")), sizeMiB, env));
+    for (const [name, env, executable] of variants) {
+      sheep.push(
+        await startSheep(executable, path.join(dir, name.replace(" ", "-")), sizeMiB, env),
+      );
     }
     for (const [i, one] of sheep.entries()) {
       console.error(`${variants[i]![0]}: prefilling ${sizeMiB} MiB`);
@@ -343,11 +347,12 @@ async function verifyCost(
             `run ${run}: ${variants[v]![0]}: ${job.name}: ${fmtIops(results[v]!.iops)} IOPS`,
           );
         }
-        const [workers, inline, off] = results as [Result, Result, Result];
+        const [workers, inline, off, base] = results as [Result, Result, Result, Result?];
         ratios[j]![0]!.push(workers.iops / off.iops);
         ratios[j]![1]!.push(inline.iops / off.iops);
         cells.push(
-          `${fmtIops(workers.iops)} / ${fmtIops(inline.iops)} / ${fmtIops(off.iops)}`,
+          `${fmtIops(workers.iops)} / ${fmtIops(inline.iops)} / ${fmtIops(off.iops)}` +
+            (base ? ` / ${fmtIops(base.iops)}` : ""),
           (workers.iops / off.iops).toFixed(2),
           (inline.iops / off.iops).toFixed(2),
         );
@@ -376,9 +381,18 @@ async function verifyCost(
     `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on each sheep in ` +
     "turn, the order rotating by run. Load: the 1-minute load average at the start of the run.",
     "",
+    ...(baseline
+      ? [
+        "",
+        `**baseline**: another build (${baseline}), verifying as it does; its IOPS come last.`,
+      ]
+      : []),
+    "",
     `| run | load | ${
       VERIFY_TARGETS.map(([job]) =>
-        `${job.name} IOPS workers / main thread / off | workers ÷ off | main thread ÷ off`
+        `${job.name} IOPS workers / main thread / off${
+          baseline ? " / baseline" : ""
+        } | workers ÷ off | main thread ÷ off`
       ).join(" | ")
     } |`,
     `|---:|---:|${VERIFY_TARGETS.map(() => "---:|---:|---:|").join("")}`,
@@ -415,6 +429,7 @@ async function main(): Promise<void> {
       size: { type: "string", default: "1024" },
       "no-write": { type: "boolean", default: false },
       "verify-cost": { type: "boolean", default: false },
+      baseline: { type: "string" },
       runs: { type: "string", default: "3" },
     },
   });
@@ -431,7 +446,14 @@ async function main(): Promise<void> {
     // served over NBD; run twice, reads verified against their checksums and not.
     const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
     if (values["verify-cost"]) {
-      const body = await verifyCost(exe, dir, sizeMiB, runtime, Number(values.runs));
+      const body = await verifyCost(
+        exe,
+        dir,
+        sizeMiB,
+        runtime,
+        Number(values.runs),
+        values.baseline,
+      );
       console.log(`\n${body}\n`);
       if (!values["no-write"]) {
         const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
