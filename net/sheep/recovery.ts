@@ -21,17 +21,23 @@ import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
-import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { blockCrc } from "../../core/store/checksum_meta.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
+import type { Header, Message } from "../object/header.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
 import type { ObjectLocks } from "./object_locks.ts";
+import { BusyHolders, preferQuiet, type RecoveryThrottle } from "./recovery_throttle.ts";
 
-/** Objects pulled in parallel: enough to move data, few enough to leave room for clients. */
+/**
+ * Objects pulled in parallel: enough to move data, few enough to leave room for clients. While
+ * clients are busy, each node involved paces its part (recovery_throttle.ts): this node before
+ * each pull from the queue, a holder before each copy it reads for it (`Flag.BACKGROUND`).
+ */
 const RECOVERY_WORKERS = 4;
 /** Pause before re-listing and retrying what could not be pulled (doubles up to the max). */
 const RETRY_FIRST_MS = 250;
@@ -44,6 +50,8 @@ export interface RecoveryContext {
   readonly logger: Logger;
   /** The sheep's object locks: a pull replaces a copy, so it holds the object alone. */
   readonly locks: ObjectLocks<Oid>;
+  /** Paces the pulls while this node's clients are busy. */
+  readonly throttle: Pick<RecoveryThrottle, "take">;
   copies(oid: Oid): number;
   now(): number;
   /** Called once this node has every object the view puts on it, each matching the newest copy. */
@@ -120,11 +128,14 @@ export class Recovery {
     purgedEpoch: 0,
   };
   #pulling = new Map<Oid, Promise<void>>();
+  /** Holders whose clients are busy: pulls take the same copy from the others meanwhile. */
+  readonly #busy: BusyHolders;
   /** The purge listing holders now; a new view cancels it (it waits for every member). */
   #purgeRun: Run | undefined;
 
   constructor(context: RecoveryContext) {
     this.#context = context;
+    this.#busy = new BusyHolders(BUSY_HOLDER_AVOID_MS, () => context.now());
   }
 
   status(): RecoveryStatus {
@@ -299,8 +310,11 @@ export class Recovery {
     const worker = async () => {
       while (!run.cancelled && queue.length > 0) {
         const oid = queue.shift()!;
-        if (!run.wanted.has(oid)) continue; // a client's `ensure` got there first
+        const want = run.wanted.get(oid);
+        if (!want) continue; // a client's `ensure` got there first
         try {
+          // Not for `ensure`: a client waiting for an object gets it at once.
+          await this.#context.throttle.take(wantedBytes(want));
           await this.#recoverOne(run, oid);
           this.#status.done++;
         } catch (error) {
@@ -346,18 +360,17 @@ export class Recovery {
     // The copy being replaced may hold the only good version of a block the best copy lost:
     // a salvaged source may fill its holes from it too (checked against the block's checksum).
     const own = want.own && mine ? [want.own] : [];
-    const source = await fetchBestCopy(oid, want.candidates, {
+    const candidates = preferQuiet(want.candidates, (node) => this.#busy.has(node));
+    const source = await fetchBestCopy(oid, candidates, {
       whole: (node, id, size) => this.#read(node, id, size),
       salvage: (node, id) => this.#salvage(node, id),
       range: async (node, id, offset, length) => {
         if (node.id === this.#context.selfId) return await store.read(id, offset, length);
         const header = requestHeader(Opcode.READ_PEER, { internal: true });
-        header.flags |= Flag.RECOVERY;
         header.oid = id;
         header.offset = offset;
         header.dataLength = length;
-        const peer = this.#context.peers.get(node);
-        return checkResponse(await peer.transport.request(header)).data;
+        return (await this.#background(node, header)).data;
       },
     }, own);
     if (!source) {
@@ -398,18 +411,27 @@ export class Recovery {
     size: number,
   ): Promise<{ data: Uint8Array; version: number }> {
     const header = requestHeader(Opcode.READ_PEER, { internal: true });
-    header.flags |= Flag.RECOVERY;
     header.oid = oid;
     header.dataLength = size;
-    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    const response = await this.#background(node, header);
     return { data: response.data, version: response.header.rspObjVersion };
+  }
+
+  /**
+   * Sends one of recovery's reads to `node` as background work (it paces it while its clients
+   * are busy, and says so: such a holder is avoided for a while).
+   */
+  async #background(node: RingNode, header: Header): Promise<Message> {
+    header.flags |= Flag.RECOVERY | Flag.BACKGROUND;
+    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    if (response.header.flags & Flag.BUSY) this.#busy.busy(node.id);
+    return response;
   }
 
   async #salvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }> {
     const header = requestHeader(Opcode.GET_OBJ_SALVAGE, { internal: true });
-    header.flags |= Flag.RECOVERY;
     header.oid = oid;
-    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    const response = await this.#background(node, header);
     return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
   }
 
@@ -548,6 +570,11 @@ function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
     (meta.verified ||
       (meta.changedBlocks !== undefined && changed.every((b) => !meta.changedBlocks!.includes(b))))
   );
+}
+
+/** The bytes pulling `want` moves: the size of the copies it comes from. */
+function wantedBytes(want: Want): number {
+  return (want.merge ?? want.candidates)[0]?.meta.size ?? 0;
 }
 
 /** A run (of recovery, or of a purge's listing) for `view`, not yet cancelled. */
