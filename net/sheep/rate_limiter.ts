@@ -44,6 +44,8 @@ export class RateLimiter {
       this.#startMs = now;
       this.#bytes = 0;
     }
-    await this.#sleep(Math.max(0, dueMs - now), signal);
+    // Whole milliseconds, rounded up (never early): the clock and the timers are the sheep's
+    // (`Sheep.now` and the global setTimeout), which a simulation runs on integer virtual time.
+    await this.#sleep(Math.max(0, Math.ceil(dueMs - now)), signal);
   }
 }
