@@ -332,7 +332,13 @@ export class Recovery {
         if (!want) continue; // a client's `ensure` got there first
         try {
           // Not for `ensure`: a client waiting for an object gets it at once.
-          if (!want.exposed) await this.#context.throttle.take(wantedBytes(want));
+          if (!want.exposed) {
+            await this.#context.throttle.take(wantedBytes(want));
+            // A view change while it waited cancels the pull: the old view's want may put a copy
+            // where the new view does not, after the new view's purge listed this node (seed 814).
+            if (run.cancelled) break;
+            if (!run.wanted.has(oid)) continue; // a client's `ensure` got there meanwhile
+          }
           await this.#recoverOne(run, oid, !want.exposed);
           this.#status.done++;
         } catch (error) {
@@ -358,14 +364,14 @@ export class Recovery {
     if (inFlight) return inFlight;
     const want = run.wanted.get(oid);
     if (!want) return Promise.resolve();
-    const pulling = this.#context.locks.exclusive(oid, () => this.#pull(oid, want, paced))
+    const pulling = this.#context.locks.exclusive(oid, () => this.#pull(run, oid, want, paced))
       .then(() => void run.wanted.delete(oid))
       .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);
     return pulling;
   }
 
-  async #pull(oid: Oid, want: Want, paced: boolean): Promise<void> {
+  async #pull(run: Run, oid: Oid, want: Want, paced: boolean): Promise<void> {
     const store = this.#context.store;
     // A client write (or a repair) may have brought the copy up to date since the listing.
     const mine = await store.meta(oid).catch(() => undefined);
@@ -400,6 +406,9 @@ export class Recovery {
     // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
     // would count every block uncertain, and a merge after a later crash would prefer any other
     // copy's older bytes to the acknowledged writes it takes meanwhile).
+    // The reads may have taken long (a busy holder paces them): a view that came meanwhile may
+    // not place the object here, and its purge may have listed this node already.
+    if (run.cancelled && !this.#placedHere(oid)) return;
     const suspect = !source.meta.verified;
     await store.create(oid, source.data, 0, {
       size: source.meta.size,
@@ -423,6 +432,15 @@ export class Recovery {
         }: the newest copy cannot be read anywhere; took ${source.node.id}'s (version ${source.version})`,
       );
     }
+  }
+
+  /** True when the current view puts `oid` on this node. */
+  #placedHere(oid: Oid): boolean {
+    const view = this.#run?.view;
+    if (!view) return false;
+    return targetsOf(view, oid, this.#context.copies(oid)).some((n) =>
+      n.id === this.#context.selfId
+    );
   }
 
   /** A whole copy from `node`, checked there, with its version. */
