@@ -93,7 +93,8 @@ ${NBD_TLS_USAGE}
   --recovery-rate R bytes per second recovery moves through this sheep (objects it pulls,
                     copies it reads for others) while its clients are busy, K/M/G suffixes
                     (default ${RECOVERY_RATE_DEFAULT}; 'off': never held back); with no client request for
-                    ${CLIENT_QUIET_MS} ms, recovery runs at full speed
+                    ${CLIENT_QUIET_MS} ms, recovery runs at full speed; an object whose newest
+                    copy one node alone holds is never held back
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;

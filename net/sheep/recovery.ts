@@ -403,12 +403,12 @@ export class Recovery {
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
-    // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
-    // would count every block uncertain, and a merge after a later crash would prefer any other
-    // copy's older bytes to the acknowledged writes it takes meanwhile).
     // The reads may have taken long (a busy holder paces them): a view that came meanwhile may
     // not place the object here, and its purge may have listed this node already.
     if (run.cancelled && !this.#placedHere(oid)) return;
+    // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
+    // would count every block uncertain, and a merge after a later crash would prefer any other
+    // copy's older bytes to the acknowledged writes it takes meanwhile).
     const suspect = !source.meta.verified;
     await store.create(oid, source.data, 0, {
       size: source.meta.size,
