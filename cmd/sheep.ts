@@ -10,9 +10,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import * as v8 from "node:v8";
 import {
-  HEAP_GROWING_PERCENT,
   HTTP_PORT_DEFAULT,
   NBD_PORT_DEFAULT,
   OBJECT_PORT_DEFAULT,
@@ -304,9 +302,6 @@ function membership(
 
 async function serve(dir: string, values: Flags): Promise<void> {
   const settings = settingsOf(values);
-  // Process-wide on purpose: this process is the sheep (the flag is read at each collection, so
-  // setting it at start takes effect; a single executable ignores NODE_OPTIONS).
-  v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
   // A daemon logs to DIR/sheep.log; in the foreground, lines go to stderr.
   const logger = createLogger({
     level: settings.logLevel,
