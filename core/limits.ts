@@ -38,6 +38,22 @@ export const CONNECTION_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
 export const SERVER_BUFFER_BYTES_MAX = 192 * 1024 * 1024;
 /** A client whose queued replies have not moved for this long is cut off. */
 export const REPLY_STALL_MS = 30_000;
+/**
+ * Recovery bytes per second a sheep moves (pulls, and reads for other nodes' pulls) while its
+ * clients are busy (`sheep --recovery-rate`); with no client about, recovery runs at full speed.
+ */
+export const RECOVERY_BYTES_PER_SECOND_BUSY = 32 * 1024 * 1024;
+/** A sheep's clients count as busy this long after their last request (recovery yields). */
+export const CLIENT_QUIET_MS = 500;
+/** Recovery takes copies from other holders this long after one said its clients are busy. */
+export const BUSY_HOLDER_AVOID_MS = 2_000;
+/**
+ * glibc's mmap threshold for a daemonised sheep (MALLOC_MMAP_THRESHOLD_): allocations from this
+ * size up (object payloads, replies) are mapped apart and unmapped when freed. By default glibc
+ * raises the threshold after such a free, so later 4 MiB buffers come from the heap and the RSS
+ * a burst grew is kept for good (213 MB after a stalled reader left, 140 MB with this).
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 128 * 1024;
 /** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
 /**

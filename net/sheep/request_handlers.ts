@@ -52,6 +52,7 @@ import type { ClusterDriver } from "./cluster_driver.ts";
 import type { Gateway, LocalObjects } from "./gateway.ts";
 import type { Logger } from "./logger.ts";
 import type { Recovery } from "./recovery.ts";
+import type { RecoveryThrottle } from "./recovery_throttle.ts";
 import type { ScrubHost } from "./scrub_ops.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import type { VdiService } from "./vdi_service.ts";
@@ -99,6 +100,8 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   /** The node's group membership; undefined for a sheep alone. */
   readonly member: Pick<ClusterDriver, "epochHistory" | "master" | "forceRecover"> | undefined;
   readonly recovery: Pick<Recovery, "status" | "active">;
+  /** Told of client I/O (replica writes and reads for other nodes' clients); paces recovery. */
+  readonly recoveryThrottle: Pick<RecoveryThrottle, "client" | "take" | "yielding">;
   /** Objects each VDI owns and shares, for this node's inode copies (VDI_SUMMARY). */
   readonly allocations: Pick<AllocationCounts, "counts">;
   now(): number;
@@ -296,6 +299,15 @@ async function checkEpoch(host: RequestHost, header: Header): Promise<void> {
   }
 }
 
+/**
+ * A read for another node's recovery (`Flag.BACKGROUND`) waits its turn while this node's
+ * clients are busy, and its reply says so (`Flag.BUSY`): the puller turns to other holders.
+ */
+async function paceBackground(host: RequestHost, reply: Header, bytes: number): Promise<void> {
+  if (host.recoveryThrottle.yielding) reply.flags |= Flag.BUSY;
+  await host.recoveryThrottle.take(bytes);
+}
+
 /** A peer object request's range must lie inside the object before anything is allocated. */
 function checkPeerRange(host: RequestHost, header: Header, length: number): void {
   if (length > MESSAGE_BYTES_MAX) {
@@ -313,16 +325,19 @@ const peerOps: Record<number, Op> = {
       // Recovery and repairs copy whole objects as they are, with their version; clients read
       // copies that recovery has brought up to date.
       if (header.flags & Flag.RECOVERY) {
+        if (header.flags & Flag.BACKGROUND) await paceBackground(host, reply, header.dataLength);
         const meta = await host.local.meta(header.oid);
         reply.rspObjVersion = meta?.version ?? 0;
         return await host.local.readCopy(header.oid, header.offset, header.dataLength);
       }
+      host.recoveryThrottle.client();
       return await host.local.read(header.oid, header.offset, header.dataLength);
     },
   },
   [Opcode.WRITE_PEER]: {
     force: true,
     handle: async (host, { header, data }, reply) => {
+      if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       checkPeerRange(host, header, data.length);
       await checkEpoch(host, header);
       reply.rspObjVersion = await host.local.write(
@@ -336,6 +351,7 @@ const peerOps: Record<number, Op> = {
   [Opcode.CREATE_AND_WRITE_PEER]: {
     force: true,
     handle: async (host, { header, data }) => {
+      if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       const size = header.objSize;
       if (size <= 0 || size > MESSAGE_BYTES_MAX || header.offset + data.length > size) {
         throw new SheepdogError(
@@ -369,6 +385,9 @@ const peerOps: Record<number, Op> = {
   [Opcode.GET_OBJ_SALVAGE]: {
     force: true,
     handle: async (sheep, { header }, reply) => {
+      if (header.flags & Flag.BACKGROUND) {
+        await paceBackground(sheep, reply, (await sheep.local.meta(header.oid))?.size ?? 0);
+      }
       const meta = await sheep.local.meta(header.oid);
       if (!meta) throw new SheepdogError(ResultCode.NO_OBJ, "No such object");
       reply.rspObjVersion = meta.version;
