@@ -24,11 +24,16 @@ import type { Changes } from "./changes.ts";
 
 /** Where a node stands in its cluster (the built-in group's `GroupState` is one of these). */
 export type ClusterStanding =
-  /** No cluster yet, or not yet admitted to one. */
+  /** No cluster yet, or not yet admitted to one (or still fetching its peers' state). */
   | "forming"
   /** After a full stop: waiting for the last epoch's members (or `recover force`). */
   | "waiting-for-nodes"
-  /** A member of the current view, able to change the cluster. */
+  /**
+   * A member of the current view, able to change the cluster. A node that must catch up from
+   * its peers first (its first view, a resync) is primary only once their state is merged:
+   * something it proposed before could already be in that state, applied twice or never
+   * answered.
+   */
   | "primary"
   /** Cut off (from the majority, or from etcd's quorum): changes and writes are refused. */
   | "minority"
