@@ -166,7 +166,7 @@ export class ClusterMember implements ClusterDriver {
    * node is still forming or joining, it waits a little for a view rather than failing.
    */
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await admitProposal(() => this.#state, () => this.#driver !== undefined, this.#standing);
+    await admitProposal(() => this.state, () => this.#driver !== undefined, this.#standing);
     const id = this.#driver!.propose(encodeEvent(event));
     return await this.#proposals.expect<T>(id);
   }
