@@ -13,7 +13,6 @@ import { detectFormat, foreignFormatMessage, PROBE_BYTES } from "../core/format/
 import { Qcow2Reader, type RandomAccessSource } from "../core/format/qcow2_reader.ts";
 import { Qcow2Writer, WRITER_CLUSTER_BITS } from "../core/format/qcow2_writer.ts";
 import { VdiIo } from "../core/vdi/io.ts";
-import type { Vid } from "../core/vdi/oid.ts";
 import { isZero } from "../core/bytes.ts";
 import { parseVdiRef } from "../net/admin/admin_service.ts";
 import type { ObjectClient } from "../net/object/client.ts";
@@ -223,12 +222,15 @@ async function qcow2Writer(path: string, size: number, version: 2 | 3): Promise<
   };
 }
 
-/** A target VDI; `created` names it when this convert made it (a failed one deletes it). */
+/**
+ * A target VDI; `created` names it when this convert made it (a failed one deletes it),
+ * `attached` when this convert attached it for writing (detached at the end).
+ */
 export function vdiWriter(
   io: VdiIo,
   client: ObjectClient,
   created: string | undefined,
-  locked: Vid | undefined,
+  attached: string | undefined,
 ): Writer {
   return {
     write: (offset, data) => io.write(offset, data),
@@ -245,7 +247,7 @@ export function vdiWriter(
       } finally {
         // Released before closing, so a client that attaches next finds it free; a command
         // killed before this has its lock released with its connection.
-        if (locked !== undefined) await client.releaseVdi(locked).catch(() => undefined);
+        if (attached !== undefined) await detach(client, attached);
         await client.close();
       }
     },
@@ -282,7 +284,8 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
       );
     }
     if (options.createTarget) await client.newVdi({ name, sizeBytes: size });
-    const locked = options.createTarget ? undefined : await attachForWriting(client, name);
+    const attached = options.createTarget ? undefined : name;
+    if (attached !== undefined) await attachForWriting(client, attached);
     const created = options.createTarget ? name : undefined;
     const io = await VdiIo.open(client, name);
     if (io.sizeBytes < size) {
@@ -291,7 +294,7 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
         `Cannot convert into '${name}': it has ${io.sizeBytes} bytes, the source ${size}`,
       );
     }
-    return vdiWriter(io, client, created, locked);
+    return vdiWriter(io, client, created, attached);
   } catch (error) {
     await client.close();
     throw error;
@@ -301,11 +304,11 @@ async function openTarget(options: ConvertOptions, size: number): Promise<Writer
 /**
  * One writer per VDI: `convert -n` attaches the VDI for as long as it writes (its connection holds
  * the lock), so no VM attaches it meanwhile; one a client has attached is refused, naming the
- * holder. Returns the vid to release.
+ * holder. `detach` ends it.
  */
-export async function attachForWriting(client: ObjectClient, name: string): Promise<Vid> {
+export async function attachForWriting(client: ObjectClient, name: string): Promise<void> {
   try {
-    return await client.lockVdi(name);
+    await client.lockVdi(name);
   } catch (error) {
     if (!isResult(error, ResultCode.VDI_LOCKED)) throw error;
     const holder = /in use by (.*)$/.exec((error as Error).message)?.[1] ?? "another client";
@@ -314,6 +317,16 @@ export async function attachForWriting(client: ObjectClient, name: string): Prom
       `Cannot write into '${name}': it is attached by ${holder}; detach it first`,
     );
   }
+}
+
+/**
+ * Ends `attachForWriting` before the command ends, so a client that attaches next finds the VDI
+ * free. By name: a snapshot taken meanwhile moved the lock to the name's new working VDI (gone
+ * if the VDI was undone). A command killed before this has its lock released with its connection.
+ */
+export async function detach(client: ObjectClient, name: string): Promise<void> {
+  const vid = await client.lookupVdi(name).catch(() => undefined);
+  if (vid !== undefined) await client.releaseVdi(vid).catch(() => undefined);
 }
 
 /** Runs of non-zero data in `data`, at ZERO_BLOCK_BYTES granularity. */

@@ -29,7 +29,7 @@ import {
   spoolStdin,
   stdoutDiffSink,
 } from "./diff_streams.ts";
-import { attachForWriting, dataRuns } from "./img_convert.ts";
+import { attachForWriting, dataRuns, detach } from "./img_convert.ts";
 import { endProgress, progressReporter } from "./progress.ts";
 import { withAdmin } from "./vdi_address.ts";
 
@@ -384,10 +384,7 @@ async function importDiff(args: string[]): Promise<void> {
       try {
         await applyAndSnapshot(admin, target, file, label, summary, values.progress);
       } finally {
-        // Released before the command ends, so a client attaching next finds it free (the
-        // lock moved with the working VDI to the snapshot's new one; gone if it was undone).
-        const vid = await admin.client.lookupVdi(name).catch(() => undefined);
-        if (vid !== undefined) await admin.client.releaseVdi(vid).catch(() => undefined);
+        await detach(admin.client, name);
       }
     });
   } finally {

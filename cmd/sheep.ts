@@ -11,12 +11,18 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import {
+  CLIENT_QUIET_MS,
   HTTP_PORT_DEFAULT,
+  MALLOC_MMAP_THRESHOLD_BYTES,
   NBD_PORT_DEFAULT,
   OBJECT_PORT_DEFAULT,
   OPEN_FILES_CAP,
   OPEN_FILES_MAX,
+  RECOVERY_BYTES_PER_SECOND_BUSY,
 } from "../core/limits.ts";
+
+/** --recovery-rate's default as the flag spells it. */
+const RECOVERY_RATE_DEFAULT = `${RECOVERY_BYTES_PER_SECOND_BUSY / 2 ** 20}M`;
 import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
@@ -85,6 +91,11 @@ ${NBD_TLS_USAGE}
                     its checksum, compares each object's copies across nodes and repairs
                     what differs; the first pass runs one interval after start
   --scrub-rate R    bytes per second a scrub reads at most, K/M/G suffixes (default 64M)
+  --recovery-rate R bytes per second recovery moves through this sheep (objects it pulls,
+                    copies it reads for others) while its clients are busy, K/M/G suffixes
+                    (default ${RECOVERY_RATE_DEFAULT}; 'off': never held back); with no client request for
+                    ${CLIENT_QUIET_MS} ms, recovery runs at full speed; an object whose newest
+                    copy one node alone holds is never held back
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
@@ -119,6 +130,7 @@ const FLAGS = {
   "failure-timeout": { type: "string", default: "5000" },
   "scrub-interval": { type: "string", default: String(SCRUB_INTERVAL_DEFAULT_S) },
   "scrub-rate": { type: "string", default: "64M" },
+  "recovery-rate": { type: "string", default: RECOVERY_RATE_DEFAULT },
   "log-level": { type: "string", default: "info" },
   foreground: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
@@ -141,7 +153,13 @@ async function daemonise(dir: string, args: string[]): Promise<void> {
   const child = spawn(self.command, self.args, {
     detached: true,
     stdio: ["ignore", log, log, "ipc"],
-    env: { ...process.env, SHEEPDOG_DAEMON: "1" },
+    env: {
+      // Memory a burst took goes back when it is freed (see MALLOC_MMAP_THRESHOLD_BYTES); a
+      // value the user set wins. Set at spawn: glibc reads it once, at process start.
+      MALLOC_MMAP_THRESHOLD_: String(MALLOC_MMAP_THRESHOLD_BYTES),
+      ...process.env,
+      SHEEPDOG_DAEMON: "1",
+    },
   });
   fs.closeSync(log);
   await new Promise<void>((resolve, reject) => {
@@ -172,16 +190,28 @@ export function scrubSettings(interval: string, rate: string): Required<ScrubOpt
   const seconds = interval.trim() === "off"
     ? 0
     : integerFlag(interval, "scrub-interval", 0, 31_536_000)!;
+  return { intervalMs: seconds * 1000, bytesPerSecond: rateFlag("scrub-rate", rate, "") };
+}
+
+/** --recovery-rate SIZE|off as bytes per second (0: never paced). */
+export function recoveryRate(rate: string): number {
+  return rate.trim() === "off" ? 0 : rateFlag("recovery-rate", rate, ", or off");
+}
+
+/** A rate flag's SIZE[/s] (K/M/G suffixes) as bytes per second, at least 1M. */
+function rateFlag(flag: string, rate: string, otherwise: string): number {
   let bytesPerSecond: number;
   try {
     bytesPerSecond = parseSize(rate.replace(/\/s$/i, ""));
   } catch (error) {
-    throw new UsageError(`Invalid --scrub-rate '${rate}': ${(error as Error).message}`);
+    throw new UsageError(`Invalid --${flag} '${rate}': ${(error as Error).message}`);
   }
   if (bytesPerSecond < 1024 * 1024) {
-    throw new UsageError(`Invalid --scrub-rate '${rate}': use at least 1M (bytes per second)`);
+    throw new UsageError(
+      `Invalid --${flag} '${rate}': use at least 1M (bytes per second)${otherwise}`,
+    );
   }
-  return { intervalMs: seconds * 1000, bytesPerSecond };
+  return bytesPerSecond;
 }
 
 /** Every flag parsed and checked: run before daemonising, so mistakes fail in the foreground. */
@@ -241,6 +271,7 @@ function settingsOf(values: Flags) {
     nbdPort: integerFlag(values["nbd-port"], "nbd-port", 0, 65535)!,
     httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
     scrub: scrubSettings(values["scrub-interval"]!, values["scrub-rate"]!),
+    recoveryRate: recoveryRate(values["recovery-rate"]!),
     nbdTls: nbdTlsOf(values),
   };
 }
@@ -326,6 +357,7 @@ async function serve(dir: string, values: Flags): Promise<void> {
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,
+    recoveryRate: settings.recoveryRate,
   });
   await sheep.start();
   logger.info(

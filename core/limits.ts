@@ -38,6 +38,22 @@ export const CONNECTION_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
 export const SERVER_BUFFER_BYTES_MAX = 192 * 1024 * 1024;
 /** A client whose queued replies have not moved for this long is cut off. */
 export const REPLY_STALL_MS = 30_000;
+/**
+ * Recovery bytes per second a sheep moves (pulls, and reads for other nodes' pulls) while its
+ * clients are busy (`sheep --recovery-rate`); with no client about, recovery runs at full speed.
+ */
+export const RECOVERY_BYTES_PER_SECOND_BUSY = 32 * 1024 * 1024;
+/** A sheep's clients count as busy this long after their last request (recovery yields). */
+export const CLIENT_QUIET_MS = 500;
+/** Recovery takes copies from other holders this long after one said its clients are busy. */
+export const BUSY_HOLDER_AVOID_MS = 2_000;
+/**
+ * glibc's mmap threshold for a daemonised sheep (MALLOC_MMAP_THRESHOLD_): allocations from this
+ * size up (object payloads, replies) are mapped apart and unmapped when freed. By default glibc
+ * raises the threshold after such a free, so later 4 MiB buffers come from the heap and the RSS
+ * a burst grew is kept for good (213 MB after a stalled reader left, 140 MB with this).
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 128 * 1024;
 /** Open object file handles a store keeps cached (an object holds two: its data and checksums). */
 export const OPEN_FILES_MAX = 512;
 /**
@@ -130,3 +146,13 @@ function checkLimits(): void {
   if (objectSize(BLOCK_SIZE_SHIFT_MIN) % DIFF_BLOCK_BYTES !== 0) throw new Error("limits: diff");
 }
 checkLimits();
+/**
+ * V8's heap growing factor for every command (set in main.ts), as a percentage over 1 (400: the heap may grow to 5× what
+ * the last full collection kept). V8 counts the bytes of ArrayBuffers (every socket read, every
+ * payload) toward the limit that starts a full collection, and with its default factor for a small
+ * heap a sheep moving 1 MiB requests ran a mark-compact every ~10 requests: 114 of them in 5 s of
+ * 1 MiB writes, 1.1 s of the main thread, while scavenges freed those buffers anyway. With 400:
+ * 0-2 in the same runs, and the peak RSS about the same; `img convert` of 512 MiB in or out is
+ * 20-35% faster (BENCHMARKS.md, "Garbage collection").
+ */
+export const HEAP_GROWING_PERCENT = 400;

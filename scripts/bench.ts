@@ -3,10 +3,12 @@
 //  2. the same import into three sheep with three copies (write MB/s, 3 copies vs 1);
 //  3. a four-sheep cluster holding 1 GiB with three copies: kill -9 one sheep, time until the
 //     survivors install a new epoch (failure detection) and until recovery is done everywhere;
-//  then listings at 1,000 VDIs (scripts/bench_listing.ts), the NBD comparison with qemu-nbd
-//  (scripts/bench_nbd.ts), block checksum costs (scripts/bench_checksum.ts) and the numbers at
-//  scale (scripts/bench_scale.ts: placement at 100 and 1,000 nodes, the built-in group at 50 to
-//  200 members, 20 real sheep) add their own sections.
+//  then listings at 1,000 VDIs (scripts/bench_listing.ts), memory, start-up and recovery under
+//  client I/O (scripts/bench_ops.ts), the NBD comparison with qemu-nbd (scripts/bench_nbd.ts),
+//  three copies against one over NBD (scripts/bench_copies.ts), block checksum costs
+//  (scripts/bench_checksum.ts) and the numbers at scale (scripts/bench_scale.ts: placement at
+//  100 and 1,000 nodes, the built-in group at 50 to 200 members, 20 real sheep) add their own
+//  sections.
 // Every server binds 127.0.0.1; every process started here is stopped by its PID.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -73,11 +75,10 @@ try {
   const detect = await until(() => clusterJson(four.ports[0]!).epoch > epoch, 60_000);
   const newEpoch = clusterJson(four.ports[0]!).epoch;
   const restore = detect + await until(() => {
-    const rows = JSON.parse(run(["shepherd", "info", "-t", "recovery", "--json", ...c4])) as {
-      state: string;
-      epoch: number;
-    }[];
-    return rows.length === 3 && rows.every((r) => r.state === "done" && r.epoch >= newEpoch);
+    const { nodes } = JSON.parse(run(["shepherd", "info", "-t", "recovery", "--json", ...c4])) as {
+      nodes: { phase: string; epoch: number }[];
+    };
+    return nodes.length === 3 && nodes.every((r) => r.phase === "done" && r.epoch >= newEpoch);
   }, 600_000);
   await stopCluster(four.dirs);
 
@@ -127,13 +128,32 @@ execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
   "-A",
   path.join(root, "scripts", "bench_listing.ts"),
 ], { stdio: "inherit" });
+// Memory, start-up and recovery under client I/O add their own section.
+execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+  "run",
+  "-A",
+  path.join(root, "scripts", "bench_ops.ts"),
+], { stdio: "inherit" });
 if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
   execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
     "run",
     "-A",
     path.join(root, "scripts", "bench_nbd.ts"),
   ], { stdio: "inherit" });
+  // What verifying reads costs (issue 8): verify on ÷ off, several runs side by side.
+  execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+    "run",
+    "-A",
+    path.join(root, "scripts", "bench_nbd.ts"),
+    "--verify-cost",
+  ], { stdio: "inherit" });
 }
+// Three copies on three sheep against one copy, over NBD.
+execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+  "run",
+  "-A",
+  path.join(root, "scripts", "bench_copies.ts"),
+], { stdio: "inherit" });
 // Block checksums: CRC-32 costs and the hand-off to checksum workers, under Node.
 execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
   "run",

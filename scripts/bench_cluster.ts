@@ -26,28 +26,54 @@ export interface ClusterLayout {
   ports: number[];
   dirs: string[];
   keyFile: string;
+  /** NBD ports, one per sheep, when the cluster serves NBD; else empty. */
+  nbdPorts: number[];
+}
+
+/** How the sheep of a benchmark cluster run. */
+export interface ClusterOptions {
+  /** Serve NBD on a port of each (`nbdPorts`), shared attach allowed (fio reconnects per job). */
+  nbd?: boolean;
+  /** In place of the built-in group's seeds, e.g. `--cluster-driver etcd://...`. */
+  driverArgs?: string[];
+  /** More flags for every sheep. */
+  extraArgs?: string[];
 }
 
 /** Picks ports and directories for `count` sheep under `dir` and makes their cluster key. */
-export function planCluster(dir: string, count: number): ClusterLayout {
+export function planCluster(
+  dir: string,
+  count: number,
+  options: Pick<ClusterOptions, "nbd"> = {},
+): ClusterLayout {
   const list = ports(count);
+  const nbdPorts = options.nbd ? ports(count) : [];
   const dirs = list.map((_, i) => path.join(dir, `sheep${i}`));
   const keyFile = path.join(dir, "cluster.key");
   fs.mkdirSync(dir, { recursive: true });
   run(["shepherd", "keygen", keyFile]);
-  return { ports: list, dirs, keyFile };
+  return { ports: list, dirs, keyFile, nbdPorts };
 }
 
 /**
  * The `sheep` command line of sheep `i` (its own zone), joined by `driverArgs`: by default the
  * built-in group, every other sheep a seed and no multicast; e.g. `--cluster-driver etcd://...`.
+ * With the layout's NBD ports, an NBD export there instead of none.
  */
-export function sheepArgs(layout: ClusterLayout, i: number, driverArgs?: string[]): string[] {
+export function sheepArgs(
+  layout: ClusterLayout,
+  i: number,
+  options: Omit<ClusterOptions, "nbd"> = {},
+): string[] {
   const port = layout.ports[i]!;
   const seeds = layout.ports.filter((p) => p !== port).flatMap((p) => [
     "--seed",
     `127.0.0.1:${p}`,
   ]);
+  const nbdPort = layout.nbdPorts[i];
+  const nbd = nbdPort === undefined
+    ? ["--no-nbd"]
+    : ["--nbd-port", String(nbdPort), "--nbd-force-shared"];
   return [
     "sheep",
     layout.dirs[i]!,
@@ -60,17 +86,36 @@ export function sheepArgs(layout: ClusterLayout, i: number, driverArgs?: string[
     "--zone",
     String(i + 1),
     "--no-http",
-    "--no-nbd",
+    ...nbd,
     "--failure-timeout",
     "5000",
-    ...(driverArgs ?? ["--multicast", "off", ...seeds]),
+    ...(options.driverArgs ?? ["--multicast", "off", ...seeds]),
+    ...(options.extraArgs ?? []),
   ];
 }
 
-/** Starts `count` sheep under `dir`, one after the other (see {@link sheepArgs}). */
-export function startCluster(dir: string, count: number, driverArgs?: string[]): ClusterLayout {
-  const layout = planCluster(dir, count);
-  for (let i = 0; i < count; i++) run(sheepArgs(layout, i, driverArgs));
+/**
+ * Starts `count` sheep under `dir`, one after the other (see {@link sheepArgs}), and waits for
+ * one view of all of them: a format while views still merge may be refused ("formatted
+ * already"), as it was under load.
+ */
+export function startCluster(
+  dir: string,
+  count: number,
+  options: ClusterOptions = {},
+): ClusterLayout {
+  const layout = planCluster(dir, count, options);
+  for (let i = 0; i < count; i++) run(sheepArgs(layout, i, options));
+  const info = ["shepherd", "info", "-t", "cluster", "--json", "--cluster"];
+  const deadline = Date.now() + 60_000;
+  const members = () =>
+    (JSON.parse(run([...info, `127.0.0.1:${layout.ports[0]}`, "--key-file", layout.keyFile])) as {
+      nodes: string[];
+    }).nodes.length;
+  while (members() < count) {
+    if (Date.now() > deadline) throw new Error(`the ${count} sheep did not form one view`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100); // a synchronous pause
+  }
   return layout;
 }
 

@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 const MiB = 1024 * 1024;
 const SECTION = "## NBD vs qemu-nbd";
 
-interface Job {
+export interface Job {
   name: string;
   rw: "randread" | "randwrite" | "read" | "write";
   bs: string;
@@ -39,7 +39,7 @@ const JOBS: Job[] = [
   { name: "1M seq write QD8", rw: "write", bs: "1M", iodepth: 8 },
 ];
 
-interface Result {
+export interface Result {
   iops: number;
   bytesPerSec: number;
 }
@@ -68,7 +68,12 @@ function exec(
   });
 }
 
-async function fio(uri: string, job: Job, sizeMiB: number, runtime: number): Promise<Result> {
+export async function fio(
+  uri: string,
+  job: Job,
+  sizeMiB: number,
+  runtime: number,
+): Promise<Result> {
   const args = [
     "--name=bench",
     "--ioengine=nbd",
@@ -90,7 +95,7 @@ async function fio(uri: string, job: Job, sizeMiB: number, runtime: number): Pro
 }
 
 /** Writes the whole volume once with 1 MiB requests so reads hit data. */
-async function prefill(uri: string, sizeMiB: number): Promise<void> {
+export async function prefill(uri: string, sizeMiB: number): Promise<void> {
   await exec("fio", [
     "--name=prefill",
     "--ioengine=nbd",
@@ -520,4 +525,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Run as a script; bench_copies.ts imports fio and prefill from here.
+if (import.meta.main) await main();

@@ -320,7 +320,7 @@ async function realCluster(driver: RealDriver, count: number): Promise<RealRow> 
     const started = performance.now();
     // All at once, as a fleet would come up: each command returns once its sheep serves.
     const launches = layout.dirs.map((_, i) =>
-      execFileAsync(exe, sheepArgs(layout, i, running.driverArgs), {
+      execFileAsync(exe, sheepArgs(layout, i, { driverArgs: running.driverArgs }), {
         env: { PATH: "/usr/bin:/bin" },
       })
     );

@@ -11,6 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { TestCluster, type TestClusterOptions, waitFor } from "./cluster_harness.ts";
 import { randomBytes } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
@@ -18,6 +19,7 @@ import { targetsOf } from "../core/cluster/view.ts";
 import type { Sheep } from "../net/sheep/sheep.ts";
 import { VdiExportProvider } from "../net/sheep/vdi_exports.ts";
 import { MemDisk } from "../core/store/mem_disk.ts";
+import { readConfig } from "../net/sheep/cluster_config.ts";
 
 /** Starts a test cluster on the driver under test. */
 export type StartCluster = (options: TestClusterOptions) => Promise<TestCluster>;
@@ -30,6 +32,8 @@ export interface ClusterCase {
 }
 
 const MiB = 1 << 20;
+/** Fresh clusters formatted at once by the first case (each takes about a second). */
+const FORMAT_AT_ONCE_ROUNDS = 5;
 const GiB = 1 << 30;
 
 /**
@@ -95,6 +99,36 @@ export async function readVdi(
 }
 
 export const CLUSTER_CASES: ClusterCase[] = [
+  {
+    name: "mkfs the moment three fresh sheep answer: formatted once, on every node, each time",
+    run: async (start) => {
+      // A format proposed while the first view is still being caught up (its state fetched from
+      // peers) used to be applied a second time on top of the fetched state, and its proposer
+      // answered "formatted already". Repeated: the window is a few milliseconds wide.
+      for (let round = 0; round < FORMAT_AT_ONCE_ROUNDS; round++) {
+        const cluster = await start({ nodes: 3, copies: 3, formatAtOnce: true });
+        try {
+          await cluster.waitForView(3);
+          const held = cluster.live().map((sheep) => sheep.config);
+          for (const config of held) {
+            assert.equal(config?.copies, 3, `round ${round}: formatted everywhere`);
+            assert.deepEqual(config, held[0], `round ${round}: one format, the same config`);
+          }
+          // Every node writes the config it holds (the proposer's before the client's answer).
+          await waitFor("the config on every disk", async () => {
+            const stored = await Promise.all(cluster.live().map((s) => readConfig(s.dir)));
+            return stored.every((config) => isDeepStrictEqual(config, held[0]));
+          });
+          await assert.rejects(
+            cluster.admin(1).mkfs({ copies: 2, blockSizeShift: 22 }),
+            /formatted already/,
+          );
+        } finally {
+          await cluster.stop();
+        }
+      }
+    },
+  },
   {
     name: "4 nodes, 3 copies: kill one, data stays, redundancy comes back; add one, it rebalances",
     run: async (start) => {

@@ -61,6 +61,11 @@ export interface TestClusterOptions {
   vnodes?: (index: number) => number | undefined;
   /** Checksum worker threads per sheep (default 0: every checksum on the main thread). */
   checksumWorkers?: number;
+  /**
+   * Format the moment the nodes answer, before they have found each other (as `shepherd mkfs`
+   * right after starting the sheep), instead of once they share one view.
+   */
+  formatAtOnce?: boolean;
 }
 
 /** The cluster driver a test cluster runs on. */
@@ -102,7 +107,7 @@ export class TestCluster {
     const cluster = new TestCluster(await tempDir("sd-cluster-"), options);
     for (let i = 0; i < options.nodes; i++) cluster.ports.push(await freePort());
     await Promise.all(cluster.ports.map((_, i) => cluster.startNode(i)));
-    await cluster.waitForView(options.nodes);
+    if (!options.formatAtOnce) await cluster.waitForView(options.nodes);
     await cluster.admin(0).mkfs({
       copies: options.copies,
       blockSizeShift: 22,

@@ -27,6 +27,7 @@ import {
   type MemberHost,
 } from "../sheep/cluster_driver.ts";
 import { ApplyQueue } from "../sheep/apply_queue.ts";
+import { Changes } from "../sheep/changes.ts";
 import { EpochLog, type StoredEpoch } from "../sheep/epoch_log.ts";
 import { mergeFromPeers } from "../sheep/peer_state.ts";
 import { Proposals } from "../sheep/proposals.ts";
@@ -84,6 +85,8 @@ export class EtcdDriver implements ClusterDriver {
   #memberRevision = 0;
   #running = false;
   #state: ClusterStanding = "forming";
+  /** Notified at every change of standing and at stop (a proposal waits for a standing). */
+  readonly #standing = new Changes();
   #startedAt = 0;
   /** What the handled part of the stream says: live members, the epoch key, the trim floor. */
   readonly #live = new Map<string, LiveMember>();
@@ -94,7 +97,10 @@ export class EtcdDriver implements ClusterDriver {
   /** The last revision handled (applied), and the last one the watch received. */
   #lastRev = 0;
   #received = 0;
-  /** The last view installed on the host (it names this process). */
+  /**
+   * The last view installed on the host (it names this process); set once its catch-up from
+   * peers is done, and only then is the node primary.
+   */
   #installed: EpochValue | null = null;
   #forced = false;
   #proposalId = 0;
@@ -153,8 +159,9 @@ export class EtcdDriver implements ClusterDriver {
     return this.#epoch?.members.map((m) => m.id) ?? [];
   }
 
+  /** Nothing before the first view is installed: until then the state is the disk's alone. */
   get lastSeq(): number {
-    return this.#lastRev;
+    return this.#installed ? this.#lastRev : 0;
   }
 
   isHeard(id: string): boolean {
@@ -192,6 +199,7 @@ export class EtcdDriver implements ClusterDriver {
 
   async stop(options: { leave: boolean }): Promise<void> {
     this.#running = false;
+    this.#standing.notify(); // proposals waiting for a standing give up now
     this.#stop.abort();
     clearTimeout(this.#epochTimer);
     await this.#watch;
@@ -203,7 +211,7 @@ export class EtcdDriver implements ClusterDriver {
   }
 
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await admitProposal(() => this.#state, () => this.#running);
+    await admitProposal(() => this.#state, () => this.#running, this.#standing);
     const self = this.#self!;
     const proposalId = ++this.#proposalId;
     const key = this.#layout.event(self.id, self.incarnation, proposalId);
@@ -358,6 +366,8 @@ export class EtcdDriver implements ClusterDriver {
     const { kv } = change;
     const revision = kv.modRevision;
     const kind = this.#layout.kindOf(kv.key);
+    // Before applying: a peer fetching the state meanwhile gets the position it holds.
+    this.#lastRev = Math.max(this.#lastRev, revision);
     switch (kind.kind) {
       case "member":
         if (change.type === "delete") this.#live.delete(kind.id);
@@ -388,7 +398,6 @@ export class EtcdDriver implements ClusterDriver {
       case "other":
         break;
     }
-    this.#lastRev = Math.max(this.#lastRev, revision);
   }
 
   #onMember(id: string, kv: KeyValue): void {
@@ -420,7 +429,6 @@ export class EtcdDriver implements ClusterDriver {
     if (!mine || this.#installed?.epoch === value.epoch) return;
     const previous = new Set(this.#installed?.members.map((m) => m.id) ?? []);
     const first = this.#installed === null;
-    this.#installed = value;
     const nodes = value.members.map(ringNodeOf);
     await this.epochLog.append([{
       cluster: this.#options.clusterId,
@@ -437,8 +445,14 @@ export class EtcdDriver implements ClusterDriver {
       pids: [],
     }], this.#host.now());
     // The first view of this process: learn what the others know (VDIs this node stores no
-    // inode of, locks), as the built-in group does at a node's first view.
-    if (first && nodes.some((n) => n.id !== self.id)) await mergeFromPeers(this.#host, nodes);
+    // inode of, locks), as the built-in group does at a node's first view. A peer's state may
+    // hold events after this epoch: those are not applied again (as cluster_member.ts says).
+    if (first && nodes.some((n) => n.id !== self.id)) {
+      await mergeFromPeers(this.#host, nodes, (seq) => {
+        this.#lastRev = Math.max(this.#lastRev, seq);
+      });
+    }
+    this.#installed = value;
     this.#updateState();
     await this.#host.installView(makeView(value.epoch, nodes), { previousMembers: previous });
   }
@@ -485,6 +499,7 @@ export class EtcdDriver implements ClusterDriver {
     if (!this.#running || !self) state = "left";
     else if (!this.#lease.inTouch) state = "minority";
     else if (
+      this.#installed &&
       this.#epoch?.members.some((m) => m.id === self.id && m.incarnation === self.incarnation)
     ) state = "primary";
     else if (nextEpoch(this.#epoch, [...this.#live.values()], false).kind === "wait") {
@@ -492,6 +507,7 @@ export class EtcdDriver implements ClusterDriver {
     } else state = this.#installed ? "minority" : "forming";
     if (state === this.#state) return;
     this.#state = state;
+    this.#standing.notify();
     this.#host.statusChanged?.();
   }
 

@@ -92,6 +92,16 @@ export const Flag = {
   /** Ours, on internal creates: the copy comes from a crash-suspect copy and stays suspect. */
   UNVERIFIED: 0x100,
   /**
+   * Ours, on recovery's reads (with RECOVERY): background work the serving node paces while its
+   * own clients are busy (net/sheep/recovery_throttle.ts).
+   */
+  BACKGROUND: 0x200,
+  /**
+   * Ours, on the reply to a BACKGROUND read: the serving node's clients are busy (it paced the
+   * read); recovery takes the same copy from another holder for a while if it can.
+   */
+  BUSY: 0x400,
+  /**
    * Ours, on public requests: the sender is one of this project's clients, not an old Sheepdog
    * client such as QEMU's driver. Its failed requests are answered with the error's text as
    * payload (Sheepdog 1.0 answered public requests that failed with none, and QEMU's driver

@@ -16,7 +16,7 @@ import {
 } from "../../core/vdi/inode.ts";
 import { newInode } from "../../core/vdi/cow.ts";
 import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
-import { AllocationCounts } from "./allocation_counts.ts";
+import { AllocationCounts, countCopy } from "./allocation_counts.ts";
 
 /** A store on a MemDisk whose every change reaches `counts`, and the tracked ways to change it. */
 async function tracked(disk = new MemDisk()) {
@@ -147,4 +147,18 @@ Deno.test("after a restart the counts come from the copies themselves", async ()
   const again = await tracked(first.disk);
   assert.deepEqual((await again.counts.counts([VID])).get(VID), { allocated: 2, shared: 1 });
   assert.equal(again.counts.recounts, 1);
+});
+
+Deno.test("a copy is counted alike wherever its bytes sit and wherever they end", () => {
+  const whole = encodeInode(inodeWith([[0, PARENT], [1, VID], [7, VID]]));
+  // Sparse: entry 7's high byte is zero, so the stored bytes end inside it.
+  const sparse = trimTrailingZeros(whole);
+  assert.notEqual((sparse.length - whole.length) % 4, 0);
+  for (const bytes of [whole, sparse]) {
+    for (const shift of [0, 1, 2, 3]) {
+      const buffer = new Uint8Array(bytes.length + shift);
+      buffer.set(bytes, shift);
+      assert.deepEqual(countCopy(VID, buffer.subarray(shift)), { allocated: 2, shared: 1 });
+    }
+  }
 });

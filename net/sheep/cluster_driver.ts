@@ -20,14 +20,20 @@ import type { ClusterState } from "./cluster_state.ts";
 import type { StoredEpoch } from "./epoch_log.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
+import type { Changes } from "./changes.ts";
 
 /** Where a node stands in its cluster (the built-in group's `GroupState` is one of these). */
 export type ClusterStanding =
-  /** No cluster yet, or not yet admitted to one. */
+  /** No cluster yet, or not yet admitted to one (or still fetching its peers' state). */
   | "forming"
   /** After a full stop: waiting for the last epoch's members (or `recover force`). */
   | "waiting-for-nodes"
-  /** A member of the current view, able to change the cluster. */
+  /**
+   * A member of the current view, able to change the cluster. A node that must catch up from
+   * its peers first (its first view, a resync) is primary only once their state is merged:
+   * something it proposed before could already be in that state, applied twice or never
+   * answered.
+   */
   | "primary"
   /** Cut off (from the majority, or from etcd's quorum): changes and writes are refused. */
   | "minority"
@@ -93,24 +99,18 @@ const PROPOSE_WAIT_MS = 10_000;
 /**
  * Waits (up to PROPOSE_WAIT_MS) until a node that is forming or joining has a standing, then
  * throws the refusal that standing calls for, if any. Both drivers propose through it, so a
- * client sees the same errors whichever driver runs.
+ * client sees the same errors whichever driver runs. `changes` is notified by the driver at
+ * every change of standing and when it stops: the wait is woken, not polled.
  */
 export async function admitProposal(
   standing: () => ClusterStanding,
   running: () => boolean,
+  changes: Changes,
 ): Promise<void> {
-  // A 100 ms poll, on purpose: proposing the instant the node turns primary (woken by the
-  // status change) let a format at start-up land in a view that was about to merge with the
-  // others, and the format then failed as "formatted already" (3 runs in 6 of the e2e cluster
-  // test, built-in group). This keeps proposals behind the first settled view.
-  for (
-    let waited = 0;
-    standing() !== "primary" && standing() !== "minority" && waited < PROPOSE_WAIT_MS;
-    waited += 100
-  ) {
-    if (!running()) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await changes.until(
+    () => !running() || standing() === "primary" || standing() === "minority",
+    PROPOSE_WAIT_MS,
+  );
   if (!running()) throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is not running");
   const state = standing();
   if (state === "minority") {

@@ -17,6 +17,7 @@ import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
 import { admitProposal, type ClusterDriver, type MemberHost } from "./cluster_driver.ts";
 import { ApplyQueue } from "./apply_queue.ts";
+import { Changes } from "./changes.ts";
 import { mergeFromPeers } from "./peer_state.ts";
 import { Proposals } from "./proposals.ts";
 import { memberInfoOf, ringNodeOfMember } from "./member_info.ts";
@@ -54,12 +55,16 @@ export class ClusterMember implements ClusterDriver {
   readonly epochLog: EpochLog;
   #driver: GroupDriver | undefined;
   #state: GroupState = "forming";
+  /** Notified at every change of standing and at stop (a proposal waits for a standing). */
+  readonly #standing = new Changes();
   #incarnation = 0;
   readonly #proposals = new Proposals<number>();
   readonly #queue: ApplyQueue;
   #lastSeq = 0;
-  #syncing = false;
-  #buffered: GroupEventDelivery[] = [];
+  /** Catch-ups from peers queued and not yet done: until they are, the node is not primary. */
+  #catchingUp = 0;
+  /** The standing last reported (to proposals waiting and to the host). */
+  #reported: GroupState = "forming";
   #members: string[] = [];
   #firstView = true;
   #master: string | null = null;
@@ -73,8 +78,12 @@ export class ClusterMember implements ClusterDriver {
     this.#queue = new ApplyQueue(host.logger);
   }
 
+  /**
+   * The group's standing, except that a node still catching up from its peers (its first view,
+   * a resync) is not yet primary: its state is not the cluster's yet.
+   */
   get state(): GroupState {
-    return this.#state;
+    return this.#state === "primary" && this.#catchingUp > 0 ? "forming" : this.#state;
   }
 
   get master(): string | null {
@@ -126,10 +135,9 @@ export class ClusterMember implements ClusterDriver {
       onEvent: (event) => this.#onEvent(event),
       onResync: (view) => this.#onResync(view),
       onStatus: (status) => {
-        const changed = status.state !== this.#state;
         this.#state = status.state;
         this.#master = status.master;
-        if (changed) host.statusChanged?.();
+        this.#reportStanding();
       },
       onError: (error) => host.logger.warn(`group: ${error.message}`),
     });
@@ -139,6 +147,7 @@ export class ClusterMember implements ClusterDriver {
   async stop(options: { leave: boolean }): Promise<void> {
     const driver = this.#driver;
     this.#driver = undefined;
+    this.#standing.notify(); // proposals waiting for a standing give up now
     if (!driver) return;
     if (options.leave) {
       try {
@@ -157,7 +166,7 @@ export class ClusterMember implements ClusterDriver {
    * node is still forming or joining, it waits a little for a view rather than failing.
    */
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await admitProposal(() => this.#state, () => this.#driver !== undefined);
+    await admitProposal(() => this.state, () => this.#driver !== undefined, this.#standing);
     const id = this.#driver!.propose(encodeEvent(event));
     return await this.#proposals.expect<T>(id);
   }
@@ -182,28 +191,29 @@ export class ClusterMember implements ClusterDriver {
     return (await this.epochLog.list()).filter((record) => record.members.length > 0);
   }
 
+  /** Tells proposals waiting and the host when the standing they see changed. */
+  #reportStanding(): void {
+    const standing = this.state;
+    if (standing === this.#reported) return;
+    this.#reported = standing;
+    this.#standing.notify();
+    this.#host.statusChanged?.();
+  }
+
   #onView(view: View): void {
     const previous = new Set(this.#members);
     this.#members = view.members.map((m) => m.id);
-    const nodes: RingNode[] = view.members.filter((m) => !m.witness).map((m) =>
-      ringNodeOfMember(m.id, m.info)
-    );
-    const ringView = makeView(view.epoch, nodes);
+    const nodes = storageNodesOf(view);
     const first = this.#firstView;
     this.#firstView = false;
-    this.#enqueue(async () => {
-      if (first && nodes.some((n) => n.id !== this.#host.id)) {
-        await mergeFromPeers(this.#host, nodes);
-      }
-      await this.#host.installView(ringView, { previousMembers: previous });
-    });
+    // The first view of this process: learn what the others know (VDIs this node stores no
+    // inode of, locks, the config).
+    if (first && nodes.some((n) => n.id !== this.#host.id)) this.#catchUp(nodes);
+    const ringView = makeView(view.epoch, nodes);
+    this.#enqueue(() => this.#host.installView(ringView, { previousMembers: previous }));
   }
 
   #onEvent(event: GroupEventDelivery): void {
-    if (this.#syncing) {
-      this.#buffered.push(event);
-      return;
-    }
     this.#enqueue(() => this.#apply(event));
   }
 
@@ -231,24 +241,31 @@ export class ClusterMember implements ClusterDriver {
 
   /** Missed history: fetch the state from peers, then install the view it came with. */
   #onResync(view: View): void {
-    this.#syncing = true;
     this.#firstView = false;
-    const nodes = view.members.filter((m) => !m.witness && m.id !== this.#host.id);
+    this.#catchUp(storageNodesOf(view));
+    this.#onView(view);
+  }
+
+  /**
+   * Fetches the peers' state (queued, so in delivery order) and adopts the position in the event
+   * order it reflects: a peer answers with what it applied up to now, which may include events
+   * delivered after the view that called for the fetch, and those must not be applied a second
+   * time on top of it (a format would then fail as "formatted already" on this node, and its
+   * proposer's client would hear that). Until it is done the node is not primary, so it
+   * proposes nothing that the fetched state could already hold and leave unanswered.
+   */
+  #catchUp(nodes: readonly RingNode[]): void {
+    this.#catchingUp++;
     this.#enqueue(async () => {
       try {
-        const seq = await mergeFromPeers(
-          this.#host,
-          nodes.map((m) => ({ id: m.id, host: String(m.info.host), port: Number(m.info.port) })),
-        );
-        if (seq !== null) this.#lastSeq = Math.max(this.#lastSeq, seq);
+        await mergeFromPeers(this.#host, nodes, (seq) => {
+          this.#lastSeq = Math.max(this.#lastSeq, seq);
+        });
       } finally {
-        this.#syncing = false;
-        const buffered = this.#buffered;
-        this.#buffered = [];
-        for (const event of buffered) await this.#apply(event);
+        this.#catchingUp--;
+        this.#reportStanding();
       }
     });
-    this.#onView(view);
   }
 
   get lastSeq(): number {
@@ -259,6 +276,11 @@ export class ClusterMember implements ClusterDriver {
   #enqueue(work: () => Promise<void>): void {
     this.#queue.enqueue(work);
   }
+}
+
+/** The view's storage nodes (witnesses store nothing), as the ring knows them. */
+function storageNodesOf(view: View): RingNode[] {
+  return view.members.filter((m) => !m.witness).map((m) => ringNodeOfMember(m.id, m.info));
 }
 
 function stripTime(record: StoredEpoch) {

@@ -79,6 +79,8 @@ export interface GatewayContext {
   readonly viewChanges: Changes;
   /** A copy was found bad or missing and replaced by a good one (or removed, when it could not be). */
   repaired(oid: Oid, node: string, detail: string): void;
+  /** A client's read, write or create arrived (recovery yields to clients meanwhile). */
+  clientRequest(): void;
 }
 
 /** A whole copy of an object and its version. */
@@ -202,6 +204,7 @@ export class Gateway {
   }
 
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
+    this.#context.clientRequest();
     this.checkRange(oid, offset, length);
     return this.#retrying(() => this.#readOnce(oid, offset, length));
   }
@@ -261,6 +264,7 @@ export class Gateway {
   }
 
   async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
+    this.#context.clientRequest();
     this.checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
     this.#context.admitWrite();
@@ -280,6 +284,7 @@ export class Gateway {
   }
 
   async create(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
+    this.#context.clientRequest();
     this.checkRange(oid, offset, data.length);
     this.#checkWritable(oid);
     this.#context.admitWrite();

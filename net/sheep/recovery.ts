@@ -21,17 +21,25 @@ import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
-import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { blockCrc } from "../../core/store/checksum_meta.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
+import type { Header, Message } from "../object/header.ts";
 import type { Logger } from "./logger.ts";
 import type { Peers } from "./peers.ts";
 import type { ObjectLocks } from "./object_locks.ts";
+import { BusyHolders, preferQuiet, type RecoveryThrottle } from "./recovery_throttle.ts";
 
-/** Objects pulled in parallel: enough to move data, few enough to leave room for clients. */
+/**
+ * Objects pulled in parallel: enough to move data, few enough to leave room for clients. While
+ * clients are busy, each node involved paces its part (recovery_throttle.ts): this node before
+ * each pull from the queue, a holder before each copy it reads for it (`Flag.BACKGROUND`).
+ * Redundancy comes first: an object whose newest copy one member alone holds is pulled first and
+ * never paced (see `Want.exposed`), nor is a pull a client waits for (`ensure`).
+ */
 const RECOVERY_WORKERS = 4;
 /** Pause before re-listing and retrying what could not be pulled (doubles up to the max). */
 const RETRY_FIRST_MS = 250;
@@ -44,6 +52,8 @@ export interface RecoveryContext {
   readonly logger: Logger;
   /** The sheep's object locks: a pull replaces a copy, so it holds the object alone. */
   readonly locks: ObjectLocks<Oid>;
+  /** Paces the pulls while this node's clients are busy. */
+  readonly throttle: Pick<RecoveryThrottle, "take">;
   copies(oid: Oid): number;
   now(): number;
   /** Called once this node has every object the view puts on it, each matching the newest copy. */
@@ -95,6 +105,15 @@ interface Want {
   merge?: Candidate[];
   /** This node's own copy, if any: the pull replaces it, so its blocks may fill holes. */
   own?: Candidate;
+  /**
+   * Fewer than two members hold the newest copy (verified, at its version and digest): until
+   * this pull lands, one crash of that holder loses the acknowledged writes it has not synced
+   * (and one disk loss, the object). Such a pull goes first and at full speed, whatever the
+   * clients: pacing it would stretch the time one crash can lose data (seed 3754: the pull of an
+   * inode, paced for 125 ms, was overtaken by its sole holder's crash; the copy that came back
+   * lacked two table entries, a client allocated one again, and the create wiped a flushed write).
+   */
+  exposed: boolean;
 }
 
 interface Run {
@@ -120,11 +139,14 @@ export class Recovery {
     purgedEpoch: 0,
   };
   #pulling = new Map<Oid, Promise<void>>();
+  /** Holders whose clients are busy: pulls take the same copy from the others meanwhile. */
+  readonly #busy: BusyHolders;
   /** The purge listing holders now; a new view cancels it (it waits for every member). */
   #purgeRun: Run | undefined;
 
   constructor(context: RecoveryContext) {
     this.#context = context;
+    this.#busy = new BusyHolders(BUSY_HOLDER_AVOID_MS, () => context.now());
   }
 
   status(): RecoveryStatus {
@@ -221,6 +243,7 @@ export class Recovery {
           digest: best.meta.digest,
           candidates: [],
           merge: rivals,
+          exposed: true, // no copy is verified
         });
         continue;
       }
@@ -256,6 +279,10 @@ export class Recovery {
         digest: best.meta.digest,
         candidates,
         ...(mine ? { own: mine } : {}),
+        exposed: copies.filter((c) =>
+          c.meta.verified && c.meta.version === best.meta.version &&
+          c.meta.digest === best.meta.digest
+        ).length < 2,
       });
     }
     run.wanted = wanted;
@@ -294,14 +321,25 @@ export class Recovery {
 
   /** Pulls everything wanted once; returns how many failed. */
   async #pass(run: Run): Promise<number> {
-    const queue = [...run.wanted.keys()];
+    // Exposed objects first: the workers may all be waiting on the throttle otherwise.
+    const queue = [...run.wanted].sort(([, a], [, b]) => Number(b.exposed) - Number(a.exposed))
+      .map(([oid]) => oid);
     let failed = 0;
     const worker = async () => {
       while (!run.cancelled && queue.length > 0) {
         const oid = queue.shift()!;
-        if (!run.wanted.has(oid)) continue; // a client's `ensure` got there first
+        const want = run.wanted.get(oid);
+        if (!want) continue; // a client's `ensure` got there first
         try {
-          await this.#recoverOne(run, oid);
+          // Not for `ensure`: a client waiting for an object gets it at once.
+          if (!want.exposed) {
+            await this.#context.throttle.take(wantedBytes(want));
+            // A view change while it waited cancels the pull: the old view's want may put a copy
+            // where the new view does not, after the new view's purge listed this node (seed 814).
+            if (run.cancelled) break;
+            if (!run.wanted.has(oid)) continue; // a client's `ensure` got there meanwhile
+          }
+          await this.#recoverOne(run, oid, !want.exposed);
           this.#status.done++;
         } catch (error) {
           failed++;
@@ -317,20 +355,23 @@ export class Recovery {
     return failed;
   }
 
-  /** Recovers `oid` once, whoever asks first (the queue or a waiting client). */
-  #recoverOne(run: Run, oid: Oid): Promise<void> {
+  /**
+   * Recovers `oid` once, whoever asks first (the queue or a waiting client). `paced`: its reads
+   * are background work the holders pace while their clients are busy.
+   */
+  #recoverOne(run: Run, oid: Oid, paced: boolean): Promise<void> {
     const inFlight = this.#pulling.get(oid);
     if (inFlight) return inFlight;
     const want = run.wanted.get(oid);
     if (!want) return Promise.resolve();
-    const pulling = this.#context.locks.exclusive(oid, () => this.#pull(oid, want))
+    const pulling = this.#context.locks.exclusive(oid, () => this.#pull(run, oid, want, paced))
       .then(() => void run.wanted.delete(oid))
       .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);
     return pulling;
   }
 
-  async #pull(oid: Oid, want: Want): Promise<void> {
+  async #pull(run: Run, oid: Oid, want: Want, paced: boolean): Promise<void> {
     const store = this.#context.store;
     // A client write (or a repair) may have brought the copy up to date since the listing.
     const mine = await store.meta(oid).catch(() => undefined);
@@ -346,23 +387,25 @@ export class Recovery {
     // The copy being replaced may hold the only good version of a block the best copy lost:
     // a salvaged source may fill its holes from it too (checked against the block's checksum).
     const own = want.own && mine ? [want.own] : [];
-    const source = await fetchBestCopy(oid, want.candidates, {
-      whole: (node, id, size) => this.#read(node, id, size),
-      salvage: (node, id) => this.#salvage(node, id),
+    const candidates = preferQuiet(want.candidates, (node) => this.#busy.has(node));
+    const source = await fetchBestCopy(oid, candidates, {
+      whole: (node, id, size) => this.#read(node, id, size, paced),
+      salvage: (node, id) => this.#salvage(node, id, paced),
       range: async (node, id, offset, length) => {
         if (node.id === this.#context.selfId) return await store.read(id, offset, length);
         const header = requestHeader(Opcode.READ_PEER, { internal: true });
-        header.flags |= Flag.RECOVERY;
         header.oid = id;
         header.offset = offset;
         header.dataLength = length;
-        const peer = this.#context.peers.get(node);
-        return checkResponse(await peer.transport.request(header)).data;
+        return (await this.#request(node, header, paced)).data;
       },
     }, own);
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
+    // The reads may have taken long (a busy holder paces them): a view that came meanwhile may
+    // not place the object here, and its purge may have listed this node already.
+    if (run.cancelled && !this.#placedHere(oid)) return;
     // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
     // would count every block uncertain, and a merge after a later crash would prefer any other
     // copy's older bytes to the acknowledged writes it takes meanwhile).
@@ -391,25 +434,48 @@ export class Recovery {
     }
   }
 
+  /** True when the current view puts `oid` on this node. */
+  #placedHere(oid: Oid): boolean {
+    const view = this.#run?.view;
+    if (!view) return false;
+    return targetsOf(view, oid, this.#context.copies(oid)).some((n) =>
+      n.id === this.#context.selfId
+    );
+  }
+
   /** A whole copy from `node`, checked there, with its version. */
   async #read(
     node: RingNode,
     oid: Oid,
     size: number,
+    paced: boolean,
   ): Promise<{ data: Uint8Array; version: number }> {
     const header = requestHeader(Opcode.READ_PEER, { internal: true });
-    header.flags |= Flag.RECOVERY;
     header.oid = oid;
     header.dataLength = size;
-    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    const response = await this.#request(node, header, paced);
     return { data: response.data, version: response.header.rspObjVersion };
   }
 
-  async #salvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }> {
-    const header = requestHeader(Opcode.GET_OBJ_SALVAGE, { internal: true });
-    header.flags |= Flag.RECOVERY;
-    header.oid = oid;
+  /**
+   * Sends one of recovery's reads to `node`; `paced`, as background work (it paces it while its
+   * clients are busy, and says so: such a holder is avoided for a while).
+   */
+  async #request(node: RingNode, header: Header, paced: boolean): Promise<Message> {
+    header.flags |= Flag.RECOVERY | (paced ? Flag.BACKGROUND : 0);
     const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    if (response.header.flags & Flag.BUSY) this.#busy.busy(node.id);
+    return response;
+  }
+
+  async #salvage(
+    node: RingNode,
+    oid: Oid,
+    paced: boolean,
+  ): Promise<SalvagedCopy & { version: number }> {
+    const header = requestHeader(Opcode.GET_OBJ_SALVAGE, { internal: true });
+    header.oid = oid;
+    const response = await this.#request(node, header, paced);
     return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
   }
 
@@ -426,7 +492,7 @@ export class Recovery {
     for (const { node, meta } of rivals) {
       const data = await (node.id === this.#context.selfId
         ? this.#context.store.read(oid, 0, meta.size)
-        : this.#read(node, oid, meta.size).then((copy) =>
+        : this.#read(node, oid, meta.size, false).then((copy) =>
           copy.data
         )).catch((error) => {
           if (isResult(error, ...RETRYABLE)) unreachable ??= error;
@@ -470,7 +536,7 @@ export class Recovery {
     // so it must not be served (the gateway reads another copy, or reconciles this one).
     const inFlight = this.#pulling.get(oid);
     if (inFlight) return await inFlight;
-    if (run.wanted.has(oid)) await this.#recoverOne(run, oid);
+    if (run.wanted.has(oid)) await this.#recoverOne(run, oid, false);
   }
 
   /** Stops recovering (the sheep is stopping): running pulls finish, nothing new starts. */
@@ -548,6 +614,11 @@ function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
     (meta.verified ||
       (meta.changedBlocks !== undefined && changed.every((b) => !meta.changedBlocks!.includes(b))))
   );
+}
+
+/** The bytes pulling `want` moves: the size of the copies it comes from. */
+function wantedBytes(want: Want): number {
+  return (want.merge ?? want.candidates)[0]?.meta.size ?? 0;
 }
 
 /** A run (of recovery, or of a purge's listing) for `view`, not yet cancelled. */

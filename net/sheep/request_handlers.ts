@@ -52,6 +52,7 @@ import type { ClusterDriver } from "./cluster_driver.ts";
 import type { Gateway, LocalObjects } from "./gateway.ts";
 import type { Logger } from "./logger.ts";
 import type { Recovery } from "./recovery.ts";
+import type { RecoveryThrottle } from "./recovery_throttle.ts";
 import type { ScrubHost } from "./scrub_ops.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import type { VdiService } from "./vdi_service.ts";
@@ -99,6 +100,8 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   /** The node's group membership; undefined for a sheep alone. */
   readonly member: Pick<ClusterDriver, "epochHistory" | "master" | "forceRecover"> | undefined;
   readonly recovery: Pick<Recovery, "status" | "active">;
+  /** Told of client I/O (replica writes and reads for other nodes' clients); paces recovery. */
+  readonly recoveryThrottle: Pick<RecoveryThrottle, "client" | "take" | "yielding">;
   /** Objects each VDI owns and shares, for this node's inode copies (VDI_SUMMARY). */
   readonly allocations: Pick<AllocationCounts, "counts">;
   now(): number;
@@ -296,6 +299,15 @@ async function checkEpoch(host: RequestHost, header: Header): Promise<void> {
   }
 }
 
+/**
+ * A read for another node's recovery (`Flag.BACKGROUND`) waits its turn while this node's
+ * clients are busy, and its reply says so (`Flag.BUSY`): the puller turns to other holders.
+ */
+async function paceBackground(host: RequestHost, reply: Header, bytes: number): Promise<void> {
+  if (host.recoveryThrottle.yielding) reply.flags |= Flag.BUSY;
+  await host.recoveryThrottle.take(bytes);
+}
+
 /** A peer object request's range must lie inside the object before anything is allocated. */
 function checkPeerRange(host: RequestHost, header: Header, length: number): void {
   if (length > MESSAGE_BYTES_MAX) {
@@ -313,16 +325,19 @@ const peerOps: Record<number, Op> = {
       // Recovery and repairs copy whole objects as they are, with their version; clients read
       // copies that recovery has brought up to date.
       if (header.flags & Flag.RECOVERY) {
+        if (header.flags & Flag.BACKGROUND) await paceBackground(host, reply, header.dataLength);
         const meta = await host.local.meta(header.oid);
         reply.rspObjVersion = meta?.version ?? 0;
         return await host.local.readCopy(header.oid, header.offset, header.dataLength);
       }
+      host.recoveryThrottle.client();
       return await host.local.read(header.oid, header.offset, header.dataLength);
     },
   },
   [Opcode.WRITE_PEER]: {
     force: true,
     handle: async (host, { header, data }, reply) => {
+      if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       checkPeerRange(host, header, data.length);
       await checkEpoch(host, header);
       reply.rspObjVersion = await host.local.write(
@@ -336,6 +351,7 @@ const peerOps: Record<number, Op> = {
   [Opcode.CREATE_AND_WRITE_PEER]: {
     force: true,
     handle: async (host, { header, data }) => {
+      if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       const size = header.objSize;
       if (size <= 0 || size > MESSAGE_BYTES_MAX || header.offset + data.length > size) {
         throw new SheepdogError(
@@ -369,6 +385,9 @@ const peerOps: Record<number, Op> = {
   [Opcode.GET_OBJ_SALVAGE]: {
     force: true,
     handle: async (sheep, { header }, reply) => {
+      if (header.flags & Flag.BACKGROUND) {
+        await paceBackground(sheep, reply, (await sheep.local.meta(header.oid))?.size ?? 0);
+      }
       const meta = await sheep.local.meta(header.oid);
       if (!meta) throw new SheepdogError(ResultCode.NO_OBJ, "No such object");
       reply.rspObjVersion = meta.version;
@@ -435,25 +454,28 @@ function checkWriter(host: RequestHost, oid: bigint, request: Message, peer: str
 }
 
 /**
- * Refuses to take `vid` from under the client that has it attached: deleting it or rolling it
- * back is for that client alone. QEMU's driver attaches a VDI (LOCK_VDI) and then reverts it on
- * other connections of its own (DEL_VDI of the working VDI, NEW_VDI from the snapshot), so the
- * holder is matched by address, as Sheepdog 1.0 matched the lock's owner by node. Our own
- * clients (`Flag.EXTENDED`) act as administrators and are refused whoever holds it.
+ * Refuses to change `vid` under the client that has it attached: deleting, rolling back,
+ * resizing, renaming or flattening it is for that client alone, naming the holder otherwise.
+ * The connection holding it may (`img import-diff`, see LOCK_VDI). QEMU's driver attaches a VDI
+ * (LOCK_VDI) and then reverts it on other connections of its own (DEL_VDI of the working VDI,
+ * NEW_VDI from the snapshot), so an old client's holder is matched by address, as Sheepdog 1.0
+ * matched the lock's owner by node. Our own clients (`Flag.EXTENDED`) act as administrators and
+ * are refused whoever else holds it.
  */
-function checkNotAttached(
+function refuseAttached(
   host: RequestHost,
-  target: { vid: number; action: string },
+  target: { vid: number; action: string; why?: string },
   request: Message,
   peer: string,
 ): void {
   const lock = host.locks.get(target.vid);
-  if (!lock || lock.client === peer) return; // the connection holding it (`img import-diff`)
+  if (!lock || lock.client === peer) return;
   const administrator = (request.header.flags & Flag.EXTENDED) !== 0;
   if (!administrator && lock.client === clientOf(peer)) return;
+  const why = target.why ? `, ${target.why}` : "";
   throw new SheepdogError(
     ResultCode.VDI_LOCKED,
-    `Cannot ${target.action}: it is in use by ${lock.client}`,
+    `Cannot ${target.action}: it is attached by ${lock.client}${why}; detach it first`,
   );
 }
 
@@ -464,7 +486,7 @@ const vdiOps: Record<number, Op> = {
     handle: async (host, request, _reply, peer) => {
       const { name, ref } = nameAndRef(request);
       const vid = host.registry.lookup(name, ref).vdiId;
-      checkNotAttached(host, { vid, action: `delete '${name}'` }, request, peer);
+      refuseAttached(host, { vid, action: `delete '${name}'` }, request, peer);
       await host.vdis.change({ type: "delete", vid });
     },
   },
@@ -549,7 +571,8 @@ const vdiOps: Record<number, Op> = {
       // An attached client keeps the size it was given (NBD has no way to announce a new
       // one): resizing under it would leave it writing within a size that is not the VDI's.
       // The connection holding it resizes it knowingly (`img import-diff`).
-      refuseAttached(host, vid, peer, `resize '${body.name}'`, "which would keep the old size");
+      const why = "which would keep the old size";
+      refuseAttached(host, { vid, action: `resize '${body.name}'`, why }, request, peer);
       const event = { type: "resize" as const, vid, sizeBytes: body.sizeBytes };
       await host.vdis.change(body.shrink === true ? { ...event, shrink: true } : event);
       return json({ ok: true });
@@ -561,7 +584,8 @@ const vdiOps: Record<number, Op> = {
       const body = parseJson<{ name: string; newName: string }>(request);
       const vid = host.registry.lookup(body.name).vdiId;
       // Its client found it by the old name (QEMU's driver looks it up again on reconnect).
-      refuseAttached(host, vid, peer, `rename '${body.name}'`, "which knows it by its old name");
+      const why = "which knows it by its old name";
+      refuseAttached(host, { vid, action: `rename '${body.name}'`, why }, request, peer);
       await host.vdis.change({ type: "rename", vid, name: String(body.newName) });
       return json({ ok: true });
     },
@@ -571,36 +595,13 @@ const vdiOps: Record<number, Op> = {
     handle: async (host, request, _reply, peer) => {
       const body = parseJson<{ name: string }>(request);
       const vid = host.registry.lookup(body.name).vdiId;
-      refuseAttached(
-        host,
-        vid,
-        peer,
-        `flatten '${body.name}'`,
-        "whose cached table would be stale",
-      );
+      const why = "whose cached table would be stale";
+      refuseAttached(host, { vid, action: `flatten '${body.name}'`, why }, request, peer);
       await host.vdis.change({ type: "flatten", vid });
       return json({ ok: true });
     },
   },
 };
-
-/** Administrative changes wait for a VDI's client to detach: refused, naming the holder. */
-/** Refuses to change `vid` under its client; the connection holding it may (see LOCK_VDI). */
-function refuseAttached(
-  host: RequestHost,
-  vid: number,
-  peer: string,
-  action: string,
-  why: string,
-): void {
-  const lock = host.locks.get(vid);
-  if (lock && lock.client !== peer) {
-    throw new SheepdogError(
-      ResultCode.VDI_LOCKED,
-      `Cannot ${action}: it is attached by ${lock.client}, ${why}; detach it first`,
-    );
-  }
-}
 
 async function newVdi(
   host: RequestHost,
@@ -626,7 +627,7 @@ async function newVdi(
     // working VDI attached (its own revert) has the new one.
     const working = host.registry.live().find((h) => h.name === name && !isSnapshot(h));
     if (working) {
-      checkNotAttached(host, { vid: working.vdiId, action: `roll back '${name}'` }, request, peer);
+      refuseAttached(host, { vid: working.vdiId, action: `roll back '${name}'` }, request, peer);
     }
     vid = await host.vdis.change({ type: "rollback", snapshotVid: base.vdiId, nowMs });
   } else if (header.snapid !== 0) {

@@ -159,8 +159,8 @@ Deno.test("the holder reverts its VDI on other connections; other clients and ad
 
     assert.equal((await other.deleteWorking("r", snapshot)).header.result, ResultCode.VDI_LOCKED);
     assert.equal((await other.newVdi("r", snapshot, 1)).header.result, ResultCode.VDI_LOCKED);
-    await assert.rejects(admin.deleteVdi("r"), /Cannot delete 'r': it is in use by 10\.0\.0\.5/);
-    await assert.rejects(admin.rollback("r:s1"), /Cannot roll back 'r': it is in use by/);
+    await assert.rejects(admin.deleteVdi("r"), /Cannot delete 'r': it is attached by 10\.0\.0\.5/);
+    await assert.rejects(admin.rollback("r:s1"), /Cannot roll back 'r': it is attached by/);
 
     // QEMU's revert when its delete failed: a rollback; the new working VDI is still its own.
     const rolled = await qemu.newVdi("r", snapshot, 1);

@@ -31,6 +31,7 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { ObjectLocks } from "./object_locks.ts";
+import { RateLimiter } from "./rate_limiter.ts";
 import type { Peers } from "./peers.ts";
 import type { ListedCopy } from "./recovery.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
@@ -47,8 +48,6 @@ const RECOVERY_POLL_MS = 1_000;
 const COMPARE_YIELD_EVERY = 256;
 /** A background pass that finds the node not serving tries again this much later. */
 const NOT_SERVING_RETRY_MS = 60_000;
-/** The rate limiter lets a pass catch up on at most this much lost time (a burst bound). */
-const RATE_CREDIT_MAX_MS = 1_000;
 
 /** How a sheep scrubs. */
 export interface ScrubOptions {
@@ -168,42 +167,6 @@ export function scrubFilter(vid: Vid | undefined): (oid: Oid) => boolean {
   if (vid === undefined) return () => true;
   const inode = vdiOid(vid);
   return (oid) => oid === inode || (isDataOid(oid) && oidToVid(oid) === vid);
-}
-
-/**
- * Paces verification at `bytesPerSecond` on average, and yields to the event loop after every
- * object even when ahead of time, so client requests are never starved.
- */
-export class RateLimiter {
-  readonly #bytesPerSecond: number;
-  readonly #now: () => number;
-  readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
-  #startMs: number;
-  #bytes = 0;
-
-  constructor(
-    bytesPerSecond: number,
-    clock: { now(): number; sleep(ms: number, signal?: AbortSignal): Promise<void> },
-  ) {
-    if (!(bytesPerSecond > 0)) throw new RangeError(`Invalid scrub rate ${bytesPerSecond}`);
-    this.#bytesPerSecond = bytesPerSecond;
-    this.#now = () => clock.now();
-    this.#sleep = (ms, signal) => clock.sleep(ms, signal);
-    this.#startMs = this.#now();
-  }
-
-  /** Accounts for `bytes` just read; waits until the average is back under the rate. */
-  async take(bytes: number, signal?: AbortSignal): Promise<void> {
-    this.#bytes += bytes;
-    const now = this.#now();
-    const dueMs = this.#startMs + (this.#bytes * 1000) / this.#bytesPerSecond;
-    if (dueMs < now - RATE_CREDIT_MAX_MS) {
-      // Far behind (slow disk, a pause): start counting afresh rather than burst to catch up.
-      this.#startMs = now;
-      this.#bytes = 0;
-    }
-    await this.#sleep(Math.max(0, dueMs - now), signal);
-  }
 }
 
 function emptyTotals(): ScrubTotals {

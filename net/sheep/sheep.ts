@@ -14,8 +14,10 @@ import {
   BLOCK_SIZE_SHIFT_DEFAULT,
   BLOCK_SIZE_SHIFT_MAX,
   BLOCK_SIZE_SHIFT_MIN,
+  CLIENT_QUIET_MS,
   COPIES_DEFAULT,
   COPIES_MAX,
+  RECOVERY_BYTES_PER_SECOND_BUSY,
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
@@ -50,6 +52,7 @@ import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
 import type { ClusterDriver, ClusterDriverFactory } from "./cluster_driver.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
+import { RecoveryThrottle } from "./recovery_throttle.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { Changes } from "./changes.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
@@ -99,6 +102,11 @@ export interface SheepOptions {
   events?: EventBus;
   /** Background scrub interval and rate; without it, no background scrub (64 MiB/s by hand). */
   scrub?: ScrubOptions;
+  /**
+   * Recovery bytes per second while this sheep's clients are busy (default
+   * RECOVERY_BYTES_PER_SECOND_BUSY; 0: recovery is never paced).
+   */
+  recoveryRate?: number;
   /** File handles the object store may keep open (default OPEN_FILES_MAX). */
   openFiles?: number;
   /** Check checksums on every read (default true; off only to measure what it costs). */
@@ -171,6 +179,8 @@ export class Sheep {
   /** The cluster driver: membership, epochs and the order of events (none when alone). */
   readonly member: ClusterDriver | undefined;
   readonly recovery: Recovery;
+  /** Recovery yields to this sheep's clients: told of their requests, paces recovery's bytes. */
+  readonly recoveryThrottle: RecoveryThrottle;
   /** Verifies every local block and compares replicas: by hand (START_SCRUB) and every interval. */
   readonly scrubber: Scrubber;
   /** Local copies: client writes hold an object shared, a recovery pull holds it alone. */
@@ -198,6 +208,14 @@ export class Sheep {
         warn: (line) => this.logger.warn(line),
       })
       : undefined;
+    this.recoveryThrottle = new RecoveryThrottle({
+      bytesPerSecond: options.recoveryRate ?? RECOVERY_BYTES_PER_SECOND_BUSY,
+      quietMs: CLIENT_QUIET_MS,
+    }, {
+      now: () => this.now(),
+      // The global timer: a simulation runs it on virtual time, as it runs `now`.
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
@@ -239,6 +257,7 @@ export class Sheep {
         this.repairs++;
         this.logger.warn(`repaired object ${oidToHex(oid)} on ${node}: ${detail}`);
       },
+      clientRequest: () => this.recoveryThrottle.client(),
     });
     this.recovery = new Recovery({
       get selfId() {
@@ -248,6 +267,7 @@ export class Sheep {
       peers: this.peers,
       logger: this.logger,
       locks: this.objectLocks,
+      throttle: this.recoveryThrottle,
       copies: (oid) => this.gateway.copiesOf(oid),
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
@@ -390,7 +410,9 @@ export class Sheep {
       if (this.member) await this.member.start();
       else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));
       this.scrubber.startBackground();
-      void this.#countAllocations();
+      // With a group, counted at the first view (installView): reading every inode copy (4 MiB
+      // each) here would hold that view, and so the first client, back.
+      if (!this.member && !this.#events) void this.#countAllocations();
       this.logger.info(`sheep ${this.id} serving ${this.dir} (${this.status})`);
     } catch (error) {
       await this.stop();
@@ -676,6 +698,7 @@ export class Sheep {
     if (!this.#attachmentsChecked && ids.has(this.id)) {
       this.#attachmentsChecked = true;
       if (this.config) void this.#releaseLostAttachments();
+      void this.#countAllocations();
     }
     return Promise.resolve();
   }

@@ -137,7 +137,7 @@ Deno.test("VdiExportProvider moves the lock to the new working VDI after a snaps
     const rows = await admin.vdis();
     assert.equal(rows.find((r) => r.vid === newVid)?.attachedTo, "10.0.0.5:40122");
     assert.equal(rows.find((r) => r.vid === oldVid)?.attachedTo, undefined);
-    await assert.rejects(admin.deleteVdi("vm1"), /in use by 10\.0\.0\.5/);
+    await assert.rejects(admin.deleteVdi("vm1"), /attached by 10\.0\.0\.5/);
     await admin.deleteVdi("vm1:s1"); // the snapshot is not attached
     // Writes after the snapshot land in the working VDI.
     await exp.write(4096, new Uint8Array(4096).fill(2), { fua: true });

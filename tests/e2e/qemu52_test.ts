@@ -335,7 +335,7 @@ Deno.test("e2e: QEMU 5.2's sheepdog driver against ./sheepdog", async (t) => {
       assert.match(revert.stderr, /VDI is already locked/);
       const removed = await sheepdog(["shepherd", "vdi", "delete", "Hank", "--cluster", cluster]);
       assert.equal(removed.code, 1);
-      assert.match(removed.stderr, /Cannot delete 'Hank': it is in use by 127\.0\.0\.1/);
+      assert.match(removed.stderr, /Cannot delete 'Hank': it is attached by 127\.0\.0\.1/);
       assert.match(await sd(["shepherd", "info", "-t", "vm"]), /^Hank\s.*running on 127\.0\.0\.1/m);
       await first.ok("write -P 0x44 8M 1M");
       assert.equal(await first.quit(), 0);

@@ -307,7 +307,7 @@ Deno.test("deleting an attached VDI answers 409 VDI_LOCKED; the list shows the a
     const refused = await call(app, "DELETE", v("busy"));
     assert.equal(refused.status, 409);
     assert.equal(refused.body.code, "VDI_LOCKED");
-    assert.match(refused.body.error, /in use by 127\.0\.0\.1/);
+    assert.match(refused.body.error, /attached by 127\.0\.0\.1/);
     await client.releaseVdi(vid);
     assert.equal((await call(app, "DELETE", v("busy"))).status, 200);
   });

@@ -637,6 +637,51 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the simulation: recovery never paces the pull of a copy one member alone holds, so a crash of that member right after loses no write",
+  fn: async () => {
+    // Seed 3754 with the recovery throttle: the clients were busy, so the pull of an inode whose
+    // other holder had left the view waited 125 ms (paced at 32 MiB/s); its sole holder crashed
+    // meanwhile and came back without its unsynced table entries, the client allocated an
+    // object again, and the create wiped a flushed write. Here `a` and `b` take a write (never
+    // flushed), `b` leaves the view (alive: its copy is unavailable, not lost), `c` must copy
+    // `a`'s at once although clients are busy, and `a` crashes before any time passes: the write
+    // survives on `c`.
+    const sim = await DataPathSim.create({
+      seed: 17,
+      nodes: 3,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+      const c = sim.nodes.find((n) => n !== a && n !== b)!;
+      const flushed = pattern(1, 8192);
+      await sim.write(0, flushed);
+      await sim.flush();
+      await sim.time.advance(10);
+      const write = pattern(2, 8192);
+      await sim.write(0, write); // on `a` and `b`, never synced; their clients are busy
+      await sim.leave(b);
+      const targets = sim.targets(oid);
+      assert.ok(targets.includes(a) && targets.includes(c), "`c` takes `b`'s place");
+      await sim.crash([a]); // before any time passes: `a` loses the write
+      await sim.restart([a]);
+      const outcome = await sim.tryRead(0, 8192);
+      assert.ok(
+        outcome.kind !== "ok" || !sameBytes(outcome.value, flushed),
+        "an acknowledged write that a live node held was lost",
+      );
+      assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, write), "it reads back");
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 /**
  * Two nodes, 2 copies, one object: `a` alone holds it and is crash-suspect (a rotten block 4 its
  * rebuild recorded as changed); `b` comes back without a copy and pulls `a`'s.
