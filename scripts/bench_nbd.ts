@@ -388,11 +388,10 @@ async function verifyCost(
     "",
     ...(baseline
       ? [
-        "",
         `**baseline**: another build (${baseline}), verifying as it does; its IOPS come last.`,
+        "",
       ]
       : []),
-    "",
     `| run | load | ${
       VERIFY_TARGETS.map(([job]) =>
         `${job.name} IOPS workers / main thread / off${
