@@ -32,6 +32,7 @@ import { Sheep, type SheepOptions } from "../net/sheep/sheep.ts";
 import { clusterIdOf, DRIVER_DEFAULT, EtcdDriver, parseDriverUri } from "../net/etcd/mod.ts";
 import { defaultHostAddress } from "../net/sheep/host_address.ts";
 import { ClientAddresses } from "../net/auth/client_addresses.ts";
+import { checksumWorkersDefault } from "../core/store/checksum_workers.ts";
 import { readKeyFile, removeKeyNote, sheepKey, writeKeyNote } from "../net/auth/cluster_key.ts";
 import { readSecretFile } from "../net/auth/secret_file.ts";
 import { NBD_TLS_FLAGS, NBD_TLS_USAGE, nbdTlsOf } from "./sheep_nbd_tls.ts";
@@ -348,9 +349,11 @@ async function serve(dir: string, values: Flags): Promise<void> {
     ...membership(settings, key.key),
     port: settings.port,
     logger,
-    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
+    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs, and
+    // what the checksum workers save: SHEEPDOG_CHECKSUM_WORKERS=0 verifies on the main thread).
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     openFiles: storeOpenFiles(),
+    checksumWorkers: process.env.SHEEPDOG_CHECKSUM_WORKERS === "0" ? 0 : checksumWorkersDefault(),
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,

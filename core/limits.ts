@@ -64,6 +64,23 @@ export const OPEN_FILES_MAX = 512;
 export const OPEN_FILES_CAP = 8192;
 /** Bytes covered by one stored checksum: a read verifies, and a write rehashes, whole blocks. */
 export const CHECKSUM_BLOCK_BYTES = 4096;
+/**
+ * Reads at least this long have their checksums computed in a worker thread
+ * (core/store/checksum_workers.ts); shorter ones on the calling thread, where the CRC costs
+ * less than the hand-off (BENCHMARKS.md, "Block checksums: where the time goes").
+ */
+export const CHECKSUM_OFFLOAD_BYTES_MIN = 128 * 1024;
+/** Checksum worker threads a store starts at most (one per core but the main thread's). */
+export const CHECKSUM_WORKERS_MAX = 4;
+/**
+ * Jobs a checksum worker holds at most (one hashing, one waiting); with every worker that busy
+ * the calling thread hashes a read itself, so a worker that falls behind never delays reads.
+ */
+export const CHECKSUM_WORKER_JOBS_MAX = 2;
+/** A checksum worker with jobs that answers nothing for this long is stuck: it is replaced. */
+export const CHECKSUM_WORKER_STALL_MS = 10_000;
+/** Checksum workers that may die in a row before checksums stay on the calling thread. */
+export const CHECKSUM_WORKER_DEATHS_MAX = 8;
 /** Largest object a store accepts: the largest object size `mkfs` allows (2 GiB). */
 export const OBJECT_BYTES_MAX = 2 ** BLOCK_SIZE_SHIFT_MAX;
 /** How long a connection attempt may take (a host that drops packets never refuses). */

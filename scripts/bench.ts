@@ -5,9 +5,10 @@
 //     survivors install a new epoch (failure detection) and until recovery is done everywhere;
 //  then listings at 1,000 VDIs (scripts/bench_listing.ts), memory, start-up and recovery under
 //  client I/O (scripts/bench_ops.ts), the NBD comparison with qemu-nbd (scripts/bench_nbd.ts),
-//  three copies against one over NBD (scripts/bench_copies.ts) and the numbers at scale
-//  (scripts/bench_scale.ts: placement at 100 and 1,000 nodes, the built-in group at 50 to 200
-//  members, 20 real sheep) add their own sections.
+//  three copies against one over NBD (scripts/bench_copies.ts), block checksum costs
+//  (scripts/bench_checksum.ts) and the numbers at scale (scripts/bench_scale.ts: placement at
+//  100 and 1,000 nodes, the built-in group at 50 to 200 members, 20 real sheep) add their own
+//  sections.
 // Every server binds 127.0.0.1; every process started here is stopped by its PID.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -139,12 +140,25 @@ if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
     "-A",
     path.join(root, "scripts", "bench_nbd.ts"),
   ], { stdio: "inherit" });
+  // What verifying reads costs (issue 8): verify on ÷ off, several runs side by side.
+  execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+    "run",
+    "-A",
+    path.join(root, "scripts", "bench_nbd.ts"),
+    "--verify-cost",
+  ], { stdio: "inherit" });
 }
 // Three copies on three sheep against one copy, over NBD.
 execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
   "run",
   "-A",
   path.join(root, "scripts", "bench_copies.ts"),
+], { stdio: "inherit" });
+// Block checksums: CRC-32 costs and the hand-off to checksum workers, under Node.
+execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
+  "run",
+  "-A",
+  path.join(root, "scripts", "bench_checksum.ts"),
 ], { stdio: "inherit" });
 // Placement, the group and 20 sheep at scale.
 execFileSync(path.join(root, "node_modules", ".bin", "deno"), [

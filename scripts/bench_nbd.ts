@@ -2,12 +2,15 @@
  * NBD export vs qemu-nbd, measured in the same run with fio's nbd engine.
  *
  *   deno run -A scripts/bench_nbd.ts [--runtime=SECONDS] [--size=MIB] [--no-write]
+ *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--baseline=OTHER_EXECUTABLE] ...
  *
  * Starts a sheep on a temporary directory (mkfs copies=1), creates a VDI, serves it over NBD on
  * 127.0.0.1, prefills it so reads hit data, and runs 4 KiB random read/write at queue depth 1
  * and 32 and 1 MiB sequential read/write. Then the same jobs against `qemu-nbd` serving a raw
  * file in the same temporary directory (same disk). Prints a table and writes the section
  * "## NBD vs qemu-nbd" of BENCHMARKS.md (replacing an older one) unless --no-write.
+ * With --verify-cost: only what verifying reads costs (issue 8's jobs, verify on ÷ off, N runs;
+ * see `verifyCost`), in the section "## What verifying checksums costs (issue 8)".
  */
 import { execFile } from "node:child_process";
 import * as fsp from "node:fs/promises";
@@ -177,15 +180,15 @@ function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
   return lines.join("\n");
 }
 
-async function writeSection(file: string, body: string): Promise<void> {
+async function writeSection(file: string, body: string, title = SECTION): Promise<void> {
   let text = "";
   try {
     text = await fsp.readFile(file, "utf8");
   } catch {
     text = "# Benchmarks\n";
   }
-  const start = text.indexOf(`\n${SECTION}\n`);
-  const section = `${SECTION}\n\n${body.trim()}\n`;
+  const start = text.indexOf(`\n${title}\n`);
+  const section = `${title}\n\n${body.trim()}\n`;
   if (start < 0) {
     text = `${text.trimEnd()}\n\n${section}`;
   } else {
@@ -204,6 +207,42 @@ async function runSheepdog(
   runtime: number,
   env: Record<string, string>,
 ): Promise<Result[]> {
+  const sheep = await startSheep(exe, sheepDir, sizeMiB, env);
+  try {
+    return await runAll(sheep.label, sheep.uri, sizeMiB, runtime);
+  } finally {
+    await sheep.stop();
+  }
+}
+
+interface BenchSheep {
+  label: string;
+  uri: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** CPU seconds (user + system) process `pid` has used: all its threads, and its main thread. */
+async function cpuSeconds(pid: number): Promise<{ all: number; main: number }> {
+  // Fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second on Linux), counted
+  // after the command name, which is in parentheses and may hold spaces.
+  const ticks = async (file: string) => {
+    const fields = (await fsp.readFile(file, "utf8")).split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  return {
+    all: await ticks(`/proc/${pid}/stat`),
+    main: await ticks(`/proc/${pid}/task/${pid}/stat`),
+  };
+}
+
+/** Starts one sheep (copies=1) with a `sizeMiB` VDI served over NBD. */
+async function startSheep(
+  exe: string,
+  sheepDir: string,
+  sizeMiB: number,
+  env: Record<string, string>,
+): Promise<BenchSheep> {
   const objectPort = await freePort();
   const nbdPort = await freePort();
   const cluster = ["--cluster", `127.0.0.1:${objectPort}`];
@@ -229,15 +268,162 @@ async function runSheepdog(
     env,
   );
   const pid = Number((await fsp.readFile(path.join(sheepDir, "sheep.pid"), "utf8")).trim());
+  const stop = async () => {
+    process.kill(pid, "SIGTERM");
+    await waitForExit(pid, 30_000);
+  };
   try {
     await exec(exe, ["shepherd", "mkfs", "--copies=1", ...cluster], 60_000);
     await exec(exe, ["img", "create", "bench", `${sizeMiB}M`, ...cluster], 60_000);
-    const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
-    return await runAll(label, `nbd://127.0.0.1:${nbdPort}/bench`, sizeMiB, runtime);
-  } finally {
-    process.kill(pid, "SIGTERM");
-    await waitForExit(pid, 30_000);
+  } catch (error) {
+    await stop();
+    throw error;
   }
+  const label = env.SHEEPDOG_VERIFY_READS === "0"
+    ? "sheepdog (verify off)"
+    : env.SHEEPDOG_CHECKSUM_WORKERS === "0"
+    ? "sheepdog (verify on the main thread)"
+    : "sheepdog";
+  return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, pid, stop };
+}
+
+const VERIFY_SECTION = "## What verifying checksums costs (issue 8)";
+/** Issue 8's jobs and targets: verify on ÷ off at least this. */
+const VERIFY_TARGETS: [Job, number][] = [[JOBS[1]!, 0.9], [JOBS[4]!, 0.85]];
+
+/**
+ * Verify on ÷ off for issue 8's jobs, `runs` times: three sheep of the same build side by side,
+ * one verifying reads as shipped (large reads in checksum workers), one verifying every read on
+ * its main thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers) and one not verifying
+ * (`SHEEPDOG_VERIFY_READS=0`). Each job runs on each sheep in turn, the order rotating from run
+ * to run so a drift in the machine's load favours none, and each ratio is taken within a run.
+ */
+async function verifyCost(
+  exe: string,
+  dir: string,
+  sizeMiB: number,
+  runtime: number,
+  runs: number,
+  baseline?: string,
+): Promise<string> {
+  const variants: [string, Record<string, string>, string][] = [
+    ["workers", {}, exe],
+    ["main thread", { SHEEPDOG_CHECKSUM_WORKERS: "0" }, exe],
+    ["off", { SHEEPDOG_VERIFY_READS: "0" }, exe],
+    ...(baseline ? [["baseline", {}, baseline] as [string, Record<string, string>, string]] : []),
+  ];
+  const sheep: BenchSheep[] = [];
+  const rows: string[] = [];
+  // Per job, per verifying variant: on ÷ off of each run.
+  const ratios = VERIFY_TARGETS.map(() => [[], []] as number[][]);
+  // Per job, per variant: the sheep's CPU µs per MiB read, in all threads and the main one.
+  const cpu = VERIFY_TARGETS.map(() =>
+    variants.map(() => ({ all: [] as number[], main: [] as number[] }))
+  );
+  try {
+    for (const [name, env, executable] of variants) {
+      sheep.push(
+        await startSheep(executable, path.join(dir, name.replace(" ", "-")), sizeMiB, env),
+      );
+    }
+    for (const [i, one] of sheep.entries()) {
+      console.error(`${variants[i]![0]}: prefilling ${sizeMiB} MiB`);
+      await prefill(one.uri, sizeMiB);
+    }
+    // The prefills' dirty pages written back now, not during the first jobs.
+    await exec("sync", [], 600_000);
+    for (let run = 1; run <= runs; run++) {
+      const load = os.loadavg()[0]!;
+      const cells: string[] = [];
+      for (const [j, [job]] of VERIFY_TARGETS.entries()) {
+        const results: Result[] = [];
+        for (let k = 0; k < sheep.length; k++) {
+          const v = (k + run) % sheep.length;
+          const before = await cpuSeconds(sheep[v]!.pid);
+          const started = performance.now();
+          results[v] = await fio(sheep[v]!.uri, job, sizeMiB, runtime);
+          // CPU per MiB moved over the whole job (its ramp included): what each read costs the
+          // sheep whatever else runs on the machine.
+          const after = await cpuSeconds(sheep[v]!.pid);
+          const mib = results[v]!.bytesPerSec * (performance.now() - started) / 1000 / MiB;
+          cpu[j]![v]!.all.push((after.all - before.all) * 1e6 / mib);
+          cpu[j]![v]!.main.push((after.main - before.main) * 1e6 / mib);
+          console.error(
+            `run ${run}: ${variants[v]![0]}: ${job.name}: ${fmtIops(results[v]!.iops)} IOPS`,
+          );
+        }
+        const [workers, inline, off, base] = results as [Result, Result, Result, Result?];
+        ratios[j]![0]!.push(workers.iops / off.iops);
+        ratios[j]![1]!.push(inline.iops / off.iops);
+        cells.push(
+          `${fmtIops(workers.iops)} / ${fmtIops(inline.iops)} / ${fmtIops(off.iops)}` +
+            (base ? ` / ${fmtIops(base.iops)}` : ""),
+          (workers.iops / off.iops).toFixed(2),
+          (inline.iops / off.iops).toFixed(2),
+        );
+      }
+      rows.push(`| ${run} | ${load.toFixed(1)} | ${cells.join(" | ")} |`);
+    }
+  } finally {
+    for (const one of sheep) await one.stop();
+  }
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((x, y) => x - y);
+    const middle = sorted.length >> 1;
+    return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  };
+  const cpus = os.cpus();
+  return [
+    `Machine: ${cpus[0]?.model ?? "unknown CPU"}, ${cpus.length} cores (shared with other ` +
+    `work). Date: ${new Date().toISOString()}. Reproduce: ` +
+    "`deno run -A scripts/bench_nbd.ts --verify-cost`.",
+    "",
+    `Three sheep of the built ./sheepdog side by side (copies=1, a ${sizeMiB} MiB VDI each, ` +
+    "prefilled): **workers** verifies every block it reads as shipped (reads of 128 KiB and " +
+    "more in a checksum worker thread), **main thread** verifies every read on the main " +
+    "thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers), **off** does not verify " +
+    "(`SHEEPDOG_VERIFY_READS=0`: checksums kept on writes, not checked on reads). fio's nbd " +
+    `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on each sheep in ` +
+    "turn, the order rotating by run. Load: the 1-minute load average at the start of the run.",
+    "",
+    ...(baseline
+      ? [
+        `**baseline**: another build (${baseline}), verifying as it does; its IOPS come last.`,
+        "",
+      ]
+      : []),
+    `| run | load | ${
+      VERIFY_TARGETS.map(([job]) =>
+        `${job.name} IOPS workers / main thread / off${
+          baseline ? " / baseline" : ""
+        } | workers ÷ off | main thread ÷ off`
+      ).join(" | ")
+    } |`,
+    `|---:|---:|${VERIFY_TARGETS.map(() => "---:|---:|---:|").join("")}`,
+    ...rows,
+    "",
+    ...VERIFY_TARGETS.map(([job, target], j) => {
+      const [workers, inline] = ratios[j]!.map(median) as [number, number];
+      return `- ${job.name}: verify on ÷ off, median of ${runs} runs: ${workers.toFixed(2)} ` +
+        `with workers (target ≥ ${target.toFixed(2)}: ${workers >= target ? "met" : "not met"}), ` +
+        `${inline.toFixed(2)} on the main thread.`;
+    }),
+    "",
+    "The sheep's CPU time per MiB read (user + system, from /proc; medians of the runs): what " +
+    "verifying costs whatever else the machine runs, and on which thread.",
+    "",
+    `| job | ${variants.map(([name]) => `${name}: all threads / main thread µs`).join(" | ")} |`,
+    `|---|${variants.map(() => "---:|").join("")}`,
+    ...VERIFY_TARGETS.map(([job], j) =>
+      `| ${job.name} | ${
+        cpu[j]!.map((c) =>
+          `${Math.round(median(c.all)).toLocaleString("en-US")} / ${
+            Math.round(median(c.main)).toLocaleString("en-US")
+          }`
+        ).join(" | ")
+      } |`
+    ),
+  ].join("\n");
 }
 
 async function main(): Promise<void> {
@@ -246,6 +432,9 @@ async function main(): Promise<void> {
       runtime: { type: "string", default: "10" },
       size: { type: "string", default: "1024" },
       "no-write": { type: "boolean", default: false },
+      "verify-cost": { type: "boolean", default: false },
+      baseline: { type: "string" },
+      runs: { type: "string", default: "3" },
     },
   });
   const runtime = Number(values.runtime);
@@ -260,6 +449,22 @@ async function main(): Promise<void> {
     // Sheepdog: the built ./sheepdog (as users run it, on Node), one sheep, copies=1, a VDI
     // served over NBD; run twice, reads verified against their checksums and not.
     const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
+    if (values["verify-cost"]) {
+      const body = await verifyCost(
+        exe,
+        dir,
+        sizeMiB,
+        runtime,
+        Number(values.runs),
+        values.baseline,
+      );
+      console.log(`\n${body}\n`);
+      if (!values["no-write"]) {
+        const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+        await writeSection(path.join(root, "BENCHMARKS.md"), body, VERIFY_SECTION);
+      }
+      return;
+    }
     const ours = await runSheepdog(exe, path.join(dir, "verified"), sizeMiB, runtime, {});
     const unverified = await runSheepdog(exe, path.join(dir, "unverified"), sizeMiB, runtime, {
       SHEEPDOG_VERIFY_READS: "0",

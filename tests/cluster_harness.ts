@@ -59,6 +59,8 @@ export interface TestClusterOptions {
   disk?: (index: number) => Disk | undefined;
   /** Fixed vnodes of node `index` (`--vnodes`); default: by capacity. */
   vnodes?: (index: number) => number | undefined;
+  /** Checksum worker threads per sheep (default 0: every checksum on the main thread). */
+  checksumWorkers?: number;
   /**
    * Format the moment the nodes answer, before they have found each other (as `shepherd mkfs`
    * right after starting the sheep), instead of once they share one view.
@@ -136,6 +138,7 @@ export class TestCluster {
       security: { key: this.key },
       ...(disk ? { disk } : {}),
       ...(vnodes === undefined ? {} : { vnodes }),
+      ...(this.#options.checksumWorkers ? { checksumWorkers: this.#options.checksumWorkers } : {}),
       ...(this.#options.logger
         ? { logger: this.#options.logger(index) }
         : Deno.env.get("SHEEPDOG_TEST_LOG")

@@ -82,36 +82,61 @@ Deno.test("integrity: a sheep that was killed serves the new data once back, and
   }
 });
 
-Deno.test("integrity: a flipped byte in one copy is served from another and the copy is repaired", async () => {
-  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
-  try {
-    const admin = cluster.admin(0);
-    await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
-    const data = randomBytes(8 * MiB);
-    const writer = await VdiIo.open(admin.client, "disk");
-    await writer.write(0, data);
-    await writer.flush();
-    const victim = cluster.node(1);
-    const oid = (await victim.store.list()).find(isDataOid)!;
-    const file = path.join(victim.store.objectDir, oidToHex(oid));
-    const handle = await fsp.open(file, "r+");
-    const position = 3 * 4096 + 5;
-    const byte = new Uint8Array(1);
-    await handle.read(byte, 0, 1, position);
-    byte[0] = byte[0]! ^ 0xff;
-    await handle.write(byte, 0, 1, position);
-    await handle.close();
+for (const checksumWorkers of [0, 1]) {
+  const where = checksumWorkers ? " (found by a checksum worker)" : "";
+  Deno.test(`integrity: a flipped byte in one copy is served from another and the copy is repaired${where}`, async () => {
+    const warnings: string[] = [];
+    const quiet = () => {};
+    const logger = (index: number) => ({
+      debug: quiet,
+      info: quiet,
+      warn: index === 1 ? (line: string) => warnings.push(line) : quiet,
+      error: quiet,
+    });
+    const cluster = await TestCluster.start({ nodes: 3, copies: 3, checksumWorkers, logger });
+    try {
+      const admin = cluster.admin(0);
+      await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
+      const data = randomBytes(8 * MiB);
+      const writer = await VdiIo.open(admin.client, "disk");
+      await writer.write(0, data);
+      await writer.flush();
+      const victim = cluster.node(1);
+      const oid = (await victim.store.list()).find(isDataOid)!;
+      const file = path.join(victim.store.objectDir, oidToHex(oid));
+      const handle = await fsp.open(file, "r+");
+      const position = 3 * 4096 + 5;
+      const byte = new Uint8Array(1);
+      await handle.read(byte, 0, 1, position);
+      byte[0] = byte[0]! ^ 0xff;
+      await handle.write(byte, 0, 1, position);
+      await handle.close();
 
-    const io = await VdiIo.open(cluster.admin(1).client, "disk");
-    assert.deepEqual(await io.read(0, 8 * MiB), data, "the right bytes, from a good copy");
-    await waitFor("the rotten copy to be repaired", () => victim.repairs > 0);
-    await waitFor("the copy to verify", async () => (await victim.store.verify(oid)).length === 0);
-    assert.ok(victim.store.health().checksumErrors > 0, "the mismatch is counted");
-    await assertCopiesAgree(cluster.live(), 3);
-  } finally {
-    await cluster.stop();
-  }
-});
+      const io = await VdiIo.open(cluster.admin(1).client, "disk");
+      assert.deepEqual(await io.read(0, 8 * MiB), data, "the right bytes, from a good copy");
+      await waitFor("the rotten copy to be repaired", () => victim.repairs > 0);
+      await waitFor(
+        "the copy to verify",
+        async () => (await victim.store.verify(oid)).length === 0,
+      );
+      assert.ok(victim.store.health().checksumErrors > 0, "the mismatch is counted");
+      assert.ok(
+        warnings.some((line) => line.startsWith(`repaired object ${oidToHex(oid)}`)),
+        "the repair is logged",
+      );
+      await assertCopiesAgree(cluster.live(), 3);
+      if (checksumWorkers) {
+        const stats = victim.checksumWorkers!.stats;
+        assert.ok(stats.answered > 0 && stats.fallbacks === 0, JSON.stringify(stats));
+      }
+    } finally {
+      await cluster.stop();
+    }
+    for (const sheep of cluster.sheep) {
+      assert.equal(sheep?.checksumWorkers?.stats.running ?? 0, 0, "stopping ends the workers");
+    }
+  });
+}
 
 Deno.test("integrity: with one copy, a rotten block is an I/O error, never wrong bytes", async () => {
   await withSheep(async ({ sheep, client }) => {

@@ -43,6 +43,7 @@ import {
   OPEN_FILES_MAX,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
+import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
 import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
@@ -119,6 +120,8 @@ export class FsObjectStore implements ObjectStore {
   #health: StoreHealth = { noSpaceErrors: 0, checksumErrors: 0, syncErrors: 0 };
   #tempCounter = 0;
   readonly #verifyReads: boolean;
+  /** Computes the checksums of what reads return (large reads in worker threads, if any). */
+  readonly #hasher: BlockHasher;
   readonly #onChange: ((oid: Oid) => void) | undefined;
   /** Objects whose files stay open (each holds two handles: data and checksums). */
   readonly #cachedObjectsMax: number;
@@ -138,17 +141,25 @@ export class FsObjectStore implements ObjectStore {
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
    * only for measuring what verification costs (`npm run bench`), never for data you keep.
+   * `hasher` computes the checksums reads verify (default: on the calling thread, as
+   * simulations need); the store closes it when it closes.
    */
   constructor(
     objectDir: string,
     disk: Disk = fsDisk,
-    options: { verifyReads?: boolean; openFiles?: number; onChange?: (oid: Oid) => void } = {},
+    options: {
+      verifyReads?: boolean;
+      openFiles?: number;
+      onChange?: (oid: Oid) => void;
+      hasher?: BlockHasher;
+    } = {},
   ) {
     this.objectDir = objectDir;
     this.#onChange = options.onChange;
     this.#disk = disk;
     this.#cachedObjectsMax = Math.max(1, Math.floor((options.openFiles ?? OPEN_FILES_MAX) / 2));
     this.#verifyReads = options.verifyReads ?? true;
+    this.#hasher = options.hasher ?? inlineHasher;
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -495,23 +506,49 @@ export class FsObjectStore implements ObjectStore {
         await readFully(object.data, buffer, offset);
         return buffer;
       }
-      const buffer = new Uint8Array(Math.min((last + 1) * B, object.meta.size) - start);
-      const bad = await this.#readBlocks(object, buffer, first);
+      const { bytes, bad } = await this.#readBlocks(
+        object,
+        Math.min((last + 1) * B, object.meta.size) - start,
+        first,
+      );
       if (bad.length > 0) {
         this.#health.checksumErrors++;
         throw new CorruptionError(oid, bad.map((block) => block.index), bad[0]!.reason);
       }
-      return buffer.subarray(offset - start, offset - start + length);
+      return bytes.subarray(offset - start, offset - start + length);
     });
   }
 
-  /** Reads whole blocks from block `first` into `buffer` and returns those that fail. */
-  async #readBlocks(object: OpenObject, buffer: Uint8Array, first: number): Promise<BadBlock[]> {
-    const last = first + Math.ceil(buffer.length / B) - 1;
+  /**
+   * Reads `length` bytes of whole blocks from block `first`, and the blocks that fail. The
+   * blocks stay locked until their checksums are compared: a write in between would change the
+   * checksums the bytes read must match. Bytes lost with a checksum worker are read again and
+   * hashed here.
+   */
+  async #readBlocks(
+    object: OpenObject,
+    length: number,
+    first: number,
+  ): Promise<{ bytes: Uint8Array; bad: BadBlock[] }> {
+    const last = first + Math.ceil(length / B) - 1;
     const release = await object.locks.lock(first, last, false);
     try {
+      const buffer = new Uint8Array(length);
       const read = await readFully(object.data, buffer, first * B);
-      return checkBlocks(object, buffer, first, read);
+      const offloaded = this.#hasher.offload(buffer);
+      const hashed = offloaded && await offloaded;
+      if (hashed) {
+        return {
+          bytes: hashed.bytes,
+          bad: checkBlocks(object, hashed.bytes, first, read, hashed.crcs),
+        };
+      }
+      if (offloaded === undefined) {
+        return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };
+      }
+      const again = new Uint8Array(length); // lost with a worker
+      const reread = await readFully(object.data, again, first * B);
+      return { bytes: again, bad: checkBlocks(object, again, first, reread) };
     } finally {
       release();
     }
@@ -580,11 +617,15 @@ export class FsObjectStore implements ObjectStore {
       const data = new Uint8Array(object.meta.size);
       const bad: number[] = [];
       for (let start = 0; start < data.length; start += SCAN_BYTES) {
-        const buffer = data.subarray(start, Math.min(data.length, start + SCAN_BYTES));
-        const first = start / B;
         // A block that cannot be read at all (an I/O error) is not salvaged: the error may pass,
         // and a salvaged copy would make it permanent. Only checksum mismatches are.
-        bad.push(...(await this.#readBlocks(object, buffer, first)).map((b) => b.index));
+        const chunk = await this.#readBlocks(
+          object,
+          Math.min(SCAN_BYTES, data.length - start),
+          start / B,
+        );
+        data.set(chunk.bytes, start);
+        bad.push(...chunk.bad.map((b) => b.index));
       }
       for (const index of bad) data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
       return { data, badBlocks: bad, expected: bad.map((index) => object.meta.crc(index)) };
@@ -595,13 +636,13 @@ export class FsObjectStore implements ObjectStore {
     const bad: BadBlock[] = [];
     const { size } = object.meta;
     for (let start = 0; start < size; start += SCAN_BYTES) {
-      const buffer = new Uint8Array(Math.min(SCAN_BYTES, size - start));
+      const length = Math.min(SCAN_BYTES, size - start);
       const first = start / B;
       try {
-        bad.push(...await this.#readBlocks(object, buffer, first));
+        bad.push(...(await this.#readBlocks(object, length, first)).bad);
       } catch (error) {
         const reason = `Object ${oidToHex(object.oid)}: cannot be read: ${message(error)}`;
-        for (let index = first; index * B < start + buffer.length; index++) {
+        for (let index = first; index * B < start + length; index++) {
           bad.push({ index, reason });
         }
       }
@@ -706,6 +747,7 @@ export class FsObjectStore implements ObjectStore {
     await this.flush().catch(() => undefined);
     for (const oid of [...this.#slots.keys()]) await this.#retire(oid, true);
     await this.#journal.close();
+    await this.#hasher.close();
   }
 
   // ---- The handle cache ----
@@ -1193,12 +1235,16 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
   }
 }
 
-/** Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum. */
+/**
+ * Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum:
+ * the CRCs of its blocks are `crcs` when given (computed elsewhere), else computed here.
+ */
 function checkBlocks(
   object: OpenObject,
   buffer: Uint8Array,
   first: number,
   read: number,
+  crcs?: Uint32Array,
 ): BadBlock[] {
   const bad: BadBlock[] = [];
   const name = `Object ${oidToHex(object.oid)}`;
@@ -1218,7 +1264,7 @@ function checkBlocks(
       continue;
     }
     const stored = object.meta.crc(index);
-    const computed = blockCrc(buffer.subarray(at, at + length));
+    const computed = crcs ? crcs[at / B]! : blockCrc(buffer.subarray(at, at + length));
     if (stored !== computed) {
       const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
         `computed ${hex32(computed)})`;

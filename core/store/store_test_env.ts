@@ -9,6 +9,7 @@ import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CorruptionError, ResultCode, SheepdogError } from "../errors.ts";
+import type { BlockHasher } from "./block_hasher.ts";
 import { type Disk, readFully } from "./disk.ts";
 import { fsDisk } from "./fs_disk.ts";
 import { FsObjectStore } from "./fs_object_store.ts";
@@ -28,11 +29,16 @@ export interface StoreEnv {
 
 export const KINDS = ["fs", "mem"] as const;
 
-/** Runs `fn` with a fresh opened store of `kind`, cleaning up after. */
+/**
+ * Runs `fn` with a fresh opened store of `kind`, cleaning up after; each store (the first and
+ * each reopened one) computes checksums with a new `hasher()` if given, else inline.
+ */
 export async function withEnv(
   kind: "fs" | "mem",
   fn: (env: StoreEnv) => Promise<void>,
+  options: { hasher?: () => BlockHasher } = {},
 ): Promise<void> {
+  const storeOptions = () => options.hasher ? { hasher: options.hasher() } : {};
   const root = kind === "fs" ? await fsp.mkdtemp(path.join(os.tmpdir(), "sd-store-")) : "/sd";
   const disk: Disk = kind === "fs" ? fsDisk : new MemDisk();
   const dir = path.join(root, "obj");
@@ -40,10 +46,10 @@ export async function withEnv(
     kind,
     disk,
     dir,
-    store: new FsObjectStore(dir, disk),
+    store: new FsObjectStore(dir, disk, storeOptions()),
     async reopen() {
       await env.store.close();
-      env.store = new FsObjectStore(dir, disk);
+      env.store = new FsObjectStore(dir, disk, storeOptions());
       await env.store.open();
       return env.store;
     },

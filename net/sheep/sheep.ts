@@ -21,6 +21,7 @@ import {
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
+import { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
@@ -110,6 +111,11 @@ export interface SheepOptions {
   openFiles?: number;
   /** Check checksums on every read (default true; off only to measure what it costs). */
   verifyReads?: boolean;
+  /**
+   * Worker threads that compute the checksums of large reads (core/store/checksum_workers.ts);
+   * default 0: every checksum on the main thread, as simulations need.
+   */
+  checksumWorkers?: number;
   /** Serve the object protocol on TCP (default true; the simulation has no sockets). */
   listen?: boolean;
   /** Address the object port listens on (default `host`; "0.0.0.0" for every address). */
@@ -148,6 +154,8 @@ export class Sheep {
    */
   readonly stateMachine = new ClusterStateMachine();
   readonly store: FsObjectStore;
+  /** Where the store verifies large reads, if not on the main thread (the store closes it). */
+  readonly checksumWorkers: ChecksumWorkers | undefined;
   /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
   readonly allocations: AllocationCounts;
   readonly peers: Peers;
@@ -194,6 +202,12 @@ export class Sheep {
     this.#fixedVnodes = options.vnodes !== undefined;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
+    this.checksumWorkers = (options.checksumWorkers ?? 0) > 0
+      ? new ChecksumWorkers({
+        workers: options.checksumWorkers!,
+        warn: (line) => this.logger.warn(line),
+      })
+      : undefined;
     this.recoveryThrottle = new RecoveryThrottle({
       bytesPerSecond: options.recoveryRate ?? RECOVERY_BYTES_PER_SECOND_BUSY,
       quietMs: CLIENT_QUIET_MS,
@@ -205,6 +219,7 @@ export class Sheep {
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
+      ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
     this.allocations = new AllocationCounts(this.store);

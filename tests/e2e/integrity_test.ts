@@ -16,7 +16,7 @@ import * as path from "node:path";
 import * as readline from "node:readline";
 import type { Readable } from "node:stream";
 import { randomBytes } from "../harness.ts";
-import { eventually, Herd, runTool, seededRandom, testSeed } from "./herd.ts";
+import { eventually, Herd, procState, runTool, seededRandom, testSeed } from "./herd.ts";
 
 const VDI = "Disk";
 const MiB = 1 << 20;
@@ -261,6 +261,45 @@ Deno.test("integrity: with 1 copy, rot is an I/O error, never wrong data", async
       }
     }
     assertNoProblems(problems, "a rotted object with no other copy");
+  });
+});
+
+Deno.test("integrity: 1 MiB reads are verified in a checksum worker, which ends with the sheep", async () => {
+  // The executable verifies reads of 128 KiB and more in a worker thread (started on the first
+  // one): the thread appears, rot is still found, and SIGTERM ends the process, worker and all.
+  await requireClients();
+  await Herd.with({ prefix: "sd-e2e-workers-", nodes: 1, copies: 1 }, async (herd) => {
+    const pid = herd.pids[0]!;
+    const threads = () => fs.readdirSync(`/proc/${pid}/task`).length;
+    const before = threads(); // nothing large read yet
+    await herd.img(["create", VDI, "64M"]);
+    const image = randomBytes(16 * MiB);
+    await writeImage(herd, 0, image);
+    const uri = herd.nbdUri(0, VDI);
+    const read = await nbdRead(herd, uri, 0, image.length, MiB);
+    assertNoProblems(read.failed.map((f) => f.join(" ")), "1 MiB reads of good data");
+    assert.ok(equal(read.data, image), `other bytes: ${firstDifference(read.data, image)}`);
+    assert.ok(threads() > before, `a checksum worker thread started (${before} threads before)`);
+
+    const victim = dataObjects(herd, 0)[2]!;
+    const position = 3 * MiB + 77;
+    flipByte(herd.objectPath(0, victim.oid), position);
+    const rotted = await nbdRead(herd, uri, victim.index * OBJECT + 3 * MiB, MiB, MiB);
+    assert.deepEqual(
+      rotted.failed.map(([, , errno]) => errno === 5 ? "EIO" : errno),
+      ["EIO"],
+      "the 1 MiB read over the rot is an I/O error",
+    );
+    assert.doesNotMatch(herd.log(0), /checksum worker/, "no worker died");
+
+    process.kill(pid, "SIGTERM");
+    await eventually(
+      `sheep 0 (pid ${pid}) to exit on SIGTERM`,
+      () => Promise.resolve(procState(pid) === undefined),
+      10_000,
+      () => `It is in state ${procState(pid)}`,
+    );
+    herd.pids[0] = undefined;
   });
 });
 
