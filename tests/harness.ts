@@ -5,6 +5,7 @@
  */
 
 import * as fsp from "node:fs/promises";
+import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -51,14 +52,43 @@ export function randomBytes(length: number): Uint8Array {
   return bytes;
 }
 
-/** A free loopback port (TCP; the group uses the same number over UDP). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
+/** The first port of the kernel's ephemeral range (outgoing connections take their ports there). */
+function ephemeralStart(): number {
+  try {
+    const start = Number(
+      fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
+    );
+    return Number.isInteger(start) && start > 12_000 ? start : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Ports this process handed out already (a random pick may repeat before anyone listens). */
+const handedOut = new Set<number>();
+
+/**
+ * A free loopback port (TCP; the group uses the same number over UDP), below the kernel's
+ * ephemeral range: a port from that range (what `listen(0)` hands out) can, between this pick
+ * and the listen, become the local end of any outgoing connection of the parallel tests (an etcd
+ * test failed so with EADDRINUSE in CI), and a sheep restarted on its old ports must find them
+ * free.
+ */
+export async function freePort(): Promise<number> {
+  const high = ephemeralStart();
+  const low = Math.max(1024, high - 20_000);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-    server.on("error", reject);
-  });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free loopback port below the ephemeral range");
 }

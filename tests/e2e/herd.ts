@@ -13,8 +13,7 @@ import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { tempDir } from "../harness.ts";
-import * as net from "node:net";
+import { freePort, tempDir } from "../harness.ts";
 import { requireExecutable, sheepdog } from "./cli.ts";
 import { writeNewKeyFile } from "../../net/auth/cluster_key.ts";
 
@@ -80,37 +79,8 @@ export function running(pid: number): boolean {
   return state !== undefined && state !== "Z";
 }
 
-/** The first port of the kernel's ephemeral range (outgoing connections take their ports there). */
-function ephemeralStart(): number {
-  try {
-    const start = Number(
-      fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
-    );
-    return Number.isInteger(start) && start > 12_000 ? start : 32768;
-  } catch {
-    return 32768;
-  }
-}
-
-/**
- * A free loopback port below the ephemeral range. A sheep restarted on its old ports must find
- * them free, and a port from the ephemeral range (what `listen(0)` hands out) can meanwhile
- * become the local end of some outgoing connection, e.g. a sheep's connection to a seed.
- */
-export async function quietPort(): Promise<number> {
-  const high = ephemeralStart();
-  const low = Math.max(1024, high - 20_000);
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = low + Math.floor(Math.random() * (high - low));
-    const free = await new Promise<boolean>((resolve) => {
-      const server = net.createServer();
-      server.once("error", () => resolve(false));
-      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-  throw new Error("no free loopback port below the ephemeral range");
-}
+/** A free loopback port below the ephemeral range (see `freePort`). */
+export const quietPort = freePort;
 
 export interface ToolRun {
   code: number;
