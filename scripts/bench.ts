@@ -14,7 +14,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { exe, root, run, startCluster, stopCluster } from "./bench_cluster.ts";
+import { exe, root, run, startCluster, stopCluster, writeSection } from "./bench_cluster.ts";
 
 const GiB = 1 << 30;
 
@@ -112,57 +112,29 @@ try {
   fs.rmSync(work, { recursive: true, force: true });
 }
 
-const file = path.join(root, "BENCHMARKS.md");
-const previous = fs.existsSync(file)
-  ? fs.readFileSync(file, "utf8")
-  : "# Benchmarks\n\nWritten by `npm run bench`.\n\n";
-const section = lines.join("\n");
-const replaced = previous.includes("## Import, export, replication, recovery")
-  ? previous.replace(/## Import, export, replication, recovery[\s\S]*?(?=\n## |$)/, section)
-  : previous.trimEnd() + "\n\n" + section;
-fs.writeFileSync(file, replaced.trimEnd() + "\n");
-console.log(section);
-// Listings at 1,000 VDIs (info -t vdi, info -t vm, img du) add their own section.
-execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-  "run",
-  "-A",
-  path.join(root, "scripts", "bench_listing.ts"),
-], { stdio: "inherit" });
-// Memory, start-up and recovery under client I/O add their own section.
-execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-  "run",
-  "-A",
-  path.join(root, "scripts", "bench_ops.ts"),
-], { stdio: "inherit" });
-if (fs.existsSync(path.join(root, "scripts", "bench_nbd.ts"))) {
+writeSection("## Import, export, replication, recovery", lines.join("\n"));
+console.log(lines.join("\n"));
+
+/** Runs one of the other benchmark scripts; each writes its own section. */
+function runScript(name: string, ...args: string[]): void {
   execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
     "run",
     "-A",
-    path.join(root, "scripts", "bench_nbd.ts"),
-  ], { stdio: "inherit" });
-  // What verifying reads costs (issue 8): verify on ÷ off, several runs side by side.
-  execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-    "run",
-    "-A",
-    path.join(root, "scripts", "bench_nbd.ts"),
-    "--verify-cost",
+    path.join(root, "scripts", name),
+    ...args,
   ], { stdio: "inherit" });
 }
+
+// Listings at 1,000 VDIs (info -t vdi, info -t vm, img du).
+runScript("bench_listing.ts");
+// Memory, start-up and recovery under client I/O.
+runScript("bench_ops.ts");
+// NBD against qemu-nbd; then what verifying reads costs (issue 8): on ÷ off, side by side.
+runScript("bench_nbd.ts");
+runScript("bench_nbd.ts", "--verify-cost");
 // Three copies on three sheep against one copy, over NBD.
-execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-  "run",
-  "-A",
-  path.join(root, "scripts", "bench_copies.ts"),
-], { stdio: "inherit" });
+runScript("bench_copies.ts");
 // Block checksums: CRC-32 costs and the hand-off to checksum workers, under Node.
-execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-  "run",
-  "-A",
-  path.join(root, "scripts", "bench_checksum.ts"),
-], { stdio: "inherit" });
+runScript("bench_checksum.ts");
 // Placement, the group and 20 sheep at scale.
-execFileSync(path.join(root, "node_modules", ".bin", "deno"), [
-  "run",
-  "-A",
-  path.join(root, "scripts", "bench_scale.ts"),
-], { stdio: "inherit" });
+runScript("bench_scale.ts");

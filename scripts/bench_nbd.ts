@@ -17,8 +17,8 @@ import * as fsp from "node:fs/promises";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { root, writeSection } from "./bench_cluster.ts";
 
 const MiB = 1024 * 1024;
 const SECTION = "## NBD vs qemu-nbd";
@@ -68,13 +68,15 @@ function exec(
   });
 }
 
-export async function fio(
+/** fio's nbd-engine arguments for one timed job (the ramp is not counted in the figures). */
+export function fioArgs(
   uri: string,
-  job: Job,
+  job: Pick<Job, "rw" | "bs" | "iodepth">,
   sizeMiB: number,
   runtime: number,
-): Promise<Result> {
-  const args = [
+  rampSeconds = 1,
+): string[] {
+  return [
     "--name=bench",
     "--ioengine=nbd",
     `--uri=${uri}`,
@@ -84,10 +86,19 @@ export async function fio(
     `--size=${sizeMiB}M`,
     `--runtime=${runtime}`,
     "--time_based",
-    "--ramp_time=1",
+    ...(rampSeconds > 0 ? [`--ramp_time=${rampSeconds}`] : []),
     "--randrepeat=0",
     "--output-format=json",
   ];
+}
+
+export async function fio(
+  uri: string,
+  job: Job,
+  sizeMiB: number,
+  runtime: number,
+): Promise<Result> {
+  const args = fioArgs(uri, job, sizeMiB, runtime);
   const out = await exec("fio", args, (runtime + 60) * 1000);
   const report = JSON.parse(out.slice(out.indexOf("{")));
   const side = job.rw.includes("read") ? report.jobs[0].read : report.jobs[0].write;
@@ -180,23 +191,9 @@ function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
   return lines.join("\n");
 }
 
-async function writeSection(file: string, body: string, title = SECTION): Promise<void> {
-  let text = "";
-  try {
-    text = await fsp.readFile(file, "utf8");
-  } catch {
-    text = "# Benchmarks\n";
-  }
-  const start = text.indexOf(`\n${title}\n`);
-  const section = `${title}\n\n${body.trim()}\n`;
-  if (start < 0) {
-    text = `${text.trimEnd()}\n\n${section}`;
-  } else {
-    const next = text.indexOf("\n## ", start + 1);
-    const rest = next < 0 ? "" : text.slice(next + 1);
-    text = `${text.slice(0, start + 1)}${section}${rest === "" ? "" : `\n${rest}`}`;
-  }
-  await fsp.writeFile(file, text);
+/** Writes `body` as the section `title` of BENCHMARKS.md (in place of an older one). */
+function writeBodySection(title: string, body: string): void {
+  writeSection(title, `${title}\n\n${body.trim()}\n`);
 }
 
 /** One sheep (copies=1) with a VDI over NBD, measured with every job; stopped afterwards. */
@@ -460,8 +457,7 @@ async function main(): Promise<void> {
       );
       console.log(`\n${body}\n`);
       if (!values["no-write"]) {
-        const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-        await writeSection(path.join(root, "BENCHMARKS.md"), body, VERIFY_SECTION);
+        writeBodySection(VERIFY_SECTION, body);
       }
       return;
     }
@@ -511,8 +507,7 @@ async function main(): Promise<void> {
     ].join("\n");
     console.log(`\n${body}\n`);
     if (!values["no-write"]) {
-      const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-      await writeSection(path.join(root, "BENCHMARKS.md"), body);
+      writeBodySection(SECTION, body);
       console.error(`wrote "${SECTION}" in ${path.join(root, "BENCHMARKS.md")}`);
     }
   } finally {

@@ -40,6 +40,9 @@ import {
   stopCluster,
   writeSection,
 } from "./bench_cluster.ts";
+import { fioArgs, type Job, prefill } from "./bench_nbd.ts";
+
+type FioJob = Pick<Job, "rw" | "bs" | "iodepth">;
 
 const SECTION = "## Memory, start-up, recovery under client I/O";
 const MiB = 1 << 20;
@@ -128,47 +131,13 @@ function execOut(cmd: string, args: string[], timeoutMs: number): Promise<string
   });
 }
 
-interface FioJob {
-  rw: string;
-  bs: string;
-  iodepth: number;
-}
-
-function fioArgs(uri: string, job: FioJob, seconds: number, sizeMiB: number): string[] {
-  return [
-    "--name=bench",
-    "--ioengine=nbd",
-    `--uri=${uri}`,
-    `--rw=${job.rw}`,
-    `--bs=${job.bs}`,
-    `--iodepth=${job.iodepth}`,
-    `--size=${sizeMiB}M`,
-    `--runtime=${seconds}`,
-    "--time_based",
-    "--randrepeat=0",
-    "--output-format=json",
-  ];
-}
-
-/** Runs one fio job; gives its IOPS (reads or writes, whichever the job does). */
+/** Runs one fio job, no ramp; gives its IOPS (reads or writes, whichever the job does). */
 async function fio(uri: string, job: FioJob, seconds: number, sizeMiB: number): Promise<number> {
-  const out = await execOut("fio", fioArgs(uri, job, seconds, sizeMiB), (seconds + 120) * 1000);
+  const args = fioArgs(uri, job, sizeMiB, seconds, 0);
+  const out = await execOut("fio", args, (seconds + 120) * 1000);
   const report = JSON.parse(out.slice(out.indexOf("{")));
   const side = job.rw.includes("read") ? report.jobs[0].read : report.jobs[0].write;
   return side.iops;
-}
-
-/** Writes the whole volume once with 1 MiB requests. */
-async function prefill(uri: string, sizeMiB: number): Promise<void> {
-  await execOut("fio", [
-    "--name=prefill",
-    "--ioengine=nbd",
-    `--uri=${uri}`,
-    "--rw=write",
-    "--bs=1M",
-    "--iodepth=8",
-    `--size=${sizeMiB}M`,
-  ], 900_000);
 }
 
 function client(port: number, keyFile: string, timeoutMs?: number): ObjectClient {
@@ -291,7 +260,7 @@ async function memory(one: OneSheep): Promise<MemoryResult> {
   await sleep(3_000);
   const idle = rss(pid);
   console.error(`memory: idle RSS ${mb(idle)}`);
-  const jobs = [
+  const jobs: (FioJob & { name: string })[] = [
     { name: "4k randwrite QD32", rw: "randwrite", bs: "4k", iodepth: 32 },
     { name: "1M randwrite QD32", rw: "randwrite", bs: "1M", iodepth: 32 },
     { name: "1M randread QD32", rw: "randread", bs: "1M", iodepth: 32 },
@@ -462,7 +431,7 @@ async function recoveryCycle(
 ): Promise<RecoveryCycle> {
   const { ports, dirs, keyFile } = cluster;
   const reader = spawn("fio", [
-    ...fioArgs(uri, { rw: "randread", bs: "4k", iodepth: 32 }, 600, 1024),
+    ...fioArgs(uri, { rw: "randread", bs: "4k", iodepth: 32 }, 1024, 600, 0),
     `--write_iops_log=${log}`,
     "--log_avg_msec=250",
   ], { stdio: "ignore" });
