@@ -533,22 +533,19 @@ export class FsObjectStore implements ObjectStore {
     const last = first + Math.ceil(length / B) - 1;
     const release = await object.locks.lock(first, last, false);
     try {
-      const buffer = new Uint8Array(length);
-      const read = await readFully(object.data, buffer, first * B);
+      let buffer = new Uint8Array(length);
+      let read = await readFully(object.data, buffer, first * B);
       const offloaded = this.#hasher.offload(buffer);
-      const hashed = offloaded && await offloaded;
-      if (hashed) {
-        return {
-          bytes: hashed.bytes,
-          bad: checkBlocks(object, hashed.bytes, first, read, hashed.crcs),
-        };
+      if (offloaded) {
+        const hashed = await offloaded;
+        if (hashed) {
+          const bad = checkBlocks(object, hashed.bytes, first, read, hashed.crcs);
+          return { bytes: hashed.bytes, bad };
+        }
+        buffer = new Uint8Array(length); // lost with a worker: read again, hashed here
+        read = await readFully(object.data, buffer, first * B);
       }
-      if (offloaded === undefined) {
-        return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };
-      }
-      const again = new Uint8Array(length); // lost with a worker
-      const reread = await readFully(object.data, again, first * B);
-      return { bytes: again, bad: checkBlocks(object, again, first, reread) };
+      return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };
     } finally {
       release();
     }
