@@ -66,7 +66,7 @@ export const OPEN_FILES_CAP = 8192;
 export const CHECKSUM_BLOCK_BYTES = 4096;
 /**
  * Reads at least this long have their checksums computed in a worker thread
- * (core/store/checksum_workers.ts); shorter ones on the calling thread, where the CRC costs
+ * (core/store/checksum_workers.ts); shorter ones on the calling thread, where the checksum costs
  * less than the hand-off (BENCHMARKS.md, "Block checksums: where the time goes").
  */
 export const CHECKSUM_OFFLOAD_BYTES_MIN = 128 * 1024;
@@ -140,8 +140,10 @@ function checkLimits(): void {
   if (MESSAGE_BYTES_MAX < objectSize(BLOCK_SIZE_SHIFT_DEFAULT)) throw new Error("limits: object");
   if (COPIES_DEFAULT > COPIES_MAX) throw new Error("limits: copies");
   // Object sizes are whole checksum blocks, and a block index fits the meta file's u32 count.
-  if (objectSize(BLOCK_SIZE_SHIFT_MIN) % CHECKSUM_BLOCK_BYTES !== 0) throw new Error("limits: crc");
-  if (OBJECT_BYTES_MAX / CHECKSUM_BLOCK_BYTES > 2 ** 32) throw new Error("limits: crc count");
+  if (objectSize(BLOCK_SIZE_SHIFT_MIN) % CHECKSUM_BLOCK_BYTES !== 0) {
+    throw new Error("limits: checksum");
+  }
+  if (OBJECT_BYTES_MAX / CHECKSUM_BLOCK_BYTES > 2 ** 32) throw new Error("limits: checksum count");
   // A changed object is compared in whole blocks.
   if (objectSize(BLOCK_SIZE_SHIFT_MIN) % DIFF_BLOCK_BYTES !== 0) throw new Error("limits: diff");
 }

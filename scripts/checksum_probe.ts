@@ -17,7 +17,7 @@ import { Worker } from "node:worker_threads";
 import { crc32 } from "node:zlib";
 import { createCRC32, createXXHash3 } from "hash-wasm";
 import { CHECKSUM_BLOCK_BYTES as B } from "../core/limits.ts";
-import { blockCrcsInline } from "../core/store/block_hasher.ts";
+import { blockChecksum, blockChecksums } from "../core/store/block_checksum.ts";
 import { ChecksumWorkers } from "../core/store/checksum_workers.ts";
 
 const MiB = 1 << 20;
@@ -106,9 +106,9 @@ async function sharedRoundTrip(depth: number): Promise<{ wallUs: number; mainUs:
     `const { parentPort } = require("node:worker_threads");
 const { crc32 } = require("node:zlib");
 parentPort.on("message", ({ id, bytes }) => {
-  const crcs = new Uint32Array(bytes.length / ${B});
-  for (let i = 0; i < crcs.length; i++) crcs[i] = crc32(bytes.subarray(i * ${B}, (i + 1) * ${B}));
-  parentPort.postMessage({ id, crcs }, [crcs.buffer]);
+  const checksums = new Uint32Array(bytes.length / ${B});
+  for (let i = 0; i < checksums.length; i++) checksums[i] = crc32(bytes.subarray(i * ${B}, (i + 1) * ${B}));
+  parentPort.postMessage({ id, checksums }, [checksums.buffer]);
 });`,
     { eval: true },
   );
@@ -141,6 +141,8 @@ async function main(): Promise<void> {
   /** A different MiB each call, so the caches do not flatter the figures. */
   const nextMiB = () => data.subarray(at = (at + MiB) % data.length, at + MiB);
 
+  const storeBlocksUs = perCall(() => blockChecksums(nextMiB()));
+  const storePerBlockUs = perCall(() => blocks(nextMiB(), B, blockChecksum));
   const zlibBlocksUs = perCall(() => blocks(nextMiB(), B, crc32));
   const zlibWholeUs = perCall(() => crc32(nextMiB()));
 
@@ -180,7 +182,7 @@ async function main(): Promise<void> {
   const offload = [];
   try {
     for (const length of sizes) {
-      const inlineUs = perCall(() => blockCrcsInline(data.subarray(0, length)));
+      const inlineUs = perCall(() => blockChecksums(data.subarray(0, length)));
       const qd1 = await offloaded(pool, length, 1);
       const qd8 = await offloaded(pool, length, 8);
       offload.push({ length, inlineUs, qd1, qd8 });
@@ -190,6 +192,8 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({
     node: process.version,
+    storeBlocksUs,
+    storePerBlockUs,
     zlibBlocksUs,
     zlibWholeUs,
     crc32cBlocksUs,

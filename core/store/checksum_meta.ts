@@ -1,6 +1,6 @@
 /**
  * The checksum file kept beside each object (`<16 hex oid>.meta`): the object's version, size and
- * flags, and a CRC-32 of every 4 KiB block, so reads can verify what they return and replicas can
+ * flags, and a checksum of every 4 KiB block (block_checksum.ts), so reads can verify what they return and replicas can
  * compare digests without reading data.
  *
  * Layout, little-endian:
@@ -8,7 +8,7 @@
  * | offset | bytes | field                                                          |
  * |-------:|------:|----------------------------------------------------------------|
  * |      0 |     4 | magic, "SDCK"                                                  |
- * |      4 |     2 | format version, 1                                              |
+ * |      4 |     2 | checksum format, 2 (1: entries are CRC-32s, from older builds) |
  * |      6 |     2 | flags: bit 0 UNVERIFIED (crash-suspect, see ObjectMeta)        |
  * |      8 |     8 | object version (a safe integer, < 2^53)                        |
  * |     16 |     8 | object size in bytes                                           |
@@ -16,7 +16,7 @@
  * |     28 |     4 | block count, ceil(size / block size)                           |
  * |     32 |     4 | m, the number of bad-block slots (0 in files of older builds)  |
  * |     36 |     4 | CRC-32 of bytes 0..36                                          |
- * |     40 | 4 × n | CRC-32 of each block's bytes (the last block may be shorter)   |
+ * |     40 | 4 × n | checksum of each block's bytes (the last block may be shorter) |
  * | 40+4n  | 4 × m | bad blocks: an index each, or 0xffffffff for a cleared slot    |
  *
  * The header has its own CRC so a torn or rotten header is noticed rather than trusted; the
@@ -36,9 +36,13 @@ import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { assert } from "../assert.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
+import { zeroChecksum } from "./block_checksum.ts";
 
 const MAGIC = 0x4b434453; // "SDCK" read as a little-endian u32
-const FORMAT = 1;
+/** The checksum format written: entries are block_checksum.ts's (XXH64's low 32 bits). */
+export const CHECKSUM_FORMAT = 2;
+/** The format of older builds: entries are CRC-32s (`zlib.crc32`); read only to convert. */
+export const CHECKSUM_FORMAT_CRC32 = 1;
 export const FLAG_UNVERIFIED = 1;
 export const META_HEADER_BYTES = 40;
 const HEADER_CRC_AT = 36;
@@ -50,23 +54,6 @@ const CLEARED = 0xffffffff;
 /** The number of checksum blocks of an object of `size` bytes. */
 export function blockCount(size: number): number {
   return Math.ceil(size / CHECKSUM_BLOCK_BYTES);
-}
-
-const zeroCrcs = new Map<number, number>();
-
-/**
- * The CRC of `length` zero bytes, cached: a sparse object's untouched blocks get it without
- * hashing megabytes of zeros.
- */
-export function zeroCrc(length: number): number {
-  let crc = zeroCrcs.get(length);
-  if (crc === undefined) zeroCrcs.set(length, crc = crc32(new Uint8Array(length)));
-  return crc;
-}
-
-/** CRC-32 of a block's bytes. */
-export function blockCrc(bytes: Uint8Array): number {
-  return crc32(bytes);
 }
 
 /** One object's checksum file, parsed, kept as the bytes written to disk. */
@@ -82,7 +69,7 @@ export class ChecksumMeta {
   }
 
   /**
-   * A meta for a `size`-byte object of zeros (every entry the CRC of a zero block), with `bad`
+   * A meta for a `size`-byte object of zeros (every entry the checksum of a zero block), with `bad`
    * (indexes inside the object) recorded as bad blocks.
    */
   static create(
@@ -100,7 +87,7 @@ export class ChecksumMeta {
     );
     const view = meta.#view;
     view.setUint32(0, MAGIC, true);
-    view.setUint16(4, FORMAT, true);
+    view.setUint16(4, CHECKSUM_FORMAT, true);
     view.setUint16(6, flags, true);
     view.setBigUint64(8, BigInt(version), true);
     view.setBigUint64(16, BigInt(size), true);
@@ -111,11 +98,11 @@ export class ChecksumMeta {
       view.setUint32(META_HEADER_BYTES + ENTRY_BYTES * (count + i), index, true);
       meta.#bad.add(index);
     });
-    const fullCrc = zeroCrc(CHECKSUM_BLOCK_BYTES);
+    const fullChecksum = zeroChecksum(CHECKSUM_BLOCK_BYTES);
     for (let index = 0; index < count; index++) {
-      view.setUint32(meta.entryOffset(index), fullCrc, true);
+      view.setUint32(meta.entryOffset(index), fullChecksum, true);
     }
-    if (count > 0) meta.setCrc(count - 1, zeroCrc(meta.blockLength(count - 1)));
+    if (count > 0) meta.setChecksum(count - 1, zeroChecksum(meta.blockLength(count - 1)));
     meta.sealHeader();
     return meta;
   }
@@ -131,7 +118,10 @@ export class ChecksumMeta {
     if (view.getUint32(HEADER_CRC_AT, true) !== crc32(bytes.subarray(0, HEADER_CRC_AT))) {
       return "its header fails its checksum";
     }
-    if (view.getUint16(4, true) !== FORMAT) return `format ${view.getUint16(4, true)} is unknown`;
+    const format = view.getUint16(4, true);
+    if (format !== CHECKSUM_FORMAT && format !== CHECKSUM_FORMAT_CRC32) {
+      return `format ${format} is unknown`;
+    }
     if (view.getUint32(24, true) !== CHECKSUM_BLOCK_BYTES) return "its block size is not 4096";
     const version = view.getBigUint64(8, true);
     const size = view.getBigUint64(16, true);
@@ -150,6 +140,14 @@ export class ChecksumMeta {
       meta.#bad.add(index);
     }
     return meta;
+  }
+
+  /**
+   * CHECKSUM_FORMAT, or CHECKSUM_FORMAT_CRC32 for a file of an older build, whose entries are
+   * another function's: FsObjectStore.open converts those, nothing else reads them.
+   */
+  get format(): number {
+    return this.#view.getUint16(4, true);
   }
 
   get version(): number {
@@ -216,12 +214,12 @@ export class ChecksumMeta {
     return Math.min(CHECKSUM_BLOCK_BYTES, this.size - index * CHECKSUM_BLOCK_BYTES);
   }
 
-  crc(index: number): number {
+  checksum(index: number): number {
     return this.#view.getUint32(this.entryOffset(index), true);
   }
 
-  setCrc(index: number, crc: number): void {
-    this.#view.setUint32(this.entryOffset(index), crc, true);
+  setChecksum(index: number, checksum: number): void {
+    this.#view.setUint32(this.entryOffset(index), checksum, true);
   }
 
   /** Where block `index`'s entry lives in the file. */

@@ -1,23 +1,24 @@
 import assert from "node:assert/strict";
-import { crc32 } from "node:zlib";
-import { blockCount, ChecksumMeta, zeroCrc } from "./checksum_meta.ts";
+import { blockChecksum, zeroChecksum } from "./block_checksum.ts";
+import { blockCount, CHECKSUM_FORMAT, ChecksumMeta } from "./checksum_meta.ts";
 
 Deno.test("ChecksumMeta round-trips version, size, flags and entries", () => {
   const meta = ChecksumMeta.create(3 * 4096 + 100, 2 ** 53 - 1);
   assert.equal(meta.bytes.length, 40 + 4 * 4);
-  assert.equal(meta.crc(0), crc32(new Uint8Array(4096)));
-  assert.equal(meta.crc(3), crc32(new Uint8Array(100)), "a short last block");
-  meta.setCrc(1, 0xdeadbeef);
+  assert.equal(meta.format, CHECKSUM_FORMAT);
+  assert.equal(meta.checksum(0), blockChecksum(new Uint8Array(4096)));
+  assert.equal(meta.checksum(3), blockChecksum(new Uint8Array(100)), "a short last block");
+  meta.setChecksum(1, 0xdeadbeef);
   meta.setUnverified(true);
   const parsed = ChecksumMeta.parse(meta.bytes.slice());
   assert.ok(parsed instanceof ChecksumMeta);
   assert.equal(parsed.version, 2 ** 53 - 1);
   assert.equal(parsed.size, 3 * 4096 + 100);
   assert.equal(parsed.unverified, true);
-  assert.equal(parsed.crc(1), 0xdeadbeef);
+  assert.equal(parsed.checksum(1), 0xdeadbeef);
   assert.equal(parsed.digest(), meta.digest());
   assert.equal(blockCount(0), 0);
-  assert.equal(zeroCrc(4096), crc32(Buffer.alloc(4096)));
+  assert.equal(zeroChecksum(4096), blockChecksum(new Uint8Array(4096)));
 });
 
 Deno.test("ChecksumMeta.parse names what is wrong", () => {
@@ -42,7 +43,7 @@ Deno.test("ChecksumMeta digest depends on content, not version or flags", () => 
   const b = ChecksumMeta.create(8192, 9);
   b.setUnverified(true);
   assert.equal(a.digest(), b.digest());
-  b.setCrc(0, 1);
+  b.setChecksum(0, 1);
   assert.notEqual(a.digest(), b.digest());
   assert.notEqual(ChecksumMeta.create(4096, 1).digest(), ChecksumMeta.create(8192, 1).digest());
 });

@@ -1,19 +1,20 @@
 /**
  * A `BlockHasher` that computes the checksums of large reads in worker threads, so a sheep
- * serving big reads spends its main thread on I/O and replies, not on CRC-32 arithmetic
- * (BENCHMARKS.md, "Block checksums: where the time goes": a 1 MiB read's CRCs cost the main
- * thread 0.3-0.8 ms inline, a few tens of µs to hand to a worker).
+ * serving big reads spends its main thread on I/O and replies, not on checksum arithmetic
+ * (BENCHMARKS.md, "Block checksums: where the time goes": a 1 MiB read's checksums cost the main
+ * thread 0.3-0.8 ms inline as CRC-32s, about 0.13 ms as block_checksum.ts's, a few tens of µs to
+ * hand to a worker).
  *
  * Zero-copy: the buffer a large read was read into is transferred to the worker (moved, not
- * copied: the calling thread's view of it goes empty) and transferred back with the CRC of each
- * 4 KiB block, which the store compares with its checksum file as it does inline CRCs. While
+ * copied: the calling thread's view of it goes empty) and transferred back with the checksum of each
+ * 4 KiB block, which the store compares with its checksum file as it does inline checksums. While
  * the worker holds the bytes nobody else can see them, so nothing unverified can be served.
  * Not shared memory: posting a SharedArrayBuffer costs about what moving a buffer does, but
  * the bytes a read returns would then stay shared, visible to the worker after the answer, and
  * slow for V8 to handle (a 1 MiB `fill` is about 30 times slower on one; measured in the same
  * section). Only a view of a whole buffer moves (other views of it would go with it); small
  * reads stay on the calling thread: below CHECKSUM_OFFLOAD_BYTES_MIN the hand-off costs more
- * than the CRC.
+ * than the checksum.
  *
  * Failure never costs a verification: a worker that exits (a crash, `terminate`) or stays
  * silent for CHECKSUM_WORKER_STALL_MS is gone with the bytes it held, and its pending jobs
@@ -43,22 +44,21 @@ import {
   CHECKSUM_WORKER_STALL_MS,
   CHECKSUM_WORKERS_MAX,
 } from "../limits.ts";
-import { blockCrcsInline, type BlockHasher, type Hashed } from "./block_hasher.ts";
+import { blockChecksums, blockChecksumWasm, checksummer } from "./block_checksum.ts";
+import type { BlockHasher, Hashed } from "./block_hasher.ts";
 
 /**
- * The worker: for each `{ id, bytes }`, the CRC of each block of `bytes` (the same
- * `node:zlib` crc32 as `blockCrc`), sent back with the bytes as `{ id, crcs, bytes }`.
+ * The worker: for each `{ id, bytes }`, the checksum of each block of `bytes`, sent back with the
+ * bytes as `{ id, checksums, bytes }`. It runs block_checksum.ts's own `checksummer` (its source
+ * text) on the module's bytes given as `workerData.wasm`: the same arithmetic as `blockChecksum`.
  */
 export const CHECKSUM_WORKER_SOURCE = `"use strict";
-const { parentPort } = require("node:worker_threads");
-const { crc32 } = require("node:zlib");
-const B = ${CHECKSUM_BLOCK_BYTES};
+const { parentPort, workerData } = require("node:worker_threads");
+const makeChecksummer = (${checksummer.toString()});
+const checksummer = makeChecksummer(workerData.wasm, ${CHECKSUM_BLOCK_BYTES});
 parentPort.on("message", ({ id, bytes }) => {
-  const crcs = new Uint32Array(Math.ceil(bytes.length / B));
-  for (let at = 0, i = 0; at < bytes.length; at += B, i++) {
-    crcs[i] = crc32(bytes.subarray(at, at + B));
-  }
-  parentPort.postMessage({ id, crcs, bytes }, [crcs.buffer, bytes.buffer]);
+  const checksums = checksummer.each(bytes);
+  parentPort.postMessage({ id, checksums, bytes }, [checksums.buffer, bytes.buffer]);
 });
 `;
 
@@ -113,6 +113,8 @@ export class ChecksumWorkers implements BlockHasher {
   readonly #threads: (Thread | undefined)[];
   readonly #warn: (line: string) => void;
   readonly #source: string;
+  /** The checksum module's bytes, for each worker to instantiate. */
+  readonly #wasm = blockChecksumWasm();
   readonly #stallMs: number;
   readonly #offloadBytesMin: number;
   readonly #jobsMax: number;
@@ -187,7 +189,7 @@ export class ChecksumWorkers implements BlockHasher {
   }
 
   #spawn(slot: number): Thread {
-    const worker = new Worker(this.#source, { eval: true });
+    const worker = new Worker(this.#source, { eval: true, workerData: { wasm: this.#wasm } });
     worker.unref();
     const thread: Thread = {
       slot,
@@ -210,7 +212,7 @@ export class ChecksumWorkers implements BlockHasher {
   }
 
   #answer(thread: Thread, message: unknown): void {
-    const { id, crcs, bytes } = (message ?? {}) as Record<string, unknown>;
+    const { id, checksums, bytes } = (message ?? {}) as Record<string, unknown>;
     const job = typeof id === "number" ? thread.pending.get(id) : undefined;
     if (job === undefined) return;
     thread.pending.delete(id as number);
@@ -218,13 +220,13 @@ export class ChecksumWorkers implements BlockHasher {
       job.resolve(undefined); // the bytes did not come back: read them again
       this.#stats.fallbacks++;
     } else if (
-      !(crcs instanceof Uint32Array) ||
-      crcs.length !== Math.ceil(job.length / CHECKSUM_BLOCK_BYTES)
+      !(checksums instanceof Uint32Array) ||
+      checksums.length !== Math.ceil(job.length / CHECKSUM_BLOCK_BYTES)
     ) {
-      job.resolve({ bytes, crcs: blockCrcsInline(bytes) });
+      job.resolve({ bytes, checksums: blockChecksums(bytes) });
       this.#stats.fallbacks++;
     } else {
-      job.resolve({ bytes, crcs });
+      job.resolve({ bytes, checksums });
       this.#stats.answered++;
       thread.answered = true;
       this.#deathsInARow = 0;

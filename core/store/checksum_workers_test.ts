@@ -5,14 +5,15 @@
 // caller, and `close` ends every worker. A store that verifies its large reads in workers finds rot as it
 // does inline, also when the worker dies, and never mistakes a concurrent write for rot.
 // Method: the real pool on real threads, with workers of the tests' own that misbehave where a
-// failure is the point; every answer compared with CRCs computed here; stores on both disks.
+// failure is the point; every answer compared with checksums computed here; stores on both disks.
 import assert from "node:assert/strict";
 import {
   CHECKSUM_BLOCK_BYTES as B,
   CHECKSUM_OFFLOAD_BYTES_MIN,
   CHECKSUM_WORKER_DEATHS_MAX,
 } from "../limits.ts";
-import { blockCrcsInline, type Hashed } from "./block_hasher.ts";
+import { blockChecksums } from "./block_checksum.ts";
+import type { Hashed } from "./block_hasher.ts";
 import { CHECKSUM_WORKER_SOURCE, ChecksumWorkers } from "./checksum_workers.ts";
 import { isCorrupt, KINDS, patternBytes, withEnv } from "./store_test_env.ts";
 
@@ -23,7 +24,7 @@ function bytesOf(length: number, seed: number): Uint8Array {
   return bytes;
 }
 
-/** Hands `bytes` to `pool` (which must take them); checks the answer against CRCs made here. */
+/** Hands `bytes` to `pool` (which must take them); checks the answer against checksums made here. */
 async function hashChecked(pool: ChecksumWorkers, bytes: Uint8Array): Promise<Hashed | undefined> {
   const copy = bytes.slice();
   const taken = pool.offload(bytes);
@@ -31,7 +32,7 @@ async function hashChecked(pool: ChecksumWorkers, bytes: Uint8Array): Promise<Ha
   const hashed = await taken;
   if (hashed !== undefined) {
     assert.deepEqual(hashed.bytes, copy, "the bytes come back as they went");
-    assert.deepEqual(hashed.crcs, blockCrcsInline(copy));
+    assert.deepEqual(hashed.checksums, blockChecksums(copy));
   }
   return hashed;
 }
@@ -59,7 +60,7 @@ Deno.test("checksum workers: a large read is hashed in a worker and its bytes co
     const buffers = lengths.map((length, i) => bytesOf(length, i));
     const answers = await Promise.all(buffers.map((bytes) => hashChecked(pool, bytes)));
     assert.ok(answers.every((hashed) => hashed !== undefined));
-    assert.equal(answers[3]!.crcs.length, 257);
+    assert.equal(answers[3]!.checksums.length, 257);
     // Moved, not copied: the views handed over are empty now.
     assert.ok(buffers.every((bytes) => bytes.length === 0));
     assert.equal(pool.stats.answered, 4);
@@ -116,8 +117,8 @@ Deno.test("checksum workers: a wrong answer is not taken", async () => {
   const source = `
 const { parentPort } = require("node:worker_threads");
 parentPort.on("message", ({ id, bytes }) => {
-  if (bytes[0] === 1) parentPort.postMessage({ id, crcs: new Uint32Array(1), bytes });
-  else parentPort.postMessage({ id, crcs: new Uint32Array(256), bytes: bytes.subarray(1) });
+  if (bytes[0] === 1) parentPort.postMessage({ id, checksums: new Uint32Array(1), bytes });
+  else parentPort.postMessage({ id, checksums: new Uint32Array(256), bytes: bytes.subarray(1) });
 });`;
   const pool = new ChecksumWorkers({ workers: 1, source });
   try {

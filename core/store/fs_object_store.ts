@@ -1,7 +1,7 @@
 /**
  * `ObjectStore` on a `Disk`: one data file per object under `DIR/obj/`, named by the oid in 16
  * lowercase hex digits (Sheepdog's "plain" store), and beside it `<oid>.meta`, its version, size
- * and a CRC-32 per 4 KiB block (layout in checksum_meta.ts).
+ * and a checksum per 4 KiB block (layout in checksum_meta.ts, function in block_checksum.ts).
  *
  * Creates write a temporary data file (ftruncate to the object's size, so it is sparse and
  * exactly `size` bytes, then the data) and a temporary checksum file, sync both, rename them into
@@ -44,7 +44,14 @@ import {
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
 import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
-import { blockCrc, ChecksumMeta, META_HEADER_BYTES } from "./checksum_meta.ts";
+import { blockChecksum, blockChecksums } from "./block_checksum.ts";
+import {
+  CHECKSUM_FORMAT,
+  CHECKSUM_FORMAT_CRC32,
+  ChecksumMeta,
+  META_HEADER_BYTES,
+} from "./checksum_meta.ts";
+import { convertChecksums } from "./checksum_conversion.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
@@ -76,8 +83,13 @@ const SCAN_BYTES = 1024 * 1024;
 const B = CHECKSUM_BLOCK_BYTES;
 const JOURNAL_NAME = ".dirty";
 const FORMAT_NAME = ".format";
-const FORMAT_TEXT = "sheepdog object store 1\n";
-const ADOPTING_TEXT = "sheepdog object store 1 adopting\n";
+/**
+ * The store's format, in its `.format` marker: 2 since block checksums are block_checksum.ts's
+ * (store format 1 kept CRC-32s; open converts them). " adopting": objects of builds before
+ * checksum files are still being given one.
+ */
+const STORE_FORMAT = 2;
+const FORMAT_PATTERN = /^sheepdog object store (\d+)( adopting)?\n$/;
 
 /** An object with its files open and its checksums in memory. */
 interface OpenObject {
@@ -123,6 +135,7 @@ export class FsObjectStore implements ObjectStore {
   /** Computes the checksums of what reads return (large reads in worker threads, if any). */
   readonly #hasher: BlockHasher;
   readonly #onChange: ((oid: Oid) => void) | undefined;
+  readonly #log: (line: string) => void;
   /** Objects whose files stay open (each holds two handles: data and checksums). */
   readonly #cachedObjectsMax: number;
   /**
@@ -152,6 +165,8 @@ export class FsObjectStore implements ObjectStore {
       openFiles?: number;
       onChange?: (oid: Oid) => void;
       hasher?: BlockHasher;
+      /** Where open reports long work (converting an older build's checksums). */
+      log?: (line: string) => void;
     } = {},
   ) {
     this.objectDir = objectDir;
@@ -160,6 +175,7 @@ export class FsObjectStore implements ObjectStore {
     this.#cachedObjectsMax = Math.max(1, Math.floor((options.openFiles ?? OPEN_FILES_MAX) / 2));
     this.#verifyReads = options.verifyReads ?? true;
     this.#hasher = options.hasher ?? inlineHasher;
+    this.#log = options.log ?? (() => {});
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -175,7 +191,9 @@ export class FsObjectStore implements ObjectStore {
     }
     const suspects = await DirtyJournal.read(this.#disk, path.join(this.objectDir, JOURNAL_NAME));
     const names = await this.#disk.readdir(this.objectDir);
-    await this.#checkFormat(names);
+    const found = await this.#readFormat();
+    this.#adoptLegacy = (found === undefined || found.adopting) &&
+      names.some((name) => oidFromHex(name) !== undefined && !names.includes(`${name}.meta`));
     for (const name of names) {
       if (!name.endsWith(CHANGED_SUFFIX)) continue;
       const oid = oidFromHex(name.slice(0, -CHANGED_SUFFIX.length));
@@ -190,6 +208,10 @@ export class FsObjectStore implements ObjectStore {
         this.#synced.set(oid, record.synced);
       }
     }
+    // Before the rebuilds: they compare the checksums they compute with those on file.
+    if (found === undefined || found.format < STORE_FORMAT) {
+      await this.#convertChecksumFiles(names, new Set(suspects));
+    }
     const unrepaired: Oid[] = [];
     for (const oid of suspects) {
       await this.#rebuildChecksums(oid).catch(() => unrepaired.push(oid));
@@ -202,6 +224,8 @@ export class FsObjectStore implements ObjectStore {
       }
     }
     await this.#disk.syncDir(this.objectDir);
+    // Last: a start that stops before this converts (and adopts) again where it left off.
+    await this.#writeFormat(found);
     // Objects that could not be rebuilt stay listed, so the next start tries again. On a full
     // disk the old journal stays as it is: the sheep still starts, reads, and frees space.
     await this.#journal.rewrite(unrepaired).catch(async (error) => {
@@ -273,7 +297,7 @@ export class FsObjectStore implements ObjectStore {
     hashCreated(meta, data, offset);
     (options.badBlocks ?? []).forEach((index, i) => {
       if (index < 0 || index >= meta.blockCount) return;
-      meta.setCrc(index, options.expected?.[i] ?? (~meta.crc(index) >>> 0));
+      meta.setChecksum(index, options.expected?.[i] ?? (~meta.checksum(index) >>> 0));
     });
     // A crash-suspect copy of a crash-suspect copy: the source's changed blocks are this copy's
     // uncertain ones (same bytes). Unknown (every block uncertain) when the source had none.
@@ -284,8 +308,8 @@ export class FsObjectStore implements ObjectStore {
       : undefined;
     const synced = new Map<number, number>();
     options.changedBlocks?.forEach((index, i) => {
-      const crc = options.syncedCrcs?.[i];
-      if (typeof crc === "number" && crc >>> 0 === crc) synced.set(index, crc);
+      const checksum = options.syncedChecksums?.[i];
+      if (typeof checksum === "number" && checksum >>> 0 === checksum) synced.set(index, checksum);
     });
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
@@ -403,13 +427,13 @@ export class FsObjectStore implements ObjectStore {
     const release = await object.locks.lock(first, last, true);
     let failure: unknown;
     try {
-      const intended = await this.#intendedCrcs(object, data, offset, first, last);
+      const intended = await this.#intendedChecksums(object, data, offset, first, last);
       await writeAll(object.data, data, offset).catch((error) => failure = error);
       if (failure === undefined) {
-        for (const [index, crc] of intended) {
-          object.meta.setCrc(index, crc);
+        for (const [index, checksum] of intended) {
+          object.meta.setChecksum(index, checksum);
           // A bad block written whole holds known bytes now (a partial write into one fails
-          // before anything is written, see #intendedCrcs).
+          // before anything is written, see #intendedChecksums).
           if (object.meta.clearBad(index)) object.badDirty = true;
         }
         if (object.meta.raiseVersion(version)) object.headerDirty = true;
@@ -439,7 +463,7 @@ export class FsObjectStore implements ObjectStore {
    * The checksum each block in [first, last] will have once `data` is written at `offset`. A
    * block the write covers only in part is read and checked first (CorruptionError if bad).
    */
-  async #intendedCrcs(
+  async #intendedChecksums(
     object: OpenObject,
     data: Uint8Array,
     offset: number,
@@ -447,17 +471,17 @@ export class FsObjectStore implements ObjectStore {
     last: number,
   ): Promise<Map<number, number>> {
     const { meta } = object;
-    const crcs = new Map<number, number>();
+    const checksums = new Map<number, number>();
     for (let index = first; index <= last; index++) {
       const start = index * B;
       const length = meta.blockLength(index);
       if (offset <= start && start + length <= offset + data.length) {
-        crcs.set(index, blockCrc(data.subarray(start - offset, start + length - offset)));
+        checksums.set(index, blockChecksum(data.subarray(start - offset, start + length - offset)));
         continue;
       }
       const block = new Uint8Array(length);
       const read = await readFully(object.data, block, start);
-      if (read < length || meta.isBad(index) || blockCrc(block) !== meta.crc(index)) {
+      if (read < length || meta.isBad(index) || blockChecksum(block) !== meta.checksum(index)) {
         this.#health.checksumErrors++;
         throw new CorruptionError(
           object.oid,
@@ -470,19 +494,19 @@ export class FsObjectStore implements ObjectStore {
       const from = Math.max(offset, start);
       const to = Math.min(offset + data.length, start + length);
       block.set(data.subarray(from - offset, to - offset), from - start);
-      crcs.set(index, blockCrc(block));
+      checksums.set(index, blockChecksum(block));
     }
-    return crcs;
+    return checksums;
   }
 
   /** After a failed write: each touched block gets the checksum of what it holds, if known. */
   async #settleFailedBlocks(object: OpenObject, intended: Map<number, number>): Promise<void> {
     const { meta } = object;
-    for (const [index, crc] of intended) {
+    for (const [index, checksum] of intended) {
       const length = meta.blockLength(index);
       const block = new Uint8Array(length);
       const read = await readFully(object.data, block, index * B).catch(() => 0);
-      if (read === length && blockCrc(block) === crc) meta.setCrc(index, crc);
+      if (read === length && blockChecksum(block) === checksum) meta.setChecksum(index, checksum);
       // Else it holds the old bytes (its checksum stays right) or something else (its old
       // checksum makes it read as an I/O error, to be repaired from another copy).
     }
@@ -539,7 +563,7 @@ export class FsObjectStore implements ObjectStore {
       if (offloaded) {
         const hashed = await offloaded;
         if (hashed) {
-          const bad = checkBlocks(object, hashed.bytes, first, read, hashed.crcs);
+          const bad = checkBlocks(object, hashed.bytes, first, read, hashed.checksums);
           return { bytes: hashed.bytes, bad };
         }
         buffer = new Uint8Array(length); // lost with a worker: read again, hashed here
@@ -625,7 +649,7 @@ export class FsObjectStore implements ObjectStore {
         bad.push(...chunk.bad.map((b) => b.index));
       }
       for (const index of bad) data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
-      return { data, badBlocks: bad, expected: bad.map((index) => object.meta.crc(index)) };
+      return { data, badBlocks: bad, expected: bad.map((index) => object.meta.checksum(index)) };
     });
   }
 
@@ -850,6 +874,8 @@ export class FsObjectStore implements ObjectStore {
         ? "its checksum file is missing"
         : typeof meta === "string"
         ? `its checksum file is corrupt: ${meta}`
+        : meta.format !== CHECKSUM_FORMAT
+        ? `its checksum file is of format ${meta.format} (an older build's), not converted`
         : length !== meta.size
         ? `its data file is ${length} bytes, not ${meta.size}`
         : undefined;
@@ -902,7 +928,11 @@ export class FsObjectStore implements ObjectStore {
       throw error;
     }
     try {
-      const old = await this.#readMeta(oid);
+      const read = await this.#readMeta(oid);
+      // A file of another checksum format (one open could not convert) is as good as missing.
+      const old = read instanceof ChecksumMeta && read.format === CHECKSUM_FORMAT
+        ? read
+        : undefined;
       const length = await data.size();
       const size = old instanceof ChecksumMeta ? old.size : Math.ceil(length / B) * B;
       // Bad blocks of a salvaged copy stay bad: their bytes (zeros) are not what was written,
@@ -923,12 +953,12 @@ export class FsObjectStore implements ObjectStore {
       const synced = new Map(this.#synced.get(oid) ?? []);
       if (old instanceof ChecksumMeta && old.blockCount === meta.blockCount) {
         for (let index = 0; index < meta.blockCount; index++) {
-          if (old.crc(index) === meta.crc(index)) continue;
+          if (old.checksum(index) === meta.checksum(index)) continue;
           changed.add(index);
-          if (!synced.has(index)) synced.set(index, old.crc(index));
+          if (!synced.has(index)) synced.set(index, old.checksum(index));
         }
         for (const index of bad) {
-          meta.setCrc(index, old.crc(index));
+          meta.setChecksum(index, old.checksum(index));
           changed.add(index);
         }
       }
@@ -961,10 +991,10 @@ export class FsObjectStore implements ObjectStore {
   }
 
   /** What `meta` says of a crash-suspect object's changed blocks. */
-  #changedRecord(oid: Oid): Pick<ObjectMeta, "changedBlocks" | "syncedCrcs"> {
+  #changedRecord(oid: Oid): Pick<ObjectMeta, "changedBlocks" | "syncedChecksums"> {
     const blocks = this.#changed.get(oid)!;
     const synced = this.#synced.get(oid);
-    return { changedBlocks: blocks, syncedCrcs: blocks.map((b) => synced?.get(b) ?? null) };
+    return { changedBlocks: blocks, syncedChecksums: blocks.map((b) => synced?.get(b) ?? null) };
   }
 
   /**
@@ -989,19 +1019,96 @@ export class FsObjectStore implements ObjectStore {
     await this.#unlinkIfPresent(this.#changedPath(oid));
   }
 
-  async #checkFormat(names: string[]): Promise<void> {
-    const marker = path.join(this.objectDir, FORMAT_NAME);
-    const text = await this.#readText(marker);
-    const metaless = names.some((name) =>
-      oidFromHex(name) !== undefined && !names.includes(`${name}.meta`)
-    );
-    this.#adoptLegacy = metaless && (text === undefined || text === ADOPTING_TEXT);
-    const wanted = this.#adoptLegacy ? ADOPTING_TEXT : FORMAT_TEXT;
-    if (text === wanted || (text !== undefined && text !== ADOPTING_TEXT)) return;
+  /**
+   * The format the `.format` marker names; undefined when there is none (a new directory, or one
+   * of a build before markers). A marker this build cannot read stops the start: it names a newer
+   * format, whose files this build could take for corrupt ones.
+   */
+  async #readFormat(): Promise<{ format: number; adopting: boolean } | undefined> {
+    const text = await this.#readText(path.join(this.objectDir, FORMAT_NAME));
+    if (text === undefined) return undefined;
+    const match = FORMAT_PATTERN.exec(text);
+    const format = match ? Number(match[1]) : NaN;
+    if (!(format >= 1 && format <= STORE_FORMAT)) {
+      throw new SheepdogError(
+        ResultCode.EIO,
+        `${path.join(this.objectDir, FORMAT_NAME)} names ${
+          match ? `object store format ${format}` : "no object store format"
+        }: this build reads formats 1 to ${STORE_FORMAT} (a newer build's directory?)`,
+      );
+    }
+    return { format, adopting: match![2] !== undefined };
+  }
+
+  /** Writes the `.format` marker, if `found` (what it said at open) is not the current one. */
+  async #writeFormat(found: { format: number; adopting: boolean } | undefined): Promise<void> {
+    const adopting = this.#adoptLegacy;
+    if (found?.format === STORE_FORMAT && found.adopting === adopting) return;
     const temp = this.#tempPath(FORMAT_NAME);
-    const bytes = new TextEncoder().encode(wanted);
+    const bytes = new TextEncoder().encode(
+      `sheepdog object store ${STORE_FORMAT}${adopting ? " adopting" : ""}\n`,
+    );
     await this.#writeNewFile(`the file ${FORMAT_NAME}`, temp, bytes.length, bytes, 0);
-    await this.#disk.rename(temp, marker);
+    await this.#disk.rename(temp, path.join(this.objectDir, FORMAT_NAME));
+  }
+
+  /**
+   * Converts the checksum files an older build wrote (checksum format 1) to the current format,
+   * each replaced whole (temporary file, sync, rename): see checksum_conversion.ts.
+   */
+  async #convertChecksumFiles(names: string[], suspects: ReadonlySet<Oid>): Promise<void> {
+    const present = new Set(names);
+    const oids = names.flatMap((name) => {
+      const oid = name.endsWith(".meta") ? oidFromHex(name.slice(0, -5)) : undefined;
+      return oid !== undefined && present.has(name.slice(0, -5)) ? [oid] : [];
+    });
+    let converted = 0;
+    let failed = 0;
+    for (const [i, oid] of oids.entries()) {
+      const blocks = await this.#convertChecksumFile(oid, suspects.has(oid));
+      if (blocks === undefined) continue;
+      if (converted++ === 0) {
+        this.#log(
+          `converting the block checksums of up to ${oids.length} objects to format ` +
+            `${CHECKSUM_FORMAT} (once, after an upgrade: every object is read)`,
+        );
+      }
+      failed += blocks.length;
+      if (oids.length >= 100 && (i + 1) % Math.ceil(oids.length / 10) === 0) {
+        this.#log(`converting block checksums: ${i + 1} of ${oids.length} objects`);
+      }
+    }
+    if (converted === 0) return;
+    this.#log(
+      `converted the block checksums of ${converted} objects` +
+        (failed === 0 ? "" : `; ${failed} blocks ` +
+          `failed their old checksum and read as corrupt until a good copy replaces them`),
+    );
+  }
+
+  /** Converts one object's checksum file if it is of format 1: the blocks that failed, or undefined. */
+  async #convertChecksumFile(oid: Oid, suspect: boolean): Promise<number[] | undefined> {
+    const old = await this.#readMeta(oid);
+    if (!(old instanceof ChecksumMeta) || old.format !== CHECKSUM_FORMAT_CRC32) return undefined;
+    const data = await this.#disk.open(this.#dataPath(oid), "r+");
+    try {
+      // A length that does not match is corrupt as it is: left for reads to report and a good
+      // copy to replace (its old format reads as corrupt too).
+      if (await data.size() !== old.size) return undefined;
+      const { meta, failed } = await convertChecksums(old, data, suspect);
+      // The checksums a crash-suspect object's changed blocks had at their last sync are CRC-32s:
+      // dropped (see checksum_conversion.ts); blocks that failed in one join its changed blocks.
+      if ((suspect && failed.length > 0) || (this.#synced.get(oid)?.size ?? 0) > 0) {
+        const changed = new Set([...this.#changed.get(oid) ?? [], ...(suspect ? failed : [])]);
+        await this.#writeChanged(oid, [...changed].sort((a, b) => a - b), new Map());
+      }
+      const temp = this.#tempPath(oidToHex(oid) + ".meta");
+      await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
+      await this.#disk.rename(temp, this.#metaPath(oid));
+      return failed;
+    } finally {
+      await data.close().catch(() => undefined);
+    }
   }
 
   async #readText(file: string): Promise<string | undefined> {
@@ -1234,17 +1341,18 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
 
 /**
  * Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum:
- * the CRCs of its blocks are `crcs` when given (computed elsewhere), else computed here.
+ * the checksums of its blocks are `checksums` when given (computed elsewhere), else computed here.
  */
 function checkBlocks(
   object: OpenObject,
   buffer: Uint8Array,
   first: number,
   read: number,
-  crcs?: Uint32Array,
+  checksums?: Uint32Array,
 ): BadBlock[] {
   const bad: BadBlock[] = [];
   const name = `Object ${oidToHex(object.oid)}`;
+  const sums = checksums ?? blockChecksums(buffer.subarray(0, read));
   for (let at = 0, index = first; at < buffer.length; at += B, index++) {
     const length = Math.min(B, buffer.length - at);
     if (at + length > read) {
@@ -1255,13 +1363,13 @@ function checkBlocks(
       continue;
     }
     if (object.meta.isBad(index)) {
-      const reason = `${name}: block ${index} was lost (a salvaged copy: no copy could vouch for ` +
-        `its bytes)`;
+      const reason = `${name}: block ${index} was lost (no copy could vouch for its bytes when ` +
+        `this one was salvaged, or it failed its checksum when its checksums were converted)`;
       bad.push({ index, reason });
       continue;
     }
-    const stored = object.meta.crc(index);
-    const computed = crcs ? crcs[at / B]! : blockCrc(buffer.subarray(at, at + length));
+    const stored = object.meta.checksum(index);
+    const computed = sums[at / B]!;
     if (stored !== computed) {
       const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
         `computed ${hex32(computed)})`;
@@ -1271,7 +1379,7 @@ function checkBlocks(
   return bad;
 }
 
-/** The CRCs of a new object's blocks that `data` at `offset` touches (the rest are zeros). */
+/** The checksums of a new object's blocks that `data` at `offset` touches (the rest are zeros). */
 function hashCreated(meta: ChecksumMeta, data: Uint8Array, offset: number): void {
   if (data.length === 0) return;
   const block = new Uint8Array(B);
@@ -1280,26 +1388,27 @@ function hashCreated(meta: ChecksumMeta, data: Uint8Array, offset: number): void
     const start = index * B;
     const length = meta.blockLength(index);
     if (offset <= start && start + length <= offset + data.length) {
-      meta.setCrc(index, blockCrc(data.subarray(start - offset, start + length - offset)));
+      meta.setChecksum(
+        index,
+        blockChecksum(data.subarray(start - offset, start + length - offset)),
+      );
       continue;
     }
     block.fill(0);
     const from = Math.max(offset, start);
     const to = Math.min(offset + data.length, start + length);
     block.set(data.subarray(from - offset, to - offset), from - start);
-    meta.setCrc(index, blockCrc(block.subarray(0, length)));
+    meta.setChecksum(index, blockChecksum(block.subarray(0, length)));
   }
 }
 
-/** Sets every CRC of `meta` from the data file (which is `meta.size` bytes long). */
+/** Sets every checksum of `meta` from the data file (which is `meta.size` bytes long). */
 async function hashFile(data: DiskFile, meta: ChecksumMeta): Promise<void> {
   const buffer = new Uint8Array(SCAN_BYTES);
   for (let start = 0; start < meta.size; start += SCAN_BYTES) {
     const chunk = buffer.subarray(0, Math.min(SCAN_BYTES, meta.size - start));
     chunk.fill(0, await readFully(data, chunk, start));
-    for (let at = 0; at < chunk.length; at += B) {
-      meta.setCrc((start + at) / B, blockCrc(chunk.subarray(at, Math.min(at + B, chunk.length))));
-    }
+    blockChecksums(chunk).forEach((sum, i) => meta.setChecksum(start / B + i, sum));
   }
 }
 
@@ -1348,7 +1457,7 @@ function message(error: unknown): string {
 }
 
 /**
- * A changed-blocks record: `{"blocks": [...], "synced": [[block, crc], ...]}`, or a bare list of
+ * A changed-blocks record: `{"blocks": [...], "synced": [[block, checksum], ...]}`, or a bare list of
  * blocks (written before the synced checksums were kept: those are unknown). Undefined when it is
  * unreadable (then ignored).
  */

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B, OPEN_FILES_MAX } from "../limits.ts";
 import { dataOid, oidToHex, vdiOid } from "../vdi/oid.ts";
-import { blockCrc } from "./checksum_meta.ts";
+import { blockChecksum } from "./block_checksum.ts";
 import { FsObjectStore } from "./fs_object_store.ts";
 import { MemDisk, seededRandom } from "./mem_disk.ts";
 import { isError, patternBytes } from "./store_test_env.ts";
@@ -336,19 +336,23 @@ Deno.test("FsObjectStore: a crash-suspect copy keeps the checksums its changed b
   const meta = await store.meta(1n);
   assert.equal(meta?.verified, false);
   assert.deepEqual(meta?.changedBlocks, [2]);
-  assert.deepEqual(meta?.syncedCrcs, [blockCrc(synced)], "block 2's checksum at the sync");
+  assert.deepEqual(
+    meta?.syncedChecksums,
+    [blockChecksum(synced)],
+    "block 2's checksum at the sync",
+  );
   // It survives a restart (the record is durable), and a copy made from this copy takes it along.
   await store.close();
   store = await openStore(disk);
-  assert.deepEqual((await store.meta(1n))?.syncedCrcs, [blockCrc(synced)]);
+  assert.deepEqual((await store.meta(1n))?.syncedChecksums, [blockChecksum(synced)]);
   await store.create(2n, await store.read(1n, 0, 4 * B), 0, {
     size: 4 * B,
     version: 5,
     unverified: true,
     changedBlocks: meta!.changedBlocks,
-    syncedCrcs: meta!.syncedCrcs,
+    syncedChecksums: meta!.syncedChecksums,
   });
-  assert.deepEqual((await store.meta(2n))?.syncedCrcs, [blockCrc(synced)]);
+  assert.deepEqual((await store.meta(2n))?.syncedChecksums, [blockChecksum(synced)]);
   await store.close();
 });
 
@@ -370,6 +374,6 @@ Deno.test("FsObjectStore: a changed-blocks record in the old format (a bare list
   store = await openStore(disk);
   const meta = await store.meta(1n);
   assert.deepEqual(meta?.changedBlocks, [2]);
-  assert.deepEqual(meta?.syncedCrcs, [null]);
+  assert.deepEqual(meta?.syncedChecksums, [null]);
   await store.close();
 });

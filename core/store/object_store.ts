@@ -48,7 +48,7 @@ export interface ObjectMeta {
    * copy's last sync (null where unknown). A copy whose block has it holds the synced bytes, so
    * a merge can take a changed block from a copy of any version that still has them.
    */
-  syncedCrcs?: readonly (number | null)[];
+  syncedChecksums?: readonly (number | null)[];
 }
 
 /** A block whose bytes do not match their checksum (or that cannot be read). */
@@ -78,7 +78,7 @@ export interface CreateOptions {
    */
   changedBlocks?: readonly number[];
   /** With `changedBlocks`: the source's checksums of those blocks at its last sync. */
-  syncedCrcs?: readonly (number | null)[];
+  syncedChecksums?: readonly (number | null)[];
 }
 
 /** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */

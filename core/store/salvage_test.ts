@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
 import { oidToHex } from "../vdi/oid.ts";
-import { zeroCrc } from "./checksum_meta.ts";
+import { zeroChecksum } from "./block_checksum.ts";
 import { isError, KINDS, patternBytes, withEnv } from "./store_test_env.ts";
 
 for (const kind of KINDS) {
@@ -60,7 +60,7 @@ for (const kind of KINDS) {
       await env.flip(oidToHex(7n), 2 * B + 11);
       const salvaged = await env.store.salvage(7n);
       assert.deepEqual(salvaged.badBlocks, [2]);
-      assert.deepEqual(salvaged.expected, [zeroCrc(B)]);
+      assert.deepEqual(salvaged.expected, [zeroChecksum(B)]);
 
       // The copy made from it: block 2 holds zeros and has the zero block's checksum, but its
       // real content is unknown: reading it must fail, never return zeros.
@@ -79,7 +79,7 @@ for (const kind of KINDS) {
       // Salvaging the copy again names the block and the checksum it should have.
       const again = await env.store.salvage(8n);
       assert.deepEqual(again.badBlocks, [2]);
-      assert.deepEqual(again.expected, [zeroCrc(B)]);
+      assert.deepEqual(again.expected, [zeroChecksum(B)]);
       assert.equal((await env.store.meta(8n))?.digest, (await env.store.meta(7n))?.digest);
 
       // It stays bad across a restart, and across a crash-style checksum rebuild.

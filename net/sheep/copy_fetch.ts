@@ -14,7 +14,7 @@
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
-import { blockCrc } from "../../core/store/checksum_meta.ts";
+import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { isResult } from "../../core/errors.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import type { Oid } from "../../core/vdi/oid.ts";
@@ -105,7 +105,7 @@ async function fillHoles(
     for (const { node } of want === undefined ? [] : candidates) {
       if (node.id === copy.node.id) continue;
       const bytes = await reader.range(node, oid, start, length).catch(() => undefined);
-      if (bytes && bytes.length === length && blockCrc(bytes) === want) {
+      if (bytes && bytes.length === length && blockChecksum(bytes) === want) {
         copy.data.set(bytes, start);
         filled = true;
         break;

@@ -328,7 +328,7 @@ export class Gateway {
     // recovery's pulls do (else every block counts as uncertain, and a merge after a later crash
     // prefers any other copy's older bytes to the writes this copy takes meanwhile).
     const changedBlocks = unverified ? salvaged!.meta!.changedBlocks : undefined;
-    const syncedCrcs = changedBlocks ? salvaged!.meta!.syncedCrcs ?? [] : undefined;
+    const syncedChecksums = changedBlocks ? salvaged!.meta!.syncedChecksums ?? [] : undefined;
     if (node.id === this.#context.selfId) {
       return this.#context.local.create(oid, data, offset, {
         size,
@@ -336,7 +336,7 @@ export class Gateway {
         badBlocks,
         expected: salvaged?.expected ?? [],
         unverified,
-        ...(changedBlocks ? { changedBlocks, syncedCrcs } : {}),
+        ...(changedBlocks ? { changedBlocks, syncedChecksums } : {}),
       });
     }
     if (badBlocks.length > 0 || changedBlocks !== undefined) {
@@ -351,7 +351,7 @@ export class Gateway {
         encodeSalvaged({
           ...salvaged!,
           data,
-          ...(changedBlocks ? { changedBlocks, syncedCrcs } : {}),
+          ...(changedBlocks ? { changedBlocks, syncedChecksums } : {}),
         }),
       );
     }

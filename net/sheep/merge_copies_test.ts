@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CHECKSUM_BLOCK_BYTES as B } from "../../core/limits.ts";
-import { blockCrc } from "../../core/store/checksum_meta.ts";
+import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { mergeCopies, type MergeSource } from "./recovery.ts";
 
 /** A two-block copy whose blocks are filled with `first` and `second`. */
@@ -20,7 +20,7 @@ function copy(
   return { data, version, changed: changed && new Set(changed), synced: new Map(synced) };
 }
 
-const block = (value: number) => blockCrc(new Uint8Array(B).fill(value));
+const block = (value: number) => blockChecksum(new Uint8Array(B).fill(value));
 
 Deno.test("mergeCopies: a block unchanged on a newest copy comes from it", () => {
   const merged = mergeCopies([

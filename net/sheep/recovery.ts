@@ -22,7 +22,7 @@ import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
-import { blockCrc } from "../../core/store/checksum_meta.ts";
+import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { fetchBestCopy } from "./copy_fetch.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
@@ -417,7 +417,10 @@ export class Recovery {
       expected: source.expected,
       unverified: suspect,
       ...(suspect && source.meta.changedBlocks
-        ? { changedBlocks: source.meta.changedBlocks, syncedCrcs: source.meta.syncedCrcs ?? [] }
+        ? {
+          changedBlocks: source.meta.changedBlocks,
+          syncedChecksums: source.meta.syncedChecksums ?? [],
+        }
         : {}),
     });
     if (source.badBlocks.length > 0) {
@@ -505,8 +508,8 @@ export class Recovery {
           changed: meta.changedBlocks && new Set(meta.changedBlocks),
           synced: new Map(
             (meta.changedBlocks ?? []).flatMap((block, i) => {
-              const crc = meta.syncedCrcs?.[i];
-              return typeof crc === "number" ? [[block, crc] as const] : [];
+              const checksum = meta.syncedChecksums?.[i];
+              return typeof checksum === "number" ? [[block, checksum] as const] : [];
             }),
           ),
         });
@@ -658,7 +661,7 @@ export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
       meta.size,
       meta.digest,
       meta.verified ? 1 : 0,
-      ...(meta.changedBlocks ? [meta.changedBlocks, meta.syncedCrcs ?? []] : []),
+      ...(meta.changedBlocks ? [meta.changedBlocks, meta.syncedChecksums ?? []] : []),
     ]),
   ));
 }
@@ -683,7 +686,7 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
       ...(Array.isArray(changed)
         ? {
           changedBlocks: changed,
-          syncedCrcs: changed.map((_, i) => Array.isArray(synced) ? synced[i] ?? null : null),
+          syncedChecksums: changed.map((_, i) => Array.isArray(synced) ? synced[i] ?? null : null),
         }
         : {}),
     },
@@ -732,7 +735,7 @@ export function mergeCopies(copies: readonly MergeSource[]): Uint8Array {
       );
       source = synced.size === 0
         ? undefined
-        : copies.find((c) => synced.has(blockCrc(c.data.subarray(at, end))));
+        : copies.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))));
     }
     merged.set((source ?? copies[0]!).data.subarray(at, end), at);
   }

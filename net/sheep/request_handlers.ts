@@ -411,7 +411,10 @@ const peerOps: Record<number, Op> = {
         expected: salvaged.expected,
         unverified,
         ...(unverified && salvaged.changedBlocks
-          ? { changedBlocks: salvaged.changedBlocks, syncedCrcs: salvaged.syncedCrcs ?? [] }
+          ? {
+            changedBlocks: salvaged.changedBlocks,
+            syncedChecksums: salvaged.syncedChecksums ?? [],
+          }
           : {}),
       });
     },

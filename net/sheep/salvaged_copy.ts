@@ -16,7 +16,7 @@ import type { SalvagedCopy } from "../../core/store/object_store.ts";
 export interface WireCopy extends SalvagedCopy {
   changedBlocks?: readonly number[];
   /** With `changedBlocks`, position by position (null: unknown). */
-  syncedCrcs?: readonly (number | null)[];
+  syncedChecksums?: readonly (number | null)[];
 }
 
 const UNKNOWN = 0xffffffff;
@@ -39,9 +39,9 @@ export function encodeSalvaged(copy: WireCopy): Uint8Array {
   const at = 4 + 9 * n + 4;
   changed?.forEach((index, i) => {
     view.setUint32(at + 4 * i, index, true);
-    const crc = copy.syncedCrcs?.[i];
-    view.setUint32(at + 4 * m + 4 * i, crc ?? 0, true);
-    bytes[at + 8 * m + i] = crc === null || crc === undefined ? 0 : 1;
+    const checksum = copy.syncedChecksums?.[i];
+    view.setUint32(at + 4 * m + 4 * i, checksum ?? 0, true);
+    bytes[at + 8 * m + i] = checksum === null || checksum === undefined ? 0 : 1;
   });
   bytes.set(copy.data, head);
   return bytes;
@@ -65,7 +65,7 @@ export function decodeSalvaged(bytes: Uint8Array): WireCopy {
   const copy: WireCopy = { data: bytes.subarray(head), badBlocks, expected };
   if (known) {
     copy.changedBlocks = Array.from({ length: m }, (_, i) => view.getUint32(at + 4 * i, true));
-    copy.syncedCrcs = Array.from(
+    copy.syncedChecksums = Array.from(
       { length: m },
       (_, i) => bytes[at + 8 * m + i] === 1 ? view.getUint32(at + 4 * m + 4 * i, true) : null,
     );

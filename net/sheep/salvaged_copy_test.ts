@@ -8,13 +8,13 @@ Deno.test("a salvaged copy round-trips with its bad blocks and its uncertain blo
     badBlocks: [1],
     expected: [0xdeadbeef],
     changedBlocks: [0, 1],
-    syncedCrcs: [0xfffffffe, null],
+    syncedChecksums: [0xfffffffe, null],
   };
   const decoded = decodeSalvaged(encodeSalvaged(copy));
   assert.deepEqual(decoded.badBlocks, [1]);
   assert.deepEqual(decoded.expected, [0xdeadbeef]);
   assert.deepEqual(decoded.changedBlocks, [0, 1]);
-  assert.deepEqual(decoded.syncedCrcs, [0xfffffffe, null]);
+  assert.deepEqual(decoded.syncedChecksums, [0xfffffffe, null]);
   assert.deepEqual(decoded.data, data);
 });
 
@@ -35,7 +35,7 @@ Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
     badBlocks: [2, 3],
     expected: [1, undefined],
     changedBlocks: [5, 6, 7],
-    syncedCrcs: [1, 2, null],
+    syncedChecksums: [1, 2, null],
   });
   for (const length of [0, 3, 4 + 9 * 2, 4 + 9 * 2 + 4 + 9 * 3 - 1]) {
     assert.throws(() => decodeSalvaged(bytes.subarray(0, length)), /Malformed salvaged copy/);

@@ -217,6 +217,7 @@ export class Sheep {
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
+      log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
       ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
