@@ -278,8 +278,9 @@ export class ClusterMember implements ClusterDriver {
         await mergeFromPeers(this.#host, nodes, (seq) => {
           this.#lastSeq = Math.max(this.#lastSeq, seq);
         });
-        this.#proposals.skippedThrough(delivered);
       } finally {
+        // Applied cluster-wide whether or not a peer answered: the group never delivers them.
+        this.#proposals.skippedThrough(delivered);
         this.#catchingUp--;
         this.#reportStanding();
       }

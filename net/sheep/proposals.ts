@@ -7,9 +7,8 @@
  * the deliveries that state already holds: a proposal of its own among them is never applied
  * here, so it is settled here instead, with {@link appliedElsewhere}. The driver says which:
  * by key (a delivery it skips), or by position (the proposals placed at or before the point
- * the state it fetched reflects, whose deliveries it will never see). Nothing else waits for
- * them: every proposal is settled once, by its delivery, by one of these, by a failure to send
- * it, or at shutdown.
+ * the state it fetched reflects, whose deliveries it will never see). So every proposal is
+ * settled once: at its delivery, by one of these, when sending it fails, or at shutdown.
  *
  * @module
  */
