@@ -311,6 +311,8 @@ export class EtcdDriver implements ClusterDriver {
       const seq = await mergeFromPeers(this.#host, peers);
       if (seq === null) this.#host.logger.error("no peer answered: events were missed");
       from = Math.max(from, seq ?? 0);
+      // Our own events among the trimmed ones are in that state, and no longer in etcd.
+      this.#proposals.skippedThrough(from);
     }
     for (const kv of snapshot.kvs) await this.#handle({ type: "put", kv }, from);
     this.#lastRev = Math.max(this.#lastRev, snapshot.revision);
@@ -386,6 +388,9 @@ export class EtcdDriver implements ClusterDriver {
         }
         this.#eventKeys++;
         if (revision > appliedUpTo && kv.version === 1) await this.#applyEvent(kv);
+        // Held by the state fetched from peers (see #reload): not applied again, but its
+        // proposer, if this sheep, is told.
+        else if (revision <= appliedUpTo) this.#proposals.skipped(kv.key);
         break;
       case "id":
         if (new TextDecoder().decode(kv.value) !== this.#options.clusterId) {
@@ -572,6 +577,11 @@ export class EtcdDriver implements ClusterDriver {
   /**
    * Appends an event, once: the transaction requires this sheep still to be a member and the
    * event key not to exist, so resending after an answer that got lost cannot append it twice.
+   * An event not appended is sent again (the same key, so exactly once) for APPEND_FOR_MS, then
+   * its proposer hears an error: HALT when etcd says this sheep is no member (nothing was
+   * appended), NETWORK_ERROR when etcd did not answer (it may have been). An event appended
+   * is answered when the watch brings it, or, if this sheep catches up past it with its peers'
+   * state, then (`Proposals.skipped`).
    */
   async #append(key: string, envelope: EventEnvelope): Promise<void> {
     const deadline = this.#host.now() + APPEND_FOR_MS;
@@ -579,10 +589,17 @@ export class EtcdDriver implements ClusterDriver {
       try {
         const written = await this.#client.txn(
           [...this.#stillMember(), { key, target: "VERSION", result: "EQUAL", version: 0 }],
-          [{ put: { key, value: encodeJson(envelope) } }],
+          [{ put: { key, value: encodeJson(envelope) } }, { range: { key } }],
           [{ range: { key } }],
         );
-        if (written.succeeded || (written.ranges[0]?.length ?? 0) > 0) return;
+        const appended = written.ranges[0]?.[0];
+        if (appended) {
+          this.#proposals.placed(key, appended.modRevision);
+          // Its answer came after this sheep had got past it: handled already, or skipped
+          // with the state a catch-up fetched.
+          if (appended.modRevision <= this.#lastRev) this.#proposals.skipped(key);
+          return;
+        }
         this.#proposals.fail(
           key,
           new SheepdogError(

@@ -64,8 +64,11 @@ export interface GroupDriverOptions {
   readonly bootstrapMinMembers?: number;
   readonly onView?: (view: View) => void;
   readonly onEvent?: (event: GroupEventDelivery) => void;
-  /** History was missed: rebuild state from peers; `view` is the current view. */
-  readonly onResync?: (view: View) => void;
+  /**
+   * History was missed: rebuild state from peers; `view` is the current view, and this
+   * member's proposals up to id `delivered` are in the history missed (see `Delivery`).
+   */
+  readonly onResync?: (view: View, delivered: number) => void;
   readonly onStatus?: (status: GroupStatus) => void;
   /** Operating errors (send failures, a failed persist, which stops the driver). */
   readonly onError?: (error: Error) => void;
@@ -316,8 +319,9 @@ export class GroupDriver {
 
   #deliver(delivery: Delivery): void {
     if (delivery.kind === "view") this.#options.onView?.(delivery.view);
-    else if (delivery.kind === "resync") this.#options.onResync?.(delivery.view);
-    else this.#options.onEvent?.(delivery);
+    else if (delivery.kind === "resync") {
+      this.#options.onResync?.(delivery.view, delivery.delivered);
+    } else this.#options.onEvent?.(delivery);
   }
 
   #send(to: string, bytes: Uint8Array): void {

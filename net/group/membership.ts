@@ -858,8 +858,13 @@ export class Membership {
     }
   }
 
+  /** The highest of our own proposal ids delivered (in the history this member knows of). */
+  #ownDelivered(): number {
+    return this.#pids.get(memberKey(this.#self.id, this.#self.incarnation)) ?? 0;
+  }
+
   #dropDelivered(): void {
-    const delivered = this.#pids.get(memberKey(this.#self.id, this.#self.incarnation)) ?? 0;
+    const delivered = this.#ownDelivered();
     while (this.#mine.length > 0 && this.#mine[0]!.pid <= delivered) this.#mine.shift();
   }
 
@@ -867,7 +872,9 @@ export class Membership {
     const config = this.#config;
     assert(config !== null, "no view to deliver");
     const view: View = { epoch: config.epoch, members: config.members, primary: true };
-    this.#deliverQueue.push({ kind, view });
+    this.#deliverQueue.push(
+      kind === "view" ? { kind, view } : { kind, view, delivered: this.#ownDelivered() },
+    );
   }
 
   // -------------------------------------------------------------------------------------------

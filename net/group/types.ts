@@ -80,9 +80,11 @@ export type Delivery =
   /**
    * This member missed part of the history (it joined, restarted, or was away longer than
    * the retained log): state built from earlier deliveries must be fetched from peers.
-   * `view` is the current view.
+   * `view` is the current view. `delivered` is the highest of this member's own proposal ids
+   * the history up to here delivered: its proposals up to it are in that history (the state
+   * it fetches holds them) and are never delivered to it as events; later ones still come.
    */
-  | { readonly kind: "resync"; readonly view: View };
+  | { readonly kind: "resync"; readonly view: View; readonly delivered: number };
 
 /** Where a member stands. */
 export type GroupState =

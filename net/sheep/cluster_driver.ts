@@ -79,7 +79,9 @@ export interface ClusterDriver {
   stop(options: { leave: boolean }): Promise<void>;
   /**
    * Applies `event` on every member in one order; resolves with what applying it returned on
-   * this node, or rejects with its error (the same on every node).
+   * this node, or rejects with its error (the same on every node). If this node got the event's
+   * effect with its peers' state instead (it was cut off, and caught up past it), it rejects
+   * with `appliedElsewhere()` (proposals.ts): applied cluster-wide, result unknown here.
    */
   propose<T>(event: ClusterEvent): Promise<T>;
   /** False for a peer the driver knows is gone or cut off (requests to it fail at once). */

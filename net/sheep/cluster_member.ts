@@ -133,7 +133,7 @@ export class ClusterMember implements ClusterDriver {
       ...(this.#options.onRefusal ? { onRefusal: this.#options.onRefusal } : {}),
       onView: (view) => this.#onView(view),
       onEvent: (event) => this.#onEvent(event),
-      onResync: (view) => this.#onResync(view),
+      onResync: (view, delivered) => this.#onResync(view, delivered),
       onStatus: (status) => {
         this.#state = status.state;
         this.#master = status.master;
@@ -168,7 +168,9 @@ export class ClusterMember implements ClusterDriver {
   async propose<T>(event: ClusterEvent): Promise<T> {
     await admitProposal(() => this.state, () => this.#driver !== undefined, this.#standing);
     const id = this.#driver!.propose(encodeEvent(event));
-    return await this.#proposals.expect<T>(id);
+    // A proposal id is also its place among this node's proposals, the order the group's
+    // master takes them in: what a resync says was delivered is every id up to one.
+    return await this.#proposals.expect<T>(id, id);
   }
 
   /** False for a peer the group has not heard from lately (cut off, or gone). */
@@ -218,7 +220,14 @@ export class ClusterMember implements ClusterDriver {
   }
 
   async #apply(delivery: GroupEventDelivery): Promise<void> {
-    if (delivery.seq <= this.#lastSeq) return;
+    const mine = delivery.origin === this.#host.id &&
+      delivery.originIncarnation === this.#incarnation;
+    if (delivery.seq <= this.#lastSeq) {
+      // The state fetched from peers holds it already (see #catchUp): not applied again, but
+      // its proposer, if this node, is told.
+      if (mine) this.#proposals.skipped(delivery.proposalId);
+      return;
+    }
     this.#lastSeq = delivery.seq;
     // After a full stop the group may deliver a proposal again (its log is not durable):
     // apply each (origin, incarnation, proposal) once.
@@ -228,8 +237,6 @@ export class ClusterMember implements ClusterDriver {
     if (this.#applied.size > APPLIED_REMEMBERED) {
       this.#applied.delete(this.#applied.values().next().value!);
     }
-    const mine = delivery.origin === this.#host.id &&
-      delivery.originIncarnation === this.#incarnation;
     const pending = mine ? this.#proposals.take(delivery.proposalId) : undefined;
     try {
       const result = await this.#host.applyEvent(decodeEvent(delivery.payload));
@@ -239,10 +246,18 @@ export class ClusterMember implements ClusterDriver {
     }
   }
 
-  /** Missed history: fetch the state from peers, then install the view it came with. */
-  #onResync(view: View): void {
+  /**
+   * Missed history: fetch the state from peers, then install the view it came with. Our own
+   * proposals up to `delivered` were in that history: the group never delivers them here, so
+   * once the state that holds them is in, their proposers hear so. The ones after it were not
+   * sequenced (lost with a partition, say): the group still holds them and sends them to the
+   * master again, which takes each proposal id of ours once, so they are applied exactly once
+   * and answered at their delivery. Failing them instead could not say "not applied": the
+   * group may have sequenced them already, or will, since it keeps sending them.
+   */
+  #onResync(view: View, delivered: number): void {
     this.#firstView = false;
-    this.#catchUp(storageNodesOf(view));
+    this.#catchUp(storageNodesOf(view), delivered);
     this.#onView(view);
   }
 
@@ -251,10 +266,12 @@ export class ClusterMember implements ClusterDriver {
    * order it reflects: a peer answers with what it applied up to now, which may include events
    * delivered after the view that called for the fetch, and those must not be applied a second
    * time on top of it (a format would then fail as "formatted already" on this node, and its
-   * proposer's client would hear that). Until it is done the node is not primary, so it
-   * proposes nothing that the fetched state could already hold and leave unanswered.
+   * proposer's client would hear that; a proposal of ours among them is answered by
+   * `#apply`). Until it is done the node is not primary, so it proposes nothing new that the
+   * fetched state could already hold. `delivered`: our proposals up to this id are in the
+   * history that state reflects (a resync's, see `#onResync`).
    */
-  #catchUp(nodes: readonly RingNode[]): void {
+  #catchUp(nodes: readonly RingNode[], delivered = 0): void {
     this.#catchingUp++;
     this.#enqueue(async () => {
       try {
@@ -262,6 +279,8 @@ export class ClusterMember implements ClusterDriver {
           this.#lastSeq = Math.max(this.#lastSeq, seq);
         });
       } finally {
+        // Applied cluster-wide whether or not a peer answered: the group never delivers them.
+        this.#proposals.skippedThrough(delivered);
         this.#catchingUp--;
         this.#reportStanding();
       }

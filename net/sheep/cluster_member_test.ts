@@ -8,99 +8,52 @@
 // machine; GET_CLUSTER_STATE answered in-process, node B's answer held until the test lets it go.
 import assert from "node:assert/strict";
 import * as fsp from "node:fs/promises";
-import { ClusterStateMachine } from "../../core/cluster/cluster_state_machine.ts";
 import type { ClusterEvent } from "../../core/cluster/cluster_events.ts";
-import { ResultCode } from "../../core/errors.ts";
-import { ObjectClient } from "../object/client.ts";
-import { LocalTransport } from "../object/transport.ts";
+import { retainedEntriesMax } from "../group/limits.ts";
 import { freePort, tempDir } from "../../tests/harness.ts";
+import {
+  assertAppliedElsewhere,
+  type FakeNode,
+  fakeNode,
+  lockOf,
+  outcomeOf,
+  stateOf,
+  within,
+} from "../../tests/member_fakes.ts";
 import { ClusterMember } from "./cluster_member.ts";
-import type { MemberHost } from "./cluster_driver.ts";
-import { type ClusterState, encodeClusterState } from "./cluster_state.ts";
-import type { Peers } from "./peers.ts";
-import { Changes } from "./changes.ts";
+import type { ClusterState } from "./cluster_state.ts";
 
-const silent = { debug() {}, info() {}, warn() {}, error() {} };
+type Node = FakeNode<ClusterMember>;
 
-/** A node: its member, its state machine, what it applied and what applying threw. */
-interface Node {
-  id: string;
-  member: ClusterMember;
-  machine: ClusterStateMachine;
-  applied: ClusterEvent["type"][];
-  refused: string[];
-  /** Notified at every event applied. */
-  changes: Changes;
+/** How a node is started beyond its port and directory. */
+interface NodeOptions {
+  /** Peers' ports it finds the group through. */
+  seeds: number[];
+  /** Nodes that must be present for the first view (default 2: one view of both). */
+  bootstrapMinMembers?: number;
+  /** Group datagrams from peers this returns false for are dropped. */
+  reachable?: (id: string) => boolean;
 }
 
 /** Starts a node; `answer(id)` gives the state it gets when it asks the peer `id`. */
 async function startNode(
   port: number,
-  seed: number,
+  options: NodeOptions,
   dir: string,
   answer: (id: string) => Promise<ClusterState>,
 ): Promise<Node> {
-  const id = `127.0.0.1:${port}`;
-  const machine = new ClusterStateMachine();
-  const node = { id, machine, applied: [], refused: [], changes: new Changes() } as unknown as Node;
-  const peers = {
-    get: (peer: { id: string }) =>
-      new ObjectClient(
-        new LocalTransport(async (request) => ({
-          header: request.header.reply(ResultCode.SUCCESS, 0),
-          data: encodeClusterState(await answer(peer.id)),
-        })),
-      ),
-  } as Pick<Peers, "get">;
-  const host: MemberHost = {
-    id,
-    dir,
-    logger: silent,
-    peers,
-    now: () => Date.now(),
-    ringNode: () => ({ id, host: "127.0.0.1", port, zone: port, vnodes: 128 }),
-    applyEvent: (event) => {
-      try {
-        const { result } = machine.apply(event);
-        node.applied.push(event.type);
-        node.changes.notify();
-        return Promise.resolve(result);
-      } catch (error) {
-        node.refused.push(`${event.type}: ${(error as Error).message}`);
-        return Promise.reject(error);
-      }
-    },
-    installView: (view) => {
-      machine.installView(view.epoch, view.nodes.map((n) => n.id));
-      return Promise.resolve();
-    },
-    mergeState: (state) => {
-      machine.merge(state);
-      return Promise.resolve();
-    },
-  };
-  node.member = new ClusterMember(host, {
-    seeds: [`127.0.0.1:${seed}`],
-    multicast: false,
-    failureTimeoutMs: 2000,
-    settleMs: 100,
-    bootstrapMinMembers: 2, // one first view of both: each fetches the other's state
-  });
+  const node = fakeNode(port, dir, answer, (host) =>
+    new ClusterMember(host, {
+      seeds: options.seeds.map((seed) => `127.0.0.1:${seed}`),
+      multicast: false,
+      failureTimeoutMs: 2000,
+      settleMs: 100,
+      // One first view of all: each fetches the others' state.
+      bootstrapMinMembers: options.bootstrapMinMembers ?? 2,
+      ...(options.reachable ? { reachable: options.reachable } : {}),
+    }));
   await node.member.start();
   return node;
-}
-
-/** The state `node` answers GET_CLUSTER_STATE with, as a sheep does. */
-function stateOf(node: Node): ClusterState {
-  return { seq: node.member.lastSeq, ...node.machine.snapshot() };
-}
-
-function within<T>(what: string, promise: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 Deno.test("a node catching up from its peers proposes nothing until it has, and applies nothing twice", async () => {
@@ -112,9 +65,14 @@ Deno.test("a node catching up from its peers proposes nothing until it has, and 
   const released = new Promise<void>((resolve) => (release = resolve));
   const nodes: Node[] = [];
   try {
-    const a = await startNode(portA, portB, `${dir}/a`, () => Promise.resolve(stateOf(nodes[1]!)));
+    const a = await startNode(
+      portA,
+      { seeds: [portB] },
+      `${dir}/a`,
+      () => Promise.resolve(stateOf(nodes[1]!)),
+    );
     nodes.push(a);
-    const b = await startNode(portB, portA, `${dir}/b`, async () => {
+    const b = await startNode(portB, { seeds: [portA] }, `${dir}/b`, async () => {
       fetchStarted();
       await released;
       return stateOf(a); // what A holds once the test lets the answer go
@@ -159,6 +117,141 @@ Deno.test("a node catching up from its peers proposes nothing until it has, and 
     assert.deepEqual(a.applied, ["mkfs", "lock"]);
     assert.equal(a.machine.locks.get(7)?.client, "client@b");
     assert.equal(b.machine.locks.get(7)?.client, "client@b");
+  } finally {
+    release();
+    for (const node of nodes) await node.member.stop({ leave: false });
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+// Goal: a proposal the group sequenced while its proposer was cut off is answered once the
+// proposer is back, never left waiting for its client's timeout: the proposer catches up from
+// a snapshot and its peers' state, which already hold the proposal, so its delivery is skipped
+// (whole, inside the snapshot, or as an event the fetched state holds). The proposal is applied
+// once everywhere, and its proposer hears that it was.
+//
+// Method: three ClusterMembers (the real group on loopback); the proposer's datagrams are
+// dropped (one way, or both) while it proposes, and the master makes more history than the
+// group retains meanwhile, so that the proposer comes back through a snapshot and a state fetch.
+
+/** Which traffic the test drops: everything to `isolated`, and with `both` from it too. */
+interface Cut {
+  isolated: string | null;
+  both: boolean;
+}
+
+/** Three nodes in one first view; `answer(asker, peer)` gives what `peer` sends `asker`. */
+async function startThree(
+  dir: string,
+  cut: Cut,
+  answer: (asker: Node, peer: Node) => Promise<ClusterState>,
+): Promise<Node[]> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const nodes: Node[] = [];
+  const byId = (id: string) => nodes.find((n) => n.id === id)!;
+  await Promise.all(ports.map(async (port, i) => {
+    const id = `127.0.0.1:${port}`;
+    const node = await startNode(
+      port,
+      {
+        seeds: ports.filter((p) => p !== port),
+        bootstrapMinMembers: 3,
+        reachable: (from) =>
+          cut.isolated !== id && !(cut.both && cut.isolated !== null && from === cut.isolated),
+      },
+      `${dir}/${i}`,
+      (peer) => answer(byId(id), byId(peer)),
+    );
+    nodes.push(node);
+  }));
+  await within(
+    "one view of the three, every state fetched",
+    Promise.all(
+      nodes.map((n) =>
+        n.changes.until(() => n.member.state === "primary" && n.member.members.length === 3, 10_000)
+      ),
+    ),
+  );
+  assert.ok(nodes.every((n) => n.member.state === "primary" && n.member.members.length === 3));
+  return nodes;
+}
+
+/** The master, the proposer (another node) and the third node. */
+function roles(nodes: Node[]): { master: Node; proposer: Node; other: Node } {
+  const master = nodes.find((n) => n.id === nodes[0]!.member.master);
+  assert.ok(master, "a master is known");
+  const [proposer, other] = nodes.filter((n) => n !== master);
+  return { master, proposer: proposer!, other: other! };
+}
+
+/** More events from `node` than the group retains: a node away meanwhile gets a snapshot. */
+async function outgrowRetainedLog(node: Node): Promise<void> {
+  for (let i = 0; i < retainedEntriesMax + 20; i++) {
+    await node.member.propose(
+      i % 2 === 0
+        ? { type: "lock", vid: 99, client: "filler", node: node.id, sinceMs: 0, force: false }
+        : { type: "unlock", vid: 99 },
+    );
+  }
+}
+
+Deno.test("a proposal sequenced while its proposer was cut off is answered when a snapshot brings it back", async () => {
+  const dir = await tempDir("sd-member-");
+  const cut: Cut = { isolated: null, both: false };
+  let nodes: Node[] = [];
+  try {
+    nodes = await startThree(dir, cut, (_asker, peer) => Promise.resolve(stateOf(peer)));
+    const { master, proposer, other } = roles(nodes);
+    // The proposer hears nobody (it still reaches the others): its proposal is sequenced, but
+    // the proposer is not told.
+    cut.isolated = proposer.id;
+    const outcome = outcomeOf(proposer.member.propose(lockOf(proposer)));
+    assert.ok(await master.changes.until(() => master.machine.locks.has(7), 10_000));
+    await outgrowRetainedLog(master);
+    assert.deepEqual(proposer.lockedHere, [], "the proposer was away for all of it");
+
+    cut.isolated = null;
+    await assertAppliedElsewhere(outcome, proposer, [master, other]);
+    assert.ok(await proposer.changes.until(() => proposer.member.state === "primary", 10_000));
+  } finally {
+    for (const node of nodes) await node.member.stop({ leave: false });
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("a proposal resent after a partition, which the proposer's fetched state already holds, is answered", async () => {
+  const dir = await tempDir("sd-member-");
+  const cut: Cut = { isolated: null, both: true };
+  /** The node whose state fetches are held until the test releases them. */
+  let holding: string | null = null;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let nodes: Node[] = [];
+  try {
+    nodes = await startThree(dir, cut, async (asker, peer) => {
+      if (asker.id === holding) await released;
+      return stateOf(peer);
+    });
+    const { master, proposer, other } = roles(nodes);
+    // The proposer is cut off both ways: its proposal reaches no one, and the others drop it
+    // from their view.
+    cut.isolated = proposer.id;
+    const outcome = outcomeOf(proposer.member.propose(lockOf(proposer)));
+    assert.ok(
+      await master.changes.until(() => master.member.members.length === 2, 10_000),
+      "the others go on without the proposer",
+    );
+    assert.equal(master.machine.locks.has(7), false, "not sequenced while cut off");
+    await outgrowRetainedLog(master);
+
+    // Back: the proposer comes in through a snapshot, fetches the state (held here), and the
+    // group resends its proposal, which the others apply before the state goes out.
+    holding = proposer.id;
+    cut.isolated = null;
+    assert.ok(await master.changes.until(() => master.machine.locks.has(7), 10_000));
+    release();
+    await assertAppliedElsewhere(outcome, proposer, [master, other]);
+    assert.ok(await proposer.changes.until(() => proposer.member.state === "primary", 10_000));
   } finally {
     release();
     for (const node of nodes) await node.member.stop({ leave: false });

@@ -6,6 +6,8 @@
  *   growing by one, except right after a `resync`;
  * - every (cluster, epoch, seq) is the same event on every node (the prefix property), and an
  *   event is delivered at one position only, at most once per node;
+ * - a node's own proposal that a `resync` said was in the history it missed is never delivered
+ *   to it afterwards (its proposer is answered once, from the state it fetches);
  * - a view is persisted before it is delivered.
  *
  * @module
@@ -27,6 +29,8 @@ export interface NodeHistory {
   gapAllowed: boolean;
   /** Proposals delivered, "id#incarnation#pid", in delivery order. */
   readonly delivered: Set<string>;
+  /** Its own proposals up to this id were in history it missed (the last resync said so). */
+  ownMissed: number;
   /** Views delivered, "view 3" or "resync 3", in order. */
   readonly views: string[];
 }
@@ -76,6 +80,7 @@ export class Checker {
       lastSeq: 0,
       gapAllowed: true,
       delivered: new Set(),
+      ownMissed: 0,
       views: [],
     };
   }
@@ -146,7 +151,16 @@ export class Checker {
     }
     node.lastEpoch = epoch;
     node.views.push(`${delivery.kind} ${epoch}`);
-    if (delivery.kind === "resync") node.gapAllowed = true;
+    if (delivery.kind === "resync") {
+      node.gapAllowed = true;
+      check(
+        delivery.delivered >= node.ownMissed,
+        () =>
+          `${who}: a resync says its proposals up to ${delivery.delivered} were delivered, ` +
+          `after one said up to ${node.ownMissed}`,
+      );
+      node.ownMissed = delivery.delivered;
+    }
   }
 
   #onEvent(
@@ -173,6 +187,11 @@ export class Checker {
     );
     const proposal = `${event.origin}#${event.originIncarnation}#${event.proposalId}`;
     check(!node.delivered.has(proposal), () => `${who} delivered ${proposal} twice`);
+    const own = event.origin === node.id && event.originIncarnation === node.incarnation;
+    check(
+      !own || event.proposalId > node.ownMissed,
+      () => `${who} delivered its ${proposal} after a resync said it was in the history missed`,
+    );
     node.delivered.add(proposal);
     const signature = `${proposal}|${payloadKey(event.payload)}`;
     const key = `${cluster}|${event.epoch}|${event.seq}`;

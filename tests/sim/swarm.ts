@@ -3,7 +3,7 @@
  * ("swarm"), a safety phase with crashes, restarts, partitions, loss, duplication, reordering
  * and corruption while members propose events, then a liveness phase: heal everything,
  * restart every node, and require convergence on one primary view with every proposal of
- * the surviving incarnations delivered. Checkers watch every delivery throughout.
+ * the surviving incarnations delivered, and known to its proposer to be. Checkers watch every delivery throughout.
  *
  * @module
  */
@@ -185,6 +185,11 @@ function livenessPhase(cluster: SimCluster): void {
       const key = `${node.id}#${node.incarnation}#${pid}`;
       if (!cluster.checker.deliveredProposals.has(key)) {
         throw new Error(`proposal ${key} of a live member was never delivered`);
+      }
+      // Its proposer is answered: at its delivery there, or by a resync that says the history
+      // it missed held it (its driver then answers from the state it fetches).
+      if (!node.history!.delivered.has(key) && pid > node.history!.ownMissed) {
+        throw new Error(`proposal ${key} was delivered, but its proposer was never told`);
       }
     }
   }
