@@ -538,6 +538,9 @@ export class Sheep {
         await this.lockVdi(ADMIN_LOCK_VID, client);
         break;
       } catch (error) {
+        // An answer lost on the way (the lock applied cluster-wide while this node caught up,
+        // or etcd's answer lost) may still have taken the lock: the state says.
+        if (this.locks.get(ADMIN_LOCK_VID)?.client === client) break;
         if (!isResult(error, ResultCode.VDI_LOCKED) || this.now() > deadline) throw error;
         // Woken when the state changes (the other change's unlock is applied), not polled.
         await this.stateChanges.until(
