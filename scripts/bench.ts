@@ -134,7 +134,7 @@ runScript("bench_nbd.ts");
 runScript("bench_nbd.ts", "--verify-cost");
 // Three copies on three sheep against one copy, over NBD.
 runScript("bench_copies.ts");
-// Block checksums: CRC-32 costs and the hand-off to checksum workers, under Node.
+// Block checksums: their cost (and CRC-32's, for comparison) and the hand-off to checksum workers, under Node.
 runScript("bench_checksum.ts");
 // Placement, the group and 20 sheep at scale.
 runScript("bench_scale.ts");

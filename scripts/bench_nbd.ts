@@ -498,7 +498,7 @@ async function main(): Promise<void> {
       `fio ${(await exec("fio", ["--version"], 10_000)).trim()} with the nbd engine, one ` +
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
-      "objects, NBD export inside the sheep, every 4 KiB block checksummed (CRC-32) and verified " +
+      "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, block_checksum.ts) and verified " +
       'on read. "verify off": the same build with `SHEEPDOG_VERIFY_READS=0` (checksums still ' +
       "kept on writes, not checked on reads). qemu-nbd: `qemu-nbd -f raw -t` of a raw file on " +
       "the same disk. Ratio = sheepdog / qemu-nbd (IOPS). Reproduce: `npm run bench`.",
