@@ -41,9 +41,12 @@ function flagErrorText(error: NodeJS.ErrnoException): string {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `Unknown option ${option ?? error.message}`;
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return /argument missing/.test(error.message)
-        ? `Option ${option} needs a value`
-        : `Option ${option} takes no value`;
+      if (/argument missing/.test(error.message)) return `Option ${option} needs a value`;
+      // A value starting with a dash (`--zone -1`) is taken for another flag.
+      if (/ambiguous/.test(error.message)) {
+        return `Option ${option} needs a value (one starting with '-' as ${option}=VALUE)`;
+      }
+      return `Option ${option} takes no value`;
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `Unexpected argument ${/'([^']*)'/.exec(error.message)?.[1] ?? ""}`.trim();
     default:

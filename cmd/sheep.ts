@@ -11,6 +11,8 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import {
+  CHECKSUM_OFFLOAD_BYTES_MIN,
+  CHECKSUM_WORKERS_MAX,
   CLIENT_QUIET_MS,
   HTTP_PORT_DEFAULT,
   MALLOC_MMAP_THRESHOLD_BYTES,
@@ -23,6 +25,8 @@ import {
 
 /** --recovery-rate's default as the flag spells it. */
 const RECOVERY_RATE_DEFAULT = `${RECOVERY_BYTES_PER_SECOND_BUSY / 2 ** 20}M`;
+/** The shortest read whose checksums go to a worker, in KiB for --help. */
+const OFFLOAD_KIB = CHECKSUM_OFFLOAD_BYTES_MIN / 1024;
 import { startNbdService } from "../net/sheep/vdi_exports.ts";
 import { startHttpService } from "../net/http/mod.ts";
 import { createLogger, parseLogLevel } from "../net/log/mod.ts";
@@ -96,6 +100,11 @@ ${NBD_TLS_USAGE}
                     (default ${RECOVERY_RATE_DEFAULT}; 'off': never held back); with no client request for
                     ${CLIENT_QUIET_MS} ms, recovery runs at full speed; an object whose newest
                     copy one node alone holds is never held back
+  --checksum-workers N  worker threads that verify the checksums of reads of ${OFFLOAD_KIB} KiB and
+                    more, so big reads do not hold up other clients (0 to ${CHECKSUM_WORKERS_MAX}; default: one
+                    per core but one, at least 1: here ${checksumWorkersDefault()}); 0: every checksum on the main
+                    thread. SHEEPDOG_CHECKSUM_WORKERS=0 in the environment means 0 too; the
+                    flag wins
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log
   -h, --help        show this help`;
@@ -131,6 +140,7 @@ const FLAGS = {
   "scrub-interval": { type: "string", default: String(SCRUB_INTERVAL_DEFAULT_S) },
   "scrub-rate": { type: "string", default: "64M" },
   "recovery-rate": { type: "string", default: RECOVERY_RATE_DEFAULT },
+  "checksum-workers": { type: "string" },
   "log-level": { type: "string", default: "info" },
   foreground: { type: "boolean", default: false },
   help: { type: "boolean", short: "h", default: false },
@@ -196,6 +206,15 @@ export function scrubSettings(interval: string, rate: string): Required<ScrubOpt
 /** --recovery-rate SIZE|off as bytes per second (0: never paced). */
 export function recoveryRate(rate: string): number {
   return rate.trim() === "off" ? 0 : rateFlag("recovery-rate", rate, ", or off");
+}
+
+/**
+ * --checksum-workers N, else the environment's SHEEPDOG_CHECKSUM_WORKERS=0 (what benchmarks
+ * set to verify on the main thread), else one worker per core but one.
+ */
+export function checksumWorkers(flag: string | undefined, env: string | undefined): number {
+  return integerFlag(flag, "checksum-workers", 0, CHECKSUM_WORKERS_MAX) ??
+    (env === "0" ? 0 : checksumWorkersDefault());
 }
 
 /** A rate flag's SIZE[/s] (K/M/G suffixes) as bytes per second, at least 1M. */
@@ -272,6 +291,10 @@ function settingsOf(values: Flags) {
     httpPort: integerFlag(values["http-port"], "http-port", 0, 65535)!,
     scrub: scrubSettings(values["scrub-interval"]!, values["scrub-rate"]!),
     recoveryRate: recoveryRate(values["recovery-rate"]!),
+    checksumWorkers: checksumWorkers(
+      values["checksum-workers"],
+      process.env.SHEEPDOG_CHECKSUM_WORKERS,
+    ),
     nbdTls: nbdTlsOf(values),
   };
 }
@@ -349,11 +372,10 @@ async function serve(dir: string, values: Flags): Promise<void> {
     ...membership(settings, key.key),
     port: settings.port,
     logger,
-    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs, and
-    // what the checksum workers save: SHEEPDOG_CHECKSUM_WORKERS=0 verifies on the main thread).
+    // Benchmarks only (`npm run bench` measures what verifying checksums on reads costs).
     verifyReads: process.env.SHEEPDOG_VERIFY_READS !== "0",
     openFiles: storeOpenFiles(),
-    checksumWorkers: process.env.SHEEPDOG_CHECKSUM_WORKERS === "0" ? 0 : checksumWorkersDefault(),
+    checksumWorkers: settings.checksumWorkers,
     ...(settings.zone === undefined ? {} : { zone: settings.zone }),
     ...(settings.vnodes === undefined ? {} : { vnodes: settings.vnodes }),
     scrub: settings.scrub,

@@ -20,10 +20,15 @@ export async function tempDir(prefix = "sd-test-"): Promise<string> {
 /** Starts one formatted sheep and gives a TCP client to it; cleans up after `fn`. */
 export async function withSheep(
   fn: (context: { sheep: Sheep; client: ObjectClient; dir: string }) => Promise<void>,
-  options: { copies?: number; format?: boolean } = {},
+  options: { copies?: number; format?: boolean; checksumWorkers?: number } = {},
 ): Promise<void> {
   const dir = await tempDir();
-  const sheep = new Sheep({ dir, host: "127.0.0.1", port: 0 });
+  const sheep = new Sheep({
+    dir,
+    host: "127.0.0.1",
+    port: 0,
+    ...(options.checksumWorkers === undefined ? {} : { checksumWorkers: options.checksumWorkers }),
+  });
   await sheep.start();
   const client = new ObjectClient(new TcpTransport({ host: "127.0.0.1", port: sheep.port }));
   try {

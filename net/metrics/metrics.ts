@@ -8,7 +8,8 @@
  */
 
 import process from "node:process";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
+import type { ChecksumWorkerStats } from "../../core/store/checksum_workers.ts";
 
 /** Which front door a request came through. */
 export type Protocol = "object" | "nbd";
@@ -117,8 +118,13 @@ export class Metrics {
     noSpaceErrors: Counter;
     syncFailed: Gauge;
   };
-  /** The absolute value each integrity counter was last set to. */
-  readonly #integrityTotals = new Map<keyof IntegrityGauges, number>();
+  readonly #checksumWorkers: {
+    jobs: Counter<"outcome">;
+    running: Gauge;
+    deaths: Counter;
+  };
+  /** The absolute total each counter set from one (by `#advance`) was last set to, by series. */
+  readonly #totals = new Map<Counter<string>, Map<string, number>>();
 
   constructor() {
     const registers = [this.registry];
@@ -223,6 +229,24 @@ export class Metrics {
         "1 once a sync failed on this node's disk (writes are refused until restart), else 0",
       ),
     };
+    this.#checksumWorkers = {
+      jobs: new Counter({
+        name: "sheepdog_checksum_worker_jobs_total",
+        help: "Large reads whose checksums went to a worker thread: answered by it, or " +
+          "verified on the main thread after all (fallback: the worker died, stalled or " +
+          "answered wrong)",
+        labelNames: ["outcome"],
+        registers,
+      }),
+      running: gauge(
+        "sheepdog_checksum_workers_running",
+        "Checksum worker threads alive now (started as large reads need them)",
+      ),
+      deaths: counter(
+        "sheepdog_checksum_worker_deaths_total",
+        "Checksum worker threads that exited or stalled (their reads were verified again)",
+      ),
+    };
     new Gauge({
       name: "sheepdog_process_memory_bytes",
       help: "Memory of the sheep process (rss, heap_total, heap_used, external, array_buffers)",
@@ -325,15 +349,38 @@ export class Metrics {
       "checksumErrors",
       "noSpaceErrors",
     ] as const;
-    for (const key of counters) {
-      const value = values[key];
-      if (value === undefined || !(value >= 0)) continue;
-      const last = this.#integrityTotals.get(key) ?? 0;
-      if (value < last) integrity[key].reset();
-      const delta = value < last ? value : value - last;
-      if (delta > 0) integrity[key].inc(delta);
-      this.#integrityTotals.set(key, value);
-    }
+    for (const key of counters) this.#advance(integrity[key], values[key]);
+  }
+
+  /**
+   * Sets the checksum worker metrics from a pool's `stats` (absolute totals, as
+   * `setIntegrity` takes them); a sheep without a pool reports zeros.
+   */
+  setChecksumWorkers(stats: ChecksumWorkerStats): void {
+    const workers = this.#checksumWorkers;
+    workers.running.set(stats.running);
+    this.#advance(workers.jobs, stats.answered, { outcome: "answered" });
+    this.#advance(workers.jobs, stats.fallbacks, { outcome: "fallback" });
+    this.#advance(workers.deaths, stats.deaths);
+  }
+
+  /**
+   * Moves `counter` (the series of `labels`) to the absolute total `value`: up by the
+   * difference, or from `value` again if it went down (a restarted source).
+   */
+  #advance<T extends string>(
+    counter: Counter<T>,
+    value: number | undefined,
+    labels: LabelValues<T> = {},
+  ): void {
+    if (value === undefined || !(value >= 0)) return;
+    let totals = this.#totals.get(counter);
+    if (totals === undefined) this.#totals.set(counter, totals = new Map());
+    const series = JSON.stringify(labels);
+    const last = totals.get(series) ?? 0;
+    if (value < last) counter.remove(labels);
+    counter.inc(labels, value < last ? value : value - last);
+    totals.set(series, value);
   }
 
   /** Adds a function that refreshes gauges before each scrape. */

@@ -169,3 +169,57 @@ Deno.test("collectSheepGauges() reads repairs, checksum errors and the scrubber'
   assert.equal(sample(text, "sheepdog_checksum_errors_total"), 7);
   assert.equal(sample(text, "sheepdog_objects_stored"), 2);
 });
+
+Deno.test("Metrics.setChecksumWorkers() counts jobs by outcome, deaths and running workers", async () => {
+  const metrics = new Metrics();
+  const jobs = (outcome: string, text: string) =>
+    sample(text, "sheepdog_checksum_worker_jobs_total", { outcome });
+  metrics.setChecksumWorkers({ running: 2, answered: 5, fallbacks: 1, deaths: 1 });
+  let text = await metrics.text();
+  assert.equal(jobs("answered", text), 5);
+  assert.equal(jobs("fallback", text), 1);
+  assert.equal(sample(text, "sheepdog_checksum_workers_running"), 2);
+  assert.equal(sample(text, "sheepdog_checksum_worker_deaths_total"), 1);
+  assert.match(text, /# TYPE sheepdog_checksum_worker_jobs_total counter/);
+  metrics.setChecksumWorkers({ running: 1, answered: 9, fallbacks: 1, deaths: 1 });
+  text = await metrics.text();
+  assert.equal(jobs("answered", text), 9);
+  assert.equal(jobs("fallback", text), 1);
+  assert.equal(sample(text, "sheepdog_checksum_workers_running"), 1);
+  // A pool that went back (a new one) starts its series again; the other outcome is kept.
+  metrics.setChecksumWorkers({ running: 0, answered: 3, fallbacks: 2, deaths: 1 });
+  text = await metrics.text();
+  assert.equal(jobs("answered", text), 3);
+  assert.equal(jobs("fallback", text), 2);
+});
+
+Deno.test("collectSheepGauges() reads the checksum workers' stats, zeros without a pool", async () => {
+  const source = (checksumWorkers?: GaugeSource["checksumWorkers"]) =>
+    ({
+      view: makeView(1, []),
+      locks: new Map(),
+      registry: new VdiRegistry(),
+      status: "stopped",
+      recovery: { status: () => ({ state: "idle", done: 0, total: 0, objectsPerSecond: 0 }) },
+      repairs: 0,
+      store: { health: () => ({ noSpaceErrors: 0, checksumErrors: 0 }) },
+      checksumWorkers,
+    }) as unknown as GaugeSource;
+  const none = new Metrics();
+  await collectSheepGauges(none, source());
+  let text = await none.text();
+  for (const outcome of ["answered", "fallback"]) {
+    assert.equal(sample(text, "sheepdog_checksum_worker_jobs_total", { outcome }), 0, outcome);
+  }
+  assert.equal(sample(text, "sheepdog_checksum_workers_running"), 0);
+  assert.equal(sample(text, "sheepdog_checksum_worker_deaths_total"), 0);
+
+  const pooled = new Metrics();
+  const stats = { running: 1, answered: 4, fallbacks: 2, deaths: 1 };
+  await collectSheepGauges(pooled, source({ stats }));
+  text = await pooled.text();
+  assert.equal(sample(text, "sheepdog_checksum_worker_jobs_total", { outcome: "answered" }), 4);
+  assert.equal(sample(text, "sheepdog_checksum_worker_jobs_total", { outcome: "fallback" }), 2);
+  assert.equal(sample(text, "sheepdog_checksum_workers_running"), 1);
+  assert.equal(sample(text, "sheepdog_checksum_worker_deaths_total"), 1);
+});

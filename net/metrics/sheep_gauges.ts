@@ -1,7 +1,7 @@
 /**
  * The state gauges of a sheep, read at scrape time: epoch, nodes, objects stored, space, VDIs,
- * attached VDIs, recovery, and integrity (scrub progress and findings, repairs, checksum
- * errors). `watchSheep` registers the collector once per sheep.
+ * attached VDIs, recovery, integrity (scrub progress and findings, repairs, checksum
+ * errors) and the checksum worker threads. `watchSheep` registers the collector once per sheep.
  *
  * @module
  */
@@ -13,6 +13,7 @@ import {
 import type { ClusterView } from "../../core/cluster/view.ts";
 import { isSnapshot } from "../../core/vdi/inode.ts";
 import type { ObjectStore } from "../../core/store/object_store.ts";
+import type { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import type { Recovery } from "../sheep/recovery.ts";
 import type { ScrubStatus } from "../sheep/scrub.ts";
 import type { SheepStatus } from "../sheep/sheep_status.ts";
@@ -27,6 +28,8 @@ export interface GaugeSource {
   readonly recovery: Pick<Recovery, "status">;
   readonly repairs: number;
   readonly store: Pick<ObjectStore, "list" | "space" | "health">;
+  /** Where large reads are verified, if not on the main thread (none: the metrics read 0). */
+  readonly checksumWorkers?: Pick<ChecksumWorkers, "stats"> | undefined;
   /** The sheep's scrubber, once it has one. */
   readonly scrubber?: { status(): Pick<ScrubStatus, "state" | "finishedMs" | "totals"> };
 }
@@ -70,6 +73,9 @@ export async function collectSheepGauges(metrics: Metrics, sheep: GaugeSource): 
       }
       : {}),
   });
+  metrics.setChecksumWorkers(
+    sheep.checksumWorkers?.stats ?? { running: 0, answered: 0, fallbacks: 0, deaths: 0 },
+  );
   if (sheep.status === "stopped") return;
   const [oids, space] = await Promise.all([sheep.store.list(), sheep.store.space()]);
   metrics.setGauges({ objects: oids.length, ...space });
