@@ -150,7 +150,7 @@ Deno.test("a crash-suspect object of format 1 keeps a landed write as a changed 
   assert.deepEqual(await store.read(5n, 2 * B, B), new Uint8Array(B).fill(0xee));
   const meta = (await store.meta(5n))!;
   assert.equal(meta.verified, false, "suspect until recovery compares it");
-  assert.deepEqual(meta.changedBlocks, [2]);
+  assert.deepEqual(meta.changed?.map(({ block }) => block), [2]);
   assert.equal(await format(disk, 5n), CHECKSUM_FORMAT);
   await store.close();
 });

@@ -57,6 +57,7 @@ import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
 import type {
   BadBlock,
+  ChangedBlock,
   CreateOptions,
   ObjectMeta,
   ObjectStore,
@@ -144,10 +145,11 @@ export class FsObjectStore implements ObjectStore {
    * they read as corrupt and list as unverified until a good copy replaces them.
    */
   #unrebuilt = new Set<Oid>();
-  /** Per crash-suspect object: the blocks that changed since its last sync (see `open`). */
-  #changed = new Map<Oid, number[]>();
-  /** Per crash-suspect object: the checksums its changed blocks had at its last sync. */
-  #synced = new Map<Oid, Map<number, number>>();
+  /**
+   * Per crash-suspect object: the blocks that changed since its last sync, each with the checksum
+   * it had at that sync where known (see `open`).
+   */
+  #changed = new Map<Oid, readonly ChangedBlock[]>();
   /** Objects whose changed-blocks record in memory is shorter than the one on disk. */
   #changedStale = new Set<Oid>();
 
@@ -203,10 +205,7 @@ export class FsObjectStore implements ObjectStore {
         continue;
       }
       const record = parseChanged(await this.#readText(path.join(this.objectDir, name)));
-      if (record) {
-        this.#changed.set(oid, record.blocks);
-        this.#synced.set(oid, record.synced);
-      }
+      if (record) this.#changed.set(oid, record);
     }
     // Before the rebuilds: they compare the checksums they compute with those on file.
     if (found === undefined || found.format < STORE_FORMAT) {
@@ -301,16 +300,9 @@ export class FsObjectStore implements ObjectStore {
     });
     // A crash-suspect copy of a crash-suspect copy: the source's changed blocks are this copy's
     // uncertain ones (same bytes). Unknown (every block uncertain) when the source had none.
-    const changed = options.unverified && options.changedBlocks !== undefined
-      ? [...new Set(options.changedBlocks)]
-        .filter((index) => Number.isSafeInteger(index) && index >= 0 && index < meta.blockCount)
-        .sort((a, b) => a - b)
+    const changed = options.unverified && options.changed !== undefined
+      ? sortedChanged(changedInRange(options.changed, meta.blockCount))
       : undefined;
-    const synced = new Map<number, number>();
-    options.changedBlocks?.forEach((index, i) => {
-      const checksum = options.syncedChecksums?.[i];
-      if (typeof checksum === "number" && checksum >>> 0 === checksum) synced.set(index, checksum);
-    });
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
@@ -323,20 +315,18 @@ export class FsObjectStore implements ObjectStore {
       const before = changed === undefined
         ? undefined
         : old !== undefined
-        ? [...new Set([...old, ...changed])].sort((a, b) => a - b)
+        ? widenChanged(old, changed)
         : await this.exists(oid)
         ? undefined
         : changed;
-      if (before !== undefined) {
-        await this.#writeChanged(oid, before, new Map([...this.#synced.get(oid) ?? [], ...synced]));
-      }
+      if (before !== undefined) await this.#writeChanged(oid, before);
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
       if (changed === undefined) await this.#dropChanged(oid);
       else if (before?.length !== changed.length) {
         this.#changedStale.delete(oid);
         // Installed: a record that cannot be written leaves the wider one, or none (unknown).
-        await this.#writeChanged(oid, changed, synced)
+        await this.#writeChanged(oid, changed)
           .then(() => this.#syncDirectory(`recording ${objectName(oid)}'s changed blocks`))
           .catch(() => undefined);
       }
@@ -594,7 +584,7 @@ export class FsObjectStore implements ObjectStore {
           size: meta.size,
           digest: unrebuilt ? `unrebuilt:${meta.digest()}` : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
-          ...(meta.unverified && this.#changed.has(oid) ? this.#changedRecord(oid) : {}),
+          ...(meta.unverified && this.#changed.has(oid) ? { changed: this.#changed.get(oid) } : {}),
         });
       });
     } catch (error) {
@@ -955,20 +945,18 @@ export class FsObjectStore implements ObjectStore {
       // not change. A record left by an earlier, interrupted rebuild is kept.
       // The checksum each such block had at that sync is kept with it: a copy whose block still
       // has it holds the synced bytes (see recovery's merge).
-      const changed = new Set(this.#changed.get(oid) ?? []);
-      const synced = new Map(this.#synced.get(oid) ?? []);
+      const changed = byBlock(this.#changed.get(oid));
       if (old instanceof ChecksumMeta && old.blockCount === meta.blockCount) {
         for (let index = 0; index < meta.blockCount; index++) {
           if (old.checksum(index) === meta.checksum(index)) continue;
-          changed.add(index);
-          if (!synced.has(index)) synced.set(index, old.checksum(index));
+          if ((changed.get(index) ?? null) === null) changed.set(index, old.checksum(index));
         }
         for (const index of bad) {
           meta.setChecksum(index, old.checksum(index));
-          changed.add(index);
+          if (!changed.has(index)) changed.set(index, null);
         }
       }
-      await this.#writeChanged(oid, [...changed].sort((a, b) => a - b), synced);
+      await this.#writeChanged(oid, sortedChanged(changed));
       const temp = this.#tempPath(oidToHex(oid) + ".meta");
       await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
       await this.#disk.rename(temp, this.#metaPath(oid));
@@ -983,24 +971,14 @@ export class FsObjectStore implements ObjectStore {
 
   /**
    * Writes an object's changed-blocks record durably (temp file, sync, rename): the blocks, and
-   * the checksums they had at the last sync where known (`synced`, else those recorded before).
+   * the checksums they had at the last sync where known.
    */
-  async #writeChanged(oid: Oid, blocks: number[], synced?: Map<number, number>): Promise<void> {
-    const known = synced ?? this.#synced.get(oid) ?? new Map<number, number>();
-    const kept = new Map(blocks.filter((b) => known.has(b)).map((b) => [b, known.get(b)!]));
-    const bytes = new TextEncoder().encode(JSON.stringify({ blocks, synced: [...kept] }));
+  async #writeChanged(oid: Oid, changed: readonly ChangedBlock[]): Promise<void> {
+    const bytes = new TextEncoder().encode(formatChanged(changed));
     const temp = this.#tempPath(oidToHex(oid) + CHANGED_SUFFIX);
     await this.#writeNewFile(objectName(oid), temp, bytes.length, bytes, 0);
     await this.#disk.rename(temp, this.#changedPath(oid));
-    this.#changed.set(oid, blocks);
-    this.#synced.set(oid, kept);
-  }
-
-  /** What `meta` says of a crash-suspect object's changed blocks. */
-  #changedRecord(oid: Oid): Pick<ObjectMeta, "changedBlocks" | "syncedChecksums"> {
-    const blocks = this.#changed.get(oid)!;
-    const synced = this.#synced.get(oid);
-    return { changedBlocks: blocks, syncedChecksums: blocks.map((b) => synced?.get(b) ?? null) };
+    this.#changed.set(oid, changed);
   }
 
   /**
@@ -1012,7 +990,7 @@ export class FsObjectStore implements ObjectStore {
     if (!changed || changed.length === 0) return;
     const first = Math.ceil(offset / B);
     const end = Math.floor((offset + length) / B); // blocks [first, end) are covered whole
-    const left = changed.filter((index) => index < first || index >= end);
+    const left = changed.filter(({ block }) => block < first || block >= end);
     if (left.length === changed.length) return;
     this.#changed.set(oid, left);
     this.#changedStale.add(oid);
@@ -1020,7 +998,6 @@ export class FsObjectStore implements ObjectStore {
 
   async #dropChanged(oid: Oid): Promise<void> {
     this.#changedStale.delete(oid);
-    this.#synced.delete(oid);
     if (!this.#changed.delete(oid)) return;
     await this.#unlinkIfPresent(this.#changedPath(oid));
   }
@@ -1104,9 +1081,10 @@ export class FsObjectStore implements ObjectStore {
       const { meta, failed } = await convertChecksums(old, data, suspect);
       // The checksums a crash-suspect object's changed blocks had at their last sync are CRC-32s:
       // dropped (see checksum_conversion.ts); blocks that failed in one join its changed blocks.
-      if ((suspect && failed.length > 0) || (this.#synced.get(oid)?.size ?? 0) > 0) {
-        const changed = new Set([...this.#changed.get(oid) ?? [], ...(suspect ? failed : [])]);
-        await this.#writeChanged(oid, [...changed].sort((a, b) => a - b), new Map());
+      const record = this.#changed.get(oid) ?? [];
+      if ((suspect && failed.length > 0) || record.some(({ synced }) => synced !== null)) {
+        const blocks = [...record.map(({ block }) => block), ...(suspect ? failed : [])];
+        await this.#writeChanged(oid, sortedChanged(new Map(blocks.map((b) => [b, null]))));
       }
       const temp = this.#tempPath(oidToHex(oid) + ".meta");
       await this.#writeNewFile(objectName(oid), temp, meta.bytes.length, meta.bytes, 0);
@@ -1462,14 +1440,62 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** A changed-blocks record as a map: block -> its checksum at the last sync (null: unknown). */
+function byBlock(changed: readonly ChangedBlock[] = []): Map<number, number | null> {
+  return new Map(changed.map(({ block, synced }) => [block, synced]));
+}
+
+/** A changed-blocks record from a map (see `byBlock`), in block order. */
+function sortedChanged(changed: ReadonlyMap<number, number | null>): ChangedBlock[] {
+  return [...changed].sort(([a], [b]) => a - b).map(([block, synced]) => ({ block, synced }));
+}
+
+/**
+ * The blocks of a source's record (it may have come over the wire: checked) that an object of
+ * `blockCount` blocks has, each once, with the synced checksum given for it if any.
+ */
+function changedInRange(
+  given: readonly ChangedBlock[],
+  blockCount: number,
+): Map<number, number | null> {
+  const changed = new Map<number, number | null>();
+  for (const { block, synced } of given) {
+    if (!Number.isSafeInteger(block) || block < 0 || block >= blockCount) continue;
+    const known = typeof synced === "number" && synced >>> 0 === synced ? synced : null;
+    if (known !== null || !changed.has(block)) changed.set(block, known);
+  }
+  return changed;
+}
+
+/**
+ * A record covering both `old`'s blocks and `newer`'s, each with `newer`'s synced checksum where
+ * it knows one, else `old`'s.
+ */
+function widenChanged(
+  old: readonly ChangedBlock[],
+  newer: readonly ChangedBlock[],
+): ChangedBlock[] {
+  const widened = byBlock(old);
+  for (const { block, synced } of newer) {
+    if (synced !== null || !widened.has(block)) widened.set(block, synced);
+  }
+  return sortedChanged(widened);
+}
+
+/** A changed-blocks record as a file holds it (see `parseChanged`). */
+function formatChanged(changed: readonly ChangedBlock[]): string {
+  return JSON.stringify({
+    blocks: changed.map(({ block }) => block),
+    synced: changed.flatMap(({ block, synced }) => synced === null ? [] : [[block, synced]]),
+  });
+}
+
 /**
  * A changed-blocks record: `{"blocks": [...], "synced": [[block, checksum], ...]}`, or a bare list of
  * blocks (written before the synced checksums were kept: those are unknown). Undefined when it is
  * unreadable (then ignored).
  */
-function parseChanged(
-  text: string | undefined,
-): { blocks: number[]; synced: Map<number, number> } | undefined {
+function parseChanged(text: string | undefined): ChangedBlock[] | undefined {
   if (text === undefined) return undefined;
   const isIndex = (b: unknown) => Number.isSafeInteger(b) && (b as number) >= 0;
   try {
@@ -1484,7 +1510,8 @@ function parseChanged(
       Array.isArray(pair) && isIndex(pair[0]) && Number.isInteger(pair[1]) &&
       pair[1] >>> 0 === pair[1]
     );
-    return { blocks, synced: new Map(pairs) };
+    const known = new Map(pairs);
+    return blocks.map((block) => ({ block, synced: known.get(block) ?? null }));
   } catch {
     return undefined;
   }

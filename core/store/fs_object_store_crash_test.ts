@@ -8,6 +8,7 @@ import { ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B, OPEN_FILES_MAX } from "../limits.ts";
 import { dataOid, oidToHex, vdiOid } from "../vdi/oid.ts";
 import { blockChecksum } from "./block_checksum.ts";
+import { readFully } from "./disk.ts";
 import { FsObjectStore } from "./fs_object_store.ts";
 import { MemDisk, seededRandom } from "./mem_disk.ts";
 import { isError, patternBytes } from "./store_test_env.ts";
@@ -305,20 +306,22 @@ Deno.test("FsObjectStore: a flush never drops an unrebuilt object from the journ
 Deno.test("FsObjectStore: a crash-suspect copy created from another keeps that copy's changed blocks, across a crash", async () => {
   // Goal: a copy of a crash-suspect copy is as uncertain as its source, block for block, not
   // "unknown" (every block uncertain: a later merge would then prefer any other copy's older
-  // bytes to the writes this one takes). Method: create with `changedBlocks`, crash, reopen.
+  // bytes to the writes this one takes). Method: create with `changed`, crash, reopen.
   const disk = new MemDisk();
   let store = await openStore(disk);
-  const options = { size: 8 * B, version: 5, unverified: true, changedBlocks: [5, 2, 99] };
+  const changed = [5, 2, 99].map((block) => ({ block, synced: null }));
+  const options = { size: 8 * B, version: 5, unverified: true, changed };
   await store.create(1n, patternBytes(8 * B, 1), 0, options);
-  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "sorted, in range");
+  const blocks = async () => (await store.meta(1n))?.changed?.map(({ block }) => block);
+  assert.deepEqual(await blocks(), [2, 5], "sorted, in range");
   await store.write(1n, patternBytes(100, 2), 3 * B + 7, 6); // journaled, never synced
   disk.crash(() => 0);
   store = await openStore(disk);
-  assert.deepEqual((await store.meta(1n))?.changedBlocks, [2, 5], "kept through the rebuild");
+  assert.deepEqual(await blocks(), [2, 5], "kept through the rebuild");
   await store.create(1n, patternBytes(8 * B, 3), 0, { size: 8 * B, version: 7 });
   const meta = await store.meta(1n);
   assert.equal(meta?.verified, true);
-  assert.equal(meta?.changedBlocks, undefined, "a verified copy has no uncertain blocks");
+  assert.equal(meta?.changed, undefined, "a verified copy has no uncertain blocks");
   await store.close();
 });
 
@@ -326,54 +329,86 @@ Deno.test("FsObjectStore: a crash-suspect copy keeps the checksums its changed b
   // Goal: recovery's merge can tell which copy still has a changed block's synced bytes (see
   // mergeCopies), so the store must report, for each changed block, the checksum of its last sync.
   const disk = new MemDisk();
-  let store = await openStore(disk);
-  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+  let store = await crashWithBlock2Changed(disk);
   const synced = new Uint8Array(B); // block 2 at the sync: zeros
-  await store.flush();
-  await store.write(1n, patternBytes(B, 2), 2 * B, 6); // journaled, never synced
-  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` }); // the data lands, not its checksums
-  store = await openStore(disk);
   const meta = await store.meta(1n);
   assert.equal(meta?.verified, false);
-  assert.deepEqual(meta?.changedBlocks, [2]);
   assert.deepEqual(
-    meta?.syncedChecksums,
-    [blockChecksum(synced)],
-    "block 2's checksum at the sync",
+    meta?.changed,
+    [{ block: 2, synced: blockChecksum(synced) }],
+    "block 2, with its checksum at the sync",
   );
   // It survives a restart (the record is durable), and a copy made from this copy takes it along.
   await store.close();
   store = await openStore(disk);
-  assert.deepEqual((await store.meta(1n))?.syncedChecksums, [blockChecksum(synced)]);
+  assert.deepEqual((await store.meta(1n))?.changed, meta!.changed);
   await store.create(2n, await store.read(1n, 0, 4 * B), 0, {
     size: 4 * B,
     version: 5,
     unverified: true,
-    changedBlocks: meta!.changedBlocks,
-    syncedChecksums: meta!.syncedChecksums,
+    changed: meta!.changed,
   });
-  assert.deepEqual((await store.meta(2n))?.syncedChecksums, [blockChecksum(synced)]);
+  assert.deepEqual((await store.meta(2n))?.changed, meta!.changed);
   await store.close();
 });
 
 Deno.test("FsObjectStore: a changed-blocks record in the old format (a bare list) still reads, its synced checksums unknown", async () => {
   const disk = new MemDisk();
-  let store = await openStore(disk);
-  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
-  await store.flush();
-  await store.write(1n, patternBytes(B, 2), 2 * B, 6);
-  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` });
-  store = await openStore(disk);
+  let store = await crashWithBlock2Changed(disk);
   await store.close();
-  const file = await disk.open(`${DIR}/${oidToHex(1n)}.changed`, "r+");
-  const old = new TextEncoder().encode("[2]");
-  await file.truncate(0);
-  await file.write(old, 0);
-  await file.datasync();
-  await file.close();
+  await putText(disk, `${DIR}/${oidToHex(1n)}.changed`, "[2]");
   store = await openStore(disk);
   const meta = await store.meta(1n);
-  assert.deepEqual(meta?.changedBlocks, [2]);
-  assert.deepEqual(meta?.syncedChecksums, [null]);
+  assert.deepEqual(meta?.changed, [{ block: 2, synced: null }]);
   await store.close();
 });
+
+Deno.test("FsObjectStore: a changed-blocks record keeps its file format ({blocks, synced}), and such a file reads", async () => {
+  // Goal: `<oid>.changed` files written by earlier builds of this format still read, and this
+  // build writes the same format. Method: make a record, read its file; replace the file with one
+  // of two blocks (one synced checksum unknown), reopen.
+  const disk = new MemDisk();
+  const file = `${DIR}/${oidToHex(1n)}.changed`;
+  let store = await crashWithBlock2Changed(disk);
+  await store.close();
+  const synced = blockChecksum(new Uint8Array(B));
+  assert.equal(await fileText(disk, file), JSON.stringify({ blocks: [2], synced: [[2, synced]] }));
+  await putText(disk, file, `{"blocks":[1,3],"synced":[[3,${0xfedcba98}]]}`);
+  store = await openStore(disk);
+  assert.deepEqual((await store.meta(1n))?.changed, [
+    { block: 1, synced: null },
+    { block: 3, synced: 0xfedcba98 },
+  ]);
+  await store.close();
+});
+
+/**
+ * Object 1 (4 blocks, synced with block 2 zeros) after a crash in which an unsynced write of block
+ * 2 landed but not its checksums: reopened, block 2 is its changed block.
+ */
+async function crashWithBlock2Changed(disk: MemDisk): Promise<FsObjectStore> {
+  const store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), 2 * B, 6); // journaled, never synced
+  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` });
+  return await openStore(disk);
+}
+
+async function fileText(disk: MemDisk, name: string): Promise<string> {
+  const handle = await disk.open(name, "r+");
+  try {
+    const bytes = new Uint8Array(await handle.size());
+    return new TextDecoder().decode(bytes.subarray(0, await readFully(handle, bytes, 0)));
+  } finally {
+    await handle.close();
+  }
+}
+
+async function putText(disk: MemDisk, name: string, text: string): Promise<void> {
+  const handle = await disk.open(name, "r+");
+  await handle.truncate(0);
+  await handle.write(new TextEncoder().encode(text), 0);
+  await handle.datasync();
+  await handle.close();
+}

@@ -42,13 +42,18 @@ export interface ObjectMeta {
    * (unsynced writes that reached the disk, or rot: a crash cannot tell them apart). Recovery
    * takes each of these from a copy where it did not change.
    */
-  changedBlocks?: readonly number[];
-  /**
-   * With `changedBlocks`, position by position: the checksum each of those blocks had at the
-   * copy's last sync (null where unknown). A copy whose block has it holds the synced bytes, so
-   * a merge can take a changed block from a copy of any version that still has them.
-   */
-  syncedChecksums?: readonly (number | null)[];
+  changed?: readonly ChangedBlock[];
+}
+
+/**
+ * A block of a crash-suspect copy that changed since the copy's last sync, with the checksum it
+ * had at that sync (null where unknown). A copy whose block has that checksum holds the synced
+ * bytes, so a merge can take a changed block from a copy of any version that still has them.
+ */
+export interface ChangedBlock {
+  /** Block index: bytes [block * CHECKSUM_BLOCK_BYTES, +CHECKSUM_BLOCK_BYTES). */
+  readonly block: number;
+  readonly synced: number | null;
 }
 
 /** A block whose bytes do not match their checksum (or that cannot be read). */
@@ -73,12 +78,11 @@ export interface CreateOptions {
   unverified?: boolean;
   /**
    * With `unverified`: the blocks of the source copy that changed since its last sync before a
-   * crash (its `changedBlocks`). The bytes are the source's, so the same blocks are the uncertain
-   * ones here; without it every block counts as uncertain (changed blocks unknown).
+   * crash, with their checksums at that sync (its `changed`). The bytes are the source's, so the
+   * same blocks are the uncertain ones here; without it every block counts as uncertain (changed
+   * blocks unknown).
    */
-  changedBlocks?: readonly number[];
-  /** With `changedBlocks`: the source's checksums of those blocks at its last sync. */
-  syncedChecksums?: readonly (number | null)[];
+  changed?: readonly ChangedBlock[];
 }
 
 /** A copy read without failing on bad blocks (see `ObjectStore.salvage`). */

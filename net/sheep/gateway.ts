@@ -327,8 +327,7 @@ export class Gateway {
     // A copy of a crash-suspect copy stays suspect with the source's uncertain blocks, as
     // recovery's pulls do (else every block counts as uncertain, and a merge after a later crash
     // prefers any other copy's older bytes to the writes this copy takes meanwhile).
-    const changedBlocks = unverified ? salvaged!.meta!.changedBlocks : undefined;
-    const syncedChecksums = changedBlocks ? salvaged!.meta!.syncedChecksums ?? [] : undefined;
+    const changed = unverified ? salvaged!.meta!.changed : undefined;
     if (node.id === this.#context.selfId) {
       return this.#context.local.create(oid, data, offset, {
         size,
@@ -336,10 +335,10 @@ export class Gateway {
         badBlocks,
         expected: salvaged?.expected ?? [],
         unverified,
-        ...(changedBlocks ? { changedBlocks, syncedChecksums } : {}),
+        ...(changed ? { changed } : {}),
       });
     }
-    if (badBlocks.length > 0 || changedBlocks !== undefined) {
+    if (badBlocks.length > 0 || changed !== undefined) {
       // Its bad blocks (they stay bad) and uncertain blocks travel with it.
       const header = this.#peerHeader(Opcode.PUT_SALVAGED_PEER, oid, 0);
       header.objVersion = version;
@@ -351,7 +350,7 @@ export class Gateway {
         encodeSalvaged({
           ...salvaged!,
           data,
-          ...(changedBlocks ? { changedBlocks, syncedChecksums } : {}),
+          ...(changed ? { changed } : {}),
         }),
       );
     }

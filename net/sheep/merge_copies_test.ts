@@ -17,7 +17,12 @@ function copy(
   changed: number[] | undefined,
   synced: [number, number][] = [],
 ): MergeSource {
-  return { data, version, changed: changed && new Set(changed), synced: new Map(synced) };
+  const known = new Map(synced);
+  return {
+    data,
+    version,
+    changed: changed?.map((block) => ({ block, synced: known.get(block) ?? null })),
+  };
 }
 
 const block = (value: number) => blockChecksum(new Uint8Array(B).fill(value));

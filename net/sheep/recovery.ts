@@ -16,7 +16,12 @@
 
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { ObjectMeta, ObjectStore, SalvagedCopy } from "../../core/store/object_store.ts";
+import type {
+  ChangedBlock,
+  ObjectMeta,
+  ObjectStore,
+  SalvagedCopy,
+} from "../../core/store/object_store.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
@@ -416,12 +421,7 @@ export class Recovery {
       badBlocks: source.badBlocks,
       expected: source.expected,
       unverified: suspect,
-      ...(suspect && source.meta.changedBlocks
-        ? {
-          changedBlocks: source.meta.changedBlocks,
-          syncedChecksums: source.meta.syncedChecksums ?? [],
-        }
-        : {}),
+      ...(suspect && source.meta.changed ? { changed: source.meta.changed } : {}),
     });
     if (source.badBlocks.length > 0) {
       this.#context.logger.warn(
@@ -502,17 +502,7 @@ export class Recovery {
           return undefined;
         });
       if (data && data.length === rivals[0]!.meta.size) {
-        fetched.push({
-          data,
-          version: meta.version,
-          changed: meta.changedBlocks && new Set(meta.changedBlocks),
-          synced: new Map(
-            (meta.changedBlocks ?? []).flatMap((block, i) => {
-              const checksum = meta.syncedChecksums?.[i];
-              return typeof checksum === "number" ? [[block, checksum] as const] : [];
-            }),
-          ),
-        });
+        fetched.push({ data, version: meta.version, changed: meta.changed });
       }
     }
     if (unreachable !== undefined) throw unreachable;
@@ -609,13 +599,14 @@ export class Recovery {
  * nothing of its blocks (no changed list) and vouches for nothing.
  */
 function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boolean {
-  const changed = mine.changedBlocks;
+  const changed = mine.changed;
   if (changed === undefined) return false;
   if (changed.length === 0) return true;
   return others.some(({ meta }) =>
     meta.digest === mine.digest &&
     (meta.verified ||
-      (meta.changedBlocks !== undefined && changed.every((b) => !meta.changedBlocks!.includes(b))))
+      (meta.changed !== undefined &&
+        changed.every(({ block }) => !meta.changed!.some((theirs) => theirs.block === block))))
   );
 }
 
@@ -650,8 +641,8 @@ export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]>
 }
 
 /**
- * GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?,
- * their synced checksums?].
+ * GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?
+ * (`ChangedBlock`s)].
  */
 export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(
@@ -661,7 +652,7 @@ export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
       meta.size,
       meta.digest,
       meta.verified ? 1 : 0,
-      ...(meta.changedBlocks ? [meta.changedBlocks, meta.syncedChecksums ?? []] : []),
+      ...(meta.changed ? [meta.changed] : []),
     ]),
   ));
 }
@@ -673,22 +664,16 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
     number,
     string,
     number,
-    number[]?,
-    (number | null)[]?,
+    ChangedBlock[]?,
   ][];
-  return rows.map(([hex, version, size, digest, verified, changed, synced]) => ({
+  return rows.map(([hex, version, size, digest, verified, changed]) => ({
     oid: BigInt("0x" + hex),
     meta: {
       version,
       size,
       digest,
       verified: verified === 1,
-      ...(Array.isArray(changed)
-        ? {
-          changedBlocks: changed,
-          syncedChecksums: changed.map((_, i) => Array.isArray(synced) ? synced[i] ?? null : null),
-        }
-        : {}),
+      ...(Array.isArray(changed) ? { changed } : {}),
     },
   }));
 }
@@ -702,10 +687,11 @@ export interface MergeSource {
   data: Uint8Array;
   /** Its version: that of its last sync. */
   version: number;
-  /** The blocks that changed since that sync; undefined: unknown, every block may have. */
-  changed: ReadonlySet<number> | undefined;
-  /** The checksums its changed blocks had at that sync, where known. */
-  synced: ReadonlyMap<number, number>;
+  /**
+   * The blocks that changed since that sync, with their checksums at that sync where known;
+   * undefined: unknown, every block may have.
+   */
+  changed: readonly ChangedBlock[] | undefined;
 }
 
 /**
@@ -723,21 +709,26 @@ export interface MergeSource {
 export function mergeCopies(copies: readonly MergeSource[]): Uint8Array {
   const size = copies[0]!.data.length;
   const newest = Math.max(...copies.map((c) => c.version));
-  const current = copies.filter((c) => c.version === newest);
+  // The newest copies, each with its changed blocks by block (checksum at its last sync).
+  const current = copies.filter((c) => c.version === newest).map((c) => ({
+    data: c.data,
+    changed: c.changed && new Map(c.changed.map(({ block, synced }) => [block, synced])),
+  }));
   const merged = new Uint8Array(size);
   for (let index = 0, at = 0; at < size; index++, at += CHECKSUM_BLOCK_BYTES) {
     const end = Math.min(size, at + CHECKSUM_BLOCK_BYTES);
     const unchanged = current.find((c) => c.changed !== undefined && !c.changed.has(index));
-    let source = unchanged;
+    let source = unchanged?.data;
     if (!source) {
-      const synced = new Set(
-        current.flatMap((c) => c.synced.has(index) ? [c.synced.get(index)!] : []),
-      );
+      const synced = new Set(current.flatMap((c) => {
+        const checksum = c.changed?.get(index);
+        return typeof checksum === "number" ? [checksum] : [];
+      }));
       source = synced.size === 0
         ? undefined
-        : copies.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))));
+        : copies.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))))?.data;
     }
-    merged.set((source ?? copies[0]!).data.subarray(at, end), at);
+    merged.set((source ?? copies[0]!.data).subarray(at, end), at);
   }
   return merged;
 }

@@ -410,12 +410,7 @@ const peerOps: Record<number, Op> = {
         badBlocks: salvaged.badBlocks,
         expected: salvaged.expected,
         unverified,
-        ...(unverified && salvaged.changedBlocks
-          ? {
-            changedBlocks: salvaged.changedBlocks,
-            syncedChecksums: salvaged.syncedChecksums ?? [],
-          }
-          : {}),
+        ...(unverified && salvaged.changed ? { changed: salvaged.changed } : {}),
       });
     },
   },

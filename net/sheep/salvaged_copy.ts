@@ -10,20 +10,18 @@
  */
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import type { SalvagedCopy } from "../../core/store/object_store.ts";
+import type { ChangedBlock, SalvagedCopy } from "../../core/store/object_store.ts";
 
 /** A copy on the wire: salvaged blocks, and a crash-suspect copy's uncertain blocks. */
 export interface WireCopy extends SalvagedCopy {
-  changedBlocks?: readonly number[];
-  /** With `changedBlocks`, position by position (null: unknown). */
-  syncedChecksums?: readonly (number | null)[];
+  changed?: readonly ChangedBlock[];
 }
 
 const UNKNOWN = 0xffffffff;
 
 export function encodeSalvaged(copy: WireCopy): Uint8Array {
   const n = copy.badBlocks.length;
-  const changed = copy.changedBlocks;
+  const changed = copy.changed;
   const m = changed?.length ?? 0;
   const head = 4 + 9 * n + 4 + 9 * m;
   const bytes = new Uint8Array(head + copy.data.length);
@@ -37,11 +35,10 @@ export function encodeSalvaged(copy: WireCopy): Uint8Array {
   });
   view.setUint32(4 + 9 * n, changed === undefined ? UNKNOWN : m, true);
   const at = 4 + 9 * n + 4;
-  changed?.forEach((index, i) => {
-    view.setUint32(at + 4 * i, index, true);
-    const checksum = copy.syncedChecksums?.[i];
-    view.setUint32(at + 4 * m + 4 * i, checksum ?? 0, true);
-    bytes[at + 8 * m + i] = checksum === null || checksum === undefined ? 0 : 1;
+  changed?.forEach(({ block, synced }, i) => {
+    view.setUint32(at + 4 * i, block, true);
+    view.setUint32(at + 4 * m + 4 * i, synced ?? 0, true);
+    bytes[at + 8 * m + i] = synced === null || synced === undefined ? 0 : 1;
   });
   bytes.set(copy.data, head);
   return bytes;
@@ -64,11 +61,10 @@ export function decodeSalvaged(bytes: Uint8Array): WireCopy {
   if (head > bytes.length) throw malformed();
   const copy: WireCopy = { data: bytes.subarray(head), badBlocks, expected };
   if (known) {
-    copy.changedBlocks = Array.from({ length: m }, (_, i) => view.getUint32(at + 4 * i, true));
-    copy.syncedChecksums = Array.from(
-      { length: m },
-      (_, i) => bytes[at + 8 * m + i] === 1 ? view.getUint32(at + 4 * m + 4 * i, true) : null,
-    );
+    copy.changed = Array.from({ length: m }, (_, i) => ({
+      block: view.getUint32(at + 4 * i, true),
+      synced: bytes[at + 8 * m + i] === 1 ? view.getUint32(at + 4 * m + 4 * i, true) : null,
+    }));
   }
   return copy;
 }

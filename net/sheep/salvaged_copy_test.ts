@@ -7,26 +7,24 @@ Deno.test("a salvaged copy round-trips with its bad blocks and its uncertain blo
     data,
     badBlocks: [1],
     expected: [0xdeadbeef],
-    changedBlocks: [0, 1],
-    syncedChecksums: [0xfffffffe, null],
+    changed: [{ block: 0, synced: 0xfffffffe }, { block: 1, synced: null }],
   };
   const decoded = decodeSalvaged(encodeSalvaged(copy));
   assert.deepEqual(decoded.badBlocks, [1]);
   assert.deepEqual(decoded.expected, [0xdeadbeef]);
-  assert.deepEqual(decoded.changedBlocks, [0, 1]);
-  assert.deepEqual(decoded.syncedChecksums, [0xfffffffe, null]);
+  assert.deepEqual(decoded.changed, copy.changed);
   assert.deepEqual(decoded.data, data);
 });
 
 Deno.test("a copy whose uncertain blocks are not known decodes without a list", () => {
   const data = new Uint8Array(4096).fill(7);
   const decoded = decodeSalvaged(encodeSalvaged({ data, badBlocks: [], expected: [] }));
-  assert.equal(decoded.changedBlocks, undefined);
+  assert.equal(decoded.changed, undefined);
   assert.deepEqual(decoded.data, data);
   const none = decodeSalvaged(
-    encodeSalvaged({ data, badBlocks: [], expected: [], changedBlocks: [] }),
+    encodeSalvaged({ data, badBlocks: [], expected: [], changed: [] }),
   );
-  assert.deepEqual(none.changedBlocks, []);
+  assert.deepEqual(none.changed, []);
 });
 
 Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
@@ -34,8 +32,7 @@ Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
     data: new Uint8Array(0),
     badBlocks: [2, 3],
     expected: [1, undefined],
-    changedBlocks: [5, 6, 7],
-    syncedChecksums: [1, 2, null],
+    changed: [{ block: 5, synced: 1 }, { block: 6, synced: 2 }, { block: 7, synced: null }],
   });
   for (const length of [0, 3, 4 + 9 * 2, 4 + 9 * 2 + 4 + 9 * 3 - 1]) {
     assert.throws(() => decodeSalvaged(bytes.subarray(0, length)), /Malformed salvaged copy/);

@@ -401,7 +401,7 @@ Deno.test({
     // write; `a` crashes and loses it while `b` keeps running: the write must stay.
     const { sim, oid, a, b } = await pulledFromSuspectCopy(11);
     try {
-      assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
+      assert.deepEqual((await b.sheep.store.meta(oid))?.changed?.map(({ block }) => block), [4]);
       await writeBothTakeSurvivesCrashOf(sim, a);
     } finally {
       await sim.dispose();
@@ -629,7 +629,7 @@ Deno.test({
     try {
       sim.rot(b, oid, 40_000);
       assert.ok(await a.sheep.gateway.repair(oid, new Set([b.id])), "repaired");
-      assert.deepEqual((await b.sheep.store.meta(oid))?.changedBlocks, [4]);
+      assert.deepEqual((await b.sheep.store.meta(oid))?.changed?.map(({ block }) => block), [4]);
       await writeBothTakeSurvivesCrashOf(sim, a);
     } finally {
       await sim.dispose();
