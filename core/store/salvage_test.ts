@@ -52,7 +52,7 @@ for (const kind of KINDS) {
   Deno.test(`FsObjectStore (${kind}): a salvaged copy's bad block stays unreadable even when zeros match the checksum it should have`, async () => {
     await withEnv(kind, async (env) => {
       // Block 2 was all zeros when last synced (say, an inode table block never written): the
-      // checksum it should have is the CRC of a zero block, which is what salvage fills it with.
+      // checksum it should have is the checksum of a zero block, which is what salvage fills it with.
       const data = patternBytes(4 * B, 7);
       data.fill(0, 2 * B, 3 * B);
       await env.store.create(7n, data, 0, { size: 4 * B, version: 5 });

@@ -564,7 +564,7 @@ export class DataPathSim {
     return targetsOf(view, oid, this.copies).map((t) => this.nodes.find((n) => n.id === t.id)!);
   }
 
-  /** Flips one byte of `node`'s copy of `oid`: of its data, or with `checksums` of its CRCs. */
+  /** Flips one byte of `node`'s copy of `oid`: of its data, or with `checksums` of its block checksums. */
   rot(node: SimNode, oid: Oid, offset: number, options: { checksums?: boolean } = {}): void {
     const file = objectPath(node, oid) + (options.checksums ? ".meta" : "");
     node.disk.rot(file, offset);
