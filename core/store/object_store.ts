@@ -49,6 +49,13 @@ export interface ObjectMeta {
    * a merge can take a changed block from a copy of any version that still has them.
    */
   syncedChecksums?: readonly (number | null)[];
+  /**
+   * Blocks recorded lost on this copy (salvaged when no copy could vouch for them; absent when
+   * none): they read as I/O errors, and keep the checksum they should have, until a copy whose
+   * block has that checksum fills them or a write covers them whole. Recovery looks for such a
+   * copy whenever another copy may hold one (see `Recovery`).
+   */
+  lostBlocks?: readonly number[];
 }
 
 /** A block whose bytes do not match their checksum (or that cannot be read). */
