@@ -585,6 +585,7 @@ export class FsObjectStore implements ObjectStore {
           digest: unrebuilt ? `unrebuilt:${meta.digest()}` : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
           ...(meta.unverified && this.#changed.has(oid) ? { changed: this.#changed.get(oid) } : {}),
+          ...lostBlocksOf(meta),
         });
       });
     } catch (error) {
@@ -1394,6 +1395,12 @@ async function hashFile(data: DiskFile, meta: ChecksumMeta): Promise<void> {
     chunk.fill(0, await readFully(data, chunk, start));
     blockChecksums(chunk).forEach((sum, i) => meta.setChecksum(start / B + i, sum));
   }
+}
+
+/** `ObjectMeta.lostBlocks` of a copy: its recorded bad blocks, if it has any. */
+function lostBlocksOf(meta: ChecksumMeta): Pick<ObjectMeta, "lostBlocks"> {
+  const lost = meta.badBlocks;
+  return lost.length > 0 ? { lostBlocks: lost } : {};
 }
 
 /** Which blocks a corrupt object has lost: all of them when its checksums are unusable. */

@@ -43,6 +43,13 @@ export interface ObjectMeta {
    * takes each of these from a copy where it did not change.
    */
   changed?: readonly ChangedBlock[];
+  /**
+   * Blocks recorded lost on this copy (salvaged when no copy could vouch for them; absent when
+   * none): they read as I/O errors, and keep the checksum they should have, until a copy whose
+   * block has that checksum fills them or a write covers them whole. Recovery looks for such a
+   * copy whenever another copy may hold one (see `Recovery`).
+   */
+  lostBlocks?: readonly number[];
 }
 
 /**

@@ -24,6 +24,13 @@ for (const kind of KINDS) {
       await assert.rejects(env.store.read(8n, 5 * B, 10), isError(ResultCode.EIO));
       assert.deepEqual((await env.store.verify(8n)).map((b) => b.index), [5]);
       assert.equal((await env.store.meta(8n))?.version, 4);
+      // Its meta names the lost block (recovery looks for it elsewhere); a rotten copy's does
+      // not (its rot is unknown until read).
+      assert.deepEqual((await env.store.meta(8n))?.lostBlocks, [5]);
+      assert.equal((await env.store.meta(7n))?.lostBlocks, undefined);
+      // Written whole, the block is no longer lost.
+      await env.store.write(8n, data.subarray(5 * B, 6 * B), 5 * B, 5);
+      assert.equal((await env.store.meta(8n))?.lostBlocks, undefined);
     });
   });
 }

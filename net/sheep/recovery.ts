@@ -4,7 +4,10 @@
  * equal to the newest good one: pulled when missing or older, left alone when it already matches.
  * Nothing is trusted for having been kept: a node back from a crash, a pause or a partition
  * compares every object like any other node, and a client touching an object that is still due
- * waits for it (`ensure`). A failed pull is retried; the epoch is reported complete only once
+ * waits for it (`ensure`). A copy that matches the newest but has blocks recorded lost (salvaged
+ * while no copy could vouch for them) looks for them again whenever another copy may hold them:
+ * a node that was down then may be back with them, and its copy may be a leftover the purge
+ * would remove. A failed pull is retried; the epoch is reported complete only once
  * every object this node must hold matches the newest copy.
  *
  * Copies that no longer belong here are removed only after every node reported the epoch
@@ -28,7 +31,7 @@ import { type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
-import { fetchBestCopy } from "./copy_fetch.ts";
+import { type CopyReader, fetchBestCopy } from "./copy_fetch.ts";
 import { RETRYABLE } from "./retry_policy.ts";
 import { decodeSalvaged } from "./salvaged_copy.ts";
 import { Flag, Opcode } from "../object/ops.ts";
@@ -110,6 +113,12 @@ interface Want {
   merge?: Candidate[];
   /** This node's own copy, if any: the pull replaces it, so its blocks may fill holes. */
   own?: Candidate;
+  /**
+   * This node's copy is the newest but has blocks recorded lost that another copy may hold
+   * good: `candidates` are every copy, this one included, and only its lost blocks are taken
+   * (see `#fill`).
+   */
+  fill?: boolean;
   /**
    * Fewer than two members hold the newest copy (verified, at its version and digest): until
    * this pull lands, one crash of that holder loses the acknowledged writes it has not synced
@@ -259,9 +268,24 @@ export class Recovery {
         // blocks are vouched for (see `vouched`); otherwise it is kept but stays suspect, so a
         // verified copy that comes back later wins. One whose checksums cannot be trusted at all
         // is pulled like a stale one.
-        const kept = mine.meta.verified || !vouched(mine.meta, copies.filter((c) => c !== mine)) ||
-          await this.#context.store.markVerified(oid).then(() => true, () => false);
-        if (kept) continue;
+        const others = copies.filter((c) => c !== mine);
+        const trusted = mine.meta.verified || vouched(mine.meta, others);
+        const verified = mine.meta.verified ||
+          (trusted && await this.#context.store.markVerified(oid).then(() => true, () => false));
+        if (verified && mayFill(mine.meta, others)) {
+          // Its lost blocks were given up while the copies then listed could not vouch for them;
+          // another copy may now (seed 1806: the holder of the only good block was down when
+          // this copy was salvaged, and came back with it as a leftover the purge removed).
+          wanted.set(oid, {
+            version: best.meta.version,
+            digest: best.meta.digest,
+            candidates: sortCopies(copies, (c) => c.node.id, rank),
+            fill: true,
+            exposed: false, // every block it has is as good as it was
+          });
+          continue;
+        }
+        if (verified || !trusted) continue;
       }
       const candidates = sortCopies(
         copies.filter((c) => c.node.id !== self),
@@ -384,6 +408,7 @@ export class Recovery {
       if (mine?.verified && mine.version >= want.version) return;
       return await this.#merge(oid, want.version, want.merge);
     }
+    if (want.fill) return await this.#fill(oid, want, mine, paced);
     if (
       mine?.verified &&
       (mine.version > want.version ||
@@ -393,18 +418,7 @@ export class Recovery {
     // a salvaged source may fill its holes from it too (checked against the block's checksum).
     const own = want.own && mine ? [want.own] : [];
     const candidates = preferQuiet(want.candidates, (node) => this.#busy.has(node));
-    const source = await fetchBestCopy(oid, candidates, {
-      whole: (node, id, size) => this.#read(node, id, size, paced),
-      salvage: (node, id) => this.#salvage(node, id, paced),
-      range: async (node, id, offset, length) => {
-        if (node.id === this.#context.selfId) return await store.read(id, offset, length);
-        const header = requestHeader(Opcode.READ_PEER, { internal: true });
-        header.oid = id;
-        header.offset = offset;
-        header.dataLength = length;
-        return (await this.#request(node, header, paced)).data;
-      },
-    }, own);
+    const source = await fetchBestCopy(oid, candidates, this.#reader(paced), own);
     if (!source) {
       throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} can be read`);
     }
@@ -435,6 +449,78 @@ export class Recovery {
         }: the newest copy cannot be read anywhere; took ${source.node.id}'s (version ${source.version})`,
       );
     }
+  }
+
+  /**
+   * Fills the lost blocks of this node's copy, the newest there is, from copies whose block has
+   * the checksum it should have: `fetchBestCopy` over every copy, this one included (an equal copy
+   * that reads clean serves whole; else the equal copies are salvaged, each block taken from one
+   * where it is good, and the rest from any copy of any version that has exactly its bytes).
+   * Nothing is written unless a lost block was filled.
+   */
+  async #fill(oid: Oid, want: Want, mine: ObjectMeta | undefined, paced: boolean): Promise<void> {
+    // A client write (or a repair) may have changed the copy since the listing.
+    const lost = mine?.lostBlocks;
+    if (!mine?.verified || !lost || mine.version !== want.version || mine.digest !== want.digest) {
+      return;
+    }
+    const candidates = preferQuiet(want.candidates, (node) => this.#busy.has(node));
+    const reader = this.#reader(paced);
+    let unreachable: unknown;
+    const source = await fetchBestCopy(oid, candidates, {
+      ...reader,
+      range: (node, id, offset, length) =>
+        reader.range(node, id, offset, length).catch((error) => {
+          if (isResult(error, ...RETRYABLE)) unreachable ??= error;
+          throw error;
+        }),
+    });
+    if (!source || source.version !== mine.version || source.meta.digest !== mine.digest) return;
+    // A copy that could not be asked may hold a block still lost: asked again (the purge may
+    // remove it once this epoch is done), never given up on.
+    if (source.badBlocks.length > 0 && unreachable !== undefined) throw unreachable;
+    const filled = lost.filter((index) => !source.badBlocks.includes(index));
+    if (filled.length === 0) return;
+    await this.#context.store.create(oid, source.data, 0, {
+      size: source.meta.size,
+      version: source.version,
+      badBlocks: source.badBlocks,
+      expected: source.expected,
+    });
+    this.#context.logger.warn(
+      `recovery of ${oidToHex(oid)}: ${filled.length} lost block(s) filled from a copy that ` +
+        `holds their bytes` +
+        (source.badBlocks.length > 0 ? `; ${source.badBlocks.length} stay lost` : ""),
+    );
+  }
+
+  /** How a pull reads copies: this node's own from its store, the others' over the network. */
+  #reader(paced: boolean): CopyReader {
+    const store = this.#context.store;
+    const self = this.#context.selfId;
+    const version = async (oid: Oid) => {
+      const meta = await store.meta(oid);
+      if (!meta) throw new SheepdogError(ResultCode.NO_OBJ, `No object ${oidToHex(oid)}`);
+      return meta.version;
+    };
+    return {
+      whole: async (node, id, size) => {
+        if (node.id !== self) return await this.#read(node, id, size, paced);
+        return { version: await version(id), data: await store.read(id, 0, size) };
+      },
+      salvage: async (node, id) => {
+        if (node.id !== self) return await this.#salvage(node, id, paced);
+        return { version: await version(id), ...await store.salvage(id) };
+      },
+      range: async (node, id, offset, length) => {
+        if (node.id === self) return await store.read(id, offset, length);
+        const header = requestHeader(Opcode.READ_PEER, { internal: true });
+        header.oid = id;
+        header.offset = offset;
+        header.dataLength = length;
+        return (await this.#request(node, header, paced)).data;
+      },
+    };
   }
 
   /** True when the current view puts `oid` on this node. */
@@ -610,6 +696,16 @@ function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
   );
 }
 
+/**
+ * True when a copy has blocks recorded lost that another copy may hold good: one that does not
+ * list them lost (it may hold them, or be rotten there: its checksum tells).
+ */
+function mayFill(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boolean {
+  const lost = mine.lostBlocks ?? [];
+  return lost.length > 0 &&
+    others.some(({ meta }) => lost.some((index) => !meta.lostBlocks?.includes(index)));
+}
+
 /** The bytes pulling `want` moves: the size of the copies it comes from. */
 function wantedBytes(want: Want): number {
   return (want.merge ?? want.candidates)[0]?.meta.size ?? 0;
@@ -642,7 +738,7 @@ export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]>
 
 /**
  * GET_OBJ_LIST payload: JSON rows [oid hex, version, size, digest, verified, changed blocks?
- * (`ChangedBlock`s)].
+ * (`ChangedBlock`s, null on a copy with lost blocks and no changed list), lost blocks?].
  */
 export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(
@@ -653,6 +749,7 @@ export function encodeCopyList(copies: ListedCopy[]): Uint8Array {
       meta.digest,
       meta.verified ? 1 : 0,
       ...(meta.changed ? [meta.changed] : []),
+      ...(meta.lostBlocks ? [...(meta.changed ? [] : [null]), meta.lostBlocks] : []),
     ]),
   ));
 }
@@ -664,9 +761,10 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
     number,
     string,
     number,
-    ChangedBlock[]?,
+    (ChangedBlock[] | null)?,
+    number[]?,
   ][];
-  return rows.map(([hex, version, size, digest, verified, changed]) => ({
+  return rows.map(([hex, version, size, digest, verified, changed, lost]) => ({
     oid: BigInt("0x" + hex),
     meta: {
       version,
@@ -674,6 +772,7 @@ export function decodeCopyList(bytes: Uint8Array): ListedCopy[] {
       digest,
       verified: verified === 1,
       ...(Array.isArray(changed) ? { changed } : {}),
+      ...(Array.isArray(lost) && lost.length > 0 ? { lostBlocks: lost } : {}),
     },
   }));
 }

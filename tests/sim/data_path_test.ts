@@ -682,6 +682,52 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "found by the simulation: a block lost while its only good copy was away is filled from that copy when it comes back",
+  fn: async () => {
+    // Seed 1806 before the fix: a block rotted on one holder while the other crashed; the node
+    // that took its place salvaged the rotten copy and recorded the block lost (no copy then
+    // could vouch for it). The crashed node came back no longer a target, its copy a leftover
+    // whose block still had the checksum the lost one should have, but recovery kept the
+    // targets' copies (equal to the best by version and digest) and the purge removed the
+    // leftover: the block was lost for good. Now recovery looks for the lost blocks of a copy
+    // on every copy that may hold them. Here the object is created while `a` is away (`b` and
+    // `c` hold it), block 4 rots on `b`, `c` leaves, `a` comes back and salvages `b`'s copy, and
+    // `c` comes back, a leftover with the good block 4.
+    const sim = await DataPathSim.create({
+      seed: 18,
+      nodes: 3,
+      copies: 2,
+      objects: 2,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 1);
+      const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+      const c = sim.nodes.find((n) => n !== a && n !== b)!;
+      await sim.leave(a);
+      await sim.write(OBJECT_BYTES, pattern(1, 65536)); // allocates the object on `b` and `c`
+      await sim.flush();
+      assert.ok(await sim.settle(60_000));
+      sim.rot(b, oid, 20_000); // block 4
+      await sim.leave(c);
+      await sim.rejoin(a); // `a` pulls: `b`'s copy salvaged, block 4 recorded lost
+      assert.ok(await sim.settle(60_000));
+      assert.deepEqual((await a.sheep.store.meta(oid))?.lostBlocks, [4], "`a` lost block 4");
+      await sim.rejoin(c); // `c`: no target, its copy a leftover with the good block 4
+      assert.ok(await sim.settle(60_000));
+      assert.deepEqual(await a.sheep.store.verify(oid), [], "`a`'s block 4 filled from `c`");
+      await sim.heal();
+      await sim.converge(); // the scrub repairs `b`'s rot from `a`
+      const outcome = await sim.tryRead(OBJECT_BYTES, 65536);
+      assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, pattern(1, 65536)));
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
 /**
  * Two nodes, 2 copies, one object: `a` alone holds it and is crash-suspect (a rotten block 4 its
  * rebuild recorded as changed); `b` comes back without a copy and pulls `a`'s.
