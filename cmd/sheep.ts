@@ -101,9 +101,9 @@ ${NBD_TLS_USAGE}
                     ${CLIENT_QUIET_MS} ms, recovery runs at full speed; an object whose newest
                     copy one node alone holds is never held back
   --checksum-workers N  worker threads that verify the checksums of reads of ${OFFLOAD_KIB} KiB and
-                    more, so big reads do not hold up other clients (0 to ${CHECKSUM_WORKERS_MAX}; default: one
-                    per core but one, at least 1: here ${checksumWorkersDefault()}); 0: every checksum on the main
-                    thread. SHEEPDOG_CHECKSUM_WORKERS=0 in the environment means 0 too; the
+                    more, so big reads do not hold up other clients (0 to ${CHECKSUM_WORKERS_MAX}; default: none on
+                    2 cores or fewer, else one per core but two: here ${checksumWorkersDefault()}); 0: every
+                    checksum on the main thread. SHEEPDOG_CHECKSUM_WORKERS=0 in the environment means 0 too; the
                     flag wins
   --log-level L     debug, info, warn or error (default info)
   --foreground      stay attached and log to stderr instead of DIR/sheep.log

@@ -233,12 +233,13 @@ async function cpuSeconds(pid: number): Promise<{ all: number; main: number }> {
   };
 }
 
-/** Starts one sheep (copies=1) with a `sizeMiB` VDI served over NBD. */
+/** Starts one sheep (copies=1) with a `sizeMiB` VDI served over NBD; `args`: more sheep flags. */
 async function startSheep(
   exe: string,
   sheepDir: string,
   sizeMiB: number,
   env: Record<string, string>,
+  args: string[] = [],
 ): Promise<BenchSheep> {
   const objectPort = await freePort();
   const nbdPort = await freePort();
@@ -260,6 +261,7 @@ async function startSheep(
       "--multicast",
       "off",
       "--no-http",
+      ...args,
     ],
     60_000,
     env,
@@ -290,8 +292,8 @@ const VERIFY_TARGETS: [Job, number][] = [[JOBS[1]!, 0.9], [JOBS[4]!, 0.85]];
 
 /**
  * Verify on ÷ off for issue 8's jobs, `runs` times: three sheep of the same build side by side,
- * one verifying reads as shipped (large reads in checksum workers), one verifying every read on
- * its main thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers) and one not verifying
+ * one verifying large reads in a checksum worker (`--checksum-workers 1`), one verifying every
+ * read on its main thread (`--checksum-workers 0`) and one not verifying
  * (`SHEEPDOG_VERIFY_READS=0`). Each job runs on each sheep in turn, the order rotating from run
  * to run so a drift in the machine's load favours none, and each ratio is taken within a run.
  */
@@ -303,11 +305,12 @@ async function verifyCost(
   runs: number,
   baseline?: string,
 ): Promise<string> {
-  const variants: [string, Record<string, string>, string][] = [
-    ["workers", {}, exe],
-    ["main thread", { SHEEPDOG_CHECKSUM_WORKERS: "0" }, exe],
-    ["off", { SHEEPDOG_VERIFY_READS: "0" }, exe],
-    ...(baseline ? [["baseline", {}, baseline] as [string, Record<string, string>, string]] : []),
+  // Explicit worker counts: the default depends on the host's cores (none on two).
+  const variants: [string, Record<string, string>, string, string[]][] = [
+    ["workers", {}, exe, ["--checksum-workers", "1"]],
+    ["main thread", {}, exe, ["--checksum-workers", "0"]],
+    ["off", { SHEEPDOG_VERIFY_READS: "0" }, exe, []],
+    ...(baseline ? [["baseline", {}, baseline, []] as typeof variants[number]] : []),
   ];
   const sheep: BenchSheep[] = [];
   const rows: string[] = [];
@@ -318,9 +321,9 @@ async function verifyCost(
     variants.map(() => ({ all: [] as number[], main: [] as number[] }))
   );
   try {
-    for (const [name, env, executable] of variants) {
+    for (const [name, env, executable, args] of variants) {
       sheep.push(
-        await startSheep(executable, path.join(dir, name.replace(" ", "-")), sizeMiB, env),
+        await startSheep(executable, path.join(dir, name.replace(" ", "-")), sizeMiB, env, args),
       );
     }
     for (const [i, one] of sheep.entries()) {
@@ -376,9 +379,10 @@ async function verifyCost(
     "`deno run -A scripts/bench_nbd.ts --verify-cost`.",
     "",
     `Three sheep of the built ./sheepdog side by side (copies=1, a ${sizeMiB} MiB VDI each, ` +
-    "prefilled): **workers** verifies every block it reads as shipped (reads of 128 KiB and " +
-    "more in a checksum worker thread), **main thread** verifies every read on the main " +
-    "thread (`SHEEPDOG_CHECKSUM_WORKERS=0`, as before the workers), **off** does not verify " +
+    "prefilled): **workers** verifies every block it reads, reads of 128 KiB and more in one " +
+    "checksum worker thread (`--checksum-workers 1`; the default on hosts of more than two " +
+    "cores is one per core but two), **main thread** verifies every read on the main thread " +
+    "(`--checksum-workers 0`, the default on two cores), **off** does not verify " +
     "(`SHEEPDOG_VERIFY_READS=0`: checksums kept on writes, not checked on reads). fio's nbd " +
     `engine, one connection, ${runtime} s per job after a 1 s ramp; each job on each sheep in ` +
     "turn, the order rotating by run. Load: the 1-minute load average at the start of the run.",

@@ -62,9 +62,15 @@ parentPort.on("message", ({ id, bytes }) => {
 });
 `;
 
-/** Workers for a process on this machine: a core is left to the main thread. */
+/**
+ * Workers for a process on this machine: none on two cores or fewer, else one per core but two
+ * (the main thread's, and one for the kernel and the clients). Since block checksums cost about
+ * 0.2 ms per MiB (block_checksum.ts), the hand-off to a worker on a 2-core host costs more CPU
+ * than it takes off the main thread: 1 MiB reads used 1,077 µs of CPU per MiB with a worker and
+ * 834 on the main thread alone (BENCHMARKS.md, "What verifying checksums costs").
+ */
 export function checksumWorkersDefault(): number {
-  return Math.max(1, Math.min(CHECKSUM_WORKERS_MAX, availableParallelism() - 1));
+  return Math.max(0, Math.min(CHECKSUM_WORKERS_MAX, availableParallelism() - 2));
 }
 
 export interface ChecksumWorkersOptions {
