@@ -34,7 +34,7 @@
 
 import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
-import { assert } from "../assert.ts";
+import { assert, AssertionError } from "../assert.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
 import { zeroChecksum } from "./block_checksum.ts";
 
@@ -224,7 +224,10 @@ export class ChecksumMeta {
 
   /** Where block `index`'s entry lives in the file. */
   entryOffset(index: number): number {
-    assert(index >= 0 && index < this.blockCount, `block ${index} is outside the object`);
+    // (Not `assert`: its message would be built on every call, and this runs per block read.)
+    if (!(index >= 0 && index < this.blockCount)) {
+      throw new AssertionError(`block ${index} is outside the object`);
+    }
     return META_HEADER_BYTES + ENTRY_BYTES * index;
   }
 

@@ -414,7 +414,8 @@ export class FsObjectStore implements ObjectStore {
     version: number,
   ): Promise<unknown> {
     const [first, last] = blockSpan(offset, data.length);
-    const release = await object.locks.lock(first, last, true);
+    const locked = object.locks.lock(first, last, true);
+    const release = typeof locked === "function" ? locked : await locked;
     let failure: unknown;
     try {
       const intended = await this.#intendedChecksums(object, data, offset, first, last);
@@ -551,7 +552,8 @@ export class FsObjectStore implements ObjectStore {
     first: number,
   ): Promise<{ bytes: Uint8Array; bad: BadBlock[] }> {
     const last = first + Math.ceil(length / B) - 1;
-    const release = await object.locks.lock(first, last, false);
+    const locked = object.locks.lock(first, last, false);
+    const release = typeof locked === "function" ? locked : await locked;
     try {
       let buffer = new Uint8Array(length);
       let read = await readFully(object.data, buffer, first * B);
