@@ -26,6 +26,8 @@ export interface HerdOptions {
   failureTimeoutMs?: number;
   /** Temp dir prefix. */
   prefix?: string;
+  /** More flags for every sheep. */
+  sheepArgs?: string[];
 }
 
 /** A node's row of `info -t recovery --json` (net/admin/views.ts). */
@@ -130,6 +132,7 @@ export class Herd {
   readonly nbdPorts: number[];
   readonly copies: number;
   readonly failureTimeoutMs: number;
+  readonly sheepArgs: string[];
   /** The pid of each sheep we started, while we believe it runs. */
   readonly pids: (number | undefined)[];
   /** The cluster key every sheep of the herd holds. */
@@ -142,6 +145,7 @@ export class Herd {
     this.dirs = ports.map((_, i) => path.join(root, `sheep${i}`));
     this.copies = options.copies ?? 3;
     this.failureTimeoutMs = options.failureTimeoutMs ?? 1500;
+    this.sheepArgs = options.sheepArgs ?? [];
     this.pids = ports.map(() => undefined);
     this.keyFile = path.join(root, "cluster.key");
     writeNewKeyFile(this.keyFile);
@@ -220,6 +224,7 @@ export class Herd {
         String(this.failureTimeoutMs),
       ],
       ...seeds,
+      ...this.sheepArgs,
     ];
     const result = await sheepdog(args);
     // Record the pid even if the start reported a failure, so cleanup can stop it.
