@@ -64,6 +64,8 @@ export const OPEN_FILES_MAX = 512;
 export const OPEN_FILES_CAP = 8192;
 /** Bytes covered by one stored checksum: a read verifies, and a write rehashes, whole blocks. */
 export const CHECKSUM_BLOCK_BYTES = 4096;
+/** Bytes the store reads at a time when it goes through a whole object (verify, salvage, rebuilds). */
+export const STORE_SCAN_BYTES = 1024 * 1024;
 /**
  * Reads at least this long have their checksums computed in a worker thread
  * (core/store/checksum_workers.ts); shorter ones on the calling thread, where the checksum costs

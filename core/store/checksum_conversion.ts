@@ -19,13 +19,10 @@
  */
 
 import { crc32 } from "node:zlib";
-import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
+import { CHECKSUM_BLOCK_BYTES as B, STORE_SCAN_BYTES } from "../limits.ts";
 import { blockChecksums } from "./block_checksum.ts";
 import { CHECKSUM_FORMAT_CRC32, ChecksumMeta, FLAG_UNVERIFIED } from "./checksum_meta.ts";
-import { type DiskFile, readFully } from "./disk.ts";
-
-/** Bytes read at a time. */
-const SCAN_BYTES = 1024 * 1024;
+import { type DiskFile, fileChunks } from "./disk.ts";
 
 export interface ConvertedChecksums {
   /** The new checksum file (its bad blocks include the blocks that failed). */
@@ -48,10 +45,7 @@ export async function convertChecksums(
   }
   const sums = new Uint32Array(old.blockCount);
   const failed: number[] = [];
-  const buffer = new Uint8Array(SCAN_BYTES);
-  for (let start = 0; start < old.size; start += SCAN_BYTES) {
-    const chunk = buffer.subarray(0, Math.min(SCAN_BYTES, old.size - start));
-    chunk.fill(0, await readFully(data, chunk, start));
+  for await (const { start, chunk } of fileChunks(data, old.size, STORE_SCAN_BYTES)) {
     sums.set(blockChecksums(chunk), start / B);
     for (let at = 0; at < chunk.length; at += B) {
       const index = (start + at) / B;

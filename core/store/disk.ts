@@ -91,6 +91,24 @@ export async function writeAll(file: DiskFile, data: Uint8Array, position: numbe
   }
 }
 
+/**
+ * The first `size` bytes of `file` in chunks of at most `chunkBytes`, in order, each with its
+ * position; bytes past the file's end read as zeros. One buffer serves every chunk: a chunk is
+ * valid until the next is asked for.
+ */
+export async function* fileChunks(
+  file: DiskFile,
+  size: number,
+  chunkBytes: number,
+): AsyncGenerator<{ start: number; chunk: Uint8Array }> {
+  const buffer = new Uint8Array(Math.min(chunkBytes, size));
+  for (let start = 0; start < size; start += chunkBytes) {
+    const chunk = buffer.subarray(0, Math.min(chunkBytes, size - start));
+    chunk.fill(0, await readFully(file, chunk, start));
+    yield { start, chunk };
+  }
+}
+
 /** Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end). */
 export async function readFully(
   file: DiskFile,

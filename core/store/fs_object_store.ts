@@ -41,6 +41,7 @@ import {
   MESSAGE_BYTES_MAX,
   OBJECT_BYTES_MAX,
   OPEN_FILES_MAX,
+  STORE_SCAN_BYTES,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
 import { type BlockHasher, inlineHasher } from "./block_hasher.ts";
@@ -52,7 +53,7 @@ import {
   META_HEADER_BYTES,
 } from "./checksum_meta.ts";
 import { convertChecksums } from "./checksum_conversion.ts";
-import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
+import { type Disk, type DiskFile, errorCode, fileChunks, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
 import type {
@@ -79,8 +80,6 @@ const META_COALESCE_BYTES = 16 * 1024;
 const CHANGED_SUFFIX = ".changed";
 /** Journal entries of clean objects that per-VDI flushes let stay before the journal shrinks. */
 const JOURNAL_ENTRIES_KEPT = 1024;
-/** Bytes `verify` and checksum rebuilds read at a time. */
-const SCAN_BYTES = 1024 * 1024;
 const B = CHECKSUM_BLOCK_BYTES;
 const JOURNAL_NAME = ".dirty";
 const FORMAT_NAME = ".format";
@@ -636,12 +635,12 @@ export class FsObjectStore implements ObjectStore {
     return await this.#use(oid, action, async (object) => {
       const data = new Uint8Array(object.meta.size);
       const bad: number[] = [];
-      for (let start = 0; start < data.length; start += SCAN_BYTES) {
+      for (let start = 0; start < data.length; start += STORE_SCAN_BYTES) {
         // A block that cannot be read at all (an I/O error) is not salvaged: the error may pass,
         // and a salvaged copy would make it permanent. Only checksum mismatches are.
         const chunk = await this.#readBlocks(
           object,
-          Math.min(SCAN_BYTES, data.length - start),
+          Math.min(STORE_SCAN_BYTES, data.length - start),
           start / B,
         );
         data.set(chunk.bytes, start);
@@ -655,8 +654,8 @@ export class FsObjectStore implements ObjectStore {
   async #scan(object: OpenObject): Promise<BadBlock[]> {
     const bad: BadBlock[] = [];
     const { size } = object.meta;
-    for (let start = 0; start < size; start += SCAN_BYTES) {
-      const length = Math.min(SCAN_BYTES, size - start);
+    for (let start = 0; start < size; start += STORE_SCAN_BYTES) {
+      const length = Math.min(STORE_SCAN_BYTES, size - start);
       const first = start / B;
       try {
         bad.push(...(await this.#readBlocks(object, length, first)).bad);
@@ -1391,10 +1390,7 @@ function hashCreated(meta: ChecksumMeta, data: Uint8Array, offset: number): void
 
 /** Sets every checksum of `meta` from the data file (which is `meta.size` bytes long). */
 async function hashFile(data: DiskFile, meta: ChecksumMeta): Promise<void> {
-  const buffer = new Uint8Array(SCAN_BYTES);
-  for (let start = 0; start < meta.size; start += SCAN_BYTES) {
-    const chunk = buffer.subarray(0, Math.min(SCAN_BYTES, meta.size - start));
-    chunk.fill(0, await readFully(data, chunk, start));
+  for await (const { start, chunk } of fileChunks(data, meta.size, STORE_SCAN_BYTES)) {
     blockChecksums(chunk).forEach((sum, i) => meta.setChecksum(start / B + i, sum));
   }
 }
