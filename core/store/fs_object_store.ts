@@ -413,8 +413,8 @@ export class FsObjectStore implements ObjectStore {
     version: number,
   ): Promise<unknown> {
     const [first, last] = blockSpan(offset, data.length);
-    const locked = object.locks.lock(first, last, true);
-    const release = typeof locked === "function" ? locked : await locked;
+    const release = object.locks.tryLock(first, last, true) ??
+      await object.locks.lock(first, last, true);
     let failure: unknown;
     try {
       const intended = await this.#intendedChecksums(object, data, offset, first, last);
@@ -551,8 +551,8 @@ export class FsObjectStore implements ObjectStore {
     first: number,
   ): Promise<{ bytes: Uint8Array; bad: BadBlock[] }> {
     const last = first + Math.ceil(length / B) - 1;
-    const locked = object.locks.lock(first, last, false);
-    const release = typeof locked === "function" ? locked : await locked;
+    const release = object.locks.tryLock(first, last, false) ??
+      await object.locks.lock(first, last, false);
     try {
       let buffer = new Uint8Array(length);
       let read = await readFully(object.data, buffer, first * B);

@@ -3,8 +3,8 @@ import { RangeLock } from "./range_lock.ts";
 
 Deno.test("RangeLock: uncontended locks are held at once; shared ranges overlap; exclusive ones wait", async () => {
   const locks = new RangeLock();
-  const readA = locks.lock(0, 3, false);
-  const readB = locks.lock(2, 5, false);
+  const readA = locks.tryLock(0, 3, false);
+  const readB = locks.tryLock(2, 5, false);
   assert.equal(typeof readA, "function", "uncontended: held at once, no promise");
   assert.equal(typeof readB, "function", "shared ranges do not conflict");
   assert.equal(locks.tryLock(3, 3, true), undefined, "a write into a read range must wait");
