@@ -131,7 +131,7 @@ function freePort(): Promise<number> {
 }
 
 /** Waits until process `pid` is gone. */
-async function waitForExit(pid: number, ms: number): Promise<void> {
+export async function waitForExit(pid: number, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {

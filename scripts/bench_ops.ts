@@ -40,7 +40,7 @@ import {
   stopCluster,
   writeSection,
 } from "./bench_cluster.ts";
-import { fioArgs, type Job, prefill } from "./bench_nbd.ts";
+import { fioArgs, type Job, prefill, waitForExit } from "./bench_nbd.ts";
 
 type FioJob = Pick<Job, "rw" | "bs" | "iodepth">;
 
@@ -151,24 +151,10 @@ function client(port: number, keyFile: string, timeoutMs?: number): ObjectClient
   );
 }
 
-/** Waits until `pid` is gone. */
-async function exited(pid: number, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    if (Date.now() > deadline) throw new Error(`process ${pid} did not exit`);
-    await sleep(20);
-  }
-}
-
 async function stopSheep(dir: string): Promise<void> {
   const pid = pidOf(dir);
   process.kill(pid, "SIGTERM");
-  await exited(pid);
+  await waitForExit(pid, 30_000);
 }
 
 const machine = () => {
@@ -443,7 +429,7 @@ async function recoveryCycle(
     const victim = pidOf(dirs[2]!);
     const killed = performance.now();
     process.kill(victim, "SIGKILL");
-    await exited(victim); // its port is free again
+    await waitForExit(victim, 30_000); // its port is free again
     fs.rmSync(dirs[2]!, { recursive: true, force: true });
     const restarted = performance.now();
     run(sheepArgs(cluster, 2, { extraArgs: rateArgs(rate) }));
