@@ -278,11 +278,7 @@ async function startSheep(
     await stop();
     throw error;
   }
-  const label = env.SHEEPDOG_VERIFY_READS === "0"
-    ? "sheepdog (verify off)"
-    : env.SHEEPDOG_CHECKSUM_WORKERS === "0"
-    ? "sheepdog (verify on the main thread)"
-    : "sheepdog";
+  const label = env.SHEEPDOG_VERIFY_READS === "0" ? "sheepdog (verify off)" : "sheepdog";
   return { label, uri: `nbd://127.0.0.1:${nbdPort}/bench`, pid, stop };
 }
 
