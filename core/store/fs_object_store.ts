@@ -1337,19 +1337,24 @@ function checkBlocks(
   checksums?: Uint32Array,
 ): BadBlock[] {
   const bad: BadBlock[] = [];
-  const name = `Object ${oidToHex(object.oid)}`;
-  const sums = checksums ?? blockChecksums(buffer.subarray(0, read));
+  // Named only when a block fails: a read that verifies builds no string.
+  const name = () => `Object ${oidToHex(object.oid)}`;
+  // One block (most small reads) without the array `blockChecksums` makes.
+  const sums = checksums ??
+    (read <= B
+      ? [blockChecksum(buffer.subarray(0, read))]
+      : blockChecksums(buffer.subarray(0, read)));
   for (let at = 0, index = first; at < buffer.length; at += B, index++) {
     const length = Math.min(B, buffer.length - at);
     if (at + length > read) {
-      const reason = `${name}: block ${index} is missing: the data file ends at byte ${
+      const reason = `${name()}: block ${index} is missing: the data file ends at byte ${
         first * B + read
       }`;
       bad.push({ index, reason });
       continue;
     }
     if (object.meta.isBad(index)) {
-      const reason = `${name}: block ${index} was lost (no copy could vouch for its bytes when ` +
+      const reason = `${name()}: block ${index} was lost (no copy could vouch for its bytes when ` +
         `this one was salvaged, or it failed its checksum when its checksums were converted)`;
       bad.push({ index, reason });
       continue;
@@ -1357,7 +1362,7 @@ function checkBlocks(
     const stored = object.meta.checksum(index);
     const computed = sums[at / B]!;
     if (stored !== computed) {
-      const reason = `${name}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
+      const reason = `${name()}: block ${index} fails its checksum (stored ${hex32(stored)}, ` +
         `computed ${hex32(computed)})`;
       bad.push({ index, reason });
     }
