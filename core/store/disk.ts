@@ -6,6 +6,8 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
+
 /** How to open a file: an existing one, a new one (fails if it exists), or create-or-truncate. */
 export type OpenMode = "r+" | "wx+" | "w+";
 
@@ -104,12 +106,16 @@ export async function* fileChunks(
   const buffer = new Uint8Array(Math.min(chunkBytes, size));
   for (let start = 0; start < size; start += chunkBytes) {
     const chunk = buffer.subarray(0, Math.min(chunkBytes, size - start));
-    chunk.fill(0, await readFully(file, chunk, start));
+    await readFully(file, chunk, start);
     yield { start, chunk };
   }
 }
 
-/** Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end). */
+/**
+ * Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end).
+ * The rest of `buffer`, past the end of the file, is zeroed: so a buffer from `readBuffer`,
+ * which starts with whatever the heap held, never hands out bytes the file did not give.
+ */
 export async function readFully(
   file: DiskFile,
   buffer: Uint8Array,
@@ -117,9 +123,22 @@ export async function readFully(
 ): Promise<number> {
   let done = 0;
   while (done < buffer.length) {
-    const read = await file.read(buffer.subarray(done), position + done);
+    // (No view for the first read: one per call was measurable on a 4 KiB read.)
+    const read = await file.read(done === 0 ? buffer : buffer.subarray(done), position + done);
     if (read === 0) break;
     done += read;
   }
+  if (done < buffer.length) buffer.fill(0, done);
   return done;
+}
+
+/**
+ * A buffer for `readFully` to fill, not zeroed first: zeroing a MiB that the read overwrites
+ * anyway cost 25-50 µs, and a 4 KiB one 0.2-0.4 µs (Node 20, this repo's 2-core VM). Its own
+ * memory (`allocUnsafeSlow` never hands out a slice of Node's shared pool), so it can be moved to
+ * a worker, and a plain Uint8Array (a Buffer's `slice` would share bytes where callers expect a
+ * copy).
+ */
+export function readBuffer(length: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
 }

@@ -53,7 +53,15 @@ import {
   META_HEADER_BYTES,
 } from "./checksum_meta.ts";
 import { convertChecksums } from "./checksum_conversion.ts";
-import { type Disk, type DiskFile, errorCode, fileChunks, readFully, writeAll } from "./disk.ts";
+import {
+  type Disk,
+  type DiskFile,
+  errorCode,
+  fileChunks,
+  readBuffer,
+  readFully,
+  writeAll,
+} from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
 import type {
@@ -475,7 +483,7 @@ export class FsObjectStore implements ObjectStore {
         checksums.set(index, whole[index - wholeFirst]!);
         continue;
       }
-      const block = new Uint8Array(length);
+      const block = readBuffer(length);
       const read = await readFully(object.data, block, start);
       if (read < length || meta.isBad(index) || blockChecksum(block) !== meta.checksum(index)) {
         this.#health.checksumErrors++;
@@ -522,7 +530,7 @@ export class FsObjectStore implements ObjectStore {
       const last = Math.floor((offset + length - 1) / B);
       const start = first * B;
       if (!this.#verifyReads) {
-        const buffer = new Uint8Array(length);
+        const buffer = readBuffer(length);
         await readFully(object.data, buffer, offset);
         return buffer;
       }
@@ -535,7 +543,9 @@ export class FsObjectStore implements ObjectStore {
         this.#health.checksumErrors++;
         throw new CorruptionError(oid, bad.map((block) => block.index), bad[0]!.reason);
       }
-      return bytes.subarray(offset - start, offset - start + length);
+      return offset === start && length === bytes.length
+        ? bytes
+        : bytes.subarray(offset - start, offset - start + length);
     });
   }
 
@@ -554,7 +564,7 @@ export class FsObjectStore implements ObjectStore {
     const release = object.locks.tryLock(first, last, false) ??
       await object.locks.lock(first, last, false);
     try {
-      let buffer = new Uint8Array(length);
+      let buffer = readBuffer(length);
       let read = await readFully(object.data, buffer, first * B);
       const offloaded = this.#hasher.offload(buffer);
       if (offloaded) {
@@ -563,7 +573,7 @@ export class FsObjectStore implements ObjectStore {
           const bad = checkBlocks(object, hashed.bytes, first, read, hashed.checksums);
           return { bytes: hashed.bytes, bad };
         }
-        buffer = new Uint8Array(length); // lost with a worker: read again, hashed here
+        buffer = readBuffer(length); // lost with a worker: read again, hashed here
         read = await readFully(object.data, buffer, first * B);
       }
       return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };
@@ -1339,11 +1349,10 @@ function checkBlocks(
   const bad: BadBlock[] = [];
   // Named only when a block fails: a read that verifies builds no string.
   const name = () => `Object ${oidToHex(object.oid)}`;
-  // One block (most small reads) without the array `blockChecksums` makes.
-  const sums = checksums ??
-    (read <= B
-      ? [blockChecksum(buffer.subarray(0, read))]
-      : blockChecksums(buffer.subarray(0, read)));
+  // One block (most small reads) without the array `blockChecksums` makes, and no view of the
+  // buffer where the read filled it.
+  const filled = read === buffer.length ? buffer : buffer.subarray(0, read);
+  const sums = checksums ?? (read <= B ? [blockChecksum(filled)] : blockChecksums(filled));
   for (let at = 0, index = first; at < buffer.length; at += B, index++) {
     const length = Math.min(B, buffer.length - at);
     if (at + length > read) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type DiskFile, readFully } from "./disk.ts";
+import { type DiskFile, readBuffer, readFully } from "./disk.ts";
 import { MemDisk, seededRandom } from "./mem_disk.ts";
 
 async function contents(disk: MemDisk, file: string): Promise<number[]> {
@@ -127,4 +127,17 @@ Deno.test("MemDisk.attach: after a crash the old life can neither write nor sync
   assert.deepEqual(await contents(disk, "/d/a"), [], "the unsynced write is gone");
   await after.open("/d/b", "wx+");
   assert.deepEqual(await after.readdir("/d"), ["a", "b"]);
+});
+
+Deno.test("readFully zeroes what a short file leaves of a buffer that held other bytes", async () => {
+  const disk = new MemDisk();
+  const file = await newFile(disk, "/d/short");
+  await file.write(new Uint8Array([1, 2, 3]), 0);
+  // readBuffer is not zeroed: stand in for the heap's leftovers with 0xff.
+  const buffer = readBuffer(8).fill(0xff);
+  assert.equal(buffer.constructor, Uint8Array, "a plain Uint8Array, not a Buffer");
+  assert.equal(await readFully(file, buffer, 1), 2);
+  assert.deepEqual([...buffer], [2, 3, 0, 0, 0, 0, 0, 0]);
+  assert.equal(await readFully(file, buffer.fill(0xff), 5), 0);
+  assert.deepEqual([...buffer], [0, 0, 0, 0, 0, 0, 0, 0]);
 });
