@@ -61,6 +61,8 @@ export interface TestClusterOptions {
   vnodes?: (index: number) => number | undefined;
   /** Checksum worker threads per sheep (default 0: every checksum on the main thread). */
   checksumWorkers?: number;
+  /** Recovery bytes per second while clients are busy (`--recovery-rate`; default the sheep's). */
+  recoveryRate?: number;
   /**
    * Format the moment the nodes answer, before they have found each other (as `shepherd mkfs`
    * right after starting the sheep), instead of once they share one view.
@@ -139,6 +141,7 @@ export class TestCluster {
       ...(disk ? { disk } : {}),
       ...(vnodes === undefined ? {} : { vnodes }),
       ...(this.#options.checksumWorkers ? { checksumWorkers: this.#options.checksumWorkers } : {}),
+      ...(this.#options.recoveryRate ? { recoveryRate: this.#options.recoveryRate } : {}),
       ...(this.#options.logger
         ? { logger: this.#options.logger(index) }
         : Deno.env.get("SHEEPDOG_TEST_LOG")
@@ -272,6 +275,13 @@ export class TestCluster {
       timeoutMs,
       () => this.#describe(),
     );
+    // What `info -t recovery` shows once done: every object counted, whoever pulled it.
+    for (const s of this.live()) {
+      const { done, total } = s.recovery.status();
+      if (done !== total) {
+        throw new Error(`node ${s.id}: recovery done with ${done}/${total} objects counted`);
+      }
+    }
   }
 
   #describe(): string {

@@ -82,6 +82,34 @@ Deno.test("integrity: a sheep that was killed serves the new data once back, and
   }
 });
 
+Deno.test("integrity: objects a client pulls ahead of recovery count in its progress", async () => {
+  // Recovery paced to a crawl while a client is busy: the client's reads pull (nearly) every
+  // object the restarted node lacks before recovery's own queue reaches it.
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3, recoveryRate: MiB });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 32 * MiB });
+    const writer = await VdiIo.open(admin.client, "disk");
+    await writer.write(0, filled(32 * MiB, 0xaa));
+    await writer.flush();
+    await cluster.kill(2);
+    await cluster.waitForView(2);
+    await writer.write(0, filled(32 * MiB, 0xbb));
+    await writer.flush();
+    await cluster.startNode(2);
+    await cluster.waitForView(3);
+    const reader = await VdiIo.open(cluster.admin(2).client, "disk");
+    const reads = Array.from({ length: 8 }, (_, i) => reader.read(i * 4 * MiB, 4 * MiB));
+    for (const bytes of await Promise.all(reads)) assert.deepEqual(bytes, filled(4 * MiB, 0xbb));
+    await cluster.waitForRecovery(); // which checks that done equals total on every node
+    const status = cluster.node(2).recovery.status();
+    assert.ok(status.total >= 8, `${status.total} objects to recover`);
+    assert.equal(status.done, status.total);
+  } finally {
+    await cluster.stop();
+  }
+});
+
 for (const checksumWorkers of [0, 1]) {
   const where = checksumWorkers ? " (found by a checksum worker)" : "";
   Deno.test(`integrity: a flipped byte in one copy is served from another and the copy is repaired${where}`, async () => {

@@ -369,7 +369,6 @@ export class Recovery {
             if (!run.wanted.has(oid)) continue; // a client's `ensure` got there meanwhile
           }
           await this.#recoverOne(run, oid, !want.exposed);
-          this.#status.done++;
         } catch (error) {
           failed++;
           this.#context.logger.warn(
@@ -394,7 +393,12 @@ export class Recovery {
     const want = run.wanted.get(oid);
     if (!want) return Promise.resolve();
     const pulling = this.#context.locks.exclusive(oid, () => this.#pull(run, oid, want, paced))
-      .then(() => void run.wanted.delete(oid))
+      .then(() => {
+        run.wanted.delete(oid);
+        // Counted here, whoever asked: objects a client's `ensure` pulled first count too (the
+        // progress read "done 3/17" after a recovery under writes).
+        if (!run.cancelled) this.#status.done++;
+      })
       .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);
     return pulling;
