@@ -6,8 +6,6 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
-
 /** How to open a file: an existing one, a new one (fails if it exists), or create-or-truncate. */
 export type OpenMode = "r+" | "wx+" | "w+";
 
@@ -113,8 +111,9 @@ export async function* fileChunks(
 
 /**
  * Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end).
- * The rest of `buffer`, past the end of the file, is zeroed: so a buffer from `readBuffer`,
- * which starts with whatever the heap held, never hands out bytes the file did not give.
+ * The rest of `buffer`, past the end of the file, is zeroed: so a buffer from `unfilledBytes`
+ * (core/bytes.ts), which starts with whatever the heap held, never hands out bytes the file did
+ * not give.
  */
 export async function readFully(
   file: DiskFile,
@@ -130,15 +129,4 @@ export async function readFully(
   }
   if (done < buffer.length) buffer.fill(0, done);
   return done;
-}
-
-/**
- * A buffer for `readFully` to fill, not zeroed first: zeroing a MiB that the read overwrites
- * anyway cost 25-50 µs, and a 4 KiB one 0.2-0.4 µs (Node 20, this repo's 2-core VM). Its own
- * memory (`allocUnsafeSlow` never hands out a slice of Node's shared pool), so it can be moved to
- * a worker, and a plain Uint8Array (a Buffer's `slice` would share bytes where callers expect a
- * copy).
- */
-export function readBuffer(length: number): Uint8Array {
-  return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
 }

@@ -34,6 +34,7 @@
 
 import * as path from "node:path";
 import process from "node:process";
+import { unfilledBytes } from "../bytes.ts";
 import { assert } from "../assert.ts";
 import { CorruptionError, ResultCode, SheepdogError } from "../errors.ts";
 import {
@@ -53,15 +54,7 @@ import {
   META_HEADER_BYTES,
 } from "./checksum_meta.ts";
 import { convertChecksums } from "./checksum_conversion.ts";
-import {
-  type Disk,
-  type DiskFile,
-  errorCode,
-  fileChunks,
-  readBuffer,
-  readFully,
-  writeAll,
-} from "./disk.ts";
+import { type Disk, type DiskFile, errorCode, fileChunks, readFully, writeAll } from "./disk.ts";
 import { DirtyJournal } from "./dirty_journal.ts";
 import { fsDisk } from "./fs_disk.ts";
 import type {
@@ -483,7 +476,7 @@ export class FsObjectStore implements ObjectStore {
         checksums.set(index, whole[index - wholeFirst]!);
         continue;
       }
-      const block = readBuffer(length);
+      const block = unfilledBytes(length);
       const read = await readFully(object.data, block, start);
       if (read < length || meta.isBad(index) || blockChecksum(block) !== meta.checksum(index)) {
         this.#health.checksumErrors++;
@@ -530,7 +523,7 @@ export class FsObjectStore implements ObjectStore {
       const last = Math.floor((offset + length - 1) / B);
       const start = first * B;
       if (!this.#verifyReads) {
-        const buffer = readBuffer(length);
+        const buffer = unfilledBytes(length);
         await readFully(object.data, buffer, offset);
         return buffer;
       }
@@ -564,7 +557,7 @@ export class FsObjectStore implements ObjectStore {
     const release = object.locks.tryLock(first, last, false) ??
       await object.locks.lock(first, last, false);
     try {
-      let buffer = readBuffer(length);
+      let buffer = unfilledBytes(length);
       let read = await readFully(object.data, buffer, first * B);
       const offloaded = this.#hasher.offload(buffer);
       if (offloaded) {
@@ -573,7 +566,7 @@ export class FsObjectStore implements ObjectStore {
           const bad = checkBlocks(object, hashed.bytes, first, read, hashed.checksums);
           return { bytes: hashed.bytes, bad };
         }
-        buffer = readBuffer(length); // lost with a worker: read again, hashed here
+        buffer = unfilledBytes(length); // lost with a worker: read again, hashed here
         read = await readFully(object.data, buffer, first * B);
       }
       return { bytes: buffer, bad: checkBlocks(object, buffer, first, read) };

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type DiskFile, readBuffer, readFully } from "./disk.ts";
+import { unfilledBytes } from "../bytes.ts";
+import { type DiskFile, readFully } from "./disk.ts";
 import { MemDisk, seededRandom } from "./mem_disk.ts";
 
 async function contents(disk: MemDisk, file: string): Promise<number[]> {
@@ -133,8 +134,8 @@ Deno.test("readFully zeroes what a short file leaves of a buffer that held other
   const disk = new MemDisk();
   const file = await newFile(disk, "/d/short");
   await file.write(new Uint8Array([1, 2, 3]), 0);
-  // readBuffer is not zeroed: stand in for the heap's leftovers with 0xff.
-  const buffer = readBuffer(8).fill(0xff);
+  // unfilledBytes is not zeroed: stand in for the heap's leftovers with 0xff.
+  const buffer = unfilledBytes(8).fill(0xff);
   assert.equal(buffer.constructor, Uint8Array, "a plain Uint8Array, not a Buffer");
   assert.equal(await readFully(file, buffer, 1), 2);
   assert.deepEqual([...buffer], [2, 3, 0, 0, 0, 0, 0, 0]);

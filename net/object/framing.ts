@@ -6,6 +6,7 @@
  * @module
  */
 
+import { unfilledBytes } from "../../core/bytes.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { Flag } from "./ops.ts";
 import { Header, HEADER_SIZE, type Message } from "./header.ts";
@@ -75,7 +76,7 @@ export class FrameReader {
       this.#buffered -= length;
       return taken;
     }
-    const joined = new Uint8Array(length);
+    const joined = unfilledBytes(length); // every byte set below
     let filled = 0;
     while (filled < length) {
       const chunk = this.#chunks[0]!;
