@@ -1,14 +1,15 @@
 /**
  * NBD export vs qemu-nbd, measured in the same run with fio's nbd engine.
  *
- *   deno run -A scripts/bench_nbd.ts [--runtime=SECONDS] [--size=MIB] [--no-write]
+ *   deno run -A scripts/bench_nbd.ts [--runs=N] [--runtime=SECONDS] [--size=MIB] [--no-write]
  *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--runtime=SECONDS] [--baseline=OTHER_EXECUTABLE] ...
  *
- * Starts a sheep on a temporary directory (mkfs copies=1), creates a VDI, serves it over NBD on
- * 127.0.0.1, prefills it so reads hit data, and runs 4 KiB random read/write at queue depth 1
- * and 32 and 1 MiB sequential read/write. Then the same jobs against `qemu-nbd` serving a raw
- * file in the same temporary directory (same disk). Prints a table and writes the section
- * "## NBD vs qemu-nbd" of BENCHMARKS.md (replacing an older one) unless --no-write.
+ * Starts two sheep on a temporary directory (mkfs copies=1; one verifying reads, one not), each
+ * with a VDI served over NBD on 127.0.0.1, and `qemu-nbd` serving a raw file in the same
+ * directory (same disk); prefills each so reads hit data, and runs 4 KiB random read/write at
+ * queue depth 1 and 32 and 1 MiB sequential read/write on all three in turn, N runs (see
+ * `runInterleaved`). Prints a table and writes the section "## NBD vs qemu-nbd" of
+ * BENCHMARKS.md (replacing an older one) unless --no-write.
  * With --verify-cost: only what verifying reads costs (issue 8's jobs, verify on ÷ off, N runs;
  * see `verifyCost`), in the section "## What verifying checksums costs (issue 8)".
  */
@@ -145,48 +146,26 @@ export async function waitForExit(pid: number, ms: number): Promise<void> {
   }
 }
 
-async function runAll(
-  label: string,
-  uri: string,
-  sizeMiB: number,
-  runtime: number,
-  /** Resolves once the server has let go of the last connection. */
-  idle: () => Promise<void> = () => Promise.resolve(),
-): Promise<Result[]> {
-  console.error(`${label}: prefilling ${sizeMiB} MiB`);
-  await prefill(uri, sizeMiB);
-  const results: Result[] = [];
-  for (const job of JOBS) {
-    await idle();
-    const result = await fio(uri, job, sizeMiB, runtime);
-    console.error(`${label}: ${job.name}: ${fmtIops(result.iops)} IOPS, ${fmtMBps(result)} MB/s`);
-    results.push(result);
-  }
-  return results;
-}
-
 function fmtIops(iops: number): string {
   return Math.round(iops).toLocaleString("en-US");
 }
 
-function fmtMBps(result: Result): string {
-  return (result.bytesPerSec / 1e6).toFixed(1);
-}
-
-function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
+/** The comparison's table: sheepdog (0), sheepdog verify off (1) and qemu-nbd (2). */
+function table(rounds: Rounds): string {
   const lines = [
-    "| job | sheepdog IOPS | sheepdog MB/s | verify off IOPS | qemu-nbd IOPS | qemu-nbd MB/s | ratio | verify on ÷ off |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| job | sheepdog IOPS | sheepdog MB/s | verify off IOPS | qemu-nbd IOPS | qemu-nbd MB/s | ratio | ratio per run | verify on ÷ off |",
+    "|---|---:|---:|---:|---:|---:|---:|---|---:|",
   ];
-  const ratio = (a: number, b: number) => b > 0 ? (a / b).toFixed(2) : "n/a";
-  JOBS.forEach((job, i) => {
-    const a = ours[i]!;
-    const off = unverified[i]!;
-    const b = theirs[i]!;
+  JOBS.forEach((job, j) => {
+    const iops = (v: number) => fmtIops(median(rounds.iops[j]![v]!));
+    const mbps = (v: number) => (median(rounds.bytesPerSec[j]![v]!) / 1e6).toFixed(1);
+    const ratios = runRatios(rounds, j, 0, 2);
     lines.push(
-      `| ${job.name} | ${fmtIops(a.iops)} | ${fmtMBps(a)} | ${fmtIops(off.iops)} | ${
-        fmtIops(b.iops)
-      } | ${fmtMBps(b)} | ${ratio(a.iops, b.iops)} | ${ratio(a.iops, off.iops)} |`,
+      `| ${job.name} | ${iops(0)} | ${mbps(0)} | ${iops(1)} | ${iops(2)} | ${mbps(2)} | ${
+        median(ratios).toFixed(2)
+      } | ${ratios.map((ratio) => ratio.toFixed(2)).join(", ")} | ${
+        median(runRatios(rounds, j, 0, 1)).toFixed(2)
+      } |`,
     );
   });
   return lines.join("\n");
@@ -195,22 +174,6 @@ function table(ours: Result[], unverified: Result[], theirs: Result[]): string {
 /** Writes `body` as the section `title` of BENCHMARKS.md (in place of an older one). */
 function writeBodySection(title: string, body: string): void {
   writeSection(title, `${title}\n\n${body.trim()}\n`);
-}
-
-/** One sheep (copies=1) with a VDI over NBD, measured with every job; stopped afterwards. */
-async function runSheepdog(
-  exe: string,
-  sheepDir: string,
-  sizeMiB: number,
-  runtime: number,
-  env: Record<string, string>,
-): Promise<Result[]> {
-  const sheep = await startSheep(exe, sheepDir, sizeMiB, env);
-  try {
-    return await runAll(sheep.label, sheep.uri, sizeMiB, runtime);
-  } finally {
-    await sheep.stop();
-  }
 }
 
 interface BenchSheep {
@@ -287,16 +250,97 @@ const VERIFY_SECTION = "## What verifying checksums costs (issue 8)";
 /** Issue 8's jobs and targets: verify on ÷ off at least this. */
 const VERIFY_TARGETS: [Job, number][] = [[JOBS[1]!, 0.9], [JOBS[4]!, 0.85]];
 
+/** What the jobs run against: a sheep, or qemu-nbd (no `pid`: no CPU figures). */
+interface Server {
+  name: string;
+  uri: string;
+  pid?: number;
+}
+
+/** Per job, per server: one figure per run. */
+interface Rounds {
+  iops: number[][][];
+  bytesPerSec: number[][][];
+  /** The server's CPU µs per MiB moved, all threads and the main one (sheep only). */
+  cpuAll: number[][][];
+  cpuMain: number[][][];
+  /** The 1-minute load average at the start of each run. */
+  load: number[];
+}
+
 /**
- * Verify on ÷ off for issue 8's jobs, `runs` times: four sheep of the same build side by side,
- * one verifying large reads in a checksum worker (`--checksum-workers 1`), one verifying every
- * read on its main thread (`--checksum-workers 0`), one not verifying
- * (`SHEEPDOG_VERIFY_READS=0`) and a control that does not verify either. Each job runs on each sheep in turn, the order rotating from run
- * to run so a drift in the machine's load favours none, and each ratio is taken within a run.
- * Many short runs rather than a few long ones: on a shared host the load moves over seconds, so
- * jobs run back to back see more nearly the same machine (6 runs of 10 s gave single ratios from
- * 0.62 to 1.10 on this host), and the median of many ratios is what the target is judged on.
- * Judged: the variant this host runs by default (no worker on two cores or fewer).
+ * Every job on every server, `runs` times: each job on each server in turn, the order rotating
+ * from run to run so a drift in the machine's load favours none; every ratio is then taken
+ * within a run and the median of the runs reported. Many short runs rather than a few long ones:
+ * on a shared host the load moves over seconds, so jobs run back to back see more nearly the same
+ * machine (6 runs of 10 s gave single ratios from 0.62 to 1.10 on this host, and qemu-nbd's own
+ * figures moved 1.5-2.4x between whole-table runs an hour apart).
+ */
+async function runInterleaved(
+  servers: Server[],
+  jobs: Job[],
+  sizeMiB: number,
+  runtime: number,
+  runs: number,
+): Promise<Rounds> {
+  for (const server of servers) {
+    console.error(`${server.name}: prefilling ${sizeMiB} MiB`);
+    await prefill(server.uri, sizeMiB);
+  }
+  // The prefills' dirty pages written back now, not during the first jobs.
+  await exec("sync", [], 600_000);
+  const perJob = () => jobs.map(() => servers.map(() => [] as number[]));
+  const rounds: Rounds = {
+    iops: perJob(),
+    bytesPerSec: perJob(),
+    cpuAll: perJob(),
+    cpuMain: perJob(),
+    load: [],
+  };
+  for (let run = 1; run <= runs; run++) {
+    rounds.load.push(os.loadavg()[0]!);
+    for (const [j, job] of jobs.entries()) {
+      for (let k = 0; k < servers.length; k++) {
+        const v = (k + run) % servers.length;
+        const server = servers[v]!;
+        const before = server.pid ? await cpuSeconds(server.pid) : undefined;
+        const started = performance.now();
+        const result = await fio(server.uri, job, sizeMiB, runtime);
+        // CPU per MiB moved over the whole job (its ramp included): what each request costs the
+        // server whatever else runs on the machine.
+        const mib = result.bytesPerSec * (performance.now() - started) / 1000 / MiB;
+        if (before) {
+          const after = await cpuSeconds(server.pid!);
+          rounds.cpuAll[j]![v]!.push((after.all - before.all) * 1e6 / mib);
+          rounds.cpuMain[j]![v]!.push((after.main - before.main) * 1e6 / mib);
+        }
+        rounds.iops[j]![v]!.push(result.iops);
+        rounds.bytesPerSec[j]![v]!.push(result.bytesPerSec);
+        console.error(`run ${run}: ${server.name}: ${job.name}: ${fmtIops(result.iops)} IOPS`);
+      }
+    }
+  }
+  return rounds;
+}
+
+/** Server `a` ÷ server `b` (IOPS) of each run, for job `j`. */
+function runRatios(rounds: Rounds, j: number, a: number, b: number): number[] {
+  return rounds.iops[j]![a]!.map((iops, run) => iops / rounds.iops[j]![b]![run]!);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/**
+ * Verify on ÷ off for issue 8's jobs: four sheep of the same build side by side, one verifying
+ * large reads in a checksum worker (`--checksum-workers 1`), one verifying every read on its main
+ * thread (`--checksum-workers 0`), one not verifying (`SHEEPDOG_VERIFY_READS=0`) and a control
+ * that does not verify either, started first (the others in turn after it), whose ratio to "off"
+ * shows what this method reads as a difference where there is none. Judged: the variant this host
+ * runs by default (no worker on two cores or fewer).
  */
 async function verifyCost(
   exe: string,
@@ -308,80 +352,38 @@ async function verifyCost(
 ): Promise<string> {
   // Explicit worker counts: the default depends on the host's cores (none on two).
   const variants: [string, Record<string, string>, string, string[]][] = [
-    // The control: a second sheep that does not verify, started first (the others in turn after
-    // it), whose ratio to "off" shows what this method reads as a difference where there is none.
     ["off again", { SHEEPDOG_VERIFY_READS: "0" }, exe, []],
     ["workers", {}, exe, ["--checksum-workers", "1"]],
     ["main thread", {}, exe, ["--checksum-workers", "0"]],
     ["off", { SHEEPDOG_VERIFY_READS: "0" }, exe, []],
     ...(baseline ? [["baseline", {}, baseline, []] as typeof variants[number]] : []),
   ];
+  const [CONTROL, WORKERS, INLINE, OFF, BASE] = [0, 1, 2, 3, 4];
+  const jobs = VERIFY_TARGETS.map(([job]) => job);
   const sheep: BenchSheep[] = [];
-  const rows: string[] = [];
-  // Per job: workers ÷ off, main thread ÷ off, off again ÷ off, of each run.
-  const ratios = VERIFY_TARGETS.map(() => [[], [], []] as number[][]);
-  // Per job, per variant: the sheep's CPU µs per MiB read, in all threads and the main one.
-  const cpu = VERIFY_TARGETS.map(() =>
-    variants.map(() => ({ all: [] as number[], main: [] as number[] }))
-  );
+  let rounds: Rounds;
   try {
     for (const [name, env, executable, args] of variants) {
       sheep.push(
         await startSheep(executable, path.join(dir, name.replace(" ", "-")), sizeMiB, env, args),
       );
     }
-    for (const [i, one] of sheep.entries()) {
-      console.error(`${variants[i]![0]}: prefilling ${sizeMiB} MiB`);
-      await prefill(one.uri, sizeMiB);
-    }
-    // The prefills' dirty pages written back now, not during the first jobs.
-    await exec("sync", [], 600_000);
-    for (let run = 1; run <= runs; run++) {
-      const load = os.loadavg()[0]!;
-      const cells: string[] = [];
-      for (const [j, [job]] of VERIFY_TARGETS.entries()) {
-        const results: Result[] = [];
-        for (let k = 0; k < sheep.length; k++) {
-          const v = (k + run) % sheep.length;
-          const before = await cpuSeconds(sheep[v]!.pid);
-          const started = performance.now();
-          results[v] = await fio(sheep[v]!.uri, job, sizeMiB, runtime);
-          // CPU per MiB moved over the whole job (its ramp included): what each read costs the
-          // sheep whatever else runs on the machine.
-          const after = await cpuSeconds(sheep[v]!.pid);
-          const mib = results[v]!.bytesPerSec * (performance.now() - started) / 1000 / MiB;
-          cpu[j]![v]!.all.push((after.all - before.all) * 1e6 / mib);
-          cpu[j]![v]!.main.push((after.main - before.main) * 1e6 / mib);
-          console.error(
-            `run ${run}: ${variants[v]![0]}: ${job.name}: ${fmtIops(results[v]!.iops)} IOPS`,
-          );
-        }
-        const [control, workers, inline, off, base] = results as [
-          Result,
-          Result,
-          Result,
-          Result,
-          Result?,
-        ];
-        const runRatios = [workers, inline, control].map((one) => one.iops / off.iops);
-        runRatios.forEach((ratio, k) => ratios[j]![k]!.push(ratio));
-        cells.push(
-          `${fmtIops(workers.iops)} / ${fmtIops(inline.iops)} / ${fmtIops(off.iops)} / ${
-            fmtIops(control.iops)
-          }` + (base ? ` / ${fmtIops(base.iops)}` : ""),
-          ...runRatios.map((ratio) => ratio.toFixed(2)),
-        );
-      }
-      rows.push(`| ${run} | ${load.toFixed(1)} | ${cells.join(" | ")} |`);
-    }
+    const servers = sheep.map((one, i) => ({ name: variants[i]![0], uri: one.uri, pid: one.pid }));
+    rounds = await runInterleaved(servers, jobs, sizeMiB, runtime, runs);
   } finally {
     for (const one of sheep) await one.stop();
   }
-  const median = (values: number[]) => {
-    const sorted = [...values].sort((x, y) => x - y);
-    const middle = sorted.length >> 1;
-    return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-  };
+  const rows = rounds.load.map((load, run) => {
+    const cells = jobs.flatMap((_, j) => {
+      const iops = rounds.iops[j]!.map((perRun) => perRun[run]!);
+      const shown = [WORKERS, INLINE, OFF, CONTROL, ...(baseline ? [BASE] : [])];
+      return [
+        shown.map((v) => fmtIops(iops[v]!)).join(" / "),
+        ...[WORKERS, INLINE, CONTROL].map((v) => (iops[v]! / iops[OFF]!).toFixed(2)),
+      ];
+    });
+    return `| ${run + 1} | ${load.toFixed(1)} | ${cells.join(" | ")} |`;
+  });
   const cpus = os.cpus();
   const defaultWorkers = checksumWorkersDefault();
   return [
@@ -407,17 +409,19 @@ async function verifyCost(
       ]
       : []),
     `| run | load | ${
-      VERIFY_TARGETS.map(([job]) =>
+      jobs.map((job) =>
         `${job.name} IOPS workers / main thread / off / off again${
           baseline ? " / baseline" : ""
         } | workers ÷ off | main thread ÷ off | off again ÷ off`
       ).join(" | ")
     } |`,
-    `|---:|---:|${VERIFY_TARGETS.map(() => "---:|---:|---:|---:|").join("")}`,
+    `|---:|---:|${jobs.map(() => "---:|---:|---:|---:|").join("")}`,
     ...rows,
     "",
     ...VERIFY_TARGETS.map(([job, target], j) => {
-      const [workers, inline, control] = ratios[j]!.map(median) as [number, number, number];
+      const [workers, inline, control] = [WORKERS, INLINE, CONTROL].map((v) =>
+        median(runRatios(rounds, j, v, OFF))
+      ) as [number, number, number];
       const judged = defaultWorkers > 0 ? workers : inline;
       return `- ${job.name}: verify on ÷ off, median of ${runs} runs: ${workers.toFixed(2)} ` +
         `with workers, ${inline.toFixed(2)} on the main thread; this host's default (${
@@ -432,11 +436,11 @@ async function verifyCost(
     "",
     `| job | ${variants.map(([name]) => `${name}: all threads / main thread µs`).join(" | ")} |`,
     `|---|${variants.map(() => "---:|").join("")}`,
-    ...VERIFY_TARGETS.map(([job], j) =>
+    ...jobs.map((job, j) =>
       `| ${job.name} | ${
-        cpu[j]!.map((c) =>
-          `${Math.round(median(c.all)).toLocaleString("en-US")} / ${
-            Math.round(median(c.main)).toLocaleString("en-US")
+        variants.map((_, v) =>
+          `${Math.round(median(rounds.cpuAll[j]![v]!)).toLocaleString("en-US")} / ${
+            Math.round(median(rounds.cpuMain[j]![v]!)).toLocaleString("en-US")
           }`
         ).join(" | ")
       } |`
@@ -447,18 +451,22 @@ async function verifyCost(
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      // Defaults: 10 s jobs; with --verify-cost 12 runs of 3 s jobs (see `verifyCost`).
       runtime: { type: "string" },
       size: { type: "string", default: "1024" },
       "no-write": { type: "boolean", default: false },
       "verify-cost": { type: "boolean", default: false },
       baseline: { type: "string" },
-      runs: { type: "string", default: "12" },
+      // Defaults: 5 runs; with --verify-cost 12.
+      runs: { type: "string" },
     },
   });
-  const runtime = Number(values.runtime ?? (values["verify-cost"] ? 3 : 10));
+  // Short jobs, many runs (see `runInterleaved`).
+  const runtime = Number(values.runtime ?? 3);
+  const runs = Number(values.runs ?? (values["verify-cost"] ? 12 : 5));
   const sizeMiB = Number(values.size);
-  if (!(runtime > 0) || !(sizeMiB > 0)) throw new Error("--runtime and --size must be positive");
+  if (!(runtime > 0) || !(sizeMiB > 0) || !(runs > 0)) {
+    throw new Error("--runtime, --size and --runs must be positive");
+  }
 
   // Other work on the machine skews absolute numbers (both servers run under the same load).
   const loadBefore = os.loadavg()[0]!;
@@ -474,7 +482,7 @@ async function main(): Promise<void> {
         dir,
         sizeMiB,
         runtime,
-        Number(values.runs),
+        runs,
         values.baseline,
       );
       console.log(`\n${body}\n`);
@@ -483,11 +491,6 @@ async function main(): Promise<void> {
       }
       return;
     }
-    const ours = await runSheepdog(exe, path.join(dir, "verified"), sizeMiB, runtime, {});
-    const unverified = await runSheepdog(exe, path.join(dir, "unverified"), sizeMiB, runtime, {
-      SHEEPDOG_VERIFY_READS: "0",
-    });
-
     // qemu-nbd: a raw file in the same directory.
     const file = path.join(dir, "qemu.raw");
     const handle = await fsp.open(file, "w");
@@ -509,7 +512,23 @@ async function main(): Promise<void> {
       file,
     ], 30_000);
     qemuPid = Number((await fsp.readFile(pidFile, "utf8")).trim());
-    const theirs = await runAll("qemu-nbd", `nbd://127.0.0.1:${port}/`, sizeMiB, runtime);
+    const sheep: BenchSheep[] = [];
+    let rounds: Rounds;
+    try {
+      sheep.push(await startSheep(exe, path.join(dir, "verified"), sizeMiB, {}));
+      sheep.push(
+        await startSheep(exe, path.join(dir, "unverified"), sizeMiB, {
+          SHEEPDOG_VERIFY_READS: "0",
+        }),
+      );
+      const servers: Server[] = [
+        ...sheep.map((one) => ({ name: one.label, uri: one.uri, pid: one.pid })),
+        { name: "qemu-nbd", uri: `nbd://127.0.0.1:${port}/` },
+      ];
+      rounds = await runInterleaved(servers, JOBS, sizeMiB, runtime, runs);
+    } finally {
+      for (const one of sheep) await one.stop();
+    }
 
     const cpus = os.cpus();
     const body = [
@@ -520,12 +539,15 @@ async function main(): Promise<void> {
       `fio ${(await exec("fio", ["--version"], 10_000)).trim()} with the nbd engine, one ` +
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
-      "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, block_checksum.ts) and verified " +
-      'on read. "verify off": the same build with `SHEEPDOG_VERIFY_READS=0` (checksums still ' +
-      "kept on writes, not checked on reads). qemu-nbd: `qemu-nbd -f raw -t` of a raw file on " +
-      "the same disk. Ratio = sheepdog / qemu-nbd (IOPS). Reproduce: `npm run bench`.",
+      "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, " +
+      'block_checksum.ts) and verified on read. "verify off": the same build with ' +
+      "`SHEEPDOG_VERIFY_READS=0` (checksums still kept on writes, not checked on reads). " +
+      "qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. The three run side by " +
+      `side; ${runs} runs, in each every job on each server in turn (the order rotating by run). ` +
+      "IOPS and MB/s: medians of the runs. Ratio: sheepdog ÷ qemu-nbd (IOPS) within each run, " +
+      "their median and each run's. Reproduce: `npm run bench`.",
       "",
-      table(ours, unverified, theirs),
+      table(rounds),
     ].join("\n");
     console.log(`\n${body}\n`);
     if (!values["no-write"]) {
