@@ -32,7 +32,7 @@ Deno.test("mergeCopies: a block unchanged on a newest copy comes from it", () =>
     copy(bytes(1, 2), 9, [1]),
     copy(bytes(3, 4), 9, [0]),
   ]);
-  assert.deepEqual(merged, bytes(1, 4));
+  assert.deepEqual(merged, { data: bytes(1, 4), lost: [] });
 });
 
 Deno.test("mergeCopies: an older copy's block is taken only where it has the newest copy's synced bytes", () => {
@@ -43,7 +43,7 @@ Deno.test("mergeCopies: an older copy's block is taken only where it has the new
     copy(bytes(0xee, 7), 9, [0, 1], [[0, block(5)], [1, block(6)]]),
     copy(bytes(5, 4), 3, []),
   ]);
-  assert.deepEqual(merged, bytes(5, 7));
+  assert.deepEqual(merged, { data: bytes(5, 7), lost: [] });
 });
 
 Deno.test("mergeCopies: with nothing known of a block, the best copy's bytes are taken", () => {
@@ -51,5 +51,25 @@ Deno.test("mergeCopies: with nothing known of a block, the best copy's bytes are
     copy(bytes(1, 2), 9, undefined),
     copy(bytes(3, 4), 3, []),
   ]);
-  assert.deepEqual(merged, bytes(1, 2));
+  assert.deepEqual(merged, { data: bytes(1, 2), lost: [] });
+});
+
+Deno.test("mergeCopies: a salvaged copy gives the blocks it vouches for, never its bad ones", () => {
+  // Seed 5613 of the data-path simulation: rot changed block 0 of the only readable copy after
+  // its last sync, and a crash's rebuild counted it changed; the other copy's checksums were left
+  // unrebuilt (full disk), so it is salvaged: its block 0 matches its last sync (good), its block
+  // 1 does not (bad, zeros). Block 0 comes from the salvaged copy, block 1 from the readable one.
+  const merged = mergeCopies([
+    copy(bytes(0xff, 7), 9, [0, 1], [[0, block(5)]]),
+    { ...copy(bytes(5, 0), 0, undefined), bad: [1] },
+  ]);
+  assert.deepEqual(merged, { data: bytes(5, 7), lost: [] });
+});
+
+Deno.test("mergeCopies: a block bad on every copy is lost, with the checksum it should have", () => {
+  const merged = mergeCopies([
+    { ...copy(bytes(0, 7), 9, [0], [[0, block(5)]]), bad: [0] },
+    { ...copy(bytes(0, 7), 0, undefined), bad: [0] },
+  ]);
+  assert.deepEqual(merged, { data: bytes(0, 7), lost: [{ block: 0, synced: block(5) }] });
 });

@@ -574,25 +574,42 @@ export class Recovery {
 
   /**
    * Builds this node's copy from crash-suspect copies, block by block (see `mergeCopies`). A
-   * copy that cannot be read (its checksums fail, its disk fails) is left out; one that could not
-   * be asked (a lost request, a view change) is waited for, as in `fetchBestCopy`: it may hold
-   * the synced bytes of a block that changed everywhere else (rot), and another node that did
-   * read it would build a different copy at the same version.
+   * copy that cannot be read whole (some of its blocks fail their checksums, or a crash left its
+   * checksums unrebuilt on a full disk) gives the blocks it can vouch for, salvaged: one such
+   * copy may hold the synced bytes of a block that rot changed on every readable one (found by
+   * the simulation, seed 5613). A copy that cannot be read at all is left out; one that could
+   * not be asked (a lost request, a view change) is waited for, as in `fetchBestCopy`: another
+   * node that did read it would build a different copy at the same version.
    */
   async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
     const fetched: MergeSource[] = [];
     let unreachable: unknown;
+    const size = rivals[0]!.meta.size;
     for (const { node, meta } of rivals) {
-      const data = await (node.id === this.#context.selfId
-        ? this.#context.store.read(oid, 0, meta.size)
-        : this.#read(node, oid, meta.size, false).then((copy) =>
-          copy.data
-        )).catch((error) => {
-          if (isResult(error, ...RETRYABLE)) unreachable ??= error;
-          return undefined;
+      const local = node.id === this.#context.selfId;
+      const whole = () =>
+        local
+          ? this.#context.store.read(oid, 0, meta.size)
+          : this.#read(node, oid, meta.size, false).then((copy) => copy.data);
+      const salvaged = () =>
+        local ? this.#context.store.salvage(oid) : this.#salvage(node, oid, false);
+      const copy = await whole().then(
+        (data) => ({ data, badBlocks: [] as number[] }),
+        (error) => {
+          if (isResult(error, ...RETRYABLE)) throw error;
+          return salvaged();
+        },
+      ).catch((error) => {
+        if (isResult(error, ...RETRYABLE)) unreachable ??= error;
+        return undefined;
+      });
+      if (copy && copy.data.length === size) {
+        fetched.push({
+          data: copy.data,
+          version: meta.version,
+          changed: meta.changed,
+          ...(copy.badBlocks.length > 0 ? { bad: copy.badBlocks } : {}),
         });
-      if (data && data.length === rivals[0]!.meta.size) {
-        fetched.push({ data, version: meta.version, changed: meta.changed });
       }
     }
     if (unreachable !== undefined) throw unreachable;
@@ -600,10 +617,19 @@ export class Recovery {
       throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
     }
     const merged = mergeCopies(fetched);
-    await this.#context.store.create(oid, merged, 0, { size: merged.length, version });
+    await this.#context.store.create(oid, merged.data, 0, {
+      size: merged.data.length,
+      version,
+      ...(merged.lost.length > 0
+        ? { badBlocks: merged.lost.map((l) => l.block), expected: merged.lost.map((l) => l.synced) }
+        : {}),
+    });
     this.#context.logger.warn(
       `recovery of ${oidToHex(oid)}: every copy was left unverified by a crash and they differ; ` +
-        `rebuilt block by block from ${fetched.length} copies`,
+        `rebuilt block by block from ${fetched.length} copies` +
+        (merged.lost.length > 0
+          ? `; ${merged.lost.length} block(s) no copy can vouch for stay unreadable (I/O errors)`
+          : ""),
     );
   }
 
@@ -795,43 +821,59 @@ export interface MergeSource {
    * undefined: unknown, every block may have.
    */
   changed: readonly ChangedBlock[] | undefined;
+  /** Blocks whose bytes this copy cannot vouch for (a salvaged copy's): never taken from it. */
+  bad?: readonly number[];
 }
 
 /**
  * One object from crash-suspect copies (best first: the newest version first), block by block,
- * so that every node builds the same bytes and no block goes back before a sync of the newest:
+ * so that every node builds the same bytes and no block goes back before a sync of the newest.
+ * A copy's `bad` blocks are never taken. Each block:
  * 1. from the first copy at the newest version where the block did not change since its last
  *    sync: those are the bytes it had at that sync;
  * 2. else from the first copy, of any version, whose block has the checksum a newest copy had
  *    for it at its last sync: the same bytes, kept where the newest copy's changed (an unsynced
  *    write that landed, or rot: a crash cannot tell them apart);
- * 3. else from the first copy: an unsynced write that landed (or rot, undetectable here).
+ * 3. else from the first copy: an unsynced write that landed (or rot, undetectable here);
+ * 4. else (every copy's block is bad) lost: zeros, listed in `lost` with the checksum a newest
+ *    copy had for it at its last sync where known, to be stored as a bad block.
  * An older copy's unchanged block is not taken on its own: the newest may have synced a write
  * to it since (a flush the client was told of).
  */
-export function mergeCopies(copies: readonly MergeSource[]): Uint8Array {
+export function mergeCopies(
+  copies: readonly MergeSource[],
+): { data: Uint8Array; lost: { block: number; synced: number | undefined }[] } {
   const size = copies[0]!.data.length;
   const newest = Math.max(...copies.map((c) => c.version));
+  const usable = copies.map((c) => ({ data: c.data, bad: new Set(c.bad ?? []) }));
   // The newest copies, each with its changed blocks by block (checksum at its last sync).
-  const current = copies.filter((c) => c.version === newest).map((c) => ({
-    data: c.data,
-    changed: c.changed && new Map(c.changed.map(({ block, synced }) => [block, synced])),
-  }));
+  const current = copies.flatMap((c, i) =>
+    c.version === newest
+      ? [{
+        ...usable[i]!,
+        changed: c.changed && new Map(c.changed.map(({ block, synced }) => [block, synced])),
+      }]
+      : []
+  );
   const merged = new Uint8Array(size);
+  const lost: { block: number; synced: number | undefined }[] = [];
   for (let index = 0, at = 0; at < size; index++, at += CHECKSUM_BLOCK_BYTES) {
     const end = Math.min(size, at + CHECKSUM_BLOCK_BYTES);
-    const unchanged = current.find((c) => c.changed !== undefined && !c.changed.has(index));
-    let source = unchanged?.data;
-    if (!source) {
-      const synced = new Set(current.flatMap((c) => {
-        const checksum = c.changed?.get(index);
-        return typeof checksum === "number" ? [checksum] : [];
-      }));
-      source = synced.size === 0
+    const good = usable.filter((c) => !c.bad.has(index));
+    const unchanged = current.find((c) =>
+      c.changed !== undefined && !c.changed.has(index) && !c.bad.has(index)
+    );
+    const synced = new Set(current.flatMap((c) => {
+      const checksum = c.changed?.get(index);
+      return typeof checksum === "number" ? [checksum] : [];
+    }));
+    const source = unchanged ??
+      (synced.size === 0
         ? undefined
-        : copies.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))))?.data;
-    }
-    merged.set((source ?? copies[0]!.data).subarray(at, end), at);
+        : good.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))))) ??
+      good[0];
+    if (source) merged.set(source.data.subarray(at, end), at);
+    else lost.push({ block: index, synced: synced.size > 0 ? [...synced][0] : undefined });
   }
-  return merged;
+  return { data: merged, lost };
 }
