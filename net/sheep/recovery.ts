@@ -691,7 +691,16 @@ export class Recovery {
         return theirs !== undefined && theirs.meta.version === best.meta.version &&
           theirs.meta.digest === best.meta.digest;
       });
-      if (!confirmed) {
+      // Nor while a holder's copy has lost blocks this one may hold: the next recovery (or a
+      // scrub's repair) can fill them from it, whatever its version (seed 2970: a leftover whose
+      // checksums a full disk left unrebuilt held the only good block and was purged).
+      const mine = copies.find((c) => c.node.id === self);
+      const holdsLost = mine !== undefined &&
+        mayFill(
+          { ...mine.meta, lostBlocks: lostOfHolders(copies, targets) },
+          [{ meta: mine.meta }],
+        );
+      if (!confirmed || holdsLost) {
         kept++;
         continue;
       }
@@ -700,7 +709,8 @@ export class Recovery {
     }
     if (kept > 0) {
       this.#context.logger.warn(
-        `purge of epoch ${view.epoch}: kept ${kept} leftover objects whose holders do not confirm a copy`,
+        `purge of epoch ${view.epoch}: kept ${kept} leftover objects whose holders do not confirm a copy ` +
+          "or have lost blocks these may hold",
       );
     }
     this.#status.purgedEpoch = view.epoch;
@@ -734,6 +744,19 @@ function mayFill(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
   const lost = mine.lostBlocks ?? [];
   return lost.length > 0 &&
     others.some(({ meta }) => lost.some((index) => !meta.lostBlocks?.includes(index)));
+}
+
+/** The blocks any of `targets`' copies has recorded lost. */
+function lostOfHolders(
+  copies: readonly { node: { id: string }; meta: ObjectMeta }[],
+  targets: readonly { id: string }[],
+): number[] {
+  const lost = new Set<number>();
+  for (const copy of copies) {
+    if (!targets.some((t) => t.id === copy.node.id)) continue;
+    for (const index of copy.meta.lostBlocks ?? []) lost.add(index);
+  }
+  return [...lost];
 }
 
 /** The bytes pulling `want` moves: the size of the copies it comes from. */
