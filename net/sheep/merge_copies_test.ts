@@ -73,3 +73,17 @@ Deno.test("mergeCopies: a block bad on every copy is lost, with the checksum it 
   ]);
   assert.deepEqual(merged, { data: bytes(0, 7), lost: [{ block: 0, synced: block(5) }] });
 });
+
+Deno.test("mergeCopies: a block changed on every copy takes the bytes most of them hold", () => {
+  // Seed 8440: an unsynced write landed on all three copies (0x0d) and rot then changed one of
+  // them (0xff); the rotten one came first. Two copies that differ cannot be told apart.
+  const changedEverywhere = (data: Uint8Array) => copy(data, 9, [0], [[0, block(1)]]);
+  assert.deepEqual(
+    mergeCopies([bytes(0xff, 7), bytes(0x0d, 7), bytes(0x0d, 7)].map(changedEverywhere)).data,
+    bytes(0x0d, 7),
+  );
+  assert.deepEqual(
+    mergeCopies([bytes(0xff, 7), bytes(0x0d, 7)].map(changedEverywhere)).data,
+    bytes(0xff, 7),
+  );
+});

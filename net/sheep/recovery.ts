@@ -746,6 +746,28 @@ function mayFill(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
     others.some(({ meta }) => lost.some((index) => !meta.lostBlocks?.includes(index)));
 }
 
+/**
+ * The copy whose bytes in [at, end) the most `copies` hold, the earliest among equals;
+ * undefined when there are none.
+ */
+function mostHeld<T extends { data: Uint8Array }>(
+  copies: readonly T[],
+  at: number,
+  end: number,
+): T | undefined {
+  if (copies.length <= 2) return copies[0]; // one, or two that agree or cannot be told apart
+  const counts = new Map<number, { first: T; count: number }>();
+  for (const copy of copies) {
+    const sum = blockChecksum(copy.data.subarray(at, end));
+    const seen = counts.get(sum);
+    if (seen) seen.count++;
+    else counts.set(sum, { first: copy, count: 1 });
+  }
+  let best: { first: T; count: number } | undefined;
+  for (const entry of counts.values()) if (!best || entry.count > best.count) best = entry;
+  return best?.first;
+}
+
 /** The blocks any of `targets`' copies has recorded lost. */
 function lostOfHolders(
   copies: readonly { node: { id: string }; meta: ObjectMeta }[],
@@ -857,7 +879,10 @@ export interface MergeSource {
  * 2. else from the first copy, of any version, whose block has the checksum a newest copy had
  *    for it at its last sync: the same bytes, kept where the newest copy's changed (an unsynced
  *    write that landed, or rot: a crash cannot tell them apart);
- * 3. else from the first copy: an unsynced write that landed (or rot, undetectable here);
+ * 3. else the bytes most copies hold (the first copy's among equals): an unsynced write that
+ *    landed, where it landed alike on several copies; rot changes one copy, so it is outvoted
+ *    where two others agree (seed 8440), and with two differing copies it cannot be told from a
+ *    write (the first is taken);
  * 4. else (every copy's block is bad) lost: zeros, listed in `lost` with the checksum a newest
  *    copy had for it at its last sync where known, to be stored as a bad block.
  * An older copy's unchanged block is not taken on its own: the newest may have synced a write
@@ -894,7 +919,7 @@ export function mergeCopies(
       (synced.size === 0
         ? undefined
         : good.find((c) => synced.has(blockChecksum(c.data.subarray(at, end))))) ??
-      good[0];
+      mostHeld(good, at, end);
     if (source) merged.set(source.data.subarray(at, end), at);
     else lost.push({ block: index, synced: synced.size > 0 ? [...synced][0] : undefined });
   }
