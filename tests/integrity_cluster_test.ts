@@ -53,20 +53,28 @@ function filled(length: number, byte: number): Uint8Array {
   return new Uint8Array(length).fill(byte);
 }
 
+/**
+ * A VDI "disk" of 32 MiB: `bytes` of 0xaa written and flushed; node 2 killed; 0xbb written over
+ * them and flushed while it is down; node 2 started again and back in the view.
+ */
+async function writeWhileNodeDown(cluster: TestCluster, bytes: number): Promise<void> {
+  const admin = cluster.admin(0);
+  await admin.createVdi({ name: "disk", sizeBytes: 32 * MiB });
+  const writer = await VdiIo.open(admin.client, "disk");
+  await writer.write(0, filled(bytes, 0xaa));
+  await writer.flush();
+  await cluster.kill(2);
+  await cluster.waitForView(2);
+  await writer.write(0, filled(bytes, 0xbb));
+  await writer.flush();
+  await cluster.startNode(2);
+  await cluster.waitForView(3);
+}
+
 Deno.test("integrity: a sheep that was killed serves the new data once back, and every copy agrees", async () => {
   const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
   try {
-    const admin = cluster.admin(0);
-    await admin.createVdi({ name: "disk", sizeBytes: 32 * MiB });
-    const writer = await VdiIo.open(admin.client, "disk");
-    await writer.write(0, filled(8 * MiB, 0xaa));
-    await writer.flush();
-    await cluster.kill(2);
-    await cluster.waitForView(2);
-    await writer.write(0, filled(8 * MiB, 0xbb));
-    await writer.flush();
-    await cluster.startNode(2);
-    await cluster.waitForView(3);
+    await writeWhileNodeDown(cluster, 8 * MiB);
     await cluster.waitForRecovery();
     for (const index of [0, 1, 2]) {
       const io = await VdiIo.open(cluster.admin(index).client, "disk");
@@ -87,17 +95,7 @@ Deno.test("integrity: objects a client pulls ahead of recovery count in its prog
   // object the restarted node lacks before recovery's own queue reaches it.
   const cluster = await TestCluster.start({ nodes: 3, copies: 3, recoveryRate: MiB });
   try {
-    const admin = cluster.admin(0);
-    await admin.createVdi({ name: "disk", sizeBytes: 32 * MiB });
-    const writer = await VdiIo.open(admin.client, "disk");
-    await writer.write(0, filled(32 * MiB, 0xaa));
-    await writer.flush();
-    await cluster.kill(2);
-    await cluster.waitForView(2);
-    await writer.write(0, filled(32 * MiB, 0xbb));
-    await writer.flush();
-    await cluster.startNode(2);
-    await cluster.waitForView(3);
+    await writeWhileNodeDown(cluster, 32 * MiB);
     const reader = await VdiIo.open(cluster.admin(2).client, "disk");
     const reads = Array.from({ length: 8 }, (_, i) => reader.read(i * 4 * MiB, 4 * MiB));
     for (const bytes of await Promise.all(reads)) assert.deepEqual(bytes, filled(4 * MiB, 0xbb));

@@ -585,19 +585,13 @@ export class Recovery {
     const fetched: MergeSource[] = [];
     let unreachable: unknown;
     const size = rivals[0]!.meta.size;
+    const reader = this.#reader(false);
     for (const { node, meta } of rivals) {
-      const local = node.id === this.#context.selfId;
-      const whole = () =>
-        local
-          ? this.#context.store.read(oid, 0, meta.size)
-          : this.#read(node, oid, meta.size, false).then((copy) => copy.data);
-      const salvaged = () =>
-        local ? this.#context.store.salvage(oid) : this.#salvage(node, oid, false);
-      const copy = await whole().then(
-        (data) => ({ data, badBlocks: [] as number[] }),
+      const copy = await reader.whole(node, oid, meta.size).then(
+        ({ data }) => ({ data, badBlocks: [] as number[] }),
         (error) => {
           if (isResult(error, ...RETRYABLE)) throw error;
-          return salvaged();
+          return reader.salvage(node, oid);
         },
       ).catch((error) => {
         if (isResult(error, ...RETRYABLE)) unreachable ??= error;
@@ -695,11 +689,7 @@ export class Recovery {
       // scrub's repair) can fill them from it, whatever its version (seed 2970: a leftover whose
       // checksums a full disk left unrebuilt held the only good block and was purged).
       const mine = copies.find((c) => c.node.id === self);
-      const holdsLost = mine !== undefined &&
-        mayFill(
-          { ...mine.meta, lostBlocks: lostOfHolders(copies, targets) },
-          [{ meta: mine.meta }],
-        );
+      const holdsLost = mine !== undefined && mayHold(mine.meta, lostOfHolders(copies, targets));
       if (!confirmed || holdsLost) {
         kept++;
         continue;
@@ -742,8 +732,12 @@ function vouched(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boo
  */
 function mayFill(mine: ObjectMeta, others: readonly { meta: ObjectMeta }[]): boolean {
   const lost = mine.lostBlocks ?? [];
-  return lost.length > 0 &&
-    others.some(({ meta }) => lost.some((index) => !meta.lostBlocks?.includes(index)));
+  return lost.length > 0 && others.some(({ meta }) => mayHold(meta, lost));
+}
+
+/** True when a copy may hold some of `blocks` good: it does not list them all lost. */
+function mayHold(meta: ObjectMeta, blocks: readonly number[]): boolean {
+  return blocks.some((index) => !meta.lostBlocks?.includes(index));
 }
 
 /**
