@@ -8,7 +8,8 @@
  */
 
 import process from "node:process";
-import { Counter, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
+import { Counter, Gauge, type LabelValues, Registry } from "prom-client";
+import { RequestSeries, RequestTally } from "./request_tally.ts";
 import type { ChecksumWorkerStats } from "../../core/store/checksum_workers.ts";
 
 /** Which front door a request came through. */
@@ -97,9 +98,8 @@ export class Metrics {
   /** The registry `text()` serialises; callers may register their own metrics in it. */
   readonly registry = new Registry();
   readonly #collectors: Collector[] = [];
-  readonly #requests: Counter<"protocol" | "op" | "result">;
-  readonly #latency: Histogram<"protocol" | "op">;
-  readonly #bytes: Counter<"protocol" | "direction">;
+  /** Request counts, latencies and bytes: added to per request, read at scrape. */
+  readonly #tally = new RequestTally(LATENCY_BUCKETS);
   readonly #clients: Gauge<"protocol">;
   readonly #nbdTls: Counter<"outcome">;
   readonly #collectErrors: Counter;
@@ -129,24 +129,28 @@ export class Metrics {
   constructor() {
     const registers = [this.registry];
     const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
-    this.#requests = new Counter({
+    const tally = this.#tally;
+    new Counter({
       name: "sheepdog_requests_total",
       help: "Requests handled, by protocol, operation and result (ok or error)",
       labelNames: ["protocol", "op", "result"],
       registers,
+      collect() {
+        tally.collectRequests(this);
+      },
     });
-    this.#latency = new Histogram({
-      name: "sheepdog_request_duration_seconds",
-      help: "Time from receiving a request to having its reply, by protocol and operation",
-      labelNames: ["protocol", "op"],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
-    this.#bytes = new Counter({
+    this.registry.registerMetric(tally.histogram(
+      "sheepdog_request_duration_seconds",
+      "Time from receiving a request to having its reply, by protocol and operation",
+    ));
+    new Counter({
       name: "sheepdog_io_bytes_total",
       help: "Bytes of VDI data read or written for clients, by protocol and direction",
       labelNames: ["protocol", "direction"],
       registers,
+      collect() {
+        tally.collectBytes(this);
+      },
     });
     this.#clients = new Gauge({
       name: "sheepdog_connected_clients",
@@ -274,8 +278,7 @@ export class Metrics {
 
   /** Counts one finished request and records its latency. */
   observeRequest(protocol: Protocol, op: string, seconds: number, ok: boolean): void {
-    this.#requests.inc({ protocol, op, result: ok ? "ok" : "error" });
-    this.#latency.observe({ protocol, op }, seconds);
+    this.#tally.series(protocol, op).record(seconds, ok);
   }
 
   /**
@@ -283,13 +286,20 @@ export class Metrics {
    * server: `const done = metrics.startRequest("nbd", "READ"); ... done(ok)`.
    */
   startRequest(protocol: Protocol, op: string): (ok: boolean) => void {
-    const started = performance.now();
-    return (ok) => this.observeRequest(protocol, op, (performance.now() - started) / 1000, ok);
+    return this.#tally.series(protocol, op).start();
+  }
+
+  /**
+   * The series of `protocol` and `op`, to time many requests without looking it up each time:
+   * `const reads = metrics.requestSeries("nbd", "READ"); const done = reads.start(); ... done(ok)`.
+   */
+  requestSeries(protocol: Protocol, op: string): RequestSeries {
+    return this.#tally.series(protocol, op);
   }
 
   /** Counts client data moved. */
   addBytes(direction: Direction, bytes: number, protocol: Protocol = "object"): void {
-    if (bytes > 0) this.#bytes.inc({ protocol, direction }, bytes);
+    if (bytes > 0) this.#tally.addBytes(protocol, direction, bytes);
   }
 
   /** A client connected (an NBD session, say). */

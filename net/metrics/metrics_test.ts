@@ -223,3 +223,27 @@ Deno.test("collectSheepGauges() reads the checksum workers' stats, zeros without
   assert.equal(sample(text, "sheepdog_checksum_workers_running"), 1);
   assert.equal(sample(text, "sheepdog_checksum_worker_deaths_total"), 1);
 });
+
+Deno.test("Metrics latency buckets are cumulative, a bound inclusive, +Inf the count", async () => {
+  const metrics = new Metrics();
+  const reads = metrics.requestSeries("nbd", "READ");
+  reads.record(0.001, true); // exactly on a bound: in it
+  reads.record(0.0011, true);
+  reads.record(60, false); // beyond the last bound
+  metrics.requestSeries("nbd", "TRIM"); // resolved, never timed: no series
+  const text = await metrics.text();
+  const bucket = (le: string) =>
+    sample(text, "sheepdog_request_duration_seconds_bucket", { op: "READ", le });
+  assert.equal(bucket("0.0005"), 0);
+  assert.equal(bucket("0.001"), 1);
+  assert.equal(bucket("0.0025"), 2);
+  assert.equal(bucket("10"), 2);
+  assert.equal(bucket("+Inf"), 3);
+  assert.equal(sample(text, "sheepdog_request_duration_seconds_count", { op: "READ" }), 3);
+  assert.equal(
+    sample(text, "sheepdog_requests_total", { protocol: "nbd", op: "READ", result: "error" }),
+    1,
+  );
+  assert.equal(sample(text, "sheepdog_request_duration_seconds_count", { op: "TRIM" }), undefined);
+  assert.match(text, /# TYPE sheepdog_request_duration_seconds histogram/);
+});

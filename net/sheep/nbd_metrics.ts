@@ -7,6 +7,7 @@
 
 import type { BlockExport, Extent } from "../nbd/mod.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import type { RequestSeries } from "../metrics/request_tally.ts";
 
 /** `inner`, reporting to `metrics`; the client counts as connected until `close()`. */
 export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExport {
@@ -18,9 +19,14 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
       return Promise.reject(error);
     }
   };
-  // One settle handler per request, no async wrapper: reads and writes are the hot path.
-  const timed = <T>(op: string, work: () => Promise<T>, bytes?: (value: T) => void): Promise<T> => {
-    const done = metrics.startRequest("nbd", op);
+  // One settle handler per request, no async wrapper, each series looked up once: reads and
+  // writes are the hot path.
+  const timed = <T>(
+    series: RequestSeries,
+    work: () => Promise<T>,
+    bytes?: (value: T) => void,
+  ): Promise<T> => {
+    const done = series.start();
     return call(work).then((value) => {
       done(true);
       bytes?.(value);
@@ -30,6 +36,9 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
       throw error;
     });
   };
+  const series = (op: string) => metrics.requestSeries("nbd", op);
+  const reads = series("READ");
+  const writes = series("WRITE");
   let closed = false;
   return {
     name: inner.name,
@@ -37,22 +46,22 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
     readOnly: inner.readOnly,
     read: (offset, length) =>
       timed(
-        "READ",
+        reads,
         () => inner.read(offset, length),
         (bytes) => metrics.addBytes("read", bytes.length, "nbd"),
       ),
     write: (offset, data, options) =>
       timed(
-        "WRITE",
+        writes,
         () => inner.write(offset, data, options),
         () => metrics.addBytes("write", data.length, "nbd"),
       ),
-    flush: () => timed("FLUSH", () => inner.flush()),
-    trim: (offset, length) => timed("TRIM", () => inner.trim(offset, length)),
+    flush: () => timed(series("FLUSH"), () => inner.flush()),
+    trim: (offset, length) => timed(series("TRIM"), () => inner.trim(offset, length)),
     writeZeroes: (offset, length, options) =>
-      timed("WRITE_ZEROES", () => inner.writeZeroes(offset, length, options)),
+      timed(series("WRITE_ZEROES"), () => inner.writeZeroes(offset, length, options)),
     blockStatus: (offset, length): Promise<Extent[]> =>
-      timed("BLOCK_STATUS", () => inner.blockStatus(offset, length)),
+      timed(series("BLOCK_STATUS"), () => inner.blockStatus(offset, length)),
     close: async () => {
       if (!closed) {
         closed = true;
