@@ -4,16 +4,17 @@
  *   deno run -A scripts/bench_nbd.ts [--runs=N] [--runtime=SECONDS] [--size=MIB] [--no-write]
  *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--runtime=SECONDS] [--baseline=OTHER_EXECUTABLE] ...
  *
- * Starts two sheep on a temporary directory (mkfs copies=1; one verifying reads, one not), each
- * with a VDI served over NBD on 127.0.0.1, and `qemu-nbd` serving a raw file in the same
+ * Starts a sheep on a temporary directory (mkfs copies=1) with a VDI served over NBD on
+ * 127.0.0.1, the two floor servers of scripts/nbd_floor.ts (sheepdog's NBD session over a raw
+ * file, and a bare Node NBD server) and `qemu-nbd`, each on its own raw file in the same
  * directory (same disk); prefills each so reads hit data, and runs 4 KiB random read/write at
- * queue depth 1 and 32 and 1 MiB sequential read/write on all three in turn, N runs (see
+ * queue depth 1 and 32 and 1 MiB sequential read/write on all four in turn, N runs (see
  * `runInterleaved`). Prints a table and writes the section "## NBD vs qemu-nbd" of
  * BENCHMARKS.md (replacing an older one) unless --no-write.
  * With --verify-cost: only what verifying reads costs (issue 8's jobs, verify on ÷ off, N runs;
  * see `verifyCost`), in the section "## What verifying checksums costs (issue 8)".
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import * as fsp from "node:fs/promises";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -146,29 +147,83 @@ export async function waitForExit(pid: number, ms: number): Promise<void> {
   }
 }
 
+async function nodeVersion(): Promise<string> {
+  return `Node ${(await exec("node", ["--version"], 10_000)).trim().replace(/^v/, "")}`;
+}
+
 function fmtIops(iops: number): string {
   return Math.round(iops).toLocaleString("en-US");
 }
 
-/** The comparison's table: sheepdog (0), sheepdog verify off (1) and qemu-nbd (2). */
+/**
+ * The comparison's table: sheepdog (0), sheepdog's NBD session over a file (1), a bare Node
+ * NBD server (2) and qemu-nbd (3).
+ */
 function table(rounds: Rounds): string {
   const lines = [
-    "| job | sheepdog IOPS | sheepdog MB/s | verify off IOPS | qemu-nbd IOPS | qemu-nbd MB/s | ratio | ratio per run | verify on ÷ off |",
-    "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    "| job | sheepdog IOPS | sheepdog MB/s | NBD session only IOPS | bare Node IOPS | qemu-nbd IOPS | qemu-nbd MB/s | sheepdog ÷ qemu-nbd | per run | session only ÷ qemu-nbd | bare Node ÷ qemu-nbd |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
   ];
   JOBS.forEach((job, j) => {
     const iops = (v: number) => fmtIops(median(rounds.iops[j]![v]!));
     const mbps = (v: number) => (median(rounds.bytesPerSec[j]![v]!) / 1e6).toFixed(1);
-    const ratios = runRatios(rounds, j, 0, 2);
+    const ratios = runRatios(rounds, j, 0, 3);
+    const ratio = (v: number) => median(runRatios(rounds, j, v, 3)).toFixed(2);
     lines.push(
-      `| ${job.name} | ${iops(0)} | ${mbps(0)} | ${iops(1)} | ${iops(2)} | ${mbps(2)} | ${
-        median(ratios).toFixed(2)
-      } | ${ratios.map((ratio) => ratio.toFixed(2)).join(", ")} | ${
-        median(runRatios(rounds, j, 0, 1)).toFixed(2)
-      } |`,
+      `| ${job.name} | ${iops(0)} | ${mbps(0)} | ${iops(1)} | ${iops(2)} | ${iops(3)} | ${
+        mbps(3)
+      } | ${median(ratios).toFixed(2)} | ${ratios.map((r) => r.toFixed(2)).join(", ")} | ${
+        ratio(1)
+      } | ${ratio(2)} |`,
     );
   });
   return lines.join("\n");
+}
+
+/**
+ * Starts the floor servers of scripts/nbd_floor.ts on a raw file each, on the `node` that runs
+ * `npm run build` (the one inside ./sheepdog); resolves once they listen.
+ */
+async function startFloorServers(dir: string, sizeMiB: number): Promise<Server[]> {
+  const bundle = path.join(dir, "floor.mjs");
+  await exec(path.join(root, "node_modules", ".bin", "deno"), [
+    "bundle",
+    "--quiet",
+    "--format=esm",
+    "--platform=node",
+    "-o",
+    bundle,
+    path.join(root, "scripts", "nbd_floor.ts"),
+  ], 120_000);
+  const servers: Server[] = [];
+  for (const [mode, name] of [["session", "NBD session only"], ["bare", "bare Node"]]) {
+    const file = path.join(dir, `${mode}.raw`);
+    const handle = await fsp.open(file, "w");
+    await handle.truncate(sizeMiB * MiB);
+    await handle.close();
+    const port = await freePort();
+    const child = spawn("node", [bundle, mode!, file, String(port)], { stdio: "ignore" });
+    servers.push({ name: name!, uri: `nbd://127.0.0.1:${port}/`, pid: child.pid });
+    await listening(port, 10_000);
+  }
+  return servers;
+}
+
+/** Waits until something accepts connections on 127.0.0.1:`port`. */
+async function listening(port: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Writes `body` as the section `title` of BENCHMARKS.md (in place of an older one). */
@@ -474,7 +529,7 @@ async function main(): Promise<void> {
   let qemuPid: number | undefined;
   try {
     // Sheepdog: the built ./sheepdog (as users run it, on Node), one sheep, copies=1, a VDI
-    // served over NBD; run twice, reads verified against their checksums and not.
+    // served over NBD.
     const exe = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "sheepdog");
     if (values["verify-cost"]) {
       const body = await verifyCost(
@@ -513,21 +568,23 @@ async function main(): Promise<void> {
     ], 30_000);
     qemuPid = Number((await fsp.readFile(pidFile, "utf8")).trim());
     const sheep: BenchSheep[] = [];
+    let floors: Server[] = [];
     let rounds: Rounds;
     try {
-      sheep.push(await startSheep(exe, path.join(dir, "verified"), sizeMiB, {}));
-      sheep.push(
-        await startSheep(exe, path.join(dir, "unverified"), sizeMiB, {
-          SHEEPDOG_VERIFY_READS: "0",
-        }),
-      );
+      sheep.push(await startSheep(exe, path.join(dir, "sheep"), sizeMiB, {}));
+      floors = await startFloorServers(dir, sizeMiB);
       const servers: Server[] = [
-        ...sheep.map((one) => ({ name: one.label, uri: one.uri, pid: one.pid })),
+        { name: sheep[0]!.label, uri: sheep[0]!.uri, pid: sheep[0]!.pid },
+        ...floors,
         { name: "qemu-nbd", uri: `nbd://127.0.0.1:${port}/` },
       ];
       rounds = await runInterleaved(servers, JOBS, sizeMiB, runtime, runs);
     } finally {
       for (const one of sheep) await one.stop();
+      for (const floor of floors) {
+        process.kill(floor.pid!, "SIGTERM");
+        await waitForExit(floor.pid!, 10_000);
+      }
     }
 
     const cpus = os.cpus();
@@ -540,12 +597,15 @@ async function main(): Promise<void> {
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
       "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, " +
-      'block_checksum.ts) and verified on read. "verify off": the same build with ' +
-      "`SHEEPDOG_VERIFY_READS=0` (checksums still kept on writes, not checked on reads). " +
-      "qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. The three run side by " +
-      `side; ${runs} runs, in each every job on each server in turn (the order rotating by run). ` +
-      "IOPS and MB/s: medians of the runs. Ratio: sheepdog ÷ qemu-nbd (IOPS) within each run, " +
-      "their median and each run's. Reproduce: `npm run bench`.",
+      "block_checksum.ts) and verified on read. Where the time goes, two floors on the same " +
+      `Node (${await nodeVersion()}), each over a raw file (scripts/nbd_floor.ts): "NBD session ` +
+      "only\" is sheepdog's NBD server (net/nbd) over an export that reads and writes the file " +
+      'directly (no VDI, gateway, store or checksums); "bare Node" is the least a Node NBD ' +
+      "server does (one parse loop, pread/pwrite, replies written at once). qemu-nbd: " +
+      "`qemu-nbd -f raw -t` of a raw file on the same disk. All four run side by side; " +
+      `${runs} runs, in each every job on each server in turn (the order rotating by run). ` +
+      "IOPS and MB/s: medians of the runs. Ratios: IOPS ÷ qemu-nbd's within each run, the " +
+      "median of the runs (and each run's for sheepdog). Reproduce: `npm run bench`.",
       "",
       table(rounds),
     ].join("\n");
