@@ -771,7 +771,7 @@ export class NbdSession {
           );
           continue;
         }
-        if (!await this.#admit(req.length)) return;
+        if (!this.#admitsNow(req.length) && !await this.#admit(req.length)) return;
         const payload = q.tryTake(req.length) ?? await q.take(req.length);
         if (payload === null) {
           this.#log.warn("nbd: truncated write payload", { client: this.#client });
@@ -780,7 +780,7 @@ export class NbdSession {
         this.#dispatch(req, payload, req.length);
       } else {
         const cost = req.type === NBD_CMD_READ ? Math.min(req.length, MAX_REQUEST_LENGTH) : 0;
-        if (!await this.#admit(cost)) return;
+        if (!this.#admitsNow(cost) && !await this.#admit(cost)) return;
         this.#dispatch(req, null, cost);
       }
     }
@@ -791,6 +791,11 @@ export class NbdSession {
     return this.#inflight < l.maxInFlightRequests &&
       (this.#inflight === 0 || this.#inflightBytes + cost <= l.maxInFlightBytes) &&
       this.#socket.writableLength <= l.maxBufferedOutput;
+  }
+
+  /** `#admit` without waiting: the usual case costs no turn of the microtask queue. */
+  #admitsNow(cost: number): boolean {
+    return !this.#closed && this.#hasCapacity(cost);
   }
 
   /** Waits until one more request of `cost` bytes fits; false if the session is ending. */
