@@ -251,6 +251,47 @@ Deno.test("integrity: a write a full disk refuses is rolled back on the other co
   }
 });
 
+Deno.test("integrity: a copy a full disk refused is restored once the disk has room, without a view change", async () => {
+  const cluster = await TestCluster.start({ nodes: 3, copies: 3 });
+  try {
+    const admin = cluster.admin(0);
+    await admin.createVdi({ name: "disk", sizeBytes: 16 * MiB });
+    const io = await VdiIo.open(admin.client, "disk");
+    const full = cluster.node(2).store;
+    const realCreate = full.create.bind(full);
+    full.create = () => Promise.reject(new SheepdogError(ResultCode.NO_SPACE, "disk full"));
+    // A new object: node 2 cannot create its copy, so the object has two of its three copies and
+    // the client is told the disk is full.
+    await assert.rejects(
+      io.write(4 * MiB, filled(4096, 0x66)),
+      (e) => isResult(e, ResultCode.NO_SPACE),
+    );
+    const epoch = cluster.node(0).view.epoch;
+    const oid = (await cluster.node(0).store.list()).find((o) =>
+      isDataOid(o) && (o & 0xffffffffn) === 1n
+    )!;
+    assert.ok(oid !== undefined, "the object is stored on node 0");
+    assert.equal(await full.meta(oid), undefined, "no copy on the full node");
+    full.create = realCreate; // room again
+    await waitFor(
+      "the refused copy to be restored",
+      async () => (await full.meta(oid)) !== undefined,
+    );
+    assert.equal(cluster.node(0).view.epoch, epoch, "no view change did it");
+    assert.equal(cluster.node(0).gateway.restoresPending, 0);
+    await assertCopiesAgree(cluster.live(), 3);
+    assert.deepEqual(await full.read(oid, 0, 4096), filled(4096, 0x66));
+    // The client, told its write failed, writes again: it lands, and reads back through node 2.
+    await io.write(4 * MiB, filled(4096, 0x77));
+    await io.flush();
+    await assertCopiesAgree(cluster.live(), 3);
+    const back = await (await VdiIo.open(cluster.admin(2).client, "disk")).read(4 * MiB, 4096);
+    assert.deepEqual(back, filled(4096, 0x77));
+  } finally {
+    await cluster.stop();
+  }
+});
+
 Deno.test("integrity: a peer read of 2^31 bytes, or past the object, is refused and the sheep serves on", async () => {
   await withSheep(async ({ sheep, client }) => {
     await client.newVdi({ name: "x", sizeBytes: 8 * MiB });

@@ -29,6 +29,7 @@ import { Flag, Opcode } from "../object/ops.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
+import { CopyRestorer } from "./copy_restorer.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
 import type { Changes } from "./changes.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
@@ -108,10 +109,24 @@ export class Gateway {
   #diverged = new Map<Oid, Divergence>();
   #cachedView: ClusterView | undefined;
   #targetCache = new Map<Oid, { copies: number; targets: RingNode[] }>();
+  /** Objects a refusing disk left short of a copy, repaired again in the background. */
+  readonly #restorer = new CopyRestorer((oid) =>
+    this.#reconcile(oid).then((outcome) => outcome.whole)
+  );
 
   constructor(context: GatewayContext) {
     this.#context = context;
     this.#clock = new VersionClock(() => context.now());
+  }
+
+  /** Objects waiting for a copy a full or failing disk refused (copy_restorer.ts). */
+  get restoresPending(): number {
+    return this.#restorer.size;
+  }
+
+  /** Stops background repairs (the sheep is stopping). */
+  close(): void {
+    this.#restorer.close();
   }
 
   /** Copies for `oid`: its VDI's `nr_copies`, else the cluster default. */
@@ -539,6 +554,8 @@ export class Gateway {
           );
         }
       }
+      // A refused target is short of a copy now, or holds a different one: tried again later.
+      if (outcome.refused.length > 0) this.#restorer.add(oid);
       if (outcome.unreachable !== undefined) throw outcome.unreachable;
       if (!kept) this.#diverged.delete(oid);
       return { source: winner.node.id, whole: outcome.refused.length === 0 };

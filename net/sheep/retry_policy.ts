@@ -19,3 +19,14 @@ export const RETRYABLE: readonly number[] = [
 export const RETRY_FOR_MS = 30_000;
 /** How long to wait between attempts. */
 export const RETRY_INTERVAL_MS = 200;
+/**
+ * An object left with fewer copies than targets because a target's disk refused one (full or
+ * failing) is restored in the background (copy_restorer.ts): first tried this long after, then
+ * at doubling intervals up to the maximum while targets keep refusing.
+ */
+export const COPY_RESTORE_FIRST_MS = 100;
+export const COPY_RESTORE_MAX_MS = 30_000;
+/** Objects waiting for a copy to be restored; beyond this the scrub finds the rest. */
+export const COPY_RESTORE_PENDING_MAX = 10_000;
+/** Failed repairs of one object before the restorer leaves it to the scrub (about 10 minutes). */
+export const COPY_RESTORE_TRIES_MAX = 30;

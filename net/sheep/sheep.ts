@@ -467,6 +467,7 @@ export class Sheep {
    */
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
+    this.gateway.close();
     this.recovery.stop();
     await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
