@@ -50,6 +50,8 @@ export class FakeWorld {
   readonly logs: string[] = [];
   recovering = false;
   serving = true;
+  /** Objects the orphan check calls orphans. */
+  readonly orphaned = new Set<Oid>();
   readonly unreachable = new Set<string>();
   /** Runs after every listing of a node (to change the world between listing and compare). */
   afterList: (node: RingNode) => void = () => {};
@@ -164,6 +166,11 @@ export class FakeWorld {
       },
       copies: () => this.copies,
       repair: (oid, suspects) => this.repair(oid, suspects),
+      orphans: () => (oid) => Promise.resolve(this.orphaned.has(oid)),
+      remove: (oid) => {
+        for (const copies of this.stores.values()) copies.delete(oid);
+        return Promise.resolve();
+      },
       view: () => this.view,
       recovering: () => this.recovering,
       serving: () => this.serving,

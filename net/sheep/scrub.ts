@@ -31,6 +31,7 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { ObjectLocks } from "./object_locks.ts";
+import { OrphanCheck, type OrphanSource } from "./orphans.ts";
 import { RateLimiter } from "./rate_limiter.ts";
 import type { Peers } from "./peers.ts";
 import type { ListedCopy } from "./recovery.ts";
@@ -77,6 +78,10 @@ export interface ScrubContext {
   copies(oid: Oid): number;
   /** Brings every copy of `oid` to the newest good one; false when a copy had to be removed. */
   repair(oid: Oid, suspects?: ReadonlySet<string>): Promise<boolean>;
+  /** A fresh orphan check for one pass (orphans.ts): true for an object no VDI can ever read. */
+  orphans(): (oid: Oid) => Promise<boolean>;
+  /** Removes every copy of `oid`. */
+  remove(oid: Oid): Promise<void>;
   view(): ClusterView;
   /** True while recovery moves objects. */
   recovering(): boolean;
@@ -353,6 +358,7 @@ export class Scrubber {
         await this.#verifyOne(oid, limiter, signal);
       }
       this.#status.phase = "comparing";
+      const isOrphan = context.orphans();
       let quiet = 0;
       for (const item of compared) {
         if (signal.aborted) break;
@@ -361,7 +367,8 @@ export class Scrubber {
             `${context.view().epoch}): comparisons stopped, recovery compares every copy`;
           break;
         }
-        const talked = await this.#compareOne(item, signal);
+        const talked = await this.#removeIfOrphan(item, isOrphan) ||
+          await this.#compareOne(item, signal);
         if (!verified.has(item.oid)) this.#status.objectsChecked++;
         // Matching listings cost nothing to compare: yield after real work, or now and then.
         if (talked || ++quiet % COMPARE_YIELD_EVERY === 0) await context.sleep(0, signal);
@@ -506,6 +513,32 @@ export class Scrubber {
     return result;
   }
 
+  /**
+   * Phase 2, first: an object of a deleted VDI that no VDI reads (orphans.ts) is removed from
+   * every holder instead of compared (and restored where a copy is missing). True if it was one.
+   */
+  async #removeIfOrphan(
+    item: { oid: Oid; targets: RingNode[]; listed: (ObjectMeta | undefined)[] },
+    isOrphan: (oid: Oid) => Promise<boolean>,
+  ): Promise<boolean> {
+    const { oid } = item;
+    if (!await isOrphan(oid).catch(() => false)) return false;
+    const holders = item.targets.filter((_, i) => item.listed[i] !== undefined).map((n) => n.id);
+    const problem = `orphan: VDI ${oidToVid(oid).toString(16)} is deleted and no VDI reads it`;
+    try {
+      await this.#context.remove(oid);
+      this.#note({ oid: oidToHex(oid), node: holders.join(","), problem, repaired: true });
+    } catch (error) {
+      this.#note({
+        oid: oidToHex(oid),
+        node: holders.join(","),
+        problem: `${problem}; removing it failed: ${(error as Error).message}`,
+        repaired: false,
+      });
+    }
+    return true;
+  }
+
   /** Phase 2 for one object: compare the listed copies, confirm a mismatch, reconcile. */
   async #compareOne(
     item: { oid: Oid; targets: RingNode[]; listed: (ObjectMeta | undefined)[] },
@@ -602,7 +635,10 @@ export interface ScrubbedSheep {
   readonly gateway: {
     copiesOf(oid: Oid): number;
     repair(oid: Oid, suspects?: ReadonlySet<string>): Promise<boolean>;
+    remove(oid: Oid): Promise<void>;
   };
+  /** What the orphan check reads (the VDI table and live inodes). */
+  readonly orphanSource: OrphanSource;
   readonly recovery: {
     readonly active: boolean;
     listCopies(node: RingNode): Promise<ListedCopy[]>;
@@ -629,6 +665,11 @@ export function scrubContextOf(sheep: ScrubbedSheep): ScrubContext {
     nodeMeta: (node, oid) => nodeMeta(sheep, node, oid),
     copies: (oid) => sheep.gateway.copiesOf(oid),
     repair: (oid, suspects) => sheep.gateway.repair(oid, suspects),
+    orphans: () => {
+      const check = new OrphanCheck(sheep.orphanSource);
+      return (oid) => check.isOrphan(oid);
+    },
+    remove: (oid) => sheep.gateway.remove(oid),
     view: () => sheep.view,
     recovering: () => sheep.recovery.active,
     serving: () => sheep.status === "running",

@@ -108,6 +108,24 @@ Deno.test("Scrubber finds a missing replica and a stale one by comparing the lis
   assert.equal(status.repaired, 2);
 });
 
+Deno.test("Scrubber removes an orphan from every holder instead of restoring its missing copy", async () => {
+  const world = new FakeWorld({ nodes: 3, copies: 3 });
+  const [a, b, c] = world.nodes.map((n) => n.id) as [string, string, string];
+  const orphan = world.oidFirstOn(a, 100n);
+  const kept = world.oidFirstOn(a, orphan + 1n);
+  world.put(orphan, { on: [a, b] }); // missing on c: an orphan is not restored there
+  world.put(kept, { on: [a, b] });
+  world.orphaned.add(orphan);
+  const status = await pass(new Scrubber(world.context(a)));
+  for (const node of [a, b, c]) assert.equal(world.copy(node, orphan), undefined, node);
+  assert.deepEqual(world.repairs.map((r) => r.oid), [kept], "only the live object is repaired");
+  assert.ok(world.copy(c, kept));
+  const finding = status.findings.find((f) => f.oid === oidToHex(orphan))!;
+  assert.equal(finding.node, `${a},${b}`);
+  assert.match(finding.problem, /^orphan: VDI [0-9a-f]+ is deleted and no VDI reads it$/);
+  assert.equal(finding.repaired, true);
+});
+
 Deno.test("Scrubber confirms a listed mismatch with fresh metas before repairing", async () => {
   // The listing catches a write in flight (c behind); by the time it compares, c has it.
   const world = new FakeWorld({ nodes: 3, copies: 3 });

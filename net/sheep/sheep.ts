@@ -55,6 +55,7 @@ import { Recovery } from "./recovery.ts";
 import { RecoveryThrottle } from "./recovery_throttle.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { Changes } from "./changes.ts";
+import type { OrphanSource } from "./orphans.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
 import { isResult } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
@@ -348,6 +349,15 @@ export class Sheep {
 
   get view(): ClusterView {
     return this.#view;
+  }
+
+  /** What the scrub's orphan check reads (orphans.ts). */
+  get orphanSource(): OrphanSource {
+    return {
+      header: (vid) => this.registry.get(vid),
+      liveFamily: (vid) => this.registry.family(vid),
+      readInode: (vid) => this.vdis.readInode(vid),
+    };
   }
 
   /** This node as the ring sees it. */
