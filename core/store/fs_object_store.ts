@@ -330,6 +330,7 @@ export class FsObjectStore implements ObjectStore {
           .then(() => this.#syncDirectory(`recording ${objectName(oid)}'s changed blocks`))
           .catch(() => undefined);
       }
+      this.#stored();
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);
@@ -393,6 +394,7 @@ export class FsObjectStore implements ObjectStore {
       this.#markDirty(oid);
       if (failure !== undefined) throw this.#failure(failure, action);
       this.#settleChanged(oid, offset, data.length);
+      this.#stored();
       return before;
     });
   }
@@ -1248,6 +1250,11 @@ export class FsObjectStore implements ObjectStore {
     );
   }
 
+  /** A write or create succeeded: after a full disk, it has room again (`info -t node`). */
+  #stored(): void {
+    if (this.#health.noSpaceAtMs !== undefined) this.#health.roomAtMs ??= Date.now();
+  }
+
   /** Maps a disk error to a Sheepdog operating error naming what failed. */
   #failure(error: unknown, action: string): SheepdogError {
     if (error instanceof SheepdogError) return error;
@@ -1256,6 +1263,7 @@ export class FsObjectStore implements ObjectStore {
     if (code === "ENOSPC" || code === "EDQUOT") {
       this.#health.noSpaceErrors++;
       this.#health.noSpaceAtMs = Date.now();
+      delete this.#health.roomAtMs;
       return new SheepdogError(ResultCode.NO_SPACE, `${action}: the disk is full`, {
         cause: error,
       });

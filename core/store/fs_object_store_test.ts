@@ -342,10 +342,14 @@ Deno.test("FsObjectStore reports a full disk (/dev/full) as NO_SPACE, keeping th
       );
       assert.equal(store.health().noSpaceErrors, 1);
       assert.ok(store.health().noSpaceAtMs! > 0);
+      assert.equal(store.health().roomAtMs, undefined, "no write succeeded since");
       assert.equal((await store.meta(9n))!.version, 4);
       assert.deepEqual(await store.verify(9n), []);
       assert.deepEqual(await store.read(9n, 0, 2 * B), patternBytes(2 * B, 1));
       await store.flush();
+      // Another object (another file) can be stored: the disk has room again.
+      await store.create(10n, patternBytes(B, 2), 0, { size: B, version: 1 });
+      assert.ok(store.health().roomAtMs! >= store.health().noSpaceAtMs!);
     } finally {
       await store.close();
     }

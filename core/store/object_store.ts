@@ -110,6 +110,8 @@ export interface StoreHealth {
   syncError?: string;
   /** When a write last failed because the disk was full (ms since the epoch), if ever. */
   noSpaceAtMs?: number;
+  /** When a write or create first succeeded after that failure: the disk has room again. */
+  roomAtMs?: number;
   /** Counters since start. */
   noSpaceErrors: number;
   checksumErrors: number;

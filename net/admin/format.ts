@@ -137,15 +137,18 @@ export const DISK_FULL_RECENT_MS = 10 * 60_000;
 /**
  * What is wrong with a node's disk, in one line, from the health its store reports: a failed
  * sync (its store refuses writes until the sheep restarts) or a recently full disk (writes of
- * objects placed there fail, so those objects may lack a copy). Undefined when all is well or
- * the node did not report. The CLI, the HTTP API and the dashboard say it the same way.
+ * objects placed there fail, so those objects may lack a copy) that no write has succeeded on
+ * since. Undefined when all is well or the node did not report. The CLI, the HTTP API and the dashboard say it the same way.
  */
 export function nodeProblem(health: StoreHealth | undefined, nowMs: number): string | undefined {
   if (!health) return undefined;
   if (health.syncError) {
     return `disk failing: a sync failed, writes refused until the sheep restarts (${health.syncError})`;
   }
-  if (health.noSpaceAtMs !== undefined && nowMs - health.noSpaceAtMs < DISK_FULL_RECENT_MS) {
+  if (
+    health.noSpaceAtMs !== undefined && health.roomAtMs === undefined &&
+    nowMs - health.noSpaceAtMs < DISK_FULL_RECENT_MS
+  ) {
     const writes = health.noSpaceErrors === 1 ? "1 write" : `${health.noSpaceErrors} writes`;
     return `disk full: ${writes} failed, the last at ${formatTime(health.noSpaceAtMs)}`;
   }

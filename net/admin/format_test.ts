@@ -228,6 +228,12 @@ Deno.test("info -t node and -t cluster say when a node's disk is full or failing
       port: 7003,
       health: { ...health, noSpaceErrors: 1, noSpaceAtMs: now - DISK_FULL_RECENT_MS - 1 },
     },
+    {
+      ...base,
+      id: "127.0.0.1:7004",
+      port: 7004,
+      health: { ...health, noSpaceErrors: 2, noSpaceAtMs: now - 2000, roomAtMs: now - 1000 },
+    },
   ];
   const table = formatNodeTable(nodes, now);
   const lines = table.split("\n");
@@ -235,6 +241,7 @@ Deno.test("info -t node and -t cluster say when a node's disk is full or failing
   assert.match(lines[2]!, /7001 .* DISK FULL$/);
   assert.match(lines[3]!, /7002 .* DISK FAILING$/);
   assert.match(lines[4]!, /7003 .* ok$/, "an old full disk is history");
+  assert.match(lines[5]!, /7004 .* ok$/, "a write succeeded since: it has room again");
   assert.match(table, /127\.0\.0\.1:7001: disk full: 3 writes failed, the last at /);
   assert.match(
     table,
