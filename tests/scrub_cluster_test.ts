@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { TestCluster } from "./cluster_harness.ts";
+import { TestCluster, waitFor } from "./cluster_harness.ts";
 import { randomBytes } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { targetsOf } from "../core/cluster/view.ts";
@@ -114,6 +114,12 @@ Deno.test("scrub on a cluster: objects a failed write left behind a deleted VDI 
     full.create = () => Promise.reject(new SheepdogError(ResultCode.NO_SPACE, "disk full"));
     await assert.rejects(importer.write(4 * MiB, randomBytes(4096)));
     full.create = realCreate;
+    // Node 2 has room again: the gateway restores its missing copy in the background. Let that
+    // finish first, or it could put a copy back after the scrub removed the orphan.
+    await waitFor(
+      "the refused copy's restore",
+      () => cluster.live().every((sheep) => sheep.gateway.restoresPending === 0),
+    );
     const vid = cluster.node(0).registry.lookup("import").vdiId;
     const keeper = await VdiIo.open(admin.client, "keep");
     const kept = randomBytes(4 * MiB);
