@@ -134,15 +134,14 @@ class FsFile implements DiskFile {
     }
     // Settled, not all: the buffer and the handle stay in use until every piece is done.
     const outcomes = await Promise.allSettled(pieces);
+    const failed = outcomes.find((outcome) => outcome.status === "rejected");
+    if (failed) throw failed.reason;
     let written = 0;
-    for (const outcome of outcomes) {
-      if (outcome.status === "rejected") throw outcome.reason;
-    }
     for (const outcome of outcomes as PromiseFulfilledResult<number>[]) {
       written += outcome.value;
-      if (outcome.value < WRITE_PIECE_BYTES) break;
+      if (outcome.value < WRITE_PIECE_BYTES) break; // a short piece (or the last): a gap after it
     }
-    return Math.min(written, data.length);
+    return written;
   }
 
   datasync(): Promise<void> {

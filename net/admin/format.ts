@@ -138,7 +138,8 @@ export const DISK_FULL_RECENT_MS = 10 * 60_000;
  * What is wrong with a node's disk, in one line, from the health its store reports: a failed
  * sync (its store refuses writes until the sheep restarts) or a recently full disk (writes of
  * objects placed there fail, so those objects may lack a copy) that no write has succeeded on
- * since. Undefined when all is well or the node did not report. The CLI, the HTTP API and the dashboard say it the same way.
+ * since. Undefined when all is well or the node did not report. The CLI, the HTTP API and the
+ * dashboard say it the same way.
  */
 export function nodeProblem(health: StoreHealth | undefined, nowMs: number): string | undefined {
   if (!health) return undefined;

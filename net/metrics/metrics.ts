@@ -129,27 +129,33 @@ export class Metrics {
   constructor() {
     const registers = [this.registry];
     const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
-    const tally = this.#tally;
-    new Counter({
+    // The request counters are set from the tally's totals when scraped (`#advance`).
+    const requests: Counter<"protocol" | "op" | "result"> = new Counter({
       name: "sheepdog_requests_total",
       help: "Requests handled, by protocol, operation and result (ok or error)",
       labelNames: ["protocol", "op", "result"],
       registers,
-      collect() {
-        tally.collectRequests(this);
+      collect: () => {
+        for (const s of this.#tally.allSeries()) {
+          const labels = { protocol: s.protocol, op: s.op };
+          if (s.ok > 0) this.#advance(requests, s.ok, { ...labels, result: "ok" });
+          if (s.error > 0) this.#advance(requests, s.error, { ...labels, result: "error" });
+        }
       },
     });
-    this.registry.registerMetric(tally.histogram(
+    this.registry.registerMetric(this.#tally.histogram(
       "sheepdog_request_duration_seconds",
       "Time from receiving a request to having its reply, by protocol and operation",
     ));
-    new Counter({
+    const bytes: Counter<"protocol" | "direction"> = new Counter({
       name: "sheepdog_io_bytes_total",
       help: "Bytes of VDI data read or written for clients, by protocol and direction",
       labelNames: ["protocol", "direction"],
       registers,
-      collect() {
-        tally.collectBytes(this);
+      collect: () => {
+        for (const e of this.#tally.byteTotals()) {
+          this.#advance(bytes, e.bytes, { protocol: e.protocol, direction: e.direction });
+        }
       },
     });
     this.#clients = new Gauge({

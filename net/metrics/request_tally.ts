@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Counter, Metric } from "prom-client";
+import type { Metric } from "prom-client";
 
 /** The requests of one protocol and operation: counts, and their latencies as a histogram. */
 export class RequestSeries {
@@ -82,21 +82,14 @@ export class RequestTally {
     this.#bytes.clear();
   }
 
-  /** Sets `requests` (labels protocol, op, result) to the totals: call it from its `collect`. */
-  collectRequests(requests: Counter<"protocol" | "op" | "result">): void {
-    requests.reset();
-    for (const s of this.#series.values()) {
-      if (s.ok > 0) requests.inc({ protocol: s.protocol, op: s.op, result: "ok" }, s.ok);
-      if (s.error > 0) requests.inc({ protocol: s.protocol, op: s.op, result: "error" }, s.error);
-    }
+  /** Every series created so far (some may have counted nothing yet). */
+  allSeries(): Iterable<RequestSeries> {
+    return this.#series.values();
   }
 
-  /** Sets `bytes` (labels protocol, direction) to the totals: call it from its `collect`. */
-  collectBytes(bytes: Counter<"protocol" | "direction">): void {
-    bytes.reset();
-    for (const e of this.#bytes.values()) {
-      bytes.inc({ protocol: e.protocol, direction: e.direction }, e.bytes);
-    }
+  /** Bytes moved so far, by protocol and direction. */
+  byteTotals(): Iterable<{ protocol: string; direction: string; bytes: number }> {
+    return this.#bytes.values();
   }
 
   /**

@@ -524,18 +524,15 @@ export class Scrubber {
     const { oid } = item;
     if (!await isOrphan(oid).catch(() => false)) return false;
     const holders = item.targets.filter((_, i) => item.listed[i] !== undefined).map((n) => n.id);
-    const problem = `orphan: VDI ${oidToVid(oid).toString(16)} is deleted and no VDI reads it`;
+    let problem = `orphan: VDI ${oidToVid(oid).toString(16)} is deleted and no VDI reads it`;
+    let repaired = true;
     try {
       await this.#context.remove(oid);
-      this.#note({ oid: oidToHex(oid), node: holders.join(","), problem, repaired: true });
     } catch (error) {
-      this.#note({
-        oid: oidToHex(oid),
-        node: holders.join(","),
-        problem: `${problem}; removing it failed: ${(error as Error).message}`,
-        repaired: false,
-      });
+      problem += `; removing it failed: ${(error as Error).message}`;
+      repaired = false;
     }
+    this.#note({ oid: oidToHex(oid), node: holders.join(","), problem, repaired });
     return true;
   }
 
