@@ -4,8 +4,11 @@
  * is issued, so after a crash the store knows exactly which objects the crash may have left
  * half-written (see FsObjectStore's module doc for why this design).
  *
- * Entries are lines of 16 hex digits, appended positionally and synced; appends that arrive
- * while a sync runs share the next one (group commit), so a burst of first-writes costs one sync.
+ * Entries are lines `<16 hex digits> <epoch>`: the object and the cluster epoch its entry was made
+ * in (a lower bound of the epoch of its first unsynced write: recovery asks which nodes held the
+ * object since then, see net/sheep/crash_holds.ts). Lines of older builds have no epoch (read as 0,
+ * unknown). They are appended positionally and synced; appends that arrive while a sync runs share
+ * the next one (group commit), so a burst of first-writes costs one sync.
  * The journal is rewritten (temp file, sync, rename, directory sync) to drop objects that have
  * been synced since. A torn append leaves a fragment that does not parse and is ignored.
  *
@@ -18,11 +21,15 @@ import { type Oid, oidFromHex, oidToHex } from "../vdi/oid.ts";
 import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
 
 interface Batch {
-  oids: Oid[];
+  entries: [Oid, number][];
   done: Promise<void>;
 }
 
-const ENTRY = /([0-9a-f]{16})\n/g;
+/** An entry: an oid, then (since entries carry one) a space and the epoch it was made in. */
+const ENTRY = /([0-9a-f]{16})(?: (\d{1,15}))?\n/g;
+
+/** Journaled objects, each with the epoch of its entry (0: unknown, an older build's line). */
+export type JournalEntries = ReadonlyMap<Oid, number>;
 
 /** The journal file of one object directory. */
 export class DirtyJournal {
@@ -32,6 +39,8 @@ export class DirtyJournal {
   #end = 0;
   /** Oids with an entry in the current file: the promise resolves once it is durable. */
   #entries = new Map<Oid, Promise<void>>();
+  /** The epoch each entry of the current file carries. */
+  #epochs = new Map<Oid, number>();
   #batch?: Batch;
   /** The last queued append or rewrite; jobs run one at a time, in order. */
   #tail: Promise<void> = Promise.resolve();
@@ -41,46 +50,61 @@ export class DirtyJournal {
     this.#path = journalPath;
   }
 
-  /** The oids an existing journal lists (none when there is no journal). */
-  static async read(disk: Disk, journalPath: string): Promise<Oid[]> {
+  /**
+   * The oids an existing journal lists (none when there is no journal), each with the earliest
+   * epoch its entries carry.
+   */
+  static async read(disk: Disk, journalPath: string): Promise<Map<Oid, number>> {
     let file: DiskFile;
     try {
       file = await disk.open(journalPath, "r+");
     } catch (error) {
-      if (errorCode(error) === "ENOENT") return [];
+      if (errorCode(error) === "ENOENT") return new Map();
       throw error;
     }
     try {
       const bytes = new Uint8Array(await file.size());
       const length = await readFully(file, bytes, 0);
       const text = new TextDecoder("latin1").decode(bytes.subarray(0, length));
-      const oids = new Set<Oid>();
-      for (const match of text.matchAll(ENTRY)) oids.add(oidFromHex(match[1]!)!);
-      return [...oids];
+      const entries = new Map<Oid, number>();
+      for (const match of text.matchAll(ENTRY)) {
+        const oid = oidFromHex(match[1]!)!;
+        const epoch = Number(match[2] ?? 0);
+        entries.set(oid, Math.min(epoch, entries.get(oid) ?? epoch));
+      }
+      return entries;
     } finally {
       await file.close();
     }
   }
 
-  /** Resolves once `oid` has a durable entry (at once when it already has one). */
-  add(oid: Oid): Promise<void> {
+  /**
+   * Resolves once `oid` has a durable entry (at once when it already has one: its epoch stays
+   * the earlier one, still a lower bound).
+   */
+  add(oid: Oid, epoch: number): Promise<void> {
     const known = this.#entries.get(oid);
     if (known) return known;
     let batch = this.#batch;
     if (!batch) {
-      const oids: Oid[] = [];
+      const entries: [Oid, number][] = [];
       const done = this.#tail.catch(() => undefined).then(() => {
         // Appends that come while this one runs go to the next batch.
-        if (this.#batch?.oids === oids) this.#batch = undefined;
-        return this.#append(oids);
+        if (this.#batch?.entries === entries) this.#batch = undefined;
+        return this.#append(entries);
       });
-      batch = { oids, done };
+      batch = { entries, done };
       this.#batch = batch;
       this.#tail = done;
     }
-    batch.oids.push(oid);
-    this.#track(oid, batch.done);
+    batch.entries.push([oid, epoch]);
+    this.#track(oid, epoch, batch.done);
     return batch.done;
+  }
+
+  /** The epoch of `oid`'s entry, if it has one. */
+  epochOf(oid: Oid): number | undefined {
+    return this.#epochs.get(oid);
   }
 
   /** How many objects the journal lists. */
@@ -95,16 +119,20 @@ export class DirtyJournal {
   }
 
   /**
-   * Replaces the journal with one listing only `keep`. The list is taken now, synchronously, and
-   * later `add`s wait for the new file, so no object's entry is lost in the swap.
+   * Replaces the journal with one listing only `keep`, each with the epoch given (or its entry's
+   * now, else 0). The list is taken now, synchronously, and later `add`s wait for the new file, so
+   * no object's entry is lost in the swap.
    */
-  rewrite(keep: Iterable<Oid>): Promise<void> {
-    const oids = [...keep];
+  rewrite(keep: Iterable<Oid> | JournalEntries): Promise<void> {
+    const entries: [Oid, number][] = keep instanceof Map
+      ? [...keep]
+      : [...keep as Iterable<Oid>].map((oid) => [oid, this.#epochs.get(oid) ?? 0]);
     this.#batch = undefined;
     this.#entries = new Map();
-    const done = this.#tail.catch(() => undefined).then(() => this.#replace(oids));
+    this.#epochs = new Map();
+    const done = this.#tail.catch(() => undefined).then(() => this.#replace(entries));
     this.#tail = done;
-    for (const oid of oids) this.#track(oid, done);
+    for (const [oid, epoch] of entries) this.#track(oid, epoch, done);
     return done;
   }
 
@@ -112,7 +140,7 @@ export class DirtyJournal {
    * Goes on with the journal file as it is, listing `oids` (what `read` returned): when it cannot
    * be rewritten (a full disk), its entries stay, which costs only re-checks after a crash.
    */
-  async reopen(oids: Iterable<Oid>): Promise<void> {
+  async reopen(entries: JournalEntries): Promise<void> {
     await this.#tail.catch(() => undefined);
     const file = await this.#disk.open(this.#path, "r+").catch(async (error) => {
       if (errorCode(error) !== "ENOENT") throw error;
@@ -123,7 +151,8 @@ export class DirtyJournal {
     this.#end = await file.size();
     this.#batch = undefined;
     this.#entries = new Map();
-    for (const oid of oids) this.#entries.set(oid, Promise.resolve());
+    this.#epochs = new Map(entries);
+    for (const oid of entries.keys()) this.#entries.set(oid, Promise.resolve());
   }
 
   async close(): Promise<void> {
@@ -132,20 +161,23 @@ export class DirtyJournal {
     this.#file = undefined;
   }
 
-  #track(oid: Oid, done: Promise<void>): void {
+  #track(oid: Oid, epoch: number, done: Promise<void>): void {
     this.#entries.set(oid, done);
+    this.#epochs.set(oid, epoch);
     // A failed append or rewrite leaves no entry: the next write tries again.
     done.catch(() => {
-      if (this.#entries.get(oid) === done) this.#entries.delete(oid);
+      if (this.#entries.get(oid) !== done) return;
+      this.#entries.delete(oid);
+      this.#epochs.delete(oid);
     });
   }
 
-  async #append(oids: Oid[]): Promise<void> {
+  async #append(entries: [Oid, number][]): Promise<void> {
     const file = this.#file;
     if (!file) {
       throw new SheepdogError(ResultCode.EIO, `The journal ${this.#path} is not open: call open()`);
     }
-    const bytes = encode(oids);
+    const bytes = encode(entries);
     const at = this.#end;
     // Past a failed append too, so a fragment it left never prefixes the next entry.
     this.#end += bytes.length;
@@ -153,9 +185,9 @@ export class DirtyJournal {
     await file.datasync();
   }
 
-  async #replace(oids: Oid[]): Promise<void> {
+  async #replace(entries: [Oid, number][]): Promise<void> {
     const temp = `${this.#path}.tmp`;
-    const bytes = encode(oids);
+    const bytes = encode(entries);
     const file = await this.#disk.open(temp, "w+");
     try {
       await writeAll(file, bytes, 0);
@@ -172,6 +204,8 @@ export class DirtyJournal {
   }
 }
 
-function encode(oids: Oid[]): Uint8Array {
-  return new TextEncoder().encode(oids.map((oid) => oidToHex(oid) + "\n").join(""));
+function encode(entries: [Oid, number][]): Uint8Array {
+  return new TextEncoder().encode(
+    entries.map(([oid, epoch]) => `${oidToHex(oid)} ${epoch}\n`).join(""),
+  );
 }

@@ -152,6 +152,14 @@ export class FsObjectStore implements ObjectStore {
   #changed = new Map<Oid, readonly ChangedBlock[]>();
   /** Objects whose changed-blocks record in memory is shorter than the one on disk. */
   #changedStale = new Set<Oid>();
+  /**
+   * Per copy this node's own crash left suspect: the epoch its journal entry carried, a lower
+   * bound of the epoch of its first write the crash may have lost (0: unknown). Kept in its
+   * changed-blocks record until the copy is verified or replaced (see `crashSuspectSince`).
+   */
+  #dirtySince = new Map<Oid, number>();
+  /** The cluster epoch new journal entries carry. */
+  readonly #epoch: () => number;
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -169,6 +177,8 @@ export class FsObjectStore implements ObjectStore {
       hasher?: BlockHasher;
       /** Where open reports long work (converting an older build's checksums). */
       log?: (line: string) => void;
+      /** The cluster's current epoch, recorded with each journal entry (default 0: unknown). */
+      epoch?: () => number;
     } = {},
   ) {
     this.objectDir = objectDir;
@@ -178,6 +188,7 @@ export class FsObjectStore implements ObjectStore {
     this.#verifyReads = options.verifyReads ?? true;
     this.#hasher = options.hasher ?? inlineHasher;
     this.#log = options.log ?? (() => {});
+    this.#epoch = options.epoch ?? (() => 0);
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -205,14 +216,18 @@ export class FsObjectStore implements ObjectStore {
         continue;
       }
       const record = parseChanged(await this.#readText(path.join(this.objectDir, name)));
-      if (record) this.#changed.set(oid, record);
+      if (!record) continue;
+      this.#changed.set(oid, record.blocks);
+      if (record.since !== undefined) this.#dirtySince.set(oid, record.since);
     }
     // Before the rebuilds: they compare the checksums they compute with those on file.
     if (found === undefined || found.format < STORE_FORMAT) {
-      await this.#convertChecksumFiles(names, new Set(suspects));
+      await this.#convertChecksumFiles(names, new Set(suspects.keys()));
     }
     const unrepaired: Oid[] = [];
-    for (const oid of suspects) {
+    for (const [oid, epoch] of suspects) {
+      // The earlier of this crash's entry and an earlier crash's record (not yet resolved).
+      this.#dirtySince.set(oid, Math.min(epoch, this.#dirtySince.get(oid) ?? epoch));
       await this.#rebuildChecksums(oid).catch(() => unrepaired.push(oid));
     }
     this.#unrebuilt = new Set(unrepaired);
@@ -227,10 +242,11 @@ export class FsObjectStore implements ObjectStore {
     await this.#writeFormat(found);
     // Objects that could not be rebuilt stay listed, so the next start tries again. On a full
     // disk the old journal stays as it is: the sheep still starts, reads, and frees space.
-    await this.#journal.rewrite(unrepaired).catch(async (error) => {
-      if (errorCode(error) !== "ENOSPC") throw error;
-      await this.#journal.reopen(suspects);
-    });
+    await this.#journal.rewrite(new Map(unrepaired.map((oid) => [oid, suspects.get(oid)!])))
+      .catch(async (error) => {
+        if (errorCode(error) !== "ENOSPC") throw error;
+        await this.#journal.reopen(suspects);
+      });
   }
 
   #dataPath(oid: Oid): string {
@@ -322,8 +338,10 @@ export class FsObjectStore implements ObjectStore {
       if (before !== undefined) await this.#writeChanged(oid, before);
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
+      // Whatever it is, the new copy is not one this node's crash left suspect.
+      const wasSuspect = this.#dirtySince.delete(oid);
       if (changed === undefined) await this.#dropChanged(oid);
-      else if (before?.length !== changed.length) {
+      else if (before?.length !== changed.length || wasSuspect) {
         this.#changedStale.delete(oid);
         // Installed: a record that cannot be written leaves the wider one, or none (unknown).
         await this.#writeChanged(oid, changed)
@@ -598,6 +616,20 @@ export class FsObjectStore implements ObjectStore {
       if (error instanceof SheepdogError && error.code === ResultCode.NO_OBJ) return undefined;
       throw error;
     }
+  }
+
+  /**
+   * For a copy this node's own crash left suspect (unverified, not yet checked against its
+   * replicas or replaced): the epoch of the journal entry that made it one, a lower bound of the
+   * epoch of its first write the crash may have lost (0: unknown). Undefined for any other copy.
+   */
+  crashSuspectSince(oid: Oid): number | undefined {
+    return this.#dirtySince.get(oid);
+  }
+
+  /** How many copies `crashSuspectSince` knows of. */
+  get crashSuspects(): number {
+    return this.#dirtySince.size;
   }
 
   async markVerified(oid: Oid): Promise<void> {
@@ -981,7 +1013,7 @@ export class FsObjectStore implements ObjectStore {
    * the checksums they had at the last sync where known.
    */
   async #writeChanged(oid: Oid, changed: readonly ChangedBlock[]): Promise<void> {
-    const bytes = new TextEncoder().encode(formatChanged(changed));
+    const bytes = new TextEncoder().encode(formatChanged(changed, this.#dirtySince.get(oid)));
     const temp = this.#tempPath(oidToHex(oid) + CHANGED_SUFFIX);
     await this.#writeNewFile(objectName(oid), temp, bytes.length, bytes, 0);
     await this.#disk.rename(temp, this.#changedPath(oid));
@@ -1005,6 +1037,7 @@ export class FsObjectStore implements ObjectStore {
 
   async #dropChanged(oid: Oid): Promise<void> {
     this.#changedStale.delete(oid);
+    this.#dirtySince.delete(oid);
     if (!this.#changed.delete(oid)) return;
     await this.#unlinkIfPresent(this.#changedPath(oid));
   }
@@ -1151,7 +1184,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   #journaled(oid: Oid): Promise<void> {
-    return this.#journal.add(oid).catch((error) => {
+    return this.#journal.add(oid, this.#epoch()).catch((error) => {
       if (errorCode(error) === "ENOSPC") throw error;
       throw this.#syncFailed(`Cannot journal object ${oidToHex(oid)}`, error);
     });
@@ -1503,19 +1536,23 @@ function widenChanged(
 }
 
 /** A changed-blocks record as a file holds it (see `parseChanged`). */
-function formatChanged(changed: readonly ChangedBlock[]): string {
+function formatChanged(changed: readonly ChangedBlock[], since: number | undefined): string {
   return JSON.stringify({
     blocks: changed.map(({ block }) => block),
     synced: changed.flatMap(({ block, synced }) => synced === null ? [] : [[block, synced]]),
+    ...(since === undefined ? {} : { since }),
   });
 }
 
 /**
- * A changed-blocks record: `{"blocks": [...], "synced": [[block, checksum], ...]}`, or a bare list of
+ * A changed-blocks record: `{"blocks": [...], "synced": [[block, checksum], ...], "since": epoch}`
+ * (`since` on a copy this node's crash left suspect, see `crashSuspectSince`), or a bare list of
  * blocks (written before the synced checksums were kept: those are unknown). Undefined when it is
  * unreadable (then ignored).
  */
-function parseChanged(text: string | undefined): ChangedBlock[] | undefined {
+function parseChanged(
+  text: string | undefined,
+): { blocks: ChangedBlock[]; since?: number } | undefined {
   if (text === undefined) return undefined;
   const isIndex = (b: unknown) => Number.isSafeInteger(b) && (b as number) >= 0;
   try {
@@ -1523,15 +1560,19 @@ function parseChanged(text: string | undefined): ChangedBlock[] | undefined {
     const record = Array.isArray(parsed) ? { blocks: parsed, synced: [] } : parsed as {
       blocks?: unknown;
       synced?: unknown;
+      since?: unknown;
     };
-    const { blocks, synced } = record;
+    const { blocks, synced, since } = record;
     if (!Array.isArray(blocks) || !blocks.every(isIndex) || !Array.isArray(synced)) return;
     const pairs = synced.filter((pair): pair is [number, number] =>
       Array.isArray(pair) && isIndex(pair[0]) && Number.isInteger(pair[1]) &&
       pair[1] >>> 0 === pair[1]
     );
     const known = new Map(pairs);
-    return blocks.map((block) => ({ block, synced: known.get(block) ?? null }));
+    return {
+      blocks: blocks.map((block) => ({ block, synced: known.get(block) ?? null })),
+      ...(isIndex(since) ? { since: since as number } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -20,7 +20,7 @@ import { ApplyQueue } from "./apply_queue.ts";
 import { Changes } from "./changes.ts";
 import { mergeFromPeers } from "./peer_state.ts";
 import { Proposals } from "./proposals.ts";
-import { memberInfoOf, ringNodeOfMember } from "./member_info.ts";
+import { memberInfoOf, storageNodesOf } from "./member_info.ts";
 
 /** How a sheep finds and watches its peers. */
 export interface ClusterOptions {
@@ -205,7 +205,7 @@ export class ClusterMember implements ClusterDriver {
   #onView(view: View): void {
     const previous = new Set(this.#members);
     this.#members = view.members.map((m) => m.id);
-    const nodes = storageNodesOf(view);
+    const nodes = storageNodesOf(view.members);
     const first = this.#firstView;
     this.#firstView = false;
     // The first view of this process: learn what the others know (VDIs this node stores no
@@ -257,7 +257,7 @@ export class ClusterMember implements ClusterDriver {
    */
   #onResync(view: View, delivered: number): void {
     this.#firstView = false;
-    this.#catchUp(storageNodesOf(view), delivered);
+    this.#catchUp(storageNodesOf(view.members), delivered);
     this.#onView(view);
   }
 
@@ -295,11 +295,6 @@ export class ClusterMember implements ClusterDriver {
   #enqueue(work: () => Promise<void>): void {
     this.#queue.enqueue(work);
   }
-}
-
-/** The view's storage nodes (witnesses store nothing), as the ring knows them. */
-function storageNodesOf(view: View): RingNode[] {
-  return view.members.filter((m) => !m.witness).map((m) => ringNodeOfMember(m.id, m.info));
 }
 
 function stripTime(record: StoredEpoch) {

@@ -7,7 +7,8 @@
  */
 
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { JsonObject } from "../group/mod.ts";
+import { type ClusterView, makeView } from "../../core/cluster/view.ts";
+import type { EpochRecord, JsonObject } from "../group/mod.ts";
 
 /** The `info` that advertises `node`. */
 export function memberInfoOf(node: RingNode): JsonObject {
@@ -34,4 +35,16 @@ export function ringNodeOfMember(id: string, info: JsonObject): RingNode {
     vnodes: Number(info.vnodes ?? 0),
     ...(typeof space === "number" && Number.isFinite(space) && space >= 0 ? { space } : {}),
   };
+}
+
+/** The ring view of a logged epoch: its storage members (witnesses store nothing). */
+export function viewOfEpoch(record: Pick<EpochRecord, "epoch" | "members">): ClusterView {
+  return makeView(record.epoch, storageNodesOf(record.members));
+}
+
+/** The storage members (witnesses store nothing), as the ring knows them. */
+export function storageNodesOf(
+  members: readonly { id: string; witness?: boolean; info: JsonObject }[],
+): RingNode[] {
+  return members.filter((m) => !m.witness).map((m) => ringNodeOfMember(m.id, m.info));
 }

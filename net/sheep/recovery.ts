@@ -63,6 +63,11 @@ export interface RecoveryContext {
   /** Paces the pulls while this node's clients are busy. */
   readonly throttle: Pick<RecoveryThrottle, "take">;
   copies(oid: Oid): number;
+  /**
+   * The nodes absent from `view` that may hold acknowledged writes this node's copy of `oid` lost
+   * in a crash (crash_holds.ts); empty when none. Such a copy is neither trusted nor pulled from.
+   */
+  heldFor(oid: Oid, view: ClusterView): readonly string[];
   now(): number;
   /** Called once this node has every object the view puts on it, each matching the newest copy. */
   completed(epoch: number): void;
@@ -75,6 +80,13 @@ export interface RecoveryStatus {
   done: number;
   /** Objects whose pull failed in the last pass (retried until they succeed). */
   failed: number;
+  /**
+   * Objects whose only newest copy here a crash left suspect while a node that may hold their
+   * lost writes is absent (`waitingFor`): held until it rejoins (crash_holds.ts). The epoch is
+   * not complete meanwhile.
+   */
+  waiting: number;
+  waitingFor: string[];
   objectsPerSecond: number;
   startedMs: number;
   finishedMs: number;
@@ -135,6 +147,8 @@ interface Run {
   view: ClusterView;
   cancelled: boolean;
   wanted: Map<Oid, Want>;
+  /** Held copies (see `RecoveryStatus.waiting`), with the nodes they wait for. */
+  waiting: Map<Oid, readonly string[]>;
   gathered: Promise<void>;
 }
 
@@ -147,6 +161,8 @@ export class Recovery {
     total: 0,
     done: 0,
     failed: 0,
+    waiting: 0,
+    waitingFor: [],
     objectsPerSecond: 0,
     startedMs: 0,
     finishedMs: 0,
@@ -183,6 +199,8 @@ export class Recovery {
       total: 0,
       done: 0,
       failed: 0,
+      waiting: 0,
+      waitingFor: [],
       objectsPerSecond: 0,
       startedMs: this.#context.now(),
       finishedMs: 0,
@@ -241,12 +259,20 @@ export class Recovery {
     if (!holders || run.cancelled) return;
     const self = this.#context.selfId;
     const wanted = new Map<Oid, Want>();
+    const waiting = new Map<Oid, readonly string[]>();
     for (const [oid, copies] of holders) {
       const targets = targetsOf(run.view, oid, this.#context.copies(oid));
       if (!targets.some((n) => n.id === self)) continue;
       const rank = targetRank(targets);
       const best = sortCopies(copies, (c) => c.node.id, rank)[0]!;
       const mine = copies.find((c) => c.node.id === self);
+      // A copy a crash left here, while a node that may hold the writes it lost is away: not
+      // trusted, merged or served until that node is back, unless a newer copy replaces it.
+      const absent = mine ? this.#context.heldFor(oid, run.view) : [];
+      if (absent.length > 0 && !copies.some((c) => c.meta.version > mine!.meta.version)) {
+        waiting.set(oid, absent);
+        continue;
+      }
       // No verified copy: every copy was left suspect by a crash. Their versions are those of
       // their last sync (later writes may or may not have landed), so they are all rivals (see
       // `mergeCopies` for which block each gives).
@@ -315,10 +341,22 @@ export class Recovery {
       });
     }
     run.wanted = wanted;
+    run.waiting = waiting;
+    const waitingFor = [...new Set([...waiting.values()].flat())].sort();
+    if (waiting.size > 0) {
+      this.#context.logger.warn(
+        `recovery of epoch ${run.epoch}: ${waiting.size} object(s) a crash left suspect here ` +
+          `may lack acknowledged writes that ${waitingFor.join(", ")} ` +
+          `${waitingFor.length === 1 ? "holds" : "hold"}: held (reads and writes wait) until ` +
+          `${waitingFor.length === 1 ? "it rejoins" : "they rejoin"}`,
+      );
+    }
     this.#status = {
       ...this.#status,
       state: "recovering",
       total: wanted.size,
+      waiting: waiting.size,
+      waitingFor,
       error: undefined,
     };
   }
@@ -330,6 +368,8 @@ export class Recovery {
       if (run.cancelled) return;
       const failed = await this.#pass(run);
       if (run.cancelled) return;
+      // Held copies wait for a view with the nodes they wait for: this run never completes.
+      if (failed === 0 && run.waiting.size > 0) return;
       if (failed === 0) break;
       this.#status = { ...this.#status, failed };
       // Some pulls failed (a holder busy, gone or full): wait, learn the holders again, retry.
@@ -787,6 +827,7 @@ function newRun(view: ClusterView): Run {
     view,
     cancelled: false,
     wanted: new Map(),
+    waiting: new Map(),
     gathered: Promise.resolve(),
   };
 }

@@ -37,7 +37,7 @@ import { observeObjectRequest } from "../metrics/object_protocol.ts";
 import { RETRY_FOR_MS, RETRY_INTERVAL_MS } from "./retry_policy.ts";
 import { FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
 import { weighByCapacity } from "../../core/hash/ring.ts";
-import { ringNodeOfMember } from "./member_info.ts";
+import { storageNodesOf } from "./member_info.ts";
 import {
   ADMIN_LOCK_VID,
   type ReplicatedStateReader,
@@ -718,7 +718,7 @@ async function clusterInfo(host: RequestHost, wholeCluster: boolean): Promise<Ui
   const own: EpochRow[] = log.map((record) => {
     // The vnodes each member had on that epoch's ring: weighed by capacity as its view was.
     const ring = weighByCapacity(
-      record.members.filter((m) => !m.witness).map((m) => ringNodeOfMember(m.id, m.info)),
+      storageNodesOf(record.members),
     );
     const vnodes = new Map(ring.map((node) => [node.id, node.vnodes]));
     return {

@@ -52,6 +52,8 @@ import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
 import type { ClusterDriver, ClusterDriverFactory } from "./cluster_driver.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
+import { CrashHolds } from "./crash_holds.ts";
+import { viewOfEpoch } from "./member_info.ts";
 import { RecoveryThrottle } from "./recovery_throttle.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { Changes } from "./changes.ts";
@@ -140,6 +142,8 @@ export interface SheepSecurity {
 export interface EventBus {
   /** Applies `event` on every member in the same order; resolves with this member's result. */
   propose<T>(event: ClusterEvent): Promise<T>;
+  /** The views this member installed before it started (the group's epoch log), any order. */
+  pastViews?(): Promise<readonly ClusterView[]>;
 }
 
 /** How long a VDI change waits for another sheep's change to finish. */
@@ -172,6 +176,8 @@ export class Sheep {
   /** The store's capacity, read at start, when the vnodes follow it. */
   #space: number | undefined;
   #view: ClusterView = makeView(0, []);
+  /** Copies this node's crash left suspect, held while a node with their lost writes is away. */
+  #holds: CrashHolds | undefined;
   #server: ObjectServer | undefined;
   #dirLock: DirLock | undefined;
   #running = false;
@@ -221,6 +227,7 @@ export class Sheep {
       log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
+      epoch: () => this.#view.epoch,
       ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
@@ -271,6 +278,7 @@ export class Sheep {
       locks: this.objectLocks,
       throttle: this.recoveryThrottle,
       copies: (oid) => this.gateway.copiesOf(oid),
+      heldFor: (oid, view) => this.#holds?.absentHolders(oid, view) ?? [],
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
@@ -394,6 +402,7 @@ export class Sheep {
     this.#dirLock = await DirLock.acquire(this.dir, `${this.host}:${this.#port}`);
     try {
       await this.store.open();
+      if (this.store.crashSuspects > 0) await this.#loadCrashHolds();
       this.#space = await this.#capacity();
       this.stateMachine.loadConfig(await readConfig(this.dir));
       const security = this.#security;
@@ -429,6 +438,22 @@ export class Sheep {
       await this.stop();
       throw error;
     }
+  }
+
+  /** Copies a crash left suspect are held while nodes that may hold their lost writes are away. */
+  async #loadCrashHolds(): Promise<void> {
+    const past = this.member
+      ? (await this.member.epochHistory()).map(viewOfEpoch)
+      : await this.#events?.pastViews?.() ?? [];
+    this.#holds = new CrashHolds({
+      selfId: this.id,
+      crashSuspectSince: (oid) => this.store.crashSuspectSince(oid),
+      copies: (oid) => this.gateway.copiesOf(oid),
+    }, past);
+    this.logger.info(
+      `${this.store.crashSuspects} object(s) may lack writes a crash lost: each is checked ` +
+        "against its other holders (and held while one of them is away)",
+    );
   }
 
   async #prepareDirectory(): Promise<void> {
@@ -804,7 +829,9 @@ export class Sheep {
     const store = this.store;
     const locks = this.objectLocks;
     const counts = this.allocations;
+    const held = (oid: Oid): void => this.#holds?.check(oid, this.#view);
     const current = async (oid: Oid): Promise<void> => {
+      held(oid);
       if (this.recovery.active) await this.recovery.ensure(oid);
     };
     /** A change to the local copy, under its lock; a full disk is said in the log. */
@@ -837,8 +864,14 @@ export class Sheep {
           () => counts.create(oid, data, offset, () => store.create(oid, data, offset, options)),
         ),
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
-      readCopy: (oid, offset, length) => store.read(oid, offset, length),
-      salvage: (oid) => store.salvage(oid),
+      readCopy: (oid, offset, length) => {
+        held(oid);
+        return store.read(oid, offset, length);
+      },
+      salvage: (oid) => {
+        held(oid);
+        return store.salvage(oid);
+      },
       meta: (oid) => store.meta(oid),
       flush: (vid) => store.flush(vid),
     };

@@ -26,7 +26,7 @@ import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import { makeView, targetsOf } from "../../core/cluster/view.ts";
+import { type ClusterView, makeView, targetsOf } from "../../core/cluster/view.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
 import type { ObjectMeta } from "../../core/store/object_store.ts";
 import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
@@ -128,6 +128,8 @@ class SimNode {
   life: Life | undefined;
   /** Cut off from everyone and out of the view, but running. */
   away = false;
+  /** The views this node installed, across its lives (the group's durable epoch log). */
+  readonly views: ClusterView[] = [];
 
   constructor(index: number, dir: string, disk: MemDisk) {
     this.index = index;
@@ -412,6 +414,7 @@ export class DataPathSim {
 
   #bus(node: SimNode, life: () => Life | undefined): EventBus {
     return {
+      pastViews: () => Promise.resolve([...node.views]),
       propose: <T>(event: Parameters<EventBus["propose"]>[0]): Promise<T> => {
         const proposer = life();
         if (!proposer?.alive || node.away) {
@@ -459,6 +462,7 @@ export class DataPathSim {
           }
         }
         const previousMembers = new Set(life.sheep.view.nodes.map((n) => n.id));
+        member.views.push(view); // logged before it is acted on, as the group does
         await life.sheep.installView(view, { previousMembers });
       });
     });
@@ -596,6 +600,14 @@ export class DataPathSim {
     const members = new Set(this.members());
     for (const node of this.nodes) {
       if (node.up && !members.has(node)) reasons.push(`${node.name} outside the view`);
+    }
+    // A copy a crash left suspect is held while a node that may hold the writes it lost is down
+    // (net/sheep/crash_holds.ts): unavailable, not lost, until that node is back.
+    const suspects = [...members].filter((n) => n.sheep.store.crashSuspects > 0);
+    for (const down of this.nodes.filter((n) => !n.up)) {
+      for (const node of suspects) {
+        reasons.push(`${node.name} has copies a crash left suspect, ${down.name} is down`);
+      }
     }
     reasons.push(...await this.#unreadableOnly());
     return reasons;
