@@ -244,7 +244,13 @@ export function formatRecovery(rows: RecoveryRow[]): string {
   const head = busy.length === 0
     ? "Recovery: done"
     : `Nodes In Recovery: ${busy.map((r) => r.node).join(", ")}`;
-  return `${head}\n\n${formatTable(table)}`;
+  // Copies a crash left suspect, held until a node that may hold their lost writes is back.
+  const held = rows.filter((r) => (r.waiting ?? 0) > 0).map((r) =>
+    `${r.node}: ${plural(r.waiting, "object")} a crash left suspect wait for ` +
+    `${(r.waitingFor ?? []).join(", ")} to rejoin (reads and writes of them wait meanwhile)`
+  );
+  const notes = held.length > 0 ? `\n\n${held.join("\n")}` : "";
+  return `${head}\n\n${formatTable(table)}${notes}`;
 }
 
 function plural(n: number, one: string, many = one + "s"): string {

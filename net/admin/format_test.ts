@@ -3,6 +3,7 @@ import {
   DISK_FULL_RECENT_MS,
   formatClusterInfo,
   formatNodeTable,
+  formatRecovery,
   formatScrub,
   formatScrubFindings,
   formatScrubProgress,
@@ -12,7 +13,7 @@ import {
   formatVmTable,
   parseSize,
 } from "./format.ts";
-import type { ScrubRow, VdiRow } from "./admin_service.ts";
+import type { RecoveryRow, ScrubRow, VdiRow } from "./admin_service.ts";
 
 function row(fields: Partial<VdiRow>): VdiRow {
   return {
@@ -266,4 +267,36 @@ Deno.test("info -t node and -t cluster say when a node's disk is full or failing
   );
   assert.match(cluster, /127\.0\.0\.1:7001: disk full: .*objects placed there may lack a copy/);
   assert.doesNotMatch(cluster, /7003: disk/);
+});
+
+Deno.test("formatRecovery() names the objects a crash left suspect and the nodes they wait for", () => {
+  const base = {
+    epoch: 6,
+    total: 0,
+    done: 0,
+    failed: 0,
+    waiting: 0,
+    waitingFor: [],
+    objectsPerSecond: 0,
+    startedMs: 0,
+    finishedMs: 0,
+    purgedEpoch: 5,
+  };
+  const rows: RecoveryRow[] = [
+    {
+      ...base,
+      node: "127.0.0.1:7000",
+      state: "recovering",
+      waiting: 2,
+      waitingFor: ["127.0.0.1:7002"],
+    },
+    { ...base, node: "127.0.0.1:7001", state: "done" },
+  ];
+  const text = formatRecovery(rows);
+  assert.match(text, /^Nodes In Recovery: 127\.0\.0\.1:7000\n/);
+  assert.match(
+    text,
+    /\n127\.0\.0\.1:7000: 2 objects a crash left suspect wait for 127\.0\.0\.1:7002 to rejoin/,
+  );
+  assert.doesNotMatch(formatRecovery([rows[1]!]), /suspect/);
 });

@@ -411,7 +411,9 @@ export class Recovery {
           await this.#recoverOne(run, oid, !want.exposed);
         } catch (error) {
           failed++;
-          this.#context.logger.warn(
+          // A holder whose copy is held (crash_holds.ts) says why in its own log, once.
+          const log = isResult(error, ResultCode.WAIT_FOR_JOIN) ? "debug" : "warn";
+          this.#context.logger[log](
             `recovery of ${oidToHex(oid)} failed: ${(error as Error).message}`,
           );
         }
