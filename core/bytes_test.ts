@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isZero } from "./bytes.ts";
+import { ByteSlab, isZero } from "./bytes.ts";
 
 Deno.test("isZero() answers for views at any offset and length", () => {
   const buffer = new Uint8Array(256);
@@ -14,4 +14,25 @@ Deno.test("isZero() answers for views at any offset and length", () => {
       }
     }
   }
+});
+
+Deno.test("ByteSlab: short pieces share a slab without overlapping; long ones get their own buffer", () => {
+  const slab = new ByteSlab();
+  const a = slab.take(4096);
+  const b = slab.take(100);
+  const c = slab.take(4096);
+  assert.equal(a.length, 4096);
+  assert.equal(a.buffer, c.buffer, "cut from one slab");
+  assert.ok(a.byteOffset + a.length <= b.byteOffset && b.byteOffset + 104 <= c.byteOffset);
+  assert.equal(c.byteOffset % 8, 0, "8-byte aligned");
+  a.fill(1);
+  c.fill(3);
+  b.fill(2);
+  assert.ok(a.every((x) => x === 1) && c.every((x) => x === 3));
+  const long = slab.take(ByteSlab.PIECE_MAX + 1);
+  assert.equal(long.byteOffset, 0);
+  assert.equal(long.buffer.byteLength, ByteSlab.PIECE_MAX + 1, "its own: it may move to a worker");
+  // A slab that cannot fit the next piece is replaced; the pieces already handed out stay.
+  const pieces = Array.from({ length: ByteSlab.SLAB_BYTES / 4096 + 1 }, () => slab.take(4096));
+  assert.notEqual(pieces[0]!.buffer, pieces[pieces.length - 1]!.buffer);
 });

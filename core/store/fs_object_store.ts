@@ -34,7 +34,7 @@
 
 import * as path from "node:path";
 import process from "node:process";
-import { unfilledBytes } from "../bytes.ts";
+import { ByteSlab, unfilledBytes } from "../bytes.ts";
 import { assert } from "../assert.ts";
 import { CorruptionError, ResultCode, SheepdogError } from "../errors.ts";
 import {
@@ -160,6 +160,8 @@ export class FsObjectStore implements ObjectStore {
   #dirtySince = new Map<Oid, number>();
   /** The cluster epoch new journal entries carry. */
   readonly #epoch: () => number;
+  /** Buffers of small reads (they leave with the reply: see ByteSlab). */
+  readonly #slab = new ByteSlab();
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -577,7 +579,7 @@ export class FsObjectStore implements ObjectStore {
     const release = object.locks.tryLock(first, last, false) ??
       await object.locks.lock(first, last, false);
     try {
-      let buffer = unfilledBytes(length);
+      let buffer = this.#slab.take(length);
       let read = await readFully(object.data, buffer, first * B);
       const offloaded = this.#hasher.offload(buffer);
       if (offloaded) {

@@ -372,18 +372,27 @@ export class NbdSession {
   }
 
   /** Writes unless the peer is gone (replies to a vanished client are dropped). */
-  #send(data: Uint8Array): void {
+  #send(data: Uint8Array, more?: Uint8Array): void {
     const socket = this.#socket;
     if (this.#closed || socket.destroyed || !socket.writable) return;
+    if (this.#corked !== socket && this.#inflight <= 1) {
+      // The only request in flight (queue depth 1): nothing to gather, the reply leaves now.
+      if (more === undefined) return void socket.write(data);
+      socket.cork();
+      socket.write(data);
+      socket.write(more);
+      socket.uncork();
+      return;
+    }
     this.#corkReplies(socket);
     socket.write(data);
+    if (more !== undefined) socket.write(more);
   }
 
   /**
    * Holds what is written to `socket` until this turn of the event loop has run its I/O
    * callbacks: replies that complete together (a queue-depth-32 client's batch) leave in one
-   * writev instead of a system call each. A lone reply waits for nothing but the end of the
-   * current callbacks.
+   * writev instead of a system call each.
    */
   #corkReplies(socket: Socket): void {
     if (this.#corked === socket) return;
@@ -859,15 +868,12 @@ export class NbdSession {
 
   /** Header and data leave in one writev: no copy of the payload. */
   #replyData(req: NbdRequest, data: Uint8Array): void {
-    const socket = this.#socket;
-    if (this.#closed || socket.destroyed || !socket.writable) return;
-    this.#corkReplies(socket);
-    socket.write(
+    this.#send(
       this.#structured
         ? encodeOffsetDataHeader(req.handle, req.offset, data.length)
         : encodeSimpleReply(0, req.handle),
+      data,
     );
-    socket.write(data);
   }
 
   async #execute(req: NbdRequest, payload: Buffer | null): Promise<void> {
