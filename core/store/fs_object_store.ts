@@ -440,7 +440,8 @@ export class FsObjectStore implements ObjectStore {
       await object.locks.lock(first, last, true);
     let failure: unknown;
     try {
-      const intended = await this.#intendedChecksums(object, data, offset, first, last);
+      const intended = wholeBlockChecksums(object.meta, data, offset, first, last) ??
+        await this.#intendedChecksums(object, data, offset, first, last);
       await writeAll(object.data, data, offset).catch((error) => failure = error);
       if (failure === undefined) {
         for (const [index, checksum] of intended) {
@@ -1375,6 +1376,31 @@ async function writeMetaChanges(object: OpenObject): Promise<void> {
  * Blocks [first, ...) of `buffer` (of which `read` bytes arrived) that fail their checksum:
  * the checksums of its blocks are `checksums` when given (computed elsewhere), else computed here.
  */
+/**
+ * The checksums of blocks [first, last] once `data` is written at `offset`, when the write covers
+ * each of them whole (what most writes do); undefined when one is covered in part (see
+ * `#intendedChecksums`, which reads it).
+ */
+function wholeBlockChecksums(
+  meta: ChecksumMeta,
+  data: Uint8Array,
+  offset: number,
+  first: number,
+  last: number,
+): Map<number, number> | undefined {
+  if (
+    last < first || offset !== first * B ||
+    offset + data.length < last * B + meta.blockLength(last)
+  ) return undefined;
+  if (first === last) {
+    return new Map([[first, blockChecksum(data.subarray(0, meta.blockLength(first)))]]);
+  }
+  const sums = blockChecksums(data.subarray(0, Math.min(data.length, meta.size - offset)));
+  const checksums = new Map<number, number>();
+  for (let index = first; index <= last; index++) checksums.set(index, sums[index - first]!);
+  return checksums;
+}
+
 function checkBlocks(
   object: OpenObject,
   buffer: Uint8Array,

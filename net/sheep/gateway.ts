@@ -200,20 +200,33 @@ export class Gateway {
    * Runs `attempt` until it succeeds, fails for good, or the cluster has been changing for
    * longer than RETRY_FOR_MS: a VM sees a stall, not an error, while membership changes.
    */
-  async #retrying<T>(attempt: () => Promise<T>): Promise<T> {
+  #retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    // The first attempt without a wrapper (the hot path: nearly every request succeeds at once).
     const deadline = this.#context.now() + RETRY_FOR_MS;
+    let first: Promise<T>;
+    try {
+      first = attempt();
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    return first.catch((error) => this.#retryAfter(error, attempt, deadline));
+  }
+
+  async #retryAfter<T>(failure: unknown, attempt: () => Promise<T>, deadline: number): Promise<T> {
+    let error = failure;
     for (;;) {
+      if (!isResult(error, ...RETRYABLE) || this.#context.now() > deadline) throw error;
+      // Resend as soon as a new view is in (the usual cure), else after the retry interval
+      // (a lost connection may come back within one view).
+      const epoch = this.#context.view().epoch;
+      await this.#context.viewChanges.until(
+        () => this.#context.view().epoch !== epoch,
+        RETRY_INTERVAL_MS,
+      );
       try {
         return await attempt();
-      } catch (error) {
-        if (!isResult(error, ...RETRYABLE) || this.#context.now() > deadline) throw error;
-        // Resend as soon as a new view is in (the usual cure), else after the retry interval
-        // (a lost connection may come back within one view).
-        const epoch = this.#context.view().epoch;
-        await this.#context.viewChanges.until(
-          () => this.#context.view().epoch !== epoch,
-          RETRY_INTERVAL_MS,
-        );
+      } catch (next) {
+        error = next;
       }
     }
   }
@@ -400,22 +413,26 @@ export class Gateway {
       const failure = await this.#locks.shared(oid, async () => {
         let version = this.#clock.next();
         const targets = this.targets(oid);
-        let results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        let results = await sendAll(targets, (node) => send(node, version));
         // A write answers with the version each copy had before it. One not below this write's
         // means the write did not raise it (another gateway's clock is ahead, or issued the same
         // version in the same millisecond): the copies would look no newer than one that missed
         // the write, and a tie may go to that one. Learn the version and write the same bytes
         // again under a higher one.
-        const found = results.flatMap((r) =>
-          r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
-        );
-        for (const seen of found) this.#clock.observe(seen);
-        if (found.length === targets.length && found.some((seen) => seen >= version)) {
-          version = this.#clock.next();
-          results = await Promise.allSettled(targets.map((node) => send(node, version)));
+        let answered = 0;
+        let behind = false;
+        for (const r of results) {
+          if (r.status !== "fulfilled" || typeof r.value !== "number") continue;
+          this.#clock.observe(r.value);
+          answered++;
+          if (r.value >= version) behind = true;
         }
+        if (answered === targets.length && behind) {
+          version = this.#clock.next();
+          results = await sendAll(targets, (node) => send(node, version));
+        }
+        if (results.every((r) => r.status === "fulfilled")) return undefined;
         const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
-        if (failed.length === 0) return undefined;
         const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
         const previous = results.flatMap((r) =>
           r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
@@ -713,6 +730,27 @@ export class Gateway {
       }));
     });
   }
+}
+
+/**
+ * `send` to every target, settled. One target (copies=1, or one left) is awaited alone: the
+ * write path's common case without `allSettled`'s extra promises.
+ */
+function sendAll<T>(
+  targets: readonly RingNode[],
+  send: (node: RingNode) => Promise<T>,
+): Promise<PromiseSettledResult<T>[]> {
+  if (targets.length !== 1) return Promise.allSettled(targets.map(send));
+  let sent: Promise<T>;
+  try {
+    sent = send(targets[0]!);
+  } catch (error) {
+    sent = Promise.reject(error);
+  }
+  return sent.then(
+    (value) => [{ status: "fulfilled", value }],
+    (reason) => [{ status: "rejected", reason }],
+  );
 }
 
 /** Orders copies by rank (newer, then verified: `compareCopies`) before ties are broken. */
