@@ -178,6 +178,15 @@ export class VdiIo {
   /** Writes `data` at `offset`, creating or copying objects as needed. */
   async write(offset: number, data: Uint8Array): Promise<void> {
     checkRange(this.#inode, offset, data.length);
+    const inPlace = this.#writeInPlace(offset, data);
+    if (inPlace !== undefined) {
+      try {
+        return await inPlace;
+      } catch (error) {
+        // A snapshot taken beneath us: the loop below follows it (or fails as it says).
+        if (!isResult(error, ResultCode.READONLY)) throw error;
+      }
+    }
     for (let attempt = 0;; attempt++) {
       if (this.readOnly) {
         throw new SheepdogError(
@@ -196,6 +205,30 @@ export class VdiIo {
         await this.reload();
       }
     }
+  }
+
+  /**
+   * The common write, started at once: inside one object this VDI already owns, with no
+   * allocation of it under way. Undefined for any other (`#writePieces` handles those).
+   */
+  #writeInPlace(offset: number, data: Uint8Array): Promise<void> | undefined {
+    const inode = this.#inode;
+    const objectBytes = objectSize(inode.blockSizeShift);
+    const index = Math.floor(offset / objectBytes);
+    if (data.length === 0 || Math.floor((offset + data.length - 1) / objectBytes) !== index) {
+      return undefined;
+    }
+    if (
+      isSnapshot(inode) || this.#allocating.has(index) || inode.dataVdiId[index] !== inode.vdiId
+    ) {
+      return undefined;
+    }
+    this.#written.add(inode.vdiId);
+    return this.#access.writeObject(
+      dataOid(inode.vdiId, index),
+      data,
+      offset - index * objectBytes,
+    );
   }
 
   async #writePieces(offset: number, data: Uint8Array): Promise<void> {

@@ -392,24 +392,40 @@ class VdiExport implements BlockExport {
    * writable export explains its failure,
    * follows the VDI to its new working vid and runs it again. Errors leave as NBD errors.
    */
-  async #run<T>(operation: () => Promise<T>): Promise<T> {
+  #run<T>(operation: () => Promise<T>): Promise<T> {
+    // The first attempt without a wrapper: the hot path, nearly every request succeeds at once.
+    const vid = this.#io.inode.vdiId;
+    let first: Promise<T>;
+    try {
+      first = operation();
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    return first.catch((error) => this.#runAgain(operation, error, vid));
+  }
+
+  /** `#run` after its first attempt failed under `failedVid` (see there). */
+  async #runAgain<T>(operation: () => Promise<T>, failure: unknown, failedVid: Vid): Promise<T> {
+    let error = failure;
+    let vid = failedVid;
     for (let attempt = 1;; attempt++) {
-      const vid = this.#io.inode.vdiId;
+      const follow = this.#hooks.follow;
+      const movable = isResult(error, ResultCode.READONLY, ResultCode.NO_OBJ);
+      if (follow === undefined || !movable || attempt >= FOLLOW_ATTEMPTS) {
+        throw toNbdError(error);
+      }
+      let moved: boolean;
+      try {
+        moved = await this.#follow(follow, vid);
+      } catch {
+        throw toNbdError(error);
+      }
+      if (!moved) throw toNbdError(error);
+      vid = this.#io.inode.vdiId;
       try {
         return await operation();
-      } catch (error) {
-        const follow = this.#hooks.follow;
-        const movable = isResult(error, ResultCode.READONLY, ResultCode.NO_OBJ);
-        if (follow === undefined || !movable || attempt >= FOLLOW_ATTEMPTS) {
-          throw toNbdError(error);
-        }
-        let moved: boolean;
-        try {
-          moved = await this.#follow(follow, vid);
-        } catch {
-          throw toNbdError(error);
-        }
-        if (!moved) throw toNbdError(error);
+      } catch (next) {
+        error = next;
       }
     }
   }
