@@ -117,6 +117,8 @@ interface OpenObject {
 interface Slot {
   opening: Promise<OpenObject>;
   value?: OpenObject;
+  /** When it was last used (the store's use counter): the least recent idle one is evicted. */
+  lastUse: number;
 }
 
 /** Objects as files under `objectDir`. */
@@ -124,7 +126,13 @@ export class FsObjectStore implements ObjectStore {
   readonly objectDir: string;
   readonly #disk: Disk;
   readonly #journal: DirtyJournal;
-  #slots = new Map<Oid, Slot>(); // insertion order = LRU order
+  #slots = new Map<Oid, Slot>();
+  /**
+   * Counts uses of cached objects. A use stamps its slot instead of moving it to the end of the
+   * map: a delete and a set per read or write cost hashing and, as deleted entries pile up, the
+   * map's rehashing (measured in a three-copy write profile).
+   */
+  #uses = 0;
   #closing = new Map<Oid, Promise<void>>();
   /** Objects with writes not known durable, with a count bumped by each write. */
   #dirty = new Map<Oid, number>();
@@ -817,8 +825,7 @@ export class FsObjectStore implements ObjectStore {
     const slot = this.#closing.has(oid) ? undefined : this.#slots.get(oid);
     const open = slot?.value;
     if (open !== undefined && !open.retired) {
-      this.#slots.delete(oid); // most recently used last
-      this.#slots.set(oid, slot!);
+      slot!.lastUse = ++this.#uses;
       open.users++;
       return this.#using(open, action, fn);
     }
@@ -866,8 +873,7 @@ export class FsObjectStore implements ObjectStore {
       let slot = this.#slots.get(oid);
       const opened = !slot;
       if (slot) {
-        this.#slots.delete(oid);
-        this.#slots.set(oid, slot);
+        slot.lastUse = ++this.#uses;
       } else {
         slot = this.#openSlot(oid);
       }
@@ -880,7 +886,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   #openSlot(oid: Oid): Slot {
-    const slot: Slot = { opening: this.#openObject(oid) };
+    const slot: Slot = { opening: this.#openObject(oid), lastUse: ++this.#uses };
     this.#slots.set(oid, slot);
     slot.opening.then(
       (object) => slot.value = object,
@@ -893,7 +899,11 @@ export class FsObjectStore implements ObjectStore {
 
   async #evictBeyondLimit(): Promise<void> {
     while (this.#slots.size > this.#cachedObjectsMax) {
-      const victim = [...this.#slots.values()].find((slot) => slot.value?.users === 0);
+      let victim: Slot | undefined;
+      for (const slot of this.#slots.values()) {
+        if (slot.value?.users !== 0) continue;
+        if (victim === undefined || slot.lastUse < victim.lastUse) victim = slot;
+      }
       if (!victim) return; // every cached object is in use: stay over the limit for now
       await this.#retire(victim.value!.oid, true);
     }
