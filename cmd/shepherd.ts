@@ -61,6 +61,9 @@ Commands:
   vdi unlock NAME                       release a VDI a client died with attached (it stays
                                         "running on" that client, refused to others, until then)
   cluster recover force                 after a full stop, start with the nodes that are back
+  cluster forget HOST:PORT...           those nodes are gone for good (a dead disk): copies a
+                                        crash left suspect stop waiting for them, and the
+                                        writes only they held are given up
   cluster scrub [NAME[:SNAP]] [--wait] [--json]
                                  scrub every node now (only the VDI's objects when named):
                                  verify every block against its checksum, compare the
@@ -207,16 +210,44 @@ async function vdi(args: string[]): Promise<void> {
 
 async function cluster(args: string[]): Promise<void> {
   if (args[0] === "scrub") return await scrub(args.slice(1));
+  if (args[0] === "forget") return await forget(args.slice(1));
   const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
   if (positionals[0] !== "recover" || positionals[1] !== "force" || positionals.length !== 2) {
     throw new UsageError(
-      "Unknown cluster command: use 'cluster recover force' or 'cluster scrub [VDI]'",
+      "Unknown cluster command: use 'cluster recover force', 'cluster forget HOST:PORT...' " +
+        "or 'cluster scrub [VDI]'",
     );
   }
   const admin = connect(clusterAddress(values));
   try {
     await admin.forceRecover();
     print("Recovery forced: the cluster starts with the nodes that are back");
+  } finally {
+    await admin.client.close();
+  }
+}
+
+/** `cluster forget HOST:PORT...`: nodes gone for good stop holding up crash-suspect copies. */
+async function forget(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, CLUSTER_FLAG);
+  if (positionals.length === 0 || !positionals.every((n) => /^[^\s:]+:\d{1,5}$/.test(n))) {
+    throw new UsageError("Usage: cluster forget HOST:PORT [HOST:PORT...] (nodes gone for good)");
+  }
+  const admin = connect(clusterAddress(values));
+  try {
+    const rows = await admin.forgetNodes(positionals);
+    for (const row of rows) {
+      print(
+        row.error !== undefined
+          ? `${row.node}: not reached (${row.error}); run this again once it answers`
+          : `${row.node}: ${row.held ?? 0} object(s) held for ${positionals.join(", ")} are ` +
+            "checked against the nodes that are here",
+      );
+    }
+    const missed = rows.filter((row) => row.error !== undefined);
+    if (missed.length > 0) {
+      throw new Error(`Not every node was told: ${missed.map((r) => r.node).join(", ")}`);
+    }
   } finally {
     await admin.client.close();
   }

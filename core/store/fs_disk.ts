@@ -18,6 +18,7 @@
 
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
+import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Disk, DiskFile, DiskSpace, DiskStat, OpenMode } from "./disk.ts";
 
@@ -182,6 +183,24 @@ export const fsDisk: Disk = {
     return { totalBytes: stats.blocks * stats.bsize, freeBytes: stats.bavail * stats.bsize };
   },
 };
+
+/**
+ * Replaces `file` with `data` so that a crash leaves the old or the new content, never a mix:
+ * a temporary file written and synced, renamed over it, the directory synced. The one way the
+ * sheep writes its small state files (config, epoch log, forgotten nodes).
+ */
+export async function writeFileDurably(file: string, data: string | Uint8Array): Promise<void> {
+  const temp = `${file}.tmp`;
+  const handle = await fsp.open(temp, "w");
+  try {
+    await handle.writeFile(data);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await fsp.rename(temp, file);
+  await syncDirectory(path.dirname(file));
+}
 
 /** Makes a rename durable: the directory entry itself must reach the disk. */
 export async function syncDirectory(directory: string): Promise<void> {

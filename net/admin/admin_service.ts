@@ -121,6 +121,15 @@ export class AdminService {
   }
 
   /** After a full stop: start with the nodes that are back instead of waiting for the rest. */
+  /**
+   * `nodes` are gone for good: every node's copies a crash left suspect stop waiting for them
+   * (net/sheep/crash_holds.ts). One row per node: the objects that were held there, or why it
+   * did not answer.
+   */
+  forgetNodes(nodes: string[]): Promise<{ node: string; held?: number; error?: string }[]> {
+    return this.client.json(Opcode.FORGET_NODES, { nodes });
+  }
+
   async forceRecover(): Promise<void> {
     await this.client.json(Opcode.FORCE_RECOVER);
   }

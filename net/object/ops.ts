@@ -68,6 +68,12 @@ export const Opcode = {
    * `{"client": holder or null}`): an operator freeing the VDI of a client that died attached.
    */
   UNLOCK_VDI: 0xe6,
+  /**
+   * Ours: nodes gone for good (JSON `{"nodes": ["host:port", ...]}`): copies a crash left
+   * suspect stop waiting for them (net/sheep/crash_holds.ts), on every node unless Flag.FWD;
+   * answers one row per node `{"node", "held"}` (objects that were held there).
+   */
+  FORGET_NODES: 0xe7,
   /** Ours: rename a VDI and its snapshots (JSON `{"name", "newName"}`); refused while attached. */
   RENAME_VDI: 0xec,
   /** Ours: a clone that reads nothing from its base drops its parent link (JSON `{"name"}`). */

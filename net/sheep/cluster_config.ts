@@ -12,7 +12,7 @@ import {
   decodeConfig,
   encodeConfig,
 } from "../../core/cluster/cluster_config.ts";
-import { syncDirectory } from "../../core/store/fs_object_store.ts";
+import { writeFileDurably } from "../../core/store/fs_disk.ts";
 
 /** Reads `DIR/config`; undefined when the node was never formatted. */
 export async function readConfig(dir: string): Promise<ClusterConfig | undefined> {
@@ -29,15 +29,5 @@ export async function readConfig(dir: string): Promise<ClusterConfig | undefined
 
 /** Writes `DIR/config` atomically (temp, sync, rename, directory sync). */
 export async function writeConfig(dir: string, config: ClusterConfig): Promise<void> {
-  const file = path.join(dir, "config");
-  const temp = `${file}.tmp`;
-  const handle = await fsp.open(temp, "w");
-  try {
-    await handle.writeFile(encodeConfig(config));
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-  await fsp.rename(temp, file);
-  await syncDirectory(dir);
+  await writeFileDurably(path.join(dir, "config"), encodeConfig(config));
 }

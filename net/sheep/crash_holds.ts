@@ -18,6 +18,10 @@
  * older build's journal counts from the start of the log). Views after the crash add nothing a
  * write could have reached here, and views this node did not see put no writes on it.
  *
+ * A node that will never come back (its disk died) would hold such copies forever: an operator
+ * says so with `shepherd cluster forget NODE` (`forget`, kept in `DIR/forgotten-nodes`), and the
+ * copies are checked against the nodes that are there, the writes only that node had given up.
+ *
  * @module
  */
 
@@ -39,10 +43,23 @@ export class CrashHolds {
   readonly #past: readonly ClusterView[];
   /** Per object and view: the absent nodes found last (the check runs on every access). */
   readonly #cache = new Map<Oid, { epoch: number; absent: readonly string[] }>();
+  /** Nodes an operator declared gone for good: nothing waits for them. */
+  readonly #forgotten: Set<string>;
 
-  constructor(context: CrashHoldsContext, pastViews: readonly ClusterView[]) {
+  constructor(
+    context: CrashHoldsContext,
+    pastViews: readonly ClusterView[],
+    forgotten: Iterable<string> = [],
+  ) {
     this.#context = context;
     this.#past = [...pastViews].sort((a, b) => a.epoch - b.epoch);
+    this.#forgotten = new Set(forgotten);
+  }
+
+  /** Copies stop waiting for `nodes`: they are gone for good (see the module doc). */
+  forget(nodes: Iterable<string>): void {
+    for (const node of nodes) this.#forgotten.add(node);
+    this.#cache.clear();
   }
 
   /**
@@ -63,7 +80,7 @@ export class CrashHolds {
     for (const past of this.#past) {
       if (past.epoch < since || !past.nodes.some((n) => n.id === this.#context.selfId)) continue;
       for (const target of targetsOf(past, oid, copies)) {
-        if (!present.has(target.id)) absent.add(target.id);
+        if (!present.has(target.id) && !this.#forgotten.has(target.id)) absent.add(target.id);
       }
     }
     const result = [...absent].sort();

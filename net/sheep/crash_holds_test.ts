@@ -79,3 +79,21 @@ Deno.test("crash holds: views this node was not in, and an unknown epoch (0), co
   assert.deepEqual(h.absentHolders(oid, makeView(3, [a, c])), [b.id]);
   assert.deepEqual(h.absentHolders(oid, makeView(4, [a, b])), []);
 });
+
+Deno.test("crash holds: a node forgotten (gone for good) is waited for no more", () => {
+  const v5 = makeView(5, [a, b, c, d]);
+  const oid = dataOid(0x55, 1);
+  const since = new Map<Oid, number>([[oid, 5]]);
+  const others = targetsOf(v5, oid, 2).filter((n) => n.id !== a.id).map((n) => n.id);
+  const h = holds(since, [v5]);
+  const alone = makeView(6, [a]);
+  assert.deepEqual([...h.absentHolders(oid, alone)], others.length > 0 ? others : []);
+  h.forget(others);
+  assert.deepEqual(h.absentHolders(oid, alone), []);
+  const remembered = new CrashHolds(
+    { selfId: a.id, crashSuspectSince: (o) => since.get(o), copies: () => 2 },
+    [v5],
+    others,
+  );
+  assert.deepEqual(remembered.absentHolders(oid, alone), [], "forgotten across a restart");
+});

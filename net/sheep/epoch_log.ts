@@ -8,7 +8,7 @@
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import type { EpochRecord } from "../group/mod.ts";
-import { syncDirectory } from "../../core/store/fs_object_store.ts";
+import { writeFileDurably } from "../../core/store/fs_disk.ts";
 
 /** A record as stored: the view plus when it was installed. */
 export interface StoredEpoch extends EpochRecord {
@@ -27,17 +27,8 @@ export class EpochLog {
     await fsp.mkdir(this.dir, { recursive: true });
     for (const record of records) {
       const file = path.join(this.dir, String(record.epoch).padStart(8, "0"));
-      const temp = `${file}.tmp`;
-      const handle = await fsp.open(temp, "w");
-      try {
-        await handle.writeFile(JSON.stringify({ ...record, timeMs: nowMs }));
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
-      await fsp.rename(temp, file);
+      await writeFileDurably(file, JSON.stringify({ ...record, timeMs: nowMs }));
     }
-    await syncDirectory(this.dir);
   }
 
   /** Every record, newest first; unreadable files are skipped. */

@@ -38,6 +38,7 @@ import { RETRY_FOR_MS, RETRY_INTERVAL_MS } from "./retry_policy.ts";
 import { FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
 import { weighByCapacity } from "../../core/hash/ring.ts";
 import { storageNodesOf } from "./member_info.ts";
+import { fanOut } from "./fan_out.ts";
 import {
   ADMIN_LOCK_VID,
   type ReplicatedStateReader,
@@ -84,6 +85,8 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   /** Notified at every new view (a request from a node ahead of us waits for ours). */
   readonly viewChanges: Changes;
   readonly status: SheepStatus;
+  /** Copies a crash left suspect stop waiting for `nodes` (gone for good); resolves with how many waited. */
+  forgetNodes(nodes: readonly string[]): Promise<number>;
   /** True when fewer zones than copies are alive. */
   readonly redundancyReduced: boolean;
   readonly logger: Logger;
@@ -679,6 +682,38 @@ async function nodeSpace(host: RequestHost, node: RingNode): Promise<Partial<Nod
   }
 }
 
+/**
+ * FORGET_NODES' payload: `{"nodes": [...]}`, each "host:port" and none a member of `view` (a
+ * node that is here is not gone).
+ */
+function parseForgetNodes(data: Uint8Array, view: { nodes: readonly { id: string }[] }): string[] {
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    throw new SheepdogError(ResultCode.INVALID_PARMS, "Forget request is not valid JSON");
+  }
+  const nodes = (body as { nodes?: unknown } | null)?.nodes;
+  if (
+    !Array.isArray(nodes) || nodes.length === 0 ||
+    !nodes.every((n) => typeof n === "string" && /^[^\s:]+:\d{1,5}$/.test(n))
+  ) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      "Forget request must name nodes as HOST:PORT",
+    );
+  }
+  const present = nodes.filter((n) => view.nodes.some((m) => m.id === n));
+  if (present.length > 0) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `${present.join(", ")} ${present.length === 1 ? "is" : "are"} in the cluster now: ` +
+        "only a node that is gone can be forgotten",
+    );
+  }
+  return nodes as string[];
+}
+
 /** One epoch of the history as STAT_CLUSTER reports it. */
 interface EpochRow {
   epoch: number;
@@ -835,6 +870,20 @@ const adminOps: Record<number, Op> = {
   [Opcode.STAT_SCRUB]: {
     force: true,
     handle: (host, request) => scrubStatusRequest(host, request),
+  },
+  [Opcode.FORGET_NODES]: {
+    force: true,
+    handle: async (host, request) => {
+      const nodes = parseForgetNodes(request.data, host.view);
+      type Row = { node: string; held?: number; error?: string };
+      const own = async (): Promise<Row> => ({
+        node: host.id,
+        held: await host.forgetNodes(nodes),
+      });
+      if (request.header.flags & Flag.FWD) return json([await own()]);
+      const unreachable = (node: string, error: string): Row => ({ node, error });
+      return json(await fanOut(host, Opcode.FORGET_NODES, own, unreachable, request.data));
+    },
   },
   [Opcode.LIST_LOCKS]: {
     force: true,

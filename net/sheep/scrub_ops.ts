@@ -6,27 +6,20 @@
  *   joins the one running there) and answers one row per node: `{node, started, ...status}`.
  * - STAT_SCRUB: every node's scrub status, one row per node.
  *
- * Both fan out like STAT_RECOVERY: the node asked forwards the request with Flag.FWD to every
- * other node of its view, and a node that does not answer gets a row with state "unreachable".
+ * Both fan out (fan_out.ts): a node that does not answer gets a row with state "unreachable".
  *
  * @module
  */
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
-import type { RingNode } from "../../core/hash/ring.ts";
-import type { ClusterView } from "../../core/cluster/view.ts";
 import type { Vid } from "../../core/vdi/oid.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Message } from "../object/header.ts";
 import { Flag, Opcode } from "../object/ops.ts";
-import type { Transport } from "../object/transport.ts";
+import { fanOut, type FanOutHost } from "./fan_out.ts";
 import type { Scrubber, ScrubState, ScrubStatus } from "./scrub.ts";
 
 /** What the scrub handlers need from the sheep. */
-export interface ScrubHost {
-  readonly id: string;
-  readonly view: ClusterView;
-  readonly peers: { get(node: RingNode): { readonly transport: Transport } };
+export interface ScrubHost extends FanOutHost {
   readonly scrubber: Pick<Scrubber, "start" | "status">;
 }
 
@@ -74,32 +67,9 @@ function ownStart(host: ScrubHost, request: ScrubRequest): ScrubRow {
   return { node: host.id, started, ...status };
 }
 
-/** Asks every other node of the view (Flag.FWD: answer for yourself only), in view order. */
-async function fanOut(
-  host: ScrubHost,
-  opcode: number,
-  own: () => ScrubRow,
-  data?: Uint8Array,
-): Promise<ScrubRow[]> {
-  const nodes = host.view.nodes;
-  if (!nodes.some((n) => n.id === host.id)) return [own()];
-  const mine = own();
-  return await Promise.all(nodes.map(async (node): Promise<ScrubRow> => {
-    if (node.id === host.id) return mine;
-    const header = requestHeader(opcode, { internal: true });
-    header.flags |= Flag.FWD;
-    if (data && data.length > 0) {
-      header.flags |= Flag.WRITE;
-      header.dataLength = data.length;
-    }
-    try {
-      const response = checkResponse(await host.peers.get(node).transport.request(header, data));
-      const rows = JSON.parse(decoder.decode(response.data)) as ScrubRow[];
-      return rows[0] ?? { node: node.id, state: "unreachable", error: "empty answer" };
-    } catch (error) {
-      return { node: node.id, state: "unreachable", error: (error as Error).message };
-    }
-  }));
+/** The row of a node that did not answer. */
+function unreachable(node: string, error: string): ScrubRow {
+  return { node, state: "unreachable", error };
 }
 
 /** START_SCRUB: starts (or joins) a pass on every node; with Flag.FWD on this node only. */
@@ -107,7 +77,7 @@ export async function startScrubRequest(host: ScrubHost, request: Message): Prom
   const body = parseScrubRequest(request.data);
   const own = () => ownStart(host, body);
   if (request.header.flags & Flag.FWD) return encoder.encode(JSON.stringify([own()]));
-  const rows = await fanOut(host, Opcode.START_SCRUB, own, request.data);
+  const rows = await fanOut(host, Opcode.START_SCRUB, own, unreachable, request.data);
   return encoder.encode(JSON.stringify(rows));
 }
 
@@ -115,5 +85,5 @@ export async function startScrubRequest(host: ScrubHost, request: Message): Prom
 export async function scrubStatusRequest(host: ScrubHost, request: Message): Promise<Uint8Array> {
   const own = (): ScrubRow => ({ node: host.id, ...host.scrubber.status() });
   if (request.header.flags & Flag.FWD) return encoder.encode(JSON.stringify([own()]));
-  return encoder.encode(JSON.stringify(await fanOut(host, Opcode.STAT_SCRUB, own)));
+  return encoder.encode(JSON.stringify(await fanOut(host, Opcode.STAT_SCRUB, own, unreachable)));
 }

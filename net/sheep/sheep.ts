@@ -21,6 +21,7 @@ import {
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
+import { writeFileDurably } from "../../core/store/fs_disk.ts";
 import { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
@@ -145,6 +146,9 @@ export interface EventBus {
   /** The views this member installed before it started (the group's epoch log), any order. */
   pastViews?(): Promise<readonly ClusterView[]>;
 }
+
+/** Where a sheep keeps the nodes an operator declared gone for good (`forgetNodes`). */
+const FORGOTTEN_NODES_FILE = "forgotten-nodes";
 
 /** How long a VDI change waits for another sheep's change to finish. */
 const ADMIN_LOCK_WAIT_MS = 30_000;
@@ -445,15 +449,53 @@ export class Sheep {
     const past = this.member
       ? (await this.member.epochHistory()).map(viewOfEpoch)
       : await this.#events?.pastViews?.() ?? [];
-    this.#holds = new CrashHolds({
-      selfId: this.id,
-      crashSuspectSince: (oid) => this.store.crashSuspectSince(oid),
-      copies: (oid) => this.gateway.copiesOf(oid),
-    }, past);
+    this.#holds = new CrashHolds(
+      {
+        selfId: this.id,
+        crashSuspectSince: (oid) => this.store.crashSuspectSince(oid),
+        copies: (oid) => this.gateway.copiesOf(oid),
+      },
+      past,
+      await this.#forgottenNodes(),
+    );
     this.logger.info(
       `${this.store.crashSuspects} object(s) may lack writes a crash lost: each is checked ` +
         "against its other holders (and held while one of them is away)",
     );
+  }
+
+  /** Nodes an operator declared gone for good (`forgetNodes`). */
+  async #forgottenNodes(): Promise<string[]> {
+    const text = await fsp.readFile(path.join(this.dir, FORGOTTEN_NODES_FILE), "utf8")
+      .catch(() => "[]");
+    try {
+      const ids = JSON.parse(text) as unknown;
+      return Array.isArray(ids) ? ids.filter((id): id is string => typeof id === "string") : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * `nodes` are gone for good (`shepherd cluster forget`): copies a crash left suspect here stop
+   * waiting for them (crash_holds.ts), now and after a restart, and recovery runs again to check
+   * them against the nodes that are there. Resolves with how many objects were held before.
+   */
+  async forgetNodes(nodes: readonly string[]): Promise<number> {
+    const known = await this.#forgottenNodes();
+    const all = [...new Set([...known, ...nodes])].sort();
+    await writeFileDurably(path.join(this.dir, FORGOTTEN_NODES_FILE), JSON.stringify(all));
+    const held = this.recovery.status().waiting;
+    if (!this.#holds) return 0;
+    this.#holds.forget(nodes);
+    this.logger.warn(
+      `an operator declared ${nodes.join(", ")} gone for good: ${held} object(s) held for them ` +
+        "are checked against the nodes that are here (writes only those nodes had are lost)",
+    );
+    if (held > 0 && this.config && this.#view.nodes.some((n) => n.id === this.id)) {
+      this.recovery.start(this.#view);
+    }
+    return held;
   }
 
   async #prepareDirectory(): Promise<void> {
