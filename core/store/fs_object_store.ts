@@ -36,7 +36,7 @@ import * as path from "node:path";
 import process from "node:process";
 import { ByteSlab, unfilledBytes } from "../bytes.ts";
 import { assert } from "../assert.ts";
-import { CorruptionError, ResultCode, SheepdogError } from "../errors.ts";
+import { CorruptionError, promiseOf, ResultCode, SheepdogError } from "../errors.ts";
 import {
   CHECKSUM_BLOCK_BYTES,
   MESSAGE_BYTES_MAX,
@@ -847,14 +847,7 @@ export class FsObjectStore implements ObjectStore {
       object.users--;
       if (object.users === 0) { for (const wake of object.idle.splice(0)) wake(); }
     };
-    let running: Promise<T>;
-    try {
-      running = fn(object);
-    } catch (error) {
-      release();
-      return Promise.reject(this.#failure(error, action));
-    }
-    return running.then((value) => {
+    return promiseOf(() => fn(object)).then((value) => {
       release();
       return value;
     }, (error) => {

@@ -14,6 +14,7 @@ import {
   parseSize,
 } from "./format.ts";
 import type { RecoveryRow, ScrubRow, VdiRow } from "./admin_service.ts";
+import { recoveryStatus } from "../sheep/recovery.ts";
 
 function row(fields: Partial<VdiRow>): VdiRow {
   return {
@@ -270,18 +271,7 @@ Deno.test("info -t node and -t cluster say when a node's disk is full or failing
 });
 
 Deno.test("formatRecovery() names the objects a crash left suspect and the nodes they wait for", () => {
-  const base = {
-    epoch: 6,
-    total: 0,
-    done: 0,
-    failed: 0,
-    waiting: 0,
-    waitingFor: [],
-    objectsPerSecond: 0,
-    startedMs: 0,
-    finishedMs: 0,
-    purgedEpoch: 5,
-  };
+  const base = recoveryStatus({ epoch: 6, purgedEpoch: 5 });
   const rows: RecoveryRow[] = [
     {
       ...base,

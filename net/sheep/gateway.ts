@@ -15,7 +15,7 @@
  * @module
  */
 
-import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import { objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
@@ -203,13 +203,7 @@ export class Gateway {
   #retrying<T>(attempt: () => Promise<T>): Promise<T> {
     // The first attempt without a wrapper (the hot path: nearly every request succeeds at once).
     const deadline = this.#context.now() + RETRY_FOR_MS;
-    let first: Promise<T>;
-    try {
-      first = attempt();
-    } catch (error) {
-      first = Promise.reject(error);
-    }
-    return first.catch((error) => this.#retryAfter(error, attempt, deadline));
+    return promiseOf(attempt).catch((error) => this.#retryAfter(error, attempt, deadline));
   }
 
   async #retryAfter<T>(failure: unknown, attempt: () => Promise<T>, deadline: number): Promise<T> {
@@ -741,13 +735,7 @@ function sendAll<T>(
   send: (node: RingNode) => Promise<T>,
 ): Promise<PromiseSettledResult<T>[]> {
   if (targets.length !== 1) return Promise.allSettled(targets.map(send));
-  let sent: Promise<T>;
-  try {
-    sent = send(targets[0]!);
-  } catch (error) {
-    sent = Promise.reject(error);
-  }
-  return sent.then(
+  return promiseOf(() => send(targets[0]!)).then(
     (value) => [{ status: "fulfilled", value }],
     (reason) => [{ status: "rejected", reason }],
   );

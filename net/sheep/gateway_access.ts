@@ -6,6 +6,7 @@
  * @module
  */
 
+import { promiseOf } from "../../core/errors.ts";
 import type { ObjectAccess } from "../../core/vdi/io.ts";
 import type { Oid, Vid } from "../../core/vdi/oid.ts";
 import type { SnapshotRef, VdiRegistry } from "../../core/vdi/registry.ts";
@@ -25,21 +26,17 @@ export class GatewayAccess implements ObjectAccess {
 
   // Reads and writes hand the gateway's promise straight back: no async frame of their own.
   readObject(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
-    try {
+    return promiseOf(() => {
       this.#checkServing();
       return this.#gateway.read(oid, offset, length);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    });
   }
 
   writeObject(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    try {
+    return promiseOf(() => {
       this.#checkServing();
       return this.#gateway.write(oid, data, offset);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    });
   }
 
   async createObject(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
@@ -58,11 +55,9 @@ export class GatewayAccess implements ObjectAccess {
   }
 
   lookupVdi(name: string, ref?: SnapshotRef): Promise<Vid> {
-    try {
+    return promiseOf(() => {
       this.#checkServing();
       return Promise.resolve(this.#registry.lookup(name, ref).vdiId);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    });
   }
 }

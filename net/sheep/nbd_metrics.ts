@@ -5,6 +5,7 @@
  * @module
  */
 
+import { promiseOf } from "../../core/errors.ts";
 import type { BlockExport, Extent } from "../nbd/mod.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import type { RequestSeries } from "../metrics/request_tally.ts";
@@ -12,13 +13,6 @@ import type { RequestSeries } from "../metrics/request_tally.ts";
 /** `inner`, reporting to `metrics`; the client counts as connected until `close()`. */
 export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExport {
   metrics.clientConnected("nbd");
-  const call = <T>(work: () => Promise<T>): Promise<T> => {
-    try {
-      return work();
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  };
   // One settle handler per request, no async wrapper, each series looked up once: reads and
   // writes are the hot path.
   const timed = <T>(
@@ -27,7 +21,7 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
     bytes?: (value: T) => void,
   ): Promise<T> => {
     const done = series.start();
-    return call(work).then((value) => {
+    return promiseOf(work).then((value) => {
       done(true);
       bytes?.(value);
       return value;

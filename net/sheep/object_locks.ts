@@ -7,6 +7,8 @@
  * @module
  */
 
+import { promiseOf } from "../../core/errors.ts";
+
 interface Entry {
   shared: number;
   exclusive: boolean;
@@ -41,14 +43,7 @@ export class ObjectLocks<K> {
 
   /** Runs `work` with the lock taken; releases it once `work` settles (or throws). */
   #holding<T>(key: K, exclusive: boolean, work: () => Promise<T>): Promise<T> {
-    let running: Promise<T>;
-    try {
-      running = work();
-    } catch (error) {
-      this.#release(key, exclusive);
-      return Promise.reject(error);
-    }
-    return running.then((value) => {
+    return promiseOf(work).then((value) => {
       this.#release(key, exclusive);
       return value;
     }, (error) => {

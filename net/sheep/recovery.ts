@@ -155,19 +155,7 @@ interface Run {
 export class Recovery {
   readonly #context: RecoveryContext;
   #run: Run | undefined;
-  #status: RecoveryStatus = {
-    state: "idle",
-    epoch: 0,
-    total: 0,
-    done: 0,
-    failed: 0,
-    waiting: 0,
-    waitingFor: [],
-    objectsPerSecond: 0,
-    startedMs: 0,
-    finishedMs: 0,
-    purgedEpoch: 0,
-  };
+  #status: RecoveryStatus = recoveryStatus({});
   #pulling = new Map<Oid, Promise<void>>();
   /** Holders whose clients are busy: pulls take the same copy from the others meanwhile. */
   readonly #busy: BusyHolders;
@@ -193,19 +181,12 @@ export class Recovery {
     if (this.#purgeRun) this.#purgeRun.cancelled = true;
     const run = newRun(view);
     this.#run = run;
-    this.#status = {
+    this.#status = recoveryStatus({
       state: "gathering",
       epoch: view.epoch,
-      total: 0,
-      done: 0,
-      failed: 0,
-      waiting: 0,
-      waitingFor: [],
-      objectsPerSecond: 0,
       startedMs: this.#context.now(),
-      finishedMs: 0,
       purgedEpoch: this.#status.purgedEpoch,
-    };
+    });
     run.gathered = this.#gather(run);
     void this.#recover(run).catch((error) => {
       if (run.cancelled) return;
@@ -823,6 +804,24 @@ function wantedBytes(want: Want): number {
 }
 
 /** A run (of recovery, or of a purge's listing) for `view`, not yet cancelled. */
+/** A status with nothing counted yet but what `fields` says. */
+export function recoveryStatus(fields: Partial<RecoveryStatus>): RecoveryStatus {
+  return {
+    state: "idle",
+    epoch: 0,
+    total: 0,
+    done: 0,
+    failed: 0,
+    waiting: 0,
+    waitingFor: [],
+    objectsPerSecond: 0,
+    startedMs: 0,
+    finishedMs: 0,
+    purgedEpoch: 0,
+    ...fields,
+  };
+}
+
 function newRun(view: ClusterView): Run {
   return {
     epoch: view.epoch,

@@ -60,7 +60,7 @@ import { ObjectLocks } from "./object_locks.ts";
 import { Changes } from "./changes.ts";
 import type { OrphanSource } from "./orphans.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
-import { isResult } from "../../core/errors.ts";
+import { isResult, promiseOf } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { type Connect, Peers } from "./peers.ts";
@@ -877,15 +877,12 @@ export class Sheep {
      * if recovery still has it due. Without a turn of the microtask queue when nothing is due:
      * every client read and write passes here.
      */
-    const current = <T>(oid: Oid, work: () => Promise<T>): Promise<T> => {
-      try {
+    const current = <T>(oid: Oid, work: () => Promise<T>): Promise<T> =>
+      promiseOf(() => {
         held(oid);
         if (this.recovery.active) return this.recovery.ensure(oid).then(work);
         return work();
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    };
+      });
     /** A change to the local copy, under its lock; a full disk is said in the log. */
     const stored = <T>(oid: Oid, work: () => Promise<T>): Promise<T> =>
       locks.shared(oid, work).catch((error) => {

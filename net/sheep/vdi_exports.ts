@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { type InodeHeader, isSnapshot } from "../../core/vdi/inode.ts";
 import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
 import type { Vid } from "../../core/vdi/oid.ts";
@@ -395,13 +395,7 @@ class VdiExport implements BlockExport {
   #run<T>(operation: () => Promise<T>): Promise<T> {
     // The first attempt without a wrapper: the hot path, nearly every request succeeds at once.
     const vid = this.#io.inode.vdiId;
-    let first: Promise<T>;
-    try {
-      first = operation();
-    } catch (error) {
-      first = Promise.reject(error);
-    }
-    return first.catch((error) => this.#runAgain(operation, error, vid));
+    return promiseOf(operation).catch((error) => this.#runAgain(operation, error, vid));
   }
 
   /** `#run` after its first attempt failed under `failedVid` (see there). */
