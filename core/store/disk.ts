@@ -13,6 +13,11 @@ export type OpenMode = "r+" | "wx+" | "w+";
 export interface DiskFile {
   /** Reads into `buffer` from `position`; returns bytes read (short only at the end of file). */
   read(buffer: Uint8Array, position: number): Promise<number>;
+  /**
+   * `read` on the calling thread, when this disk allows it now (a small read while reads are
+   * fast); undefined when it must go through `read`. Throws where `read` would reject.
+   */
+  readNow?(buffer: Uint8Array, position: number): number | undefined;
   /** Writes `data` at `position`; returns bytes written (a short count means retry the rest). */
   write(data: Uint8Array, position: number): Promise<number>;
   /** Makes every completed write to this file durable (not its directory entry). */
@@ -115,6 +120,27 @@ export async function* fileChunks(
  * (core/bytes.ts), which starts with whatever the heap held, never hands out bytes the file did
  * not give.
  */
+/**
+ * `readFully` on the calling thread (`DiskFile.readNow`): the bytes read, the rest of `buffer`
+ * zeroed; undefined when the file will not read on the calling thread now (the caller then uses
+ * `readFully`, which reads again whatever this read).
+ */
+export function readFullyNow(
+  file: DiskFile,
+  buffer: Uint8Array,
+  position: number,
+): number | undefined {
+  let done = 0;
+  while (done < buffer.length) {
+    const read = file.readNow?.(done === 0 ? buffer : buffer.subarray(done), position + done);
+    if (read === undefined) return undefined;
+    if (read === 0) break;
+    done += read;
+  }
+  if (done < buffer.length) buffer.fill(0, done);
+  return done;
+}
+
 export async function readFully(
   file: DiskFile,
   buffer: Uint8Array,

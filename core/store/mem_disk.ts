@@ -144,11 +144,14 @@ class MemFile implements DiskFile {
   }
 
   read(buffer: Uint8Array, position: number): Promise<number> {
-    return attempt(() => {
-      const inode = this.#check("read");
-      if (inode.failReads) throw diskError("EIO", "read", this.#path);
-      return inode.current.read(buffer, position);
-    });
+    return attempt(() => this.readNow(buffer, position));
+  }
+
+  /** Memory always reads at once: the store's calling-thread path runs in simulations too. */
+  readNow(buffer: Uint8Array, position: number): number {
+    const inode = this.#check("read");
+    if (inode.failReads) throw diskError("EIO", "read", this.#path);
+    return inode.current.read(buffer, position);
   }
 
   write(data: Uint8Array, position: number): Promise<number> {
