@@ -412,7 +412,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async #write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
-    const action = `Cannot write object ${oidToHex(oid)}`;
+    const action = () => `Cannot write object ${oidToHex(oid)}`;
     this.#refuseWrites(action);
     checkVersion(action, version);
     checkRange(action, offset, data.length, OBJECT_BYTES_MAX);
@@ -551,10 +551,13 @@ export class FsObjectStore implements ObjectStore {
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array> {
     // No async frames of its own: the hot path of every client read (see `#readBlocksNow`).
     return promiseOf(() => {
-      const action = `Cannot read object ${oidToHex(oid)}`;
+      const action = () => `Cannot read object ${oidToHex(oid)}`;
       checkRange(action, offset, length, OBJECT_BYTES_MAX);
       if (length > MESSAGE_BYTES_MAX) {
-        throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: ${length} bytes is too long`);
+        throw new SheepdogError(
+          ResultCode.INVALID_PARMS,
+          `${action()}: ${length} bytes is too long`,
+        );
       }
       this.#refuseUnrebuilt(oid);
       return this.#use(oid, action, (object) => this.#readVerified(object, offset, length));
@@ -563,7 +566,12 @@ export class FsObjectStore implements ObjectStore {
 
   /** `read` of an acquired object. */
   #readVerified(object: OpenObject, offset: number, length: number): Promise<Uint8Array> {
-    checkRange(`Cannot read object ${oidToHex(object.oid)}`, offset, length, object.meta.size);
+    checkRange(
+      () => `Cannot read object ${oidToHex(object.oid)}`,
+      offset,
+      length,
+      object.meta.size,
+    );
     if (length === 0) return Promise.resolve(new Uint8Array(0));
     if (!this.#verifyReads) {
       const buffer = unfilledBytes(length);
@@ -858,7 +866,7 @@ export class FsObjectStore implements ObjectStore {
   // ---- The handle cache ----
 
   /** Runs `fn` with `oid` open; it cannot be closed while `fn` runs. */
-  #use<T>(oid: Oid, action: string, fn: (object: OpenObject) => Promise<T>): Promise<T> {
+  #use<T>(oid: Oid, action: Action, fn: (object: OpenObject) => Promise<T>): Promise<T> {
     // An object open in the cache is used at once (the hot path: no turn of the microtask queue).
     const slot = this.#closing.has(oid) ? undefined : this.#slots.get(oid);
     const open = slot?.value;
@@ -878,7 +886,7 @@ export class FsObjectStore implements ObjectStore {
   /** Runs `fn` on an acquired object, then releases it (`#use`). */
   #using<T>(
     object: OpenObject,
-    action: string,
+    action: Action,
     fn: (object: OpenObject) => Promise<T>,
   ): Promise<T> {
     const release = () => {
@@ -1348,11 +1356,11 @@ export class FsObjectStore implements ObjectStore {
     return failure;
   }
 
-  #refuseWrites(action: string): void {
+  #refuseWrites(action: Action): void {
     if (!this.#syncError) return;
     throw new SheepdogError(
       ResultCode.EIO,
-      `${action}: a sync failed earlier on this disk (${this.#syncError.message}): ` +
+      `${actionText(action)}: a sync failed earlier on this disk (${this.#syncError.message}): ` +
         "refusing writes until the sheep restarts",
     );
   }
@@ -1363,8 +1371,9 @@ export class FsObjectStore implements ObjectStore {
   }
 
   /** Maps a disk error to a Sheepdog operating error naming what failed. */
-  #failure(error: unknown, action: string): SheepdogError {
+  #failure(error: unknown, lazyAction: Action): SheepdogError {
     if (error instanceof SheepdogError) return error;
+    const action = actionText(lazyAction);
     const code = errorCode(error);
     if (code === "ENOENT") return new SheepdogError(ResultCode.NO_OBJ, `${action}: no such object`);
     if (code === "ENOSPC" || code === "EDQUOT") {
@@ -1562,13 +1571,26 @@ function blockSpan(offset: number, length: number): [number, number] {
   return [first, length === 0 ? first - 1 : Math.floor((offset + length - 1) / B)];
 }
 
-function checkVersion(action: string, version: number): void {
+function checkVersion(action: Action, version: number): void {
   if (Number.isSafeInteger(version) && version >= 0) return;
-  throw new SheepdogError(ResultCode.INVALID_PARMS, `${action}: bad version ${version}`);
+  throw new SheepdogError(
+    ResultCode.INVALID_PARMS,
+    `${actionText(action)}: bad version ${version}`,
+  );
 }
 
 /** INVALID_PARMS unless [offset, offset + length) is a range of whole bytes inside `size`. */
-function checkRange(action: string, offset: number, length: number, size: number): void {
+/**
+ * What failed, for an error message: text, or a function that makes it (the hot paths build the
+ * text, an oid in hex, only when something failed).
+ */
+type Action = string | (() => string);
+
+function actionText(action: Action): string {
+  return typeof action === "string" ? action : action();
+}
+
+function checkRange(action: Action, offset: number, length: number, size: number): void {
   assert(Number.isSafeInteger(size), "object sizes are integers");
   if (
     Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
@@ -1576,7 +1598,7 @@ function checkRange(action: string, offset: number, length: number, size: number
   ) return;
   throw new SheepdogError(
     ResultCode.INVALID_PARMS,
-    `${action}: bytes [${offset}, +${length}) are outside the object's ${size} bytes`,
+    `${actionText(action)}: bytes [${offset}, +${length}) are outside the object's ${size} bytes`,
   );
 }
 

@@ -371,3 +371,33 @@ Deno.test("FsObjectStore errors: a failed read is EIO, not corruption, and meta(
   disk.failReads(`/obj/${HEX}`, false);
   await store.close();
 });
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}): bad reads and writes say which object, in words`, async () => {
+    // Goal: the messages built only on failure (the hot paths build none) name the object.
+    await withEnv(kind, async ({ store }) => {
+      await store.create(OID, new Uint8Array(B), 0, { size: 4 * B, version: 1 });
+      const said = (text: RegExp) => (error: unknown) =>
+        isError(ResultCode.INVALID_PARMS)(error) && text.test((error as Error).message);
+      await assert.rejects(
+        store.read(OID, 3 * B, 2 * B),
+        said(new RegExp(`^Cannot read object ${HEX}: bytes \\[12288, \\+8192\\) are outside`)),
+      );
+      await assert.rejects(
+        store.write(OID, new Uint8Array(8), 0, -1),
+        said(new RegExp(`^Cannot write object ${HEX}: bad version -1$`)),
+      );
+      await assert.rejects(
+        store.write(OID, new Uint8Array(8), 4 * B, 2),
+        said(new RegExp(`^Cannot write object ${HEX}: bytes \\[16384, \\+8\\) are outside`)),
+      );
+      await assert.rejects(
+        store.read(5n, 0, 8),
+        (error: unknown) =>
+          /^Cannot read object 0000000000000005: no such object/.test(
+            String((error as Error).message),
+          ),
+      );
+    });
+  });
+}
