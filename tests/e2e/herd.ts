@@ -187,6 +187,7 @@ export class Herd {
       await test(herd);
     } catch (error) {
       console.error(herd.logTails());
+      herd.keep = Deno.env.get("SHEEPDOG_TEST_KEEP") === "1";
       throw error;
     } finally {
       await herd.stop();
@@ -287,8 +288,15 @@ export class Herd {
       } catch { /* gone meanwhile */ }
     }
     this.pids.fill(undefined);
+    if (this.keep) {
+      console.error(`kept the failed test's sheep directories in ${this.root}`);
+      return;
+    }
     await fsp.rm(this.root, { recursive: true, force: true });
   }
+
+  /** Set when a test failed and SHEEPDOG_TEST_KEEP=1: `stop` leaves the directories for a look. */
+  keep = false;
 
   /** Runs `shepherd ARGS --cluster <sheep via>`, which must succeed; returns stdout. */
   async shepherd(args: string[], via = this.firstAlive()): Promise<string> {
