@@ -359,8 +359,16 @@ export class Recovery {
       await sleep(delay);
       delay = Math.min(delay * 2, RETRY_MAX_MS);
       const total = this.#status.total;
+      const due = [...run.wanted.keys()];
       await this.#gather(run);
-      this.#status = { ...this.#status, total };
+      // Due before and current now (a client's write or a repair brought them up to date): done
+      // too, as `info -t recovery` counts them; those still being pulled count when they land.
+      const settled = due.filter((oid) => !run.wanted.has(oid) && !this.#pulling.has(oid));
+      this.#status = {
+        ...this.#status,
+        total,
+        done: Math.min(total, this.#status.done + settled.length),
+      };
     }
     this.#status = { ...this.#status, state: "done", failed: 0, finishedMs: this.#context.now() };
     this.#context.logger.info(
