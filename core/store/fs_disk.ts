@@ -102,16 +102,13 @@ class FsFile implements DiskFile {
   }
 
   read(buffer: Uint8Array, position: number): Promise<number> {
-    if (inline.allowed(buffer.length)) {
-      const start = performance.now();
-      try {
-        return Promise.resolve(fs.readSync(this.#handle.fd, buffer, 0, buffer.length, position));
-      } catch (error) {
-        return Promise.reject(error);
-      } finally {
-        inline.took(start);
-      }
+    let now: number | undefined;
+    try {
+      now = this.readNow(buffer, position);
+    } catch (error) {
+      return Promise.reject(error);
     }
+    if (now !== undefined) return Promise.resolve(now);
     return this.#handle.read(buffer, 0, buffer.length, position).then((r) => r.bytesRead);
   }
 
