@@ -382,15 +382,16 @@ export class FsObjectStore implements ObjectStore {
    */
   async #install(oid: Oid, dataTemp: string, metaTemp: string): Promise<void> {
     const replacing = await this.exists(oid);
-    if (replacing) {
-      await this.#journaled(oid);
-      await this.#retire(oid, false);
-      await this.#disk.rename(dataTemp, this.#dataPath(oid));
-      await this.#disk.rename(metaTemp, this.#metaPath(oid));
-    } else {
-      await this.#disk.rename(metaTemp, this.#metaPath(oid));
-      await this.#disk.rename(dataTemp, this.#dataPath(oid));
-    }
+    if (replacing) await this.#journaled(oid);
+    await this.#whileClosed(oid, async () => {
+      if (replacing) {
+        await this.#disk.rename(dataTemp, this.#dataPath(oid));
+        await this.#disk.rename(metaTemp, this.#metaPath(oid));
+      } else {
+        await this.#disk.rename(metaTemp, this.#metaPath(oid));
+        await this.#disk.rename(dataTemp, this.#dataPath(oid));
+      }
+    });
     await this.#syncDirectory(`creating ${objectName(oid)}`);
   }
 
@@ -787,14 +788,13 @@ export class FsObjectStore implements ObjectStore {
   async #remove(oid: Oid): Promise<void> {
     this.#unrebuilt.delete(oid);
     await this.#dropChanged(oid).catch(() => undefined);
-    await this.#retire(oid, false);
-    try {
+    await this.#whileClosed(oid, async () => {
       // Data first: a crash in between leaves checksums without data, which open removes.
       await this.#unlinkIfPresent(this.#dataPath(oid));
       await this.#unlinkIfPresent(this.#metaPath(oid));
-    } catch (error) {
+    }).catch((error) => {
       throw this.#failure(error, `Cannot remove object ${oidToHex(oid)}`);
-    }
+    });
     this.#dirty.delete(oid);
     // Durable before it resolves: a removed copy is often a bad one (a repair fenced it out),
     // and it must not come back after a crash.
@@ -969,6 +969,24 @@ export class FsObjectStore implements ObjectStore {
       await object.data.close().catch(() => undefined);
       await object.metaFile.close().catch(() => undefined);
     })();
+    return this.#keepClosed(oid, done);
+  }
+
+  /**
+   * Closes `oid` (`#retire`) and runs `change` on its files while it stays closed: a call that
+   * uses the object meanwhile waits, then opens what `change` left. Without it such a call could
+   * open the old files between the close and a rename over them, and go on reading and writing a
+   * file that is no longer the object's (a copy whose file on disk lacks the writes it took).
+   */
+  #whileClosed<T>(oid: Oid, change: () => Promise<T>): Promise<T> {
+    const changed = this.#retire(oid, false).then(change);
+    void this.#keepClosed(oid, changed);
+    return changed;
+  }
+
+  /** Calls that use `oid` wait until `until` settles (`#acquire`). */
+  #keepClosed(oid: Oid, until: Promise<unknown>): Promise<void> {
+    const done = until.then(() => undefined, () => undefined);
     this.#closing.set(oid, done);
     void done.finally(() => {
       if (this.#closing.get(oid) === done) this.#closing.delete(oid);

@@ -3,7 +3,7 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { isCorruption, ResultCode } from "../errors.ts";
 import { CHECKSUM_BLOCK_BYTES as B, OBJECT_BYTES_MAX } from "../limits.ts";
-import type { DiskFile } from "./disk.ts";
+import type { Disk, DiskFile } from "./disk.ts";
 import { fsDisk } from "./fs_disk.ts";
 import { FsObjectStore } from "./fs_object_store.ts";
 import {
@@ -398,6 +398,113 @@ for (const kind of KINDS) {
             String((error as Error).message),
           ),
       );
+    });
+  });
+}
+
+/**
+ * A disk whose renames and unlinks of files named `name` wait until `release()`: the store's
+ * window between closing an object and replacing (or removing) its files, held open.
+ */
+function pausingDisk(inner: Disk, name: string) {
+  let release = () => {};
+  let paused: Promise<void> | undefined;
+  let reached = () => {};
+  const arrived = new Promise<void>((resolve) => reached = resolve);
+  let waiting = false;
+  const pause = async (file: string) => {
+    if (paused === undefined || path.basename(file) !== name) return;
+    reached();
+    waiting = true;
+    await paused;
+    waiting = false;
+  };
+  /** Opens of `name` while its rename or unlink waited (the store must not reopen it then). */
+  const opensWhilePaused: string[] = [];
+  const disk: Disk = {
+    ...inner,
+    open: (file, mode) => {
+      if (waiting && path.basename(file) === name) opensWhilePaused.push(file);
+      return inner.open(file, mode);
+    },
+    readdir: (dir) => inner.readdir(dir),
+    mkdir: (dir) => inner.mkdir(dir),
+    syncDir: (dir) => inner.syncDir(dir),
+    stat: (file) => inner.stat(file),
+    space: (dir) => inner.space(dir),
+    rename: async (from, to) => {
+      await pause(to);
+      return inner.rename(from, to);
+    },
+    unlink: async (file) => {
+      await pause(file);
+      return inner.unlink(file);
+    },
+  };
+  return {
+    disk,
+    /** Renames and unlinks of `name` wait from now on, until `release()`. */
+    arm() {
+      paused = new Promise<void>((resolve) => release = resolve);
+    },
+    arrived,
+    opensWhilePaused,
+    release: () => release(),
+  };
+}
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}) a use while a create replaces the files waits for it`, async () => {
+    await withEnv(kind, async ({ disk: inner, dir }) => {
+      const gate = pausingDisk(inner, HEX);
+      const store = new FsObjectStore(dir, gate.disk);
+      await store.open();
+      try {
+        await store.create(OID, patternBytes(MIB4, 1), 0, { size: MIB4, version: 1 });
+        gate.arm();
+        const created = store.create(OID, patternBytes(MIB4, 2), 0, { size: MIB4, version: 5 });
+        await gate.arrived;
+        // Issued while the old files are closed and the new ones not yet in place.
+        const meta = store.meta(OID);
+        const written = store.write(OID, patternBytes(B, 3), 8 * B, 6);
+        assert.deepEqual(gate.opensWhilePaused, [], "the old files were opened again");
+        gate.release();
+        await created;
+        assert.equal((await meta)?.version, 5);
+        assert.equal(await written, 5, "the write went to the new copy");
+        await store.flush();
+        const want = patternBytes(MIB4, 2);
+        want.set(patternBytes(B, 3), 8 * B);
+        assert.deepEqual(await fileBytes(inner, path.join(dir, HEX)), want);
+        assert.deepEqual(await store.read(OID, 0, MIB4), want);
+        assert.equal((await store.meta(OID))?.version, 6);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+
+  Deno.test(`FsObjectStore (${kind}) a use while a remove unlinks the files finds no object`, async () => {
+    await withEnv(kind, async ({ disk: inner, dir }) => {
+      const gate = pausingDisk(inner, HEX);
+      const store = new FsObjectStore(dir, gate.disk);
+      await store.open();
+      try {
+        await store.create(OID, patternBytes(B, 1), 0, { size: B, version: 1 });
+        gate.arm();
+        const removed = store.remove(OID);
+        await gate.arrived;
+        const meta = store.meta(OID);
+        const read = store.read(OID, 0, B).then(() => "read", (error: unknown) => error);
+        assert.deepEqual(gate.opensWhilePaused, [], "the files were opened again");
+        gate.release();
+        await removed;
+        assert.equal(await meta, undefined);
+        assert.ok(isError(ResultCode.NO_OBJ)(await read), `read after the remove: ${await read}`);
+        assert.equal(await store.exists(OID), false);
+      } finally {
+        await store.close();
+      }
     });
   });
 }
