@@ -4,7 +4,8 @@
  * here) or by awaiting (`take`). No sockets here: the owner pushes chunks and is told, through
  * the hooks, when the reader wants more (resume the socket) or has consumed (maybe resume).
  */
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
+import { ReceivedBytes } from "../received_bytes.ts";
 
 export interface ByteQueueHooks {
   /** A read is waiting for bytes that are not buffered yet. */
@@ -19,10 +20,7 @@ interface Waiter {
 }
 
 export class ByteQueue {
-  #chunks: Buffer[] = [];
-  /** Read position inside #chunks[0]. */
-  #head = 0;
-  #length = 0;
+  readonly #bytes: ReceivedBytes;
   #ended = false;
   #waiter: Waiter | null = null;
   /** Bytes still to discard as they arrive (an oversized payload being skipped). */
@@ -32,11 +30,12 @@ export class ByteQueue {
 
   constructor(hooks: ByteQueueHooks = {}) {
     this.#hooks = hooks;
+    this.#bytes = new ReceivedBytes();
   }
 
   /** Buffered bytes. */
   get length(): number {
-    return this.#length;
+    return this.#bytes.length;
   }
 
   /** Bytes the pending read needs in total (0 if nobody waits). */
@@ -48,19 +47,26 @@ export class ByteQueue {
     return this.#ended;
   }
 
-  push(chunk: Buffer): void {
+  push(chunk: Uint8Array): void {
     if (this.#ended || chunk.length === 0) return;
-    if (this.#discard > 0) {
-      const drop = Math.min(this.#discard, chunk.length);
-      this.#discard -= drop;
-      chunk = chunk.subarray(drop);
-      if (this.#discard === 0) this.#finishDiscard(true);
-      if (chunk.length === 0) return;
-    }
-    this.#chunks.push(chunk);
-    this.#length += chunk.length;
+    chunk = chunk.subarray(this.#toDiscard(chunk.length));
+    if (chunk.length === 0) return;
+    this.#bytes.add(chunk);
+    this.#wakeReader();
+  }
+
+  /** How many of `n` arriving bytes are discarded (the rest of a payload being skipped). */
+  #toDiscard(n: number): number {
+    const drop = Math.min(this.#discard, n);
+    if (drop === 0) return 0;
+    this.#discard -= drop;
+    if (this.#discard === 0) this.#finishDiscard(true);
+    return drop;
+  }
+
+  #wakeReader(): void {
     const w = this.#waiter;
-    if (w !== null && this.#length >= w.n) {
+    if (w !== null && this.#bytes.length >= w.n) {
       this.#waiter = null;
       w.resolve(this.#takeNow(w.n));
     }
@@ -78,7 +84,7 @@ export class ByteQueue {
 
   /** `n` bytes if buffered (a view when they sit in one chunk), else null. */
   tryTake(n: number): Buffer | null {
-    if (this.#length < n || this.#waiter !== null || this.#discard > 0) return null;
+    if (this.#bytes.length < n || this.#waiter !== null || this.#discard > 0) return null;
     return this.#takeNow(n);
   }
 
@@ -87,8 +93,9 @@ export class ByteQueue {
     if (this.#waiter !== null || this.#discard > 0) {
       return Promise.reject(new Error("ByteQueue: concurrent reads"));
     }
-    if (this.#length >= n) return Promise.resolve(this.#takeNow(n));
+    if (this.#bytes.length >= n) return Promise.resolve(this.#takeNow(n));
     if (this.#ended) return Promise.resolve(null);
+    this.#bytes.gather(n);
     return new Promise((resolve) => {
       this.#waiter = { n, resolve };
       this.#hooks.onWant?.();
@@ -100,8 +107,8 @@ export class ByteQueue {
     if (this.#waiter !== null || this.#discard > 0) {
       return Promise.reject(new Error("ByteQueue: concurrent reads"));
     }
-    const now = Math.min(n, this.#length);
-    this.#drop(now);
+    const now = Math.min(n, this.#bytes.length);
+    this.#bytes.drop(now);
     if (now > 0) this.#hooks.onConsume?.();
     if (now === n) return Promise.resolve(true);
     if (this.#ended) return Promise.resolve(false);
@@ -120,52 +127,8 @@ export class ByteQueue {
   }
 
   #takeNow(n: number): Buffer {
-    let out: Buffer;
-    const first = this.#chunks[0];
-    if (n === 0) {
-      out = Buffer.alloc(0);
-    } else if (first !== undefined && first.length - this.#head >= n) {
-      out = first.subarray(this.#head, this.#head + n);
-      this.#head += n;
-      if (this.#head === first.length) {
-        this.#chunks.shift();
-        this.#head = 0;
-      }
-      this.#length -= n;
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let filled = 0;
-      while (filled < n) {
-        const c = this.#chunks[0];
-        if (c === undefined) throw new Error("ByteQueue: length out of sync");
-        const count = Math.min(c.length - this.#head, n - filled);
-        c.copy(out, filled, this.#head, this.#head + count);
-        filled += count;
-        this.#head += count;
-        if (this.#head === c.length) {
-          this.#chunks.shift();
-          this.#head = 0;
-        }
-      }
-      this.#length -= n;
-    }
+    const out = this.#bytes.take(n);
     this.#hooks.onConsume?.();
     return out;
-  }
-
-  #drop(n: number): void {
-    let left = n;
-    while (left > 0) {
-      const c = this.#chunks[0];
-      if (c === undefined) throw new Error("ByteQueue: length out of sync");
-      const count = Math.min(c.length - this.#head, left);
-      left -= count;
-      this.#head += count;
-      if (this.#head === c.length) {
-        this.#chunks.shift();
-        this.#head = 0;
-      }
-    }
-    this.#length -= n;
   }
 }

@@ -1,12 +1,12 @@
 /**
  * Splits a byte stream into messages: a 48-byte header, then the payload whose length the
  * header implies. Chunks are joined only when a message spans them, so a large payload arriving
- * in one chunk is passed on as a view, not copied.
+ * in one chunk is passed on as a view, not copied (net/received_bytes.ts).
  *
  * @module
  */
 
-import { unfilledBytes } from "../../core/bytes.ts";
+import { ReceivedBytes } from "../received_bytes.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { Flag } from "./ops.ts";
 import { Header, HEADER_SIZE, type Message } from "./header.ts";
@@ -29,8 +29,7 @@ export class FramingError extends Error {
 /** Incremental message parser. */
 export class FrameReader {
   readonly #payloadLength: (header: Header) => number;
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  readonly #bytes = new ReceivedBytes();
   #header: Header | undefined;
 
   constructor(payloadLength: (header: Header) => number) {
@@ -39,54 +38,33 @@ export class FrameReader {
 
   /** Bytes received but not yet returned as messages. */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#bytes.length;
   }
 
   /** Adds a chunk and returns every message it completes. Throws FramingError on bad input. */
   push(chunk: Uint8Array): Message[] {
-    if (chunk.length > 0) {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-    }
+    if (chunk.length > 0) this.#bytes.add(chunk);
+    return this.#messages();
+  }
+
+  #messages(): Message[] {
     const messages: Message[] = [];
     for (;;) {
       if (!this.#header) {
-        if (this.#buffered < HEADER_SIZE) break;
-        this.#header = new Header(this.#take(HEADER_SIZE).slice());
+        if (this.#bytes.length < HEADER_SIZE) break;
+        this.#header = new Header(this.#bytes.take(HEADER_SIZE).slice());
         const length = this.#payloadLength(this.#header);
         if (length > MESSAGE_BYTES_MAX) {
           throw new FramingError(`Message payload of ${length} bytes exceeds ${MESSAGE_BYTES_MAX}`);
         }
+        this.#bytes.gather(length);
       }
       const length = this.#payloadLength(this.#header);
-      if (this.#buffered < length) break;
-      const data = length === 0 ? new Uint8Array(0) : this.#take(length);
+      if (this.#bytes.length < length) break;
+      const data = length === 0 ? new Uint8Array(0) : this.#bytes.take(length);
       messages.push({ header: this.#header, data });
       this.#header = undefined;
     }
     return messages;
-  }
-
-  #take(length: number): Uint8Array {
-    const first = this.#chunks[0]!;
-    if (first.length >= length) {
-      const taken = first.subarray(0, length);
-      if (first.length === length) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(length);
-      this.#buffered -= length;
-      return taken;
-    }
-    const joined = unfilledBytes(length); // every byte set below
-    let filled = 0;
-    while (filled < length) {
-      const chunk = this.#chunks[0]!;
-      const part = Math.min(chunk.length, length - filled);
-      joined.set(chunk.subarray(0, part), filled);
-      filled += part;
-      if (part === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(part);
-    }
-    this.#buffered -= length;
-    return joined;
   }
 }
