@@ -115,12 +115,6 @@ export async function* fileChunks(
 }
 
 /**
- * Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end).
- * The rest of `buffer`, past the end of the file, is zeroed: so a buffer from `unfilledBytes`
- * (core/bytes.ts), which starts with whatever the heap held, never hands out bytes the file did
- * not give.
- */
-/**
  * `readFully` on the calling thread (`DiskFile.readNow`): the bytes read, the rest of `buffer`
  * zeroed; undefined when the file will not read on the calling thread now (the caller then uses
  * `readFully`, which reads again whatever this read).
@@ -141,6 +135,12 @@ export function readFullyNow(
   return done;
 }
 
+/**
+ * Reads up to `buffer.length` bytes at `position`; returns how many (fewer only at the end).
+ * The rest of `buffer`, past the end of the file, is zeroed: so a buffer from `unfilledBytes`
+ * (core/bytes.ts), which starts with whatever the heap held, never hands out bytes the file did
+ * not give.
+ */
 export async function readFully(
   file: DiskFile,
   buffer: Uint8Array,
