@@ -27,6 +27,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { type ClusterView, makeView, targetsOf } from "../../core/cluster/view.ts";
+import { readFully } from "../../core/store/disk.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
 import type { ObjectMeta } from "../../core/store/object_store.ts";
 import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
@@ -855,6 +856,12 @@ export class DataPathSim {
         const length = isDataOid(oid) ? meta.size : Math.min(meta.size, INODE_BYTES_COMPARED);
         const bytes = await node.sheep.store.read(oid, 0, length).catch((e) => message(e));
         copies.push({ node, meta, bytes });
+        // What is served must be what is stored: a store serving from a file no longer the
+        // object's (reopened while a create replaced it) served right and stored wrong.
+        const stored = await storedBytes(node, oid, length);
+        if (typeof bytes !== "string" && !sameBytes(bytes, stored)) {
+          problems.push(`${oidToHex(oid)}: ${node.name} serves bytes its data file does not hold`);
+        }
       }
       const first = copies[0];
       for (const copy of copies) {
@@ -1267,3 +1274,15 @@ export async function runDataPathSeed(
 }
 
 export { failReads, OBJECT_BYTES, pattern, SimNode };
+
+/** The first `length` bytes of `oid`'s data file on `node`'s disk (zeros past its end). */
+async function storedBytes(node: SimNode, oid: Oid, length: number): Promise<Uint8Array> {
+  const file = await node.disk.open(path.join(node.sheep.store.objectDir, oidToHex(oid)), "r+");
+  try {
+    const bytes = new Uint8Array(length);
+    await readFully(file, bytes, 0);
+    return bytes;
+  } finally {
+    await file.close();
+  }
+}
