@@ -611,6 +611,28 @@ export class DataPathSim {
       }
     }
     reasons.push(...await this.#unreadableOnly());
+    reasons.push(...await this.#heldOnlyByNodesOut(members));
+    return reasons;
+  }
+
+  /**
+   * Two nodes may be out at once (down or away) with two copies: an object whose every copy is
+   * on them (a second crash before recovery copied it elsewhere, say under a partition) is
+   * unavailable, not lost, until one comes back.
+   */
+  async #heldOnlyByNodesOut(members: Set<SimNode>): Promise<string[]> {
+    const reasons: string[] = [];
+    for (const node of this.nodes.filter((n) => !members.has(n))) {
+      // Where a sheep keeps its objects (net/sheep/sheep.ts).
+      const names = await node.disk.readdir(path.join(node.dir, "obj")).catch(() => []);
+      for (const name of names) {
+        const oid = oidFromHex(name);
+        if (oid === undefined) continue;
+        let present = false;
+        for (const member of members) present ||= await member.sheep.store.exists(oid);
+        if (!present) reasons.push(`every copy of ${name} is on nodes that are out`);
+      }
+    }
     return reasons;
   }
 
