@@ -150,6 +150,11 @@ interface Run {
   /** Held copies (see `RecoveryStatus.waiting`), with the nodes they wait for. */
   waiting: Map<Oid, readonly string[]>;
   gathered: Promise<void>;
+  /**
+   * Objects due in this run that are done: pulled (by the queue or a client's `ensure`), or
+   * found current by a later listing. A set, so an object both ways counts once.
+   */
+  counted: Set<Oid>;
 }
 
 export class Recovery {
@@ -361,20 +366,23 @@ export class Recovery {
       const total = this.#status.total;
       const due = [...run.wanted.keys()];
       await this.#gather(run);
-      // Due before and current now (a client's write or a repair brought them up to date): done
-      // too, as `info -t recovery` counts them; those still being pulled count when they land.
-      const settled = due.filter((oid) => !run.wanted.has(oid) && !this.#pulling.has(oid));
-      this.#status = {
-        ...this.#status,
-        total,
-        done: Math.min(total, this.#status.done + settled.length),
-      };
+      this.#status = { ...this.#status, total };
+      // Due before and current now (a client's write, a repair or a client's pull still landing
+      // brought them up to date): done too, as `info -t recovery` counts them.
+      for (const oid of due) if (!run.wanted.has(oid)) this.#count(run, oid);
     }
     this.#status = { ...this.#status, state: "done", failed: 0, finishedMs: this.#context.now() };
     this.#context.logger.info(
       `recovery of epoch ${run.epoch} done: ${this.#status.total} objects pulled or replaced`,
     );
     this.#context.completed(run.epoch);
+  }
+
+  /** `oid`, due in `run`, is done (`Run.counted`). */
+  #count(run: Run, oid: Oid): void {
+    if (run !== this.#run) return;
+    run.counted.add(oid);
+    this.#status.done = Math.min(this.#status.total, run.counted.size);
   }
 
   /** Pulls everything wanted once; returns how many failed. */
@@ -428,7 +436,7 @@ export class Recovery {
         run.wanted.delete(oid);
         // Counted here, whoever asked: objects a client's `ensure` pulled first count too (the
         // progress read "done 3/17" after a recovery under writes).
-        if (!run.cancelled) this.#status.done++;
+        if (!run.cancelled) this.#count(run, oid);
       })
       .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);
@@ -838,6 +846,7 @@ function newRun(view: ClusterView): Run {
     wanted: new Map(),
     waiting: new Map(),
     gathered: Promise.resolve(),
+    counted: new Set(),
   };
 }
 
