@@ -89,3 +89,34 @@ Deno.test("rollback replaces the working VDI with a branch of the snapshot and f
     await assert.rejects(admin.rollback("r"), /name a snapshot/);
   });
 });
+
+Deno.test("a copy-on-write whose source no node holds fails; never zeros for the snapshot's data", async () => {
+  await withSheep(async ({ sheep, client }) => {
+    await client.newVdi({ name: "alice", sizeBytes: 8 * MiB });
+    const alice = await VdiIo.open(client, "alice");
+    const first = randomBytes(MiB);
+    await alice.write(0, first);
+    await alice.flush();
+    const working = await client.lookupVdi("alice");
+    await client.newVdi({ name: "alice", sizeBytes: 0, baseVid: working, snapshot: true });
+    // The snapshot's object, as if every node holding it were away.
+    const source = alice.inode.dataVdiId[0]!;
+    const sourceOid = (BigInt(source) << 32n) | 0n;
+    const data = await sheep.store.read(sourceOid, 0, MiB);
+    await sheep.store.remove(sourceOid);
+    await assert.rejects(
+      alice.write(4096, new Uint8Array([7])),
+      (e: unknown) =>
+        e instanceof SheepdogError && e.code === ResultCode.NO_OBJ &&
+        /copy-on-write/.test(e.message),
+    );
+    // Nothing was made of zeros: the working VDI still reads the snapshot's object, and once it
+    // is back the write goes through with the snapshot's bytes around it.
+    await sheep.store.create(sourceOid, data, 0, { size: 4 * MiB, version: 1 });
+    await alice.write(4096, new Uint8Array([7]));
+    const head = await VdiIo.open(client, "alice");
+    const want = first.slice();
+    want[4096] = 7;
+    assert.deepEqual(await head.read(0, MiB), want);
+  });
+});

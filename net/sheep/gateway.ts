@@ -314,10 +314,17 @@ export class Gateway {
     let payloadOffset = offset;
     if (cowFrom !== undefined) {
       const size = this.objectLimit(oid);
+      // The source is an object a table entry names, so it was written: when no node here holds
+      // it, its holders are away, and zeros in its place would be wrong bytes for good (the new
+      // object replaces it for this VDI). The write fails until the source is back.
       const source = await this.read(cowFrom, 0, size).catch((error) => {
-        // A source that was never written reads as zeros.
-        if (isResult(error, ResultCode.NO_OBJ)) return new Uint8Array(size);
-        throw error;
+        if (!isResult(error, ResultCode.NO_OBJ)) throw error;
+        throw new SheepdogError(
+          ResultCode.NO_OBJ,
+          `Cannot copy-on-write object ${oidToHex(oid)} from ${oidToHex(cowFrom)}: no node ` +
+            `present holds ${oidToHex(cowFrom)} (the nodes holding it may be down; see ` +
+            "`shepherd info -t recovery`)",
+        );
       });
       source.set(data, offset);
       payload = source;
