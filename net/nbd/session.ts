@@ -153,6 +153,8 @@ interface RangeOp {
 }
 
 const KNOWN_CLIENT_FLAGS = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES;
+/** Failed requests the storage refused are logged at most once per this long per session. */
+const STORAGE_FAILURE_LOG_MS = 10_000;
 /** Grace given to a peer to take our last bytes after we end the connection. */
 const END_GRACE_MS = 2000;
 
@@ -180,6 +182,9 @@ export class NbdSession {
   /** The PSK identity the client used. */
   #tlsIdentity: string | null = null;
 
+  /** When a storage failure was last logged, and how many failed since without a line. */
+  #storageFailureLoggedAt = -Infinity;
+  #storageFailuresUnlogged = 0;
   #paused = false;
   /** The socket whose writes are held until the end of this event-loop turn, if any. */
   #corked: Socket | null = null;
@@ -837,17 +842,34 @@ export class NbdSession {
     } catch (err) {
       const errno = nbdErrnoOf(err);
       const message = err instanceof Error ? err.message : String(err);
-      if (!(err instanceof NbdIoError)) {
+      // An error the export mapped from the storage (it has a cause: the cluster could not do
+      // it) is the operator's business too, but a client may retry it thousands of times.
+      const storage = err instanceof NbdIoError && err.cause !== undefined;
+      if (!(err instanceof NbdIoError) || (storage && this.#storageFailureLogDue())) {
         this.#log.warn("nbd: request failed", {
           client: this.#client,
           type: req.type,
           offset: req.offset,
           length: req.length,
           error: message,
+          ...(this.#storageFailuresUnlogged > 0 && storage
+            ? { notLoggedBefore: this.#storageFailuresUnlogged }
+            : {}),
         });
+        if (storage) this.#storageFailuresUnlogged = 0;
+      } else if (storage) {
+        this.#storageFailuresUnlogged++;
       }
       this.#replyFailure(req, errno, message);
     }
+  }
+
+  /** True when a storage failure may be logged now (one per STORAGE_FAILURE_LOG_MS). */
+  #storageFailureLogDue(): boolean {
+    const now = Date.now();
+    if (now - this.#storageFailureLoggedAt < STORAGE_FAILURE_LOG_MS) return false;
+    this.#storageFailureLoggedAt = now;
+    return true;
   }
 
   #replyOk(req: NbdRequest): void {

@@ -526,3 +526,40 @@ Deno.test("server.close() finishes requests in flight, closes sessions and relea
     assert.equal(h.provider.closes.length, 1);
   });
 });
+
+Deno.test("storage failures are logged, once per ten seconds per session with the count between", async () => {
+  const warnings: Record<string, unknown>[] = [];
+  const quiet = () => {};
+  const logger = {
+    debug: quiet,
+    info: quiet,
+    error: quiet,
+    warn: (msg: string, fields?: Record<string, unknown>) => {
+      if (msg === "nbd: request failed") warnings.push(fields ?? {});
+    },
+  };
+  await withServer(async (h) => {
+    const c = await attach(h);
+    h.provider.beforeOp = () => {
+      throw new NbdIoError(C.NBD_EIO, "no node present holds it", { cause: new Error("NO_OBJ") });
+    };
+    for (let i = 0; i < 3; i++) {
+      const reply = await c.command(
+        C.NBD_CMD_WRITE,
+        { handle: BigInt(i), offset: 0 },
+        pattern(8, 1),
+      );
+      assert.deepEqual(reply, { errno: C.NBD_EIO, message: "no node present holds it" });
+    }
+    // A client's own mistake mapped by the export (no cause) is not the operator's business.
+    h.provider.beforeOp = () => {
+      throw new NbdIoError(C.NBD_EINVAL, "bad request");
+    };
+    assert.equal(
+      (await c.command(C.NBD_CMD_WRITE, { handle: 9n, offset: 0 }, pattern(8, 1))).errno,
+      C.NBD_EINVAL,
+    );
+  }, { logger });
+  assert.equal(warnings.length, 1, JSON.stringify(warnings));
+  assert.equal(warnings[0]!.error, "no node present holds it");
+});
