@@ -422,7 +422,6 @@ function pausingDisk(inner: Disk, name: string) {
   /** Opens of `name` while its rename or unlink waited (the store must not reopen it then). */
   const opensWhilePaused: string[] = [];
   const disk: Disk = {
-    ...inner,
     open: (file, mode) => {
       if (waiting && path.basename(file) === name) opensWhilePaused.push(file);
       return inner.open(file, mode);
@@ -453,58 +452,63 @@ function pausingDisk(inner: Disk, name: string) {
   };
 }
 
+/** A store of `kind` on a `pausingDisk` that pauses object HEX, and the disk beneath it. */
+async function withPausingStore(
+  kind: "fs" | "mem",
+  fn: (
+    env: { store: FsObjectStore; gate: ReturnType<typeof pausingDisk>; inner: Disk; dir: string },
+  ) => Promise<void>,
+): Promise<void> {
+  await withEnv(kind, async ({ disk: inner, dir }) => {
+    const gate = pausingDisk(inner, HEX);
+    const store = new FsObjectStore(dir, gate.disk);
+    await store.open();
+    try {
+      await fn({ store, gate, inner, dir });
+    } finally {
+      await store.close();
+    }
+  });
+}
+
 for (const kind of KINDS) {
   Deno.test(`FsObjectStore (${kind}) a use while a create replaces the files waits for it`, async () => {
-    await withEnv(kind, async ({ disk: inner, dir }) => {
-      const gate = pausingDisk(inner, HEX);
-      const store = new FsObjectStore(dir, gate.disk);
-      await store.open();
-      try {
-        await store.create(OID, patternBytes(MIB4, 1), 0, { size: MIB4, version: 1 });
-        gate.arm();
-        const created = store.create(OID, patternBytes(MIB4, 2), 0, { size: MIB4, version: 5 });
-        await gate.arrived;
-        // Issued while the old files are closed and the new ones not yet in place.
-        const meta = store.meta(OID);
-        const written = store.write(OID, patternBytes(B, 3), 8 * B, 6);
-        assert.deepEqual(gate.opensWhilePaused, [], "the old files were opened again");
-        gate.release();
-        await created;
-        assert.equal((await meta)?.version, 5);
-        assert.equal(await written, 5, "the write went to the new copy");
-        await store.flush();
-        const want = patternBytes(MIB4, 2);
-        want.set(patternBytes(B, 3), 8 * B);
-        assert.deepEqual(await fileBytes(inner, path.join(dir, HEX)), want);
-        assert.deepEqual(await store.read(OID, 0, MIB4), want);
-        assert.equal((await store.meta(OID))?.version, 6);
-      } finally {
-        await store.close();
-      }
+    await withPausingStore(kind, async ({ store, gate, inner, dir }) => {
+      await store.create(OID, patternBytes(MIB4, 1), 0, { size: MIB4, version: 1 });
+      gate.arm();
+      const created = store.create(OID, patternBytes(MIB4, 2), 0, { size: MIB4, version: 5 });
+      await gate.arrived;
+      // Issued while the old files are closed and the new ones not yet in place.
+      const meta = store.meta(OID);
+      const written = store.write(OID, patternBytes(B, 3), 8 * B, 6);
+      assert.deepEqual(gate.opensWhilePaused, [], "the old files were opened again");
+      gate.release();
+      await created;
+      assert.equal((await meta)?.version, 5);
+      assert.equal(await written, 5, "the write went to the new copy");
+      await store.flush();
+      const want = patternBytes(MIB4, 2);
+      want.set(patternBytes(B, 3), 8 * B);
+      assert.deepEqual(await fileBytes(inner, path.join(dir, HEX)), want);
+      assert.deepEqual(await store.read(OID, 0, MIB4), want);
+      assert.equal((await store.meta(OID))?.version, 6);
     });
   });
 
   Deno.test(`FsObjectStore (${kind}) a use while a remove unlinks the files finds no object`, async () => {
-    await withEnv(kind, async ({ disk: inner, dir }) => {
-      const gate = pausingDisk(inner, HEX);
-      const store = new FsObjectStore(dir, gate.disk);
-      await store.open();
-      try {
-        await store.create(OID, patternBytes(B, 1), 0, { size: B, version: 1 });
-        gate.arm();
-        const removed = store.remove(OID);
-        await gate.arrived;
-        const meta = store.meta(OID);
-        const read = store.read(OID, 0, B).then(() => "read", (error: unknown) => error);
-        assert.deepEqual(gate.opensWhilePaused, [], "the files were opened again");
-        gate.release();
-        await removed;
-        assert.equal(await meta, undefined);
-        assert.ok(isError(ResultCode.NO_OBJ)(await read), `read after the remove: ${await read}`);
-        assert.equal(await store.exists(OID), false);
-      } finally {
-        await store.close();
-      }
+    await withPausingStore(kind, async ({ store, gate }) => {
+      await store.create(OID, patternBytes(B, 1), 0, { size: B, version: 1 });
+      gate.arm();
+      const removed = store.remove(OID);
+      await gate.arrived;
+      const meta = store.meta(OID);
+      const read = store.read(OID, 0, B).then(() => "read", (error: unknown) => error);
+      assert.deepEqual(gate.opensWhilePaused, [], "the files were opened again");
+      gate.release();
+      await removed;
+      assert.equal(await meta, undefined);
+      assert.ok(isError(ResultCode.NO_OBJ)(await read), `read after the remove: ${await read}`);
+      assert.equal(await store.exists(OID), false);
     });
   });
 }

@@ -20,7 +20,7 @@ interface Waiter {
 }
 
 export class ByteQueue {
-  readonly #bytes: ReceivedBytes;
+  readonly #bytes = new ReceivedBytes();
   #ended = false;
   #waiter: Waiter | null = null;
   /** Bytes still to discard as they arrive (an oversized payload being skipped). */
@@ -30,7 +30,6 @@ export class ByteQueue {
 
   constructor(hooks: ByteQueueHooks = {}) {
     this.#hooks = hooks;
-    this.#bytes = new ReceivedBytes();
   }
 
   /** Buffered bytes. */
@@ -49,22 +48,14 @@ export class ByteQueue {
 
   push(chunk: Uint8Array): void {
     if (this.#ended || chunk.length === 0) return;
-    chunk = chunk.subarray(this.#toDiscard(chunk.length));
-    if (chunk.length === 0) return;
+    if (this.#discard > 0) {
+      const drop = Math.min(this.#discard, chunk.length);
+      this.#discard -= drop;
+      chunk = chunk.subarray(drop);
+      if (this.#discard === 0) this.#finishDiscard(true);
+      if (chunk.length === 0) return;
+    }
     this.#bytes.add(chunk);
-    this.#wakeReader();
-  }
-
-  /** How many of `n` arriving bytes are discarded (the rest of a payload being skipped). */
-  #toDiscard(n: number): number {
-    const drop = Math.min(this.#discard, n);
-    if (drop === 0) return 0;
-    this.#discard -= drop;
-    if (this.#discard === 0) this.#finishDiscard(true);
-    return drop;
-  }
-
-  #wakeReader(): void {
     const w = this.#waiter;
     if (w !== null && this.#bytes.length >= w.n) {
       this.#waiter = null;

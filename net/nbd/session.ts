@@ -842,34 +842,38 @@ export class NbdSession {
     } catch (err) {
       const errno = nbdErrnoOf(err);
       const message = err instanceof Error ? err.message : String(err);
-      // An error the export mapped from the storage (it has a cause: the cluster could not do
-      // it) is the operator's business too, but a client may retry it thousands of times.
-      const storage = err instanceof NbdIoError && err.cause !== undefined;
-      if (!(err instanceof NbdIoError) || (storage && this.#storageFailureLogDue())) {
-        this.#log.warn("nbd: request failed", {
-          client: this.#client,
-          type: req.type,
-          offset: req.offset,
-          length: req.length,
-          error: message,
-          ...(this.#storageFailuresUnlogged > 0 && storage
-            ? { notLoggedBefore: this.#storageFailuresUnlogged }
-            : {}),
-        });
-        if (storage) this.#storageFailuresUnlogged = 0;
-      } else if (storage) {
-        this.#storageFailuresUnlogged++;
-      }
+      if (!(err instanceof NbdIoError)) this.#logFailure(req, message);
+      else if (err.cause !== undefined) this.#logStorageFailure(req, message);
       this.#replyFailure(req, errno, message);
     }
   }
 
-  /** True when a storage failure may be logged now (one per STORAGE_FAILURE_LOG_MS). */
-  #storageFailureLogDue(): boolean {
+  #logFailure(req: NbdRequest, error: string, extra: Record<string, unknown> = {}): void {
+    this.#log.warn("nbd: request failed", {
+      client: this.#client,
+      type: req.type,
+      offset: req.offset,
+      length: req.length,
+      error,
+      ...extra,
+    });
+  }
+
+  /**
+   * An error the export mapped from the storage (it has a cause: the cluster could not do it)
+   * is the operator's business too, but a client may retry it thousands of times: one line per
+   * STORAGE_FAILURE_LOG_MS, saying how many failed since the last.
+   */
+  #logStorageFailure(req: NbdRequest, error: string): void {
     const now = Date.now();
-    if (now - this.#storageFailureLoggedAt < STORAGE_FAILURE_LOG_MS) return false;
+    if (now - this.#storageFailureLoggedAt < STORAGE_FAILURE_LOG_MS) {
+      this.#storageFailuresUnlogged++;
+      return;
+    }
+    const unlogged = this.#storageFailuresUnlogged;
+    this.#logFailure(req, error, unlogged > 0 ? { notLoggedBefore: unlogged } : {});
     this.#storageFailureLoggedAt = now;
-    return true;
+    this.#storageFailuresUnlogged = 0;
   }
 
   #replyOk(req: NbdRequest): void {

@@ -44,10 +44,6 @@ export class FrameReader {
   /** Adds a chunk and returns every message it completes. Throws FramingError on bad input. */
   push(chunk: Uint8Array): Message[] {
     if (chunk.length > 0) this.#bytes.add(chunk);
-    return this.#messages();
-  }
-
-  #messages(): Message[] {
     const messages: Message[] = [];
     for (;;) {
       if (!this.#header) {

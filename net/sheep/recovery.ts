@@ -378,9 +378,9 @@ export class Recovery {
     this.#context.completed(run.epoch);
   }
 
-  /** `oid`, due in `run`, is done (`Run.counted`). */
+  /** `oid`, due in `run`, is done (`Run.counted`); nothing for a run cancelled or replaced. */
   #count(run: Run, oid: Oid): void {
-    if (run !== this.#run) return;
+    if (run !== this.#run || run.cancelled) return;
     run.counted.add(oid);
     this.#status.done = Math.min(this.#status.total, run.counted.size);
   }
@@ -436,7 +436,7 @@ export class Recovery {
         run.wanted.delete(oid);
         // Counted here, whoever asked: objects a client's `ensure` pulled first count too (the
         // progress read "done 3/17" after a recovery under writes).
-        if (!run.cancelled) this.#count(run, oid);
+        this.#count(run, oid);
       })
       .finally(() => this.#pulling.delete(oid));
     this.#pulling.set(oid, pulling);

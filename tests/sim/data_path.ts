@@ -155,6 +155,11 @@ class SimNode {
   get name(): string {
     return `n${this.index}`;
   }
+
+  /** Where its sheep keeps its objects (net/sheep/sheep.ts): known while the node is down too. */
+  get objectDir(): string {
+    return path.join(this.dir, "obj");
+  }
 }
 
 /** Link faults in force. */
@@ -623,8 +628,7 @@ export class DataPathSim {
   async #heldOnlyByNodesOut(members: Set<SimNode>): Promise<string[]> {
     const reasons: string[] = [];
     for (const node of this.nodes.filter((n) => !members.has(n))) {
-      // Where a sheep keeps its objects (net/sheep/sheep.ts).
-      const names = await node.disk.readdir(path.join(node.dir, "obj")).catch(() => []);
+      const names = await node.disk.readdir(node.objectDir).catch(() => []);
       for (const name of names) {
         const oid = oidFromHex(name);
         if (oid === undefined) continue;
@@ -1299,7 +1303,7 @@ export { failReads, OBJECT_BYTES, pattern, SimNode };
 
 /** The first `length` bytes of `oid`'s data file on `node`'s disk (zeros past its end). */
 async function storedBytes(node: SimNode, oid: Oid, length: number): Promise<Uint8Array> {
-  const file = await node.disk.open(path.join(node.sheep.store.objectDir, oidToHex(oid)), "r+");
+  const file = await node.disk.open(path.join(node.objectDir, oidToHex(oid)), "r+");
   try {
     const bytes = new Uint8Array(length);
     await readFully(file, bytes, 0);
