@@ -25,7 +25,7 @@ import { Buffer } from "node:buffer";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { type ClusterView, makeView, targetsOf } from "../../core/cluster/view.ts";
 import { readFully } from "../../core/store/disk.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
@@ -37,6 +37,7 @@ import {
   type Oid,
   oidFromHex,
   oidToHex,
+  oidToIndex,
   vdiOid,
   type Vid,
 } from "../../core/vdi/oid.ts";
@@ -94,6 +95,8 @@ export interface DataPathOptions {
 const VDI_NAME = "vm";
 const OBJECT_SHIFT = 20;
 const OBJECT_BYTES = 2 ** OBJECT_SHIFT;
+/** The store's checksum block, the unit a rotted copy loses. */
+const BLOCK_BYTES = 4096;
 /** Virtual time one client operation may take (the gateway stalls up to 30 s on view changes). */
 const OP_LIMIT_MS = 120_000;
 /** Virtual time the last view has to settle in once the faults stop. */
@@ -516,10 +519,11 @@ export class DataPathSim {
 
   /**
    * Which objects lose every verified copy at the newest version in this crash: their bytes may
-   * go back to anything since the last flush (the model's `lost`).
+   * go back to anything since the last flush (the model's `lost`). And which blocks lose every
+   * clean copy there, the copies that stay up having rotted in them (the model's `unvouched`).
    */
   async #noteLosses(victims: ReadonlySet<SimNode>): Promise<void> {
-    const lostCopies = async (oid: Oid): Promise<boolean> => {
+    const holdersAtNewest = async (oid: Oid): Promise<SimNode[]> => {
       const copies: { node: SimNode; meta: ObjectMeta }[] = [];
       for (const node of this.nodes) {
         if (!node.up) continue;
@@ -527,15 +531,22 @@ export class DataPathSim {
         if (meta) copies.push({ node, meta });
       }
       const newest = Math.max(-1, ...copies.map((c) => c.meta.version));
-      const holders = copies.filter((c) => c.meta.verified && c.meta.version === newest);
-      return holders.every((c) => victims.has(c.node));
+      return copies.filter((c) => c.meta.verified && c.meta.version === newest).map((c) => c.node);
     };
-    const inode = await lostCopies(vdiOid(this.vid));
+    const inode = (await holdersAtNewest(vdiOid(this.vid))).every((n) => victims.has(n));
     const lost: number[] = [];
+    const unvouched: number[] = [];
     for (const index of this.model.allocated) {
-      const data = await lostCopies(dataOid(this.vid, index));
+      const oid = dataOid(this.vid, index);
+      const holders = await holdersAtNewest(oid);
+      const data = holders.every((n) => victims.has(n));
       if (data || inode) this.model.lost(index, { data, inode });
       if (data) lost.push(index);
+      else if (holders.some((n) => victims.has(n))) {
+        const blocks = await badOnEvery(holders.filter((n) => !victims.has(n)), oid);
+        const first = index * (OBJECT_BYTES / BLOCK_BYTES);
+        unvouched.push(...this.model.unvouched(blocks.map((b) => first + b)));
+      }
     }
     if (inode || lost.length > 0) {
       this.note(
@@ -543,6 +554,9 @@ export class DataPathSim {
           inode ? " and the inode" : ""
         }`,
       );
+    }
+    if (unvouched.length > 0) {
+      this.note(`  unflushed writes may be lost (the copies left rotted): blocks [${unvouched}]`);
     }
   }
 
@@ -880,11 +894,18 @@ export class DataPathSim {
         }
         // An inode is 4 MiB, nearly all an empty table: its digest covers that; read the rest.
         const length = isDataOid(oid) ? meta.size : Math.min(meta.size, INODE_BYTES_COMPARED);
-        const bytes = await node.sheep.store.read(oid, 0, length).catch((e) => message(e));
+        const vdiOffset = isDataOid(oid) ? oidToIndex(oid) * OBJECT_BYTES : undefined;
+        const read = await readExcusing(
+          (o, l) => node.sheep.store.read(oid, o, l),
+          length,
+          (o) => vdiOffset !== undefined && this.model.mayFail(vdiOffset + o),
+        ).catch((e) => ({ bytes: message(e), failed: [] }));
+        const bytes = read.bytes;
         copies.push({ node, meta, bytes });
         // What is served must be what is stored: a store serving from a file no longer the
         // object's (reopened while a create replaced it) served right and stored wrong.
         const stored = await storedBytes(node, oid, length);
+        for (const at of read.failed) stored.fill(0, at, at + BLOCK_BYTES);
         if (typeof bytes !== "string" && !sameBytes(bytes, stored)) {
           problems.push(`${oidToHex(oid)}: ${node.name} serves bytes its data file does not hold`);
         }
@@ -921,7 +942,14 @@ export class DataPathSim {
     for (const node of members) {
       const read = (async () => {
         const io = await VdiIo.open(node.sheep.localAccess, VDI_NAME);
-        return await io.read(0, io.sizeBytes);
+        const { bytes, failed } = await readExcusing(
+          (o, l) => io.read(o, l),
+          io.sizeBytes,
+          (o) => this.model.mayFail(o),
+        );
+        // A block the model lets fail (`unvouched`) that failed is compared as what it should be.
+        for (const at of failed) bytes.set(this.model.latest.subarray(at, at + BLOCK_BYTES), at);
+        return bytes;
       })();
       const outcome = await this.time.run(read, OP_LIMIT_MS);
       if (outcome.kind !== "ok") {
@@ -985,6 +1013,55 @@ function pairKey(a: SimNode, b: SimNode): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Reads `length` bytes from 0 with `read`; when that fails with an I/O error, again in
+ * runs around the 4 KiB blocks `mayFail` excuses (the model's `unvouched`: an I/O error is a right
+ * answer there), each such block alone. The blocks that failed (their offsets) read as zeros.
+ */
+async function readExcusing(
+  read: (offset: number, length: number) => Promise<Uint8Array>,
+  length: number,
+  mayFail: (offset: number) => boolean,
+): Promise<{ bytes: Uint8Array; failed: number[] }> {
+  try {
+    return { bytes: await read(0, length), failed: [] };
+  } catch (error) {
+    if (!isResult(error, ResultCode.EIO)) throw error;
+    let excused = false;
+    for (let at = 0; at < length && !excused; at += BLOCK_BYTES) excused = mayFail(at);
+    if (!excused) throw error;
+  }
+  const bytes = new Uint8Array(length);
+  const failed: number[] = [];
+  let run = 0;
+  for (let at = 0; at <= length; at += BLOCK_BYTES) {
+    if (at < length && !mayFail(at)) continue;
+    if (at > run) bytes.set(await read(run, Math.min(at, length) - run), run);
+    if (at < length) {
+      const piece = Math.min(BLOCK_BYTES, length - at);
+      try {
+        bytes.set(await read(at, piece), at);
+      } catch (error) {
+        if (!isResult(error, ResultCode.EIO)) throw error;
+        failed.push(at);
+      }
+    }
+    run = at + BLOCK_BYTES;
+  }
+  return { bytes, failed };
+}
+
+/** The blocks of `oid` that fail their checksum on every one of `nodes`' copies. */
+async function badOnEvery(nodes: readonly SimNode[], oid: Oid): Promise<number[]> {
+  let common: Set<number> | undefined;
+  for (const node of nodes) {
+    const bad = await node.sheep.store.verify(oid).catch(() => []);
+    const mine = new Set(bad.map((b) => b.index).filter((i) => i >= 0));
+    common = common === undefined ? mine : new Set([...common].filter((i) => mine.has(i)));
+  }
+  return [...(common ?? [])];
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

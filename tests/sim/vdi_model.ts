@@ -53,6 +53,12 @@ export class VdiModel {
   /** Objects any write has tried to allocate, and those allocated as of the last flush. */
   #allocated = new Set<number>();
   #allocatedAtFlush = new Set<number>();
+  /**
+   * 4 KiB blocks nobody can vouch for any more: a crash took every clean copy of their newest,
+   * unflushed write (the copies left had rotted there). Each may read as an I/O error, until an
+   * acknowledged write covers it whole.
+   */
+  #unvouched = new Set<number>();
   crashesSinceFlush = 0;
 
   constructor(size: number, objectBytes: number) {
@@ -92,6 +98,7 @@ export class VdiModel {
     this.#writes++;
     for (let b = Math.floor(offset / BLOCK_BYTES); b * BLOCK_BYTES < end; b++) {
       this.#blockWrite[b] = this.#writes;
+      if (b * BLOCK_BYTES >= offset && (b + 1) * BLOCK_BYTES <= end) this.#unvouched.delete(b);
     }
     this.#touch(offset, end);
   }
@@ -129,6 +136,31 @@ export class VdiModel {
     if (options.inode && !this.#allocatedAtFlush.has(index) && this.#allocated.has(index)) {
       this.#push(this.#alternatives, { offset: start, data: new Uint8Array(this.objectBytes) });
     }
+  }
+
+  /**
+   * A crash took every clean copy of these 4 KiB blocks (VDI block numbers) at their newest
+   * version: the other copies had rotted there. A block whose last acknowledged write was flushed
+   * is not lost by that (the crashed copy has it on disk, and the block is unavailable until it is
+   * back); one whose last write was not may now read as an I/O error, or as any value it held since
+   * the last flush. Returns the blocks that became so.
+   */
+  unvouched(blocks: readonly number[]): number[] {
+    const lost = blocks.filter((b) => this.#blockWrite[b]! > this.#flushedWrite);
+    for (const b of lost) {
+      this.#unvouched.add(b);
+      const start = b * BLOCK_BYTES;
+      for (const layer of this.#history) {
+        const inside = clip(layer, start, start + BLOCK_BYTES);
+        if (inside) this.#push(this.#alternatives, inside);
+      }
+    }
+    return lost;
+  }
+
+  /** The 4 KiB block holding byte `at` may read as an I/O error (`unvouched`). */
+  mayFail(at: number): boolean {
+    return this.#unvouched.has(Math.floor(at / BLOCK_BYTES));
   }
 
   /** Notes a crash (for classifying later mismatches). */
