@@ -139,6 +139,11 @@ async function serveSession(fd: number, size: number, port: number): Promise<voi
       fs.readSync(fd, data, 0, length, offset);
       return Promise.resolve(data);
     },
+    readNow: (offset, length) => {
+      const data = Buffer.allocUnsafe(length);
+      fs.readSync(fd, data, 0, length, offset);
+      return data;
+    },
     write: (offset, data) => {
       fs.writeSync(fd, data, 0, data.length, offset);
       return done;

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { randomBytes, withSheep } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { ResultCode, SheepdogError } from "../core/errors.ts";
+import { dataOid } from "../core/vdi/oid.ts";
+import { TestCluster } from "./cluster_harness.ts";
 
 const MiB = 1 << 20;
 
@@ -119,4 +121,33 @@ Deno.test("a copy-on-write whose source no node holds fails; never zeros for the
     want[4096] = 7;
     assert.deepEqual(await head.read(0, MiB), want);
   });
+});
+
+Deno.test("a short read is answered at once from this node's own copy, else left to the gateway", async () => {
+  const cluster = await TestCluster.start({ nodes: 2, copies: 1 });
+  try {
+    await cluster.admin(0).createVdi({ name: "alice", sizeBytes: 128 * MiB });
+    const sheep = cluster.node(0);
+    const io = await VdiIo.open(sheep.localAccess, "alice");
+    // 4 KiB in each of the first 16 objects: both nodes hold some (all on one: 2 in 65,536).
+    const data = randomBytes(16 * 4096);
+    const at = (index: number) => index * 4 * MiB + 12_345;
+    const bytesOf = (index: number) => data.subarray(index * 4096, (index + 1) * 4096);
+    for (let index = 0; index < 16; index++) await io.write(at(index), bytesOf(index));
+    const isMine = (index: number) =>
+      sheep.gateway.targets(dataOid(io.inode.vdiId, index))[0]!.id === sheep.id;
+    const indexes = [...Array(16).keys()];
+    const mine = indexes.find(isMine);
+    const theirs = indexes.find((index) => !isMine(index));
+    assert.ok(mine !== undefined && theirs !== undefined, "both nodes hold some objects");
+    for (const index of [mine, theirs]) {
+      assert.deepEqual(await io.read(at(index), 4096), bytesOf(index)); // opens node 0's copy
+    }
+    assert.deepEqual(io.readNow(at(mine), 4096), bytesOf(mine), "this node's copy, at once");
+    assert.equal(io.readNow(at(theirs), 4096), undefined, "the other node's copy");
+    assert.deepEqual(io.readNow(100 * MiB, 4096), new Uint8Array(4096), "a hole is zeros");
+    assert.equal(io.readNow(4 * MiB - 10, 20), undefined, "across two objects");
+  } finally {
+    await cluster.stop();
+  }
 });

@@ -565,6 +565,26 @@ export class FsObjectStore implements ObjectStore {
     });
   }
 
+  /**
+   * `read` answered on the calling thread (`ObjectStore.readNow`): an object open in the cache,
+   * a short read of blocks not locked, read and verified at once. Undefined when it cannot be, or
+   * when a block fails its checksum: nothing was done, `read` takes it (and counts and reports
+   * the failure).
+   */
+  readNow(oid: Oid, offset: number, length: number): Uint8Array | undefined {
+    if (!this.#verifyReads || this.#unrebuilt.has(oid) || this.#closing.has(oid)) return undefined;
+    const slot = this.#slots.get(oid);
+    const object = slot?.value;
+    if (object === undefined || object.retired) return undefined;
+    if (length <= 0 || offset < 0 || offset + length > object.meta.size) return undefined;
+    slot!.lastUse = ++this.#uses;
+    // No users++: nothing can close the object before this returns.
+    const span = readSpan(object, offset, length);
+    const now = this.#readBlocksNow(object, span.length, span.first);
+    if (now === undefined || now.bad.length > 0) return undefined;
+    return inSpan(now.bytes, span, offset, length);
+  }
+
   /** `read` of an acquired object. */
   #readVerified(object: OpenObject, offset: number, length: number): Promise<Uint8Array> {
     checkRange(
@@ -578,22 +598,17 @@ export class FsObjectStore implements ObjectStore {
       const buffer = unfilledBytes(length);
       return readFully(object.data, buffer, offset).then(() => buffer);
     }
-    const first = Math.floor(offset / B);
-    const last = Math.floor((offset + length - 1) / B);
-    const start = first * B;
-    const blocks = Math.min((last + 1) * B, object.meta.size) - start;
+    const span = readSpan(object, offset, length);
     const verified = ({ bytes, bad }: { bytes: Uint8Array; bad: BadBlock[] }) => {
       if (bad.length > 0) {
         this.#health.checksumErrors++;
         throw new CorruptionError(object.oid, bad.map((block) => block.index), bad[0]!.reason);
       }
-      return offset === start && length === bytes.length
-        ? bytes
-        : bytes.subarray(offset - start, offset - start + length);
+      return inSpan(bytes, span, offset, length);
     };
-    const now = this.#readBlocksNow(object, blocks, first);
+    const now = this.#readBlocksNow(object, span.length, span.first);
     if (now !== undefined) return Promise.resolve(verified(now));
-    return this.#readBlocks(object, blocks, first).then(verified);
+    return this.#readBlocks(object, span.length, span.first).then(verified);
   }
 
   /**
@@ -1715,4 +1730,21 @@ function parseChanged(
   } catch {
     return undefined;
   }
+}
+
+/** The whole blocks a read of [offset, offset + length) reads: the first, and their bytes. */
+interface ReadSpan {
+  first: number;
+  length: number;
+}
+
+function readSpan(object: OpenObject, offset: number, length: number): ReadSpan {
+  const [first, last] = blockSpan(offset, length);
+  return { first, length: Math.min((last + 1) * B, object.meta.size) - first * B };
+}
+
+/** The `length` bytes at `offset` out of the span's bytes (a view; the bytes whole if they are). */
+function inSpan(bytes: Uint8Array, span: ReadSpan, offset: number, length: number): Uint8Array {
+  const skip = offset - span.first * B;
+  return skip === 0 && length === bytes.length ? bytes : bytes.subarray(skip, skip + length);
 }

@@ -402,6 +402,35 @@ for (const kind of KINDS) {
   });
 }
 
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}) readNow answers a short verified read of an open object, and nothing else`, async () => {
+    await withEnv(kind, async (env) => {
+      const data = patternBytes(3 * B, 1);
+      await env.store.create(OID, data, 0, { size: 3 * B, version: 1 });
+      await env.store.read(OID, 0, 1); // open in the cache
+      assert.deepEqual(env.store.readNow(OID, 10, B), data.subarray(10, 10 + B));
+      assert.deepEqual(env.store.readNow(OID, 0, 3 * B), data);
+      // What it leaves to `read`: nothing, past the end, an object not open, a long read.
+      assert.equal(env.store.readNow(OID, 0, 0), undefined);
+      assert.equal(env.store.readNow(OID, 2 * B, B + 1), undefined);
+      assert.equal(env.store.readNow(5n, 0, 1), undefined);
+      const store = await env.reopen();
+      assert.equal(store.readNow(OID, 0, B), undefined, "not open yet");
+      await store.create(0x1n, patternBytes(MIB4, 2), 0, { size: MIB4, version: 1 });
+      await store.read(0x1n, 0, 1);
+      assert.equal(store.readNow(0x1n, 0, MIB4), undefined, "a long read goes to the pool");
+      // A block that fails its checksum: nothing counted or thrown here, `read` reports it.
+      await store.read(OID, 0, 1);
+      await env.flip(HEX, B + 5);
+      assert.deepEqual(store.readNow(OID, 0, B), data.subarray(0, B));
+      assert.equal(store.readNow(OID, B, 10), undefined);
+      assert.equal(store.health().checksumErrors, 0);
+      await assert.rejects(store.read(OID, B, 10), isCorrupt(OID, /block 1 fails/, [1]));
+      assert.equal(store.health().checksumErrors, 1);
+    });
+  });
+}
+
 /**
  * A disk whose renames and unlinks of files named `name` wait until `release()`: the store's
  * window between closing an object and replacing (or removing) its files, held open.
@@ -481,6 +510,7 @@ for (const kind of KINDS) {
       // Issued while the old files are closed and the new ones not yet in place.
       const meta = store.meta(OID);
       const written = store.write(OID, patternBytes(B, 3), 8 * B, 6);
+      assert.equal(store.readNow(OID, 0, B), undefined, "the old copy was read at once");
       assert.deepEqual(gate.opensWhilePaused, [], "the old files were opened again");
       gate.release();
       await created;
@@ -503,6 +533,7 @@ for (const kind of KINDS) {
       await gate.arrived;
       const meta = store.meta(OID);
       const read = store.read(OID, 0, B).then(() => "read", (error: unknown) => error);
+      assert.equal(store.readNow(OID, 0, B), undefined, "the removed copy was read at once");
       assert.deepEqual(gate.opensWhilePaused, [], "the files were opened again");
       gate.release();
       await removed;

@@ -147,6 +147,12 @@ export interface ObjectStore {
    * NO_OBJ if missing; INVALID_PARMS outside the object; EIO with `corrupt` on a mismatch.
    */
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * `read` answered on the calling thread when it can be at once (an object open, a short read
+   * of blocks at hand that verify): undefined otherwise, and then nothing was done (`read` takes
+   * it, errors included). What a client's small read tries first: it costs no promise.
+   */
+  readNow(oid: Oid, offset: number, length: number): Uint8Array | undefined;
   /** The object's version, size and digest; undefined when it does not exist. */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   /** Records that a crash-suspect object was checked against its replicas. */

@@ -17,6 +17,11 @@ import type { SnapshotRef } from "./registry.ts";
 /** What VDI I/O needs from the cluster (implemented by the object-protocol client). */
 export interface ObjectAccess {
   readObject(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * `readObject` answered on the calling thread when it can be at once; undefined otherwise (and
+   * nothing was done). Optional: an access over the network has no such thing.
+   */
+  readObjectNow?(oid: Oid, offset: number, length: number): Uint8Array | undefined;
   writeObject(oid: Oid, data: Uint8Array, offset: number): Promise<void>;
   /** Creates `oid` with `data` at `offset`; with `cowFrom`, the rest comes from that object. */
   createObject(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void>;
@@ -148,19 +153,13 @@ export class VdiIo {
   /** Reads `length` bytes at `offset`; unallocated ranges are zeros. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this.#inode, offset, length);
-    const pieces = splitRange(offset, length, this.objectBytes);
-    if (pieces.length === 1) {
+    const one = this.#insideOneObject(offset, length);
+    if (one !== undefined) {
       // The common case (a request inside one object): hand the object's bytes over uncopied.
-      const owner = this.#inode.dataVdiId[pieces[0]!.index]!;
-      if (owner === 0) return new Uint8Array(length);
-      const piece = pieces[0]!;
-      const bytes = await this.#access.readObject(
-        dataOid(owner, piece.index),
-        piece.offset,
-        length,
-      );
-      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a Buffer
+      if (one.oid === null) return new Uint8Array(length);
+      return asView(await this.#access.readObject(one.oid, one.offset, length));
     }
+    const pieces = splitRange(offset, length, this.objectBytes);
     const buffer = new Uint8Array(length);
     await Promise.all(pieces.map(async (piece) => {
       const owner = this.#inode.dataVdiId[piece.index]!;
@@ -173,6 +172,38 @@ export class VdiIo {
       buffer.set(bytes, piece.bufferOffset);
     }));
     return buffer;
+  }
+
+  /**
+   * `read` answered on the calling thread, when the range is inside one object and the access
+   * has its bytes at once (`ObjectAccess.readObjectNow`). Undefined otherwise: nothing was done.
+   */
+  readNow(offset: number, length: number): Uint8Array | undefined {
+    if (this.#access.readObjectNow === undefined) return undefined;
+    checkRange(this.#inode, offset, length);
+    const one = this.#insideOneObject(offset, length);
+    if (one === undefined) return undefined;
+    if (one.oid === null) return new Uint8Array(length);
+    const bytes = this.#access.readObjectNow(one.oid, one.offset, length);
+    return bytes && asView(bytes);
+  }
+
+  /**
+   * The object a non-empty range inside one object reads (null for a hole), and where in it;
+   * undefined for a range across objects.
+   */
+  #insideOneObject(
+    offset: number,
+    length: number,
+  ): { oid: Oid | null; offset: number } | undefined {
+    const objectBytes = this.objectBytes;
+    const index = oneObjectOf(offset, length, objectBytes);
+    if (index === undefined) return undefined;
+    const owner = this.#inode.dataVdiId[index]!;
+    return {
+      oid: owner === 0 ? null : dataOid(owner, index),
+      offset: offset - index * objectBytes,
+    };
   }
 
   /** Writes `data` at `offset`, creating or copying objects as needed. */
@@ -214,12 +245,10 @@ export class VdiIo {
   #writeInPlace(offset: number, data: Uint8Array): Promise<void> | undefined {
     const inode = this.#inode;
     const objectBytes = objectSize(inode.blockSizeShift);
-    const index = Math.floor(offset / objectBytes);
-    if (data.length === 0 || Math.floor((offset + data.length - 1) / objectBytes) !== index) {
-      return undefined;
-    }
+    const index = oneObjectOf(offset, data.length, objectBytes);
     if (
-      isSnapshot(inode) || this.#allocating.has(index) || inode.dataVdiId[index] !== inode.vdiId
+      index === undefined || isSnapshot(inode) || this.#allocating.has(index) ||
+      inode.dataVdiId[index] !== inode.vdiId
     ) {
       return undefined;
     }
@@ -452,4 +481,16 @@ export class VdiIo {
       throw error;
     }
   }
+}
+
+/** The object a non-empty range lies inside of, if one. */
+function oneObjectOf(offset: number, length: number, objectBytes: number): number | undefined {
+  const index = Math.floor(offset / objectBytes);
+  if (length === 0 || Math.floor((offset + length - 1) / objectBytes) !== index) return undefined;
+  return index;
+}
+
+/** `bytes` as a plain Uint8Array view (not a Buffer) of the same memory. */
+function asView(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -38,6 +38,12 @@ export interface BlockExport {
    */
   read(offset: number, length: number): Promise<Uint8Array>;
   /**
+   * `read`, answered on the calling thread when the export can (a short read of bytes at hand):
+   * undefined when it cannot, and then it did nothing the session's `read` would not do again.
+   * It may throw; the session then takes the request through `read`, which reports the error.
+   */
+  readNow?(offset: number, length: number): Uint8Array | undefined;
+  /**
    * `data.length` ≤ 32 MiB, within the export. `data` may be a view into a larger received
    * chunk (never reused by the session); keeping it keeps that chunk alive.
    */

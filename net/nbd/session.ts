@@ -380,8 +380,11 @@ export class NbdSession {
   #send(data: Uint8Array, more?: Uint8Array): void {
     const socket = this.#socket;
     if (this.#closed || socket.destroyed || !socket.writable) return;
-    if (this.#corked !== socket && this.#inflight <= 1) {
-      // The only request in flight (queue depth 1): nothing to gather, the reply leaves now.
+    if (
+      this.#corked !== socket && this.#inflight <= 1 && this.#queue.length < REQUEST_LENGTH
+    ) {
+      // The only request in flight, none waiting to be parsed (queue depth 1): nothing to
+      // gather, the reply leaves now.
       if (more === undefined) return void socket.write(data);
       socket.cork();
       socket.write(data);
@@ -795,9 +798,39 @@ export class NbdSession {
       } else {
         const cost = req.type === NBD_CMD_READ ? Math.min(req.length, MAX_REQUEST_LENGTH) : 0;
         if (!this.#admitsNow(cost) && !await this.#admit(cost)) return;
+        if (req.type === NBD_CMD_READ && this.#readNow(req)) continue;
         this.#dispatch(req, null, cost);
       }
     }
+  }
+
+  /**
+   * A read the export answers on this thread, now (`BlockExport.readNow`: a short read of a
+   * copy at hand): the reply leaves before the next request is parsed, with no promise on the
+   * way. False when it cannot, and then nothing was done: anything unusual (flags to check, a
+   * write in flight over the range, an error) goes the usual way, through `#execute`, which
+   * also reports the error.
+   */
+  #readNow(req: NbdRequest): boolean {
+    const exp = this.#export;
+    const { offset, length } = req;
+    if (
+      exp?.readNow === undefined || length === 0 ||
+      (req.flags & ~(NBD_CMD_FLAG_FUA | (this.#structured ? NBD_CMD_FLAG_DF : 0))) !== 0 ||
+      length > MAX_REQUEST_LENGTH || offset + length > exp.sizeBytes ||
+      this.#conflicts(offset, offset + length, false) !== null
+    ) {
+      return false;
+    }
+    let data: Uint8Array | undefined;
+    try {
+      data = exp.readNow(offset, length);
+    } catch {
+      return false;
+    }
+    if (data?.length !== length) return false;
+    this.#replyData(req, data);
+    return true;
   }
 
   #hasCapacity(cost: number): boolean {

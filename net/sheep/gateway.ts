@@ -41,6 +41,12 @@ export interface LocalObjects {
   /** Reads a copy a client may see: waits for recovery to bring it up to date first. */
   read(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
   /**
+   * `read` answered on the calling thread when it can be at once (no recovery under way, the
+   * store's `readNow`): undefined otherwise, and nothing was done. It throws what `read` would
+   * (a copy held after a crash).
+   */
+  readNow(oid: Oid, offset: number, length: number): Uint8Array | undefined;
+  /**
    * Reads the copy as it is, without waiting for recovery: what recovery and repairs copy (they
    * choose by version and digest; waiting there could deadlock two nodes pulling from each other).
    */
@@ -229,6 +235,19 @@ export class Gateway {
     this.#context.clientRequest();
     this.checkRange(oid, offset, length);
     return this.#retrying(() => this.#readOnce(oid, offset, length));
+  }
+
+  /**
+   * `read` answered on the calling thread (the NBD session's short reads): when this node's copy
+   * is the one to read first and `LocalObjects.readNow` has it at once. Undefined otherwise, with
+   * nothing done: `read` takes it (and a failure, with its retries, other copies and repairs).
+   */
+  readNow(oid: Oid, offset: number, length: number): Uint8Array | undefined {
+    if (this.#readOrder(oid)[0]?.id !== this.#context.selfId) return undefined;
+    this.checkRange(oid, offset, length);
+    const data = this.#context.local.readNow(oid, offset, length);
+    if (data !== undefined) this.#context.clientRequest();
+    return data;
   }
 
   /** Targets in the order to read them: the copy that took the last write, else this node first. */

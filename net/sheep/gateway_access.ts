@@ -32,6 +32,11 @@ export class GatewayAccess implements ObjectAccess {
     });
   }
 
+  readObjectNow(oid: Oid, offset: number, length: number): Uint8Array | undefined {
+    this.#checkServing();
+    return this.#gateway.readNow(oid, offset, length);
+  }
+
   writeObject(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
     return promiseOf(() => {
       this.#checkServing();

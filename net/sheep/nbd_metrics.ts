@@ -44,6 +44,16 @@ export function instrumentExport(inner: BlockExport, metrics: Metrics): BlockExp
         () => inner.read(offset, length),
         (bytes) => metrics.addBytes("read", bytes.length, "nbd"),
       ),
+    ...(inner.readNow === undefined ? {} : {
+      readNow: (offset: number, length: number) => {
+        const done = reads.start();
+        const bytes = inner.readNow!(offset, length);
+        if (bytes === undefined) return undefined; // not counted: `read` will be
+        done(true);
+        metrics.addBytes("read", bytes.length, "nbd");
+        return bytes;
+      },
+    }),
     write: (offset, data, options) =>
       timed(
         writes,

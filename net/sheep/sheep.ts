@@ -891,6 +891,10 @@ export class Sheep {
       });
     return {
       read: (oid, offset, length) => current(oid, () => store.read(oid, offset, length)),
+      readNow: (oid, offset, length) => {
+        held(oid);
+        return this.recovery.active ? undefined : store.readNow(oid, offset, length);
+      },
       // Writes and creates of an inode move its allocation count with them.
       write: (oid, data, offset, version) =>
         current(oid, () =>

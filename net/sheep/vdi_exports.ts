@@ -316,6 +316,10 @@ class VdiExport implements BlockExport {
     return await this.#run(() => this.#io.read(offset, length));
   }
 
+  readNow(offset: number, length: number): Uint8Array | undefined {
+    return this.#io.readNow(offset, length);
+  }
+
   async write(offset: number, data: Uint8Array, options: { fua: boolean }): Promise<void> {
     await this.#run(() => this.#io.write(offset, data));
     if (options.fua) await this.flush();

@@ -178,8 +178,19 @@ Deno.test("integrity: a rotted replica is detected on read and repaired (3 copie
     const old = flipByte(herd.objectPath(1, victim.oid), position);
     assert.equal(old, image[offset], "an object file holds the object's bytes at their offsets");
 
-    const read = await nbdRead(herd, herd.nbdUri(1, VDI), 0, image.length);
     const problems: string[] = [];
+    // First the 4 KiB around the flipped byte alone: a short read the sheep answers at once when
+    // its copy verifies (net/nbd/session.ts `#readNow`), and through the gateway when it does not.
+    const block = offset - (offset % 4096);
+    const small = await nbdRead(herd, herd.nbdUri(1, VDI), block, 4096, 4096);
+    if (small.failed.length > 0 || !equal(small.data, image.subarray(block, block + 4096))) {
+      problems.push(
+        `the 4 KiB read of the rotted block through sheep 1: ${
+          small.failed.length > 0 ? `failed: ${small.failed[0]}` : "other bytes than were written"
+        }`,
+      );
+    }
+    const read = await nbdRead(herd, herd.nbdUri(1, VDI), 0, image.length);
     for (const [off, len, errno, message] of read.failed) {
       problems.push(`read of [${off}, +${len}) through sheep 1 failed: errno ${errno} ${message}`);
     }

@@ -14,7 +14,14 @@ import {
 
 export const CHUNK = 64 * 1024;
 
-export type OpName = "read" | "write" | "flush" | "trim" | "writeZeroes" | "blockStatus";
+export type OpName =
+  | "read"
+  | "readNow"
+  | "write"
+  | "flush"
+  | "trim"
+  | "writeZeroes"
+  | "blockStatus";
 
 export interface OpEvent {
   op: OpName;
@@ -132,6 +139,18 @@ export class MemoryExport implements BlockExport {
     });
   }
 
+  /** Answers at once when the provider says so (`readsNow`), else leaves it to `read`. */
+  readNow(offset: number, length: number): Uint8Array | undefined {
+    const answer = this.provider.readsNow?.(offset, length);
+    if (answer === undefined) return undefined;
+    if (this.provider.recordEvents) {
+      this.provider.events.push({ op: "readNow", volume: this.name, offset, length });
+    }
+    if (answer === "throw") throw new Error("readNow failed");
+    this.#check(offset, length);
+    return this.volume.read(offset, length);
+  }
+
   write(offset: number, data: Uint8Array, options: { fua: boolean }): Promise<void> {
     // Copy now: the session may hand us a view of its input buffer.
     const copy = Buffer.from(data);
@@ -212,6 +231,11 @@ export class MemoryExportProvider implements ExportProvider {
   readonly violations: string[] = [];
   /** Runs before every operation: may delay it (return a promise) or throw to fail it. */
   beforeOp: ((e: OpEvent) => Promise<void> | void) | null = null;
+  /**
+   * Whether an export answers a read at once (`BlockExport.readNow`): "bytes" or "throw"; unset
+   * or undefined, it leaves the read to `read`.
+   */
+  readsNow: ((offset: number, length: number) => "bytes" | "throw" | undefined) | null = null;
   active = 0;
   maxActive = 0;
   recordEvents = true;

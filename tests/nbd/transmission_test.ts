@@ -563,3 +563,59 @@ Deno.test("storage failures are logged, once per ten seconds per session with th
   assert.equal(warnings.length, 1, JSON.stringify(warnings));
   assert.equal(warnings[0]!.error, "no node present holds it");
 });
+
+Deno.test("reads the export answers at once (readNow) are served in order with the rest, and fall back to read", async () => {
+  await withServer(async (h) => {
+    const c = await attach(h);
+    const data = pattern(64 * KiB, 3);
+    assert.equal((await c.command(C.NBD_CMD_WRITE, { handle: 1n, offset: 0 }, data)).errno, 0);
+    const ops = () => h.provider.events.filter((e) => e.op.startsWith("read")).map((e) => e.op);
+
+    // Answered at once: no `read` at all.
+    h.provider.readsNow = () => "bytes";
+    assert.deepEqual(await c.readAt(2n, 100, 4 * KiB), Buffer.from(data.subarray(100, 4196)));
+    assert.deepEqual(ops(), ["readNow"]);
+
+    // A failure there is not the client's answer: `read` takes the request again.
+    h.provider.events.length = 0;
+    h.provider.readsNow = () => "throw";
+    assert.deepEqual(await c.readAt(3n, 0, 512), Buffer.from(data.subarray(0, 512)));
+    assert.deepEqual(ops(), ["readNow", "read"]);
+
+    // A write in flight over the range: the read waits for it, through `read`; elsewhere not.
+    h.provider.events.length = 0;
+    h.provider.readsNow = () => "bytes";
+    const slow = new Gate();
+    h.provider.beforeOp = (e) => e.op === "write" ? slow.promise : undefined;
+    const fresh = pattern(4 * KiB, 4);
+    c.request(C.NBD_CMD_WRITE, { handle: 4n, offset: 0 }, fresh);
+    c.request(C.NBD_CMD_READ, { handle: 5n, offset: 0, length: 4 * KiB });
+    c.request(C.NBD_CMD_READ, { handle: 6n, offset: 32 * KiB, length: 4 * KiB });
+    const far = await c.reply();
+    assert.equal(far.handle, 6n, "the read away from the write is answered first");
+    assert.ok(far.kind === "structured");
+    assert.deepEqual(far.payload.subarray(8), Buffer.from(data.subarray(32 * KiB, 36 * KiB)));
+    slow.open();
+    const replies = [await c.reply(), await c.reply()];
+    assert.deepEqual(replies.map((r) => r.handle), [4n, 5n]);
+    const read = replies[1]!;
+    assert.ok(read.kind === "structured");
+    assert.deepEqual(read.payload.subarray(8), Buffer.from(fresh), "the read saw the write");
+    assert.deepEqual(ops(), ["readNow", "read"]);
+
+    // Many at once (one batch of the socket): every reply, matched by handle.
+    h.provider.beforeOp = null;
+    const n = 32;
+    for (let i = 0; i < n; i++) {
+      c.request(C.NBD_CMD_READ, { handle: BigInt(100 + i), offset: i * 2 * KiB, length: 2 * KiB });
+    }
+    const want = Buffer.concat([Buffer.from(fresh), Buffer.from(data.subarray(4 * KiB))]);
+    for (let i = 0; i < n; i++) {
+      const r = await c.reply();
+      assert.ok(r.kind === "structured");
+      const at = Number(r.handle - 100n) * 2 * KiB;
+      assert.deepEqual(r.payload.subarray(8), want.subarray(at, at + 2 * KiB));
+    }
+    assert.deepEqual(h.provider.violations, []);
+  });
+});
