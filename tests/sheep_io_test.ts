@@ -110,7 +110,15 @@ Deno.test("a copy-on-write whose source no node holds fails; never zeros for the
       alice.write(4096, new Uint8Array([7])),
       (e: unknown) =>
         e instanceof SheepdogError && e.code === ResultCode.NO_OBJ &&
-        /copy-on-write/.test(e.message),
+        /copy-on-write .*: no node present holds a copy/.test(e.message),
+    );
+    // A read says so too: the object was written, its holders are what is missing.
+    await assert.rejects(
+      alice.read(0, 4096),
+      (e: unknown) =>
+        e instanceof SheepdogError && e.code === ResultCode.NO_OBJ &&
+        /^Cannot read object [0-9a-f]{16}: no node present holds a copy \(asked .*shepherd info -t recovery/
+          .test(e.message),
     );
     // Nothing was made of zeros: the working VDI still reads the snapshot's object, and once it
     // is back the write goes through with the snapshot's bytes around it.

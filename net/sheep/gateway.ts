@@ -273,7 +273,20 @@ export class Gateway {
     }
     // No copy could be read: the client gets the error, never bytes we cannot vouch for.
     const corrupt = failed.find((f) => isResult(f.error, ResultCode.EIO));
-    throw (corrupt ?? failed[failed.length - 1])!.error;
+    if (corrupt) throw corrupt.error;
+    // Readers ask for objects that were written (a table entry names each): when every node
+    // that should hold one has none, its holders are down or away, and "no such object" would
+    // send the operator looking for a bug.
+    if (failed.every((f) => isResult(f.error, ResultCode.NO_OBJ))) {
+      throw new SheepdogError(
+        ResultCode.NO_OBJ,
+        `Cannot read object ${oidToHex(oid)}: no node present holds a copy (asked ` +
+          `${failed.map((f) => f.node.id).join(", ")}; the nodes holding it may be down or ` +
+          "away: see `shepherd info -t recovery`)",
+        { cause: failed[0]!.error },
+      );
+    }
+    throw failed[failed.length - 1]!.error;
   }
 
   #readFrom(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array> {
@@ -340,9 +353,8 @@ export class Gateway {
         if (!isResult(error, ResultCode.NO_OBJ)) throw error;
         throw new SheepdogError(
           ResultCode.NO_OBJ,
-          `Cannot copy-on-write object ${oidToHex(oid)} from ${oidToHex(cowFrom)}: no node ` +
-            `present holds ${oidToHex(cowFrom)} (the nodes holding it may be down; see ` +
-            "`shepherd info -t recovery`)",
+          `Cannot copy-on-write object ${oidToHex(oid)}: ${error.message}`,
+          { cause: error },
         );
       });
       source.set(data, offset);
