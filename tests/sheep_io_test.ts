@@ -159,3 +159,19 @@ Deno.test("a short read is answered at once from this node's own copy, else left
     await cluster.stop();
   }
 });
+
+Deno.test("a write to an object no node present holds says so, not 'no such object'", async () => {
+  await withSheep(async ({ sheep, client }) => {
+    await client.newVdi({ name: "bob", sizeBytes: 8 * MiB });
+    const bob = await VdiIo.open(client, "bob");
+    await bob.write(0, randomBytes(4096));
+    const oid = dataOid(bob.inode.vdiId, 0);
+    await sheep.store.remove(oid); // as if every node holding it were away
+    await assert.rejects(
+      bob.write(8192, new Uint8Array([1])),
+      (e: unknown) =>
+        e instanceof SheepdogError && e.code === ResultCode.NO_OBJ &&
+        /^Cannot write object [0-9a-f]{16}: no node present holds a copy \(asked /.test(e.message),
+    );
+  });
+});

@@ -278,13 +278,7 @@ export class Gateway {
     // that should hold one has none, its holders are down or away, and "no such object" would
     // send the operator looking for a bug.
     if (failed.every((f) => isResult(f.error, ResultCode.NO_OBJ))) {
-      throw new SheepdogError(
-        ResultCode.NO_OBJ,
-        `Cannot read object ${oidToHex(oid)}: no node present holds a copy (asked ` +
-          `${failed.map((f) => f.node.id).join(", ")}; the nodes holding it may be down or ` +
-          "away: see `shepherd info -t recovery`)",
-        { cause: failed[0]!.error },
-      );
+      throw noCopyPresent("read", oid, failed.map((f) => f.node), failed[0]!.error);
     }
     throw failed[failed.length - 1]!.error;
   }
@@ -473,7 +467,9 @@ export class Gateway {
           ? Math.max(...previous)
           : undefined;
         this.#diverged.set(oid, before === undefined ? { good } : { good, before });
-        return failed[0];
+        const missing = failed.length === targets.length &&
+          failed.every((e) => isResult(e, ResultCode.NO_OBJ));
+        return missing ? noCopyPresent("write", oid, targets, failed[0]) : failed[0];
       });
       if (failure === undefined) return;
       // Bring the copies back to one value. If every target now holds the copy of a target that
@@ -782,4 +778,24 @@ function sendAll<T>(
 /** Orders copies by rank (newer, then verified: `compareCopies`) before ties are broken. */
 function rankKey(meta: ObjectMeta): number {
   return -(meta.version * 2 + (meta.verified ? 1 : 0));
+}
+
+/**
+ * Every node that should hold `oid` answered that it has none. Clients read and write only
+ * objects that were written (a table entry names each), so its holders are down or away, and
+ * "no such object" would send the operator looking for a bug.
+ */
+function noCopyPresent(
+  what: "read" | "write",
+  oid: Oid,
+  asked: readonly RingNode[],
+  cause: unknown,
+): SheepdogError {
+  return new SheepdogError(
+    ResultCode.NO_OBJ,
+    `Cannot ${what} object ${oidToHex(oid)}: no node present holds a copy (asked ` +
+      `${asked.map((node) => node.id).join(", ")}; the nodes holding it may be down or away: ` +
+      "see `shepherd info -t recovery`)",
+    { cause },
+  );
 }
