@@ -410,9 +410,12 @@ export class VdiIo {
         freed.push(piece.index);
       }
       if (freed.length === 0) return;
-      // The table goes first: a crash in between leaves an orphan object, never a dangling
-      // entry. The in-memory entries change only once the table says so.
+      // The table goes first, durably: a crash in between leaves an orphan object, never a
+      // dangling entry, and no crash can bring back an entry whose object is gone (an inode
+      // rebuilt from crash-suspect copies keeps the entries any copy has: inode_merge.ts).
+      // The in-memory entries change only once the table says so.
       await this.#writeEntries(vid, first, entries);
+      await this.#access.flush(vid);
       for (const index of freed) inode.dataVdiId[index] = 0;
       for (const oid of owned) this.#written.add(oidToVid(oid));
       await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));

@@ -14,6 +14,8 @@ class FakeStore implements ObjectAccess {
   failTableWrites = 0;
   /** Runs before each inode table write (after the check that may fail it). */
   beforeTableWrite: () => Promise<void> = () => Promise.resolve();
+  /** Table writes, flushes and removals, in the order they were made. */
+  readonly calls: string[] = [];
 
   constructor() {
     const inode = newInode({
@@ -45,6 +47,7 @@ class FakeStore implements ObjectAccess {
         throw new SheepdogError(ResultCode.EIO, "table write failed");
       }
     }
+    if (isVdiOid(oid) && offset >= INODE_HEADER_SIZE) this.calls.push("table");
     this.#object(oid).set(data, offset);
   }
 
@@ -56,11 +59,13 @@ class FakeStore implements ObjectAccess {
   }
 
   removeObject(oid: Oid): Promise<void> {
+    this.calls.push("remove");
     this.objects.delete(oid);
     return Promise.resolve();
   }
 
   flush(): Promise<void> {
+    this.calls.push("flush");
     return Promise.resolve();
   }
 
@@ -121,4 +126,15 @@ Deno.test("VdiIo.discard() keeps the entries in memory when the table write fail
   const reopened = await VdiIo.open(store, "v");
   assert.equal(reopened.inode.dataVdiId[0], 0);
   assert.deepEqual(await reopened.read(0, 4096), fill(0));
+});
+
+Deno.test("VdiIo.discard() makes the table durable before it removes an object", async () => {
+  // A crash between the two must never leave an entry naming a removed object: not on the
+  // copy that took the table write, nor on a copy a crash rebuilds from others (inode_merge.ts).
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(0, fill(7, OBJ));
+  store.calls.length = 0;
+  await io.discard(0, 2 * OBJ, { zeroPartial: false });
+  assert.deepEqual(store.calls, ["table", "flush", "remove"]);
 });

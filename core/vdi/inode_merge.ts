@@ -1,0 +1,67 @@
+/**
+ * What an inode rebuilt from copies a crash left suspect keeps of their allocation tables.
+ *
+ * Recovery rebuilds such an object block by block (net/sheep/recovery.ts `mergeCopies`), which
+ * may take a table block from a copy whose crash dropped an unsynced entry that another copy
+ * kept. For a data object that is right (an unflushed write may be lost), for the table it is
+ * not: a client that saw the entry before the crash (the VDI's writer, QEMU or an export whose
+ * inode is cached) goes on writing into that object in place, and those writes, acknowledged
+ * after the crash, would vanish behind an entry that says "unallocated" (found by the data-path
+ * simulation, seed 12797). Keeping the entry is safe: an entry is written only after its object
+ * was created, durably (`VdiIo`), and a discard removes an object only once the entry's removal
+ * is durable on every copy (`VdiIo.discard`), so an entry any copy holds names an object that
+ * exists, and what it holds is what its own copies say.
+ *
+ * @module
+ */
+
+import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
+import { decodeInodeHeader, INODE_HEADER_SIZE } from "./inode.ts";
+
+/** One copy as the merge had it: its bytes, and the blocks it cannot vouch for. */
+export interface InodeCopy {
+  data: Uint8Array;
+  bad?: readonly number[];
+}
+
+/**
+ * Sets each table entry of `merged` to the newest allocation any copy records (outside the
+ * copies' bad blocks and the merge's `lost` ones): the VDI's own object first, else another
+ * VDI's (a clone's parent), else what the merge chose. Returns how many entries it changed.
+ */
+export function keepAllocations(
+  merged: Uint8Array,
+  copies: readonly InodeCopy[],
+  lost: ReadonlySet<number>,
+): number {
+  if (merged.length < INODE_HEADER_SIZE) return 0;
+  const own = decodeInodeHeader(merged).vdiId;
+  if (own === 0) return 0; // the header itself was lost: nothing to tell the VDI's own objects by
+  const out = new DataView(merged.buffer, merged.byteOffset, merged.byteLength);
+  const sources = copies.map((copy) => ({
+    view: new DataView(copy.data.buffer, copy.data.byteOffset, copy.data.byteLength),
+    bad: new Set(copy.bad ?? []),
+  }));
+  let changed = 0;
+  // Entries are 4 bytes from a multiple of 4: none straddles two checksum blocks.
+  for (let at = INODE_HEADER_SIZE; at + 4 <= merged.length; at += 4) {
+    const block = Math.floor(at / CHECKSUM_BLOCK_BYTES);
+    const chosen = out.getUint32(at, true);
+    if (chosen === own || lost.has(block)) continue;
+    let best = chosen;
+    for (const { view, bad } of sources) {
+      if (bad.has(block) || at + 4 > view.byteLength) continue;
+      const entry = view.getUint32(at, true);
+      if (entry === own) {
+        best = own;
+        break;
+      }
+      if (best === 0) best = entry;
+    }
+    if (best !== chosen) {
+      out.setUint32(at, best, true);
+      changed++;
+    }
+  }
+  return changed;
+}

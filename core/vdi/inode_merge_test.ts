@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
+import { newInode } from "./cow.ts";
+import { dataVdiIdOffset, decodeInode, encodeInode } from "./inode.ts";
+import { keepAllocations } from "./inode_merge.ts";
+
+const OWN = 0x7c2b25;
+const PARENT = 0x7c2b24;
+
+/** An inode of OWN whose table holds `entries` (index → owner). */
+function inode(entries: Record<number, number>): Uint8Array {
+  const base = newInode({
+    name: "v",
+    vid: OWN,
+    sizeBytes: 64 << 22,
+    copies: 2,
+    blockSizeShift: 22,
+    nowMs: 0,
+  });
+  for (const [index, owner] of Object.entries(entries)) base.dataVdiId[Number(index)] = owner;
+  return encodeInode(base);
+}
+
+const table = (bytes: Uint8Array, n = 8) => [...decodeInode(bytes).dataVdiId.subarray(0, n)];
+
+Deno.test("keepAllocations: the VDI's own object beats another's and none; another's beats none", () => {
+  // As a crash may leave them: the merge took a table block from the copy that lost the most.
+  const merged = inode({ 1: PARENT, 3: OWN });
+  const copies = [
+    { data: inode({ 0: OWN, 1: PARENT, 3: OWN }) },
+    { data: inode({ 1: OWN, 2: PARENT, 3: OWN }) },
+  ];
+  assert.equal(keepAllocations(merged, copies, new Set()), 3);
+  assert.deepEqual(table(merged), [OWN, OWN, PARENT, OWN, 0, 0, 0, 0]);
+});
+
+Deno.test("keepAllocations: never from a copy's bad block, never into a lost block", () => {
+  const entryBlock = Math.floor(dataVdiIdOffset(0) / B);
+  const far = (B * 3) / 4; // an index whose entry lies two blocks further on
+  const farBlock = Math.floor(dataVdiIdOffset(far) / B);
+  assert.notEqual(farBlock, entryBlock);
+  const merged = inode({});
+  const copies = [
+    { data: inode({ 0: OWN, [far]: OWN }), bad: [entryBlock] },
+    { data: inode({ [far]: OWN }) },
+  ];
+  assert.equal(keepAllocations(merged, copies, new Set([farBlock])), 0);
+  assert.equal(decodeInode(merged).dataVdiId[0], 0, "the bad block's entry is not taken");
+  assert.equal(decodeInode(merged).dataVdiId[far], 0, "a lost block stays as the merge left it");
+  assert.equal(keepAllocations(merged, copies, new Set()), 1);
+  assert.equal(decodeInode(merged).dataVdiId[far], OWN);
+});
+
+Deno.test("keepAllocations: a lost header (no vid to tell own objects by) changes nothing", () => {
+  const merged = new Uint8Array(inode({}).length);
+  assert.equal(keepAllocations(merged, [{ data: inode({ 0: OWN }) }], new Set()), 0);
+  assert.deepEqual(merged, new Uint8Array(merged.length));
+});
