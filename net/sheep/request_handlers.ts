@@ -267,8 +267,11 @@ async function oldClientInodeWrite(
     owner = new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true);
   }
   await host.gateway.write(oid, entries, start);
-  // The table first: a crash in between leaves an orphan object, never a dangling entry.
-  if (owner === vid) await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
+  if (owner !== vid) return;
+  // The table first, durably: a crash in between leaves an orphan object, never a dangling
+  // entry, also after an inode is rebuilt from crash-suspect copies (core/vdi/inode_merge.ts).
+  await host.gateway.flush(vid);
+  await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
 }
 
 /** True when zeros over `length` bytes at `offset` clear a table before a delete. */

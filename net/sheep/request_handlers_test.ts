@@ -202,7 +202,16 @@ Deno.test("an old client's zeros in data_vdi_id: one entry is a discard; a table
 
     const stored = async () => (await sheep.store.list()).filter((oid) => oid < vdiOid(0));
     assert.deepEqual(await stored(), [0, 1, 2, 3].map((index) => dataOid(vid, index)));
+    // The table is durable before the object goes (no crash brings back a dangling entry).
+    const order: string[] = [];
+    const store = sheep.store;
+    const { flush, remove } = store;
+    store.flush = (of?: number) => (order.push("flush"), flush.call(store, of));
+    store.remove = (oid: bigint) => (order.push("remove"), remove.call(store, oid));
     await ok(vdiOid(vid), new Uint8Array(4), dataVdiIdOffset(1)); // a discard of object 1
+    store.flush = flush;
+    store.remove = remove;
+    assert.deepEqual(order, ["flush", "remove"]);
     assert.deepEqual(await table(), [vid, 0, vid, vid]);
     assert.deepEqual(await stored(), [0, 2, 3].map((index) => dataOid(vid, index)), "reclaimed");
     // QEMU's remove_objects: zeros over several entries, or over the last one alone.
