@@ -90,6 +90,11 @@ export interface DataPathOptions {
   variant?: Variant;
   /** Crashes keep a random part of the unsynced writes (default); false drops all of them. */
   tornCrashes?: boolean;
+  /**
+   * The client also discards ranges (an NBD TRIM: whole objects removed, their table entries
+   * cleared). Off by default: the seeds without it replay as they always did.
+   */
+  discards?: boolean;
 }
 
 const VDI_NAME = "vm";
@@ -214,6 +219,7 @@ export class DataPathSim {
   readonly copies: number;
   readonly variant: Variant | undefined;
   readonly tornCrashes: boolean;
+  readonly discards: boolean;
   readonly time = new VirtualTime();
   readonly nodes: SimNode[] = [];
   readonly log: string[] = [];
@@ -253,6 +259,7 @@ export class DataPathSim {
     const objects = options.objects ?? this.#prng.int(3, 6);
     this.variant = options.variant;
     this.tornCrashes = options.tornCrashes ?? true;
+    this.discards = options.discards ?? false;
     this.model = new VdiModel(objects * OBJECT_BYTES, OBJECT_BYTES);
     for (let i = 0; i < nodes; i++) {
       const disk = this.variant === "volatile-sync" ? new VolatileSyncDisk() : new MemDisk();
@@ -750,6 +757,24 @@ export class DataPathSim {
     await this.#judgeError(outcome, reasons, "write");
   }
 
+  /** An NBD TRIM: the whole objects inside the range read as zeros after it (`VdiIo.discard`). */
+  async discard(offset: number, length: number): Promise<void> {
+    const reasons = await this.degraded();
+    const outcome = await this.time.run(
+      this.#io!.discard(offset, length, { zeroPartial: false }),
+      OP_LIMIT_MS,
+    );
+    this.note(`discard ${hex(offset)}+${length}: ${describe(outcome)}`);
+    const first = Math.ceil(offset / OBJECT_BYTES);
+    const end = Math.floor((offset + length) / OBJECT_BYTES);
+    for (let index = first; index < end; index++) {
+      const zeros = new Uint8Array(OBJECT_BYTES);
+      if (outcome.kind === "ok") this.model.acknowledged(index * OBJECT_BYTES, zeros);
+      else this.model.failed(index * OBJECT_BYTES, zeros);
+    }
+    if (outcome.kind !== "ok") await this.#judgeError(outcome, reasons, "discard");
+  }
+
   async read(offset: number, length: number): Promise<void> {
     const reasons = await this.degraded();
     const outcome = await this.time.run(this.#io!.read(offset, length), OP_LIMIT_MS);
@@ -1162,6 +1187,13 @@ class Schedule {
         ? { offset: prng.int(0, size / OBJECT_BYTES - 1) * OBJECT_BYTES, length: OBJECT_BYTES }
         : this.#range(256 * 1024);
       await sim.read(offset, length);
+    } else if (sim.discards && r < 0.95) {
+      // Mostly whole objects (what a discard removes), sometimes with a partial one at an end.
+      const objects = size / OBJECT_BYTES;
+      const start = prng.int(0, objects - 1) * OBJECT_BYTES;
+      const length = Math.min(prng.int(1, 2) * OBJECT_BYTES, size - start);
+      const trim = prng.chance(0.3) ? prng.int(1, OBJECT_BYTES / 2) : 0;
+      await sim.discard(start + trim, length - trim);
     } else {
       await sim.flush();
     }
