@@ -414,8 +414,13 @@ export class VdiIo {
       // dangling entry, and no crash can bring back an entry whose object is gone (an inode
       // rebuilt from crash-suspect copies keeps the entries any copy has: inode_merge.ts).
       // The in-memory entries change only once the table says so.
-      await this.#writeEntries(vid, first, entries);
-      await this.#access.flush(vid);
+      try {
+        await this.#writeEntries(vid, first, entries);
+        await this.#access.flush(vid);
+      } catch (error) {
+        await this.#relearnEntries(inode, freed);
+        throw error;
+      }
       for (const index of freed) inode.dataVdiId[index] = 0;
       for (const oid of owned) this.#written.add(oidToVid(oid));
       await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
@@ -424,6 +429,33 @@ export class VdiIo {
       throw error;
     } finally {
       recorded.release(failure);
+    }
+  }
+
+  /**
+   * After a table write that failed, or was not made durable: it may have landed on some copies
+   * (and a reconcile then took it to all), so the entries of `indexes` are what the table holds
+   * now. Kept as they were in memory while the table says "unallocated", they would send writes
+   * in place into an object no reader finds (found by the data-path simulation with discards,
+   * seed 491). When the table cannot be read either, they count as unallocated here: a write
+   * allocates afresh, and a create replaces the object whole.
+   */
+  async #relearnEntries(inode: Inode, indexes: readonly number[]): Promise<void> {
+    const first = Math.min(...indexes);
+    const count = Math.max(...indexes) - first + 1;
+    let table: DataView | undefined;
+    try {
+      const bytes = await this.#access.readObject(
+        vdiOid(inode.vdiId),
+        dataVdiIdOffset(first),
+        4 * count,
+      );
+      table = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch {
+      table = undefined;
+    }
+    for (const index of indexes) {
+      inode.dataVdiId[index] = table?.getUint32(4 * (index - first), true) ?? 0;
     }
   }
 

@@ -12,6 +12,8 @@ const VID = 0x7c2b25;
 class FakeStore implements ObjectAccess {
   readonly objects = new Map<Oid, Uint8Array>();
   failTableWrites = 0;
+  /** The failing table writes land anyway (on some copy, which a reconcile then spread). */
+  failedTableWritesLand = false;
   /** Runs before each inode table write (after the check that may fail it). */
   beforeTableWrite: () => Promise<void> = () => Promise.resolve();
   /** Table writes, flushes and removals, in the order they were made. */
@@ -44,6 +46,7 @@ class FakeStore implements ObjectAccess {
       await this.beforeTableWrite();
       if (this.failTableWrites > 0) {
         this.failTableWrites--;
+        if (this.failedTableWritesLand) this.#object(oid).set(data, offset);
         throw new SheepdogError(ResultCode.EIO, "table write failed");
       }
     }
@@ -137,4 +140,20 @@ Deno.test("VdiIo.discard() makes the table durable before it removes an object",
   store.calls.length = 0;
   await io.discard(0, 2 * OBJ, { zeroPartial: false });
   assert.deepEqual(store.calls, ["table", "flush", "remove"]);
+});
+
+Deno.test("VdiIo.discard() whose failed table write landed anyway: memory follows the table", async () => {
+  // Seed 491 of the simulation with discards: the entry cleared on the table, kept in memory,
+  // and the next write went in place into an object no reader finds.
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(0, fill(7, OBJ));
+  store.failTableWrites = 1;
+  store.failedTableWritesLand = true;
+  await assert.rejects(io.discard(0, OBJ, { zeroPartial: false }), /table write failed/);
+  assert.equal(io.inode.dataVdiId[0], 0, "the table says unallocated: so does memory");
+  await io.write(8192, fill(3));
+  const reopened = await VdiIo.open(store, "v");
+  assert.deepEqual(await reopened.read(8192, 4096), fill(3), "a fresh reader sees the write");
+  assert.deepEqual(await reopened.read(0, 4096), fill(0), "allocated afresh: zeros around it");
 });
