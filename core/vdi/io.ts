@@ -89,6 +89,14 @@ export class VdiIo {
    * (or has failed). A second writer to the index waits for it, then plans again.
    */
   #allocating = new Map<number, Promise<void>>();
+  /**
+   * Indexes whose allocation failed after its table write was sent: that write may have landed
+   * (on some copy, which a reconcile then spread), so the table may name this VDI's object there
+   * while memory does not. A write there allocates afresh (a create replaces the object whole);
+   * a discard clears the entry and removes the object all the same (seed 2988 of the simulation
+   * with discards: skipped, it left the failed write's bytes where it had acknowledged zeros).
+   */
+  #uncertain = new Set<number>();
 
   private constructor(access: ObjectAccess, inode: Inode, ref: SnapshotRef) {
     this.#access = access;
@@ -148,6 +156,8 @@ export class VdiIo {
       }
     }
     this.#inode = next;
+    // Read from the table: what failed allocations left there is in memory now.
+    this.#uncertain.clear();
   }
 
   /** Reads `length` bytes at `offset`; unallocated ranges are zeros. */
@@ -288,6 +298,7 @@ export class VdiIo {
       if (allocated.length > 0) await this.#recordAllocated(inode, allocated);
     } catch (error) {
       failure = error;
+      for (const index of allocated) this.#uncertain.add(index);
       throw error;
     } finally {
       for (const index of allocated) {
@@ -333,7 +344,10 @@ export class VdiIo {
   /** Writes the table entries of `indexes` (now owned by the VDI), then updates the inode. */
   async #recordAllocated(inode: Inode, indexes: number[]): Promise<void> {
     await this.#recordOwners(inode.vdiId, indexes, inode.vdiId);
-    for (const index of indexes) inode.dataVdiId[index] = inode.vdiId;
+    for (const index of indexes) {
+      inode.dataVdiId[index] = inode.vdiId;
+      this.#uncertain.delete(index);
+    }
   }
 
   /**
@@ -376,7 +390,8 @@ export class VdiIo {
     }
     const pieces = splitRange(offset, length, this.objectBytes);
     const whole = pieces.filter((p) =>
-      p.length === this.objectBytes && this.#inode.dataVdiId[p.index] !== 0
+      p.length === this.objectBytes &&
+      (this.#inode.dataVdiId[p.index] !== 0 || this.#uncertain.has(p.index))
     );
     const partial = pieces.filter((p) =>
       p.length !== this.objectBytes && this.#inode.dataVdiId[p.index] !== 0
@@ -404,8 +419,9 @@ export class VdiIo {
       const freed: number[] = [];
       for (const piece of whole) {
         const owner = inode.dataVdiId[piece.index]!;
-        if (owner === 0) continue;
-        if (owner === vid) owned.push(dataOid(vid, piece.index));
+        const uncertain = this.#uncertain.has(piece.index);
+        if (owner === 0 && !uncertain) continue;
+        if (owner === vid || uncertain) owned.push(dataOid(vid, piece.index));
         entries[piece.index - first] = 0;
         freed.push(piece.index);
       }
@@ -421,7 +437,10 @@ export class VdiIo {
         await this.#relearnEntries(inode, freed);
         throw error;
       }
-      for (const index of freed) inode.dataVdiId[index] = 0;
+      for (const index of freed) {
+        inode.dataVdiId[index] = 0;
+        this.#uncertain.delete(index);
+      }
       for (const oid of owned) this.#written.add(oidToVid(oid));
       await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
     } catch (error) {

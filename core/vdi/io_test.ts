@@ -157,3 +157,20 @@ Deno.test("VdiIo.discard() whose failed table write landed anyway: memory follow
   assert.deepEqual(await reopened.read(8192, 4096), fill(3), "a fresh reader sees the write");
   assert.deepEqual(await reopened.read(0, 4096), fill(0), "allocated afresh: zeros around it");
 });
+
+Deno.test("VdiIo.discard() of an index whose failed allocation may have reached the table clears it", async () => {
+  // Seed 2988 of the simulation with discards: the allocation's table write failed but landed;
+  // memory said "unallocated", the discard skipped the index, and its bytes stayed readable.
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  store.failTableWrites = 1;
+  store.failedTableWritesLand = true;
+  await assert.rejects(io.write(OBJ, fill(9)), /table write failed/);
+  assert.equal(io.inode.dataVdiId[1], 0);
+  assert.equal((await VdiIo.open(store, "v")).inode.dataVdiId[1], VID, "the table has it");
+  await io.discard(OBJ, OBJ, { zeroPartial: false });
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[1], 0);
+  assert.deepEqual(await reopened.read(OBJ, 4096), fill(0), "zeros, as the discard promised");
+  assert.equal(store.objects.has(0x007c2b2500000001n), false, "the object is gone too");
+});
