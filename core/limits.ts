@@ -89,6 +89,12 @@ export const OBJECT_BYTES_MAX = 2 ** BLOCK_SIZE_SHIFT_MAX;
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** How long a client waits for a reply before it gives up on a connection. */
 export const REQUEST_TIMEOUT_MS = 60_000;
+/**
+ * Removals of leftover copies (a removed object's copies outside its targets) a gateway keeps in
+ * flight; past it, more are not sent (best effort: a member that does not answer must not pile up
+ * the requests of a large delete).
+ */
+export const LEFTOVER_REMOVALS_MAX = 256;
 /** Default ports. */
 export const OBJECT_PORT_DEFAULT = 7000;
 export const NBD_PORT_DEFAULT = 10809;

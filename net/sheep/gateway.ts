@@ -17,7 +17,7 @@
 
 import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { objectSize } from "../../core/limits.ts";
+import { LEFTOVER_REMOVALS_MAX, objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
 import type { CreateOptions, ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
@@ -113,6 +113,8 @@ export class Gateway {
   readonly #clock: VersionClock;
   readonly #locks = new ObjectLocks<Oid>();
   #diverged = new Map<Oid, Divergence>();
+  /** Removals of leftover copies in flight (`#removeLeftovers`). */
+  #leftoverRemovals = 0;
   #cachedView: ClusterView | undefined;
   #targetCache = new Map<Oid, { copies: number; targets: RingNode[] }>();
   /** Objects a refusing disk left short of a copy, repaired again in the background. */
@@ -424,7 +426,7 @@ export class Gateway {
       if (failed) throw failed.reason;
     });
     this.#diverged.delete(oid);
-    await this.#removeLeftovers(oid);
+    this.#removeLeftovers(oid);
   }
 
   /**
@@ -432,13 +434,21 @@ export class Gateway {
    * keeps a leftover copy while it may hold blocks the targets' copies lost; once the targets'
    * copies are gone, the next recovery would find the object held by that leftover alone and
    * bring it back, an object nothing names (found by the simulation with discards, seed 814).
-   * Best effort: a member that cannot be reached keeps its copy (removing a missing object is
-   * not an error, so the members that never held one just answer).
+   * Best effort, not waited for (a member that does not answer must not hold up a client's
+   * discard or a delete): one that cannot be reached keeps its copy; past LEFTOVER_REMOVALS_MAX
+   * in flight none are sent. Removing a missing object is not an error, so the members that
+   * never held one just answer. Epoch-checked: a removal that arrives after a view change that
+   * made its member a target is refused.
    */
-  async #removeLeftovers(oid: Oid): Promise<void> {
+  #removeLeftovers(oid: Oid): void {
     const targets = new Set(this.targets(oid).map((node) => node.id));
-    const others = this.#context.view().nodes.filter((node) => !targets.has(node.id));
-    await Promise.allSettled(others.map((node) => this.#removeOn(node, oid, true)));
+    for (const node of this.#context.view().nodes) {
+      if (targets.has(node.id) || this.#leftoverRemovals >= LEFTOVER_REMOVALS_MAX) continue;
+      this.#leftoverRemovals++;
+      this.#removeOn(node, oid, true).catch(() => undefined).finally(() => {
+        this.#leftoverRemovals--;
+      });
+    }
   }
 
   /**
