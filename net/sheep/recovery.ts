@@ -429,7 +429,13 @@ export class Recovery {
    */
   #recoverOne(run: Run, oid: Oid, paced: boolean): Promise<void> {
     const inFlight = this.#pulling.get(oid);
-    if (inFlight) return inFlight;
+    // A pull in flight (a client's, or one an earlier run started, still landing): once it has
+    // settled, this run's want is looked at again, and done (and counted in this run) once the
+    // copy is current. Waiting on it alone left an earlier run's pull counted in that run only:
+    // the run reported done with the object uncounted ("done with 2/3 objects counted").
+    if (inFlight) {
+      return inFlight.catch(() => undefined).then(() => this.#recoverOne(run, oid, paced));
+    }
     const want = run.wanted.get(oid);
     if (!want) return Promise.resolve();
     const pulling = this.#context.locks.exclusive(oid, () => this.#pull(run, oid, want, paced))
