@@ -390,8 +390,7 @@ export class VdiIo {
     }
     const pieces = splitRange(offset, length, this.objectBytes);
     const whole = pieces.filter((p) =>
-      p.length === this.objectBytes &&
-      (this.#inode.dataVdiId[p.index] !== 0 || this.#uncertain.has(p.index))
+      p.length === this.objectBytes && this.#mayBeAllocated(this.#inode, p.index)
     );
     const partial = pieces.filter((p) =>
       p.length !== this.objectBytes && this.#inode.dataVdiId[p.index] !== 0
@@ -418,10 +417,11 @@ export class VdiIo {
       const owned: Oid[] = [];
       const freed: number[] = [];
       for (const piece of whole) {
+        if (!this.#mayBeAllocated(inode, piece.index)) continue;
         const owner = inode.dataVdiId[piece.index]!;
-        const uncertain = this.#uncertain.has(piece.index);
-        if (owner === 0 && !uncertain) continue;
-        if (owner === vid || uncertain) owned.push(dataOid(vid, piece.index));
+        if (owner === vid || this.#uncertain.has(piece.index)) {
+          owned.push(dataOid(vid, piece.index));
+        }
         entries[piece.index - first] = 0;
         freed.push(piece.index);
       }
@@ -449,6 +449,11 @@ export class VdiIo {
     } finally {
       recorded.release(failure);
     }
+  }
+
+  /** The table may name an object at `index`: memory says so, or a failed allocation may have. */
+  #mayBeAllocated(inode: Inode, index: number): boolean {
+    return inode.dataVdiId[index] !== 0 || this.#uncertain.has(index);
   }
 
   /**

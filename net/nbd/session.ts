@@ -814,16 +814,11 @@ export class NbdSession {
   #readNow(req: NbdRequest): boolean {
     const exp = this.#export;
     const { offset, length } = req;
-    if (
-      exp?.readNow === undefined || length === 0 ||
-      (req.flags & ~(NBD_CMD_FLAG_FUA | (this.#structured ? NBD_CMD_FLAG_DF : 0))) !== 0 ||
-      length > MAX_REQUEST_LENGTH || offset + length > exp.sizeBytes ||
-      this.#conflicts(offset, offset + length, false) !== null
-    ) {
-      return false;
-    }
+    if (exp?.readNow === undefined || length === 0) return false;
     let data: Uint8Array | undefined;
     try {
+      this.#checkRead(exp, req);
+      if (this.#conflicts(offset, offset + length, false) !== null) return false;
       data = exp.readNow(offset, length);
     } catch {
       return false;
@@ -831,6 +826,13 @@ export class NbdSession {
     if (data?.length !== length) return false;
     this.#replyData(req, data);
     return true;
+  }
+
+  /** Throws the error a client's read gets for its flags or range (`#execute`, `#readNow`). */
+  #checkRead(exp: BlockExport, req: NbdRequest): void {
+    checkFlags(req.flags, NBD_CMD_FLAG_FUA | (this.#structured ? NBD_CMD_FLAG_DF : 0), "READ");
+    checkMax(req.length, "read");
+    checkRange(exp, req.offset, req.length, NBD_EINVAL, "read");
   }
 
   #hasCapacity(cost: number): boolean {
@@ -942,9 +944,7 @@ export class NbdSession {
     const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
     switch (type) {
       case NBD_CMD_READ: {
-        checkFlags(flags, NBD_CMD_FLAG_FUA | (this.#structured ? NBD_CMD_FLAG_DF : 0), "READ");
-        checkMax(length, "read");
-        checkRange(exp, offset, length, NBD_EINVAL, "read");
+        this.#checkRead(exp, req);
         if (length === 0) return this.#replyOk(req);
         const data = await this.#ordered(offset, length, false, () => exp.read(offset, length));
         if (data.length !== length) {

@@ -443,7 +443,8 @@ export class Gateway {
   #removeLeftovers(oid: Oid): void {
     const targets = new Set(this.targets(oid).map((node) => node.id));
     for (const node of this.#context.view().nodes) {
-      if (targets.has(node.id) || this.#leftoverRemovals >= LEFTOVER_REMOVALS_MAX) continue;
+      if (this.#leftoverRemovals >= LEFTOVER_REMOVALS_MAX) break;
+      if (targets.has(node.id)) continue;
       this.#leftoverRemovals++;
       this.#removeOn(node, oid, true).catch(() => undefined).finally(() => {
         this.#leftoverRemovals--;
