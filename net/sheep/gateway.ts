@@ -30,11 +30,16 @@ import { checkResponse, requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { CopyRestorer } from "./copy_restorer.ts";
-import { RETRY_FOR_MS, RETRY_INTERVAL_MS, RETRYABLE } from "./retry_policy.ts";
+import {
+  RECONCILE_ROUNDS_MAX,
+  RETRY_FOR_MS,
+  RETRY_INTERVAL_MS,
+  RETRYABLE,
+} from "./retry_policy.ts";
 import type { Changes } from "./changes.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
-import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
+import { decodeSalvaged, encodeSalvaged, type ReplacedCopy } from "./salvaged_copy.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
@@ -53,11 +58,15 @@ export interface LocalObjects {
   readCopy(oid: Oid, offset: number, length: number): Promise<Uint8Array>;
   /** Resolves with the version the copy had before. */
   write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number>;
+  /**
+   * `ObjectStore.create`. With `replacing` (a repair's copy), only in place of that copy, checked
+   * with writes to the object held off: AGAIN if the copy is another one by then.
+   */
   create(
     oid: Oid,
     data: Uint8Array,
     offset: number,
-    options: CreateOptions,
+    options: CreateOptions & { replacing?: ReplacedCopy },
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
@@ -377,6 +386,7 @@ export class Gateway {
     size: number,
     version: number,
     salvaged?: Omit<SalvagedCopy, "data"> & { meta?: ObjectMeta },
+    replacing?: ReplacedCopy,
   ): Promise<unknown> {
     const badBlocks = salvaged?.badBlocks ?? [];
     const unverified = salvaged?.meta !== undefined && !salvaged.meta.verified;
@@ -392,10 +402,11 @@ export class Gateway {
         expected: salvaged?.expected ?? [],
         unverified,
         ...(changed ? { changed } : {}),
+        ...(replacing !== undefined ? { replacing } : {}),
       });
     }
-    if (badBlocks.length > 0 || changed !== undefined) {
-      // Its bad blocks (they stay bad) and uncertain blocks travel with it.
+    if (badBlocks.length > 0 || changed !== undefined || replacing !== undefined) {
+      // Its bad blocks (they stay bad), uncertain blocks and the copy it replaces travel with it.
       const header = this.#peerHeader(Opcode.PUT_SALVAGED_PEER, oid, 0);
       header.objVersion = version;
       header.objSize = size;
@@ -404,9 +415,11 @@ export class Gateway {
         node,
         header,
         encodeSalvaged({
-          ...salvaged!,
+          badBlocks,
+          expected: salvaged?.expected ?? [],
           data,
           ...(changed ? { changed } : {}),
+          ...(replacing !== undefined ? { replacing } : {}),
         }),
       );
     }
@@ -515,125 +528,144 @@ export class Gateway {
     suspects: ReadonlySet<string> = new Set(),
   ): Promise<{ source: string | undefined; whole: boolean }> {
     return this.#locks.exclusive(oid, async () => {
-      const targets = this.targets(oid);
-      const metas = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
-      const preferred = this.#diverged.get(oid)?.good ?? [];
-      const listed = targets.map((node, i) => ({ node, meta: metas[i] }))
-        .filter((c): c is { node: RingNode; meta: ObjectMeta } =>
-          c.meta !== undefined && c.meta !== "unreachable"
-        );
-      // Recovery's order of quality; among equals the copies that took the failed write first
-      // and the copies a read found bad last (a bad copy is only salvaged, see copy_fetch.ts).
-      const sorted = sortCopies(
-        listed,
-        (c) => c.node.id,
-        targetRank(targets),
-      );
-      const order = sorted.map((c, i) => ({ c, i })).sort((a, b) =>
-        rankKey(a.c.meta) - rankKey(b.c.meta) ||
-        Number(preferred.includes(b.c.node.id)) - Number(preferred.includes(a.c.node.id)) ||
-        Number(suspects.has(a.c.node.id)) - Number(suspects.has(b.c.node.id)) ||
-        a.i - b.i
-      ).map(({ c }) => c);
-      const source = await fetchBestCopy(oid, order, {
-        whole: (node, id, size) => this.#fetchWhole(node, id, size),
-        salvage: (node, id) => this.#fetchSalvage(node, id),
-        range: (node, id, offset, length) => this.#readRange(node, id, offset, length),
-      });
-      if (!source) {
-        if (metas.some((m) => m === "unreachable")) {
-          throw new SheepdogError(
-            ResultCode.NETWORK_ERROR,
-            `No copy of ${oidToHex(oid)} reachable`,
-          );
+      for (let round = 1;; round++) {
+        try {
+          return await this.#reconcileOnce(oid, suspects);
+        } catch (error) {
+          // A target's copy took a write while the repair ran (another gateway's: its lock does
+          // not exclude this one), so the target refused the copy read before it: start again
+          // from the copies as they are now.
+          if (!isResult(error, ResultCode.AGAIN) || round >= RECONCILE_ROUNDS_MAX) throw error;
         }
-        // Nothing readable anywhere: the object is gone (never written, or lost); nothing to do.
-        this.#diverged.delete(oid);
-        return { source: undefined, whole: metas.every((m) => m === undefined) };
       }
-      const silent = targets.filter((_, i) => metas[i] === "unreachable");
-      if (silent.length > 0 && source.badBlocks.length > 0) {
-        // A node that did not answer may hold the object whole: never salvage around it.
+    });
+  }
+
+  async #reconcileOnce(
+    oid: Oid,
+    suspects: ReadonlySet<string>,
+  ): Promise<{ source: string | undefined; whole: boolean }> {
+    const targets = this.targets(oid);
+    const metas = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
+    const preferred = this.#diverged.get(oid)?.good ?? [];
+    const listed = targets.map((node, i) => ({ node, meta: metas[i] }))
+      .filter((c): c is { node: RingNode; meta: ObjectMeta } =>
+        c.meta !== undefined && c.meta !== "unreachable"
+      );
+    // Recovery's order of quality; among equals the copies that took the failed write first
+    // and the copies a read found bad last (a bad copy is only salvaged, see copy_fetch.ts).
+    const sorted = sortCopies(
+      listed,
+      (c) => c.node.id,
+      targetRank(targets),
+    );
+    const order = sorted.map((c, i) => ({ c, i })).sort((a, b) =>
+      rankKey(a.c.meta) - rankKey(b.c.meta) ||
+      Number(preferred.includes(b.c.node.id)) - Number(preferred.includes(a.c.node.id)) ||
+      Number(suspects.has(a.c.node.id)) - Number(suspects.has(b.c.node.id)) ||
+      a.i - b.i
+    ).map(({ c }) => c);
+    const source = await fetchBestCopy(oid, order, {
+      whole: (node, id, size) => this.#fetchWhole(node, id, size),
+      salvage: (node, id) => this.#fetchSalvage(node, id),
+      range: (node, id, offset, length) => this.#readRange(node, id, offset, length),
+    });
+    if (!source) {
+      if (metas.some((m) => m === "unreachable")) {
         throw new SheepdogError(
           ResultCode.NETWORK_ERROR,
-          `${silent[0]!.id} did not answer for ${oidToHex(oid)}`,
+          `No copy of ${oidToHex(oid)} reachable`,
         );
       }
-      // Forward: every target gets the best copy. A target whose disk cannot take it (full,
-      // failing) would be left behind, so then every copy goes back to that target's copy
-      // instead (the failed write does not land anywhere), and only a target that cannot take
-      // even that loses its copy: a wrong copy is worse than none.
-      const forward = await this.#pushAll(oid, targets, metas, source, suspects);
-      let winner: FetchedCopy = source;
-      let outcome = forward;
-      /** A refused copy was kept: the copies still differ. */
-      let kept = false;
-      const refuser = forward.refused[0];
-      if (refuser !== undefined) {
-        const index = targets.findIndex((n) => n.id === refuser.id);
-        const meta = metas[index];
-        // Only a copy that holds every write but the failed one may be gone back to (a stale
-        // copy would lose acknowledged writes): verified, and as new as the others were.
-        const before = this.#diverged.get(oid)?.before;
-        const current = meta && meta !== "unreachable" && meta.verified &&
-          before !== undefined && meta.version >= before;
-        const copy = current
-          ? await this.#fetchWhole(refuser, oid, meta.size).catch(() => undefined)
-          : undefined;
-        if (copy && meta && meta !== "unreachable") {
-          winner = { node: refuser, meta, ...copy, badBlocks: [], expected: [] };
-          const current = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
-          outcome = await this.#pushAll(oid, targets, current, winner, new Set(), "rolled back");
-        }
-        // A copy is removed only once the copy that won is stored somewhere (on its own node, or
-        // pushed): a salvaged winner is not what its node holds, and if every node refused it,
-        // a refused copy may hold the only good version of a block the winner lost. Then nothing
-        // is removed: the copies stay diverged and the write fails.
-        if (outcome.holders.length === 0) {
-          throw outcome.unreachable ?? outcome.refusal ?? new SheepdogError(
-            ResultCode.EIO,
-            `No target of ${oidToHex(oid)} could store its repaired copy`,
-          );
-        }
-        // Fencing never touches the copy that won: at least that one stays. Nor a copy whose
-        // every block is not vouched for by the winner or provably older: one as new as the
-        // winner but different (a rollback's refuser holds the failed write), or any copy while the
-        // winner has blocks left bad (the copy's block may be the only version of one). Such a
-        // copy stays and the object stays diverged (reads go to the copies that took the write).
-        for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
-          const meta = await this.#metaOf(node, oid);
-          if (meta === undefined) continue;
-          if (meta === "unreachable") {
-            outcome.unreachable ??= new SheepdogError(
-              ResultCode.NETWORK_ERROR,
-              `${node.id} did not answer`,
-            );
-            continue;
-          }
-          const older = meta.version < winner.meta.version;
-          const same = meta.version === winner.meta.version && meta.digest === winner.meta.digest;
-          if (winner.badBlocks.length > 0 || !(older || same)) {
-            kept = true;
-            continue;
-          }
-          await this.#removeOn(node, oid).then(
-            () => this.#context.repaired(oid, node.id, "its disk cannot take the object: removed"),
-            (error) => (outcome.unreachable ??= error),
-          );
-        }
+      // Nothing readable anywhere: the object is gone (never written, or lost); nothing to do.
+      this.#diverged.delete(oid);
+      return { source: undefined, whole: metas.every((m) => m === undefined) };
+    }
+    const silent = targets.filter((_, i) => metas[i] === "unreachable");
+    if (silent.length > 0 && source.badBlocks.length > 0) {
+      // A node that did not answer may hold the object whole: never salvage around it.
+      throw new SheepdogError(
+        ResultCode.NETWORK_ERROR,
+        `${silent[0]!.id} did not answer for ${oidToHex(oid)}`,
+      );
+    }
+    // Forward: every target gets the best copy. A target whose disk cannot take it (full,
+    // failing) would be left behind, so then every copy goes back to that target's copy
+    // instead (the failed write does not land anywhere), and only a target that cannot take
+    // even that loses its copy: a wrong copy is worse than none.
+    const forward = await this.#pushAll(oid, targets, metas, source, suspects);
+    if (forward.changed !== undefined) throw forward.changed;
+    let winner: FetchedCopy = source;
+    let outcome = forward;
+    /** A refused copy was kept: the copies still differ. */
+    let kept = false;
+    const refuser = forward.refused[0];
+    if (refuser !== undefined) {
+      const index = targets.findIndex((n) => n.id === refuser.id);
+      const meta = metas[index];
+      // Only a copy that holds every write but the failed one may be gone back to (a stale
+      // copy would lose acknowledged writes): verified, and as new as the others were.
+      const before = this.#diverged.get(oid)?.before;
+      const current = meta && meta !== "unreachable" && meta.verified &&
+        before !== undefined && meta.version >= before;
+      const copy = current
+        ? await this.#fetchWhole(refuser, oid, meta.size).catch(() => undefined)
+        : undefined;
+      if (copy && meta && meta !== "unreachable") {
+        winner = { node: refuser, meta, ...copy, badBlocks: [], expected: [] };
+        const current = await Promise.all(targets.map((node) => this.#metaOf(node, oid)));
+        outcome = await this.#pushAll(oid, targets, current, winner, new Set(), "rolled back");
+        if (outcome.changed !== undefined) throw outcome.changed;
       }
-      // A refused target is short of a copy now, or holds a different one: tried again later.
-      if (outcome.refused.length > 0) this.#restorer.add(oid);
-      if (outcome.unreachable !== undefined) throw outcome.unreachable;
-      if (!kept) this.#diverged.delete(oid);
-      return { source: winner.node.id, whole: outcome.refused.length === 0 };
-    });
+      // A copy is removed only once the copy that won is stored somewhere (on its own node, or
+      // pushed): a salvaged winner is not what its node holds, and if every node refused it,
+      // a refused copy may hold the only good version of a block the winner lost. Then nothing
+      // is removed: the copies stay diverged and the write fails.
+      if (outcome.holders.length === 0) {
+        throw outcome.unreachable ?? outcome.refusal ?? new SheepdogError(
+          ResultCode.EIO,
+          `No target of ${oidToHex(oid)} could store its repaired copy`,
+        );
+      }
+      // Fencing never touches the copy that won: at least that one stays. Nor a copy whose
+      // every block is not vouched for by the winner or provably older: one as new as the
+      // winner but different (a rollback's refuser holds the failed write), or any copy while the
+      // winner has blocks left bad (the copy's block may be the only version of one). Such a
+      // copy stays and the object stays diverged (reads go to the copies that took the write).
+      for (const node of outcome.refused.filter((n) => n.id !== winner.node.id)) {
+        const meta = await this.#metaOf(node, oid);
+        if (meta === undefined) continue;
+        if (meta === "unreachable") {
+          outcome.unreachable ??= new SheepdogError(
+            ResultCode.NETWORK_ERROR,
+            `${node.id} did not answer`,
+          );
+          continue;
+        }
+        const older = meta.version < winner.meta.version;
+        const same = meta.version === winner.meta.version && meta.digest === winner.meta.digest;
+        if (winner.badBlocks.length > 0 || !(older || same)) {
+          kept = true;
+          continue;
+        }
+        await this.#removeOn(node, oid).then(
+          () => this.#context.repaired(oid, node.id, "its disk cannot take the object: removed"),
+          (error) => (outcome.unreachable ??= error),
+        );
+      }
+    }
+    // A refused target is short of a copy now, or holds a different one: tried again later.
+    if (outcome.refused.length > 0) this.#restorer.add(oid);
+    if (outcome.unreachable !== undefined) throw outcome.unreachable;
+    if (!kept) this.#diverged.delete(oid);
+    return { source: winner.node.id, whole: outcome.refused.length === 0 };
   }
 
   /**
    * Gives every target that differs from `source` (or is suspect, or when the source was
-   * salvaged) a copy of it. Returns the targets whose disk refused it and, if any target could
-   * not be reached, that error.
+   * salvaged) a copy of it, in place of the copy `metas` says it has (a target whose copy changed
+   * since refuses: AGAIN). Returns the targets whose disk refused it and, if any target could not
+   * be reached or had a changed copy, that error.
    */
   async #pushAll(
     oid: Oid,
@@ -643,13 +675,20 @@ export class Gateway {
     suspects: ReadonlySet<string>,
     why?: string,
   ): Promise<
-    { refused: RingNode[]; holders: RingNode[]; refusal?: unknown; unreachable?: unknown }
+    {
+      refused: RingNode[];
+      holders: RingNode[];
+      refusal?: unknown;
+      unreachable?: unknown;
+      changed?: unknown;
+    }
   > {
     const refused: RingNode[] = [];
     /** Targets that hold `source`'s bytes afterwards. */
     const holders: RingNode[] = [];
     let refusal: unknown;
     let unreachable: unknown;
+    let changed: unknown;
     // A salvaged source (even one whose bad blocks were all filled from other copies) is not
     // what its node holds: that node gets it too.
     const salvaged = source.salvaged === true || source.badBlocks.length > 0 ||
@@ -676,19 +715,36 @@ export class Gateway {
           : salvaged
           ? "salvaged: its bad blocks were taken from other copies"
           : `copy at version ${meta.version}, newest ${source.meta.version}`);
+      const replacing = meta === undefined ? null : { version: meta.version, digest: meta.digest };
       try {
-        await this.#createOn(node, oid, source.data, 0, source.meta.size, source.version, source);
+        await this.#createOn(
+          node,
+          oid,
+          source.data,
+          0,
+          source.meta.size,
+          source.version,
+          source,
+          replacing,
+        );
         this.#context.repaired(oid, node.id, reason);
         holders.push(node);
       } catch (error) {
-        if (isResult(error, ...RETRYABLE)) unreachable = error;
+        if (isResult(error, ResultCode.AGAIN)) changed ??= error;
+        else if (isResult(error, ...RETRYABLE)) unreachable = error;
         else {
           refused.push(node);
           refusal ??= error;
         }
       }
     }));
-    return { refused, holders, refusal, ...(unreachable === undefined ? {} : { unreachable }) };
+    return {
+      refused,
+      holders,
+      refusal,
+      ...(unreachable === undefined ? {} : { unreachable }),
+      ...(changed === undefined ? {} : { changed }),
+    };
   }
 
   /** Repairs copies a read found bad or missing, off the client's path. */

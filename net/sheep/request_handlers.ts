@@ -417,6 +417,7 @@ const peerOps: Record<number, Op> = {
         expected: salvaged.expected,
         unverified,
         ...(unverified && salvaged.changed ? { changed: salvaged.changed } : {}),
+        ...(salvaged.replacing !== undefined ? { replacing: salvaged.replacing } : {}),
       });
     },
   },

@@ -20,6 +20,12 @@ export const RETRY_FOR_MS = 30_000;
 /** How long to wait between attempts. */
 export const RETRY_INTERVAL_MS = 200;
 /**
+ * Rounds of one repair (the gateway's reconcile) started again because a target's copy took a
+ * write meanwhile: each such write makes progress, so a repair that loses this often gives up
+ * (the object stays marked diverged, the next write or read repairs it).
+ */
+export const RECONCILE_ROUNDS_MAX = 5;
+/**
  * An object left with fewer copies than targets because a target's disk refused one (full or
  * failing) is restored in the background (copy_restorer.ts): first tried this long after, then
  * at doubling intervals up to the maximum while targets keep refusing.

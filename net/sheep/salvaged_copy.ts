@@ -4,7 +4,10 @@
  * block indexes; n × u32 the checksum each should have; n × u8 1 where that checksum is known;
  * u32 m, the number of blocks that changed since the copy's last sync before a crash (0xffffffff:
  * not known, every block may have); m × u32 their indexes; m × u32 the checksum each had at that
- * sync; m × u8 1 where that checksum is known; then the object's bytes (bad blocks as zeros).
+ * sync; m × u8 1 where that checksum is known; u8 what the receiver's copy must be for the copy
+ * to be put in its place (0: anything, 1: none, 2: the copy of version hi × 2^32 + lo and digest
+ * d: then u32 hi, u32 lo, u8 length of d, d in ASCII); then the object's bytes (bad blocks as
+ * zeros).
  *
  * @module
  */
@@ -12,18 +15,35 @@
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { ChangedBlock, SalvagedCopy } from "../../core/store/object_store.ts";
 
-/** A copy on the wire: salvaged blocks, and a crash-suspect copy's uncertain blocks. */
+/**
+ * The copy a repair read on a target and means to replace (null: the target had none). The
+ * target replaces only that copy: one that took a write since must not be overwritten by a copy
+ * read before the write (an acknowledged write would be lost there; sim seed 18724).
+ */
+export type ReplacedCopy = { readonly version: number; readonly digest: string } | null;
+
+/**
+ * A copy on the wire: salvaged blocks, a crash-suspect copy's uncertain blocks, and (on a
+ * repair's PUT_SALVAGED_PEER) the copy it replaces.
+ */
 export interface WireCopy extends SalvagedCopy {
   changed?: readonly ChangedBlock[];
+  replacing?: ReplacedCopy;
 }
 
 const UNKNOWN = 0xffffffff;
+const ANY_COPY = 0;
+const NO_COPY = 1;
+const THIS_COPY = 2;
 
 export function encodeSalvaged(copy: WireCopy): Uint8Array {
   const n = copy.badBlocks.length;
   const changed = copy.changed;
   const m = changed?.length ?? 0;
-  const head = 4 + 9 * n + 4 + 9 * m;
+  const digest = copy.replacing ? new TextEncoder().encode(copy.replacing.digest) : undefined;
+  if (digest && digest.length > 0xff) throw new RangeError("digest too long");
+  const condition = 4 + 9 * n + 4 + 9 * m;
+  const head = condition + 1 + (digest ? 9 + digest.length : 0);
   const bytes = new Uint8Array(head + copy.data.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, n, true);
@@ -40,6 +60,13 @@ export function encodeSalvaged(copy: WireCopy): Uint8Array {
     view.setUint32(at + 4 * m + 4 * i, synced ?? 0, true);
     bytes[at + 8 * m + i] = synced === null || synced === undefined ? 0 : 1;
   });
+  bytes[condition] = copy.replacing === undefined ? ANY_COPY : digest ? THIS_COPY : NO_COPY;
+  if (copy.replacing && digest) {
+    view.setUint32(condition + 1, Math.floor(copy.replacing.version / 2 ** 32), true);
+    view.setUint32(condition + 5, copy.replacing.version >>> 0, true);
+    bytes[condition + 9] = digest.length;
+    bytes.set(digest, condition + 10);
+  }
   bytes.set(copy.data, head);
   return bytes;
 }
@@ -57,9 +84,33 @@ export function decodeSalvaged(bytes: Uint8Array): WireCopy {
   const m = view.getUint32(4 + 9 * n, true);
   const known = m !== UNKNOWN;
   const at = 4 + 9 * n + 4;
-  const head = at + (known ? 9 * m : 0);
-  if (head > bytes.length) throw malformed();
+  const condition = at + (known ? 9 * m : 0);
+  if (condition + 1 > bytes.length) throw malformed();
+  let head = condition + 1;
+  let replacing: ReplacedCopy | undefined;
+  switch (bytes[condition]) {
+    case ANY_COPY:
+      break;
+    case NO_COPY:
+      replacing = null;
+      break;
+    case THIS_COPY: {
+      if (condition + 10 > bytes.length) throw malformed();
+      const length = bytes[condition + 9]!;
+      head = condition + 10 + length;
+      if (head > bytes.length) throw malformed();
+      replacing = {
+        version: view.getUint32(condition + 1, true) * 2 ** 32 +
+          view.getUint32(condition + 5, true),
+        digest: new TextDecoder().decode(bytes.subarray(condition + 10, head)),
+      };
+      break;
+    }
+    default:
+      throw malformed();
+  }
   const copy: WireCopy = { data: bytes.subarray(head), badBlocks, expected };
+  if (replacing !== undefined) copy.replacing = replacing;
   if (known) {
     copy.changed = Array.from({ length: m }, (_, i) => ({
       block: view.getUint32(at + 4 * i, true),

@@ -41,3 +41,28 @@ Deno.test("a truncated salvaged copy is refused, not read past its end", () => {
   new DataView(huge.buffer).setUint32(4, 1000, true); // 1,000 changed blocks announced, none sent
   assert.throws(() => decodeSalvaged(huge), /Malformed salvaged copy/);
 });
+
+Deno.test("the copy a repair replaces travels with it: a version and digest, none, or no condition", () => {
+  const data = new Uint8Array(4096).fill(9);
+  const base = { data, badBlocks: [3], expected: [7] };
+  for (
+    const replacing of [
+      { version: 2 ** 52 + 12345, digest: "unrebuilt:0123456789abcdef0123456789abcdef01234567" },
+      null,
+      undefined,
+    ]
+  ) {
+    const decoded = decodeSalvaged(encodeSalvaged({ ...base, replacing }));
+    assert.deepEqual(decoded.replacing, replacing);
+    assert.deepEqual(decoded.badBlocks, [3]);
+    assert.deepEqual(decoded.data, data);
+  }
+  const bytes = encodeSalvaged({ ...base, replacing: { version: 5, digest: "abc" } });
+  const condition = 4 + 9 + 4;
+  for (const length of [condition, condition + 9, condition + 12]) {
+    assert.throws(() => decodeSalvaged(bytes.subarray(0, length)), /Malformed salvaged copy/);
+  }
+  const unknown = bytes.slice();
+  unknown[condition] = 7;
+  assert.throws(() => decodeSalvaged(unknown), /Malformed salvaged copy/);
+});

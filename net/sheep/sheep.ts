@@ -62,6 +62,7 @@ import type { OrphanSource } from "./orphans.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
 import { isResult, promiseOf } from "../../core/errors.ts";
 import { oidToHex } from "../../core/vdi/oid.ts";
+import type { ReplacedCopy } from "./salvaged_copy.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { type Connect, Peers } from "./peers.ts";
 import type { Disk } from "../../core/store/disk.ts";
@@ -883,12 +884,32 @@ export class Sheep {
         if (this.recovery.active) return this.recovery.ensure(oid).then(work);
         return work();
       });
-    /** A change to the local copy, under its lock; a full disk is said in the log. */
-    const stored = <T>(oid: Oid, work: () => Promise<T>): Promise<T> =>
-      locks.shared(oid, work).catch((error) => {
+    /**
+     * A change to the local copy, under its lock (shared: writes to other blocks go on; exclusive
+     * for a change that depends on the copy as it is); a full disk is said in the log.
+     */
+    const stored = <T>(oid: Oid, work: () => Promise<T>, exclusive = false): Promise<T> =>
+      (exclusive ? locks.exclusive(oid, work) : locks.shared(oid, work)).catch((error) => {
         if (isResult(error, ResultCode.NO_SPACE)) this.#noteNoSpace(oid, error);
         throw error;
       });
+    /**
+     * A repair's copy replaces only the copy the repair read: a write that reached this copy
+     * since (another gateway's: their locks do not exclude each other) would be lost under a copy
+     * read before it. Checked with writes held off (the lock is exclusive).
+     */
+    const stillReplacing = async (oid: Oid, replacing: ReplacedCopy): Promise<void> => {
+      const now = await store.meta(oid);
+      const same = replacing === null
+        ? now === undefined
+        : now !== undefined && now.version === replacing.version && now.digest === replacing.digest;
+      if (same) return;
+      throw new SheepdogError(
+        ResultCode.AGAIN,
+        `Copy of ${oidToHex(oid)} on ${this.id} changed since the repair read it (` +
+          (now ? `now version ${now.version}` : "now gone") + "): not replaced",
+      );
+    };
     return {
       read: (oid, offset, length) => current(oid, () => store.read(oid, offset, length)),
       readNow: (oid, offset, length) => {
@@ -904,10 +925,14 @@ export class Sheep {
           )),
       // A create replaces the whole copy: nothing to bring up to date first (a pull due meanwhile
       // finds the newer version and leaves it).
-      create: (oid, data, offset, options) =>
+      create: (oid, data, offset, { replacing, ...options }) =>
         stored(
           oid,
-          () => counts.create(oid, data, offset, () => store.create(oid, data, offset, options)),
+          async () => {
+            if (replacing !== undefined) await stillReplacing(oid, replacing);
+            return counts.create(oid, data, offset, () => store.create(oid, data, offset, options));
+          },
+          replacing !== undefined,
         ),
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
       readCopy: (oid, offset, length) => {

@@ -35,7 +35,7 @@ function envInt(name: string): number | null {
  * Seeds past the default range that once failed (found by longer sweeps, `SIM_SEED_FIRST`):
  * run with the default range, so what they caught stays caught.
  */
-const FOUND_SEEDS = [618, 1806, 2970, 5613, 7287, 8097, 8440, 9960, 11395, 12797];
+const FOUND_SEEDS = [618, 1806, 2970, 5613, 7287, 8097, 8440, 9960, 11395, 12797, 18724];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
   await runSeeds({ discards: false, count: 300, found: FOUND_SEEDS });
