@@ -722,6 +722,21 @@ export class FsObjectStore implements ObjectStore {
     });
   }
 
+  async retryRebuilds(): Promise<number> {
+    let rebuilt = 0;
+    for (const oid of [...this.#unrebuilt]) {
+      // Closed meanwhile, its checksums written out first: a write that reached the copy since
+      // the crash raised the version only in memory, and the rebuild keeps the version on file.
+      const ok = await this.#whileClosed(oid, () => this.#rebuildChecksums(oid), true)
+        .then(() => true, () => false);
+      if (!ok || !this.#unrebuilt.delete(oid)) continue;
+      rebuilt++;
+      this.#log(`object ${oidToHex(oid)}: checksums rebuilt after an earlier failure`);
+    }
+    if (rebuilt > 0) await this.#syncDirectory("rebuilding checksums").catch(() => undefined);
+    return rebuilt;
+  }
+
   async verify(oid: Oid): Promise<BadBlock[]> {
     const action = `Cannot verify object ${oidToHex(oid)}`;
     try {
@@ -993,8 +1008,8 @@ export class FsObjectStore implements ObjectStore {
    * open the old files between the close and a rename over them, and go on reading and writing a
    * file that is no longer the object's (a copy whose file on disk lacks the writes it took).
    */
-  #whileClosed<T>(oid: Oid, change: () => Promise<T>): Promise<T> {
-    const changed = this.#retire(oid, false).then(change);
+  #whileClosed<T>(oid: Oid, change: () => Promise<T>, sync = false): Promise<T> {
+    const changed = this.#retire(oid, sync).then(change);
     void this.#keepClosed(oid, changed);
     return changed;
   }

@@ -272,6 +272,41 @@ Deno.test("FsObjectStore: an object whose checksums a crash left unrebuilt reads
   await store.close();
 });
 
+Deno.test("FsObjectStore: a copy left unrebuilt by a read fault is rebuilt once the fault has passed, still crash-suspect", async () => {
+  // Found by the data-path simulation (seed 18699): the only copy's reads failed across a crash
+  // of every node; the fault passed, but the copy stayed unreadable for good (nothing retried).
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
+  await store.flush();
+  // Journaled, never synced. A crash with `() => 0` keeps every pending write but tears the first
+  // to nothing: the second lands, so block 2 differs from its synced checksum.
+  await store.write(1n, patternBytes(B, 3), 4 * B, 6);
+  await store.write(1n, patternBytes(B, 2), 2 * B, 7);
+  disk.crash(() => 0);
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
+  store = await openStore(disk);
+  assert.equal(await store.retryRebuilds(), 0, "the data still cannot be read");
+  await assert.rejects(store.read(1n, 0, B), isError(ResultCode.EIO, /could not be rebuilt/));
+  // A write while it is unrebuilt (its other blocks' checksums are still unknown).
+  await store.write(1n, patternBytes(B, 4), 5 * B, 8);
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, false);
+  assert.equal(await store.retryRebuilds(), 1);
+  assert.equal(await store.retryRebuilds(), 0, "nothing left to rebuild");
+  assert.deepEqual(await store.read(1n, 2 * B, B), patternBytes(B, 2));
+  assert.deepEqual(await store.read(1n, 5 * B, B), patternBytes(B, 4));
+  assert.deepEqual(await store.verify(1n), []);
+  const meta = (await store.meta(1n))!;
+  assert.equal(meta.version, 8, "the write's version, not the one on file before it");
+  assert.equal(
+    meta.verified,
+    false,
+    "still a crash suspect: its unsynced blocks are not vouched for",
+  );
+  assert.ok(meta.changed?.some((c) => c.block === 2), "block 2 changed since the last sync");
+  await store.close();
+});
+
 Deno.test("FsObjectStore: a flush never drops an unrebuilt object from the journal, so the next crash cannot make it look verified", async () => {
   // Goal: a copy whose checksums a crash left unrebuilt stays a crash suspect across later
   // flushes and crashes. Found by the data-path simulation (seed 1418): a full flush rewrote the

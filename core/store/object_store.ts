@@ -158,6 +158,13 @@ export interface ObjectStore {
   /** Records that a crash-suspect object was checked against its replicas. */
   markVerified(oid: Oid): Promise<void>;
   /**
+   * Tries again to rebuild the checksums of the copies a crash left unrebuilt (their data could
+   * not be read, the disk was full): a fault that has passed must not leave a copy unreadable
+   * for good. What it rebuilds is crash-suspect, as a rebuild at open leaves it. Resolves with
+   * how many it rebuilt; cheap when there are none.
+   */
+  retryRebuilds(): Promise<number>;
+  /**
    * Reads the whole object without failing on blocks that fail their checksum (a block that
    * cannot be read at all fails the call): their bytes come back as zeros and
    * their indexes in `badBlocks`. For repairs of a newest copy that partly rotted: its good

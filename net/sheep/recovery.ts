@@ -863,6 +863,9 @@ function newRun(view: ClusterView): Run {
 
 /** Every local copy with its meta (objects removed meanwhile are skipped). */
 export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]> {
+  // Every recovery lists every member: a copy a crash left unrebuilt while its disk failed is
+  // tried again there, so it is listed as what the disk holds once the fault has passed.
+  await store.retryRebuilds();
   const copies: ListedCopy[] = [];
   for (const oid of await store.list()) {
     const meta = await store.meta(oid).catch((error) => {
