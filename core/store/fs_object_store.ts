@@ -72,6 +72,7 @@ import type {
   ObjectMeta,
   ObjectStore,
   SalvagedCopy,
+  SalvageOptions,
   StoreHealth,
   StoreSpace,
 } from "./object_store.ts";
@@ -752,11 +753,13 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async salvage(oid: Oid): Promise<SalvagedCopy> {
+  async salvage(oid: Oid, options: SalvageOptions = {}): Promise<SalvagedCopy> {
     const action = `Cannot salvage object ${oidToHex(oid)}`;
     // An object whose checksums a crash left unrebuilt still has those of its last sync: the
     // blocks that match them are good; the others changed since (an unsynced write, or rot) and
-    // count as bad, expected to hold what the last sync had.
+    // count as bad, expected to hold what the last sync had. With `suspect` they are given as
+    // they are instead, as the changed blocks the rebuild would have recorded (see the option).
+    const suspect = options.suspect === true && this.#unrebuilt.has(oid);
     return await this.#use(oid, action, async (object) => {
       const data = new Uint8Array(object.meta.size);
       const bad: number[] = [];
@@ -770,6 +773,29 @@ export class FsObjectStore implements ObjectStore {
         );
         data.set(chunk.bytes, start);
         bad.push(...chunk.bad.map((b) => b.index));
+      }
+      if (suspect) {
+        // As `#rebuildChecksums` would record them: an earlier crash's record first (its blocks
+        // are as uncertain), then every block whose bytes differ from the checksums on file. A
+        // block recorded lost stays bad: its bytes are not what was written.
+        const changed = byBlock(this.#changed.get(oid));
+        const lost = bad.filter((index) => object.meta.isBad(index));
+        for (const index of bad) {
+          if (object.meta.isBad(index)) continue;
+          if ((changed.get(index) ?? null) === null) {
+            changed.set(index, object.meta.checksum(index));
+          }
+        }
+        for (const index of lost) {
+          data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
+          if (!changed.has(index)) changed.set(index, null);
+        }
+        return {
+          data,
+          badBlocks: lost,
+          expected: lost.map((index) => object.meta.checksum(index)),
+          changed: sortedChanged(changed),
+        };
       }
       for (const index of bad) data.fill(0, index * B, Math.min(data.length, (index + 1) * B));
       return { data, badBlocks: bad, expected: bad.map((index) => object.meta.checksum(index)) };

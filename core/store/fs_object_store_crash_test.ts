@@ -304,6 +304,53 @@ Deno.test("FsObjectStore: a copy left unrebuilt by a read fault is rebuilt once 
     "still a crash suspect: its unsynced blocks are not vouched for",
   );
   assert.ok(meta.changed?.some((c) => c.block === 2), "block 2 changed since the last sync");
+
+Deno.test("FsObjectStore: salvaged as a crash suspect, a copy a full disk left unrebuilt gives its changed blocks as they are", async () => {
+  // Goal: recovery's merge gets from a copy whose checksums a crash could not rebuild (a full
+  // disk) what a rebuild would have recorded: the blocks that differ from the last sync's
+  // checksums, as they are, with those checksums (sim seed 18707: as bad blocks, the only copy
+  // of an unsynced write that landed was stored lost). A plain salvage still counts them bad; a
+  // block recorded lost stays bad either way. Method: a copy with block 5 lost, flushed; an
+  // unsynced write to block 2 whose data lands; the start on a full disk.
+  const disk = new MemDisk();
+  let store = await openStore(disk);
+  const synced = patternBytes(8 * B, 1);
+  await store.create(1n, synced, 0, {
+    size: 8 * B,
+    version: 5,
+    badBlocks: [5],
+    expected: [blockChecksum(synced.subarray(5 * B, 6 * B))],
+  });
+  await store.flush();
+  const written = patternBytes(B, 2);
+  await store.write(1n, written, 2 * B, 6); // journaled, never synced
+  disk.crash({ reached: (file) => file === `${DIR}/${oidToHex(1n)}` }); // the data lands
+  const space = await disk.space(DIR);
+  disk.setCapacity(space.totalBytes - space.freeBytes); // no room for rebuilt checksums
+  store = await openStore(disk);
+  await assert.rejects(store.read(1n, 0, B), isError(ResultCode.EIO, /could not be rebuilt/));
+  const plain = await store.salvage(1n);
+  assert.deepEqual(plain.badBlocks, [2, 5]);
+  assert.deepEqual(plain.data.subarray(2 * B, 3 * B), new Uint8Array(B));
+  assert.equal(plain.changed, undefined);
+  const suspect = await store.salvage(1n, { suspect: true });
+  assert.deepEqual(suspect.badBlocks, [5], "a block recorded lost stays bad");
+  assert.deepEqual(suspect.data.subarray(2 * B, 3 * B), written, "block 2 as it is");
+  assert.deepEqual(suspect.data.subarray(5 * B, 6 * B), new Uint8Array(B));
+  assert.deepEqual(suspect.data.subarray(0, 2 * B), synced.subarray(0, 2 * B));
+  assert.deepEqual(suspect.changed, [
+    { block: 2, synced: blockChecksum(synced.subarray(2 * B, 3 * B)) },
+    { block: 5, synced: null },
+  ]);
+  await store.close();
+});
+
+Deno.test("FsObjectStore: salvaged as a crash suspect, a copy whose checksums hold is salvaged as ever", async () => {
+  const disk = new MemDisk();
+  const store = await openStore(disk);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+  assert.deepEqual(await store.salvage(1n, { suspect: true }), await store.salvage(1n));
+  assert.equal((await store.salvage(1n, { suspect: true })).changed, undefined);
   await store.close();
 });
 

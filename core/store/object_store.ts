@@ -102,6 +102,26 @@ export interface SalvagedCopy {
    * other copy that matches it holds the right bytes and can fill the hole.
    */
   expected: (number | undefined)[];
+  /**
+   * Only with `SalvageOptions.suspect`, from a copy whose checksums a crash left unrebuilt: the
+   * blocks that changed since its last sync (an unsynced write that landed, or rot), with their
+   * checksums at that sync, as a rebuild would have recorded them. Their bytes are in `data` as
+   * they are, not vouched for; those also in `badBlocks` (recorded lost) are zeros.
+   */
+  changed?: readonly ChangedBlock[];
+}
+
+/** How `ObjectStore.salvage` reads a copy. */
+export interface SalvageOptions {
+  /**
+   * Read as a crash suspect, for recovery's merge (`mergeCopies`, which prefers, block by block,
+   * a copy holding the bytes of the last sync): a copy whose checksums a crash left unrebuilt
+   * (its disk full) gives the blocks that differ from its last sync's checksums as they are,
+   * listed in `changed`, as its rebuild would have recorded them, instead of as bad blocks (as
+   * bad blocks, the only copy left of an unsynced write that landed was stored lost: sim seed
+   * 18707). Any other copy is salvaged as without it.
+   */
+  suspect?: boolean;
 }
 
 /** Problems the store has seen, for `info -t node`, the dashboard and metrics. */
@@ -170,7 +190,7 @@ export interface ObjectStore {
    * their indexes in `badBlocks`. For repairs of a newest copy that partly rotted: its good
    * blocks are kept, its bad ones stay bad (see `create`'s `badBlocks`).
    */
-  salvage(oid: Oid): Promise<SalvagedCopy>;
+  salvage(oid: Oid, options?: SalvageOptions): Promise<SalvagedCopy>;
   /** Reads the whole object and returns every block that fails its checksum (scrub). */
   verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;

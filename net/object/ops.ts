@@ -95,7 +95,11 @@ export const Flag = {
   PIGGYBACK: 0x10,
   FWD: 0x40,
   RECOVERY: 0x80,
-  /** Ours, on internal creates: the copy comes from a crash-suspect copy and stays suspect. */
+  /**
+   * Ours, on internal creates: the copy comes from a crash-suspect copy and stays suspect. On
+   * GET_OBJ_SALVAGE: the copy is read as a crash-suspect copy for a merge (`SalvageOptions`'s
+   * `suspect`); a node that does not know it answers as without it.
+   */
   UNVERIFIED: 0x100,
   /**
    * Ours, on recovery's reads (with RECOVERY): background work the serving node paces while its

@@ -20,7 +20,12 @@ import type { RingNode } from "../../core/hash/ring.ts";
 import { LEFTOVER_REMOVALS_MAX, objectSize } from "../../core/limits.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
-import type { CreateOptions, ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
+import type {
+  CreateOptions,
+  ObjectMeta,
+  SalvagedCopy,
+  SalvageOptions,
+} from "../../core/store/object_store.ts";
 import { INODE_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
 import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import type { VdiRegistry } from "../../core/vdi/registry.ts";
@@ -72,7 +77,7 @@ export interface LocalObjects {
   /** The copy's version, size and digest as it is (no waiting for recovery). */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   /** The copy as it is, bad blocks as zeros and named (no waiting for recovery). */
-  salvage(oid: Oid): Promise<SalvagedCopy>;
+  salvage(oid: Oid, options?: SalvageOptions): Promise<SalvagedCopy>;
   flush(vid?: number): Promise<void>;
 }
 

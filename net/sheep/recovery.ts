@@ -611,9 +611,11 @@ export class Recovery {
     node: RingNode,
     oid: Oid,
     paced: boolean,
+    suspect = false,
   ): Promise<SalvagedCopy & { version: number }> {
     const header = requestHeader(Opcode.GET_OBJ_SALVAGE, { internal: true });
     header.oid = oid;
+    if (suspect) header.flags |= Flag.UNVERIFIED;
     const response = await this.#request(node, header, paced);
     return { ...decodeSalvaged(response.data), version: response.header.rspObjVersion };
   }
@@ -623,7 +625,11 @@ export class Recovery {
    * copy that cannot be read whole (some of its blocks fail their checksums, or a crash left its
    * checksums unrebuilt on a full disk) gives the blocks it can vouch for, salvaged: one such
    * copy may hold the synced bytes of a block that rot changed on every readable one (found by
-   * the simulation, seed 5613). A copy that cannot be read at all is left out; one that could
+   * the simulation, seed 5613). One whose checksums were left unrebuilt gives the blocks that
+   * changed since its last sync as they are, as changed blocks, as a rebuilt copy would (the
+   * store's `suspect` salvage), but only at the newest version, as any copy's changed block
+   * (seed 18707: the only copy left of an unsynced write that landed was salvaged to a hole, and
+   * the block was stored lost). A copy that cannot be read at all is left out; one that could
    * not be asked (a lost request, a view change) is waited for, as in `fetchBestCopy`: another
    * node that did read it would build a different copy at the same version.
    */
@@ -631,13 +637,21 @@ export class Recovery {
     const fetched: MergeSource[] = [];
     let unreachable: unknown;
     const size = rivals[0]!.meta.size;
+    const newest = Math.max(...rivals.map((c) => c.meta.version));
     const reader = this.#reader(false);
+    const store = this.#context.store;
+    // An older copy's changed blocks are never taken on their own: salvaged as ever, they are
+    // holes there.
+    const salvage = (node: RingNode, suspect: boolean): Promise<SalvagedCopy> =>
+      node.id === this.#context.selfId
+        ? store.salvage(oid, { suspect })
+        : this.#salvage(node, oid, false, suspect);
     for (const { node, meta } of rivals) {
       const copy = await reader.whole(node, oid, meta.size).then(
-        ({ data }) => ({ data, badBlocks: [] as number[] }),
+        ({ data }): SalvagedCopy => ({ data, badBlocks: [], expected: [] }),
         (error) => {
           if (isResult(error, ...RETRYABLE)) throw error;
-          return reader.salvage(node, oid);
+          return salvage(node, meta.version === newest);
         },
       ).catch((error) => {
         if (isResult(error, ...RETRYABLE)) unreachable ??= error;
@@ -647,7 +661,7 @@ export class Recovery {
         fetched.push({
           data: copy.data,
           version: meta.version,
-          changed: meta.changed,
+          changed: copy.changed ?? meta.changed,
           ...(copy.badBlocks.length > 0 ? { bad: copy.badBlocks } : {}),
         });
       }

@@ -397,7 +397,8 @@ const peerOps: Record<number, Op> = {
       const meta = await sheep.local.meta(header.oid);
       if (!meta) throw new SheepdogError(ResultCode.NO_OBJ, "No such object");
       reply.rspObjVersion = meta.version;
-      return encodeSalvaged(await sheep.local.salvage(header.oid));
+      const suspect = (header.flags & Flag.UNVERIFIED) !== 0;
+      return encodeSalvaged(await sheep.local.salvage(header.oid, { suspect }));
     },
   },
   [Opcode.PUT_SALVAGED_PEER]: {

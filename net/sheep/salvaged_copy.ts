@@ -7,7 +7,8 @@
  * sync; m × u8 1 where that checksum is known; u8 what the receiver's copy must be for the copy
  * to be put in its place (0: anything, 1: none, 2: the copy of version hi × 2^32 + lo and digest
  * d: then u32 hi, u32 lo, u8 length of d, d in ASCII); then the object's bytes (bad blocks as
- * zeros).
+ * zeros, changed blocks as they are). A GET_OBJ_SALVAGE with UNVERIFIED is answered with the
+ * changed blocks of a copy whose checksums a crash left unrebuilt (`SalvageOptions.suspect`).
  *
  * @module
  */

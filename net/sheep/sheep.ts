@@ -939,9 +939,9 @@ export class Sheep {
         held(oid);
         return store.read(oid, offset, length);
       },
-      salvage: (oid) => {
+      salvage: (oid, options) => {
         held(oid);
-        return store.salvage(oid);
+        return store.salvage(oid, options);
       },
       meta: (oid) => store.meta(oid),
       flush: (vid) => store.flush(vid),

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import {
   type DataPathOptions,
   DataPathSim,
+  failReads,
   OBJECT_BYTES,
   objectPath,
   pattern,
@@ -35,7 +36,20 @@ function envInt(name: string): number | null {
  * Seeds past the default range that once failed (found by longer sweeps, `SIM_SEED_FIRST`):
  * run with the default range, so what they caught stays caught.
  */
-const FOUND_SEEDS = [618, 1806, 2970, 5613, 7287, 8097, 8440, 9960, 11395, 12797, 18724];
+const FOUND_SEEDS = [
+  618,
+  1806,
+  2970,
+  5613,
+  7287,
+  8097,
+  8440,
+  9960,
+  11395,
+  12797,
+  18707,
+  18724,
+];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
   await runSeeds({ discards: false, count: 300, found: FOUND_SEEDS });
@@ -754,6 +768,62 @@ Deno.test({
       await sim.converge(); // the scrub repairs `b`'s rot from `a`
       const outcome = await sim.tryRead(OBJECT_BYTES, 65536);
       assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, pattern(1, 65536)));
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a merge takes an unsynced write from the only copy left that holds it, though a full disk left its checksums unrebuilt",
+  fn: async () => {
+    // Seed 18707 before the fix: every holder of an object crashed with an unsynced write
+    // pending, each copy last synced at another version. On one the write's block landed, but
+    // its disk was full, so the start could not rebuild its checksums; the other's data file
+    // failed every read, so its rebuild failed too and the merge left it out. The merge
+    // salvaged the first copy against its last sync's checksums, the changed block counted as
+    // bad, and it was stored lost on the new targets: a block that read as an I/O error for
+    // good, although a copy held the write whole. A rebuilt copy's changed block is taken as
+    // written where no copy vouches for other bytes; one a full disk left unrebuilt now gives
+    // its changed blocks the same way. Here `full`'s copy is synced at a newer version than
+    // `failing`'s (a pull after a crash of `full` alone), then both take an unsynced write to
+    // block 2 that only `full`'s data file keeps.
+    const sim = await DataPathSim.create({
+      seed: 19,
+      nodes: 3,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [failing, full] = sim.targets(oid) as [SimNode, SimNode];
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      await sim.time.advance(10);
+      await sim.write(20_480, pattern(2, 4096)); // block 5, both copies, never synced
+      await sim.crash([full]); // loses it; `failing`'s copy is the newest, verified
+      await sim.restart([full]); // `full` pulls `failing`'s copy: synced, block 5 included
+      assert.ok(await sim.settle(60_000), "the pull settles");
+      await sim.time.advance(10);
+      const unflushed = pattern(3, 4096);
+      await sim.write(8192, unflushed); // block 2, both copies, never synced
+      const space = await full.disk.space("/");
+      full.disk.setCapacity(space.totalBytes - space.freeBytes);
+      sim.full.add(full);
+      await failReads(failing, objectPath(failing, oid), true);
+      sim.readFaults.set(failing, objectPath(failing, oid));
+      // The write reaches `full`'s data file only; nothing else unsynced survives.
+      await sim.crash(sim.nodes, { reached: (file) => file === objectPath(full, oid) });
+      await sim.restart(sim.nodes);
+      assert.ok(await sim.settle(60_000), "recovery settles");
+      const outcome = await sim.tryRead(8192, 4096);
+      const why = outcome.kind === "error" ? String(outcome.error) : outcome.kind;
+      assert.ok(outcome.kind === "ok", `block 2 does not read: ${why}`);
+      assert.ok(sameBytes(outcome.value, unflushed), "block 2 holds the write `full` kept");
+      await sim.heal();
+      await sim.converge();
     } finally {
       await sim.dispose();
     }
