@@ -304,6 +304,8 @@ Deno.test("FsObjectStore: a copy left unrebuilt by a read fault is rebuilt once 
     "still a crash suspect: its unsynced blocks are not vouched for",
   );
   assert.ok(meta.changed?.some((c) => c.block === 2), "block 2 changed since the last sync");
+  await store.close();
+});
 
 Deno.test("FsObjectStore: salvaged as a crash suspect, a copy a full disk left unrebuilt gives its changed blocks as they are", async () => {
   // Goal: recovery's merge gets from a copy whose checksums a crash could not rebuild (a full
