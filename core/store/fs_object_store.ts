@@ -162,6 +162,7 @@ export class FsObjectStore implements ObjectStore {
    * they read as corrupt and list as unverified until a good copy replaces them.
    */
   #unrebuilt = new Set<Oid>();
+  readonly #holder: () => string;
   /**
    * Per crash-suspect object: the blocks that changed since its last sync, each with the checksum
    * it had at that sync where known (see `open`).
@@ -198,6 +199,11 @@ export class FsObjectStore implements ObjectStore {
       log?: (line: string) => void;
       /** The cluster's current epoch, recorded with each journal entry (default 0: unknown). */
       epoch?: () => number;
+      /**
+       * Who holds this store (the node's id): part of an unrebuilt copy's digest (see `meta`).
+       * Default: the object directory.
+       */
+      holder?: () => string;
     } = {},
   ) {
     this.objectDir = objectDir;
@@ -208,6 +214,7 @@ export class FsObjectStore implements ObjectStore {
     this.#hasher = options.hasher ?? inlineHasher;
     this.#log = options.log ?? (() => {});
     this.#epoch = options.epoch ?? (() => 0);
+    this.#holder = options.holder ?? (() => objectDir);
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
   }
 
@@ -677,10 +684,12 @@ export class FsObjectStore implements ObjectStore {
         const unrebuilt = this.#unrebuilt.has(oid);
         return Promise.resolve({
           // Checksums a crash left unrebuilt describe nothing: such a copy ranks below every
-          // other (version 0) and equals none.
+          // other (version 0) and equals none, not even another node's unrebuilt copy with the
+          // same checksums on file (their data may differ: an unsynced write landed on one), so
+          // that recovery merges them rather than pulling one over the other.
           version: unrebuilt ? 0 : meta.version,
           size: meta.size,
-          digest: unrebuilt ? `unrebuilt:${meta.digest()}` : meta.digest(),
+          digest: unrebuilt ? `unrebuilt:${this.#holder()}:${meta.digest()}` : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
           ...(meta.unverified && this.#changed.has(oid) ? { changed: this.#changed.get(oid) } : {}),
           ...lostBlocksOf(meta),

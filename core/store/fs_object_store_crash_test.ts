@@ -272,6 +272,34 @@ Deno.test("FsObjectStore: an object whose checksums a crash left unrebuilt reads
   await store.close();
 });
 
+Deno.test("FsObjectStore: unrebuilt copies on two nodes never list as equal, though their checksum files are", async () => {
+  // Two holders synced at the same version, then an unsynced write landed on one only: with
+  // both rebuilds failing, the checksum files are the same, the data is not. Listed equal,
+  // recovery would pull one over the other (its changed block salvaged to a hole) instead of
+  // merging them block by block.
+  const disks = [new MemDisk(), new MemDisk()];
+  const metas = [];
+  for (const [i, disk] of disks.entries()) {
+    let store = new FsObjectStore(DIR, disk, { holder: () => `node${i}` });
+    await store.open();
+    await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
+    await store.flush();
+    await store.write(1n, patternBytes(B, 3), 0, 6); // torn to nothing by the crash below
+    await store.write(1n, patternBytes(B, 2), 2 * B, 7);
+    disk.crash(() => 0);
+    disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
+    store = new FsObjectStore(DIR, disk, { holder: () => `node${i}` });
+    await store.open();
+    metas.push((await store.meta(1n))!);
+    await store.close();
+  }
+  assert.equal(metas[0]!.version, 0);
+  assert.equal(metas[1]!.version, 0);
+  assert.match(metas[0]!.digest, /^unrebuilt:node0:/);
+  assert.notEqual(metas[0]!.digest, metas[1]!.digest);
+  assert.equal(metas[0]!.digest.slice(16), metas[1]!.digest.slice(16), "same checksum files");
+});
+
 Deno.test("FsObjectStore: a copy left unrebuilt by a read fault is rebuilt once the fault has passed, still crash-suspect", async () => {
   // Found by the data-path simulation (seed 18699): the only copy's reads failed across a crash
   // of every node; the fault passed, but the copy stayed unreadable for good (nothing retried).

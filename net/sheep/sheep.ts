@@ -233,6 +233,7 @@ export class Sheep {
       verifyReads: options.verifyReads ?? true,
       onChange: (oid) => this.allocations.changed(oid),
       epoch: () => this.#view.epoch,
+      holder: () => this.id,
       ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
