@@ -105,6 +105,16 @@ async function mkfs(args: string[]): Promise<void> {
   try {
     await admin.mkfs({ copies, blockSizeShift: shift, force: values.force, strict: values.strict });
     print(`Cluster formatted with ${copies} ${copies === 1 ? "copy" : "copies"}`);
+    // Copies go to distinct zones, and a sheep's default zone comes from its address: sheep
+    // sharing one host share one zone. Said now, not found out after a disk is lost.
+    const info = await admin.clusterInfo().catch(() => undefined);
+    if (info?.redundancyReduced) {
+      process.stderr.write(
+        `warning: the nodes are in ${info.zones} zone(s), so objects get ${
+          info.strict ? "no writes" : `${info.zones} ${info.zones === 1 ? "copy" : "copies"}`
+        }, not ${copies}, until nodes of more zones join (sheep on one host: give each --zone N)\n`,
+      );
+    }
   } finally {
     await admin.client.close();
   }

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { randomBytes, tempDir } from "../harness.ts";
 import { freePort, requireExecutable, sheepdog, stopDaemon } from "./cli.ts";
 import { etcdInstalled, EtcdTestCluster } from "../etcd_harness.ts";
+import { Herd } from "./herd.ts";
 
 /** How sheep `i` of `ports` finds the others: its cluster-driver flags. */
 type Membership = (i: number, ports: number[]) => string[];
@@ -188,4 +189,32 @@ Deno.test("e2e: --cluster-driver: a wrong URI is a usage error; an unreachable e
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }
+});
+
+Deno.test("mkfs says when the nodes' zones cannot hold the copies asked for (sheep sharing one host)", async () => {
+  // Every sheep on one address gets one zone by default: mkfs --copies=2 printed "formatted
+  // with 2 copies" and every object got one, found out only when a disk was lost.
+  await Herd.with(
+    { nodes: 2, copies: 2, prefix: "sd-e2e-zones-", sheepArgs: ["--zone", "7"] },
+    async (herd) => {
+      const result = await sheepdog([
+        "shepherd",
+        "mkfs",
+        "--copies=2",
+        "--force",
+        "--cluster",
+        herd.id(0),
+      ]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /Cluster formatted with 2 copies/);
+      assert.match(
+        result.stderr,
+        /warning: the nodes are in 1 zone\(s\), so objects get 1 copy, not 2, until nodes of more zones join/,
+      );
+      assert.match(
+        await herd.shepherd(["info", "-t", "cluster"]),
+        /Redundancy reduced: only 1 zone\(s\) alive for 2 copies/,
+      );
+    },
+  );
 });
