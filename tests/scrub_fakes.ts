@@ -166,6 +166,8 @@ export class FakeWorld {
       },
       copies: () => this.copies,
       repair: (oid, suspects) => this.repair(oid, suspects),
+      // Blocks are not modelled: nothing heals in place, every bad copy goes to `repair`.
+      heal: (oid) => Promise.resolve(store.get(oid)?.bad.length ?? 0),
       orphans: () => (oid) => Promise.resolve(this.orphaned.has(oid)),
       remove: (oid) => {
         for (const copies of this.stores.values()) copies.delete(oid);

@@ -732,6 +732,41 @@ export class FsObjectStore implements ObjectStore {
     });
   }
 
+  async healBlocks(
+    oid: Oid,
+    blocks: readonly { index: number; data: Uint8Array }[],
+  ): Promise<number[]> {
+    const action = `Cannot heal object ${oidToHex(oid)}`;
+    this.#refuseWrites(action);
+    if (this.#unrebuilt.has(oid) || this.#dirtySince.has(oid)) return [];
+    return await this.#use(oid, action, async (object) => {
+      const { meta } = object;
+      if (meta.unverified) return [];
+      const healed: number[] = [];
+      for (const { index, data } of blocks) {
+        if (!Number.isInteger(index) || index < 0 || index >= meta.blockCount) continue;
+        if (meta.isBad(index) || data.length !== meta.blockLength(index)) continue;
+        const release = object.locks.tryLock(index, index, true) ??
+          await object.locks.lock(index, index, true);
+        try {
+          // Under the lock: a write to this block since the caller looked changed its checksum.
+          if (blockChecksum(data) !== meta.checksum(index)) continue;
+          await writeAll(object.data, data, index * B);
+          healed.push(index);
+        } finally {
+          release();
+        }
+      }
+      if (healed.length > 0) {
+        await this.#sync(objectName(oid), object.data).catch((error) => {
+          throw this.#failure(error, action);
+        });
+        this.#log(`object ${oidToHex(oid)}: block(s) ${healed.join(", ")} healed in place`);
+      }
+      return healed;
+    });
+  }
+
   async retryRebuilds(): Promise<number> {
     let rebuilt = 0;
     for (const oid of [...this.#unrebuilt]) {

@@ -543,3 +543,39 @@ for (const kind of KINDS) {
     });
   });
 }
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}) heals a rotted block in place only with the bytes its checksum names`, async () => {
+    await withEnv(kind, async (env) => {
+      const { store } = env;
+      const good = patternBytes(4 * B, 5);
+      await store.create(OID, good, 0, { size: 4 * B, version: 3 });
+      await store.flush();
+      await env.flip(HEX, 2 * B + 17);
+      assert.deepEqual((await store.verify(OID)).map((b) => b.index), [2]);
+      const block = (i: number) => good.slice(i * B, (i + 1) * B);
+      const before = (await store.meta(OID))!;
+      // Bytes that are not the block's last write (another copy's newer write): refused.
+      assert.deepEqual(await store.healBlocks(OID, [{ index: 2, data: patternBytes(B, 9) }]), []);
+      assert.deepEqual((await store.verify(OID)).map((b) => b.index), [2]);
+      // A block out of range, or of the wrong length: ignored.
+      assert.deepEqual(
+        await store.healBlocks(OID, [{ index: 9, data: block(2) }, { index: 2, data: good }]),
+        [],
+      );
+      // The block's own bytes: healed, nothing else moves.
+      assert.deepEqual(await store.healBlocks(OID, [{ index: 2, data: block(2) }]), [2]);
+      assert.deepEqual(await store.verify(OID), []);
+      assert.deepEqual(await store.read(OID, 0, 4 * B), good);
+      const after = (await store.meta(OID))!;
+      assert.equal(after.version, before.version);
+      assert.equal(after.digest, before.digest);
+      // A write that reached the block first wins: the old bytes no longer match its checksum.
+      await env.flip(HEX, B + 5);
+      const written = patternBytes(B, 7);
+      await store.write(OID, written, B, 4);
+      assert.deepEqual(await store.healBlocks(OID, [{ index: 1, data: block(1) }]), []);
+      assert.deepEqual(await store.read(OID, B, B), written);
+    });
+  });
+}

@@ -191,6 +191,19 @@ export interface ObjectStore {
    * blocks are kept, its bad ones stay bad (see `create`'s `badBlocks`).
    */
   salvage(oid: Oid, options?: SalvageOptions): Promise<SalvagedCopy>;
+  /**
+   * Rewrites blocks in place with bytes whose checksum is the one the copy records for them:
+   * the bytes of the last write to each, as another copy holds them (a scrub's repair of rot).
+   * Checked under each block's lock, so a write racing it is never undone (a block it changed
+   * has another checksum by then, and is left). Nothing else changes: not the version, not the
+   * checksums, not a block recorded lost (recovery fills those). Durable when it resolves.
+   * Resolves with the blocks rewritten; refused (nothing done) on a copy a crash left suspect
+   * or unrebuilt, whose checksums do not vouch for anything.
+   */
+  healBlocks(
+    oid: Oid,
+    blocks: readonly { index: number; data: Uint8Array }[],
+  ): Promise<number[]>;
   /** Reads the whole object and returns every block that fails its checksum (scrub). */
   verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;

@@ -17,7 +17,8 @@
 
 import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { LEFTOVER_REMOVALS_MAX, objectSize } from "../../core/limits.ts";
+import { CHECKSUM_BLOCK_BYTES, LEFTOVER_REMOVALS_MAX, objectSize } from "../../core/limits.ts";
+import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
 import type {
@@ -74,6 +75,8 @@ export interface LocalObjects {
     options: CreateOptions & { replacing?: ReplacedCopy },
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
+  /** `ObjectStore.healBlocks`: blocks rewritten in place with the bytes their checksums name. */
+  healBlocks(oid: Oid, blocks: readonly { index: number; data: Uint8Array }[]): Promise<number[]>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   /** The copy as it is, bad blocks as zeros and named (no waiting for recovery). */
@@ -758,6 +761,42 @@ export class Gateway {
       bad.filter((b) => isResult(b.error, ResultCode.EIO)).map((b) => b.node.id),
     );
     void this.#reconcile(oid, suspects).catch(() => undefined);
+  }
+
+  /**
+   * Heals this node's copy of `oid` in place: each block that fails its checksum gets the bytes
+   * another target holds whose checksum is the one this copy records for it (the bytes of the
+   * last write to it, as the store checks under the block's lock). No copy is replaced and no
+   * version moves, so a write racing it is never undone and never makes it start again: a
+   * whole-copy repair (`repair`) of a busy object loses to every write that reaches the copy
+   * while it fetches the source, and gives up. Resolves with the number of blocks still bad
+   * (blocks recorded lost, and blocks whose bytes no target has, are left to `repair`).
+   */
+  async healLocal(oid: Oid): Promise<number> {
+    const local = this.#context.local;
+    const meta = await local.meta(oid);
+    if (meta === undefined) return 0;
+    const salvaged = await local.salvage(oid);
+    const lost = new Set(meta.lostBlocks ?? []);
+    const others = this.targets(oid).filter((node) => node.id !== this.#context.selfId);
+    const found: { index: number; data: Uint8Array }[] = [];
+    for (const [i, index] of salvaged.badBlocks.entries()) {
+      const expected = salvaged.expected[i];
+      if (expected === undefined || lost.has(index) || !meta.verified) continue;
+      const offset = index * CHECKSUM_BLOCK_BYTES;
+      const length = Math.min(CHECKSUM_BLOCK_BYTES, meta.size - offset);
+      for (const node of others) {
+        const bytes = await this.#readRange(node, oid, offset, length).catch(() => undefined);
+        if (bytes === undefined || blockChecksum(bytes) !== expected) continue;
+        found.push({ index, data: bytes });
+        break;
+      }
+    }
+    const healed = found.length > 0 ? await local.healBlocks(oid, found) : [];
+    for (const index of healed) {
+      this.#context.repaired(oid, this.#context.selfId, `block ${index} healed in place`);
+    }
+    return salvaged.badBlocks.length - healed.length;
   }
 
   /** Brings every copy of `oid` to the newest good one (scrub and operators use this). */

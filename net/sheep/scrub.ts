@@ -78,6 +78,11 @@ export interface ScrubContext {
   copies(oid: Oid): number;
   /** Brings every copy of `oid` to the newest good one; false when a copy had to be removed. */
   repair(oid: Oid, suspects?: ReadonlySet<string>): Promise<boolean>;
+  /**
+   * Heals this node's copy of `oid` in place, block by block, from the other targets' copies
+   * (`Gateway.healLocal`); resolves with the number of blocks still bad.
+   */
+  heal(oid: Oid): Promise<number>;
   /** A fresh orphan check for one pass (orphans.ts): true for an object no VDI can ever read. */
   orphans(): (oid: Oid) => Promise<boolean>;
   /** Removes every copy of `oid`. */
@@ -454,7 +459,10 @@ export class Scrubber {
     }
     let detail = "";
     try {
-      const whole = await context.repair(oid, new Set([self]));
+      // In place first: a whole-copy repair of an object that clients keep writing loses to every
+      // write that reaches the copy while it runs, and gives up; healing a block does not.
+      const left = await context.heal(oid).catch(() => undefined);
+      const whole = left === 0 || await context.repair(oid, new Set([self]));
       const after = await context.verify(oid).catch((error) => {
         if (isResult(error, ResultCode.NO_OBJ)) return undefined;
         throw error;
@@ -632,6 +640,7 @@ export interface ScrubbedSheep {
   readonly gateway: {
     copiesOf(oid: Oid): number;
     repair(oid: Oid, suspects?: ReadonlySet<string>): Promise<boolean>;
+    healLocal(oid: Oid): Promise<number>;
     remove(oid: Oid): Promise<void>;
   };
   /** What the orphan check reads (the VDI table and live inodes). */
@@ -662,6 +671,7 @@ export function scrubContextOf(sheep: ScrubbedSheep): ScrubContext {
     nodeMeta: (node, oid) => nodeMeta(sheep, node, oid),
     copies: (oid) => sheep.gateway.copiesOf(oid),
     repair: (oid, suspects) => sheep.gateway.repair(oid, suspects),
+    heal: (oid) => sheep.gateway.healLocal(oid),
     orphans: () => {
       const check = new OrphanCheck(sheep.orphanSource);
       return (oid) => check.isOrphan(oid);

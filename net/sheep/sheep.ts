@@ -936,6 +936,7 @@ export class Sheep {
           replacing !== undefined,
         ),
       remove: (oid) => locks.shared(oid, () => store.remove(oid)),
+      healBlocks: (oid, blocks) => stored(oid, () => store.healBlocks(oid, blocks)),
       readCopy: (oid, offset, length) => {
         held(oid);
         return store.read(oid, offset, length);

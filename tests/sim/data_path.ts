@@ -884,14 +884,20 @@ export class DataPathSim {
   }
 
   /**
-   * What the background scrub of ARCHITECTURE §7 would do (the product has none yet): verify
-   * every copy and have a gateway repair each one found bad. Rot nobody read is still there.
+   * What the scrub does (net/sheep/scrub.ts, phase 1): verify every copy, heal each one found
+   * bad in place from the other copies' blocks, and have its gateway repair what is left. Rot
+   * nobody read is still there.
    */
   async #scrub(members: SimNode[]): Promise<void> {
     for (const node of members) {
       for (const oid of await node.sheep.store.list()) {
         const bad = await node.sheep.store.verify(oid).catch(() => [{ index: -1 }]);
         if (bad.length === 0) continue;
+        const healed = await this.time.run(node.sheep.gateway.healLocal(oid), OP_LIMIT_MS);
+        if (healed.kind === "ok" && healed.value === 0) {
+          this.note(`scrub: ${oidToHex(oid)} bad on ${node.name}: healed in place`);
+          continue;
+        }
         const repaired = await this.time.run(
           node.sheep.gateway.repair(oid, new Set([node.id])),
           OP_LIMIT_MS,

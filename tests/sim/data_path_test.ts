@@ -875,6 +875,47 @@ async function writeBothTakeSurvivesCrashOf(sim: DataPathSim, a: SimNode): Promi
   );
 }
 
+Deno.test("a scrub heals a rotted block in place from another copy, and a write racing it wins", async () => {
+  // A whole-copy repair of an object clients keep writing loses to every write that reaches the
+  // copy while it fetches its source, and gives up (found by hand: fio at QD16 over 32 objects,
+  // rot on one sheep, every scrub repair refused). Healing the block does not replace the copy.
+  const sim = await DataPathSim.create({
+    seed: 23,
+    nodes: 3,
+    copies: 2,
+    objects: 1,
+    tornCrashes: false,
+  });
+  try {
+    const oid = dataOid(sim.vid, 0);
+    const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+    await sim.write(0, pattern(1, 65536));
+    await sim.flush();
+    sim.rot(b, oid, 4 * 4096 + 100); // block 4
+    sim.rot(b, oid, 6 * 4096 + 7); // block 6
+    await sim.write(9 * 4096, pattern(2, 4096)); // the version moves on, block 9
+    assert.deepEqual((await b.sheep.store.verify(oid)).map((x) => x.index), [4, 6]);
+    // A write to block 6 races the heal: whichever lands first, block 6 ends with the write.
+    const healing = sim.time.run(b.sheep.gateway.healLocal(oid), 60_000);
+    const write = sim.write(6 * 4096, pattern(3, 4096));
+    const left = await healing;
+    await write;
+    assert.ok(left.kind === "ok" && left.value <= 1, `blocks left: ${JSON.stringify(left)}`);
+    assert.deepEqual(await b.sheep.store.verify(oid), [], "b's copy reads clean");
+    const [metaA, metaB] = [await a.sheep.store.meta(oid), await b.sheep.store.meta(oid)];
+    assert.equal(metaB?.version, metaA?.version);
+    assert.equal(metaB?.digest, metaA?.digest, "the copies agree");
+    const block6 = await sim.tryRead(6 * 4096, 4096);
+    assert.ok(block6.kind === "ok" && sameBytes(block6.value, pattern(3, 4096)), "the write");
+    const block4 = await b.sheep.store.read(oid, 4 * 4096, 4096);
+    assert.ok(sameBytes(block4, pattern(1, 65536).subarray(4 * 4096, 5 * 4096)), "healed");
+    await sim.heal();
+    await sim.converge();
+  } finally {
+    await sim.dispose();
+  }
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
