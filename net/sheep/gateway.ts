@@ -755,12 +755,18 @@ export class Gateway {
     };
   }
 
-  /** Repairs copies a read found bad or missing, off the client's path. */
+  /**
+   * Repairs copies a read found bad or missing, off the client's path: this node's own bad copy
+   * in place first (`healLocal`: a reconcile of an object clients keep writing may give up).
+   */
   #repairInBackground(oid: Oid, bad: { node: RingNode; error: unknown }[]): void {
     const suspects = new Set(
       bad.filter((b) => isResult(b.error, ResultCode.EIO)).map((b) => b.node.id),
     );
-    void this.#reconcile(oid, suspects).catch(() => undefined);
+    const onlySelf = bad.length === 1 && suspects.has(this.#context.selfId);
+    const healed = onlySelf ? this.healLocal(oid).catch(() => -1) : Promise.resolve(-1);
+    void healed.then((left) => left === 0 ? undefined : this.#reconcile(oid, suspects))
+      .catch(() => undefined);
   }
 
   /**
@@ -770,12 +776,15 @@ export class Gateway {
    * version moves, so a write racing it is never undone and never makes it start again: a
    * whole-copy repair (`repair`) of a busy object loses to every write that reaches the copy
    * while it fetches the source, and gives up. Resolves with the number of blocks still bad
-   * (blocks recorded lost, and blocks whose bytes no target has, are left to `repair`).
+   * (blocks recorded lost, and blocks whose bytes no target has, are left to `repair`); NO_OBJ
+   * when this node holds no copy.
    */
   async healLocal(oid: Oid): Promise<number> {
     const local = this.#context.local;
     const meta = await local.meta(oid);
-    if (meta === undefined) return 0;
+    if (meta === undefined) {
+      throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} here to heal`);
+    }
     const salvaged = await local.salvage(oid);
     const lost = new Set(meta.lostBlocks ?? []);
     const others = this.targets(oid).filter((node) => node.id !== this.#context.selfId);

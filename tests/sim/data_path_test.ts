@@ -916,6 +916,44 @@ Deno.test("a scrub heals a rotted block in place from another copy, and a write 
   }
 });
 
+Deno.test("a read that finds rot on the reading node's own copy heals it in place", async () => {
+  const sim = await DataPathSim.create({
+    seed: 29,
+    nodes: 3,
+    copies: 2,
+    objects: 4,
+    tornCrashes: false,
+  });
+  try {
+    const n0 = sim.nodes[0]!; // the client's node: its gateway reads its own copy first
+    const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i)).includes(n0))!;
+    const oid = dataOid(sim.vid, index);
+    const data = pattern(4, 65536);
+    await sim.write(index * OBJECT_BYTES, data);
+    await sim.flush();
+    const before = (await n0.sheep.store.meta(oid))!;
+    sim.rot(n0, oid, 3 * 4096 + 9); // block 3
+    const outcome = await sim.tryRead(index * OBJECT_BYTES + 3 * 4096, 4096);
+    assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, data.subarray(3 * 4096, 4 * 4096)));
+    assert.ok(
+      await sim.time.until(() => n0.sheep.repairs > 0, 10_000),
+      "repaired in the background",
+    );
+    assert.deepEqual(await n0.sheep.store.verify(oid), [], "n0's copy reads clean");
+    assert.ok(
+      sim.log.some((line) => line.includes(`on ${n0.id}: block 3 healed in place`)),
+      "the block was healed, not the copy replaced",
+    );
+    const after = (await n0.sheep.store.meta(oid))!;
+    assert.equal(after.version, before.version, "healed in place: the version did not move");
+    assert.equal(after.digest, before.digest);
+    await sim.heal();
+    await sim.converge();
+  } finally {
+    await sim.dispose();
+  }
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
