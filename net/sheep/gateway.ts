@@ -123,6 +123,14 @@ interface Divergence {
    * failed write: the copies may all go back to it.
    */
   before?: number;
+  /**
+   * Set by the reconcile that brought the copies back to one (`#settle`): the target whose copy
+   * won and whether every target holds it. The write that failed reads its outcome here: another
+   * reconcile (the copy restorer's, a read's repair, the next write's) may run before its own,
+   * and by then the copies are equal and the one its own reconcile names says nothing about
+   * whether they hold the write (a rollback leaves them all at the refused copy).
+   */
+  settled?: { source: string | undefined; whole: boolean };
 }
 
 export class Gateway {
@@ -130,6 +138,8 @@ export class Gateway {
   readonly #clock: VersionClock;
   readonly #locks = new ObjectLocks<Oid>();
   #diverged = new Map<Oid, Divergence>();
+  /** The divergences of failed writes still waiting for their outcome, per object. */
+  #awaiting = new Map<Oid, Set<Divergence>>();
   /** Removals of leftover copies in flight (`#removeLeftovers`). */
   #leftoverRemovals = 0;
   #cachedView: ClusterView | undefined;
@@ -480,7 +490,7 @@ export class Gateway {
   #replicate(oid: Oid, send: (node: RingNode, version: number) => Promise<unknown>): Promise<void> {
     return this.#retrying(async () => {
       if (this.#diverged.has(oid)) await this.#reconcile(oid);
-      const failure = await this.#locks.shared(oid, async () => {
+      const failed = await this.#locks.shared(oid, async () => {
         let version = this.#clock.next();
         const targets = this.targets(oid);
         let results = await sendAll(targets, (node) => send(node, version));
@@ -510,20 +520,56 @@ export class Gateway {
         const before = previous.length === good.length && good.length > 0
           ? Math.max(...previous)
           : undefined;
-        this.#diverged.set(oid, before === undefined ? { good } : { good, before });
+        const divergence: Divergence = before === undefined ? { good } : { good, before };
+        this.#diverged.set(oid, divergence);
+        this.#await(oid, divergence, true);
         const missing = failed.length === targets.length &&
           failed.every((e) => isResult(e, ResultCode.NO_OBJ));
-        return missing ? noCopyPresent("write", oid, targets, failed[0]) : failed[0];
+        const failure: unknown = missing
+          ? noCopyPresent("write", oid, targets, failed[0])
+          : failed[0];
+        return { failure, divergence };
       });
-      if (failure === undefined) return;
+      if (failed === undefined) return;
+      const { failure, divergence } = failed;
       // Bring the copies back to one value. If every target now holds the copy of a target that
       // took the write, the write stands; otherwise the client hears the failure (an
-      // unacknowledged write may land or not, but every copy ends up the same).
-      const good = this.#diverged.get(oid)?.good ?? [];
-      const outcome = await this.#reconcile(oid).catch(() => undefined);
-      if (outcome?.whole && outcome.source !== undefined && good.includes(outcome.source)) return;
+      // unacknowledged write may land or not, but every copy ends up the same). The outcome is
+      // that of the reconcile that settled this write's divergence, which may have run before
+      // this one (sim seed 7091: the copy restorer rolled the copies back to the refused copy,
+      // then this reconcile found them equal and named a target that took the write).
+      try {
+        const outcome = await this.#reconcile(oid).catch(() => undefined);
+        const verdict = divergence.settled ?? outcome;
+        if (
+          verdict?.whole && verdict.source !== undefined && divergence.good.includes(verdict.source)
+        ) return;
+      } finally {
+        this.#await(oid, divergence, false);
+      }
       throw failure;
     });
+  }
+
+  /** Registers (or drops) a failed write's divergence as waiting for its outcome. */
+  #await(oid: Oid, divergence: Divergence, waiting: boolean): void {
+    let set = this.#awaiting.get(oid);
+    if (waiting) {
+      if (!set) this.#awaiting.set(oid, set = new Set());
+      set.add(divergence);
+      return;
+    }
+    set?.delete(divergence);
+    if (set?.size === 0) this.#awaiting.delete(oid);
+  }
+
+  /**
+   * The copies of `oid` are one again (or gone): every failed write waiting for its outcome
+   * learns which copy won, and the object is no longer diverged.
+   */
+  #settle(oid: Oid, settled: { source: string | undefined; whole: boolean }): void {
+    for (const divergence of this.#awaiting.get(oid) ?? []) divergence.settled ??= settled;
+    this.#diverged.delete(oid);
   }
 
   /**
@@ -586,8 +632,9 @@ export class Gateway {
         );
       }
       // Nothing readable anywhere: the object is gone (never written, or lost); nothing to do.
-      this.#diverged.delete(oid);
-      return { source: undefined, whole: metas.every((m) => m === undefined) };
+      const whole = metas.every((m) => m === undefined);
+      this.#settle(oid, { source: undefined, whole });
+      return { source: undefined, whole };
     }
     const silent = targets.filter((_, i) => metas[i] === "unreachable");
     if (silent.length > 0 && source.badBlocks.length > 0) {
@@ -665,8 +712,9 @@ export class Gateway {
     // A refused target is short of a copy now, or holds a different one: tried again later.
     if (outcome.refused.length > 0) this.#restorer.add(oid);
     if (outcome.unreachable !== undefined) throw outcome.unreachable;
-    if (!kept) this.#diverged.delete(oid);
-    return { source: winner.node.id, whole: outcome.refused.length === 0 };
+    const settled = { source: winner.node.id, whole: outcome.refused.length === 0 };
+    if (!kept) this.#settle(oid, settled);
+    return settled;
   }
 
   /**

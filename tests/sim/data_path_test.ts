@@ -62,7 +62,7 @@ Deno.test("data-path simulation: seeded workloads under faults", async () => {
  * brought back table entries naming removed objects, whose reads then failed for good.
  * `SIM_DISCARD_SEEDS=K` runs K.
  */
-const FOUND_DISCARD_SEEDS = [491, 814, 2988];
+const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091];
 
 Deno.test("data-path simulation: seeded workloads with discards under faults", async () => {
   await runSeeds({
@@ -874,6 +874,56 @@ async function writeBothTakeSurvivesCrashOf(sim: DataPathSim, a: SimNode): Promi
     "an acknowledged write that a live copy held was lost",
   );
 }
+
+Deno.test({
+  name:
+    "found by the simulation: a write whose copies another reconcile rolled back is not acknowledged",
+  fn: async () => {
+    // Seed 7091 (with discards) before the fix: a write failed on a target whose disk was full;
+    // before the write's own reconcile took the object's lock, the copy restorer's reconcile did,
+    // and rolled every copy back to the full target's (the write does not land). The write's
+    // reconcile then found the copies equal, named the first target, one that had taken the
+    // write, and Gateway.#replicate acknowledged it: its bytes were on no copy (zeros read back).
+    // Here a repair through the same gateway starts while the write is on its way to the full
+    // target, so it waits for the object's lock ahead of the write's own reconcile.
+    const sim = await DataPathSim.create({
+      seed: 24,
+      nodes: 2,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    });
+    try {
+      const oid = dataOid(sim.vid, 0);
+      const [good, full] = sim.targets(oid) as [SimNode, SimNode];
+      sim.route = good.index;
+      await sim.write(0, pattern(1, 4096));
+      await sim.flush();
+      const space = await full.disk.space("/");
+      full.disk.setCapacity(space.totalBytes - space.freeBytes); // no new page fits
+      sim.full.add(full);
+      let repair: Promise<unknown> | undefined;
+      sim.lose = (from, to, { header }) => {
+        if (
+          repair === undefined && from === good && to === full &&
+          header.opcode === Opcode.WRITE_PEER && header.oid === oid
+        ) repair = good.sheep.gateway.repair(oid).catch(() => false);
+        return false;
+      };
+      // Fails on `full`, `good` takes it, the repair rolls `good` back: the client must hear
+      // the failure (the sim judges it: `full` is full), and never read zeros as its bytes.
+      await sim.write(512 * 1024, pattern(2, 65536));
+      assert.ok(repair !== undefined, "the write reached the full target");
+      assert.equal((await sim.time.run(repair, 60_000)).kind, "ok");
+      sim.lose = undefined;
+      await sim.read(0, OBJECT_BYTES); // wrong-bytes when the write was acknowledged
+      await sim.heal();
+      await sim.converge();
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
 
 Deno.test("a scrub heals a rotted block in place from another copy, and a write racing it wins", async () => {
   // A whole-copy repair of an object clients keep writing loses to every write that reaches the
