@@ -245,6 +245,11 @@ export class DataPathSim {
   readonly #netPrng: Prng;
   readonly #crashPrng: Prng;
   readonly #routePrng: Prng;
+  /**
+   * Per node: the last acknowledged write (the model's sequence number) before the last
+   * successful flush while it was a member. A flush syncs the members' copies only.
+   */
+  readonly #syncedThrough = new Map<SimNode, number>();
   #io: VdiIo | undefined;
   #root = "";
 
@@ -496,7 +501,7 @@ export class DataPathSim {
     victims: readonly SimNode[],
     options: { reached?: (path: string) => boolean } = {},
   ): Promise<void> {
-    await this.#noteLosses(new Set(victims));
+    const uncertain = await this.#noteLosses(new Set(victims));
     for (const node of victims) {
       node.life!.alive = false;
       const reached = options.reached;
@@ -513,6 +518,7 @@ export class DataPathSim {
       // Its store closes (and flushes) through a dead attachment: nothing more reaches the disk.
       await life.sheep.stop({ graceful: false });
     }
+    await this.#noteUnvouched(uncertain);
     this.note(`crash ${victims.map((n) => n.name).join(" ")}`);
     await this.#newView([]);
   }
@@ -526,33 +532,64 @@ export class DataPathSim {
 
   /**
    * Which objects lose every verified copy at the newest version in this crash: their bytes may
-   * go back to anything since the last flush (the model's `lost`). And which blocks lose every
-   * clean copy there, the copies that stay up having rotted in them (the model's `unvouched`).
+   * go back to anything since the last flush (the model's `lost`). And which 4 KiB blocks the
+   * crash may take the newest bytes of from every copy: bad on every newest copy that stays up
+   * (rotted, or recorded lost by a salvage), held clean only by victims, of any version (a
+   * victim's older copy that missed a later write elsewhere in the object still holds the block),
+   * while no copy that stays up, of any version, holds them clean. Those are returned, to be
+   * checked once the victims' disks have crashed (`#noteUnvouched`).
    */
-  async #noteLosses(victims: ReadonlySet<SimNode>): Promise<void> {
-    const holdersAtNewest = async (oid: Oid): Promise<SimNode[]> => {
+  async #noteLosses(victims: ReadonlySet<SimNode>): Promise<Uncertain[]> {
+    const copiesOf = async (oid: Oid): Promise<{ node: SimNode; meta: ObjectMeta }[]> => {
       const copies: { node: SimNode; meta: ObjectMeta }[] = [];
       for (const node of this.nodes) {
         if (!node.up) continue;
         const meta = await node.sheep.store.meta(oid).catch(() => undefined);
         if (meta) copies.push({ node, meta });
       }
+      return copies;
+    };
+    const holdersAtNewest = (copies: { node: SimNode; meta: ObjectMeta }[]): SimNode[] => {
       const newest = Math.max(-1, ...copies.map((c) => c.meta.version));
       return copies.filter((c) => c.meta.verified && c.meta.version === newest).map((c) => c.node);
     };
-    const inode = (await holdersAtNewest(vdiOid(this.vid))).every((n) => victims.has(n));
+    const inode = holdersAtNewest(await copiesOf(vdiOid(this.vid))).every((n) => victims.has(n));
     const lost: number[] = [];
-    const unvouched: number[] = [];
+    const uncertain: Uncertain[] = [];
     for (const index of this.model.allocated) {
       const oid = dataOid(this.vid, index);
-      const holders = await holdersAtNewest(oid);
+      const copies = await copiesOf(oid);
+      const holders = holdersAtNewest(copies);
       const data = holders.every((n) => victims.has(n));
       if (data || inode) this.model.lost(index, { data, inode });
-      if (data) lost.push(index);
-      else if (holders.some((n) => victims.has(n))) {
-        const blocks = await badOnEvery(holders.filter((n) => !victims.has(n)), oid);
-        const first = index * (OBJECT_BYTES / BLOCK_BYTES);
-        unvouched.push(...this.model.unvouched(blocks.map((b) => first + b)));
+      if (data) {
+        lost.push(index);
+        continue;
+      }
+      if (!copies.some((c) => victims.has(c.node))) continue;
+      const blocks = await badOnEvery(holders.filter((n) => !victims.has(n)), oid);
+      if (blocks.length === 0) continue;
+      // Which copies hold each such block's newest bytes clean, by what is in their data file.
+      // A copy that cannot be read now (a read fault) is taken to hold them if it stays up, and
+      // not to if it crashes: either way nothing is excused on a guess.
+      const clean = new Map<SimNode, Set<number>>();
+      for (const { node, meta } of copies) {
+        const verified = await node.sheep.store.verify(oid).catch(() => undefined);
+        const bytes = await storedBytes(node, oid, meta.size).catch(() => undefined);
+        if (!verified || !bytes) {
+          clean.set(node, new Set(victims.has(node) ? [] : blocks));
+          continue;
+        }
+        const bad = new Set(verified.map((b) => b.index));
+        clean.set(
+          node,
+          new Set(blocks.filter((b) => !bad.has(b) && this.#holdsLatest(bytes, index, b))),
+        );
+      }
+      for (const block of blocks) {
+        const holding = copies.filter((c) => clean.get(c.node)?.has(block)).map((c) => c.node);
+        if (holding.length === 0 || holding.some((n) => !victims.has(n))) continue;
+        uncertain.push({ oid, index, block, size: copies[0]!.meta.size, victims: holding });
       }
     }
     if (inode || lost.length > 0) {
@@ -562,9 +599,47 @@ export class DataPathSim {
         }`,
       );
     }
-    if (unvouched.length > 0) {
-      this.note(`  unflushed writes may be lost (the copies left rotted): blocks [${unvouched}]`);
+    return uncertain;
+  }
+
+  /**
+   * After the crash: the blocks of `#noteLosses` whose newest bytes no victim's disk kept, and
+   * that no flush since their last write reached a victim holding them (a node out of the view
+   * misses flushes; their bytes on it were never synced), are the model's `unvouched`: nobody can
+   * vouch for them any more. A victim that synced them and lost them anyway lost a flushed write:
+   * not excused.
+   */
+  async #noteUnvouched(uncertain: readonly Uncertain[]): Promise<void> {
+    const blocks: number[] = [];
+    for (const { oid, index, block, size, victims } of uncertain) {
+      const vdiBlock = index * (OBJECT_BYTES / BLOCK_BYTES) + block;
+      const synced = victims.some((n) =>
+        this.model.lastWrite(vdiBlock) <= (this.#syncedThrough.get(n) ?? 0)
+      );
+      if (synced) continue;
+      let kept = false;
+      for (const node of victims) {
+        // Gone (ENOENT): not kept; unreadable now (a read fault): taken as kept.
+        const bytes = await storedBytes(node, oid, size).catch((e) =>
+          (e as { code?: string }).code === "ENOENT" ? undefined : "unreadable" as const
+        );
+        kept ||= bytes === "unreadable" ||
+          (bytes !== undefined && this.#holdsLatest(bytes, index, block));
+      }
+      if (!kept) blocks.push(vdiBlock);
     }
+    if (blocks.length === 0) return;
+    this.model.unvouched(blocks);
+    this.note(`  unsynced writes lost (the copies left rotted, or lost them): blocks [${blocks}]`);
+  }
+
+  /** True when `bytes`, a copy of object `index`, hold block `block`'s newest acknowledged bytes. */
+  #holdsLatest(bytes: Uint8Array, index: number, block: number): boolean {
+    const start = block * BLOCK_BYTES;
+    const end = Math.min(bytes.length, start + BLOCK_BYTES);
+    const at = index * OBJECT_BYTES + start;
+    return end > start &&
+      sameBytes(bytes.subarray(start, end), this.model.latest.subarray(at, at + end - start));
   }
 
   /** Starts a crashed node again on its disk and lets it join. */
@@ -787,7 +862,12 @@ export class DataPathSim {
     const reasons = await this.degraded();
     const outcome = await this.time.run(this.#access().flush(), OP_LIMIT_MS);
     this.note(`flush: ${describe(outcome)}`);
-    if (outcome.kind === "ok") return this.model.flushed();
+    if (outcome.kind === "ok") {
+      this.model.flushed();
+      // What each member held is synced now; a node out of the view was not flushed.
+      for (const node of this.members()) this.#syncedThrough.set(node, this.model.writes);
+      return;
+    }
     await this.#judgeError(outcome, reasons, "flush");
   }
 
@@ -1420,6 +1500,15 @@ export async function runDataPathSeed(
 }
 
 export { failReads, OBJECT_BYTES, pattern, SimNode };
+
+/** A block (of object `index`) whose newest bytes only crash victims held clean. */
+interface Uncertain {
+  oid: Oid;
+  index: number;
+  block: number;
+  size: number;
+  victims: SimNode[];
+}
 
 /** The first `length` bytes of `oid`'s data file on `node`'s disk (zeros past its end). */
 async function storedBytes(node: SimNode, oid: Oid, length: number): Promise<Uint8Array> {

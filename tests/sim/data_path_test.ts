@@ -49,6 +49,7 @@ const FOUND_SEEDS = [
   12797,
   18707,
   18724,
+  20659,
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
@@ -1007,3 +1008,88 @@ Deno.test("a read that finds rot on the reading node's own copy heals it in plac
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
+
+// ---- Checker gaps the simulation found ----
+
+/**
+ * Three nodes, 2 copies, one object on `a` and `b`: block 5 takes a write both hold unsynced,
+ * then rots on `a`; `b` leaves, so `c` takes its place and records block 5 lost (salvaged from
+ * `a`, the only copy there). A later write to block 0 (`b`'s copy is older now) and a flush that
+ * reaches `a` and `c` only; then `b` crashes while away, its disk keeping what `reached` says.
+ */
+async function onlyCleanCopyAwayAtFlushCrashes(
+  reached: boolean,
+): Promise<{ sim: DataPathSim; oid: bigint }> {
+  const sim = await DataPathSim.create({
+    seed: 20,
+    nodes: 3,
+    copies: 2,
+    objects: 1,
+    tornCrashes: false,
+  });
+  const oid = dataOid(sim.vid, 0);
+  const [a, b] = sim.targets(oid) as [SimNode, SimNode];
+  const c = sim.nodes.find((n) => n !== a && n !== b)!;
+  await sim.write(0, pattern(1, 65536)); // allocates the object on `a` and `b` (durable)
+  await sim.flush();
+  await sim.time.advance(10);
+  await sim.write(20_480, pattern(2, 4096)); // block 5, both copies, not synced yet
+  sim.rot(a, oid, 20_600);
+  await sim.leave(b);
+  assert.ok(await sim.settle(60_000));
+  assert.deepEqual((await c.sheep.store.meta(oid))?.lostBlocks, [5], "`c` lost block 5");
+  await sim.time.advance(10);
+  await sim.write(0, pattern(3, 4096)); // block 0: `a` and `c` only
+  await sim.flush(); // `b` is out of the view: its copy of block 5 is never synced
+  await sim.crash([b], { reached: () => reached });
+  await sim.restart([b]);
+  return { sim, oid };
+}
+
+Deno.test({
+  name:
+    "found by the simulation: a flushed block whose only clean copy was on a node outside the view, which crashed before any flush reached it, may read as an I/O error",
+  fn: async () => {
+    // Seed 20659 before the fix (a checker gap, not a product bug): the model excused a block
+    // that lost every clean copy in a crash only when its last write was never flushed and a
+    // crashed copy was at the newest version. Here the write was flushed, but the flush could
+    // not reach the one copy that still held it clean (its node was out of the view), and that
+    // copy is older than the newest (it missed a later write elsewhere in the object). The crash
+    // took those bytes from every disk; the product rightly stores the block lost, and the check
+    // of the converged copies failed on its I/O error.
+    const { sim } = await onlyCleanCopyAwayAtFlushCrashes(false);
+    try {
+      await sim.heal();
+      await sim.converge();
+      assert.ok(sim.model.mayFail(20_480), "block 5 may read as an I/O error");
+      assert.ok(!sim.model.mayFail(0) && !sim.model.mayFail(24_576), "no other block may");
+      const outcome = await sim.tryRead(20_480, 4096);
+      assert.equal(outcome.kind, "error", "block 5 reads as an I/O error, never as old bytes");
+    } finally {
+      await sim.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "the checker excuses no lost block that a crashed node's disk kept: the product fills it from there",
+  fn: async () => {
+    // The same, but `b`'s disk keeps its unsynced writes: block 5 is still there, so the model
+    // must not let it fail, and the copies converge on its bytes (`b`'s older copy fills `c`'s
+    // lost block, or the targets' repair takes it from there).
+    const { sim, oid } = await onlyCleanCopyAwayAtFlushCrashes(true);
+    try {
+      await sim.heal();
+      await sim.converge();
+      assert.ok(!sim.model.mayFail(20_480), "block 5 is not excused");
+      for (const node of sim.targets(oid)) {
+        assert.deepEqual(await node.sheep.store.verify(oid), [], `${node.name}'s copy is whole`);
+      }
+      const outcome = await sim.tryRead(20_480, 4096);
+      assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, pattern(2, 4096)));
+    } finally {
+      await sim.dispose();
+    }
+  },
+});

@@ -138,16 +138,25 @@ export class VdiModel {
     }
   }
 
+  /** The sequence number of the last acknowledged write (1 for the first; 0 before any). */
+  get writes(): number {
+    return this.#writes;
+  }
+
+  /** The sequence number of the last acknowledged write over 4 KiB block `block` (0: none). */
+  lastWrite(block: number): number {
+    return this.#blockWrite[block]!;
+  }
+
   /**
-   * A crash took every clean copy of these 4 KiB blocks (VDI block numbers) at their newest
-   * version: the other copies had rotted there. A block whose last acknowledged write was flushed
-   * is not lost by that (the crashed copy has it on disk, and the block is unavailable until it is
-   * back); one whose last write was not may now read as an I/O error, or as any value it held since
-   * the last flush. Returns the blocks that became so.
+   * A crash took every copy of these 4 KiB blocks (VDI block numbers) that held their newest
+   * bytes clean, and none of those copies had synced them (the caller checks both: the other
+   * copies had rotted there, or recorded the block lost, and no flush since the block's last
+   * acknowledged write reached the crashed ones). Each may now read as an I/O error, or as any
+   * value it held since the last flush, until an acknowledged write covers it whole.
    */
-  unvouched(blocks: readonly number[]): number[] {
-    const lost = blocks.filter((b) => this.#blockWrite[b]! > this.#flushedWrite);
-    for (const b of lost) {
+  unvouched(blocks: readonly number[]): void {
+    for (const b of blocks) {
       this.#unvouched.add(b);
       const start = b * BLOCK_BYTES;
       for (const layer of this.#history) {
@@ -155,7 +164,6 @@ export class VdiModel {
         if (inside) this.#push(this.#alternatives, inside);
       }
     }
-    return lost;
   }
 
   /** The 4 KiB block holding byte `at` may read as an I/O error (`unvouched`). */
