@@ -47,6 +47,11 @@ export const Opcode = {
   GET_OBJ_SALVAGE: 0xa8,
   /** Ours: create a copy from a salvaged one; its bad blocks stay bad. */
   PUT_SALVAGED_PEER: 0xa9,
+  /**
+   * Ours: rewrite blocks of a copy in place with the bytes their checksums name, a repair of rot
+   * (`ObjectStore.healBlocks`; payloads in net/sheep/healed_blocks.ts).
+   */
+  HEAL_BLOCKS_PEER: 0xaa,
   COMPLETE_RECOVERY: 0xac,
   FLUSH_PEER: 0xae,
   EXIST: 0xbd,

@@ -46,6 +46,7 @@ import type { Changes } from "./changes.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged, type ReplacedCopy } from "./salvaged_copy.ts";
+import { decodeHealed, encodeHealBlocks, type HealedBlock } from "./healed_blocks.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
@@ -804,56 +805,80 @@ export class Gateway {
   }
 
   /**
-   * Repairs copies a read found bad or missing, off the client's path: this node's own bad copy
-   * in place first (`healLocal`: a reconcile of an object clients keep writing may give up).
+   * Repairs copies a read found bad or missing, off the client's path: bad copies are healed in
+   * place first (`heal`: a reconcile of an object clients keep writing may give up), and only
+   * what that leaves (a missing copy, a block no target has) is reconciled.
    */
   #repairInBackground(oid: Oid, bad: { node: RingNode; error: unknown }[]): void {
-    const suspects = new Set(
-      bad.filter((b) => isResult(b.error, ResultCode.EIO)).map((b) => b.node.id),
-    );
-    const onlySelf = bad.length === 1 && suspects.has(this.#context.selfId);
-    const healed = onlySelf ? this.healLocal(oid).catch(() => -1) : Promise.resolve(-1);
-    void healed.then((left) => left === 0 ? undefined : this.#reconcile(oid, suspects))
+    const corrupt = bad.filter((b) => isResult(b.error, ResultCode.EIO)).map((b) => b.node);
+    const suspects = new Set(corrupt.map((node) => node.id));
+    const healed = corrupt.length === bad.length
+      ? Promise.all(corrupt.map((node) => this.heal(oid, node))).catch(() => [-1])
+      : Promise.resolve([-1]);
+    void healed.then((left) =>
+      left.every((n) => n === 0) ? undefined : this.#reconcile(oid, suspects)
+    )
       .catch(() => undefined);
   }
 
   /**
-   * Heals this node's copy of `oid` in place: each block that fails its checksum gets the bytes
-   * another target holds whose checksum is the one this copy records for it (the bytes of the
+   * Heals `node`'s copy of `oid` in place: each block that fails its checksum gets the bytes
+   * another target holds whose checksum is the one that copy records for it (the bytes of the
    * last write to it, as the store checks under the block's lock). No copy is replaced and no
    * version moves, so a write racing it is never undone and never makes it start again: a
    * whole-copy repair (`repair`) of a busy object loses to every write that reaches the copy
    * while it fetches the source, and gives up. Resolves with the number of blocks still bad
-   * (blocks recorded lost, and blocks whose bytes no target has, are left to `repair`); NO_OBJ
-   * when this node holds no copy.
+   * (blocks recorded lost, and blocks whose bytes no other target has, are left to `repair`);
+   * NO_OBJ when `node` holds no copy.
    */
-  async healLocal(oid: Oid): Promise<number> {
-    const local = this.#context.local;
-    const meta = await local.meta(oid);
-    if (meta === undefined) {
-      throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} here to heal`);
+  async heal(oid: Oid, node: RingNode): Promise<number> {
+    const meta = await this.#metaOf(node, oid);
+    if (meta === "unreachable") {
+      throw new SheepdogError(ResultCode.NETWORK_ERROR, `${node.id} did not answer`);
     }
-    const salvaged = await local.salvage(oid);
+    if (meta === undefined) {
+      throw new SheepdogError(ResultCode.NO_OBJ, `No copy of ${oidToHex(oid)} on ${node.id}`);
+    }
+    const salvaged = await this.#fetchSalvage(node, oid);
     const lost = new Set(meta.lostBlocks ?? []);
-    const others = this.targets(oid).filter((node) => node.id !== this.#context.selfId);
-    const found: { index: number; data: Uint8Array }[] = [];
+    const others = this.targets(oid).filter((n) => n.id !== node.id);
+    const found: HealedBlock[] = [];
     for (const [i, index] of salvaged.badBlocks.entries()) {
       const expected = salvaged.expected[i];
       if (expected === undefined || lost.has(index) || !meta.verified) continue;
       const offset = index * CHECKSUM_BLOCK_BYTES;
       const length = Math.min(CHECKSUM_BLOCK_BYTES, meta.size - offset);
-      for (const node of others) {
-        const bytes = await this.#readRange(node, oid, offset, length).catch(() => undefined);
+      for (const other of others) {
+        const bytes = await this.#readRange(other, oid, offset, length).catch(() => undefined);
         if (bytes === undefined || blockChecksum(bytes) !== expected) continue;
         found.push({ index, data: bytes });
         break;
       }
     }
-    const healed = found.length > 0 ? await local.healBlocks(oid, found) : [];
+    const healed = found.length === 0 ? [] : await this.#healOn(node, oid, found);
     for (const index of healed) {
-      this.#context.repaired(oid, this.#context.selfId, `block ${index} healed in place`);
+      this.#context.repaired(oid, node.id, `block ${index} healed in place`);
     }
     return salvaged.badBlocks.length - healed.length;
+  }
+
+  /** `heal` of this node's own copy (the scrub's first step). */
+  healLocal(oid: Oid): Promise<number> {
+    const self = this.#context.view().nodes.find((n) => n.id === this.#context.selfId);
+    if (self === undefined) {
+      return Promise.reject(
+        new SheepdogError(ResultCode.NETWORK_ERROR, `${this.#context.selfId} is not in the view`),
+      );
+    }
+    return this.heal(oid, self);
+  }
+
+  #healOn(node: RingNode, oid: Oid, blocks: HealedBlock[]): Promise<number[]> {
+    if (node.id === this.#context.selfId) return this.#context.local.healBlocks(oid, blocks);
+    const header = this.#peerHeader(Opcode.HEAL_BLOCKS_PEER, oid, 0);
+    header.flags |= Flag.RECOVERY;
+    return this.#sendPeer(node, header, encodeHealBlocks(blocks))
+      .then((response) => decodeHealed(response.data));
   }
 
   /** Brings every copy of `oid` to the newest good one (scrub and operators use this). */

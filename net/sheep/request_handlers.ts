@@ -23,6 +23,7 @@ import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
 import type { Changes } from "./changes.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
+import { decodeHealBlocks, encodeHealed } from "./healed_blocks.ts";
 import type { SnapshotRef } from "../../core/vdi/registry.ts";
 import type { Header, Message } from "../object/header.ts";
 import {
@@ -420,6 +421,14 @@ const peerOps: Record<number, Op> = {
         ...(unverified && salvaged.changed ? { changed: salvaged.changed } : {}),
         ...(salvaged.replacing !== undefined ? { replacing: salvaged.replacing } : {}),
       });
+    },
+  },
+  [Opcode.HEAL_BLOCKS_PEER]: {
+    force: true,
+    handle: async (host, { header, data }) => {
+      const blocks = decodeHealBlocks(data);
+      await checkEpoch(host, header);
+      return encodeHealed(await host.local.healBlocks(header.oid, blocks));
     },
   },
   [Opcode.GET_OBJ_LIST]: {

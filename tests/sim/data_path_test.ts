@@ -1005,6 +1005,46 @@ Deno.test("a read that finds rot on the reading node's own copy heals it in plac
   }
 });
 
+Deno.test("a read through a node that holds no copy heals the rotted copy it found in place", async () => {
+  const sim = await DataPathSim.create({
+    seed: 31,
+    nodes: 3,
+    copies: 2,
+    objects: 4,
+    tornCrashes: false,
+  });
+  try {
+    const n0 = sim.nodes[0]!; // the client's node
+    const index = [0, 1, 2, 3].find((i) => !sim.targets(dataOid(sim.vid, i)).includes(n0));
+    assert.ok(index !== undefined, "an object n0 holds no copy of");
+    const oid = dataOid(sim.vid, index);
+    const [first, second] = sim.targets(oid) as [SimNode, SimNode];
+    const data = pattern(5, 65536);
+    await sim.write(index * OBJECT_BYTES, data);
+    await sim.flush();
+    const before = (await first.sheep.store.meta(oid))!;
+    sim.rot(first, oid, 2 * 4096 + 1); // block 2 of the copy n0 reads first
+    const outcome = await sim.tryRead(index * OBJECT_BYTES + 2 * 4096, 4096);
+    assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, data.subarray(2 * 4096, 3 * 4096)));
+    assert.ok(
+      await sim.time.until(() => n0.sheep.repairs > 0, 10_000),
+      "repaired in the background",
+    );
+    assert.deepEqual(await first.sheep.store.verify(oid), [], "the rotted copy reads clean");
+    assert.ok(
+      sim.log.some((line) => line.includes(`on ${first.id}: block 2 healed in place`)),
+      "healed over HEAL_BLOCKS_PEER, not replaced",
+    );
+    const after = (await first.sheep.store.meta(oid))!;
+    assert.equal(after.version, before.version);
+    assert.equal(after.digest, (await second.sheep.store.meta(oid))!.digest);
+    await sim.heal();
+    await sim.converge();
+  } finally {
+    await sim.dispose();
+  }
+});
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
