@@ -76,6 +76,7 @@ import type {
   StoreHealth,
   StoreSpace,
 } from "./object_store.ts";
+import { UNREBUILT_DIGEST_PREFIX } from "./object_store.ts";
 import { RangeLock } from "./range_lock.ts";
 
 export { syncDirectory } from "./fs_disk.ts";
@@ -689,7 +690,9 @@ export class FsObjectStore implements ObjectStore {
           // that recovery merges them rather than pulling one over the other.
           version: unrebuilt ? 0 : meta.version,
           size: meta.size,
-          digest: unrebuilt ? `unrebuilt:${this.#holder()}:${meta.digest()}` : meta.digest(),
+          digest: unrebuilt
+            ? `${UNREBUILT_DIGEST_PREFIX}${this.#holder()}:${meta.digest()}`
+            : meta.digest(),
           verified: !meta.unverified && !this.#unrebuilt.has(oid),
           ...(meta.unverified && this.#changed.has(oid) ? { changed: this.#changed.get(oid) } : {}),
           ...lostBlocksOf(meta),

@@ -70,6 +70,17 @@ export interface BadBlock {
   reason: string;
 }
 
+/**
+ * How the digest of a copy whose checksums a crash left unrebuilt begins (`ObjectStore.meta`):
+ * such a copy lists version 0, its true version unknown (at least the one on file, maybe more).
+ */
+export const UNREBUILT_DIGEST_PREFIX = "unrebuilt:";
+
+/** True for the meta of a copy whose checksums a crash left unrebuilt: its version is unknown. */
+export function versionUnknown(meta: ObjectMeta): boolean {
+  return meta.digest.startsWith(UNREBUILT_DIGEST_PREFIX);
+}
+
 /** How `ObjectStore.create` makes a copy: its canonical size, version, and what is known of it. */
 export interface CreateOptions {
   size: number;

@@ -25,6 +25,7 @@ import type {
   ObjectStore,
   SalvagedCopy,
 } from "../../core/store/object_store.ts";
+import { versionUnknown } from "../../core/store/object_store.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { isVdiOid, type Oid, oidToHex } from "../../core/vdi/oid.ts";
@@ -655,6 +656,17 @@ export class Recovery {
         },
       ).catch((error) => {
         if (isResult(error, ...RETRYABLE)) unreachable ??= error;
+        else if (versionUnknown(meta)) {
+          // A copy that cannot be read and whose checksums a crash left unrebuilt lists version 0
+          // whatever it holds: it may be the newest, with flushed writes no other copy has (sim
+          // seed 9307: merged without it, a flushed write was lost). Waited for, as a copy that
+          // could not be asked (its listing retries the rebuild once its disk reads again).
+          unreachable ??= new SheepdogError(
+            ResultCode.EIO,
+            `${node.id}'s copy of ${oidToHex(oid)} cannot be read and its version is unknown ` +
+              `(checksums unrebuilt after a crash): not merged without it`,
+          );
+        }
         return undefined;
       });
       if (copy && copy.data.length === size) {
