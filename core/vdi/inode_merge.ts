@@ -9,8 +9,15 @@
  * after the crash, would vanish behind an entry that says "unallocated" (found by the data-path
  * simulation, seed 12797). Keeping the entry is safe: an entry is written only after its object
  * was created, durably (`VdiIo`), and a discard removes an object only once the entry's removal
- * is durable on every copy (`VdiIo.discard`), so an entry any copy holds names an object that
- * exists, and what it holds is what its own copies say.
+ * is durable on every target's copy (`VdiIo.discard`), so an entry a copy at the newest version
+ * holds names an object that exists, and what it holds is what its own copies say.
+ *
+ * Only copies at the newest version count, as for any block the merge takes (an older copy's
+ * block is never taken on its own). A copy's version after a crash is that of its last sync, and
+ * a discard's flush gives every target's copy a version above any copy the discard did not
+ * write: a leftover on a node that is no longer a target (the purge keeps one whose holders it
+ * could not confirm, until the next view) still records the entries and the objects are gone.
+ * Taking them from it named objects no node holds: reads failed (simulation seed 9132).
  *
  * @module
  */
@@ -18,16 +25,19 @@
 import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE } from "./inode.ts";
 
-/** One copy as the merge had it: its bytes, and the blocks it cannot vouch for. */
+/** One copy as the merge had it: its bytes, its version, and the blocks it cannot vouch for. */
 export interface InodeCopy {
   data: Uint8Array;
+  /** That of its last sync (a crash-suspect copy's). */
+  version: number;
   bad?: readonly number[];
 }
 
 /**
- * Sets each table entry of `merged` to the newest allocation any copy records (outside the
- * copies' bad blocks and the merge's `lost` ones): the VDI's own object first, else another
- * VDI's (a clone's parent), else what the merge chose. Returns how many entries it changed.
+ * Sets each table entry of `merged` to the newest allocation any copy at the newest version
+ * records (outside the copies' bad blocks and the merge's `lost` ones): the VDI's own object
+ * first, else another VDI's (a clone's parent), else what the merge chose. Returns how many
+ * entries it changed.
  */
 export function keepAllocations(
   merged: Uint8Array,
@@ -38,7 +48,8 @@ export function keepAllocations(
   const own = decodeInodeHeader(merged).vdiId;
   if (own === 0) return 0; // the header itself was lost: nothing to tell the VDI's own objects by
   const out = new DataView(merged.buffer, merged.byteOffset, merged.byteLength);
-  const sources = copies.map((copy) => ({
+  const newest = Math.max(...copies.map((copy) => copy.version));
+  const sources = copies.filter((copy) => copy.version === newest).map((copy) => ({
     view: new DataView(copy.data.buffer, copy.data.byteOffset, copy.data.byteLength),
     bad: new Set(copy.bad ?? []),
   }));

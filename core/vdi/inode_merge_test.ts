@@ -27,8 +27,8 @@ Deno.test("keepAllocations: the VDI's own object beats another's and none; anoth
   // As a crash may leave them: the merge took a table block from the copy that lost the most.
   const merged = inode({ 1: PARENT, 3: OWN });
   const copies = [
-    { data: inode({ 0: OWN, 1: PARENT, 3: OWN }) },
-    { data: inode({ 1: OWN, 2: PARENT, 3: OWN }) },
+    { data: inode({ 0: OWN, 1: PARENT, 3: OWN }), version: 7 },
+    { data: inode({ 1: OWN, 2: PARENT, 3: OWN }), version: 7 },
   ];
   assert.equal(keepAllocations(merged, copies, new Set()), 3);
   assert.deepEqual(table(merged), [OWN, OWN, PARENT, OWN, 0, 0, 0, 0]);
@@ -41,8 +41,8 @@ Deno.test("keepAllocations: never from a copy's bad block, never into a lost blo
   assert.notEqual(farBlock, entryBlock);
   const merged = inode({});
   const copies = [
-    { data: inode({ 0: OWN, [far]: OWN }), bad: [entryBlock] },
-    { data: inode({ [far]: OWN }) },
+    { data: inode({ 0: OWN, [far]: OWN }), version: 7, bad: [entryBlock] },
+    { data: inode({ [far]: OWN }), version: 7 },
   ];
   assert.equal(keepAllocations(merged, copies, new Set([farBlock])), 0);
   assert.equal(decodeInode(merged).dataVdiId[0], 0, "the bad block's entry is not taken");
@@ -51,8 +51,29 @@ Deno.test("keepAllocations: never from a copy's bad block, never into a lost blo
   assert.equal(decodeInode(merged).dataVdiId[far], OWN);
 });
 
+Deno.test("keepAllocations: never from a copy older than the newest (a leftover a discard did not write)", () => {
+  // Seed 9132: objects 2 and 3 were discarded (the table flushed on every target, then the
+  // objects removed); a leftover copy of the inode on a node that was no longer a target still
+  // named them. After a crash of every holder the targets' copies (newest, their last sync the
+  // discard's or later) differed in an unsynced allocation of object 1, and the merge took the
+  // entries of 2 and 3 from the leftover: reads of them failed, no node held a copy.
+  const targets = inode({ 0: OWN, 1: OWN, 4: OWN });
+  const merged = inode({ 0: OWN, 1: OWN, 4: OWN });
+  const copies = [
+    { data: targets, version: 90 },
+    { data: inode({ 0: OWN, 4: OWN }), version: 90 },
+    { data: inode({ 0: OWN, 2: OWN, 3: OWN }), version: 74 }, // the leftover
+  ];
+  assert.equal(keepAllocations(merged, copies, new Set()), 0);
+  assert.deepEqual(table(merged), [OWN, OWN, 0, 0, OWN, 0, 0, 0]);
+  // Among the newest copies every allocation one records is kept (seed 12797).
+  const lostOne = inode({ 0: OWN, 4: OWN });
+  assert.equal(keepAllocations(lostOne, copies, new Set()), 1);
+  assert.deepEqual(table(lostOne), [OWN, OWN, 0, 0, OWN, 0, 0, 0]);
+});
+
 Deno.test("keepAllocations: a lost header (no vid to tell own objects by) changes nothing", () => {
   const merged = new Uint8Array(inode({}).length);
-  assert.equal(keepAllocations(merged, [{ data: inode({ 0: OWN }) }], new Set()), 0);
+  assert.equal(keepAllocations(merged, [{ data: inode({ 0: OWN }), version: 7 }], new Set()), 0);
   assert.deepEqual(merged, new Uint8Array(merged.length));
 });

@@ -63,7 +63,7 @@ Deno.test("data-path simulation: seeded workloads under faults", async () => {
  * brought back table entries naming removed objects, whose reads then failed for good.
  * `SIM_DISCARD_SEEDS=K` runs K.
  */
-const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091, 9307];
+const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091, 9132, 9307];
 
 Deno.test("data-path simulation: seeded workloads with discards under faults", async () => {
   await runSeeds({
