@@ -97,6 +97,11 @@ export class VdiIo {
    * with discards: skipped, it left the failed write's bytes where it had acknowledged zeros).
    */
   #uncertain = new Set<number>();
+  /**
+   * Indexes allocated through this handle since the last flush that made their table entries
+   * durable (`flush` writes them again first; see `#rewriteAllocations`).
+   */
+  #unflushedAllocations = new Set<number>();
 
   private constructor(access: ObjectAccess, inode: Inode, ref: SnapshotRef) {
     this.#access = access;
@@ -347,6 +352,7 @@ export class VdiIo {
     for (const index of indexes) {
       inode.dataVdiId[index] = inode.vdiId;
       this.#uncertain.delete(index);
+      this.#unflushedAllocations.add(index);
     }
   }
 
@@ -530,6 +536,7 @@ export class VdiIo {
    * VDIs written through this handle are synced (the old vid too, when a snapshot moved it).
    */
   async flush(): Promise<void> {
+    const allocations = await this.#rewriteAllocations();
     const vids = new Set(this.#written);
     vids.add(this.#inode.vdiId);
     this.#written.clear();
@@ -538,6 +545,40 @@ export class VdiIo {
     } catch (error) {
       for (const vid of vids) this.#written.add(vid);
       throw error;
+    }
+    for (const index of allocations) this.#unflushedAllocations.delete(index);
+  }
+
+  /**
+   * Writes again the table entries of the allocations made since the last flush, before it
+   * syncs. A crash of every holder of the inode before a flush may take such an entry off every
+   * copy (it was never synced) while this handle, whose memory still names the object (as QEMU's
+   * driver keeps its inode), goes on writing into it in place: the flush would then make the
+   * data durable but not the entry, and the next open would find the index unallocated and
+   * create the object afresh over acknowledged, flushed writes (simulation seed 26629). Each run
+   * of indexes is claimed as a discard claims its range, so neither table write undoes the
+   * other. Resolves with the indexes it looked at (durable once the flush's sync succeeds).
+   */
+  async #rewriteAllocations(): Promise<number[]> {
+    const inode = this.#inode;
+    const owned = (index: number) =>
+      this.#inode === inode && inode.dataVdiId[index] === inode.vdiId;
+    // Those no longer owned (discarded, or a reload moved the table) need nothing.
+    const examined = [...this.#unflushedAllocations];
+    const indexes = examined.filter(owned).sort((a, b) => a - b);
+    if (indexes.length === 0) return examined;
+    const recorded = await this.#claim(indexes[0]!, indexes[indexes.length - 1]!);
+    let failure: unknown;
+    try {
+      // A discard may have cleared some while this waited for the claim.
+      const still = indexes.filter(owned);
+      if (still.length > 0) await this.#recordOwners(inode.vdiId, still, inode.vdiId);
+      return examined;
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      recorded.release(failure);
     }
   }
 }

@@ -174,3 +174,32 @@ Deno.test("VdiIo.discard() of an index whose failed allocation may have reached 
   assert.deepEqual(await reopened.read(OBJ, 4096), fill(0), "zeros, as the discard promised");
   assert.equal(store.objects.has(0x007c2b2500000001n), false, "the object is gone too");
 });
+
+Deno.test("VdiIo.flush() writes again the table entries of its allocations since the last flush", async () => {
+  // Simulation seed 26629: a crash of every holder of the inode took an unsynced allocation's
+  // entry off every copy, while the client's handle (QEMU's driver keeps its inode too) went on
+  // writing into the object in place; the flush made the data durable but not the entry, and
+  // the next open created the object afresh over the acknowledged, flushed write.
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(2 * OBJ, fill(1)); // allocates object 2: its entry is written, not synced
+  const table = store.objects.get(vdiOid(VID))!;
+  const entry = new DataView(table.buffer, table.byteOffset).getUint32(
+    INODE_HEADER_SIZE + 4 * 2,
+    true,
+  );
+  assert.equal(entry, VID);
+  // The crash: every copy of the table is back at its last sync, without the entry.
+  new DataView(table.buffer, table.byteOffset).setUint32(INODE_HEADER_SIZE + 4 * 2, 0, true);
+  await io.write(2 * OBJ + 8192, fill(2)); // in place: memory still names the object
+  store.calls.length = 0;
+  await io.flush();
+  assert.deepEqual(store.calls, ["table", "flush"], "the entry is written again, then synced");
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[2], VID);
+  assert.deepEqual(await reopened.read(2 * OBJ + 8192, 4096), fill(2));
+  // Written once: the next flush has nothing to write again.
+  store.calls.length = 0;
+  await io.flush();
+  assert.deepEqual(store.calls, ["flush"]);
+});
