@@ -989,6 +989,7 @@ Deno.test("a read that finds rot on the reading node's own copy heals it in plac
     tornCrashes: false,
   });
   try {
+    sim.route = 0; // every request through n0
     const n0 = sim.nodes[0]!; // the client's node: its gateway reads its own copy first
     const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i)).includes(n0))!;
     const oid = dataOid(sim.vid, index);
@@ -1027,6 +1028,7 @@ Deno.test("a read through a node that holds no copy heals the rotted copy it fou
     tornCrashes: false,
   });
   try {
+    sim.route = 0; // every request through n0
     const n0 = sim.nodes[0]!; // the client's node
     const index = [0, 1, 2, 3].find((i) => !sim.targets(dataOid(sim.vid, i)).includes(n0));
     assert.ok(index !== undefined, "an object n0 holds no copy of");
