@@ -276,6 +276,16 @@ export class DataPathSim {
     return this.#prng;
   }
 
+  /** Runs `fn` on a new simulation (`create`), disposed of afterwards whatever happens. */
+  static async with<T>(options: DataPathOptions, fn: (sim: DataPathSim) => Promise<T>): Promise<T> {
+    const sim = await DataPathSim.create(options);
+    try {
+      return await fn(sim);
+    } finally {
+      await sim.dispose();
+    }
+  }
+
   /** Builds and formats the cluster and creates the VDI; the caller must `dispose()` it. */
   static async create(options: DataPathOptions): Promise<DataPathSim> {
     const sim = new DataPathSim(options);
@@ -1479,8 +1489,7 @@ function pattern(seed: number, length: number): Uint8Array {
 export async function runDataPathSeed(
   options: DataPathOptions & { steps?: number },
 ): Promise<SeedSummary> {
-  const sim = await DataPathSim.create(options);
-  try {
+  return await DataPathSim.with(options, async (sim) => {
     const steps = options.steps ?? 24;
     const schedule = new Schedule(sim);
     for (let step = 0; step < steps; step++) await schedule.step(step);
@@ -1494,9 +1503,7 @@ export async function runDataPathSeed(
       virtualMs: sim.time.now - 1_800_000_000_000,
       log: sim.log,
     };
-  } finally {
-    await sim.dispose();
-  }
+  });
 }
 
 export { failReads, OBJECT_BYTES, pattern, SimNode };

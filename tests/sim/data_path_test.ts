@@ -127,16 +127,15 @@ async function scenarioFailure(
   options: DataPathOptions,
   scenario: (sim: DataPathSim) => Promise<void>,
 ): Promise<SimFailure | undefined> {
-  const sim = await DataPathSim.create(options);
-  try {
-    await scenario(sim);
-    return undefined;
-  } catch (error) {
-    if (error instanceof SimFailure) return error;
-    throw error;
-  } finally {
-    await sim.dispose();
-  }
+  return await DataPathSim.with(options, async (sim) => {
+    try {
+      await scenario(sim);
+      return undefined;
+    } catch (error) {
+      if (error instanceof SimFailure) return error;
+      throw error;
+    }
+  });
 }
 
 /** Several writes into objects that exist, a flush, then a power loss of every node. */
@@ -226,8 +225,7 @@ Deno.test({
     // recovery had just found older than the newest one. Here node 2 misses a flushed
     // write while away; the newest copies on nodes 0 and 1 then rot in one block, so its pull
     // fails; a read through node 2 returns the old bytes instead of an error.
-    const sim = await DataPathSim.create({ seed: 4, nodes: 3, copies: 3, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 4, nodes: 3, copies: 3, objects: 1 }, async (sim) => {
       const old = pattern(1, 4096);
       const current = pattern(2, 4096);
       await sim.write(0, old);
@@ -245,9 +243,7 @@ Deno.test({
         outcome.kind !== "ok" || !sameBytes(outcome.value, old),
         "a flushed write was lost: node 2 served its stale copy",
       );
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -260,8 +256,7 @@ Deno.test({
     // forever (and two nodes pulling from each other deadlocked on `ensure`). Now the bytes most
     // copies hold win a tie, pulls fall back to the next readable copy, and recovery reads
     // copies as they are.
-    const sim = await DataPathSim.create({ seed: 5, nodes: 3, copies: 3, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 5, nodes: 3, copies: 3, objects: 1 }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -269,9 +264,7 @@ Deno.test({
       await sim.leave(sim.nodes[1]!);
       await sim.rejoin(sim.nodes[1]!);
       assert.ok(await sim.settle(120_000), "recovery did not complete within 120 s");
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -282,8 +275,7 @@ Deno.test({
     // apply; purge lists every node of the epoch and retries until all answer, and the group
     // applies events and views in one queue per node, so a node that went away mid-purge
     // blocked the view that removes it. Now the purge runs off the queue and a view cancels it.
-    const sim = await DataPathSim.create({ seed: 6, nodes: 3, copies: 2, objects: 3 });
-    try {
+    await DataPathSim.with({ seed: 6, nodes: 3, copies: 2, objects: 3 }, async (sim) => {
       for (let i = 0; i < 3; i++) await sim.write(i * OBJECT_BYTES, pattern(i, 4096));
       await sim.flush();
       const [a, , c] = sim.nodes as [SimNode, SimNode, SimNode];
@@ -298,9 +290,7 @@ Deno.test({
       );
       const outcome = await sim.time.run(Promise.all(reports), 60_000);
       assert.equal(outcome.kind, "ok", "the purge never gave up on the unreachable node");
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -312,14 +302,13 @@ Deno.test({
     // every copy crashed, all were UNVERIFIED at one version and recovery picked by ring rank,
     // maybe the rotten one. Now the rebuild records the blocks that changed since the last sync,
     // and recovery builds the copy block by block from copies where each did not change.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 7,
       nodes: 2,
       copies: 2,
       objects: 1,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -333,9 +322,7 @@ Deno.test({
       await sim.restart(sim.nodes);
       await sim.heal();
       await sim.converge(); // throws wrong-bytes when the rotten copy won
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -349,14 +336,13 @@ Deno.test({
     // own copy alone, took the rotten block (changed on every copy it had), and created it as a
     // verified copy at the same version as the good merge on the other node. Here the rotten
     // node's one read of the other copy is lost: it must retry, not merge without it.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 8,
       nodes: 2,
       copies: 2,
       objects: 1,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -376,9 +362,7 @@ Deno.test({
       await sim.heal();
       await sim.converge(); // wrong-bytes or not-converged when the rotten block won
       assert.equal(lost, 1, "the merge's read of the other copy was lost");
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -392,8 +376,7 @@ Deno.test({
     // and write the stale, crash-suspect copy (there an inode whose acknowledged table entry a
     // later merge then dropped). Here node 2 misses a flushed write while away; its pulls fail,
     // then its listing does not get through; a read through node 2 must not see the old bytes.
-    const sim = await DataPathSim.create({ seed: 9, nodes: 3, copies: 3, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 9, nodes: 3, copies: 3, objects: 1 }, async (sim) => {
       const old = pattern(1, 4096);
       const current = pattern(2, 4096);
       await sim.write(0, old);
@@ -428,9 +411,7 @@ Deno.test({
       sim.lose = undefined;
       await sim.heal();
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -468,8 +449,7 @@ Deno.test({
     // last one (a later crash rebuilt its checksums and the rot read as data). Here node
     // `rotten` takes a write while `other` is away, `other` comes back with a full disk (its
     // pull fails), and a write fails on it: afterwards `rotten`'s copy must read clean.
-    const sim = await DataPathSim.create({ seed: 10, nodes: 2, copies: 2, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 10, nodes: 2, copies: 2, objects: 1 }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -491,9 +471,7 @@ Deno.test({
       sim.full.delete(other);
       await sim.heal();
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -507,8 +485,7 @@ Deno.test({
     // repaired copy; the source's node was the "winner" (never fenced) but does not hold the
     // repaired copy, and the other copy, the only good version of the rotten block, was removed.
     // A copy is removed only once the copy that won is stored somewhere.
-    const sim = await DataPathSim.create({ seed: 13, nodes: 2, copies: 2, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 13, nodes: 2, copies: 2, objects: 1 }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -535,9 +512,7 @@ Deno.test({
       }
       await sim.heal();
       await sim.converge(); // not-converged or lost-flushed when block 4 was lost
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -550,8 +525,7 @@ Deno.test({
     // reconcile went back to the refusing target's copy and removed the copy that took the write
     // (newer, and not vouched for by the winner). The winner was then the only copy, and a crash
     // tore a block of it that nothing could vouch for. A refused copy newer than the winner stays.
-    const sim = await DataPathSim.create({ seed: 14, nodes: 2, copies: 2, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 14, nodes: 2, copies: 2, objects: 1 }, async (sim) => {
       await sim.write(0, pattern(1, 65536));
       await sim.flush();
       const oid = dataOid(sim.vid, 0);
@@ -574,9 +548,7 @@ Deno.test({
       }
       await sim.heal();
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -591,8 +563,7 @@ Deno.test({
     // earliest target. Here virtual time stands still; `stale` (the first target, whose gateway
     // made the VDI and so issued versions already) misses a flushed write made through the
     // other node while away: both copies are then verified at one version, and `stale` won.
-    const sim = await DataPathSim.create({ seed: 12, nodes: 2, copies: 2, objects: 4 });
-    try {
+    await DataPathSim.with({ seed: 12, nodes: 2, copies: 2, objects: 4 }, async (sim) => {
       const [stale, holder] = sim.nodes as [SimNode, SimNode];
       const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i))[0] === stale);
       assert.ok(index !== undefined, "an object whose first target is node 0");
@@ -607,9 +578,7 @@ Deno.test({
       await sim.rejoin(stale);
       await sim.heal();
       await sim.converge(); // lost-flushed when `stale`'s copy won
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -626,8 +595,7 @@ Deno.test({
     // suspect), `fresh` takes a flushed write to block 0 and then an unflushed one, and both
     // crash with the data writes landed and the checksum files not: block 0 must read as the
     // flushed or the unflushed write, never as the first.
-    const sim = await DataPathSim.create({ seed: 15, nodes: 2, copies: 2, objects: 1 });
-    try {
+    await DataPathSim.with({ seed: 15, nodes: 2, copies: 2, objects: 1 }, async (sim) => {
       const oid = dataOid(sim.vid, 0);
       const [fresh, stale] = sim.targets(oid) as [SimNode, SimNode];
       const dataOnly = (node: SimNode) => (file: string) => file === objectPath(node, oid);
@@ -654,9 +622,7 @@ Deno.test({
         "block 0 went back to a write older than the flush",
       );
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -695,14 +661,13 @@ Deno.test({
     // flushed), `b` leaves the view (alive: its copy is unavailable, not lost), `c` must copy
     // `a`'s at once although clients are busy, and `a` crashes before any time passes: the write
     // survives on `c`.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 17,
       nodes: 3,
       copies: 2,
       objects: 1,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       const oid = dataOid(sim.vid, 0);
       const [a, b] = sim.targets(oid) as [SimNode, SimNode];
       const c = sim.nodes.find((n) => n !== a && n !== b)!;
@@ -723,9 +688,7 @@ Deno.test({
         "an acknowledged write that a live node held was lost",
       );
       assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, write), "it reads back");
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -742,14 +705,13 @@ Deno.test({
     // on every copy that may hold them. Here the object is created while `a` is away (`b` and
     // `c` hold it), block 4 rots on `b`, `c` leaves, `a` comes back and salvages `b`'s copy, and
     // `c` comes back, a leftover with the good block 4.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 18,
       nodes: 3,
       copies: 2,
       objects: 2,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       const oid = dataOid(sim.vid, 1);
       const [a, b] = sim.targets(oid) as [SimNode, SimNode];
       const c = sim.nodes.find((n) => n !== a && n !== b)!;
@@ -769,9 +731,7 @@ Deno.test({
       await sim.converge(); // the scrub repairs `b`'s rot from `a`
       const outcome = await sim.tryRead(OBJECT_BYTES, 65536);
       assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, pattern(1, 65536)));
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -790,14 +750,13 @@ Deno.test({
     // its changed blocks the same way. Here `full`'s copy is synced at a newer version than
     // `failing`'s (a pull after a crash of `full` alone), then both take an unsynced write to
     // block 2 that only `full`'s data file keeps.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 19,
       nodes: 3,
       copies: 2,
       objects: 1,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       const oid = dataOid(sim.vid, 0);
       const [failing, full] = sim.targets(oid) as [SimNode, SimNode];
       await sim.write(0, pattern(1, 65536));
@@ -838,9 +797,7 @@ Deno.test({
       );
       await sim.heal();
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -900,14 +857,13 @@ Deno.test({
     // write, and Gateway.#replicate acknowledged it: its bytes were on no copy (zeros read back).
     // Here a repair through the same gateway starts while the write is on its way to the full
     // target, so it waits for the object's lock ahead of the write's own reconcile.
-    const sim = await DataPathSim.create({
+    await DataPathSim.with({
       seed: 24,
       nodes: 2,
       copies: 2,
       objects: 1,
       tornCrashes: false,
-    });
-    try {
+    }, async (sim) => {
       const oid = dataOid(sim.vid, 0);
       const [good, full] = sim.targets(oid) as [SimNode, SimNode];
       sim.route = good.index;
@@ -933,9 +889,7 @@ Deno.test({
       await sim.read(0, OBJECT_BYTES); // wrong-bytes when the write was acknowledged
       await sim.heal();
       await sim.converge();
-    } finally {
-      await sim.dispose();
-    }
+    });
   },
 });
 
@@ -943,14 +897,13 @@ Deno.test("a scrub heals a rotted block in place from another copy, and a write 
   // A whole-copy repair of an object clients keep writing loses to every write that reaches the
   // copy while it fetches its source, and gives up (found by hand: fio at QD16 over 32 objects,
   // rot on one sheep, every scrub repair refused). Healing the block does not replace the copy.
-  const sim = await DataPathSim.create({
+  await DataPathSim.with({
     seed: 23,
     nodes: 3,
     copies: 2,
     objects: 1,
     tornCrashes: false,
-  });
-  try {
+  }, async (sim) => {
     const oid = dataOid(sim.vid, 0);
     const [a, b] = sim.targets(oid) as [SimNode, SimNode];
     await sim.write(0, pattern(1, 65536));
@@ -975,20 +928,17 @@ Deno.test("a scrub heals a rotted block in place from another copy, and a write 
     assert.ok(sameBytes(block4, pattern(1, 65536).subarray(4 * 4096, 5 * 4096)), "healed");
     await sim.heal();
     await sim.converge();
-  } finally {
-    await sim.dispose();
-  }
+  });
 });
 
 Deno.test("a read that finds rot on the reading node's own copy heals it in place", async () => {
-  const sim = await DataPathSim.create({
+  await DataPathSim.with({
     seed: 29,
     nodes: 3,
     copies: 2,
     objects: 4,
     tornCrashes: false,
-  });
-  try {
+  }, async (sim) => {
     sim.route = 0; // every request through n0
     const n0 = sim.nodes[0]!; // the client's node: its gateway reads its own copy first
     const index = [0, 1, 2, 3].find((i) => sim.targets(dataOid(sim.vid, i)).includes(n0))!;
@@ -1014,20 +964,17 @@ Deno.test("a read that finds rot on the reading node's own copy heals it in plac
     assert.equal(after.digest, before.digest);
     await sim.heal();
     await sim.converge();
-  } finally {
-    await sim.dispose();
-  }
+  });
 });
 
 Deno.test("a read through a node that holds no copy heals the rotted copy it found in place", async () => {
-  const sim = await DataPathSim.create({
+  await DataPathSim.with({
     seed: 31,
     nodes: 3,
     copies: 2,
     objects: 4,
     tornCrashes: false,
-  });
-  try {
+  }, async (sim) => {
     sim.route = 0; // every request through n0
     const n0 = sim.nodes[0]!; // the client's node
     const index = [0, 1, 2, 3].find((i) => !sim.targets(dataOid(sim.vid, i)).includes(n0));
@@ -1055,9 +1002,7 @@ Deno.test("a read through a node that holds no copy heals the rotted copy it fou
     assert.equal(after.digest, (await second.sheep.store.meta(oid))!.digest);
     await sim.heal();
     await sim.converge();
-  } finally {
-    await sim.dispose();
-  }
+  });
 });
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
