@@ -69,6 +69,7 @@ import type {
   BadBlock,
   ChangedBlock,
   CreateOptions,
+  HealedBlock,
   ObjectMeta,
   ObjectStore,
   SalvagedCopy,
@@ -737,7 +738,7 @@ export class FsObjectStore implements ObjectStore {
 
   async healBlocks(
     oid: Oid,
-    blocks: readonly { index: number; data: Uint8Array }[],
+    blocks: readonly HealedBlock[],
   ): Promise<number[]> {
     const action = `Cannot heal object ${oidToHex(oid)}`;
     this.#refuseWrites(action);

@@ -15,10 +15,33 @@ import { isError, patternBytes } from "./store_test_env.ts";
 
 const DIR = "/obj";
 
-async function openStore(disk: MemDisk): Promise<FsObjectStore> {
-  const store = new FsObjectStore(DIR, disk);
+async function openStore(
+  disk: MemDisk,
+  options: ConstructorParameters<typeof FsObjectStore>[2] = {},
+): Promise<FsObjectStore> {
+  const store = new FsObjectStore(DIR, disk, options);
   await store.open();
   return store;
+}
+
+/**
+ * Object 1 flushed at version 5, then two writes journaled and never synced, then a crash that
+ * keeps every pending write but tears the first to nothing (block 2 differs from its synced
+ * checksum: the write at version 7 landed), and a start whose rebuild cannot read the data: the
+ * store it opens, the object unrebuilt, its reads still failing.
+ */
+async function openUnrebuilt(
+  disk: MemDisk,
+  options: ConstructorParameters<typeof FsObjectStore>[2] = {},
+): Promise<FsObjectStore> {
+  const store = await openStore(disk, options);
+  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 3), 4 * B, 6);
+  await store.write(1n, patternBytes(B, 2), 2 * B, 7);
+  disk.crash(() => 0);
+  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
+  return await openStore(disk, options);
 }
 
 Deno.test("FsObjectStore: every flushed write survives a crash, past the handle cache", async () => {
@@ -280,16 +303,7 @@ Deno.test("FsObjectStore: unrebuilt copies on two nodes never list as equal, tho
   const disks = [new MemDisk(), new MemDisk()];
   const metas = [];
   for (const [i, disk] of disks.entries()) {
-    let store = new FsObjectStore(DIR, disk, { holder: () => `node${i}` });
-    await store.open();
-    await store.create(1n, patternBytes(B, 1), 0, { size: 4 * B, version: 5 });
-    await store.flush();
-    await store.write(1n, patternBytes(B, 3), 0, 6); // torn to nothing by the crash below
-    await store.write(1n, patternBytes(B, 2), 2 * B, 7);
-    disk.crash(() => 0);
-    disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
-    store = new FsObjectStore(DIR, disk, { holder: () => `node${i}` });
-    await store.open();
+    const store = await openUnrebuilt(disk, { holder: () => `node${i}` });
     metas.push((await store.meta(1n))!);
     await store.close();
   }
@@ -304,16 +318,7 @@ Deno.test("FsObjectStore: a copy left unrebuilt by a read fault is rebuilt once 
   // Found by the data-path simulation (seed 18699): the only copy's reads failed across a crash
   // of every node; the fault passed, but the copy stayed unreadable for good (nothing retried).
   const disk = new MemDisk();
-  let store = await openStore(disk);
-  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
-  await store.flush();
-  // Journaled, never synced. A crash with `() => 0` keeps every pending write but tears the first
-  // to nothing: the second lands, so block 2 differs from its synced checksum.
-  await store.write(1n, patternBytes(B, 3), 4 * B, 6);
-  await store.write(1n, patternBytes(B, 2), 2 * B, 7);
-  disk.crash(() => 0);
-  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
-  store = await openStore(disk);
+  const store = await openUnrebuilt(disk);
   assert.equal(await store.retryRebuilds(), 0, "the data still cannot be read");
   await assert.rejects(store.read(1n, 0, B), isError(ResultCode.EIO, /could not be rebuilt/));
   // A write while it is unrebuilt (its other blocks' checksums are still unknown).
@@ -393,16 +398,7 @@ Deno.test("FsObjectStore: a flush never drops an unrebuilt object from the journ
   // Method: leave object 1 unrebuilt (its data unreadable at open), flush the whole store, crash
   // again, open with the data readable: the object must come back UNVERIFIED and readable.
   const disk = new MemDisk();
-  let store = await openStore(disk);
-  await store.create(1n, patternBytes(B, 1), 0, { size: 8 * B, version: 5 });
-  await store.flush();
-  // Journaled, never synced. A crash with `() => 0` keeps every pending write but tears the first
-  // to nothing: the second lands, so block 2 differs from its synced checksum.
-  await store.write(1n, patternBytes(B, 3), 4 * B, 6);
-  await store.write(1n, patternBytes(B, 2), 2 * B, 7);
-  disk.crash(() => 0);
-  disk.failReads(`${DIR}/${oidToHex(1n)}`, true);
-  store = await openStore(disk); // the rebuild cannot read the data
+  let store = await openUnrebuilt(disk); // the rebuild cannot read the data
   disk.failReads(`${DIR}/${oidToHex(1n)}`, false);
   assert.equal((await store.meta(1n))?.verified, false);
   await store.flush(); // nothing is dirty: a full flush shrinks the journal

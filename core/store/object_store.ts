@@ -63,6 +63,12 @@ export interface ChangedBlock {
   readonly synced: number | null;
 }
 
+/** A block and the bytes it should hold (`ObjectStore.healBlocks`). */
+export interface HealedBlock {
+  readonly index: number;
+  readonly data: Uint8Array;
+}
+
 /** A block whose bytes do not match their checksum (or that cannot be read). */
 export interface BadBlock {
   /** Block index: bytes [index * CHECKSUM_BLOCK_BYTES, +CHECKSUM_BLOCK_BYTES). */
@@ -211,10 +217,7 @@ export interface ObjectStore {
    * Resolves with the blocks rewritten; refused (nothing done) on a copy a crash left suspect
    * or unrebuilt, whose checksums do not vouch for anything.
    */
-  healBlocks(
-    oid: Oid,
-    blocks: readonly { index: number; data: Uint8Array }[],
-  ): Promise<number[]>;
+  healBlocks(oid: Oid, blocks: readonly HealedBlock[]): Promise<number[]>;
   /** Reads the whole object and returns every block that fails its checksum (scrub). */
   verify(oid: Oid): Promise<BadBlock[]>;
   exists(oid: Oid): Promise<boolean>;

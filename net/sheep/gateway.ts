@@ -23,6 +23,7 @@ import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
 import type {
   CreateOptions,
+  HealedBlock,
   ObjectMeta,
   SalvagedCopy,
   SalvageOptions,
@@ -46,7 +47,7 @@ import type { Changes } from "./changes.ts";
 import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged, type ReplacedCopy } from "./salvaged_copy.ts";
-import { decodeHealed, encodeHealBlocks, type HealedBlock } from "./healed_blocks.ts";
+import { decodeHealed, encodeHealBlocks } from "./healed_blocks.ts";
 
 /** This node's own replicas: the store, behind recovery (a missing object may be on its way). */
 export interface LocalObjects {
@@ -77,7 +78,7 @@ export interface LocalObjects {
   ): Promise<void>;
   remove(oid: Oid): Promise<void>;
   /** `ObjectStore.healBlocks`: blocks rewritten in place with the bytes their checksums name. */
-  healBlocks(oid: Oid, blocks: readonly { index: number; data: Uint8Array }[]): Promise<number[]>;
+  healBlocks(oid: Oid, blocks: readonly HealedBlock[]): Promise<number[]>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
   meta(oid: Oid): Promise<ObjectMeta | undefined>;
   /** The copy as it is, bad blocks as zeros and named (no waiting for recovery). */

@@ -8,12 +8,7 @@
 
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
-
-/** A block and the bytes it should hold. */
-export interface HealedBlock {
-  readonly index: number;
-  readonly data: Uint8Array;
-}
+import type { HealedBlock } from "../../core/store/object_store.ts";
 
 export function encodeHealBlocks(blocks: readonly HealedBlock[]): Uint8Array {
   const head = 4 + 8 * blocks.length;
