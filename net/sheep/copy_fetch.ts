@@ -13,7 +13,7 @@
 
 import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import type { ObjectMeta, SalvagedCopy } from "../../core/store/object_store.ts";
+import type { ObjectMeta, SalvagedCopy, SalvageOptions } from "../../core/store/object_store.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { isResult } from "../../core/errors.ts";
 import { RETRYABLE } from "./retry_policy.ts";
@@ -22,7 +22,11 @@ import type { Oid } from "../../core/vdi/oid.ts";
 /** How to read one node's copy: checked (throws on a bad block), salvaged, or one block. */
 export interface CopyReader {
   whole(node: RingNode, oid: Oid, size: number): Promise<{ data: Uint8Array; version: number }>;
-  salvage(node: RingNode, oid: Oid): Promise<SalvagedCopy & { version: number }>;
+  salvage(
+    node: RingNode,
+    oid: Oid,
+    options?: SalvageOptions,
+  ): Promise<SalvagedCopy & { version: number }>;
   /** Bytes [offset, offset+length) of the node's copy, checked there. */
   range(node: RingNode, oid: Oid, offset: number, length: number): Promise<Uint8Array>;
 }

@@ -559,9 +559,9 @@ export class Recovery {
         if (node.id !== self) return await this.#read(node, id, size, paced);
         return { version: await version(id), data: await store.read(id, 0, size) };
       },
-      salvage: async (node, id) => {
-        if (node.id !== self) return await this.#salvage(node, id, paced);
-        return { version: await version(id), ...await store.salvage(id) };
+      salvage: async (node, id, options) => {
+        if (node.id !== self) return await this.#salvage(node, id, paced, options?.suspect);
+        return { version: await version(id), ...await store.salvage(id, options) };
       },
       range: async (node, id, offset, length) => {
         if (node.id === self) return await store.read(id, offset, length);
@@ -640,19 +640,14 @@ export class Recovery {
     const size = rivals[0]!.meta.size;
     const newest = Math.max(...rivals.map((c) => c.meta.version));
     const reader = this.#reader(false);
-    const store = this.#context.store;
-    // An older copy's changed blocks are never taken on their own: salvaged as ever, they are
-    // holes there.
-    const salvage = (node: RingNode, suspect: boolean): Promise<SalvagedCopy> =>
-      node.id === this.#context.selfId
-        ? store.salvage(oid, { suspect })
-        : this.#salvage(node, oid, false, suspect);
     for (const { node, meta } of rivals) {
       const copy = await reader.whole(node, oid, meta.size).then(
         ({ data }): SalvagedCopy => ({ data, badBlocks: [], expected: [] }),
         (error) => {
           if (isResult(error, ...RETRYABLE)) throw error;
-          return salvage(node, meta.version === newest);
+          // An older copy's changed blocks are never taken on their own: salvaged as ever,
+          // they are holes there.
+          return reader.salvage(node, oid, { suspect: meta.version === newest });
         },
       ).catch((error) => {
         if (isResult(error, ...RETRYABLE)) unreachable ??= error;
