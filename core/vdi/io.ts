@@ -160,9 +160,50 @@ export class VdiIo {
         if (this.#inode !== previous) return;
       }
     }
+    const kept = next.vdiId === previous.vdiId
+      ? await this.#keepUnflushedAllocations(previous, next)
+      : [];
+    if (this.#inode !== previous) return;
     this.#inode = next;
     // Read from the table: what failed allocations left there is in memory now.
     this.#uncertain.clear();
+    // Written again at once: other readers of the table (a snapshot, another open) must see
+    // them too, not only the next flush.
+    await this.#recordAgain(next, kept);
+  }
+
+  /**
+   * Carries this handle's allocations not yet flushed into `next`, a table just read, where it
+   * lost them: their entries were never synced, so a crash of every holder of the inode may
+   * have taken them off every copy while the objects, written since, stayed. Forgotten, the
+   * next write there would create the object afresh over acknowledged writes, and the next
+   * flush would not write the entry again (simulation seed 26629). An object no node holds any
+   * more went with its create in that crash (unflushed too): that allocation is dropped.
+   */
+  async #keepUnflushedAllocations(previous: Inode, next: Inode): Promise<number[]> {
+    const vid = previous.vdiId;
+    const kept: number[] = [];
+    for (const index of [...this.#unflushedAllocations]) {
+      if (previous.dataVdiId[index] !== vid || next.dataVdiId[index] === vid) continue;
+      if (await this.#objectExists(dataOid(vid, index))) {
+        next.dataVdiId[index] = vid;
+        kept.push(index);
+      } else {
+        this.#unflushedAllocations.delete(index);
+      }
+    }
+    return kept;
+  }
+
+  /** False only when no node holds `oid` (NO_OBJ); other errors are the caller's. */
+  async #objectExists(oid: Oid): Promise<boolean> {
+    try {
+      await this.#access.readObject(oid, 0, 1);
+      return true;
+    } catch (error) {
+      if (isResult(error, ResultCode.NO_OBJ)) return false;
+      throw error;
+    }
   }
 
   /** Reads `length` bytes at `offset`; unallocated ranges are zeros. */
@@ -555,25 +596,32 @@ export class VdiIo {
    * copy (it was never synced) while this handle, whose memory still names the object (as QEMU's
    * driver keeps its inode), goes on writing into it in place: the flush would then make the
    * data durable but not the entry, and the next open would find the index unallocated and
-   * create the object afresh over acknowledged, flushed writes (simulation seed 26629). Each run
-   * of indexes is claimed as a discard claims its range, so neither table write undoes the
-   * other. Resolves with the indexes it looked at (durable once the flush's sync succeeds).
+   * create the object afresh over acknowledged, flushed writes (simulation seed 26629).
+   * Resolves with the indexes it looked at (durable once the flush's sync succeeds).
    */
   async #rewriteAllocations(): Promise<number[]> {
-    const inode = this.#inode;
-    const owned = (index: number) =>
-      this.#inode === inode && inode.dataVdiId[index] === inode.vdiId;
     // Those no longer owned (discarded, or a reload moved the table) need nothing.
     const examined = [...this.#unflushedAllocations];
-    const indexes = examined.filter(owned).sort((a, b) => a - b);
-    if (indexes.length === 0) return examined;
-    const recorded = await this.#claim(indexes[0]!, indexes[indexes.length - 1]!);
+    await this.#recordAgain(this.#inode, examined);
+    return examined;
+  }
+
+  /**
+   * Writes again the table entries of those of `indexes` that `inode` (the one in use) still
+   * gives its own VDI. The run of indexes is claimed as a discard claims its range, so neither
+   * table write undoes the other.
+   */
+  async #recordAgain(inode: Inode, indexes: readonly number[]): Promise<void> {
+    const owned = (index: number) =>
+      this.#inode === inode && inode.dataVdiId[index] === inode.vdiId;
+    const sorted = indexes.filter(owned).sort((a, b) => a - b);
+    if (sorted.length === 0) return;
+    const recorded = await this.#claim(sorted[0]!, sorted[sorted.length - 1]!);
     let failure: unknown;
     try {
       // A discard may have cleared some while this waited for the claim.
-      const still = indexes.filter(owned);
+      const still = sorted.filter(owned);
       if (still.length > 0) await this.#recordOwners(inode.vdiId, still, inode.vdiId);
-      return examined;
     } catch (error) {
       failure = error;
       throw error;

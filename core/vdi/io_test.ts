@@ -3,7 +3,7 @@ import { ResultCode, SheepdogError } from "../errors.ts";
 import { newInode } from "./cow.ts";
 import { encodeInode, INODE_HEADER_SIZE } from "./inode.ts";
 import { type ObjectAccess, VdiIo } from "./io.ts";
-import { isVdiOid, type Oid, vdiOid, type Vid } from "./oid.ts";
+import { dataOid, isVdiOid, type Oid, vdiOid, type Vid } from "./oid.ts";
 
 const OBJ = 1 << 22;
 const VID = 0x7c2b25;
@@ -202,4 +202,34 @@ Deno.test("VdiIo.flush() writes again the table entries of its allocations since
   store.calls.length = 0;
   await io.flush();
   assert.deepEqual(store.calls, ["flush"]);
+});
+
+Deno.test("VdiIo.reload() keeps the allocations not yet flushed that the table lost, unless the object went too", async () => {
+  // Simulation seed 26629 again: the client read the table again after the crash (as a
+  // reopen) and forgot object 2; its next write there created the object afresh over an
+  // acknowledged write, and no flush wrote the entry again.
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(2 * OBJ, fill(1)); // allocates object 2
+  await io.write(3 * OBJ, fill(3)); // allocates object 3
+  const table = store.objects.get(vdiOid(VID))!;
+  const entries = new DataView(table.buffer, table.byteOffset);
+  // The crash takes both entries off the table; object 3 went with them (its create was not
+  // synced either), object 2 stayed.
+  entries.setUint32(INODE_HEADER_SIZE + 4 * 2, 0, true);
+  entries.setUint32(INODE_HEADER_SIZE + 4 * 3, 0, true);
+  store.objects.delete(dataOid(VID, 3));
+  await io.reload();
+  assert.equal(io.inode.dataVdiId[2], VID, "object 2 is still this VDI's");
+  assert.equal(io.inode.dataVdiId[3], 0, "object 3 is gone: its allocation with it");
+  const entry = (index: number) => entries.getUint32(INODE_HEADER_SIZE + 4 * index, true);
+  assert.equal(entry(2), VID, "the reload wrote the entry again, for every reader");
+  assert.equal(entry(3), 0);
+  await io.write(2 * OBJ + 8192, fill(2)); // in place, not a create over fill(1)
+  await io.flush();
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[2], VID, "the flush wrote the entry again");
+  assert.equal(reopened.inode.dataVdiId[3], 0);
+  assert.deepEqual(await reopened.read(2 * OBJ, 4096), fill(1));
+  assert.deepEqual(await reopened.read(2 * OBJ + 8192, 4096), fill(2));
 });

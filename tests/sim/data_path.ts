@@ -821,14 +821,15 @@ export class DataPathSim {
     return this.#routePrng.pick(members);
   }
 
-  /** The client opens the VDI again (after a crash its cached inode may be ahead of the disks). */
+  /**
+   * The client reads the VDI's table again (after a crash its cached inode may be ahead of the
+   * disks), through the same handle: as the product's clients do, it keeps what it allocated
+   * since its last flush (`VdiIo.reload`).
+   */
   async reopen(): Promise<void> {
     const reasons = await this.degraded();
-    const outcome = await this.time.run(VdiIo.open(this.#access(), VDI_NAME), OP_LIMIT_MS);
-    if (outcome.kind === "ok") {
-      this.#io = outcome.value;
-      return;
-    }
+    const outcome = await this.time.run(this.#io!.reload(), OP_LIMIT_MS);
+    if (outcome.kind === "ok") return;
     if (outcome.kind === "error" && reasons.length > 0) return;
     this.#expectOk(outcome, "reopen the VDI");
   }
@@ -870,7 +871,7 @@ export class DataPathSim {
 
   async flush(): Promise<void> {
     const reasons = await this.degraded();
-    const outcome = await this.time.run(this.#access().flush(), OP_LIMIT_MS);
+    const outcome = await this.time.run(this.#io!.flush(), OP_LIMIT_MS);
     this.note(`flush: ${describe(outcome)}`);
     if (outcome.kind === "ok") {
       this.model.flushed();

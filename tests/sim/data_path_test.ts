@@ -50,6 +50,7 @@ const FOUND_SEEDS = [
   18707,
   18724,
   20659,
+  26629,
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
