@@ -188,6 +188,7 @@ const objectOps: Record<number, Op> = {
         await oldClientInodeWrite(host, header.oid, data, header.offset);
       } else {
         await host.gateway.write(header.oid, data, header.offset);
+        await writeThrough(host, header);
       }
     },
   },
@@ -224,10 +225,25 @@ const objectOps: Record<number, Op> = {
 };
 
 /**
+ * A write with Flag.DIRECT is answered once durable. QEMU's driver sends it with `cache=none`
+ * and then never sends FLUSH_VDI (its flush returns at once): the original's store wrote with
+ * O_SYNC, so without this, a guest's fsync would reach no disk. Creates are durable anyway, and
+ * so is an old client's write into an inode (`oldClientInodeWrite`).
+ */
+async function writeThrough(host: RequestHost, header: Header): Promise<void> {
+  if (header.flags & Flag.DIRECT) await host.gateway.flush(oidToVid(header.oid));
+}
+
+/**
  * A write by an old client (QEMU's driver) into an inode, which it keeps a copy of:
  * - into the header: through VDI administration (`VdiService.clientHeader`: tag and VM state,
  *   growing the size);
- * - into `data_vdi_id`: entries it set after allocating objects are written as they come; one
+ * - into `data_vdi_id`: entries it set after allocating objects are written as they come, and
+ *   made durable before the reply: the driver keeps its table in its own memory and goes on
+ *   writing into those objects in place, so an entry a crash of every holder of the inode took
+ *   off before a flush would never be written again, and the next open would create the object
+ *   afresh over flushed writes (`VdiIo` writes its entries again at its flush instead; the
+ *   sheep cannot, knowing no driver's table: simulation seed 26629); one
  *   entry cleared (a 4-byte write) is the discard of a whole object, which is then removed if
  *   the VDI owned it (a working VDI's own objects are in no other table).
  * Zeros written over several entries at once, over the VDI's last entry, or into a snapshot's
@@ -268,6 +284,7 @@ async function oldClientInodeWrite(
     owner = new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true);
   }
   await host.gateway.write(oid, entries, start);
+  if (!cleared) return await host.gateway.flush(vid);
   if (owner !== vid) return;
   // The table first, durably: a crash in between leaves an orphan object, never a dangling
   // entry, also after an inode is rebuilt from crash-suspect copies (core/vdi/inode_merge.ts).

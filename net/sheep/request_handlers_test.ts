@@ -3,7 +3,9 @@
 // holder per working VDI, its own revert allowed, and inode writes that cannot lose data.
 // Requests go to `Sheep.handle` in-process, each from its own "connection" of a chosen address.
 import assert from "node:assert/strict";
-import { withSheep } from "../../tests/harness.ts";
+import * as fsp from "node:fs/promises";
+import { tempDir, withSheep } from "../../tests/harness.ts";
+import { MemDisk } from "../../core/store/mem_disk.ts";
 import { ResultCode } from "../../core/errors.ts";
 import {
   dataVdiIdOffset,
@@ -17,7 +19,7 @@ import { AdminService } from "../admin/admin_service.ts";
 import { nameTagPayload, requestHeader } from "../object/client.ts";
 import type { Header, Message } from "../object/header.ts";
 import { Flag, Opcode } from "../object/ops.ts";
-import type { Sheep } from "./sheep.ts";
+import { Sheep } from "./sheep.ts";
 
 const MiB = 1 << 20;
 
@@ -280,5 +282,95 @@ Deno.test("an old client's header write: tag and VM state kept, a larger size is
     await admin.snapshot("h", "s");
     assert.equal(sheep.registry.lookup("h").vdiSize, 16 * MiB);
     assert.equal(await write({ ...written, vdiSize: 32 * MiB }), ResultCode.READONLY);
+  });
+});
+
+/**
+ * A lone sheep whose store is on a simulated disk that `crash` takes back to its last sync (a
+ * power loss: unlike kill -9, the page cache goes too), then starts again on.
+ */
+async function withCrashableSheep(
+  fn: (context: { sheep: () => Sheep; crash: () => Promise<void> }) => Promise<void>,
+): Promise<void> {
+  const dir = await tempDir();
+  const disk = new MemDisk();
+  const start = async () => {
+    const started = new Sheep({
+      dir,
+      host: "127.0.0.1",
+      port: 0,
+      listen: false,
+      disk: disk.attach(),
+    });
+    await started.start();
+    return started;
+  };
+  let sheep = await start();
+  try {
+    await sheep.makeFs({ copies: 1, blockSizeShift: 22, force: false, strict: false });
+    await fn({
+      sheep: () => sheep,
+      crash: async () => {
+        disk.crash();
+        await sheep.stop({ graceful: false });
+        sheep = await start();
+      },
+    });
+  } finally {
+    await sheep.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+function createVdi(sheep: Sheep): Promise<Vid> {
+  return sheep.vdis.change({
+    type: "create",
+    name: "q",
+    sizeBytes: 16 * MiB,
+    copies: 1,
+    blockSizeShift: 22,
+    nowMs: 1000,
+  });
+}
+
+Deno.test("an old client's table entry survives a power loss before any flush: the driver will not write it again", async () => {
+  // Simulation seed 26629's path for QEMU's driver: it keeps its table in memory and writes into
+  // the object in place after a crash took the unsynced entry off the inode; the next open
+  // then created the object afresh over flushed writes.
+  await withCrashableSheep(async ({ sheep, crash }) => {
+    const vid = await createVdi(sheep());
+    const qemu = oldClient(sheep(), "10.0.0.5");
+    const create = requestHeader(Opcode.CREATE_AND_WRITE_OBJ);
+    create.oid = dataOid(vid, 2);
+    assert.equal((await qemu.send(create, new Uint8Array(4096).fill(9))).header.result, 0);
+    const entry = new Uint8Array(4);
+    new DataView(entry.buffer).setUint32(0, vid, true);
+    assert.equal((await qemu.write(vdiOid(vid), entry, dataVdiIdOffset(2))).header.result, 0);
+    await crash();
+    assert.equal((await sheep().vdis.readInode(vid)).dataVdiId[2], vid);
+  });
+});
+
+Deno.test("a write with Flag.DIRECT (QEMU's cache=none, which never flushes) is durable when answered", async () => {
+  await withCrashableSheep(async ({ sheep, crash }) => {
+    const vid = await createVdi(sheep());
+    const qemu = () => oldClient(sheep(), "10.0.0.5"); // the sheep that runs now
+    const create = requestHeader(Opcode.CREATE_AND_WRITE_OBJ);
+    create.oid = dataOid(vid, 0);
+    assert.equal((await qemu().send(create, new Uint8Array(4096).fill(1))).header.result, 0);
+    const write = (flags: number, fill: number) => {
+      const header = requestHeader(Opcode.WRITE_OBJ);
+      header.oid = dataOid(vid, 0);
+      header.offset = 8192;
+      header.flags = flags;
+      return qemu().send(header, new Uint8Array(4096).fill(fill));
+    };
+    assert.equal((await write(Flag.CACHE, 2)).header.result, 0);
+    await crash(); // a writeback write before any flush: may be lost, and is here
+    const read = async () => (await sheep().store.read(dataOid(vid, 0), 8192, 1))[0];
+    assert.equal(await read(), 0);
+    assert.equal((await write(Flag.DIRECT, 3)).header.result, 0);
+    await crash();
+    assert.equal(await read(), 3);
   });
 });
