@@ -1,12 +1,19 @@
 /**
  * Fetching the copy a repair or a recovery pull copies from. Candidates come best first (see
- * `sortCopies`); copies of equal rank (the same verified flag and version) are tried with a
- * checked read, any of them will do. When none of them reads clean, the best copy is *salvaged*
- * rather than passed over for an older one: its good blocks are kept (they hold the newest
+ * `sortCopies`); the copies equal to the best (the same verified flag, version and digest) are
+ * tried with a checked read, any of them will do. When none of them reads clean, the best copy is
+ * *salvaged* rather than passed over: its good blocks are kept (they hold the newest
  * acknowledged writes), a block bad in one copy is taken from an equal copy where it is good, and
  * a block bad in all of them is taken from any other copy whose block has exactly the checksum
  * it should have, else stays bad (it reads as an I/O error wherever it is copied). An older copy
  * never serves whole: it would lose acknowledged writes.
+ *
+ * A copy of the same rank with other bytes (a write that failed part-way on one copy leaves it
+ * changed at its old version, see `ObjectStore.write`) serves whole only when the best copy
+ * cannot be had without a hole: every node picks the same best copy (`sortCopies`) and a node
+ * whose own copy is the best keeps it, so a pull that took another one left the copies apart
+ * for good (sim seed 27208: the best copy's block had rotted, a leftover of the same version
+ * without the failed write's bytes read clean and was pulled, and the targets stayed apart).
  *
  * @module
  */
@@ -60,21 +67,28 @@ export async function fetchBestCopy(
   // best copy that cannot be read now is an error (retried later), never a reason to go back.
   const group = rankGroups(candidates)[0];
   if (!group) return undefined;
+  const digest = group[0]!.meta.digest;
+  const best = group.filter((c) => c.meta.digest === digest);
+  const others = group.filter((c) => c.meta.digest !== digest);
   let unreachable: unknown;
   let lastError: unknown;
-  for (const candidate of group) {
-    const copy = await reader.whole(candidate.node, oid, candidate.meta.size).catch((error) => {
-      if (isResult(error, ...RETRYABLE)) unreachable = error;
-      lastError = error;
-      return undefined;
-    });
-    if (copy) return { ...candidate, ...copy, badBlocks: [], expected: [] };
-  }
+  const whole = async (from: readonly { node: RingNode; meta: ObjectMeta }[]) => {
+    for (const candidate of from) {
+      const copy = await reader.whole(candidate.node, oid, candidate.meta.size).catch((error) => {
+        if (isResult(error, ...RETRYABLE)) unreachable = error;
+        lastError = error;
+        return undefined;
+      });
+      if (copy) return { ...candidate, ...copy, badBlocks: [], expected: [] };
+    }
+    return undefined;
+  };
+  const equal = await whole(best);
+  if (equal) return equal;
   // An equal copy that could not be asked may be whole: try again later rather than salvage.
   if (unreachable !== undefined) throw unreachable;
-  const digest = group[0]!.meta.digest;
   const salvaged: FetchedCopy[] = [];
-  for (const candidate of group.filter((c) => c.meta.digest === digest)) {
+  for (const candidate of best) {
     const copy = await reader.salvage(candidate.node, oid).catch((error) => {
       lastError = error;
       return undefined;
@@ -83,9 +97,17 @@ export async function fetchBestCopy(
       salvaged.push({ ...candidate, ...copy, salvaged: true });
     }
   }
-  if (salvaged.length > 0) {
-    return await fillHoles(oid, mergeSalvaged(salvaged), [...candidates, ...fillers], reader);
-  }
+  const filled = salvaged.length === 0
+    ? undefined
+    : await fillHoles(oid, mergeSalvaged(salvaged), [...candidates, ...fillers], reader);
+  if (filled && filled.badBlocks.length === 0) return filled;
+  // The best copy has holes (or cannot be read at all): a copy as new with other bytes that
+  // reads clean loses no acknowledged write and no block.
+  const other = await whole(others);
+  if (other) return other;
+  // One that could not be asked may: try again later rather than keep the holes.
+  if (unreachable !== undefined) throw unreachable;
+  if (filled) return filled;
   throw lastError;
 }
 

@@ -51,6 +51,7 @@ const FOUND_SEEDS = [
   18724,
   20659,
   26629,
+  27208,
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
@@ -1092,5 +1093,52 @@ Deno.test({
     } finally {
       await sim.dispose();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a pull whose best copy has a rotten block salvages it rather than take a copy of the same version with other bytes",
+  fn: async () => {
+    // Seed 27208 before the fix: a write failed part-way on a full disk, so the copy that took
+    // part of it kept its version with other bytes than a leftover of that version elsewhere. The
+    // best copy (the target's) had a rotten block; the other target's pull read it, failed, and
+    // took the leftover whole instead ("any copy of the same version will do"), while the best
+    // copy's node kept its own: the targets stayed at one version with two digests, and the
+    // leftover was never purged. Here `kept` holds the object throughout; `away` leaves, so
+    // `spare` takes a copy and a write; `kept`'s copy rots; `away` comes back with a full disk;
+    // a write into the object's unallocated end lands in part on `kept` (its disk full too).
+    await DataPathSim.with({ seed: 14, nodes: 3, copies: 2, objects: 1 }, async (sim) => {
+      await sim.write(0, pattern(1, 65536));
+      await sim.flush();
+      const oid = dataOid(sim.vid, 0);
+      const [kept, away] = sim.targets(oid) as [SimNode, SimNode];
+      await sim.leave(away);
+      const spare = sim.targets(oid).find((n) => n !== kept)!;
+      // Versions come from each gateway's clock: let time pass between writes.
+      await sim.time.advance(10);
+      await sim.write(40_000, pattern(2, 100)); // `kept` and `spare` have it, `away` does not
+      await sim.flush();
+      sim.rot(kept, oid, 20_000);
+      for (const [node, room] of [[away, 2 * 4096], [kept, 6 * 4096]] as const) {
+        // Room for the journal and a few pages, not for a new copy of the object.
+        const space = await node.disk.space("/");
+        node.disk.setCapacity(space.totalBytes - space.freeBytes + room);
+        sim.full.add(node);
+      }
+      await sim.rejoin(away);
+      await sim.time.advance(10);
+      const before = await spare.sheep.store.meta(oid);
+      await sim.write(OBJECT_BYTES - 65536, pattern(3, 65536)); // fails, in part on `kept`
+      const partly = await kept.sheep.store.meta(oid);
+      assert.equal(partly?.version, before?.version, "the failed write kept the version");
+      assert.notEqual(partly?.digest, before?.digest, "and landed in part");
+      for (const node of [away, kept]) {
+        node.disk.setCapacity(Infinity);
+        sim.full.delete(node);
+      }
+      await sim.heal();
+      await sim.converge(); // not-converged before the fix: two digests at one version
+    });
   },
 });
