@@ -46,3 +46,15 @@ export function sortCopies<T extends { meta: ObjectMeta }>(
     rank(idOf(a)) - rank(idOf(b))
   );
 }
+
+/**
+ * True when two copies hold the same bytes at the same version: the same version and the same
+ * digest (copies are canonical, so digests compare across nodes). A version alone is not enough:
+ * a write that failed part-way leaves a copy changed at its old version.
+ */
+export function sameCopy(
+  a: { readonly version: number; readonly digest: string },
+  b: { readonly version: number; readonly digest: string },
+): boolean {
+  return a.version === b.version && a.digest === b.digest;
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sortCopies } from "./copy_choice.ts";
+import { sameCopy, sortCopies } from "./copy_choice.ts";
 import type { ObjectMeta } from "../store/object_store.ts";
 
 function copy(id: string, version: number, digest: string, verified = true) {
@@ -27,4 +27,10 @@ Deno.test("sortCopies: equal versions with different bytes: the bytes most copie
   ]);
   // A tie of votes falls to the earliest target, the same on every node.
   assert.deepEqual(order([copy("n2", 5, "x"), copy("n1", 5, "y")]), ["n1", "n2"]);
+});
+
+Deno.test("sameCopy: the same version and digest; a version alone is not the same bytes", () => {
+  assert.equal(sameCopy({ version: 7, digest: "a" }, { version: 7, digest: "a" }), true);
+  assert.equal(sameCopy({ version: 7, digest: "a" }, { version: 7, digest: "b" }), false);
+  assert.equal(sameCopy({ version: 7, digest: "a" }, { version: 8, digest: "a" }), false);
 });

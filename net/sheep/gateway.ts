@@ -44,7 +44,7 @@ import {
   RETRYABLE,
 } from "./retry_policy.ts";
 import type { Changes } from "./changes.ts";
-import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
+import { sameCopy, sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { fetchBestCopy, type FetchedCopy } from "./copy_fetch.ts";
 import { decodeSalvaged, encodeSalvaged, type ReplacedCopy } from "./salvaged_copy.ts";
 import { decodeHealed, encodeHealBlocks } from "./healed_blocks.ts";
@@ -700,7 +700,7 @@ export class Gateway {
           continue;
         }
         const older = meta.version < winner.meta.version;
-        const same = meta.version === winner.meta.version && meta.digest === winner.meta.digest;
+        const same = sameCopy(meta, winner.meta);
         if (winner.badBlocks.length > 0 || !(older || same)) {
           kept = true;
           continue;
@@ -761,7 +761,7 @@ export class Gateway {
       if (node.id === source.node.id && !salvaged) return void holders.push(node);
       if (
         !salvaged && meta !== undefined && !suspects.has(node.id) &&
-        meta.version === source.meta.version && meta.digest === source.meta.digest
+        sameCopy(meta, source.meta)
       ) return void holders.push(node);
       const reason = why ??
         (meta === undefined

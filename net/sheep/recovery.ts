@@ -26,7 +26,7 @@ import type {
   SalvagedCopy,
 } from "../../core/store/object_store.ts";
 import { versionUnknown } from "../../core/store/object_store.ts";
-import { sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
+import { sameCopy, sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { isVdiOid, type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { keepAllocations } from "../../core/vdi/inode_merge.ts";
@@ -276,7 +276,7 @@ export class Recovery {
         continue;
       }
       if (
-        mine && mine.meta.version === best.meta.version && mine.meta.digest === best.meta.digest
+        mine && sameCopy(mine.meta, best.meta)
       ) {
         // Equal to the best: kept. A crash-suspect copy becomes verified once its changed
         // blocks are vouched for (see `vouched`); otherwise it is kept but stays suspect, so a
@@ -463,7 +463,7 @@ export class Recovery {
     if (
       mine?.verified &&
       (mine.version > want.version ||
-        (mine.version === want.version && mine.digest === want.digest))
+        sameCopy(mine, want))
     ) return;
     // The copy being replaced may hold the only good version of a block the best copy lost:
     // a salvaged source may fill its holes from it too (checked against the block's checksum).
@@ -512,7 +512,7 @@ export class Recovery {
   async #fill(oid: Oid, want: Want, mine: ObjectMeta | undefined, paced: boolean): Promise<void> {
     // A client write (or a repair) may have changed the copy since the listing.
     const lost = mine?.lostBlocks;
-    if (!mine?.verified || !lost || mine.version !== want.version || mine.digest !== want.digest) {
+    if (!mine?.verified || !lost || !sameCopy(mine, want)) {
       return;
     }
     const candidates = preferQuiet(want.candidates, (node) => this.#busy.has(node));

@@ -13,6 +13,7 @@
  */
 
 import { type LimiterClock, RateLimiter } from "./rate_limiter.ts";
+import { sameCopy } from "../../core/cluster/copy_choice.ts";
 
 export interface RecoveryThrottleOptions {
   /** Recovery bytes per second while clients are busy; 0: never paced. */
@@ -101,7 +102,7 @@ export function preferQuiet<
   },
 >(candidates: readonly C[], busy: (node: string) => boolean): C[] {
   const same = (a: C, b: C) =>
-    a.meta.version === b.meta.version && a.meta.digest === b.meta.digest &&
+    sameCopy(a.meta, b.meta) &&
     a.meta.verified === b.meta.verified;
   const ordered: C[] = [];
   for (let start = 0; start < candidates.length;) {

@@ -70,6 +70,7 @@ import { VdiService } from "./vdi_service.ts";
 import { AllocationCounts } from "./allocation_counts.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
+import { sameCopy } from "../../core/cluster/copy_choice.ts";
 
 export { ADMIN_LOCK_VID, type SheepStatus, type VdiLock };
 
@@ -903,7 +904,7 @@ export class Sheep {
       const now = await store.meta(oid);
       const same = replacing === null
         ? now === undefined
-        : now !== undefined && now.version === replacing.version && now.digest === replacing.digest;
+        : now !== undefined && sameCopy(now, replacing);
       if (same) return;
       throw new SheepdogError(
         ResultCode.AGAIN,
