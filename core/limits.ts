@@ -62,6 +62,23 @@ export const OPEN_FILES_MAX = 512;
  * cache should hold the working set of a busy VDI.
  */
 export const OPEN_FILES_CAP = 8192;
+/**
+ * Free space on the file system of a sheep's object store that object data never takes: the
+ * store refuses a create or write (NO_SPACE, "the disk is full") that could leave less than this
+ * free. It keeps room for what the sheep must always be able to write durably beside its
+ * objects, above all its epoch log (`DIR/epoch/`, one small file per view, written before the
+ * view is acted on), the cluster config and the forgotten-nodes list: a sheep that cannot
+ * persist its epoch log leaves the group, so without this a full data disk would cost the cluster
+ * a vote. 8 MiB holds about 2,000 epoch records of a small cluster (one 4 KiB page each).
+ */
+export const METADATA_RESERVE_BYTES = 8 * 1024 * 1024;
+/**
+ * Far from the reserve, the store estimates the free space from its last look (statfs) minus
+ * what it has admitted since, and looks again at most this long after the last look (another
+ * process may fill the file system too) or once half the headroom it saw is admitted; near the
+ * reserve it looks before every create or write.
+ */
+export const SPACE_RECHECK_MS = 1_000;
 /** Bytes covered by one stored checksum: a read verifies, and a write rehashes, whole blocks. */
 export const CHECKSUM_BLOCK_BYTES = 4096;
 /** Bytes the store reads at a time when it goes through a whole object (verify, salvage, rebuilds). */

@@ -6,8 +6,11 @@
  * @module
  */
 
-/** How to open a file: an existing one, a new one (fails if it exists), or create-or-truncate. */
-export type OpenMode = "r+" | "wx+" | "w+";
+/**
+ * How to open a file: an existing one to read, or to read and write; a new one (fails if it
+ * exists); or create-or-truncate.
+ */
+export type OpenMode = "r" | "r+" | "wx+" | "w+";
 
 /** An open file with positional I/O. */
 export interface DiskFile {

@@ -20,7 +20,14 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
-import type { Disk, DiskFile, DiskSpace, DiskStat, OpenMode } from "./disk.ts";
+import {
+  type Disk,
+  type DiskFile,
+  type DiskSpace,
+  type DiskStat,
+  type OpenMode,
+  writeAll,
+} from "./disk.ts";
 
 /** Largest read or write done on the calling thread; bigger ones gain little from it. */
 const INLINE_MAX_BYTES = 64 * 1024;
@@ -194,19 +201,31 @@ export const fsDisk: Disk = {
 /**
  * Replaces `file` with `data` so that a crash leaves the old or the new content, never a mix:
  * a temporary file written and synced, renamed over it, the directory synced. The one way the
- * sheep writes its small state files (config, epoch log, forgotten nodes).
+ * sheep writes its small state files (config, epoch log, forgotten nodes); on `disk` (default
+ * the real file system), so a test can put them on the simulated disk of a store.
  */
-export async function writeFileDurably(file: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileDurably(
+  file: string,
+  data: string | Uint8Array,
+  disk: Disk = fsDisk,
+): Promise<void> {
   const temp = `${file}.tmp`;
-  const handle = await fsp.open(temp, "w");
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const handle = await disk.open(temp, "w+");
   try {
-    await handle.writeFile(data);
-    await handle.datasync();
-  } finally {
-    await handle.close();
+    try {
+      await writeAll(handle, bytes, 0);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    // A part written (ENOSPC half-way) would hold on to space the next try needs.
+    await disk.unlink(temp).catch(() => undefined);
+    throw error;
   }
-  await fsp.rename(temp, file);
-  await syncDirectory(path.dirname(file));
+  await disk.rename(temp, file);
+  await disk.syncDir(path.dirname(file));
 }
 
 /** Makes a rename durable: the directory entry itself must reach the disk. */

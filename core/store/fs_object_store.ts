@@ -36,12 +36,15 @@ import * as path from "node:path";
 import process from "node:process";
 import { ByteSlab, unfilledBytes } from "../bytes.ts";
 import { assert } from "../assert.ts";
+import { formatSize } from "../size.ts";
 import { CorruptionError, promiseOf, ResultCode, SheepdogError } from "../errors.ts";
 import {
   CHECKSUM_BLOCK_BYTES,
   MESSAGE_BYTES_MAX,
+  METADATA_RESERVE_BYTES,
   OBJECT_BYTES_MAX,
   OPEN_FILES_MAX,
+  SPACE_RECHECK_MS,
   STORE_SCAN_BYTES,
 } from "../limits.ts";
 import { type Oid, oidFromHex, oidToHex, oidToVid } from "../vdi/oid.ts";
@@ -79,6 +82,7 @@ import type {
 } from "./object_store.ts";
 import { UNREBUILT_DIGEST_PREFIX } from "./object_store.ts";
 import { RangeLock } from "./range_lock.ts";
+import { SpaceFloor } from "./space_floor.ts";
 
 export { syncDirectory } from "./fs_disk.ts";
 
@@ -182,6 +186,8 @@ export class FsObjectStore implements ObjectStore {
   readonly #epoch: () => number;
   /** Buffers of small reads (they leave with the reply: see ByteSlab). */
   readonly #slab = new ByteSlab();
+  /** Creates and writes stop short of the space kept free for the sheep's own state. */
+  readonly #floor: SpaceFloor;
 
   /**
    * `verifyReads: false` skips checking checksums on reads (writes still keep them current):
@@ -206,6 +212,13 @@ export class FsObjectStore implements ObjectStore {
        * Default: the object directory.
        */
       holder?: () => string;
+      /**
+       * Free bytes creates and writes leave on the file system (default METADATA_RESERVE_BYTES;
+       * 0: none, only the disk itself refuses, as simulations of a disk full part-way want).
+       */
+      reserveBytes?: number;
+      /** The clock of the free-space checks (default Date.now). */
+      now?: () => number;
     } = {},
   ) {
     this.objectDir = objectDir;
@@ -218,6 +231,11 @@ export class FsObjectStore implements ObjectStore {
     this.#epoch = options.epoch ?? (() => 0);
     this.#holder = options.holder ?? (() => objectDir);
     this.#journal = new DirtyJournal(disk, path.join(objectDir, JOURNAL_NAME));
+    this.#floor = new SpaceFloor(() => disk.space(objectDir), {
+      reserveBytes: options.reserveBytes ?? METADATA_RESERVE_BYTES,
+      recheckMs: SPACE_RECHECK_MS,
+      now: options.now ?? Date.now,
+    });
   }
 
   /**
@@ -347,6 +365,9 @@ export class FsObjectStore implements ObjectStore {
     const changed = options.unverified && options.changed !== undefined
       ? sortedChanged(changedInRange(options.changed, meta.blockCount))
       : undefined;
+    // At most the pages the data touches and the checksum file (the data file is sparse).
+    const charge = spannedBytes(offset, data.length) + spannedBytes(0, meta.bytes.length);
+    await this.#admitData(action, charge);
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
@@ -381,6 +402,8 @@ export class FsObjectStore implements ObjectStore {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);
       throw this.#failure(error, action);
+    } finally {
+      this.#floor.done(charge);
     }
   }
 
@@ -427,7 +450,29 @@ export class FsObjectStore implements ObjectStore {
     this.#refuseWrites(action);
     checkVersion(action, version);
     checkRange(action, offset, data.length, OBJECT_BYTES_MAX);
-    return await this.#use(oid, action, async (object) => {
+    // At most the pages the write touches (holes of the sparse file): an overwrite of written
+    // blocks allocates nothing, but the store cannot tell, so a disk at the reserve refuses it too.
+    const charge = spannedBytes(offset, data.length);
+    const admitted = this.#floor.admit(charge);
+    // (Far from the reserve the answer is at once: no turn of the microtask queue on the hot path.)
+    if (admitted === false || (admitted !== true && !(await admitted))) {
+      throw this.#beyondFloor(action);
+    }
+    try {
+      return await this.#writeAdmitted(oid, data, offset, version, action);
+    } finally {
+      this.#floor.done(charge);
+    }
+  }
+
+  #writeAdmitted(
+    oid: Oid,
+    data: Uint8Array,
+    offset: number,
+    version: number,
+    action: Action,
+  ): Promise<number> {
+    return this.#use(oid, action, async (object) => {
       checkRange(action, offset, data.length, object.meta.size);
       const before = object.meta.version;
       this.#markDirty(oid);
@@ -1492,6 +1537,32 @@ export class FsObjectStore implements ObjectStore {
     if (this.#health.noSpaceAtMs !== undefined) this.#health.roomAtMs ??= Date.now();
   }
 
+  /** Admits a create's data, or throws NO_SPACE (see `SpaceFloor`). */
+  async #admitData(action: Action, bytes: number): Promise<void> {
+    const admitted = this.#floor.admit(bytes);
+    if (admitted === true || (admitted !== false && await admitted)) return;
+    throw this.#beyondFloor(action);
+  }
+
+  /**
+   * A create or write refused because it could eat into the space kept free for the sheep's own
+   * state: for clients and `info -t node` the disk is full, as it would be without the reserve.
+   */
+  #beyondFloor(action: Action): SheepdogError {
+    const reserve = formatSize(this.#floor.reserveBytes);
+    return this.#noSpace(
+      `${actionText(action)}: the disk is full (the last ${reserve} stay free for the epoch log)`,
+    );
+  }
+
+  /** A create or write failed for want of space: counted for `info -t node` and `/metrics`. */
+  #noSpace(message: string, cause?: unknown): SheepdogError {
+    this.#health.noSpaceErrors++;
+    this.#health.noSpaceAtMs = Date.now();
+    delete this.#health.roomAtMs;
+    return new SheepdogError(ResultCode.NO_SPACE, message, cause === undefined ? {} : { cause });
+  }
+
   /** Maps a disk error to a Sheepdog operating error naming what failed. */
   #failure(error: unknown, lazyAction: Action): SheepdogError {
     if (error instanceof SheepdogError) return error;
@@ -1499,12 +1570,7 @@ export class FsObjectStore implements ObjectStore {
     const code = errorCode(error);
     if (code === "ENOENT") return new SheepdogError(ResultCode.NO_OBJ, `${action}: no such object`);
     if (code === "ENOSPC" || code === "EDQUOT") {
-      this.#health.noSpaceErrors++;
-      this.#health.noSpaceAtMs = Date.now();
-      delete this.#health.roomAtMs;
-      return new SheepdogError(ResultCode.NO_SPACE, `${action}: the disk is full`, {
-        cause: error,
-      });
+      return this.#noSpace(`${action}: the disk is full`, error);
     }
     return new SheepdogError(ResultCode.EIO, `${action}: ${message(error)}`, { cause: error });
   }
@@ -1685,6 +1751,13 @@ function badBlocksOf(meta: ChecksumMeta | string | undefined, length: number): n
   if (!(meta instanceof ChecksumMeta)) return Array.from({ length: count }, (_, index) => index);
   const from = Math.floor(Math.min(length, meta.size) / B);
   return Array.from({ length: Math.max(0, meta.blockCount - from) }, (_, i) => from + i);
+}
+
+/** Bytes of the whole 4 KiB pages that `length` bytes at `offset` touch. */
+function spannedBytes(offset: number, length: number): number {
+  if (length === 0) return 0;
+  const PAGE = 4096;
+  return (Math.floor((offset + length - 1) / PAGE) - Math.floor(offset / PAGE) + 1) * PAGE;
 }
 
 /** The first and last block of a byte range (last < first when it is empty). */

@@ -198,7 +198,7 @@ export class MemDisk implements Disk {
   #open(path: string, mode: OpenMode): DiskFile {
     let inode = this.#current.get(path);
     if (inode && mode === "wx+") throw diskError("EEXIST", "open", path);
-    if (!inode && mode === "r+") throw diskError("ENOENT", "open", path);
+    if (!inode && (mode === "r" || mode === "r+")) throw diskError("ENOENT", "open", path);
     if (inode && mode === "w+") {
       inode.current.truncate(0);
       inode.pending.push({ kind: "truncate", length: 0 });

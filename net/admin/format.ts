@@ -187,6 +187,7 @@ const STATUS_TEXT: Record<string, string> = {
   "waiting-for-format": "Waiting for cluster to be formatted",
   "waiting-for-nodes": "Waiting for other nodes to join cluster",
   "minority": "halted: this node is cut off from the majority of the cluster",
+  "left": "halted: this node has left the cluster (it could not persist its epoch log)",
   "stopped": "shutting down",
 };
 

@@ -211,7 +211,10 @@ export class EtcdDriver implements ClusterDriver {
   }
 
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await admitProposal(() => this.#state, () => this.#running, this.#standing);
+    await admitProposal(this.#standing, {
+      standing: () => this.#state,
+      running: () => this.#running,
+    });
     const self = this.#self!;
     const proposalId = ++this.#proposalId;
     const key = this.#layout.event(self.id, self.incarnation, proposalId);

@@ -73,6 +73,13 @@ export interface GroupDriverOptions {
   /** Operating errors (send failures, a failed persist, which stops the driver). */
   readonly onError?: (error: Error) => void;
   /**
+   * The driver stopped itself because `persist` failed: acting on a view it could not persist
+   * would break the epoch guarantees, so the member has left the group (the others install a
+   * view without it) and sends or delivers nothing more. `reason` says why, in one line
+   * ("cannot persist the epoch log: ..."); the same as `failure`.
+   */
+  readonly onFailed?: (reason: string) => void;
+  /**
    * Fault injection for tests: datagrams from a member this returns false for are dropped, as
    * a network partition would. Production leaves it unset.
    */
@@ -105,6 +112,8 @@ export class GroupDriver {
   #id = "";
   #pumping = false;
   #stopped = false;
+  /** Why the driver stopped itself (see `onFailed`). */
+  #failure: string | undefined;
   readonly stats: GroupDriverStats = { received: 0, rejected: 0, sent: 0, sendErrors: 0 };
 
   constructor(options: GroupDriverOptions) {
@@ -233,7 +242,16 @@ export class GroupDriver {
     return this.#running().status();
   }
 
+  /** Why the driver stopped itself ("cannot persist the epoch log: ..."), if it did. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
   #running(): Membership {
+    // An operating condition, not a programmer's error: the caller may not have heard yet.
+    if (this.#failure !== undefined) {
+      throw new Error(`This member has left the group: ${this.#failure}`);
+    }
     assert(this.#machine !== null && !this.#stopped, "the driver is not running");
     return this.#machine;
   }
@@ -282,9 +300,12 @@ export class GroupDriver {
     if (this.#pumping) return; // the running loop picks up whatever arrives meanwhile
     this.#pumping = true;
     this.#pumpLoop().catch((error) => {
-      this.#report(new Error(`Cannot persist the epoch log: ${(error as Error).message}`));
+      const detail = (error as Error).message;
+      this.#failure = `cannot persist the epoch log: ${detail}`;
+      this.#report(new Error(`Cannot persist the epoch log: ${detail}`));
       // Acting on an unpersisted view could break the epoch guarantees: stop instead.
       void this.stop();
+      this.#options.onFailed?.(this.#failure);
     }).finally(() => {
       this.#pumping = false;
       // Effects queued while the last await was settling would otherwise wait for a tick.

@@ -151,12 +151,24 @@ Deno.test("a driver refuses a malformed address and reports a failing persist by
     () => new GroupDriver({ address: "10.0.0.300:7000", persist: async () => {} }),
     TypeError,
   );
-  const p = probe({ persist: () => Promise.reject(new Error("disk full")) });
+  const failed: string[] = [];
+  const p = probe({
+    persist: () => Promise.reject(new Error("disk full")),
+    onFailed: (reason) => failed.push(reason),
+  });
   await p.driver.start();
   try {
     await until("the persist failure", () => p.errors.length > 0);
     assert.match(p.errors[0]!.message, /Cannot persist the epoch log: disk full/);
     assert.deepEqual(p.views, [], "nothing is delivered without the epoch log");
+    assert.deepEqual(failed, ["cannot persist the epoch log: disk full"]);
+    assert.equal(p.driver.failure, "cannot persist the epoch log: disk full");
+    // A caller that has not heard yet gets the reason, not an assertion.
+    const leftGroup = {
+      message: "This member has left the group: cannot persist the epoch log: disk full",
+    };
+    assert.throws(() => p.driver.propose(new Uint8Array(1)), leftGroup);
+    assert.throws(() => p.driver.status(), leftGroup);
   } finally {
     await p.driver.stop();
   }

@@ -37,7 +37,10 @@ export type ClusterStanding =
   | "primary"
   /** Cut off (from the majority, or from etcd's quorum): changes and writes are refused. */
   | "minority"
-  /** Left for good. */
+  /**
+   * Left for good: stopped, or gone on its own because it could not persist its epoch log
+   * (`leftReason`); clients are refused until the sheep restarts.
+   */
   | "left";
 
 /**
@@ -74,6 +77,11 @@ export interface ClusterDriver {
    * GET_CLUSTER_STATE, so a node that merges it knows which later events to apply).
    */
   readonly lastSeq: number;
+  /**
+   * Why the node left its cluster on its own, in one line ("cannot persist the epoch log: ..."),
+   * when it did (its standing is then "left"); undefined otherwise.
+   */
+  readonly leftReason?: string;
   start(): Promise<void>;
   /** `leave: false` skips saying goodbye, as a crash would. */
   stop(options: { leave: boolean }): Promise<void>;
@@ -99,20 +107,41 @@ export type ClusterDriverFactory = (host: MemberHost) => ClusterDriver;
 const PROPOSE_WAIT_MS = 10_000;
 
 /**
+ * What every client request to a sheep that left its cluster on its own is answered (HALT, as a
+ * minority's: the node takes no part in the cluster), in one line.
+ */
+export function leftClusterError(reason: string): SheepdogError {
+  return new SheepdogError(
+    ResultCode.HALT,
+    `This sheep has left the cluster (${reason}): restart it once that is fixed`,
+  );
+}
+
+/**
  * Waits (up to PROPOSE_WAIT_MS) until a node that is forming or joining has a standing, then
  * throws the refusal that standing calls for, if any. Both drivers propose through it, so a
  * client sees the same errors whichever driver runs. `changes` is notified by the driver at
- * every change of standing and when it stops: the wait is woken, not polled.
+ * every change of standing and when it stops: the wait is woken, not polled. `leftReason`: why
+ * the node left on its own, if it did (`ClusterDriver.leftReason`).
  */
 export async function admitProposal(
-  standing: () => ClusterStanding,
-  running: () => boolean,
   changes: Changes,
+  node: {
+    standing: () => ClusterStanding;
+    running: () => boolean;
+    leftReason?: () => string | undefined;
+  },
 ): Promise<void> {
+  const { standing, running } = node;
+  const leftReason = node.leftReason ?? (() => undefined);
   await changes.until(
-    () => !running() || standing() === "primary" || standing() === "minority",
+    () =>
+      !running() || leftReason() !== undefined || standing() === "primary" ||
+      standing() === "minority",
     PROPOSE_WAIT_MS,
   );
+  const left = leftReason();
+  if (left !== undefined) throw leftClusterError(left);
   if (!running()) throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is not running");
   const state = standing();
   if (state === "minority") {

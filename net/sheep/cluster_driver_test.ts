@@ -14,7 +14,8 @@ function driverStub(initial: ClusterStanding) {
       stub.standing = standing;
       changes.notify();
     },
-    admit: () => admitProposal(() => stub.standing, () => stub.running, changes),
+    admit: () =>
+      admitProposal(changes, { standing: () => stub.standing, running: () => stub.running }),
   };
   return stub;
 }

@@ -15,6 +15,7 @@ import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
 import type { GroupEventDelivery } from "../group/driver.ts";
 import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
+import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { admitProposal, type ClusterDriver, type MemberHost } from "./cluster_driver.ts";
 import { ApplyQueue } from "./apply_queue.ts";
 import { Changes } from "./changes.ts";
@@ -70,6 +71,8 @@ export class ClusterMember implements ClusterDriver {
   #master: string | null = null;
   /** Recently applied proposals, oldest first (insertion order), to drop redeliveries. */
   #applied = new Set<string>();
+  /** Why the group driver stopped itself (it could not persist the epoch log), if it did. */
+  #leftReason: string | undefined;
 
   constructor(host: MemberHost, options: ClusterOptions) {
     this.#host = host;
@@ -83,7 +86,12 @@ export class ClusterMember implements ClusterDriver {
    * a resync) is not yet primary: its state is not the cluster's yet.
    */
   get state(): GroupState {
+    if (this.#leftReason !== undefined) return "left";
     return this.#state === "primary" && this.#catchingUp > 0 ? "forming" : this.#state;
+  }
+
+  get leftReason(): string | undefined {
+    return this.#leftReason;
   }
 
   get master(): string | null {
@@ -140,8 +148,29 @@ export class ClusterMember implements ClusterDriver {
         this.#reportStanding();
       },
       onError: (error) => host.logger.warn(`group: ${error.message}`),
+      onFailed: (reason) => this.#onFailed(reason),
     });
     await this.#driver.start();
+  }
+
+  /**
+   * The group driver stopped itself: this node is out of the group (its peers install a view
+   * without it). It says so to every client and proposal from now on, until it restarts.
+   */
+  #onFailed(reason: string): void {
+    this.#leftReason = reason;
+    this.#host.logger.error(
+      `left the cluster: ${reason}; clients are refused until this sheep restarts`,
+    );
+    // Proposals in flight may have been sequenced before the driver stopped: not "refused".
+    this.#proposals.shutdown(
+      new SheepdogError(
+        ResultCode.NETWORK_ERROR,
+        `This sheep has left the cluster (${reason}) before its change was answered: it may ` +
+          "have been applied; read the state back before retrying",
+      ),
+    );
+    this.#reportStanding();
   }
 
   async stop(options: { leave: boolean }): Promise<void> {
@@ -149,7 +178,7 @@ export class ClusterMember implements ClusterDriver {
     this.#driver = undefined;
     this.#standing.notify(); // proposals waiting for a standing give up now
     if (!driver) return;
-    if (options.leave) {
+    if (options.leave && this.#leftReason === undefined) {
       try {
         driver.leave();
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -166,7 +195,11 @@ export class ClusterMember implements ClusterDriver {
    * node is still forming or joining, it waits a little for a view rather than failing.
    */
   async propose<T>(event: ClusterEvent): Promise<T> {
-    await admitProposal(() => this.state, () => this.#driver !== undefined, this.#standing);
+    await admitProposal(this.#standing, {
+      standing: () => this.state,
+      running: () => this.#driver !== undefined,
+      leftReason: () => this.#leftReason,
+    });
     const id = this.#driver!.propose(encodeEvent(event));
     // A proposal id is also its place among this node's proposals, the order the group's
     // master takes them in: what a resync says was delivered is every id up to one.
@@ -180,6 +213,7 @@ export class ClusterMember implements ClusterDriver {
 
   /** Operator override after a full stop: start with the nodes present. */
   forceRecover(): boolean {
+    if (this.#leftReason !== undefined) return false;
     return this.#driver?.forceRecover() ?? false;
   }
 

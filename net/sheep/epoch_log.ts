@@ -2,13 +2,17 @@
  * The epoch log: every installed view, one file per epoch under `DIR/epoch/` (Sheepdog's
  * `epoch/%08u`), written durably before the view is acted on. Restart reads the last record.
  *
+ * A sheep that cannot write it leaves the group (net/group/driver.ts): the object store keeps
+ * METADATA_RESERVE_BYTES (core/limits.ts) of the file system free of object data so that a disk
+ * filled by clients never gets that far.
+ *
  * @module
  */
 
-import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import type { EpochRecord } from "../group/mod.ts";
-import { writeFileDurably } from "../../core/store/fs_disk.ts";
+import { type Disk, readFully } from "../../core/store/disk.ts";
+import { fsDisk, writeFileDurably } from "../../core/store/fs_disk.ts";
 
 /** A record as stored: the view plus when it was installed. */
 export interface StoredEpoch extends EpochRecord {
@@ -17,29 +21,30 @@ export interface StoredEpoch extends EpochRecord {
 
 export class EpochLog {
   readonly dir: string;
+  readonly #disk: Disk;
 
-  constructor(baseDir: string) {
+  /** The log under `baseDir`, on `disk` (default the real file system). */
+  constructor(baseDir: string, disk: Disk = fsDisk) {
     this.dir = path.join(baseDir, "epoch");
+    this.#disk = disk;
   }
 
   /** Appends records durably (temp, sync, rename, directory sync). */
   async append(records: readonly EpochRecord[], nowMs: number): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true });
+    await this.#disk.mkdir(this.dir);
     for (const record of records) {
       const file = path.join(this.dir, String(record.epoch).padStart(8, "0"));
-      await writeFileDurably(file, JSON.stringify({ ...record, timeMs: nowMs }));
+      await writeFileDurably(file, JSON.stringify({ ...record, timeMs: nowMs }), this.#disk);
     }
   }
 
   /** Every record, newest first; unreadable files are skipped. */
   async list(): Promise<StoredEpoch[]> {
-    const names = await fsp.readdir(this.dir).catch(() => [] as string[]);
+    const names = await this.#disk.readdir(this.dir).catch(() => [] as string[]);
     const records: StoredEpoch[] = [];
     for (const name of names.filter((n) => /^\d{8}$/.test(n)).sort().reverse()) {
       try {
-        records.push(
-          JSON.parse(await fsp.readFile(path.join(this.dir, name), "utf8")) as StoredEpoch,
-        );
+        records.push(JSON.parse(await this.#readText(path.join(this.dir, name))) as StoredEpoch);
       } catch {
         // A torn file cannot be the last durable record: the rename makes writes atomic.
       }
@@ -49,5 +54,16 @@ export class EpochLog {
 
   async last(): Promise<StoredEpoch | null> {
     return (await this.list())[0] ?? null;
+  }
+
+  async #readText(file: string): Promise<string> {
+    const handle = await this.#disk.open(file, "r");
+    try {
+      const bytes = new Uint8Array(await handle.size());
+      await readFully(handle, bytes, 0);
+      return new TextDecoder().decode(bytes);
+    } finally {
+      await handle.close();
+    }
   }
 }

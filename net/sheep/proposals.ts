@@ -86,11 +86,11 @@ export class Proposals<K> {
     this.take(key)?.reject(error);
   }
 
-  /** The node stops: nothing it waits for will come. */
-  shutdown(): void {
-    for (const pending of this.#pending.values()) {
-      pending.reject(new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down"));
-    }
+  /** The node stops (or left its cluster: `error` says why): nothing it waits for will come. */
+  shutdown(
+    error: Error = new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down"),
+  ): void {
+    for (const pending of this.#pending.values()) pending.reject(error);
     this.#pending.clear();
   }
 }

@@ -847,6 +847,7 @@ const adminOps: Record<number, Op> = {
           "This sheep runs alone: nothing to recover",
         );
       }
+      if (host.status === "left") host.checkServing(); // throws why, in one line
       if (!host.member.forceRecover()) {
         throw new SheepdogError(
           ResultCode.INVALID_PARMS,

@@ -50,7 +50,11 @@ import { DirLock } from "./dir_lock.ts";
 import { Gateway, type LocalObjects } from "./gateway.ts";
 import { GatewayAccess } from "./gateway_access.ts";
 import { ClusterMember, type ClusterOptions } from "./cluster_member.ts";
-import type { ClusterDriver, ClusterDriverFactory } from "./cluster_driver.ts";
+import {
+  type ClusterDriver,
+  type ClusterDriverFactory,
+  leftClusterError,
+} from "./cluster_driver.ts";
 import type { ClusterState } from "./cluster_state.ts";
 import { Recovery } from "./recovery.ts";
 import { CrashHolds } from "./crash_holds.ts";
@@ -235,6 +239,7 @@ export class Sheep {
       onChange: (oid) => this.allocations.changed(oid),
       epoch: () => this.#view.epoch,
       holder: () => this.id,
+      now: () => this.now(),
       ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
@@ -310,6 +315,7 @@ export class Sheep {
       exclusive: (work) => this.#withAdminLock(work),
       // VDI changes need the majority; a strict cluster short of zones still takes them.
       admit: () => {
+        if (this.status === "left") throw this.#leftError();
         if (this.status === "minority") {
           throw new SheepdogError(
             ResultCode.HALT,
@@ -338,6 +344,8 @@ export class Sheep {
 
   get status(): SheepStatus {
     if (!this.#running) return "stopped";
+    // First: nothing else this node does counts for its cluster any more.
+    if (this.member?.leftReason !== undefined) return "left";
     // Unformatted first: it is what a user must act on, whatever the group is doing.
     if (!this.config) return "waiting-for-format";
     if (this.member) {
@@ -752,6 +760,7 @@ export class Sheep {
 
   #admitWrite(): void {
     const status = this.status;
+    if (status === "left") throw this.#leftError();
     if (status === "minority") {
       throw new SheepdogError(
         ResultCode.HALT,
@@ -975,9 +984,16 @@ export class Sheep {
           ResultCode.WAIT_FOR_JOIN,
           "Waiting for other nodes to join cluster (or run: shepherd cluster recover force)",
         );
+      case "left":
+        throw this.#leftError();
       default:
         throw new SheepdogError(ResultCode.SHUTDOWN, "The sheep is shutting down");
     }
+  }
+
+  /** What clients of a sheep that left its cluster on its own are told (one line). */
+  #leftError(): SheepdogError {
+    return leftClusterError(this.member?.leftReason ?? "it stopped");
   }
 
   /** VDI I/O into this sheep's gateway without an object-protocol hop (the NBD export). */

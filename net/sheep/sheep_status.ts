@@ -9,4 +9,6 @@ export type SheepStatus =
   | "waiting-for-nodes"
   | "running"
   | "minority"
+  /** Out of its cluster on its own (it could not persist its epoch log): refuses clients. */
+  | "left"
   | "stopped";

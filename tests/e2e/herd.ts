@@ -28,6 +28,8 @@ export interface HerdOptions {
   prefix?: string;
   /** More flags for every sheep. */
   sheepArgs?: string[];
+  /** Runs before any sheep starts (e.g. to put a sheep's DIR on a file system of its own). */
+  prepare?: (herd: Herd) => Promise<void>;
 }
 
 /** A node's row of `info -t recovery --json` (net/admin/views.ts). */
@@ -167,6 +169,7 @@ export class Herd {
     }
     const herd = new Herd(root, ports, nbdPorts, options);
     try {
+      await options.prepare?.(herd);
       await Promise.all(ports.map((_, i) => herd.startSheep(i)));
       // Format once every sheep sees every other: mkfs while the group forms is another test.
       await herd.waitView(n, 30_000, "waiting-for-format");
