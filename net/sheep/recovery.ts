@@ -322,10 +322,7 @@ export class Recovery {
         digest: best.meta.digest,
         candidates,
         ...(mine ? { own: mine } : {}),
-        exposed: copies.filter((c) =>
-          c.meta.verified && c.meta.version === best.meta.version &&
-          c.meta.digest === best.meta.digest
-        ).length < 2,
+        exposed: copies.filter((c) => c.meta.verified && sameCopy(c.meta, best.meta)).length < 2,
       });
     }
     run.wanted = wanted;
@@ -753,8 +750,7 @@ export class Recovery {
       const best = sortCopies(copies, (c) => c.node.id, rank)[0];
       const confirmed = best !== undefined && targets.length > 0 && targets.every((target) => {
         const theirs = copies.find((c) => c.node.id === target.id);
-        return theirs !== undefined && theirs.meta.version === best.meta.version &&
-          theirs.meta.digest === best.meta.digest;
+        return theirs !== undefined && sameCopy(theirs.meta, best.meta);
       });
       // Nor while a holder's copy has lost blocks this one may hold: the next recovery (or a
       // scrub's repair) can fill them from it, whatever its version (seed 2970: a leftover whose
