@@ -450,19 +450,29 @@ export class FsObjectStore implements ObjectStore {
     this.#refuseWrites(action);
     checkVersion(action, version);
     checkRange(action, offset, data.length, OBJECT_BYTES_MAX);
-    // At most the pages the write touches (holes of the sparse file): an overwrite of written
-    // blocks allocates nothing, but the store cannot tell, so a disk at the reserve refuses it too.
+    // At most the pages the write touches (holes of the sparse file).
     const charge = spannedBytes(offset, data.length);
     const admitted = this.#floor.admit(charge);
     // (Far from the reserve the answer is at once: no turn of the microtask queue on the hot path.)
-    if (admitted === false || (admitted !== true && !(await admitted))) {
-      throw this.#beyondFloor(action);
+    if (admitted === true || (admitted !== false && await admitted)) {
+      try {
+        return await this.#writeAdmitted(oid, data, offset, version, action);
+      } finally {
+        this.#floor.done(charge);
+      }
     }
-    try {
-      return await this.#writeAdmitted(oid, data, offset, version, action);
-    } finally {
-      this.#floor.done(charge);
-    }
+    // At the reserve, an overwrite allocates nothing when the object's data file has every page
+    // (written whole: a copy-on-write, a recovery, a guest that wrote it all), so a VM that
+    // rewrites its own blocks goes on; a write that may fill a hole is refused. (On a file
+    // system that copies on write, btrfs, an overwrite takes space all the same.)
+    if (!(await this.#allocatedWhole(oid))) throw this.#beyondFloor(action);
+    return await this.#writeAdmitted(oid, data, offset, version, action);
+  }
+
+  /** True when `oid`'s data file has space for every byte of it (no hole a write could fill). */
+  async #allocatedWhole(oid: Oid): Promise<boolean> {
+    const stat = await this.#disk.stat(this.#dataPath(oid)).catch(() => undefined);
+    return stat !== undefined && stat.size > 0 && stat.allocatedBytes >= stat.size;
   }
 
   #writeAdmitted(

@@ -22,15 +22,18 @@ function record(epoch: number): EpochRecord {
   return { cluster: "c", era: 1, epoch, slot: epoch, seq: 0, members: [member], pids: [] };
 }
 
-/** Writes 1 MiB pieces into thin 4 MiB objects until the store refuses; returns the refusal. */
-async function fill(store: FsObjectStore): Promise<unknown> {
+/**
+ * Writes 1 MiB pieces into thin 4 MiB objects until the store refuses; returns the refusal and
+ * the object it refused (created, not written whole).
+ */
+async function fill(store: FsObjectStore): Promise<{ refusal: unknown; oid: bigint }> {
   const piece = new Uint8Array(MiB).fill(0xab);
   for (let oid = 1n; oid < 1000n; oid++) {
     try {
       await store.create(oid, new Uint8Array(0), 0, { size: 4 * MiB, version: 1 });
       for (let at = 0; at < 4 * MiB; at += MiB) await store.write(oid, piece, at, 1);
-    } catch (error) {
-      return error;
+    } catch (refusal) {
+      return { refusal, oid };
     }
   }
   throw new Error("the store never refused");
@@ -44,20 +47,30 @@ Deno.test("EpochLog.append() persists after client writes filled the disk under 
   const log = new EpochLog(DIR, disk);
   await log.append([record(1)], 1000);
 
-  const refusal = await fill(store);
+  const { refusal, oid: thin } = await fill(store);
   assert.ok(isResult(refusal, ResultCode.NO_SPACE), `refused as NO_SPACE: ${refusal}`);
   assert.match((refusal as Error).message, /the disk is full \(the last 8 MB stay free/);
   assert.equal(store.health().noSpaceErrors, 1, "counted as a full disk (info -t node)");
   const { freeBytes } = await disk.space(DIR);
   assert.ok(freeBytes >= METADATA_RESERVE_BYTES, `the reserve is free: ${freeBytes}`);
-  // Another write and a create are refused too, cleanly: nothing of them is stored.
-  await assert.rejects(store.write(1n, new Uint8Array(MiB), 0, 2), { code: ResultCode.NO_SPACE });
+  // Another write that may fill a hole and a create are refused too, cleanly: nothing of them
+  // is stored.
+  const last = 3 * MiB;
+  await assert.rejects(store.write(thin, new Uint8Array(MiB), last, 2), {
+    code: ResultCode.NO_SPACE,
+  });
   await assert.rejects(
     store.create(5000n, new Uint8Array(MiB), 0, { size: MiB, version: 1 }),
     { code: ResultCode.NO_SPACE },
   );
   assert.equal(await store.exists(5000n), false);
-  assert.deepEqual((await store.read(1n, 0, 4))[0], 0xab, "what was stored reads back");
+  assert.deepEqual(await store.read(thin, last, 4), new Uint8Array(4), "the hole stays a hole");
+  // An object written whole takes its overwrites (a VM rewriting its blocks goes on), and they
+  // take no space.
+  await store.write(1n, new Uint8Array(MiB).fill(0xcd), 0, 2);
+  assert.deepEqual(await store.read(1n, 0, 4), new Uint8Array(4).fill(0xcd));
+  assert.deepEqual((await store.read(1n, MiB, 4))[0], 0xab, "what was stored reads back");
+  assert.equal((await disk.space(DIR)).freeBytes, freeBytes, "the overwrite took no space");
 
   for (let epoch = 2; epoch <= 100; epoch++) await log.append([record(epoch)], 1000 + epoch);
   await store.close();
@@ -72,7 +85,7 @@ Deno.test("EpochLog.append() fails with ENOSPC on a disk the store filled withou
   disk.setCapacity(24 * MiB);
   const store = new FsObjectStore(`${DIR}/obj`, disk, { reserveBytes: 0 });
   await store.open();
-  const refusal = await fill(store);
+  const { refusal } = await fill(store);
   assert.ok(isResult(refusal, ResultCode.NO_SPACE), `the disk itself refused: ${refusal}`);
   await assert.rejects(new EpochLog(DIR, disk).append([record(1)], 1000), { code: "ENOSPC" });
   await store.close();
