@@ -17,7 +17,7 @@ import {
   isDeleted,
   isSnapshot,
 } from "../../core/vdi/inode.ts";
-import { dataOid, isVdiOid, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
+import { dataOid, isDataOid, isVdiOid, oidToIndex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
 import { encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
@@ -184,10 +184,12 @@ const objectOps: Record<number, Op> = {
     handle: async (host, request, _reply, peer) => {
       const { header, data } = request;
       checkWriter(host, header.oid, request, peer);
-      if (isVdiOid(header.oid) && !(header.flags & Flag.EXTENDED)) {
+      const oldClient = !(header.flags & Flag.EXTENDED);
+      if (isVdiOid(header.oid) && oldClient) {
         await oldClientInodeWrite(host, header.oid, data, header.offset);
       } else {
         await host.gateway.write(header.oid, data, header.offset);
+        if (oldClient && isDataOid(header.oid)) await recordOwnObject(host, header.oid);
         await writeThrough(host, header);
       }
     },
@@ -284,12 +286,77 @@ async function oldClientInodeWrite(
     owner = new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true);
   }
   await host.gateway.write(oid, entries, start);
-  if (!cleared) return await host.gateway.flush(vid);
+  const first = (start - INODE_HEADER_SIZE) / 4;
+  if (!cleared) {
+    await host.gateway.flush(vid);
+    const view = new DataView(entries.buffer, entries.byteOffset, entries.length);
+    const recorded = recordedObjects(host, inode);
+    for (let i = 0; Number.isInteger(first) && i + 4 <= entries.length; i += 4) {
+      if (view.getUint32(i, true) === vid) recorded.add(first + i / 4);
+      else recorded.delete(first + i / 4);
+    }
+    return;
+  }
+  recordedObjects(host, inode).delete(first);
   if (owner !== vid) return;
   // The table first, durably: a crash in between leaves an orphan object, never a dangling
   // entry, also after an inode is rebuilt from crash-suspect copies (core/vdi/inode_merge.ts).
   await host.gateway.flush(vid);
   await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
+}
+
+/**
+ * Per sheep, per working VDI (told apart from a later VDI of the same id by its creation time):
+ * the indexes whose table entry this sheep knows durably names the VDI's own object.
+ */
+const recordedByHost = new WeakMap<
+  RequestHost,
+  Map<number, { since: bigint; indexes: Set<number> }>
+>();
+
+function recordedObjects(host: RequestHost, inode: InodeHeader): Set<number> {
+  let byVid = recordedByHost.get(host);
+  if (!byVid) recordedByHost.set(host, byVid = new Map());
+  let known = byVid.get(inode.vdiId);
+  if (!known || known.since !== inode.createTime) {
+    known = { since: inode.createTime, indexes: new Set() };
+    byVid.set(inode.vdiId, known);
+  }
+  return known.indexes;
+}
+
+/**
+ * An old client writes in place into an object of its VDI only when the table it keeps in
+ * memory names that object: it set the entry there once the object's create succeeded. Its
+ * write of that entry into the inode may have failed all the same (a failed sync, a copy rolled
+ * back): the driver answers the guest's write with EIO but keeps the entry, and never writes it
+ * again, so every write after it would go into an object that the VDI's table does not name,
+ * and that the next open reads as zeros (simulation with QEMU's driver, seed 26). So before the
+ * first such write through this sheep is answered, the table is read, and the entry written,
+ * durably, when it names another VDI or none. Entries this sheep wrote or checked are not read
+ * again.
+ */
+async function recordOwnObject(host: RequestHost, oid: bigint): Promise<void> {
+  const vid = oidToVid(oid);
+  const inode = host.registry.get(vid);
+  if (!inode || isDeleted(inode) || isSnapshot(inode)) return;
+  const index = oidToIndex(oid);
+  const recorded = recordedObjects(host, inode);
+  if (recorded.has(index)) return;
+  const offset = dataVdiIdOffset(index);
+  const bytes = await host.gateway.read(vdiOid(vid), offset, 4);
+  const owner = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true);
+  if (owner !== vid) {
+    host.logger.warn(
+      `object ${index} of VDI ${vid.toString(16)} is written in place by an old client but ` +
+        `its table names ${owner === 0 ? "no object" : `VDI ${owner.toString(16)}`}: recorded`,
+    );
+    const entry = new Uint8Array(4);
+    new DataView(entry.buffer).setUint32(0, vid, true);
+    await host.gateway.write(vdiOid(vid), entry, offset);
+    await host.gateway.flush(vid);
+  }
+  recorded.add(index);
 }
 
 /** True when zeros over `length` bytes at `offset` clear a table before a delete. */

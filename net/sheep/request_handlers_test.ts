@@ -351,6 +351,38 @@ Deno.test("an old client's table entry survives a power loss before any flush: t
   });
 });
 
+Deno.test("an old client's write in place records its object when the driver's entry write failed", async () => {
+  // Simulation with QEMU's driver, seed 26: the create succeeded, the write of its table entry
+  // into the inode failed (a failed sync), and the driver, which keeps the entry in memory and
+  // never writes it again, went on writing into the object in place; every open after read the
+  // object as zeros, flushed writes included.
+  await withCrashableSheep(async ({ sheep, crash }) => {
+    const vid = await createVdi(sheep());
+    const qemu = () => oldClient(sheep(), "10.0.0.5");
+    const create = requestHeader(Opcode.CREATE_AND_WRITE_OBJ);
+    create.oid = dataOid(vid, 2);
+    assert.equal((await qemu().send(create, new Uint8Array(4096).fill(9))).header.result, 0);
+    // Its entry write never arrived: failed, as far as the driver knows.
+    assert.equal((await sheep().vdis.readInode(vid)).dataVdiId[2], 0);
+    const written = await qemu().write(dataOid(vid, 2), new Uint8Array(4096).fill(5), 4096);
+    assert.equal(written.header.result, ResultCode.SUCCESS);
+    await crash(); // durable when answered
+    assert.equal((await sheep().vdis.readInode(vid)).dataVdiId[2], vid);
+    const io = await VdiIo.open(sheep().localAccess, "q");
+    assert.deepEqual(await io.read(8 * MiB + 4096, 4096), new Uint8Array(4096).fill(5));
+    // A discard clears it; the write in place after the driver's create records it again.
+    assert.equal(
+      (await qemu().write(vdiOid(vid), new Uint8Array(4), dataVdiIdOffset(2)))
+        .header.result,
+      0,
+    );
+    assert.equal((await sheep().vdis.readInode(vid)).dataVdiId[2], 0);
+    assert.equal((await qemu().send(create, new Uint8Array(4096).fill(9))).header.result, 0);
+    assert.equal((await qemu().write(dataOid(vid, 2), new Uint8Array(4), 0)).header.result, 0);
+    assert.equal((await sheep().vdis.readInode(vid)).dataVdiId[2], vid);
+  });
+});
+
 Deno.test("a write with Flag.DIRECT (QEMU's cache=none, which never flushes) is durable when answered", async () => {
   await withCrashableSheep(async ({ sheep, crash }) => {
     const vid = await createVdi(sheep());
@@ -358,6 +390,9 @@ Deno.test("a write with Flag.DIRECT (QEMU's cache=none, which never flushes) is 
     const create = requestHeader(Opcode.CREATE_AND_WRITE_OBJ);
     create.oid = dataOid(vid, 0);
     assert.equal((await qemu().send(create, new Uint8Array(4096).fill(1))).header.result, 0);
+    const entry = new Uint8Array(4);
+    new DataView(entry.buffer).setUint32(0, vid, true);
+    assert.equal((await qemu().write(vdiOid(vid), entry, dataVdiIdOffset(0))).header.result, 0);
     const write = (flags: number, fill: number) => {
       const header = requestHeader(Opcode.WRITE_OBJ);
       header.oid = dataOid(vid, 0);

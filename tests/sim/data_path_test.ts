@@ -75,8 +75,26 @@ Deno.test("data-path simulation: seeded workloads with discards under faults", a
   });
 });
 
+/**
+ * The same workloads, discards included, with QEMU 5.2's driver as the client
+ * (qemu_driver_client.ts): the object protocol without `Flag.EXTENDED`, the table kept in the
+ * driver's memory, the sheep's old-client paths (`oldClientInodeWrite`, `writeThrough`). Every
+ * third seed opens it with cache=none (Flag.DIRECT on every write, no flush), the others with
+ * cache=writeback (FLUSH_VDI). `SIM_QEMU_SEEDS=K` runs K.
+ */
+const FOUND_QEMU_SEEDS = [137, 144, 369, 406, 424, 940];
+
+Deno.test("data-path simulation: QEMU's driver under faults", async () => {
+  await runSeeds({
+    discards: true,
+    count: envInt("SIM_QEMU_SEEDS") ?? 100,
+    found: FOUND_QEMU_SEEDS,
+    qemu: true,
+  });
+});
+
 async function runSeeds(
-  options: { discards: boolean; count: number; found: readonly number[] },
+  options: { discards: boolean; count: number; found: readonly number[]; qemu?: boolean },
 ): Promise<void> {
   const only = envInt("SIM_SEED");
   const count = envInt("SIM_SEEDS") ?? options.count;
@@ -89,7 +107,11 @@ async function runSeeds(
   let steps = 0;
   for (const seed of seeds) {
     try {
-      const summary = await runDataPathSeed({ seed, discards: options.discards });
+      const summary = await runDataPathSeed({
+        seed,
+        discards: options.discards,
+        ...(options.qemu ? { qemu: { cache: seed % 3 === 0 ? "none" : "writeback" } } : {}),
+      });
       if (only !== null) console.log(summary.log.join("\n"));
       steps += summary.steps;
       for (const [kind, count] of Object.entries(summary.faults)) {
