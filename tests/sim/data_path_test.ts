@@ -55,7 +55,7 @@ const FOUND_SEEDS = [
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
-  await runSeeds({ discards: false, count: 300, found: FOUND_SEEDS });
+  await runSeeds({ count: 300, found: FOUND_SEEDS });
 });
 
 /**
@@ -69,9 +69,9 @@ const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091, 9132, 9307];
 
 Deno.test("data-path simulation: seeded workloads with discards under faults", async () => {
   await runSeeds({
-    discards: true,
     count: envInt("SIM_DISCARD_SEEDS") ?? 100,
     found: FOUND_DISCARD_SEEDS,
+    seedOptions: () => ({ discards: true }),
   });
 });
 
@@ -80,21 +80,32 @@ Deno.test("data-path simulation: seeded workloads with discards under faults", a
  * (qemu_driver_client.ts): the object protocol without `Flag.EXTENDED`, the table kept in the
  * driver's memory, the sheep's old-client paths (`oldClientInodeWrite`, `writeThrough`). Every
  * third seed opens it with cache=none (Flag.DIRECT on every write, no flush), the others with
- * cache=writeback (FLUSH_VDI). `SIM_QEMU_SEEDS=K` runs K.
+ * cache=writeback (FLUSH_VDI); every fourth seed has no discards, and so three times the flushes.
+ * `SIM_QEMU_SEEDS=K` runs K. Before the fixes, seeds 1-1000 failed 24 times: 22 seeds (26 and
+ * the found ones but 369 and 406) read zeros where the driver had written, flushed too, into an
+ * object whose table entry its write had failed to record (a product bug, `recordOwnObject` in
+ * request_handlers.ts); 369 and 406 read discarded bytes, which a guest's discard allows (the
+ * model's mistake).
  */
-const FOUND_QEMU_SEEDS = [137, 144, 369, 406, 424, 940];
+const FOUND_QEMU_SEEDS = [137, 176, 369, 406, 424, 516, 611];
 
 Deno.test("data-path simulation: QEMU's driver under faults", async () => {
   await runSeeds({
-    discards: true,
     count: envInt("SIM_QEMU_SEEDS") ?? 100,
     found: FOUND_QEMU_SEEDS,
-    qemu: true,
+    seedOptions: (seed) => ({
+      discards: seed % 4 !== 0,
+      qemu: { cache: seed % 3 === 0 ? "none" : "writeback" },
+    }),
   });
 });
 
 async function runSeeds(
-  options: { discards: boolean; count: number; found: readonly number[]; qemu?: boolean },
+  options: {
+    count: number;
+    found: readonly number[];
+    seedOptions?: (seed: number) => Partial<DataPathOptions>;
+  },
 ): Promise<void> {
   const only = envInt("SIM_SEED");
   const count = envInt("SIM_SEEDS") ?? options.count;
@@ -107,11 +118,7 @@ async function runSeeds(
   let steps = 0;
   for (const seed of seeds) {
     try {
-      const summary = await runDataPathSeed({
-        seed,
-        discards: options.discards,
-        ...(options.qemu ? { qemu: { cache: seed % 3 === 0 ? "none" : "writeback" } } : {}),
-      });
+      const summary = await runDataPathSeed({ seed, ...options.seedOptions?.(seed) });
       if (only !== null) console.log(summary.log.join("\n"));
       steps += summary.steps;
       for (const [kind, count] of Object.entries(summary.faults)) {
