@@ -2,8 +2,9 @@
  * The data path under simulation: a cluster of real `Sheep` objects, each on a `MemDisk`, talking
  * through in-memory transports that drop, delay and partition, ordered by a simulated group (an
  * event bus and views installed by the simulation), on virtual time (virtual_time.ts). A client
- * writes, reads and flushes one VDI through the sheep's gateways while faults chosen by the seed
- * hit the cluster: crashes with power loss (unsynced writes dropped or torn), rot, full disks,
+ * (`VdiIo` through the sheep's gateways; with `qemu`, QEMU 5.2's driver over the object protocol
+ * to one sheep, qemu_driver_client.ts) writes, reads and flushes one VDI while faults chosen by
+ * the seed hit the cluster: crashes with power loss (unsynced writes dropped or torn), rot, full disks,
  * failed syncs, failing reads, lossy links, partitions, nodes leaving the view and coming back.
  *
  * Checkers (each shown to fail on a broken variant in data_path_test.ts):
