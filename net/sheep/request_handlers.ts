@@ -59,6 +59,7 @@ import type { ScrubHost } from "./scrub_ops.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import type { VdiService } from "./vdi_service.ts";
 import type { AllocationCounts } from "./allocation_counts.ts";
+import type { OldClientEntries } from "./old_client_entries.ts";
 import { ownCounts, vdiSummary } from "./vdi_summary.ts";
 
 /** What STAT_SHEEP says of a node's store: space, health (full disk, failed syncs), repairs. */
@@ -108,6 +109,8 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly recoveryThrottle: Pick<RecoveryThrottle, "client" | "take" | "yielding">;
   /** Objects each VDI owns and shares, for this node's inode copies (VDI_SUMMARY). */
   readonly allocations: Pick<AllocationCounts, "counts">;
+  /** Old clients' table entries this sheep knows are recorded (`recordOwnObject`). */
+  readonly oldClientEntries: OldClientEntries;
   now(): number;
   /** This node as the ring sees it. */
   ringNode(): RingNode;
@@ -290,39 +293,19 @@ async function oldClientInodeWrite(
   if (!cleared) {
     await host.gateway.flush(vid);
     const view = new DataView(entries.buffer, entries.byteOffset, entries.length);
-    const recorded = recordedObjects(host, inode);
+    const recorded = host.oldClientEntries.of(inode);
     for (let i = 0; Number.isInteger(first) && i + 4 <= entries.length; i += 4) {
       if (view.getUint32(i, true) === vid) recorded.add(first + i / 4);
       else recorded.delete(first + i / 4);
     }
     return;
   }
-  recordedObjects(host, inode).delete(first);
+  host.oldClientEntries.of(inode).delete(first);
   if (owner !== vid) return;
   // The table first, durably: a crash in between leaves an orphan object, never a dangling
   // entry, also after an inode is rebuilt from crash-suspect copies (core/vdi/inode_merge.ts).
   await host.gateway.flush(vid);
   await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
-}
-
-/**
- * Per sheep, per working VDI (told apart from a later VDI of the same id by its creation time):
- * the indexes whose table entry this sheep knows durably names the VDI's own object.
- */
-const recordedByHost = new WeakMap<
-  RequestHost,
-  Map<number, { since: bigint; indexes: Set<number> }>
->();
-
-function recordedObjects(host: RequestHost, inode: InodeHeader): Set<number> {
-  let byVid = recordedByHost.get(host);
-  if (!byVid) recordedByHost.set(host, byVid = new Map());
-  let known = byVid.get(inode.vdiId);
-  if (!known || known.since !== inode.createTime) {
-    known = { since: inode.createTime, indexes: new Set() };
-    byVid.set(inode.vdiId, known);
-  }
-  return known.indexes;
 }
 
 /**
@@ -341,7 +324,7 @@ async function recordOwnObject(host: RequestHost, oid: bigint): Promise<void> {
   const inode = host.registry.get(vid);
   if (!inode || isDeleted(inode) || isSnapshot(inode)) return;
   const index = oidToIndex(oid);
-  const recorded = recordedObjects(host, inode);
+  const recorded = host.oldClientEntries.of(inode);
   if (recorded.has(index)) return;
   const offset = dataVdiIdOffset(index);
   const bytes = await host.gateway.read(vdiOid(vid), offset, 4);

@@ -72,6 +72,7 @@ import { type Connect, Peers } from "./peers.ts";
 import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
 import { AllocationCounts } from "./allocation_counts.ts";
+import { OldClientEntries } from "./old_client_entries.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import { sameCopy } from "../../core/cluster/copy_choice.ts";
@@ -173,6 +174,8 @@ export class Sheep {
   readonly checksumWorkers: ChecksumWorkers | undefined;
   /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
   readonly allocations: AllocationCounts;
+  /** Old clients' table entries known to be recorded (request_handlers.ts, `recordOwnObject`). */
+  readonly oldClientEntries = new OldClientEntries();
   readonly peers: Peers;
   readonly gateway: Gateway;
   readonly vdis: VdiService;
