@@ -185,12 +185,16 @@ export class VdiIo {
     const kept: number[] = [];
     for (const index of [...this.#unflushedAllocations]) {
       if (previous.dataVdiId[index] !== vid || next.dataVdiId[index] === vid) continue;
-      if (await this.#objectExists(dataOid(vid, index))) {
-        next.dataVdiId[index] = vid;
-        kept.push(index);
-      } else {
+      // Unknown (no copy can be read now): kept in memory, as before the reload, and written
+      // again by a later flush or reload once it can be told; one such object does not hold up
+      // the others (simulation seed 29783).
+      const exists = await this.#objectExists(dataOid(vid, index)).catch(() => undefined);
+      if (exists === false) {
         this.#unflushedAllocations.delete(index);
+        continue;
       }
+      next.dataVdiId[index] = vid;
+      if (exists) kept.push(index);
     }
     return kept;
   }

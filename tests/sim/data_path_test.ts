@@ -52,6 +52,7 @@ const FOUND_SEEDS = [
   20659,
   26629,
   27208,
+  29783,
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
