@@ -41,6 +41,11 @@ if ("dir" in probe) {
   await fsp.rm(probe.dir, { recursive: true, force: true });
 } else console.error(`full_disk_test: skipped (${probe.problem})`);
 
+/** One qemu-io command on `uri` (raw). */
+function qemuIo(command: string, uri: string) {
+  return run("qemu-io", ["-f", "raw", "-c", command, uri]);
+}
+
 Deno.test({
   name:
     "a sheep whose data disk a client filled keeps its epoch log and its vote when another sheep dies",
@@ -53,21 +58,9 @@ Deno.test({
         { prepare: (herd) => fsp.symlink(tmpfs.dir, herd.dirs[2]!) },
         async (herd) => {
           await herd.img(["create", "vm", "64M"]);
-          const first = await run("qemu-io", [
-            "-f",
-            "raw",
-            "-c",
-            "write -P 0x61 0 8M",
-            herd.nbdUri(0, "vm"),
-          ]);
+          const first = await qemuIo("write -P 0x61 0 8M", herd.nbdUri(0, "vm"));
           assert.equal(first.code, 0, first.stderr);
-          const fill = await run("qemu-io", [
-            "-f",
-            "raw",
-            "-c",
-            "write -P 0x5a 8M 56M",
-            herd.nbdUri(0, "vm"),
-          ]);
+          const fill = await qemuIo("write -P 0x5a 8M 56M", herd.nbdUri(0, "vm"));
           assert.notEqual(fill.code, 0, "64 MiB do not fit on a 40 MiB disk");
           assert.match(fill.stdout + fill.stderr, /No space left on device/);
           assert.match(
@@ -84,22 +77,10 @@ Deno.test({
           assert.doesNotMatch(herd.log(2), /Cannot persist the epoch log|left the cluster/);
           assert.doesNotMatch(herd.log(0), /cut off/);
 
-          const write = await run("qemu-io", [
-            "-f",
-            "raw",
-            "-c",
-            "write -P 0x33 48M 4M",
-            herd.nbdUri(2, "vm"),
-          ]);
+          const write = await qemuIo("write -P 0x33 48M 4M", herd.nbdUri(2, "vm"));
           assert.notEqual(write.code, 0);
           assert.match(write.stdout + write.stderr, /No space left on device/);
-          const read = await run("qemu-io", [
-            "-f",
-            "raw",
-            "-c",
-            "read -P 0x61 0 8M",
-            herd.nbdUri(2, "vm"),
-          ]);
+          const read = await qemuIo("read -P 0x61 0 8M", herd.nbdUri(2, "vm"));
           assert.equal(read.code, 0, read.stdout + read.stderr);
           // A change of the cluster (a new VDI) still goes through the majority.
           await herd.img(["create", "vm2", "16M"], 2);
