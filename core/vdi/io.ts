@@ -178,7 +178,8 @@ export class VdiIo {
    * have taken them off every copy while the objects, written since, stayed. Forgotten, the
    * next write there would create the object afresh over acknowledged writes, and the next
    * flush would not write the entry again (simulation seed 26629). An object no node holds any
-   * more went with its create in that crash (unflushed too): that allocation is dropped.
+   * more (creates are durable, so something removed it since) is dropped: an entry naming it
+   * would dangle.
    */
   async #keepUnflushedAllocations(previous: Inode, next: Inode): Promise<number[]> {
     const vid = previous.vdiId;
