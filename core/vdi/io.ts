@@ -102,6 +102,13 @@ export class VdiIo {
    * durable (`flush` writes them again first; see `#rewriteAllocations`).
    */
   #unflushedAllocations = new Set<number>();
+  /**
+   * Indexes memory gives this VDI whose table entry a reload found missing and no table write has
+   * recorded since: a write into one records it before it is acknowledged, so that what it wrote
+   * is what a new open (or a snapshot) reads, not a hole (simulation seed 32275: the rewrite
+   * failed on a full disk, and acknowledged writes into the object read as zeros elsewhere).
+   */
+  #unrecorded = new Set<number>();
 
   private constructor(access: ObjectAccess, inode: Inode, ref: SnapshotRef) {
     this.#access = access;
@@ -195,6 +202,7 @@ export class VdiIo {
         continue;
       }
       next.dataVdiId[index] = vid;
+      this.#unrecorded.add(index);
       if (exists) kept.push(index);
     }
     return kept;
@@ -273,7 +281,9 @@ export class VdiIo {
     const inPlace = this.#writeInPlace(offset, data);
     if (inPlace !== undefined) {
       try {
-        return await inPlace;
+        await inPlace;
+        if (this.#unrecorded.size > 0) await this.#recordWritten(offset, data.length);
+        return;
       } catch (error) {
         // A snapshot taken beneath us: the loop below follows it (or fails as it says).
         if (!isResult(error, ResultCode.READONLY)) throw error;
@@ -288,6 +298,7 @@ export class VdiIo {
       }
       try {
         await this.#writePieces(offset, data);
+        if (this.#unrecorded.size > 0) await this.#recordWritten(offset, data.length);
         return;
       } catch (error) {
         // Someone snapshotted the VDI beneath us: follow it to its new vid and resend.
@@ -297,6 +308,14 @@ export class VdiIo {
         await this.reload();
       }
     }
+  }
+
+  /** Records the entries of the unrecorded objects a write went into (see `#unrecorded`). */
+  async #recordWritten(offset: number, length: number): Promise<void> {
+    const indexes = splitRange(offset, length, this.objectBytes)
+      .map((piece) => piece.index)
+      .filter((index) => this.#unrecorded.has(index));
+    if (indexes.length > 0) await this.#recordAgain(this.#inode, indexes);
   }
 
   /**
@@ -627,6 +646,7 @@ export class VdiIo {
       // A discard may have cleared some while this waited for the claim.
       const still = sorted.filter(owned);
       if (still.length > 0) await this.#recordOwners(inode.vdiId, still, inode.vdiId);
+      for (const index of still) this.#unrecorded.delete(index);
     } catch (error) {
       failure = error;
       throw error;

@@ -262,3 +262,24 @@ Deno.test("VdiIo.reload(): an allocation whose object cannot be read now stays i
   await io.flush();
   assert.equal(entry(0), VID, "the flush writes it again");
 });
+
+Deno.test("VdiIo: a write into an object whose entry a reload could not write again records it before it is acknowledged", async () => {
+  // Simulation seed 32275: the reload's rewrite of the entry failed (a full disk), the handle
+  // went on writing into the object in place, and a new open read those writes as zeros.
+  const store = new FakeStore();
+  const io = await VdiIo.open(store, "v");
+  await io.write(3 * OBJ, fill(1)); // allocates object 3
+  const table = store.objects.get(vdiOid(VID))!;
+  const entries = new DataView(table.buffer, table.byteOffset);
+  entries.setUint32(INODE_HEADER_SIZE + 4 * 3, 0, true); // the crash took the entry
+  store.failTableWrites = 1;
+  await assert.rejects(io.reload(), /table write failed/);
+  assert.equal(io.inode.dataVdiId[3], VID, "memory still names the object");
+  await io.write(3 * OBJ + 8192, fill(2));
+  const reopened = await VdiIo.open(store, "v");
+  assert.equal(reopened.inode.dataVdiId[3], VID, "the write recorded the entry");
+  assert.deepEqual(await reopened.read(3 * OBJ + 8192, 4096), fill(2));
+  store.calls.length = 0;
+  await io.write(3 * OBJ + 16384, fill(3)); // recorded now: in place, no table write
+  assert.deepEqual(store.calls, []);
+});

@@ -53,6 +53,7 @@ const FOUND_SEEDS = [
   26629,
   27208,
   29783,
+  32275,
 ];
 
 Deno.test("data-path simulation: seeded workloads under faults", async () => {
