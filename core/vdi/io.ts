@@ -445,6 +445,9 @@ export class VdiIo {
     for (let i = 0; i < entries.length; i++) view.setUint32(4 * i, entries[i]!, true);
     this.#written.add(vid);
     await this.#access.writeObject(vdiOid(vid), bytes, dataVdiIdOffset(first));
+    // Written, whatever they say now (an allocation, a discard, an entry written again).
+    if (vid !== this.#inode.vdiId) return;
+    for (let index = first; index < first + entries.length; index++) this.#unrecorded.delete(index);
   }
 
   /**
@@ -481,9 +484,7 @@ export class VdiIo {
     const last = whole[whole.length - 1]!.index;
     // The table write covers [first, last]: allocations in flight there settle first, and new
     // ones wait for it, so neither table write can undo the other.
-    const recorded = await this.#claim(first, last);
-    let failure: unknown;
-    try {
+    await this.#whileClaimed(first, last, async () => {
       const entries = inode.dataVdiId.slice(first, last + 1);
       const owned: Oid[] = [];
       const freed: number[] = [];
@@ -514,12 +515,7 @@ export class VdiIo {
       }
       for (const oid of owned) this.#written.add(oidToVid(oid));
       await Promise.all(owned.map((oid) => this.#access.removeObject(oid)));
-    } catch (error) {
-      failure = error;
-      throw error;
-    } finally {
-      recorded.release(failure);
-    }
+    });
   }
 
   /** The table may name an object at `index`: memory says so, or a failed allocation may have. */
@@ -555,10 +551,10 @@ export class VdiIo {
   }
 
   /**
-   * Waits until no allocation is in flight on [first, last], then claims those indexes until
-   * `release`: writers to them wait meanwhile.
+   * Waits until no allocation is in flight on [first, last], then runs `work` with those indexes
+   * claimed: writers to them wait for it, and see how it ended (as for an allocation).
    */
-  async #claim(first: number, last: number): Promise<{ release: (error?: unknown) => void }> {
+  async #whileClaimed<T>(first: number, last: number, work: () => Promise<T>): Promise<T> {
     for (;;) {
       let pending: Promise<void> | undefined;
       for (let index = first; index <= last && !pending; index++) {
@@ -573,14 +569,18 @@ export class VdiIo {
     });
     claimed.catch(() => undefined);
     for (let index = first; index <= last; index++) this.#allocating.set(index, claimed);
-    return {
-      release: (error) => {
-        for (let index = first; index <= last; index++) {
-          if (this.#allocating.get(index) === claimed) this.#allocating.delete(index);
-        }
-        settle(error);
-      },
-    };
+    let failure: unknown;
+    try {
+      return await work();
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      for (let index = first; index <= last; index++) {
+        if (this.#allocating.get(index) === claimed) this.#allocating.delete(index);
+      }
+      settle(failure);
+    }
   }
 
   /** Allocation map of [offset, offset+length): runs of allocated and unallocated bytes. */
@@ -640,19 +640,11 @@ export class VdiIo {
       this.#inode === inode && inode.dataVdiId[index] === inode.vdiId;
     const sorted = indexes.filter(owned).sort((a, b) => a - b);
     if (sorted.length === 0) return;
-    const recorded = await this.#claim(sorted[0]!, sorted[sorted.length - 1]!);
-    let failure: unknown;
-    try {
+    await this.#whileClaimed(sorted[0]!, sorted[sorted.length - 1]!, async () => {
       // A discard may have cleared some while this waited for the claim.
       const still = sorted.filter(owned);
       if (still.length > 0) await this.#recordOwners(inode.vdiId, still, inode.vdiId);
-      for (const index of still) this.#unrecorded.delete(index);
-    } catch (error) {
-      failure = error;
-      throw error;
-    } finally {
-      recorded.release(failure);
-    }
+    });
   }
 }
 
