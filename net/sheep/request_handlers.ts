@@ -305,7 +305,7 @@ async function oldClientInodeWrite(
   // The table first, durably: a crash in between leaves an orphan object, never a dangling
   // entry, also after an inode is rebuilt from crash-suspect copies (core/vdi/inode_merge.ts).
   await host.gateway.flush(vid);
-  await host.gateway.remove(dataOid(vid, (start - INODE_HEADER_SIZE) / 4));
+  await host.gateway.remove(dataOid(vid, first));
 }
 
 /**
