@@ -1063,12 +1063,25 @@ export class DataPathSim {
 
   // ---- The end: heal, settle, converge ----
 
+  /** Fills `node`'s disk: `roomBytes` more fit, no more (until `freeDisk` or `heal`). */
+  async fillDisk(node: SimNode, roomBytes = 0): Promise<void> {
+    const space = await node.disk.space("/");
+    node.disk.setCapacity(space.totalBytes - space.freeBytes + roomBytes);
+    this.full.add(node);
+  }
+
+  /** Gives `node`'s disk room again; false when `fillDisk` had not filled it. */
+  freeDisk(node: SimNode): boolean {
+    if (!this.full.delete(node)) return false;
+    node.disk.setCapacity(Infinity);
+    return true;
+  }
+
   /** Stops every fault, brings every node back, and installs one more view of all of them. */
   async heal(): Promise<void> {
     this.net = { ...CALM };
     this.partitions.clear();
-    for (const node of this.full) node.disk.setCapacity(Infinity);
-    this.full.clear();
+    for (const node of [...this.full]) this.freeDisk(node);
     for (const [node, file] of this.readFaults) {
       if (node.up) await failReads(node, file, false);
     }
@@ -1496,14 +1509,10 @@ class Schedule {
       case "full": {
         const node = prng.pick(members);
         if (sim.full.has(node)) return false;
-        const space = await node.disk.space("/");
-        node.disk.setCapacity(space.totalBytes - space.freeBytes + 4096 * prng.int(0, 16));
-        sim.full.add(node);
+        await sim.fillDisk(node, 4096 * prng.int(0, 16));
         sim.note(`${node.name} disk full`);
         this.#timed(() => {
-          if (!sim.full.delete(node)) return;
-          node.disk.setCapacity(Infinity);
-          sim.note(`${node.name} disk has room again`);
+          if (sim.freeDisk(node)) sim.note(`${node.name} disk has room again`);
         });
         return true;
       }

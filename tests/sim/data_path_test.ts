@@ -493,15 +493,12 @@ Deno.test({
       await sim.time.advance(10);
       await sim.write(40_000, pattern(2, 100)); // only `rotten` has it
       await sim.flush();
-      const space = await other.disk.space("/");
-      other.disk.setCapacity(space.totalBytes - space.freeBytes);
-      sim.full.add(other);
+      await sim.fillDisk(other);
       await sim.rejoin(other);
       await sim.time.advance(10);
       await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled, `other` fenced
       assert.deepEqual(await rotten.sheep.store.verify(oid), [], "the source's rot is repaired");
-      other.disk.setCapacity(Infinity);
-      sim.full.delete(other);
+      sim.freeDisk(other);
       await sim.heal();
       await sim.converge();
     });
@@ -531,17 +528,14 @@ Deno.test({
       await sim.flush();
       for (const node of [rotten, other]) {
         // Room for the journal, not for a new copy of the object.
-        const space = await node.disk.space("/");
-        node.disk.setCapacity(space.totalBytes - space.freeBytes + 2 * 4096);
-        sim.full.add(node);
+        await sim.fillDisk(node, 2 * 4096);
       }
       await sim.rejoin(other);
       await sim.time.advance(10);
       await sim.write(50_000, pattern(3, 100)); // fails on `other`: reconciled
       assert.ok(await other.sheep.store.meta(oid), "the only good copy of block 4 was removed");
       for (const node of [rotten, other]) {
-        node.disk.setCapacity(Infinity);
-        sim.full.delete(node);
+        sim.freeDisk(node);
       }
       await sim.heal();
       await sim.converge(); // not-converged or lost-flushed when block 4 was lost
@@ -565,9 +559,7 @@ Deno.test({
       const [first, second] = sim.targets(oid) as [SimNode, SimNode];
       for (const [node, spare] of [[first, 0], [second, 2]] as const) {
         // `first` has no room for a new page; `second` has room for the write, not for a copy.
-        const space = await node.disk.space("/");
-        node.disk.setCapacity(space.totalBytes - space.freeBytes + spare * 4096);
-        sim.full.add(node);
+        await sim.fillDisk(node, spare * 4096);
       }
       await sim.time.advance(10);
       await sim.write(200_000, pattern(2, 100)); // fails on `first`, lands on `second`
@@ -576,8 +568,7 @@ Deno.test({
       assert.ok(secondMeta, "the copy that took the write was removed");
       assert.ok(firstMeta && secondMeta.version > firstMeta.version, "it took the write");
       for (const node of [first, second]) {
-        node.disk.setCapacity(Infinity);
-        sim.full.delete(node);
+        sim.freeDisk(node);
       }
       await sim.heal();
       await sim.converge();
@@ -802,9 +793,7 @@ Deno.test({
       await sim.time.advance(10);
       const unflushed = pattern(3, 4096);
       await sim.write(8192, unflushed); // block 2, both copies, never synced
-      const space = await full.disk.space("/");
-      full.disk.setCapacity(space.totalBytes - space.freeBytes);
-      sim.full.add(full);
+      await sim.fillDisk(full);
       await failReads(failing, objectPath(failing, oid), true);
       sim.readFaults.set(failing, objectPath(failing, oid));
       // The write reaches `full`'s data file only; nothing else unsynced survives.
@@ -902,9 +891,7 @@ Deno.test({
       sim.route = good.index;
       await sim.write(0, pattern(1, 4096));
       await sim.flush();
-      const space = await full.disk.space("/");
-      full.disk.setCapacity(space.totalBytes - space.freeBytes); // no new page fits
-      sim.full.add(full);
+      await sim.fillDisk(full); // no new page fits
       let repair: Promise<unknown> | undefined;
       sim.lose = (from, to, { header }) => {
         if (
@@ -1153,9 +1140,7 @@ Deno.test({
       sim.rot(kept, oid, 20_000);
       for (const [node, room] of [[away, 2 * 4096], [kept, 6 * 4096]] as const) {
         // Room for the journal and a few pages, not for a new copy of the object.
-        const space = await node.disk.space("/");
-        node.disk.setCapacity(space.totalBytes - space.freeBytes + room);
-        sim.full.add(node);
+        await sim.fillDisk(node, room);
       }
       await sim.rejoin(away);
       await sim.time.advance(10);
@@ -1165,8 +1150,7 @@ Deno.test({
       assert.equal(partly?.version, before?.version, "the failed write kept the version");
       assert.notEqual(partly?.digest, before?.digest, "and landed in part");
       for (const node of [away, kept]) {
-        node.disk.setCapacity(Infinity);
-        sim.full.delete(node);
+        sim.freeDisk(node);
       }
       await sim.heal();
       await sim.converge(); // not-converged before the fix: two digests at one version
