@@ -14,7 +14,12 @@ export type ClusterEvent =
   | { type: "vdi"; event: VdiEvent }
   | { type: "lock"; vid: number; client: string; node: string; sinceMs: number; force: boolean }
   | { type: "unlock"; vid: number; client?: string }
-  | { type: "recovered"; node: string; epoch: number };
+  | { type: "recovered"; node: string; epoch: number }
+  /**
+   * A VDI header read from an inode copy that no node's table held (`header`: the 4,664 header
+   * bytes, base64): net/sheep/unknown_inodes.ts says when a node finds one.
+   */
+  | { type: "found"; header: string };
 
 export function encodeEvent(event: ClusterEvent): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(event));
@@ -48,6 +53,7 @@ const EVENT_FIELDS: Record<string, Record<string, Field>> = {
   lock: { vid: "number", client: "string", node: "string", sinceMs: "number", force: "boolean" },
   unlock: { vid: "number", client: "string?" },
   recovered: { node: "string", epoch: "number" },
+  found: { header: "string" },
 };
 const CONFIG_FIELDS: Record<string, Field> = {
   ctimeMs: "number",

@@ -20,8 +20,16 @@
  */
 
 import { assert } from "../assert.ts";
+import { VDI_SPACE } from "../limits.ts";
 import { ResultCode, SheepdogError } from "../errors.ts";
-import { type InodeHeader, isDeleted, isSnapshot } from "../vdi/inode.ts";
+import { Buffer } from "node:buffer";
+import {
+  decodeInodeHeader,
+  encodeInodeHeader,
+  type InodeHeader,
+  isDeleted,
+  isSnapshot,
+} from "../vdi/inode.ts";
 import type { Vid } from "../vdi/oid.ts";
 import { type VdiChange, VdiRegistry } from "../vdi/registry.ts";
 import type { ClusterConfig } from "./cluster_config.ts";
@@ -146,6 +154,9 @@ export class ClusterStateMachine implements ReplicatedStateReader {
         return { result: undefined, effects: [] };
       case "recovered":
         return { result: undefined, effects: this.#applyRecovered(event) };
+      case "found":
+        this.#learn([decodeFoundHeader(event.header)]);
+        return { result: undefined, effects: [] };
       default:
         // An event type this version does not know changes nothing, on every node alike.
         return { result: undefined, effects: [] };
@@ -216,6 +227,18 @@ export class ClusterStateMachine implements ReplicatedStateReader {
   }
 
   /**
+   * Takes in each header this node lacks or holds an older version of (`compareHeaders`), then
+   * settles what they left (a merge, or a VDI found again in an inode copy).
+   */
+  #learn(headers: Iterable<InodeHeader>): void {
+    for (const header of headers) {
+      const mine = this.registry.get(header.vdiId);
+      if (!mine || compareHeaders(header, mine) > 0) this.registry.load(header);
+    }
+    this.registry.settle();
+  }
+
+  /**
    * A new view (its epoch and storage nodes): the attach locks taken through nodes that are no
    * longer members go. Returns the dropped locks.
    */
@@ -257,11 +280,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       this.#config = state.config;
       effects.push({ type: "persist-config", config: state.config });
     }
-    for (const header of state.headers) {
-      const mine = this.registry.get(header.vdiId);
-      if (!mine || compareHeaders(header, mine) > 0) this.registry.load(header);
-    }
-    this.registry.settle();
+    this.#learn(state.headers);
     for (const lock of state.locks) {
       if (!this.#locks.has(lock.vid)) this.#locks.set(lock.vid, { ...lock });
     }
@@ -283,4 +302,21 @@ export function compareHeaders(a: InodeHeader, b: InodeHeader): number {
   const kind = (header: InodeHeader) => isDeleted(header) ? 2 : isSnapshot(header) ? 1 : 0;
   return kind(a) - kind(b) || (a.generation ?? 0) - (b.generation ?? 0) ||
     a.vdiSize - b.vdiSize;
+}
+
+/** The "found" event's form of a header: its 4,664 bytes as written in the inode, base64. */
+export function encodeFoundHeader(header: InodeHeader): string {
+  return Buffer.from(encodeInodeHeader(header)).toString("base64");
+}
+
+/** The header a "found" event carries; throws (on every node alike) if it is not one. */
+export function decodeFoundHeader(text: string): InodeHeader {
+  const header = decodeInodeHeader(new Uint8Array(Buffer.from(text, "base64")));
+  if (header.vdiId === 0 || header.vdiId >= VDI_SPACE) {
+    throw new SheepdogError(
+      ResultCode.INVALID_PARMS,
+      `A found VDI header names vid ${header.vdiId}, outside 1 to ${VDI_SPACE - 1}`,
+    );
+  }
+  return header;
 }

@@ -441,13 +441,17 @@ export class Scrubber {
       status.badBlocks += bad.length;
       status.totals.badBlocks += bad.length;
     }
-    if (problem !== undefined) await this.#repairLocal(oid, problem);
+    if (problem !== undefined) await this.repairLocal(oid, problem);
     status.objectsChecked++;
     await limiter.take(size, signal);
   }
 
-  /** Replaces the bad local copy of `oid` by a good replica; then checks it reads clean. */
-  async #repairLocal(oid: Oid, problem: string): Promise<void> {
+  /**
+   * Replaces the bad local copy of `oid` by a good replica; then checks it reads clean. Also for
+   * a copy found bad outside a pass (an inode that could not be read at start): `problem` says
+   * what was wrong, and the finding is listed with the pass's.
+   */
+  async repairLocal(oid: Oid, problem: string): Promise<void> {
     const context = this.#context;
     const self = context.selfId;
     const hex = oidToHex(oid);

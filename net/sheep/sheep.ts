@@ -33,6 +33,7 @@ import {
   ADMIN_LOCK_VID,
   type ClusterEffect,
   ClusterStateMachine,
+  encodeFoundHeader,
   type VdiLock,
 } from "../../core/cluster/cluster_state_machine.ts";
 import type { Oid } from "../../core/vdi/oid.ts";
@@ -73,6 +74,7 @@ import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
 import { AllocationCounts } from "./allocation_counts.ts";
 import { OldClientEntries } from "./old_client_entries.ts";
+import { UnknownInodes } from "./unknown_inodes.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import { sameCopy } from "../../core/cluster/copy_choice.ts";
@@ -174,6 +176,8 @@ export class Sheep {
   readonly checksumWorkers: ChecksumWorkers | undefined;
   /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
   readonly allocations: AllocationCounts;
+  /** Inode copies whose VDI no table holds, announced to the group (unknown_inodes.ts). */
+  readonly #unknownInodes: UnknownInodes;
   /** Old clients' table entries known to be recorded (request_handlers.ts, `recordOwnObject`). */
   readonly oldClientEntries = new OldClientEntries();
   readonly peers: Peers;
@@ -236,10 +240,26 @@ export class Sheep {
       // The global timer: a simulation runs it on virtual time, as it runs `now`.
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     });
+    this.#unknownInodes = new UnknownInodes({
+      known: (vid) => this.registry.get(vid) !== undefined,
+      readHeader: async (oid) =>
+        decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE)),
+      announce: async (header) => {
+        await this.#submit({ type: "found", header: encodeFoundHeader(header) });
+      },
+      noChangeInProgress: () =>
+        this.stateChanges.until(() => !this.locks.has(ADMIN_LOCK_VID), ADMIN_LOCK_WAIT_MS),
+      exclusive: (work) => this.#withAdminLock(work),
+      repair: (oid) => this.scrubber.repairLocal(oid, "inode could not be read at start"),
+      logger: this.logger,
+    });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
-      onChange: (oid) => this.allocations.changed(oid),
+      onChange: (oid) => {
+        this.allocations.changed(oid);
+        this.#unknownInodes.changed(oid);
+      },
       epoch: () => this.#view.epoch,
       holder: () => this.id,
       now: () => this.now(),
@@ -534,7 +554,9 @@ export class Sheep {
         const header = decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE));
         if (header.vdiId !== 0) headers.push(header);
       } catch (error) {
-        // A bad local inode is learned from the peers' state and repaired from their copies.
+        // A bad local inode is learned from the peers' state, or repaired from their copies
+        // and announced to them if none knew it (unknown_inodes.ts).
+        this.#unknownInodes.unloadable(oid);
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
@@ -558,6 +580,7 @@ export class Sheep {
    */
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
+    this.#unknownInodes.stop();
     this.gateway.close();
     this.recovery.stop();
     await this.scrubber.stop();
@@ -790,6 +813,7 @@ export class Sheep {
     // Every view, the first after a restart included, compares every copy with its holders.
     if (this.config && ids.has(this.id)) this.recovery.start(view);
     if (this.#pendingReleases.size > 0) void this.#retryReleases();
+    this.#unknownInodes.retry();
     // Once, at the first view this process installs: only then can its own attachments be
     // ones it lost (a node formatted later has none from before).
     if (!this.#attachmentsChecked && ids.has(this.id)) {

@@ -711,12 +711,15 @@ export class DataPathSim {
       sameBytes(bytes.subarray(start, end), this.model.latest.subarray(at, at + end - start));
   }
 
-  /** Starts a crashed node again on its disk and lets it join. */
-  async restart(nodes: readonly SimNode[]): Promise<void> {
+  /**
+   * Starts a crashed node again on its disk and lets it join; the client reads its table again
+   * unless `reopen` is false (a scripted test that expects the VDI unknown for a while).
+   */
+  async restart(nodes: readonly SimNode[], options: { reopen?: boolean } = {}): Promise<void> {
     for (const node of nodes) await this.#startLife(node);
     this.note(`restart ${nodes.map((n) => n.name).join(" ")}`);
     await this.#newView(nodes);
-    await this.reopen();
+    if (options.reopen ?? true) await this.reopen();
   }
 
   /** Cuts `node` off and drops it from the view (it keeps running on its old view). */

@@ -21,7 +21,7 @@ import {
   type SimNode,
 } from "./data_path.ts";
 import { META_HEADER_BYTES } from "../../core/store/checksum_meta.ts";
-import { dataOid } from "../../core/vdi/oid.ts";
+import { dataOid, vdiOid } from "../../core/vdi/oid.ts";
 import { Flag, Opcode } from "../../net/object/ops.ts";
 
 function envInt(name: string): number | null {
@@ -67,7 +67,7 @@ Deno.test("data-path simulation: seeded workloads under faults", async () => {
  * brought back table entries naming removed objects, whose reads then failed for good.
  * `SIM_DISCARD_SEEDS=K` runs K.
  */
-const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091, 9132, 9307];
+const FOUND_DISCARD_SEEDS = [491, 814, 2988, 7091, 9132, 9307, 14190];
 
 Deno.test("data-path simulation: seeded workloads with discards under faults", async () => {
   await runSeeds({
@@ -1154,6 +1154,47 @@ Deno.test({
       }
       await sim.heal();
       await sim.converge(); // not-converged before the fix: two digests at one version
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "found by the simulation: a VDI whose every inode copy no node could load at start is known again once a copy is repaired (seed 14190)",
+  fn: async () => {
+    // Seed 14190 before the fix: every node crashed, and every copy of the inode came back
+    // unreadable (its checksums could not be rebuilt, the disk being full). Each sheep builds its
+    // VDI table from its own inode copies and learns the rest from its peers, so no node knew the
+    // VDI; recovery later rebuilt the copies block by block, but nothing read their header again,
+    // and every open said "no such VDI". Now a repaired inode copy whose VDI no table holds is
+    // announced to the group (net/sheep/unknown_inodes.ts), and a copy that could not be read at
+    // start is repaired at the first view. Here each copy has one rotten header block, another
+    // on each, so no whole read succeeds, but each copy can be healed from the other.
+    await DataPathSim.with({
+      seed: 20,
+      nodes: 3,
+      copies: 2,
+      objects: 1,
+      tornCrashes: false,
+    }, async (sim) => {
+      const written = pattern(1, 65536);
+      await sim.write(0, written);
+      await sim.flush();
+      const oid = vdiOid(sim.vid);
+      const [first, second] = sim.targets(oid) as [SimNode, SimNode];
+      sim.rot(first, oid, 100); // block 0 of the header
+      sim.rot(second, oid, 4200); // block 1 of the header
+      await sim.crash(sim.nodes);
+      await sim.restart(sim.nodes, { reopen: false });
+      assert.ok(await sim.settle(60_000));
+      // Each holder repaired its copy from the other's blocks at the view, and announced it.
+      for (const node of sim.nodes) {
+        assert.equal(node.sheep.registry.get(sim.vid)?.name, "vm", `${node.name} knows it`);
+      }
+      await sim.reopen();
+      const outcome = await sim.tryRead(0, 65536);
+      assert.ok(outcome.kind === "ok" && sameBytes(outcome.value, written));
+      await sim.converge(); // reads through every node
     });
   },
 });
