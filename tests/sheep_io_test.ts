@@ -1,3 +1,4 @@
+import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
 import { randomBytes, withSheep } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
@@ -6,6 +7,7 @@ import { dataOid } from "../core/vdi/oid.ts";
 import { TestCluster } from "./cluster_harness.ts";
 
 const MiB = 1 << 20;
+const OBJ = 4 * MiB;
 
 Deno.test("a sheep serves thin VDIs: writes read back, holes read as zeros", async () => {
   await withSheep(async ({ client }) => {
@@ -57,6 +59,42 @@ Deno.test("snapshots freeze data and clones copy on write", async () => {
     await charlie.write(100, new Uint8Array([1, 2, 3]));
     assert.deepEqual(await charlie.read(99, 5), new Uint8Array([first[99]!, 1, 2, 3, first[103]!]));
     assert.deepEqual(await (await VdiIo.open(client, "alice", { snapId: 1 })).read(0, MiB), first);
+  });
+});
+
+Deno.test("a snapshot beneath an open handle: its next flush, discard and write follow the VDI", async () => {
+  // Found by the simulation (snapshot seed 8): a flush rewrote the entries of the allocations
+  // since the last one into the old vid's table, a discard cleared entries there; both failed
+  // with READONLY once that vid was a snapshot, where a write followed the VDI.
+  await withSheep(async ({ client }) => {
+    await client.newVdi({ name: "alice", sizeBytes: 4 * OBJ });
+    const alice = await VdiIo.open(client, "alice");
+    const first = randomBytes(MiB);
+    const snapshot = async (tag: string) =>
+      await client.newVdi({
+        name: "alice",
+        sizeBytes: 0,
+        baseVid: await client.lookupVdi("alice"),
+        snapshot: true,
+        tag,
+      });
+    await alice.write(0, first); // allocates object 0, not flushed
+    await snapshot("one");
+    await alice.flush();
+    await alice.write(OBJ, first); // allocates object 1 in the new VDI
+    await alice.flush();
+    await snapshot("two");
+    await alice.discard(OBJ, OBJ, { zeroPartial: false });
+    await snapshot("three");
+    await alice.write(0, new Uint8Array(4096));
+    assert.notEqual(alice.inode.vdiId, await client.lookupVdi("alice", { tag: "one" }));
+    const read = async (tag: string | undefined, offset: number) =>
+      await (await VdiIo.open(client, "alice", tag ? { tag } : undefined)).read(offset, MiB);
+    const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
+    assert.ok(same(await read("one", 0), first), "snapshot one");
+    assert.ok(same(await read("two", OBJ), first), "snapshot two");
+    assert.ok(same(await read("three", OBJ), new Uint8Array(MiB)), "snapshot three");
+    assert.ok(same((await read(undefined, 0)).subarray(4096), first.subarray(4096)), "working");
   });
 });
 

@@ -289,25 +289,16 @@ export class VdiIo {
         if (!isResult(error, ResultCode.READONLY)) throw error;
       }
     }
-    for (let attempt = 0;; attempt++) {
+    await this.#followingSnapshots(async () => {
       if (this.readOnly) {
         throw new SheepdogError(
           ResultCode.READONLY,
           `Cannot write to '${this.#name}': it is a snapshot`,
         );
       }
-      try {
-        await this.#writePieces(offset, data);
-        if (this.#unrecorded.size > 0) await this.#recordWritten(offset, data.length);
-        return;
-      } catch (error) {
-        // Someone snapshotted the VDI beneath us: follow it to its new vid and resend.
-        if (!isResult(error, ResultCode.READONLY) || attempt >= 3 || this.#ref !== undefined) {
-          throw error;
-        }
-        await this.reload();
-      }
-    }
+      await this.#writePieces(offset, data);
+      if (this.#unrecorded.size > 0) await this.#recordWritten(offset, data.length);
+    });
   }
 
   /** Records the entries of the unrecorded objects a write went into (see `#unrecorded`). */
@@ -454,7 +445,11 @@ export class VdiIo {
    * Deallocates whole objects inside [offset, offset+length) (they then read as zeros) and
    * writes zeros over partial pieces that hold data. Objects this VDI owns are removed.
    */
-  async discard(offset: number, length: number, options: { zeroPartial: boolean }): Promise<void> {
+  discard(offset: number, length: number, options: { zeroPartial: boolean }): Promise<void> {
+    return this.#followingSnapshots(() => this.#discard(offset, length, options));
+  }
+
+  async #discard(offset: number, length: number, options: { zeroPartial: boolean }): Promise<void> {
     checkRange(this.#inode, offset, length);
     if (this.readOnly) {
       throw new SheepdogError(
@@ -600,7 +595,32 @@ export class VdiIo {
    * Durability: every write acknowledged so far survives a crash once this resolves. Only the
    * VDIs written through this handle are synced (the old vid too, when a snapshot moved it).
    */
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
+    return this.#followingSnapshots(() => this.#flush());
+  }
+
+  /**
+   * Runs `change` (a write, a discard or a flush) and, when a snapshot taken beneath this handle
+   * refuses it (READONLY: the object or the table it writes is a snapshot's now), follows the
+   * VDI to its new vid and runs it again. Flushes and discards once failed there (they rewrite or
+   * clear table entries of the old vid): a flush right after an operator's snapshot of a running
+   * disk was an I/O error (simulation, snapshot seed 8). NBD clients did not see it: the export
+   * follows the VDI too (vdi_exports.ts), for a rollback as well.
+   */
+  async #followingSnapshots(change: () => Promise<void>): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await change();
+      } catch (error) {
+        if (!isResult(error, ResultCode.READONLY) || attempt >= 3 || this.#ref !== undefined) {
+          throw error;
+        }
+        await this.reload();
+      }
+    }
+  }
+
+  async #flush(): Promise<void> {
     const allocations = await this.#rewriteAllocations();
     const vids = new Set(this.#written);
     vids.add(this.#inode.vdiId);

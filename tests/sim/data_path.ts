@@ -26,7 +26,7 @@ import { Buffer } from "node:buffer";
 import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
+import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { type ClusterView, makeView, targetsOf } from "../../core/cluster/view.ts";
 import { readFully } from "../../core/store/disk.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
@@ -107,6 +107,12 @@ export interface DataPathOptions {
    * `cache`, instead of `VdiIo` over the gateways' local access.
    */
   qemu?: { cache: QemuCache };
+  /**
+   * The client also snapshots the VDI now and then (`VdiService`'s snapshot, as `img snapshot`
+   * asks a sheep) and reads the snapshots, which must hold for good what the VDI held when each
+   * was taken. `VdiIo` only. Off by default, as `discards`.
+   */
+  snapshots?: boolean;
 }
 
 /** What the workload needs of a client. */
@@ -279,7 +285,14 @@ export class DataPathSim {
   readonly syncFaults = new Set<SimNode>();
   readonly readFaults = new Map<SimNode, string>();
   epoch = 0;
+  /** The working VDI's vid (a snapshot moves it). */
   vid: Vid = 0;
+  readonly snapshotting: boolean;
+  /** Every vid the working VDI has had, the current one last. */
+  readonly #chain: Vid[] = [];
+  /** The snapshots taken, with what each may be read as. */
+  readonly #snapshots: { tag: string; vid: Vid; image: VdiModel }[] = [];
+  #snapshotsTried = 0;
   /** Copies rotted in this run. */
   rots = 0;
   readonly #prng: Prng;
@@ -315,6 +328,7 @@ export class DataPathSim {
     this.tornCrashes = options.tornCrashes ?? true;
     this.discards = options.discards ?? false;
     this.qemuCache = options.qemu?.cache;
+    this.snapshotting = (options.snapshots ?? false) && this.qemuCache === undefined;
     this.model = new VdiModel(objects * OBJECT_BYTES, OBJECT_BYTES);
     for (let i = 0; i < nodes; i++) {
       const disk = this.variant === "volatile-sync" ? new VolatileSyncDisk() : new MemDisk();
@@ -381,6 +395,7 @@ export class DataPathSim {
       nowMs: this.time.now,
     });
     this.vid = this.#expectOk(await this.time.run(created, OP_LIMIT_MS), "create the VDI");
+    this.#chain.push(this.vid);
     if (this.qemuCache !== undefined) {
       const opened = QemuDriverClient.open(this.#driverNetwork(), VDI_NAME, {
         cache: this.qemuCache,
@@ -817,7 +832,11 @@ export class DataPathSim {
   async #rottenOnly(): Promise<string[]> {
     const reasons: string[] = [];
     const members = this.members();
-    const oids = [vdiOid(this.vid), ...[...this.model.allocated].map((i) => dataOid(this.vid, i))];
+    // A snapshot's objects too: the working VDI reads those it has not written since.
+    const oids = this.#chain.flatMap((vid) => [
+      vdiOid(vid),
+      ...[...this.model.allocated].map((i) => dataOid(vid, i)),
+    ]);
     for (const oid of oids) {
       const copies: { meta: ObjectMeta; clean: boolean }[] = [];
       for (const node of members) {
@@ -1016,6 +1035,70 @@ export class DataPathSim {
     await this.#judgeError(outcome, reasons, "flush");
   }
 
+  /**
+   * A snapshot of the working VDI through a member's sheep (as `img snapshot` asks one): once
+   * taken, it must hold for good every write acknowledged before it, and the working VDI moves
+   * to a new vid. Whether it was taken, after an error too, the sheep's VDI table says.
+   */
+  async snapshot(): Promise<void> {
+    const reasons = await this.degraded();
+    const tag = `s${this.#snapshotsTried++}`;
+    const node = this.gateway();
+    const taking = promiseOf(() =>
+      node.sheep.vdis.change({
+        type: "snapshot",
+        vid: node.sheep.registry.lookup(VDI_NAME).vdiId,
+        tag,
+        nowMs: this.time.now,
+      })
+    );
+    const outcome = await this.time.run(taking, OP_LIMIT_MS);
+    this.note(`snapshot ${tag} through ${node.name}: ${describe(outcome)}`);
+    const taken = this.#snapshotVid(node, tag);
+    if (taken !== undefined) {
+      // The snapshot flushed the VDI before its event: every write acknowledged before it is
+      // durable, in it and in the working VDI.
+      this.#flushed();
+      this.#snapshots.push({ tag, vid: taken, image: this.model.snapshotted() });
+      this.vid = node.sheep.registry.lookup(VDI_NAME).vdiId;
+      this.#chain.push(this.vid);
+      this.note(`  snapshot ${tag} is vid ${hex(taken)}, the VDI moved to ${hex(this.vid)}`);
+    }
+    if (outcome.kind === "ok" && taken === undefined) {
+      throw this.fail("unjustified-error", `snapshot ${tag} succeeded, but no sheep lists it`);
+    }
+    if (outcome.kind !== "ok") await this.#judgeError(outcome, reasons, `snapshot ${tag}`);
+  }
+
+  /** The vid of snapshot `tag` as `node`'s VDI table has it, if it was taken. */
+  #snapshotVid(node: SimNode, tag: string): Vid | undefined {
+    try {
+      return node.sheep.registry.lookup(VDI_NAME, { tag }).vdiId;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The snapshots taken so far (their tags). */
+  get snapshots(): readonly string[] {
+    return this.#snapshots.map((s) => s.tag);
+  }
+
+  /** Reads a range of snapshot `tag`, opened anew (read-only) through a member. */
+  async readSnapshot(tag: string, offset: number, length: number): Promise<void> {
+    const snapshot = this.#snapshots.find((s) => s.tag === tag)!;
+    const reasons = await this.degraded();
+    const reading = (async () => {
+      const io = await VdiIo.open(this.#access(), VDI_NAME, { tag });
+      return await io.read(offset, length);
+    })();
+    const outcome = await this.time.run(reading, OP_LIMIT_MS);
+    const what = `read of snapshot ${tag} ${hex(offset)}+${length}`;
+    this.note(`${what}: ${describe(outcome)}`);
+    if (outcome.kind !== "ok") return await this.#judgeError(outcome, reasons, what);
+    this.#checkRead(offset, outcome.value, what, snapshot.image);
+  }
+
   /** Every acknowledged write is durable now. */
   #flushed(): void {
     this.model.flushed();
@@ -1031,8 +1114,8 @@ export class DataPathSim {
     throw this.fail("unjustified-error", `${what} failed with no fault to justify it: ${error}`);
   }
 
-  #checkRead(offset: number, data: Uint8Array, what: string): void {
-    const mismatch = this.model.check(offset, data);
+  #checkRead(offset: number, data: Uint8Array, what: string, model = this.model): void {
+    const mismatch = model.check(offset, data);
     if (!mismatch) return;
     const at = mismatch.offset;
     const detail = `${what} returned 0x${mismatch.got.toString(16)} at byte ${hex(at)} ` +
@@ -1212,29 +1295,44 @@ export class DataPathSim {
     return problems;
   }
 
-  /** Reads the whole VDI through every sheep: the same bytes everywhere, as the model allows. */
+  /**
+   * Reads the whole VDI, and every snapshot, through every sheep: the same bytes everywhere, as
+   * the model (each snapshot's, as it was taken) allows.
+   */
   async #readEverywhere(members: SimNode[]): Promise<void> {
+    await this.#readWholeEverywhere(members, undefined, this.model, "");
+    for (const { tag, image } of this.#snapshots) {
+      await this.#readWholeEverywhere(members, { tag }, image, ` of snapshot ${tag}`);
+    }
+  }
+
+  async #readWholeEverywhere(
+    members: SimNode[],
+    ref: SnapshotRef,
+    model: VdiModel,
+    of: string,
+  ): Promise<void> {
     let reference: { node: SimNode; bytes: Uint8Array } | undefined;
     for (const node of members) {
       const read = (async () => {
-        const io = await VdiIo.open(node.sheep.localAccess, VDI_NAME);
+        const io = await VdiIo.open(node.sheep.localAccess, VDI_NAME, ref);
         const { bytes, failed } = await readExcusing(
           (o, l) => io.read(o, l),
           io.sizeBytes,
-          (o) => this.model.mayFail(o),
+          (o) => model.mayFail(o),
         );
         // A block the model lets fail (`unvouched`) that failed is compared as what it should be.
-        for (const at of failed) bytes.set(this.model.latest.subarray(at, at + BLOCK_BYTES), at);
+        for (const at of failed) bytes.set(model.latest.subarray(at, at + BLOCK_BYTES), at);
         return bytes;
       })();
       const outcome = await this.time.run(read, OP_LIMIT_MS);
       if (outcome.kind !== "ok") {
         throw this.fail(
           "not-converged",
-          `the final read through ${node.name}: ${describe(outcome)}`,
+          `the final read${of} through ${node.name}: ${describe(outcome)}`,
         );
       }
-      this.#checkRead(0, outcome.value, `the final read through ${node.name}`);
+      this.#checkRead(0, outcome.value, `the final read${of} through ${node.name}`, model);
       if (reference && !sameBytes(reference.bytes, outcome.value)) {
         throw this.fail(
           "not-converged",
@@ -1429,6 +1527,8 @@ class Schedule {
     const prng = this.#prng;
     const size = sim.model.size;
     const r = prng.float();
+    // With snapshots, one op in four is about them (the others keep their shares among the rest).
+    if (sim.snapshotting && prng.chance(0.25)) return await this.#snapshotOp();
     if (r < 0.55) {
       const { offset, length } = this.#range(64 * 1024);
       await sim.write(offset, pattern(prng.uint32(), length));
@@ -1448,6 +1548,20 @@ class Schedule {
     } else {
       await sim.flush();
     }
+  }
+
+  /** A snapshot (the first, then two times in five, at most four), else a read of one. */
+  async #snapshotOp(): Promise<void> {
+    const sim = this.#sim;
+    const prng = this.#prng;
+    const tags = sim.snapshots;
+    if (tags.length === 0 || (tags.length < 4 && prng.chance(0.4))) {
+      // Half of them right after a flush of the client's, half with writes not yet flushed.
+      if (prng.chance(0.5)) await sim.flush();
+      return await sim.snapshot();
+    }
+    const { offset, length } = this.#range(256 * 1024);
+    await sim.readSnapshot(prng.pick(tags), offset, length);
   }
 
   /** A range: 4 KiB-aligned, or across an object boundary, or anywhere. */

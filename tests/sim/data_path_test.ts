@@ -78,6 +78,22 @@ Deno.test("data-path simulation: seeded workloads with discards under faults", a
 });
 
 /**
+ * The same workloads, discards included, with snapshots: the client snapshots the VDI (through a
+ * sheep, as `img snapshot` does) and reads the snapshots, which must hold for good what the VDI
+ * held when each was taken, while the VDI goes on (its writes copy the snapshot's objects first).
+ * `SIM_SNAPSHOT_SEEDS=K` runs K.
+ */
+const FOUND_SNAPSHOT_SEEDS: number[] = [];
+
+Deno.test("data-path simulation: seeded workloads with snapshots under faults", async () => {
+  await runSeeds({
+    count: envInt("SIM_SNAPSHOT_SEEDS") ?? 60,
+    found: FOUND_SNAPSHOT_SEEDS,
+    seedOptions: () => ({ discards: true, snapshots: true }),
+  });
+});
+
+/**
  * The same workloads, discards included, with QEMU 5.2's driver as the client
  * (qemu_driver_client.ts): the object protocol without `Flag.EXTENDED`, the table kept in the
  * driver's memory, the sheep's old-client paths (`oldClientInodeWrite`, `writeThrough`). Every

@@ -59,6 +59,17 @@ export class VdiModel {
    * acknowledged write covers it whole.
    */
   #unvouched = new Set<number>();
+  /**
+   * Objects a snapshot holds that the working VDI has not written since: its table names the
+   * snapshot's object, and a write there copies it into one of the VDI's own first.
+   */
+  #shared = new Set<number>();
+  /**
+   * Objects copied out of a snapshot's since the last flush: until a flush, a crash of every
+   * holder of the inode may take the entry naming the copy, and the object reads as the
+   * snapshot's again (what it held at the last flush, the snapshot's).
+   */
+  #copiedSinceFlush = new Set<number>();
   crashesSinceFlush = 0;
 
   constructor(size: number, objectBytes: number) {
@@ -115,7 +126,32 @@ export class VdiModel {
     this.#history = [];
     this.#flushedWrite = this.#writes;
     this.#allocatedAtFlush = new Set(this.#allocated);
+    this.#copiedSinceFlush.clear();
     this.crashesSinceFlush = 0;
+  }
+
+  /**
+   * A snapshot of the VDI was taken (call `flushed` first: a snapshot makes the VDI's writes
+   * durable before it is taken). Returns what may be read from the snapshot, for good; every
+   * object written so far is the snapshot's until the VDI writes it again.
+   */
+  snapshotted(): VdiModel {
+    for (const index of this.#allocated) this.#shared.add(index);
+    return this.#frozen();
+  }
+
+  /** A copy of what may be read now, which nothing changes any more (a snapshot's). */
+  #frozen(): VdiModel {
+    const copy = new VdiModel(this.size, this.objectBytes);
+    copy.latest.set(this.latest);
+    copy.#alternatives = [...this.#alternatives];
+    copy.#past = [...this.#past];
+    copy.#unvouched = new Set(this.#unvouched);
+    copy.#blockWrite = this.#blockWrite.slice();
+    copy.#writes = copy.#flushedWrite = this.#writes;
+    copy.#allocated = new Set(this.#allocated);
+    copy.#allocatedAtFlush = new Set(this.#allocated);
+    return copy;
   }
 
   /**
@@ -135,6 +171,12 @@ export class VdiModel {
     }
     if (options.inode && !this.#allocatedAtFlush.has(index) && this.#allocated.has(index)) {
       this.#push(this.#alternatives, { offset: start, data: new Uint8Array(this.objectBytes) });
+    }
+    if (options.inode && this.#copiedSinceFlush.has(index)) {
+      for (const layer of this.#history) {
+        const inside = clip(layer, start, end);
+        if (inside) this.#push(this.#alternatives, inside);
+      }
     }
   }
 
@@ -228,6 +270,7 @@ export class VdiModel {
   #touch(start: number, end: number): void {
     for (let i = Math.floor(start / this.objectBytes); i * this.objectBytes < end; i++) {
       this.#allocated.add(i);
+      if (this.#shared.delete(i)) this.#copiedSinceFlush.add(i);
     }
   }
 
