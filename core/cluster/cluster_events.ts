@@ -16,10 +16,10 @@ export type ClusterEvent =
   | { type: "unlock"; vid: number; client?: string }
   | { type: "recovered"; node: string; epoch: number }
   /**
-   * A VDI header read from an inode copy that no node's table held (`header`: the 4,664 header
-   * bytes, base64): net/sheep/unknown_inodes.ts says when a node finds one.
+   * VDI headers read from inodes that the tables lack or hold older versions of (`headers`:
+   * their 4,664 bytes each, base64): net/sheep/header_drift.ts says when a node finds them.
    */
-  | { type: "found"; header: string };
+  | { type: "found"; headers: string };
 
 export function encodeEvent(event: ClusterEvent): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(event));
@@ -53,7 +53,7 @@ const EVENT_FIELDS: Record<string, Record<string, Field>> = {
   lock: { vid: "number", client: "string", node: "string", sinceMs: "number", force: "boolean" },
   unlock: { vid: "number", client: "string?" },
   recovered: { node: "string", epoch: "number" },
-  found: { header: "string" },
+  found: { headers: "string" },
 };
 const CONFIG_FIELDS: Record<string, Field> = {
   ctimeMs: "number",

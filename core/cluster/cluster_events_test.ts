@@ -22,7 +22,7 @@ Deno.test("cluster events: every kind survives encoding", () => {
     { type: "lock", vid: 1, client: "c", node: "n", sinceMs: 0, force: false },
     { type: "unlock", vid: 1 },
     { type: "recovered", node: "n", epoch: 2 },
-    { type: "found", header: "AAAA" },
+    { type: "found", headers: "AAAA" },
   ];
   for (const event of events) assert.deepEqual(decodeEvent(encodeEvent(event)), event);
 });
@@ -37,7 +37,7 @@ Deno.test("cluster events: a malformed one is refused whole, naming what is wron
       [{ type: "vdi", event: { type: "explode" } }, /unknown VDI event type/],
       [{ type: "mkfs", config: { copies: 3 }, force: false }, /mkfs config: ctimeMs is missing/],
       [{ type: "recovered", node: "n", epoch: Infinity }, /epoch is not a number/],
-      [{ type: "found", header: 7 }, /found: header is not a string/],
+      [{ type: "found", headers: 7 }, /found: headers is not a string/],
     ] as const
   ) {
     assert.throws(() => decodeEvent(bytes(value)), why, JSON.stringify(value));

@@ -26,6 +26,7 @@ import { Buffer } from "node:buffer";
 import {
   decodeInodeHeader,
   encodeInodeHeader,
+  INODE_HEADER_SIZE,
   type InodeHeader,
   isDeleted,
   isSnapshot,
@@ -155,7 +156,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       case "recovered":
         return { result: undefined, effects: this.#applyRecovered(event) };
       case "found":
-        this.#learn([decodeFoundHeader(event.header)]);
+        this.#learn(decodeFoundHeaders(event.headers));
         return { result: undefined, effects: [] };
       default:
         // An event type this version does not know changes nothing, on every node alike.
@@ -228,7 +229,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
 
   /**
    * Takes in each header this node lacks or holds an older version of (`compareHeaders`), then
-   * settles what they left (a merge, or a VDI found again in an inode copy).
+   * settles what they left (a merge, or headers a node found ahead of the table: header_drift.ts).
    */
   #learn(headers: Iterable<InodeHeader>): void {
     for (const header of headers) {
@@ -304,19 +305,30 @@ export function compareHeaders(a: InodeHeader, b: InodeHeader): number {
     a.vdiSize - b.vdiSize;
 }
 
-/** The "found" event's form of a header: its 4,664 bytes as written in the inode, base64. */
-export function encodeFoundHeader(header: InodeHeader): string {
-  return Buffer.from(encodeInodeHeader(header)).toString("base64");
+/** The "found" event's form of headers: their 4,664 bytes each as written in the inode, base64. */
+export function encodeFoundHeaders(headers: readonly InodeHeader[]): string {
+  return Buffer.concat(headers.map((header) => encodeInodeHeader(header))).toString("base64");
 }
 
-/** The header a "found" event carries; throws (on every node alike) if it is not one. */
-export function decodeFoundHeader(text: string): InodeHeader {
-  const header = decodeInodeHeader(new Uint8Array(Buffer.from(text, "base64")));
-  if (header.vdiId === 0 || header.vdiId >= VDI_SPACE) {
+/** The headers a "found" event carries; throws (on every node alike) if they are not headers. */
+export function decodeFoundHeaders(text: string): InodeHeader[] {
+  const bytes = new Uint8Array(Buffer.from(text, "base64"));
+  if (bytes.length === 0 || bytes.length % INODE_HEADER_SIZE !== 0) {
     throw new SheepdogError(
       ResultCode.INVALID_PARMS,
-      `A found VDI header names vid ${header.vdiId}, outside 1 to ${VDI_SPACE - 1}`,
+      `Found VDI headers are ${bytes.length} bytes, not a whole number of ${INODE_HEADER_SIZE}`,
     );
   }
-  return header;
+  const headers: InodeHeader[] = [];
+  for (let at = 0; at < bytes.length; at += INODE_HEADER_SIZE) {
+    const header = decodeInodeHeader(bytes.subarray(at, at + INODE_HEADER_SIZE));
+    if (header.vdiId === 0 || header.vdiId >= VDI_SPACE) {
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `A found VDI header names vid ${header.vdiId}, outside 1 to ${VDI_SPACE - 1}`,
+      );
+    }
+    headers.push(header);
+  }
+  return headers;
 }

@@ -3,7 +3,7 @@ import { ResultCode, SheepdogError } from "../errors.ts";
 import { isDeleted, isSnapshot } from "../vdi/inode.ts";
 import type { ClusterConfig } from "./cluster_config.ts";
 import { type ClusterEvent, decodeEvent, encodeEvent } from "./cluster_events.ts";
-import { type Applied, ClusterStateMachine, encodeFoundHeader } from "./cluster_state_machine.ts";
+import { type Applied, ClusterStateMachine, encodeFoundHeaders } from "./cluster_state_machine.ts";
 
 const CONFIG: ClusterConfig = {
   ctimeMs: 1000,
@@ -241,33 +241,37 @@ Deno.test("ClusterStateMachine.merge() keeps the newer header of a vid and settl
   assert.equal(older.locks.get(99)?.client, "theirs");
 });
 
-Deno.test("ClusterStateMachine: a found header is taken in where no newer one is known", () => {
+Deno.test("ClusterStateMachine: found headers are taken in where no newer one is known", () => {
   const source = new ClusterStateMachine();
   source.apply(create("alpha"));
-  const header = source.registry.lookup("alpha");
-  const found = (h: typeof header): ClusterEvent => ({
+  source.apply(create("beta"));
+  const alpha = source.registry.lookup("alpha");
+  const beta = source.registry.lookup("beta");
+  const found = (...headers: (typeof alpha)[]): ClusterEvent => ({
     type: "found",
-    header: encodeFoundHeader(h),
+    headers: encodeFoundHeaders(headers),
   });
   const machine = new ClusterStateMachine();
-  assert.deepEqual(machine.apply(found(header)), { result: undefined, effects: [] });
-  assert.deepEqual(machine.registry.lookup("alpha"), header);
-  // An older copy of it changes nothing; a newer one (a tombstone) wins, as in a merge.
-  machine.apply({ type: "vdi", event: { type: "resize", vid: header.vdiId, sizeBytes: 2 ** 31 } });
-  machine.apply(found(header));
-  assert.equal(machine.registry.get(header.vdiId)?.vdiSize, 2 ** 31);
-  machine.apply(found({ ...header, name: "", tag: "" }));
-  assert.ok(isDeleted(machine.registry.get(header.vdiId)!));
-  // The event survives its encoding; what is not a header is refused alike on every node.
-  assert.deepEqual(decodeEvent(encodeEvent(found(header))), found(header));
+  assert.deepEqual(machine.apply(found(alpha, beta)), { result: undefined, effects: [] });
+  assert.deepEqual(machine.registry.lookup("alpha"), alpha);
+  assert.deepEqual(machine.registry.lookup("beta"), beta);
+  // An older copy changes nothing; a newer one (a tombstone) wins, as in a merge.
+  machine.apply({ type: "vdi", event: { type: "resize", vid: alpha.vdiId, sizeBytes: 2 ** 31 } });
+  machine.apply(found(alpha));
+  assert.equal(machine.registry.get(alpha.vdiId)?.vdiSize, 2 ** 31);
+  machine.apply(found({ ...alpha, name: "", tag: "" }));
+  assert.ok(isDeleted(machine.registry.get(alpha.vdiId)!));
+  // The event survives its encoding; what is not headers is refused alike on every node.
+  assert.deepEqual(decodeEvent(encodeEvent(found(beta))), found(beta));
   for (
     const [text, why] of [
-      ["AAAA", /Cannot decode inode: 3 bytes/],
-      [encodeFoundHeader({ ...header, vdiId: 0 }), /names vid 0, outside 1 to 16777215/],
+      ["AAAA", /3 bytes, not a whole number of 4664/],
+      ["", /0 bytes/],
+      [encodeFoundHeaders([beta, { ...beta, vdiId: 0 }]), /names vid 0, outside 1 to 16777215/],
     ] as const
   ) {
     const before = new ClusterStateMachine();
-    assert.throws(() => before.apply({ type: "found", header: text }), why);
+    assert.throws(() => before.apply({ type: "found", headers: text }), why);
     assert.deepEqual(before.registry.all(), []);
   }
 });

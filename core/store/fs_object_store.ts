@@ -136,6 +136,20 @@ interface Slot {
   lastUse: number;
 }
 
+/** The bytes of a copy a write covered. */
+export interface ChangedRange {
+  offset: number;
+  length: number;
+}
+
+/** What `onChange` hears of a change of a copy. */
+export interface CopyChange {
+  /** False when it failed (it may have changed bytes all the same). */
+  ok: boolean;
+  /** The range a write covered; absent for a create or a remove (the whole copy). */
+  written?: ChangedRange;
+}
+
 /** Objects as files under `objectDir`. */
 export class FsObjectStore implements ObjectStore {
   readonly objectDir: string;
@@ -158,7 +172,7 @@ export class FsObjectStore implements ObjectStore {
   readonly #verifyReads: boolean;
   /** Computes the checksums of what reads return (large reads in worker threads, if any). */
   readonly #hasher: BlockHasher;
-  readonly #onChange: ((oid: Oid) => void) | undefined;
+  readonly #onChange: ((oid: Oid, change: CopyChange) => void) | undefined;
   readonly #log: (line: string) => void;
   /** Objects whose files stay open (each holds two handles: data and checksums). */
   readonly #cachedObjectsMax: number;
@@ -201,7 +215,7 @@ export class FsObjectStore implements ObjectStore {
     options: {
       verifyReads?: boolean;
       openFiles?: number;
-      onChange?: (oid: Oid) => void;
+      onChange?: (oid: Oid, change: CopyChange) => void;
       hasher?: BlockHasher;
       /** Where open reports long work (converting an older build's checksums). */
       log?: (line: string) => void;
@@ -310,15 +324,18 @@ export class FsObjectStore implements ObjectStore {
   // ---- Operations ----
 
   /**
-   * Every change of a copy (create, write, remove) ends with `onChange(oid)`, whether it succeeded
-   * or not (a failed write may have changed bytes): what a caller derives from a copy's content
-   * is known stale after it (net/sheep/allocation_counts.ts).
+   * Every change of a copy (create, write, remove) ends with `onChange(oid, change)`, whether it
+   * succeeded or not (a failed write may have changed bytes): what a caller derives from a copy's
+   * content is known stale after it (net/sheep/allocation_counts.ts).
    */
-  async #changing<T>(oid: Oid, work: () => Promise<T>): Promise<T> {
+  async #changing<T>(oid: Oid, work: () => Promise<T>, written?: ChangedRange): Promise<T> {
+    let ok = false;
     try {
-      return await work();
+      const result = await work();
+      ok = true;
+      return result;
     } finally {
-      this.#onChange?.(oid);
+      this.#onChange?.(oid, { ok, ...(written ? { written } : {}) });
     }
   }
 
@@ -327,7 +344,10 @@ export class FsObjectStore implements ObjectStore {
   }
 
   write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number> {
-    return this.#changing(oid, () => this.#write(oid, data, offset, version));
+    return this.#changing(oid, () => this.#write(oid, data, offset, version), {
+      offset,
+      length: data.length,
+    });
   }
 
   remove(oid: Oid): Promise<void> {

@@ -33,7 +33,7 @@ import {
   ADMIN_LOCK_VID,
   type ClusterEffect,
   ClusterStateMachine,
-  encodeFoundHeader,
+  encodeFoundHeaders,
   type VdiLock,
 } from "../../core/cluster/cluster_state_machine.ts";
 import type { Oid } from "../../core/vdi/oid.ts";
@@ -74,7 +74,7 @@ import type { Disk } from "../../core/store/disk.ts";
 import { VdiService } from "./vdi_service.ts";
 import { AllocationCounts } from "./allocation_counts.ts";
 import { OldClientEntries } from "./old_client_entries.ts";
-import { UnknownInodes } from "./unknown_inodes.ts";
+import { HeaderDrift } from "./header_drift.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import { sameCopy } from "../../core/cluster/copy_choice.ts";
@@ -176,8 +176,8 @@ export class Sheep {
   readonly checksumWorkers: ChecksumWorkers | undefined;
   /** Objects each VDI owns and shares, for the inode copies this node stores (listings read it). */
   readonly allocations: AllocationCounts;
-  /** Inode copies whose VDI no table holds, announced to the group (unknown_inodes.ts). */
-  readonly #unknownInodes: UnknownInodes;
+  /** Inode headers ahead of the VDI table, announced to the group (header_drift.ts). */
+  readonly #headerDrift: HeaderDrift;
   /** Old clients' table entries known to be recorded (request_handlers.ts, `recordOwnObject`). */
   readonly oldClientEntries = new OldClientEntries();
   readonly peers: Peers;
@@ -240,12 +240,12 @@ export class Sheep {
       // The global timer: a simulation runs it on virtual time, as it runs `now`.
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     });
-    this.#unknownInodes = new UnknownInodes({
-      known: (vid) => this.registry.get(vid) !== undefined,
+    this.#headerDrift = new HeaderDrift({
+      tableHeader: (vid) => this.registry.get(vid),
       readHeader: async (oid) =>
-        decodeInodeHeader(await this.store.read(oid, 0, INODE_HEADER_SIZE)),
-      announce: async (header) => {
-        await this.#submit({ type: "found", header: encodeFoundHeader(header) });
+        decodeInodeHeader(await this.localAccess.readObject(oid, 0, INODE_HEADER_SIZE)),
+      announce: async (headers) => {
+        await this.#submit({ type: "found", headers: encodeFoundHeaders(headers) });
       },
       noChangeInProgress: () =>
         this.stateChanges.until(() => !this.locks.has(ADMIN_LOCK_VID), ADMIN_LOCK_WAIT_MS),
@@ -256,9 +256,9 @@ export class Sheep {
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
-      onChange: (oid) => {
+      onChange: (oid, change) => {
         this.allocations.changed(oid);
-        this.#unknownInodes.changed(oid);
+        this.#headerDrift.changed(oid, change);
       },
       epoch: () => this.#view.epoch,
       holder: () => this.id,
@@ -555,8 +555,8 @@ export class Sheep {
         if (header.vdiId !== 0) headers.push(header);
       } catch (error) {
         // A bad local inode is learned from the peers' state, or repaired from their copies
-        // and announced to them if none knew it (unknown_inodes.ts).
-        this.#unknownInodes.unloadable(oid);
+        // and announced to them if none knew it (header_drift.ts).
+        this.#headerDrift.unloadable(oid);
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
@@ -580,7 +580,7 @@ export class Sheep {
    */
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
-    this.#unknownInodes.stop();
+    this.#headerDrift.stop();
     this.gateway.close();
     this.recovery.stop();
     await this.scrubber.stop();
@@ -813,7 +813,7 @@ export class Sheep {
     // Every view, the first after a restart included, compares every copy with its holders.
     if (this.config && ids.has(this.id)) this.recovery.start(view);
     if (this.#pendingReleases.size > 0) void this.#retryReleases();
-    this.#unknownInodes.retry();
+    this.#headerDrift.retry();
     // Once, at the first view this process installs: only then can its own attachments be
     // ones it lost (a node formatted later has none from before).
     if (!this.#attachmentsChecked && ids.has(this.id)) {

@@ -32,6 +32,7 @@ import { readFully } from "../../core/store/disk.ts";
 import { MemDisk } from "../../core/store/mem_disk.ts";
 import type { ObjectMeta } from "../../core/store/object_store.ts";
 import { type ObjectAccess, VdiIo } from "../../core/vdi/io.ts";
+import { type InodeHeader, isSnapshot } from "../../core/vdi/inode.ts";
 import {
   dataOid,
   isDataOid,
@@ -420,6 +421,7 @@ export class DataPathSim {
   note(line: string): void {
     const text = this.#root ? line.replaceAll(this.#root, "<dir>") : line;
     this.log.push(`[${this.time.now - 1_800_000_000_000} ms] ${text}`);
+    if (Deno.env.get("SIM_LIVE")) console.error(this.log.at(-1));
   }
 
   fail(kind: FailureKind, text: string): SimFailure {
@@ -1070,6 +1072,34 @@ export class DataPathSim {
     if (outcome.kind !== "ok") await this.#judgeError(outcome, reasons, `snapshot ${tag}`);
   }
 
+  /**
+   * Follows the working VDI when a snapshot the simulation did not see succeed moved it (one
+   * whose undo failed, which a sheep then announced: net/sheep/header_drift.ts): what it holds is
+   * what the VDI held then, less what a crash may still take back (its flush may have failed).
+   */
+  followWorking(): void {
+    let working: InodeHeader | undefined;
+    for (const node of this.members()) {
+      const header = (() => {
+        try {
+          return node.sheep.registry.lookup(VDI_NAME);
+        } catch {
+          return undefined;
+        }
+      })();
+      if (header && (!working || header.snapId > working.snapId)) working = header;
+    }
+    if (!working || working.vdiId === this.vid) return;
+    const frozen = this.nodes.find((n) => n.up)?.sheep.registry.get(this.vid);
+    if (frozen && isSnapshot(frozen)) {
+      const image = this.model.snapshotted({ durable: false });
+      this.#snapshots.push({ tag: frozen.tag, vid: frozen.vdiId, image });
+    }
+    this.note(`  the VDI moved to ${hex(working.vdiId)} (snapshot '${frozen?.tag}' announced)`);
+    this.vid = working.vdiId;
+    this.#chain.push(this.vid);
+  }
+
   /** The vid of snapshot `tag` as `node`'s VDI table has it, if it was taken. */
   #snapshotVid(node: SimNode, tag: string): Vid | undefined {
     try {
@@ -1492,6 +1522,7 @@ class Schedule {
 
   async step(step: number): Promise<void> {
     await this.#expire(step);
+    if (this.#sim.snapshotting) this.#sim.followWorking();
     const prng = this.#prng;
     if (prng.chance(0.3)) await this.#fault(step);
     else await this.#clientOp();

@@ -131,20 +131,26 @@ export class VdiModel {
   }
 
   /**
-   * A snapshot of the VDI was taken (call `flushed` first: a snapshot makes the VDI's writes
-   * durable before it is taken). Returns what may be read from the snapshot, for good; every
+   * A snapshot of the VDI was taken (call `flushed` first when it is `durable`: a snapshot makes
+   * the VDI's writes durable before it is taken). Returns what may be read from the snapshot, for good; every
    * object written so far is the snapshot's until the VDI writes it again.
    */
-  snapshotted(): VdiModel {
+  snapshotted(options: { durable: boolean } = { durable: true }): VdiModel {
     for (const index of this.#allocated) this.#shared.add(index);
-    return this.#frozen();
+    return this.#frozen(options.durable);
   }
 
-  /** A copy of what may be read now, which nothing changes any more (a snapshot's). */
-  #frozen(): VdiModel {
+  /**
+   * A copy of what may be read now, which nothing changes any more (a snapshot's). Not `durable`
+   * (a snapshot whose flush is not known to have succeeded): what a crash may still take back
+   * stays possible in it for good.
+   */
+  #frozen(durable: boolean): VdiModel {
     const copy = new VdiModel(this.size, this.objectBytes);
     copy.latest.set(this.latest);
-    copy.#alternatives = [...this.#alternatives];
+    copy.#alternatives = durable
+      ? [...this.#alternatives]
+      : [...this.#alternatives, ...this.#history];
     copy.#past = [...this.#past];
     copy.#unvouched = new Set(this.#unvouched);
     copy.#blockWrite = this.#blockWrite.slice();

@@ -1,0 +1,212 @@
+/**
+ * Inode headers that drifted from the VDI table: announced, so that every node's table says what
+ * the inodes say.
+ *
+ * Every VDI change writes its inodes before its event (vdi_service.ts, DURABILITY.md), holding
+ * the cluster-wide administration lock, and a change whose event is refused is undone. The table
+ * and the headers agree once each change is over, but for two ways they part:
+ *
+ * - **An undo that failed** (a disk whose sync fails refuses the undo's write too): the inodes
+ *   hold the change (a snapshot's frozen header, its new working inode) while every table holds
+ *   the state before it. A client that then opens the VDI reads its header, finds a snapshot,
+ *   and refuses to write (simulation, snapshot seed 227).
+ * - **A VDI no node could load at start**: each sheep builds its table from its own inode copies
+ *   and learns the rest from its peers (`Sheep.#loadVdis`, `mergeFromPeers`). When a crash of
+ *   every node left every copy of one inode unreadable, no node knows the VDI; recovery or a
+ *   repair rebuilds the copies later, its data all there, and every open says "no such VDI"
+ *   (simulation seed 14190).
+ *
+ * So each sheep watches its store: an inode copy whose header changes (a create, a write of its
+ * first 4,664 bytes, a pull or a repair; not the table entries a client writes) is due. Once no
+ * change is in progress, each due header is read through the gateway (the newest copy, whichever
+ * node holds it) and, if the table lacks it or holds an older one (`compareHeaders`), proposed
+ * under the administration lock, with every other such header, as one "found" event that every
+ * node applies alike: taken in as a merge would, then settled (`ClusterStateMachine`). That is
+ * the state a restart of every node would rebuild from the inodes. A copy this sheep could not
+ * read at start is repaired at each view until it reads (a rotten header is not seen by recovery,
+ * which compares versions and digests). A proposal that fails is tried again at the next view.
+ *
+ * @module
+ */
+
+import { compareHeaders } from "../../core/cluster/cluster_state_machine.ts";
+import { INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
+import { isVdiOid, type Oid, oidToHex, oidToVid, type Vid } from "../../core/vdi/oid.ts";
+import type { CopyChange } from "../../core/store/fs_object_store.ts";
+import type { Logger } from "./logger.ts";
+
+export interface HeaderDriftContext {
+  /** The header `vid` has in this node's VDI table (live, snapshot or deleted). */
+  tableHeader(vid: Vid): InodeHeader | undefined;
+  /** The header of inode `oid`, read through the gateway. */
+  readHeader(oid: Oid): Promise<InodeHeader>;
+  /** Proposes `headers` to the group; resolves once this node applied them. */
+  announce(headers: InodeHeader[]): Promise<void>;
+  /** Resolves true once no VDI change is in progress (false: gave up waiting). */
+  noChangeInProgress(): Promise<boolean>;
+  /** Runs `work` holding the administration lock, so that no VDI change starts meanwhile. */
+  exclusive<T>(work: () => Promise<T>): Promise<T>;
+  /** Repairs the local copy of `oid` from the other copies (the scrub's repair). */
+  repair(oid: Oid): Promise<void>;
+  logger: Logger;
+}
+
+export class HeaderDrift {
+  readonly #context: HeaderDriftContext;
+  /** Inodes whose header to compare with the table. */
+  readonly #due = new Set<Oid>();
+  /** Inodes whose announcement failed: due again at the next view. */
+  readonly #failed = new Set<Oid>();
+  /** Copies that could not be read at start and still cannot: repaired at each view. */
+  readonly #unloadable = new Set<Oid>();
+  /** Repairs asked for by the last view, done before the due headers are looked at. */
+  #repairs: Oid[] = [];
+  #draining = false;
+  #drained: Promise<void> = Promise.resolve();
+  /** Set at the first view: before it the table is not loaded and the group not joined. */
+  #started = false;
+  #stopped = false;
+
+  constructor(context: HeaderDriftContext) {
+    this.#context = context;
+  }
+
+  /**
+   * The store changed `oid` (every change passes here): due if it is an inode whose header the
+   * change may have touched, or whose VDI the table lacks. A change that failed is not: what
+   * drifts is what succeeded (an undo that failed leaves the change before it in place), and a
+   * pull that fails each time the header is read through the gateway would make it due again
+   * and again (simulation, snapshot seed 1).
+   */
+  changed(oid: Oid, change: CopyChange = { ok: true }): void {
+    if (!isVdiOid(oid) || !change.ok) return;
+    const known = this.#context.tableHeader(oidToVid(oid)) !== undefined;
+    const written = change.written;
+    if (known && written !== undefined && written.offset >= INODE_HEADER_SIZE) return;
+    this.#due.add(oid);
+    this.#drain();
+  }
+
+  /** The local copy of inode `oid` could not be read at start (`Sheep.#loadVdis`). */
+  unloadable(oid: Oid): void {
+    this.#unloadable.add(oid);
+  }
+
+  /**
+   * A new view (the first starts the watching): announcements that failed are tried again, and
+   * the copies that could not be read at start, of VDIs still unknown, are repaired.
+   */
+  retry(): void {
+    this.#started = true;
+    for (const oid of this.#failed) this.#due.add(oid);
+    this.#failed.clear();
+    for (const oid of this.#unloadable) {
+      if (this.#context.tableHeader(oidToVid(oid)) !== undefined) this.#unloadable.delete(oid);
+    }
+    this.#repairs = [...this.#unloadable];
+    this.#drain();
+  }
+
+  /** Resolves once nothing is due or being looked at. */
+  settled(): Promise<void> {
+    return this.#drained;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  /** Works through what is due, off the path of the changes that made it due. */
+  #drain(): void {
+    if (this.#draining || this.#stopped || !this.#started) return;
+    this.#draining = true;
+    this.#drained = (async () => {
+      try {
+        while (!this.#stopped && (this.#repairs.length > 0 || this.#due.size > 0)) {
+          const repair = this.#repairs.shift();
+          if (repair !== undefined) await this.#repair(repair);
+          else await this.#compare();
+        }
+      } finally {
+        this.#draining = false;
+      }
+    })();
+  }
+
+  /** Compares every due header with the table, and announces those ahead of it. */
+  async #compare(): Promise<void> {
+    // Most often a change in progress (its headers are written before its event): once it is
+    // over, the table has them.
+    if (!await this.#context.noChangeInProgress()) {
+      for (const oid of this.#due) this.#failed.add(oid);
+      this.#due.clear();
+      return;
+    }
+    const due = [...this.#due];
+    this.#due.clear();
+    if ((await this.#ahead(due)).length === 0) return;
+    try {
+      // Under the lock no change can start: what is still ahead then is no change's.
+      const announced = await this.#context.exclusive(async () => {
+        const ahead = await this.#ahead(due);
+        if (ahead.length > 0) await this.#context.announce(ahead.map((a) => a.header));
+        return ahead;
+      });
+      for (const { oid, header } of announced) {
+        this.#unloadable.delete(oid);
+        this.#context.logger.warn(
+          `the VDI table lacked what inode ${oidToHex(oid)} says (VDI '${header.name}', vid ` +
+            `${header.vdiId.toString(16)}${header.tag ? `, snapshot '${header.tag}'` : ""}): ` +
+            "a change was left on disk (an undo that failed, or no node could read the inode at " +
+            "start); every node takes it in now",
+        );
+      }
+    } catch (error) {
+      for (const oid of due) this.#failed.add(oid);
+      this.#context.logger.warn(
+        `cannot bring the VDI table in step with the inode headers: ` +
+          `${(error as Error).message} (tried again at the next view)`,
+      );
+    }
+  }
+
+  /** Those of `oids` whose header (read now) the table lacks or holds an older version of. */
+  async #ahead(oids: readonly Oid[]): Promise<{ oid: Oid; header: InodeHeader }[]> {
+    const ahead: { oid: Oid; header: InodeHeader }[] = [];
+    for (const oid of oids) {
+      const header = await this.#readable(oid);
+      if (header === undefined) continue;
+      const table = this.#context.tableHeader(header.vdiId);
+      if (table === undefined || compareHeaders(header, table) > 0) ahead.push({ oid, header });
+    }
+    return ahead;
+  }
+
+  /** Repairs a copy that could not be read at start; its header is due after (`changed`). */
+  async #repair(oid: Oid): Promise<void> {
+    if (this.#context.tableHeader(oidToVid(oid)) !== undefined) {
+      this.#unloadable.delete(oid);
+      return;
+    }
+    await this.#context.repair(oid).catch((error) =>
+      this.#context.logger.warn(
+        `cannot repair inode ${oidToHex(oid)}, unreadable since the start: ` +
+          `${(error as Error).message} (tried again at the next view)`,
+      )
+    );
+    this.#due.add(oid);
+  }
+
+  /** The header if it reads and is `oid`'s VDI's (vid 0: an inode being created). */
+  async #readable(oid: Oid): Promise<InodeHeader | undefined> {
+    try {
+      const header = await this.#context.readHeader(oid);
+      return header.vdiId === oidToVid(oid) ? header : undefined;
+    } catch (error) {
+      this.#context.logger.debug(
+        `inode ${oidToHex(oid)} not readable now: ${(error as Error).message}`,
+      );
+      return undefined;
+    }
+  }
+}
