@@ -200,6 +200,30 @@ Deno.test("FsObjectStore: a sync that fails while evicting a handle keeps the ob
   await reopened.close();
 });
 
+Deno.test("FsObjectStore: a sync that succeeds beside one that failed proves nothing: the object stays journaled", async () => {
+  // Linux drops what a failed sync could not write and marks it clean: a second sync of the file
+  // then succeeds at syncing nothing. Two flushes of one object at once (simulation, snapshot seed
+  // 712): one failed, the other cleaned the object, wrote its checksums, and dropped it from the
+  // journal; after a crash its checksums described a write its data no longer held.
+  const disk = new MemDisk();
+  const store = await openStore(disk);
+  await store.create(1n, patternBytes(4 * B, 1), 0, { size: 4 * B, version: 1 });
+  await store.flush();
+  await store.write(1n, patternBytes(B, 2), B, 2);
+  disk.failNextSync(`${DIR}/0000000000000001`);
+  const failed = isError(ResultCode.EIO, /Cannot sync object 0000000000000001: EIO/);
+  const flushes = await Promise.allSettled([store.flush(), store.flush()]);
+  assert.deepEqual(flushes.map((f) => f.status), ["rejected", "rejected"]);
+  await assert.rejects(store.flush(), failed);
+  disk.crash();
+  const reopened = await openStore(disk);
+  const meta = (await reopened.meta(1n))!;
+  assert.equal(meta.verified, false, "the journal still lists it: rebuilt at start");
+  assert.deepEqual(await reopened.verify(1n), [], "its checksums describe its data");
+  assert.deepEqual(await reopened.read(1n, 0, 4 * B), patternBytes(4 * B, 1), "the write is lost");
+  await reopened.close();
+});
+
 Deno.test("FsObjectStore.flush(vid) syncs that VDI's objects only", async () => {
   const disk = new MemDisk();
   let store = await openStore(disk);
