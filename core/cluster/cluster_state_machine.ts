@@ -24,12 +24,12 @@ import { VDI_SPACE } from "../limits.ts";
 import { ResultCode, SheepdogError } from "../errors.ts";
 import { Buffer } from "node:buffer";
 import {
+  compareHeaders,
   decodeInodeHeader,
   encodeInodeHeader,
   INODE_HEADER_SIZE,
   type InodeHeader,
   isDeleted,
-  isSnapshot,
 } from "../vdi/inode.ts";
 import type { Vid } from "../vdi/oid.ts";
 import { type VdiChange, VdiRegistry } from "../vdi/registry.ts";
@@ -292,17 +292,6 @@ export class ClusterStateMachine implements ReplicatedStateReader {
     }
     return effects;
   }
-}
-
-/**
- * Which of two headers of one vid is newer (> 0: `a`): a tombstone beats a snapshot beats a
- * working VDI (a vid only ever moves that way), then the higher generation (renames, shrinks
- * and flattens bump it), then the larger size (growing needs no generation).
- */
-export function compareHeaders(a: InodeHeader, b: InodeHeader): number {
-  const kind = (header: InodeHeader) => isDeleted(header) ? 2 : isSnapshot(header) ? 1 : 0;
-  return kind(a) - kind(b) || (a.generation ?? 0) - (b.generation ?? 0) ||
-    a.vdiSize - b.vdiSize;
 }
 
 /** The "found" event's form of headers: their 4,664 bytes each as written in the inode, base64. */

@@ -96,6 +96,17 @@ export function isDeleted(header: InodeHeader): boolean {
   return header.name === "";
 }
 
+/**
+ * Which of two headers of one vid is newer (> 0: `a`): a tombstone beats a snapshot beats a
+ * working VDI (a vid only ever moves that way), then the higher generation (renames, shrinks
+ * and flattens bump it), then the larger size (growing needs no generation).
+ */
+export function compareHeaders(a: InodeHeader, b: InodeHeader): number {
+  const kind = (header: InodeHeader) => isDeleted(header) ? 2 : isSnapshot(header) ? 1 : 0;
+  return kind(a) - kind(b) || (a.generation ?? 0) - (b.generation ?? 0) ||
+    a.vdiSize - b.vdiSize;
+}
+
 /** Encodes a name or tag field, refusing what does not fit. */
 export function encodeName(text: string, maxBytes: number, what: string): Uint8Array {
   const bytes = new TextEncoder().encode(text);

@@ -23,7 +23,7 @@
  */
 
 import { CHECKSUM_BLOCK_BYTES } from "../limits.ts";
-import { decodeInodeHeader, INODE_HEADER_SIZE } from "./inode.ts";
+import { compareHeaders, decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "./inode.ts";
 
 /** One copy as the merge had it: its bytes, its version, and the blocks it cannot vouch for. */
 export interface InodeCopy {
@@ -75,4 +75,42 @@ export function keepAllocations(
     }
   }
   return changed;
+}
+
+/**
+ * Gives `merged` the newest header (`compareHeaders`) any copy at the newest version holds whole
+ * (none of its blocks bad or lost), as one piece. A VDI change that failed part-way (a snapshot
+ * whose header write reached one copy and was rolled back on the others) and a crash of every
+ * holder leave the copies with two headers, and a block-by-block merge took either: each start of
+ * every node builds its VDI table from its own copies, keeping the newest header any node loaded,
+ * so a merge that took the older one left the disk saying the snapshot was never taken while
+ * every table said it was, until the next restart of every node took it back again, with the
+ * working VDI the client had moved to (simulation, snapshot seed 1813). The newest header is what
+ * the tables hold. Returns whether it changed `merged`.
+ */
+export function keepNewestHeader(
+  merged: Uint8Array,
+  copies: readonly InodeCopy[],
+  lost: ReadonlySet<number>,
+): boolean {
+  if (merged.length < INODE_HEADER_SIZE) return false;
+  const blocks = Math.ceil(INODE_HEADER_SIZE / CHECKSUM_BLOCK_BYTES);
+  const newest = Math.max(...copies.map((copy) => copy.version));
+  let best: { header: InodeHeader; bytes: Uint8Array } | undefined;
+  for (const copy of copies) {
+    if (copy.version !== newest || copy.data.length < INODE_HEADER_SIZE) continue;
+    const bad = new Set(copy.bad ?? []);
+    if (Array.from({ length: blocks }, (_, b) => b).some((b) => bad.has(b) || lost.has(b))) {
+      continue;
+    }
+    const bytes = copy.data.subarray(0, INODE_HEADER_SIZE);
+    const header = decodeInodeHeader(bytes);
+    if (header.vdiId === 0) continue;
+    if (!best || compareHeaders(header, best.header) > 0) best = { header, bytes };
+  }
+  if (!best) return false;
+  const current = merged.subarray(0, INODE_HEADER_SIZE);
+  if (compareHeaders(decodeInodeHeader(current), best.header) >= 0) return false;
+  current.set(best.bytes);
+  return true;
 }

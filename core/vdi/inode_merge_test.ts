@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { CHECKSUM_BLOCK_BYTES as B } from "../limits.ts";
 import { newInode } from "./cow.ts";
-import { dataVdiIdOffset, decodeInode, encodeInode } from "./inode.ts";
-import { keepAllocations } from "./inode_merge.ts";
+import { dataVdiIdOffset, decodeInode, decodeInodeHeader, encodeInode } from "./inode.ts";
+import { keepAllocations, keepNewestHeader } from "./inode_merge.ts";
 
 const OWN = 0x7c2b25;
 const PARENT = 0x7c2b24;
@@ -76,4 +76,27 @@ Deno.test("keepAllocations: a lost header (no vid to tell own objects by) change
   const merged = new Uint8Array(inode({}).length);
   assert.equal(keepAllocations(merged, [{ data: inode({ 0: OWN }), version: 7 }], new Set()), 0);
   assert.deepEqual(merged, new Uint8Array(merged.length));
+});
+
+Deno.test("keepNewestHeader: the newest whole header of a copy at the newest version, as one piece", () => {
+  // A snapshot's header write reached one copy only (a failed change), then every holder crashed.
+  const working = inode({ 0: OWN });
+  const frozen = decodeInode(inode({ 0: OWN }));
+  frozen.snapCtime = 5n;
+  frozen.tag = "s0";
+  const snapshot = encodeInode(frozen);
+  const merged = working.slice();
+  const copies = [{ data: working, version: 7 }, { data: snapshot, version: 7 }];
+  assert.equal(keepNewestHeader(merged, copies, new Set()), true);
+  assert.deepEqual(decodeInodeHeader(merged), decodeInodeHeader(snapshot));
+  assert.equal(keepNewestHeader(merged, copies, new Set()), false, "already the newest");
+  // Not from a copy whose header blocks are bad or lost, nor from an older version.
+  const none = working.slice();
+  assert.equal(keepNewestHeader(none, [{ ...copies[1]!, bad: [1] }, copies[0]!], new Set()), false);
+  assert.equal(keepNewestHeader(none, copies, new Set([0])), false);
+  assert.equal(
+    keepNewestHeader(none, [copies[0]!, { ...copies[1]!, version: 6 }], new Set()),
+    false,
+  );
+  assert.deepEqual(decodeInodeHeader(none), decodeInodeHeader(working));
 });

@@ -29,8 +29,7 @@
  * @module
  */
 
-import { compareHeaders } from "../../core/cluster/cluster_state_machine.ts";
-import { INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
+import { compareHeaders, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Oid, oidToHex, oidToVid, type Vid } from "../../core/vdi/oid.ts";
 import type { CopyChange } from "../../core/store/fs_object_store.ts";
 import type { Logger } from "./logger.ts";

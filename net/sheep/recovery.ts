@@ -29,7 +29,7 @@ import { versionUnknown } from "../../core/store/object_store.ts";
 import { sameCopy, sortCopies, targetRank } from "../../core/cluster/copy_choice.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { isVdiOid, type Oid, oidToHex } from "../../core/vdi/oid.ts";
-import { keepAllocations } from "../../core/vdi/inode_merge.ts";
+import { keepAllocations, keepNewestHeader } from "../../core/vdi/inode_merge.ts";
 import { checkResponse, requestHeader } from "../object/client.ts";
 import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
@@ -675,9 +675,9 @@ export class Recovery {
       throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
     }
     const merged = mergeCopies(fetched);
-    const kept = isVdiOid(oid)
-      ? keepAllocations(merged.data, fetched, new Set(merged.lost.map((l) => l.block)))
-      : 0;
+    const lost = new Set(merged.lost.map((l) => l.block));
+    const header = isVdiOid(oid) && keepNewestHeader(merged.data, fetched, lost);
+    const kept = isVdiOid(oid) ? keepAllocations(merged.data, fetched, lost) : 0;
     await this.#context.store.create(oid, merged.data, 0, {
       size: merged.data.length,
       version,
@@ -688,6 +688,7 @@ export class Recovery {
     this.#context.logger.warn(
       `recovery of ${oidToHex(oid)}: every copy was left unverified by a crash and they differ; ` +
         `rebuilt block by block from ${fetched.length} copies` +
+        (header ? "; kept the newest header a copy holds" : "") +
         (kept > 0 ? `; kept ${kept} allocation(s) only some copies record` : "") +
         (merged.lost.length > 0
           ? `; ${merged.lost.length} block(s) no copy can vouch for stay unreadable (I/O errors)`
