@@ -249,7 +249,7 @@ export class Sheep {
       },
       noChangeInProgress: () =>
         this.stateChanges.until(() => !this.locks.has(ADMIN_LOCK_VID), ADMIN_LOCK_WAIT_MS),
-      exclusive: (work) => this.#withAdminLock(work),
+      exclusive: (work) => this.#withAdminLock(work, "header-drift"),
       repair: (oid) => this.scrubber.repairLocal(oid, "inode could not be read at start"),
       logger: this.logger,
     });
@@ -645,8 +645,10 @@ export class Sheep {
    * one vid. The lock is the attach lock of vid 0 (no VDI has it); it goes with its node if that
    * node leaves the cluster.
    */
-  async #withAdminLock<T>(work: () => Promise<T>): Promise<T> {
-    const client = `vdi-admin@${this.id}`;
+  async #withAdminLock<T>(work: () => Promise<T>, holder = "vdi-admin"): Promise<T> {
+    // One name per user of the lock on this node: a lock held under this name is taken for
+    // this user's own (an answer lost on the way, below).
+    const client = `${holder}@${this.id}`;
     const deadline = this.now() + ADMIN_LOCK_WAIT_MS;
     for (;;) {
       try {
