@@ -23,14 +23,19 @@
  *   reconnects and resends every request in flight (`reconnect_to_sdog`, `resend_aioreq`: a data
  *   write is sent again as a create unless memory says the VDI owns the object); READONLY
  *   reloads the inode's header when the vid changed and resends; any other result fails the
- *   request with EIO, which the guest sees once every request of the operation has answered.
+ *   request with EIO, which the guest sees once every request of the operation has answered;
+ * - snapshot (`sd_snapshot_create`, see `snapshot`): the tag and VM state fields set in the
+ *   header in memory, the header written back over the working VDI's, NEW_VDI with the snapshot
+ *   flag, the new working VDI's header read into memory; the table in memory stays as it was.
  *
  * Simplified: the driver's single socket is a connection object that breaks as a whole (every
  * reply still due on it is lost and resent), with no byte stream; the driver reconnects to the
  * address it was given, which here is the sheep it uses while that one is a member, else a
  * member picked with the seed (as a load-balanced address would); reconnecting takes no time
- * while a member is up and a second per try otherwise. No snapshot operations, no vmstate, no
- * resize, no overlapping-request queue (the simulation sends one operation at a time). A
+ * while a member is up and a second per try otherwise. No snapshot reverts or deletes, no
+ * vmstate (a snapshot has none: `vm_state_size` 0), no opening of snapshots (so never the
+ * driver's `is_snapshot` refusal), no resize, no overlapping-request queue (the simulation
+ * sends one operation at a time, and `savevm` drains the guest's requests first). A
  * discard is rounded to whole sectors, as the block layer hands it over. READONLY's reload
  * failing fails the request (the driver would lose it and hang).
  *
@@ -81,6 +86,15 @@ const EMPTY: Uint8Array = new Uint8Array(0);
 const RECONNECT_INTERVAL_MS = 1000;
 const SECTOR_BYTES = 512;
 
+/**
+ * Where QEMU's `SheepdogInode` keeps the header fields a snapshot sets in memory (the driver's
+ * own copy of the struct, as sheepdog.c declares it).
+ */
+const TAG_OFFSET = 256;
+const TAG_BYTES = 256;
+const VM_CLOCK_NSEC_OFFSET = 528;
+const VM_STATE_SIZE_OFFSET = 544;
+
 /** The kinds of AIOCB the driver has (`enum AIOCBState`). */
 type AiocbType = "read" | "write" | "discard" | "flush";
 
@@ -113,16 +127,22 @@ interface AioReq {
 export class QemuDriverClient {
   readonly #network: DriverNetwork;
   readonly #name: string;
+  /**
+   * The inode in memory (`s->inode`): its header as the bytes last read (`#header`), which a
+   * snapshot writes back whole, and decoded, with the table the driver keeps up to date itself.
+   */
+  #header: Uint8Array;
   #inode: Inode;
   #cacheFlags: number;
   #discardSupported = true;
   #connection: DriverConnection | undefined;
   #nextId = 1;
 
-  private constructor(network: DriverNetwork, inode: Inode, cache: QemuCache) {
+  private constructor(network: DriverNetwork, inode: Uint8Array, cache: QemuCache) {
     this.#network = network;
-    this.#name = inode.name;
-    this.#inode = inode;
+    this.#header = inode.slice(0, INODE_HEADER_SIZE);
+    this.#inode = decodeInode(inode);
+    this.#name = this.#inode.name;
     this.#cacheFlags = cache === "none" ? Flag.DIRECT : Flag.CACHE;
   }
 
@@ -134,8 +154,9 @@ export class QemuDriverClient {
   ): Promise<QemuDriverClient> {
     const vid = await findVdi(network, name, { lock: true });
     const cacheFlags = options.cache === "none" ? Flag.DIRECT : Flag.CACHE;
+    // `sd_open` reads it with 0 copies: nothing is in memory yet.
     const bytes = await readObjectOnce(network, vdiOid(vid), INODE_SIZE, 0, cacheFlags);
-    return new QemuDriverClient(network, decodeInode(bytes), options.cache);
+    return new QemuDriverClient(network, bytes, options.cache);
   }
 
   get vid(): Vid {
@@ -198,6 +219,85 @@ export class QemuDriverClient {
       inodeWrite: false,
     });
     if (acb.error) throw acb.error;
+  }
+
+  /**
+   * `sd_snapshot_create`, for a snapshot without VM state (`qemu-img snapshot -c`, or
+   * `blockdev-snapshot-internal-sync` on a running guest): `vm_state_size` 0, `vm_clock_nsec`
+   * the guest's clock (0 from qemu-img), and the tag, set in the header in memory, where they
+   * stay whatever happens next. Then, on a connection of its own: the whole header in memory
+   * written over the working VDI's inode (WRITE_OBJ, not the table: "we don't need to update
+   * entire object"); NEW_VDI with the snapshot flag on another connection (`do_sd_create`: the
+   * name alone, no tag, `base_vdi_id` the vid in memory), which makes that VDI the snapshot and
+   * answers the new working VDI's vid; the new VDI's header read on the first connection and
+   * copied into memory. The table in memory is kept: its entries name the VDI that is now the
+   * snapshot, so the next write to each object copies it (CREATE_AND_WRITE_OBJ with Flag.COW).
+   * Any step failing ends the snapshot with its error (EIO) and nothing undone: a NEW_VDI that
+   * was done but not answered, or a header read that failed, leaves the driver on the snapshot's
+   * vid until a request of the guest's meets READONLY and reloads the header (`reload_inode`).
+   */
+  async snapshot(tag: string, options: { vmClockNsec?: bigint } = {}): Promise<void> {
+    const header = new DataView(this.#header.buffer, this.#header.byteOffset, INODE_HEADER_SIZE);
+    header.setBigUint64(VM_STATE_SIZE_OFFSET, 0n, true);
+    header.setBigUint64(VM_CLOCK_NSEC_OFFSET, options.vmClockNsec ?? 0n, true);
+    // strncpy: the name's bytes, zeros after them, and no NUL when it fills the field.
+    const name = new TextEncoder().encode(tag).subarray(0, TAG_BYTES);
+    this.#header.fill(0, TAG_OFFSET, TAG_OFFSET + TAG_BYTES);
+    this.#header.set(name, TAG_OFFSET);
+    const copies = this.#inode.nrCopies;
+    const connection = this.#network.connect();
+    if (!connection) throw new SheepdogError(ResultCode.EIO, "qemu: snapshot: cannot connect");
+    try {
+      await writeObject(connection, vdiOid(this.vid), this.#header, copies, this.#cacheFlags);
+    } catch (error) {
+      this.#network.note(`qemu: failed to write snapshot's inode: ${String(error)}`);
+      throw error;
+    }
+    const vid = await this.#newSnapshotVdi();
+    const bytes = await readObject(
+      connection,
+      vdiOid(vid),
+      INODE_HEADER_SIZE,
+      0,
+      copies,
+      this.#cacheFlags,
+    );
+    this.#setHeader(bytes);
+    this.#network.note(`qemu: snapshot ${tag} taken: the VDI is ${vid.toString(16)} now`);
+  }
+
+  /**
+   * `do_sd_create(s, &new_vid, 1)`: NEW_VDI of the driver's name with `snapid` 1 (the snapshot
+   * flag), its base the vid in memory, the size, copies and block size from the header in
+   * memory (`copy_policy` too, which is 0 in every VDI the simulation makes, as the header does
+   * not set it), no protocol version, on a connection of its own.
+   */
+  async #newSnapshotVdi(): Promise<Vid> {
+    const header = new Header();
+    header.protoVer = 0;
+    header.opcode = Opcode.NEW_VDI;
+    header.flags = Flag.WRITE;
+    header.baseVdiId = this.vid;
+    header.snapid = 1;
+    header.dataLength = 256;
+    header.vdiSize = this.#inode.vdiSize;
+    header.vdiCopies = this.#inode.nrCopies;
+    header.vdiBlockSizeShift = this.#inode.blockSizeShift;
+    const name = nameTagPayload(this.#name).subarray(0, 256);
+    const response = await requestOnce(this.#network, { header, data: name });
+    if (response.header.result !== ResultCode.SUCCESS) {
+      const failed = `qemu: failed to create inode for snapshot: ` +
+        `${new SheepdogError(response.header.result).message}, ${this.#name}`;
+      this.#network.note(failed);
+      throw new SheepdogError(ResultCode.EIO, failed);
+    }
+    return response.header.rspVdiId;
+  }
+
+  /** A header read from the cluster copied into memory (`memcpy(&s->inode, ...)`). */
+  #setHeader(bytes: Uint8Array): void {
+    this.#header = bytes.slice(0, INODE_HEADER_SIZE);
+    this.#inode = { ...decodeInodeHeader(bytes), dataVdiId: this.#inode.dataVdiId };
   }
 
   #aiocb(type: AiocbType, buffer: Uint8Array): Aiocb {
@@ -332,11 +432,10 @@ export class QemuDriverClient {
         this.#network,
         vdiOid(vid),
         INODE_HEADER_SIZE,
-        0,
+        this.#inode.nrCopies,
         this.#cacheFlags,
       );
-      const header = decodeInodeHeader(bytes);
-      if (header.vdiId !== this.vid) this.#inode = { ...this.#inode, ...header };
+      if (decodeInodeHeader(bytes).vdiId !== this.vid) this.#setHeader(bytes);
     } catch (error) {
       acb.error ??= new SheepdogError(ResultCode.EIO, `qemu: reload_inode: ${String(error)}`);
       return;
@@ -457,26 +556,68 @@ async function readObjectOnce(
   network: DriverNetwork,
   oid: Oid,
   length: number,
+  copies: number,
+  cacheFlags: number,
+): Promise<Uint8Array> {
+  const connection = network.connect();
+  if (!connection) throw new SheepdogError(ResultCode.NETWORK_ERROR, "qemu: cannot connect");
+  return await readObject(connection, oid, length, 0, copies, cacheFlags);
+}
+
+/** `read_object` (`read_write_object` reading) on `connection`. */
+async function readObject(
+  connection: DriverConnection,
+  oid: Oid,
+  length: number,
   offset: number,
+  copies: number,
   cacheFlags: number,
 ): Promise<Uint8Array> {
   const header = new Header();
   header.opcode = Opcode.READ_OBJ;
   header.flags = cacheFlags;
   header.oid = oid;
+  header.objCopies = copies;
   header.dataLength = length;
   header.offset = offset;
-  const response = await requestOnce(network, { header, data: EMPTY });
+  const response = await requestOn(connection, { header, data: EMPTY });
   if (response.header.result !== ResultCode.SUCCESS) {
     throw new SheepdogError(response.header.result, `qemu: cannot read ${oid.toString(16)}`);
   }
   return response.data;
 }
 
+/** `write_object` (`read_write_object` writing in place, at offset 0) on `connection`. */
+async function writeObject(
+  connection: DriverConnection,
+  oid: Oid,
+  data: Uint8Array,
+  copies: number,
+  cacheFlags: number,
+): Promise<void> {
+  const header = new Header();
+  header.opcode = Opcode.WRITE_OBJ;
+  header.flags = Flag.WRITE | cacheFlags;
+  header.oid = oid;
+  header.objCopies = copies;
+  header.dataLength = data.length;
+  header.offset = 0;
+  const response = await requestOn(connection, { header, data: data.slice() });
+  if (response.header.result !== ResultCode.SUCCESS) {
+    const failed = new SheepdogError(response.header.result).message;
+    throw new SheepdogError(ResultCode.EIO, `qemu: cannot write ${oid.toString(16)}: ${failed}`);
+  }
+}
+
 /** One request on a connection of its own: a broken one fails it (-EIO in the driver). */
 async function requestOnce(network: DriverNetwork, request: Message): Promise<Message> {
   const connection = network.connect();
   if (!connection) throw new SheepdogError(ResultCode.NETWORK_ERROR, "qemu: cannot connect");
+  return await requestOn(connection, request);
+}
+
+/** One request on `connection` (`do_req`): a broken connection fails it (-EIO). */
+async function requestOn(connection: DriverConnection, request: Message): Promise<Message> {
   try {
     return await connection.send(request);
   } catch (error) {
