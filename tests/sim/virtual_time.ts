@@ -31,6 +31,9 @@ export type Outcome<T> =
 /** Steps one `run` may take before it is declared stuck (a timer loop with no progress). */
 const RUN_STEPS_MAX = 200_000;
 
+/** Where virtual time starts: a fixed instant, so versions and times replay too. */
+export const VIRTUAL_START_MS = 1_800_000_000_000;
+
 export class VirtualTime {
   /** Virtual milliseconds since the epoch (a fixed start, so versions replay too). */
   now: number;
@@ -38,7 +41,7 @@ export class VirtualTime {
   #seq = 0;
   #saved: { setTimeout: typeof setTimeout; clearTimeout: typeof clearTimeout } | undefined;
 
-  constructor(startMs = 1_800_000_000_000) {
+  constructor(startMs = VIRTUAL_START_MS) {
     this.now = startMs;
   }
 
