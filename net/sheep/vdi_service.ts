@@ -224,6 +224,11 @@ export class VdiService {
     } catch (error) {
       // Nothing was submitted: take back what was written, as far as the storage lets us.
       await this.#undo(plan, prepared).catch(() => undefined);
+      // A header write that failed was rolled back on the copies it reached, unsynced: a crash
+      // may keep the write and drop the rollback, and a snapshot's frozen header outlived the
+      // new working inode the undo removed: a VDI with no working VDI (simulation, snapshot seed
+      // 3632). Synced here, whether the undo got that far or not.
+      for (const updated of plan.updated) await this.#flush(updated.vdiId).catch(() => undefined);
       throw error;
     }
     return prepared;

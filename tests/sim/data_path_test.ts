@@ -84,7 +84,7 @@ Deno.test("data-path simulation: seeded workloads with discards under faults", a
  * held when each was taken, while the VDI goes on (its writes copy the snapshot's objects first).
  * `SIM_SNAPSHOT_SEEDS=K` runs K.
  */
-const FOUND_SNAPSHOT_SEEDS = [227, 712, 1813];
+const FOUND_SNAPSHOT_SEEDS = [227, 712, 1813, 3632];
 
 Deno.test("data-path simulation: seeded workloads with snapshots under faults", async () => {
   await runSeeds({
