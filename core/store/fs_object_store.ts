@@ -1005,8 +1005,8 @@ export class FsObjectStore implements ObjectStore {
     // unrebuilt keeps its entry although nothing about it is dirty: its checksum file still holds
     // those of its last sync, which need not describe its data, so without the entry the next
     // start would take it for a verified copy at that sync's version (and never rebuild it).
-    // Nothing is dropped from the journal once any sync failed (see `#trustSync`).
-    if (this.#syncError) throw this.#syncError;
+    // Nothing is dropped from the journal once any sync failed.
+    this.#trustSync();
     const kept = (oid: Oid) => this.#dirty.has(oid) || this.#unrebuilt.has(oid);
     const shrink = vid === undefined ||
       this.#journal.size >
@@ -1487,19 +1487,13 @@ export class FsObjectStore implements ObjectStore {
     if (object && !object.retired) {
       object.users++;
       try {
-        await this.#sync(objectName(oid), object.data);
-        this.#trustSync();
-        await this.#persistMeta(object, 0, -1);
-        await this.#sync(objectName(oid), object.metaFile);
+        await this.#syncOpen(oid, object);
       } finally {
         object.users--;
         if (object.users === 0) { for (const wake of object.idle.splice(0)) wake(); }
       }
     } else if (object) {
-      await this.#sync(objectName(oid), object.data);
-      this.#trustSync();
-      await this.#persistMeta(object, 0, -1);
-      await this.#sync(objectName(oid), object.metaFile);
+      await this.#syncOpen(oid, object);
     } else {
       // Another file descriptor of the same file syncs the same pages.
       if (!await this.#syncPath(oid, this.#dataPath(oid))) return this.#clean(oid, mark);
@@ -1508,6 +1502,14 @@ export class FsObjectStore implements ObjectStore {
     }
     this.#trustSync();
     this.#clean(oid, mark);
+  }
+
+  /** Syncs an open object's data, then writes and syncs its checksums. */
+  async #syncOpen(oid: Oid, object: OpenObject): Promise<void> {
+    await this.#sync(objectName(oid), object.data);
+    this.#trustSync();
+    await this.#persistMeta(object, 0, -1);
+    await this.#sync(objectName(oid), object.metaFile);
   }
 
   /**
