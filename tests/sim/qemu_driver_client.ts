@@ -573,14 +573,7 @@ async function readObject(
   copies: number,
   cacheFlags: number,
 ): Promise<Uint8Array> {
-  const header = new Header();
-  header.opcode = Opcode.READ_OBJ;
-  header.flags = cacheFlags;
-  header.oid = oid;
-  header.objCopies = copies;
-  header.dataLength = length;
-  header.offset = offset;
-  const response = await requestOn(connection, { header, data: EMPTY });
+  const response = await readWriteObject(connection, oid, copies, offset, cacheFlags, length);
   if (response.header.result !== ResultCode.SUCCESS) {
     throw new SheepdogError(response.header.result, `qemu: cannot read ${oid.toString(16)}`);
   }
@@ -595,18 +588,34 @@ async function writeObject(
   copies: number,
   cacheFlags: number,
 ): Promise<void> {
-  const header = new Header();
-  header.opcode = Opcode.WRITE_OBJ;
-  header.flags = Flag.WRITE | cacheFlags;
-  header.oid = oid;
-  header.objCopies = copies;
-  header.dataLength = data.length;
-  header.offset = 0;
-  const response = await requestOn(connection, { header, data: data.slice() });
+  const response = await readWriteObject(connection, oid, copies, 0, cacheFlags, data);
   if (response.header.result !== ResultCode.SUCCESS) {
     const failed = new SheepdogError(response.header.result).message;
     throw new SheepdogError(ResultCode.EIO, `qemu: cannot write ${oid.toString(16)}: ${failed}`);
   }
+}
+
+/**
+ * `read_write_object`: a READ_OBJ of `io` bytes, or a WRITE_OBJ of `io`, at `offset` of `oid`;
+ * its reply, whatever its result (the callers say what a failure is).
+ */
+async function readWriteObject(
+  connection: DriverConnection,
+  oid: Oid,
+  copies: number,
+  offset: number,
+  cacheFlags: number,
+  io: number | Uint8Array,
+): Promise<Message> {
+  const write = typeof io !== "number";
+  const header = new Header();
+  header.opcode = write ? Opcode.WRITE_OBJ : Opcode.READ_OBJ;
+  header.flags = write ? Flag.WRITE | cacheFlags : cacheFlags;
+  header.oid = oid;
+  header.objCopies = copies;
+  header.dataLength = write ? io.length : io;
+  header.offset = offset;
+  return await requestOn(connection, { header, data: write ? io.slice() : EMPTY });
 }
 
 /** One request on a connection of its own: a broken one fails it (-EIO in the driver). */
