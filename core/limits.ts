@@ -26,6 +26,12 @@ export const VNODES_MAX = 1024;
 export const NODES_MAX = 6144;
 /** Largest payload of one object-protocol message (a whole inode is 4,198,968 bytes). */
 export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Inode headers per "found" cluster event (header_drift.ts): each is carried whole, 4,664 bytes
+ * (6,220 in base64), and the built-in group takes proposals of at most 60,000 bytes
+ * (net/group/limits.ts): nine would fit, eight leave room (header_drift_test.ts checks).
+ */
+export const FOUND_HEADERS_PER_EVENT = 8;
 /** Requests one object-protocol connection may have in flight before the server stops reading. */
 export const REQUESTS_IN_FLIGHT_MAX = 256;
 /**

@@ -16,6 +16,8 @@ import { TestCluster, type TestClusterOptions, waitFor } from "./cluster_harness
 import { randomBytes } from "./harness.ts";
 import { VdiIo } from "../core/vdi/io.ts";
 import { targetsOf } from "../core/cluster/view.ts";
+import { isVdiOid, oidToVid } from "../core/vdi/oid.ts";
+import { FOUND_HEADERS_PER_EVENT } from "../core/limits.ts";
 import type { Sheep } from "../net/sheep/sheep.ts";
 import { VdiExportProvider } from "../net/sheep/vdi_exports.ts";
 import { MemDisk } from "../core/store/mem_disk.ts";
@@ -206,6 +208,51 @@ export const CLUSTER_CASES: ClusterCase[] = [
         await io.write(0, new Uint8Array([1, 2, 3]));
         assert.deepEqual(await io.read(0, 3), new Uint8Array([1, 2, 3]));
         await cluster.admin(2).createVdi({ name: "after", sizeBytes: MiB });
+      } finally {
+        await cluster.stop();
+      }
+    },
+  },
+  {
+    name: "stop all, restart one by one: the VDIs of the last node back are known everywhere",
+    run: async (start) => {
+      // One copy: each inode is on one node. Nodes 1 and 2, the last view before the stop, come
+      // back first and form a view without node 0; each learns the other's VDIs at its first
+      // view, and node 0 learns theirs at its own. What only node 0 holds the other two learn
+      // from node 0: before, nothing told them, and a VDI listed by one sheep was "no such VDI"
+      // through the others (and a create of its name would have succeeded there alone).
+      const cluster = await start({ nodes: 3, copies: 1 });
+      try {
+        // Enough that node 0's take needs more than one "found" event.
+        const names = Array.from({ length: 40 }, (_, i) => `vm${i}`).sort();
+        for (const name of names) await cluster.admin(0).createVdi({ name, sizeBytes: MiB });
+        const onlyOnZero = (await cluster.node(0).store.list()).filter(isVdiOid)
+          .map((oid) => cluster.node(0).registry.get(oidToVid(oid))!.name);
+        assert.ok(onlyOnZero.length > FOUND_HEADERS_PER_EVENT, `${onlyOnZero.length} on node 0`);
+        // Stopped one by one, node 0 first: the last view is nodes 1 and 2, which come back
+        // first and run without waiting for node 0.
+        await cluster.kill(0);
+        await cluster.waitForLapse([0]);
+        await cluster.waitForView(2);
+        for (const i of [1, 2]) await cluster.kill(i);
+        await cluster.waitForLapse([1, 2]);
+        await Promise.all([1, 2].map((i) => cluster.startNode(i)));
+        await cluster.waitForView(2, 30_000);
+        await cluster.startNode(0);
+        await cluster.waitForView(3, 30_000);
+        const listed = (sheep: Sheep) => sheep.registry.live().map((h) => h.name).sort();
+        await waitFor(
+          "every node to list every VDI",
+          () => cluster.live().every((sheep) => isDeepStrictEqual(listed(sheep), names)),
+          20_000,
+          () => JSON.stringify(cluster.live().map(listed)),
+        );
+        for (let i = 0; i < 3; i++) {
+          for (const name of onlyOnZero.slice(0, 3)) {
+            const io = await VdiIo.open(cluster.admin(i).client, name);
+            await io.write(0, new Uint8Array([i + 1]));
+          }
+        }
       } finally {
         await cluster.stop();
       }

@@ -292,6 +292,19 @@ export class ClusterStateMachine implements ReplicatedStateReader {
     }
     return effects;
   }
+
+  /**
+   * The headers this node holds that `headers` (a peer's table, as `merge` took it in) lacks or
+   * holds an older version of: what that peer does not know. A merge teaches only the node
+   * that fetched; these the peer must learn through the group (header_drift.ts).
+   */
+  aheadOf(headers: readonly InodeHeader[]): InodeHeader[] {
+    const theirs = new Map(headers.map((header) => [header.vdiId, header]));
+    return this.registry.all().filter((mine) => {
+      const their = theirs.get(mine.vdiId);
+      return their === undefined || compareHeaders(mine, their) > 0;
+    });
+  }
 }
 
 /** The "found" event's form of headers: their 4,664 bytes each as written in the inode, base64. */

@@ -241,6 +241,23 @@ Deno.test("ClusterStateMachine.merge() keeps the newer header of a vid and settl
   assert.equal(older.locks.get(99)?.client, "theirs");
 });
 
+Deno.test("ClusterStateMachine.aheadOf() names what a peer's table lacks or holds older", () => {
+  const peer = new ClusterStateMachine();
+  peer.apply(create("both"));
+  peer.apply(create("deleted"));
+  const node = new ClusterStateMachine();
+  node.merge(peer.snapshot());
+  node.apply(create("mine"));
+  const deleted = node.registry.lookup("deleted").vdiId;
+  node.apply({ type: "vdi", event: { type: "delete", vid: deleted } });
+  const ahead = node.aheadOf(peer.snapshot().headers);
+  assert.deepEqual(ahead.map((h) => isDeleted(h) ? h.vdiId : h.name).sort(), [deleted, "mine"]);
+  assert.deepEqual(peer.aheadOf(node.snapshot().headers), [], "the peer holds nothing newer");
+  node.merge(peer.snapshot());
+  peer.merge(node.snapshot());
+  assert.deepEqual(node.aheadOf(peer.snapshot().headers), [], "in step once merged both ways");
+});
+
 Deno.test("ClusterStateMachine: found headers are taken in where no newer one is known", () => {
   const source = new ClusterStateMachine();
   source.apply(create("alpha"));

@@ -10,6 +10,11 @@ import type { ReplicatedState } from "../../core/cluster/cluster_state_machine.t
 /** GET_CLUSTER_STATE's answer: the replicated state and the last event sequence it reflects. */
 export interface ClusterState extends ReplicatedState {
   seq: number;
+  /**
+   * The epoch of the answering node's first view since it started (absent before that view):
+   * it fetched the state of that view's members, and of no node that came after.
+   */
+  firstEpoch?: number;
 }
 
 const BIGINT_FIELDS = ["createTime", "snapCtime", "vmClockNsec", "vmStateSize"] as const;

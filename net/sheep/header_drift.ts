@@ -15,14 +15,22 @@
  *   every node left every copy of one inode unreadable, no node knows the VDI; recovery or a
  *   repair rebuilds the copies later, its data all there, and every open says "no such VDI"
  *   (simulation seed 14190).
+ * - **A node back after the others**: when a cluster comes back from a full stop, the nodes of
+ *   its last view run without waiting for those stopped before them. A node that joins later
+ *   learns their VDIs from their state, but they never fetch its state: the VDIs whose inodes
+ *   only it holds (one copy, or every holder stopped early) stayed unknown to them, and a
+ *   create of such a name would have succeeded on them alone (tests/cluster_cases.ts, "restart
+ *   one by one"). So a node that merges a peer's state names what the peer lacks or holds older
+ *   (`peersBehind`), and those are announced too, though its own table has them.
  *
  * So each sheep watches its store: an inode copy whose header changes (a create, a write of its
  * first 4,664 bytes, a pull or a repair; not the table entries a client writes) is due. Once no
  * change is in progress, each due header is read through the gateway (the newest copy, whichever
  * node holds it) and, if the table lacks it or holds an older one (`compareHeaders`), proposed
- * under the administration lock, with every other such header, as one "found" event that every
- * node applies alike: taken in as a merge would, then settled (`ClusterStateMachine`). That is
- * the state a restart of every node would rebuild from the inodes. A copy this sheep could not
+ * under the administration lock, with every other such header, as "found" events (as few as a
+ * group proposal's size allows, `FOUND_HEADERS_PER_EVENT`) that every node applies alike: taken
+ * in as a merge would, then settled (`ClusterStateMachine`). That is the state a restart of every
+ * node would rebuild from the inodes. A copy this sheep could not
  * read at start is repaired at each view until it reads (a rotten header is not seen by recovery,
  * which compares versions and digests). A proposal that fails is tried again at the next view.
  *
@@ -30,7 +38,7 @@
  */
 
 import { compareHeaders, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
-import { isVdiOid, type Oid, oidToHex, oidToVid, type Vid } from "../../core/vdi/oid.ts";
+import { isVdiOid, type Oid, oidToHex, oidToVid, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { CopyChange } from "../../core/store/fs_object_store.ts";
 import type { Logger } from "./logger.ts";
 
@@ -54,6 +62,11 @@ export class HeaderDrift {
   readonly #context: HeaderDriftContext;
   /** Inodes whose header to compare with the table. */
   readonly #due = new Set<Oid>();
+  /**
+   * Inodes whose header a peer's table lacks or holds older (`peersBehind`): announced even
+   * though this node's own table has them.
+   */
+  readonly #behind = new Set<Oid>();
   /** Inodes whose announcement failed: due again at the next view. */
   readonly #failed = new Set<Oid>();
   /** Copies that could not be read at start and still cannot: repaired at each view. */
@@ -83,6 +96,22 @@ export class HeaderDrift {
     const written = change.written;
     if (known && written !== undefined && written.offset >= INODE_HEADER_SIZE) return;
     this.#due.add(oid);
+    this.#drain();
+  }
+
+  /**
+   * `headers` are in this node's table and not in a peer's, or newer here: seen when this node
+   * merged that peer's state (`ClusterStateMachine.aheadOf`). A merge teaches only the node that
+   * fetched, and the peers already running never fetch from it: a node back after the others
+   * (the last view before a full stop ran without it) holds the only copies of some inodes, and
+   * without this its peers never heard of those VDIs. Due, to be announced as found.
+   */
+  peersBehind(headers: readonly InodeHeader[]): void {
+    for (const header of headers) {
+      const oid = vdiOid(header.vdiId);
+      this.#behind.add(oid);
+      this.#due.add(oid);
+    }
     this.#drain();
   }
 
@@ -153,11 +182,19 @@ export class HeaderDrift {
       });
       for (const { oid, header } of announced) {
         this.#unloadable.delete(oid);
+        const what = `VDI '${header.name}', vid ${header.vdiId.toString(16)}` +
+          (header.tag ? `, snapshot '${header.tag}'` : "");
+        if (this.#behind.delete(oid)) {
+          this.#context.logger.info(
+            `peers that ran without this node lacked what inode ${oidToHex(oid)} says (${what}): ` +
+              "every node takes it in now",
+          );
+          continue;
+        }
         this.#context.logger.warn(
-          `the VDI table lacked what inode ${oidToHex(oid)} says (VDI '${header.name}', vid ` +
-            `${header.vdiId.toString(16)}${header.tag ? `, snapshot '${header.tag}'` : ""}): ` +
-            "a change was left on disk (an undo that failed, or no node could read the inode at " +
-            "start); every node takes it in now",
+          `the VDI table lacked what inode ${oidToHex(oid)} says (${what}): a change was left ` +
+            "on disk (an undo that failed, or no node could read the inode at start); every node " +
+            "takes it in now",
         );
       }
     } catch (error) {
@@ -169,14 +206,18 @@ export class HeaderDrift {
     }
   }
 
-  /** Those of `oids` whose header (read now) the table lacks or holds an older version of. */
+  /**
+   * Those of `oids` whose header (read now) the table lacks or holds an older version of, or,
+   * for those a peer is behind on, holds no newer version of.
+   */
   async #ahead(oids: readonly Oid[]): Promise<{ oid: Oid; header: InodeHeader }[]> {
     const ahead: { oid: Oid; header: InodeHeader }[] = [];
     for (const oid of oids) {
       const header = await this.#readable(oid);
       if (header === undefined) continue;
       const table = this.#context.tableHeader(header.vdiId);
-      if (table === undefined || compareHeaders(header, table) > 0) ahead.push({ oid, header });
+      const newer = table === undefined ? 1 : compareHeaders(header, table);
+      if (newer > 0 || (newer === 0 && this.#behind.has(oid))) ahead.push({ oid, header });
     }
     return ahead;
   }

@@ -11,6 +11,10 @@ import { INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
 import { dataOid, type Oid, oidToVid, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import { silentLogger } from "./logger.ts";
 import { HeaderDrift, type HeaderDriftContext } from "./header_drift.ts";
+import { encodeEvent } from "../../core/cluster/cluster_events.ts";
+import { encodeFoundHeaders } from "../../core/cluster/cluster_state_machine.ts";
+import { FOUND_HEADERS_PER_EVENT } from "../../core/limits.ts";
+import { proposalBytesMax } from "../group/limits.ts";
 
 function headerOf(vid: Vid, name = "vm", fields: Partial<InodeHeader> = {}): InodeHeader {
   return {
@@ -171,6 +175,30 @@ Deno.test("HeaderDrift: an inode not written yet, or unreadable, waits for its n
   assert.deepEqual(node.announced, [["back"]]);
 });
 
+Deno.test("HeaderDrift: what a peer lacks is announced though this table has it, once", async () => {
+  const node = new FakeNode();
+  const drift = new HeaderDrift(node.context());
+  // This node loaded 'solo' from its own copy and merged a peer's state that lacks it, and
+  // 'grown' that the peer holds at an older size. 'gone' is newer in this table than on any
+  // copy now (recovery replaced the copy it was loaded from): not announced.
+  for (const header of [headerOf(2, "solo"), headerOf(3, "grown", { vdiSize: 2 << 30 })]) {
+    node.table.set(header.vdiId, header);
+    node.inodes.set(vdiOid(header.vdiId), header);
+  }
+  node.table.set(4, headerOf(4, "gone", { snapCtime: 5n, tag: "s" }));
+  node.inodes.set(vdiOid(4), headerOf(4, "gone"));
+  drift.peersBehind([node.table.get(2)!, node.table.get(3)!, node.table.get(4)!]);
+  await drift.settled();
+  assert.deepEqual(node.announced, [], "not before the first view");
+  drift.retry();
+  await drift.settled();
+  assert.deepEqual(node.announced, [["solo", "grown"]], "one event");
+  assert.equal(node.locks, 1);
+  drift.changed(vdiOid(2)); // announced once: an ordinary change after says nothing
+  await drift.settled();
+  assert.deepEqual(node.announced, [["solo", "grown"]]);
+});
+
 Deno.test("HeaderDrift: an announcement that failed is tried again at the next view", async () => {
   const node = new FakeNode();
   const drift = started(node);
@@ -207,4 +235,15 @@ Deno.test("HeaderDrift: a copy unreadable since the start is repaired at each vi
   drift.retry();
   await drift.settled();
   assert.deepEqual(node.repaired, [lost, lost], "known now: done");
+});
+
+Deno.test("HeaderDrift: a found event of FOUND_HEADERS_PER_EVENT headers fits a group proposal", () => {
+  // The longest names and tags (a header's bytes do not vary in length; the event the group
+  // carries is what is measured).
+  const headers = Array.from(
+    { length: FOUND_HEADERS_PER_EVENT },
+    (_, i) => headerOf(i + 1, "n".repeat(255), { tag: "t".repeat(255) }),
+  );
+  const event = encodeEvent({ type: "found", headers: encodeFoundHeaders(headers) });
+  assert.ok(event.length <= proposalBytesMax, `${event.length} bytes`);
 });

@@ -17,6 +17,7 @@ import {
   CLIENT_QUIET_MS,
   COPIES_DEFAULT,
   COPIES_MAX,
+  FOUND_HEADERS_PER_EVENT,
   RECOVERY_BYTES_PER_SECOND_BUSY,
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
@@ -178,6 +179,10 @@ export class Sheep {
   readonly allocations: AllocationCounts;
   /** Inode headers ahead of the VDI table, announced to the group (header_drift.ts). */
   readonly #headerDrift: HeaderDrift;
+  /** The epoch of this process's first group view (`ClusterState.firstEpoch`). */
+  #firstEpoch: number | undefined;
+  /** Merged peers' states that lacked headers of this table, until the first view is in. */
+  readonly #unheard: { since: number; headers: InodeHeader[] }[] = [];
   /** Old clients' table entries known to be recorded (request_handlers.ts, `recordOwnObject`). */
   readonly oldClientEntries = new OldClientEntries();
   readonly peers: Peers;
@@ -245,7 +250,10 @@ export class Sheep {
       readHeader: async (oid) =>
         decodeInodeHeader(await this.localAccess.readObject(oid, 0, INODE_HEADER_SIZE)),
       announce: async (headers) => {
-        await this.#submit({ type: "found", headers: encodeFoundHeaders(headers) });
+        for (let at = 0; at < headers.length; at += FOUND_HEADERS_PER_EVENT) {
+          const some = headers.slice(at, at + FOUND_HEADERS_PER_EVENT);
+          await this.#submit({ type: "found", headers: encodeFoundHeaders(some) });
+        }
       },
       noChangeInProgress: () =>
         this.stateChanges.until(() => !this.locks.has(ADMIN_LOCK_VID), ADMIN_LOCK_WAIT_MS),
@@ -815,6 +823,10 @@ export class Sheep {
     // Every view, the first after a restart included, compares every copy with its holders.
     if (this.config && ids.has(this.id)) this.recovery.start(view);
     if (this.#pendingReleases.size > 0) void this.#retryReleases();
+    if (this.#firstEpoch === undefined) {
+      this.#firstEpoch = view.epoch;
+      this.#tellPeersBehind();
+    }
     this.#headerDrift.retry();
     // Once, at the first view this process installs: only then can its own attachments be
     // ones it lost (a node formatted later has none from before).
@@ -895,13 +907,37 @@ export class Sheep {
 
   /** The state a joining peer fetches (GET_CLUSTER_STATE). */
   clusterState(): ClusterState {
-    return { seq: this.member?.lastSeq ?? 0, ...this.stateMachine.snapshot() };
+    const first = this.#firstEpoch;
+    return {
+      seq: this.member?.lastSeq ?? 0,
+      ...this.stateMachine.snapshot(),
+      ...(first === undefined ? {} : { firstEpoch: first }),
+    };
   }
 
   /** Merges a peer's state in: its config if we have none, its VDI headers, its locks. */
   async mergeState(state: ClusterState): Promise<void> {
     await this.#perform(this.stateMachine.merge(state));
+    const ahead = this.stateMachine.aheadOf(state.headers);
+    if (ahead.length > 0 && state.firstEpoch !== undefined) {
+      this.#unheard.push({ since: state.firstEpoch, headers: ahead });
+      this.#tellPeersBehind();
+    }
     this.stateChanges.notify();
+  }
+
+  /**
+   * What peers lack of this node's table, announced (`HeaderDrift.peersBehind`) to those that
+   * ran before this node's first view: they never fetch its state. A peer that came in the same
+   * view fetches it (and one not in any view yet will), so it is left out: announcing to it
+   * would make every node of a cluster that starts at once announce most of its table.
+   */
+  #tellPeersBehind(): void {
+    const first = this.#firstEpoch;
+    if (first === undefined) return;
+    for (const { since, headers } of this.#unheard.splice(0)) {
+      if (since < first) this.#headerDrift.peersBehind(headers);
+    }
   }
 
   /**
