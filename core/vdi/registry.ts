@@ -278,6 +278,23 @@ export class VdiRegistry {
    * (and merging) headers; idempotent. Returns the dropped headers: their inode objects are
    * orphans that a later allocation of the same vid replaces.
    */
+  /**
+   * False when `settle` would drop `header` were it loaded: a second working VDI of a name this
+   * table has a working VDI of, older by snap id (then vid). A change that failed before its
+   * event leaves such an inode behind (DURABILITY.md), and a new inode may take its vid.
+   */
+  keepsAtSettle(header: InodeHeader): boolean {
+    if (isDeleted(header) || isSnapshot(header)) return true;
+    for (const vid of this.#byName.get(header.name) ?? []) {
+      const other = this.#headers.get(vid)!;
+      if (vid === header.vdiId || isDeleted(other) || isSnapshot(other)) continue;
+      if (other.snapId < header.snapId || (other.snapId === header.snapId && vid < header.vdiId)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   settle(): InodeHeader[] {
     this.#settleRenames();
     const working = new Map<string, InodeHeader[]>();

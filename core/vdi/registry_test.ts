@@ -126,6 +126,23 @@ Deno.test("VdiRegistry.settle() keeps the oldest working VDI of a name and drops
   assert.ok(isSnapshot(frozen.get(alice)!));
 });
 
+Deno.test("VdiRegistry.keepsAtSettle() says which leftover inodes settle would drop", () => {
+  const registry = new VdiRegistry();
+  const alice = registry.apply(create("alice")).vid;
+  const snapshot = registry.plan({ type: "snapshot", vid: alice, tag: "", nowMs: 5 });
+  // A snapshot that failed before its event left its new working inode: settle drops it.
+  assert.equal(registry.keepsAtSettle(snapshot.created[0]!), false);
+  // Its frozen parent, and a VDI of a name the table lacks, stay.
+  assert.equal(registry.keepsAtSettle(snapshot.updated[0]!), true);
+  const other = new VdiRegistry().plan(create("carol")).created[0]!;
+  assert.equal(registry.keepsAtSettle(other), true);
+  assert.equal(registry.keepsAtSettle(registry.get(alice)!), true, "itself");
+  // The same answer as a load and a settle.
+  const probe = new VdiRegistry();
+  for (const header of [...registry.all(), snapshot.created[0]!]) probe.load(header);
+  assert.deepEqual(probe.settle().map((h) => h.vdiId), [snapshot.vid]);
+});
+
 Deno.test("VdiRegistry rename: snapshots follow, the old name is free, collisions are refused", () => {
   const registry = new VdiRegistry();
   const first = registry.apply(create("old")).vid;

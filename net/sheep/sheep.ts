@@ -344,6 +344,7 @@ export class Sheep {
       gateway: this.gateway,
       submit: (event) => this.submitVdiEvent(event),
       exclusive: (work) => this.#withAdminLock(work),
+      unknownInode: (oid) => this.#headerDrift.changed(oid),
       // VDI changes need the majority; a strict cluster short of zones still takes them.
       admit: () => {
         if (this.status === "left") throw this.#leftError();

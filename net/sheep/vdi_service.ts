@@ -24,7 +24,7 @@ import { trimTrailingZeros } from "../../core/bytes.ts";
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { DATA_OBJECTS_PER_VDI_MAX } from "../../core/limits.ts";
 import { truncatedTable, unreferencedObjects } from "../../core/vdi/cow.ts";
-import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
+import { type Oid, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import type { Gateway } from "./gateway.ts";
 
@@ -95,6 +95,7 @@ export class VdiService {
   readonly #submit: SubmitEvent;
   readonly #exclusive: Exclusive;
   readonly #admit: AdmitChange;
+  readonly #unknownInode: (oid: Oid) => void;
   /** VDI administration is serialised per sheep: each step reads what the last one wrote. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -104,12 +105,15 @@ export class VdiService {
     submit: SubmitEvent;
     exclusive?: Exclusive;
     admit?: AdmitChange;
+    /** An inode exists that the table lacks (header_drift.ts announces it). */
+    unknownInode?: (oid: Oid) => void;
   }) {
     this.#registry = options.registry;
     this.#gateway = options.gateway;
     this.#submit = options.submit;
     this.#exclusive = options.exclusive ?? ((work) => work());
     this.#admit = options.admit ?? (() => this.#probe());
+    this.#unknownInode = options.unknownInode ?? (() => {});
   }
 
   /**
@@ -190,6 +194,8 @@ export class VdiService {
    */
   async #prepare(plan: VdiChange): Promise<Prepared> {
     const header = plan.created[0]!;
+    // Before the try: its undo removes the new inode, which here is another VDI's.
+    await this.#refuseTaken(header.vdiId);
     const table = plan.copyTableFrom === undefined
       ? new Uint32Array(DATA_OBJECTS_PER_VDI_MAX)
       : (await this.readInode(plan.copyTableFrom)).dataVdiId;
@@ -232,6 +238,31 @@ export class VdiService {
       throw error;
     }
     return prepared;
+  }
+
+  /**
+   * Throws if an inode of `vid` exists already: a VDI this node's table lacks (tables that
+   * parted, net/sheep/DURABILITY.md). The new inode would replace it whole, and with it the
+   * table of every object that VDI wrote. Told to `unknownInode`, which announces it.
+   */
+  async #refuseTaken(vid: Vid): Promise<void> {
+    let existing: InodeHeader;
+    try {
+      existing = await this.#readHeader(vid);
+    } catch (error) {
+      if (isResult(error, ResultCode.NO_OBJ)) return;
+      throw error;
+    }
+    // vid 0: an inode created with its header not yet written (a create that failed); or a
+    // second working VDI of a name, which the table drops (settle): both leftovers of changes
+    // that failed, free to take (simulation, snapshot seed 1813).
+    if (existing.vdiId !== vid || !this.#registry.keepsAtSettle(existing)) return;
+    this.#unknownInode(vdiOid(vid));
+    throw new SheepdogError(
+      ResultCode.AGAIN,
+      `vid ${vid.toString(16)} is held by an inode this node's VDI table lacks (VDI ` +
+        `'${existing.name}'): not replaced; the cluster is told of it, try again`,
+    );
   }
 
   /**

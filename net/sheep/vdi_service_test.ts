@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { withSheep } from "../../tests/harness.ts";
-import { ResultCode, SheepdogError } from "../../core/errors.ts";
+import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { VdiIo } from "../../core/vdi/io.ts";
 import { decodeInodeHeader, INODE_HEADER_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
-import { isVdiOid } from "../../core/vdi/oid.ts";
+import { isVdiOid, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { vidHash } from "../../core/vdi/vid.ts";
 import { type VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import type { Sheep } from "./sheep.ts";
@@ -296,6 +296,26 @@ Deno.test("VdiService: an event that lost its vid to another node is planned aga
       nowMs,
     });
     let raced = false;
+    // The other node planned and checked its vid before our inode was written (no lock between
+    // them): it does not see our inode, and its own replaces it.
+    const blind: VdiGateway = {
+      ...sheep.gateway,
+      read: (oid, offset, length) =>
+        isVdiOid(oid) && sheep.registry.get(oidToVid(oid)) === undefined
+          ? Promise.reject(new SheepdogError(ResultCode.NO_OBJ, "not written yet"))
+          : sheep.gateway.read(oid, offset, length),
+      writeAt: (...args) => sheep.gateway.writeAt(...args),
+      createAt: (...args) => sheep.gateway.createAt(...args),
+      remove: (oid) => sheep.gateway.remove(oid),
+      flush: (vid) => sheep.gateway.flush(vid),
+      copiesOf: (oid) => sheep.gateway.copiesOf(oid),
+    };
+    const racer = new VdiService({
+      admit,
+      registry: sheep.registry,
+      gateway: blind,
+      submit: (event) => sheep.submitVdiEvent(event),
+    });
     const service = new VdiService({
       admit,
       registry: sheep.registry,
@@ -304,7 +324,7 @@ Deno.test("VdiService: an event that lost its vid to another node is planned aga
         if (!raced) {
           // Another node creates a name with the same hash, and its event is applied first.
           raced = true;
-          await sheep.vdis.change(create(theirs, 2000));
+          await racer.change(create(theirs, 2000));
         }
         return await sheep.submitVdiEvent(event);
       },
@@ -318,6 +338,43 @@ Deno.test("VdiService: an event that lost its vid to another node is planned aga
     }
     assert.equal((await sheep.vdis.readInode(vid)).name, mine);
     assert.equal((await sheep.vdis.readInode(other)).name, theirs, "the winner's inode stays");
+  });
+});
+
+Deno.test("VdiService: a new inode never replaces one the table lacks", async () => {
+  await withSheep(async ({ sheep }) => {
+    const create = (nowMs: number): VdiEvent => ({
+      type: "create",
+      name: "kept",
+      sizeBytes: 2 * OBJ,
+      copies: 1,
+      blockSizeShift: 22,
+      nowMs,
+    });
+    const vid = await sheep.vdis.change(create(1000));
+    const io = await VdiIo.open(sheep.localAccess, "kept");
+    await io.write(OBJ, new Uint8Array([7, 7, 7]));
+    await io.flush();
+    const before = await sheep.vdis.readInode(vid);
+    // A table that parted from the inodes (DURABILITY.md): it lacks 'kept', so it plans the
+    // same vid for a create of the name.
+    const told: bigint[] = [];
+    const service = new VdiService({
+      admit,
+      registry: new VdiRegistry(),
+      gateway: sheep.gateway,
+      submit: () => Promise.reject(new Error("not reached")),
+      unknownInode: (oid) => told.push(oid),
+    });
+    await assert.rejects(
+      service.change(create(2000)),
+      (error) => isResult(error, ResultCode.AGAIN) && /lacks \(VDI 'kept'\)/.test(String(error)),
+    );
+    assert.deepEqual(told, [vdiOid(vid)]);
+    const after = await sheep.vdis.readInode(vid);
+    assert.equal(after.createTime, before.createTime, "the inode was not replaced");
+    assert.deepEqual(after.dataVdiId.subarray(0, 2), before.dataVdiId.subarray(0, 2));
+    assert.deepEqual(await io.read(OBJ, 3), new Uint8Array([7, 7, 7]));
   });
 });
 
