@@ -11,6 +11,8 @@
  * @module
  */
 import assert from "node:assert/strict";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { TestCluster, type TestClusterOptions, waitFor } from "./cluster_harness.ts";
 import { randomBytes } from "./harness.ts";
@@ -214,7 +216,8 @@ export const CLUSTER_CASES: ClusterCase[] = [
     },
   },
   {
-    name: "stop all, restart one by one: the VDIs of the last node back are known everywhere",
+    name:
+      "stop all, restart one by one, VDI tables lost: the VDIs of the last node back are known everywhere",
     run: async (start) => {
       // One copy: each inode is on one node. Nodes 1 and 2, the last view before the stop, come
       // back first and form a view without node 0; each learns the other's VDIs at its first
@@ -236,6 +239,11 @@ export const CLUSTER_CASES: ClusterCase[] = [
         await cluster.waitForView(2);
         for (const i of [1, 2]) await cluster.kill(i);
         await cluster.waitForLapse([1, 2]);
+        // Without the VDI tables they kept (vdi_table_file.ts; lost, or from before it existed),
+        // their inodes are all nodes 1 and 2 know of at start.
+        for (const i of [1, 2]) {
+          await fsp.rm(path.join(cluster.root, `sheep${i}`, "vdi-table"), { force: true });
+        }
         await Promise.all([1, 2].map((i) => cluster.startNode(i)));
         await cluster.waitForView(2, 30_000);
         await cluster.startNode(0);
@@ -252,6 +260,52 @@ export const CLUSTER_CASES: ClusterCase[] = [
             const io = await VdiIo.open(cluster.admin(i).client, name);
             await io.write(0, new Uint8Array([i + 1]));
           }
+        }
+      } finally {
+        await cluster.stop();
+      }
+    },
+  },
+  {
+    name:
+      "stop all, restart without the node stopped first: its VDIs stay known, their names taken",
+    run: async (start) => {
+      // One copy; node 0 stopped first, then 1 and 2, which come back without it. They knew
+      // node 0's VDIs before the stop and still do (the VDI table each keeps): a create of such
+      // a name is refused instead of taking its vid, which recovery would later have given the
+      // new VDI's inode over the old one's (and with it the old VDI's table).
+      const cluster = await start({ nodes: 3, copies: 1 });
+      try {
+        const names = Array.from({ length: 12 }, (_, i) => `vm${i}`).sort();
+        for (const name of names) await cluster.admin(0).createVdi({ name, sizeBytes: 64 * MiB });
+        const onZero = (await cluster.node(0).store.list()).filter(isVdiOid)
+          .map((oid) => cluster.node(0).registry.get(oidToVid(oid))!.name);
+        assert.ok(onZero.length > 0, "no inode landed on node 0: pick other names");
+        const name = onZero[0]!;
+        const io = await VdiIo.open(cluster.admin(0).client, name);
+        const data = randomBytes(3 * MiB);
+        await io.write(MiB + 17, data);
+        await io.flush();
+        await cluster.kill(0);
+        await cluster.waitForLapse([0]);
+        await cluster.waitForView(2);
+        for (const i of [1, 2]) await cluster.kill(i);
+        await cluster.waitForLapse([1, 2]);
+        await Promise.all([1, 2].map((i) => cluster.startNode(i)));
+        await cluster.waitForView(2, 30_000);
+        for (const i of [1, 2]) {
+          const listed = cluster.node(i).registry.live().map((h) => h.name).sort();
+          assert.deepEqual(listed, names, `node ${i}`);
+        }
+        await assert.rejects(
+          cluster.admin(1).createVdi({ name, sizeBytes: MiB }),
+          /exists/,
+        );
+        await cluster.startNode(0);
+        await cluster.waitForView(3, 30_000);
+        await cluster.waitForRecovery();
+        for (let i = 0; i < 3; i++) {
+          assert.deepEqual(await readVdi(cluster, i, name, 3 * MiB), data, `through node ${i}`);
         }
       } finally {
         await cluster.stop();

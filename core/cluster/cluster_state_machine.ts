@@ -64,7 +64,12 @@ export interface ReplicatedState {
 export type ClusterEffect =
   | { type: "erase-store" }
   | { type: "persist-config"; config: ClusterConfig }
-  | { type: "purge"; epoch: number };
+  | { type: "purge"; epoch: number }
+  /**
+   * The VDI table took in headers: the node keeps the table beside its inodes
+   * (net/sheep/vdi_table_file.ts), to know at its next start the VDIs it holds no inode of.
+   */
+  | { type: "remember-vdis" };
 
 /** What applying one event gave: the proposer's answer and the node's I/O to do. */
 export interface Applied {
@@ -144,7 +149,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
   apply(event: ClusterEvent): Applied {
     switch (event.type) {
       case "vdi":
-        return { result: this.#applyVdi(event), effects: [] };
+        return { result: this.#applyVdi(event), effects: [{ type: "remember-vdis" }] };
       case "mkfs":
         return { result: undefined, effects: this.#applyMkfs(event) };
       case "lock":
@@ -156,8 +161,12 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       case "recovered":
         return { result: undefined, effects: this.#applyRecovered(event) };
       case "found":
-        this.#learn(decodeFoundHeaders(event.headers));
-        return { result: undefined, effects: [] };
+        return {
+          result: undefined,
+          effects: this.#learn(decodeFoundHeaders(event.headers))
+            ? [{ type: "remember-vdis" }]
+            : [],
+        };
       default:
         // An event type this version does not know changes nothing, on every node alike.
         return { result: undefined, effects: [] };
@@ -230,13 +239,18 @@ export class ClusterStateMachine implements ReplicatedStateReader {
   /**
    * Takes in each header this node lacks or holds an older version of (`compareHeaders`), then
    * settles what they left (a merge, or headers a node found ahead of the table: header_drift.ts).
+   * True if it took any.
    */
-  #learn(headers: Iterable<InodeHeader>): void {
+  #learn(headers: Iterable<InodeHeader>): boolean {
+    let took = false;
     for (const header of headers) {
       const mine = this.registry.get(header.vdiId);
-      if (!mine || compareHeaders(header, mine) > 0) this.registry.load(header);
+      if (mine && compareHeaders(header, mine) <= 0) continue;
+      this.registry.load(header);
+      took = true;
     }
     this.registry.settle();
+    return took;
   }
 
   /**
@@ -281,7 +295,7 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       this.#config = state.config;
       effects.push({ type: "persist-config", config: state.config });
     }
-    this.#learn(state.headers);
+    if (this.#learn(state.headers)) effects.push({ type: "remember-vdis" });
     for (const lock of state.locks) {
       if (!this.#locks.has(lock.vid)) this.#locks.set(lock.vid, { ...lock });
     }

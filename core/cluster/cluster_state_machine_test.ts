@@ -95,7 +95,7 @@ Deno.test("ClusterStateMachine.apply(vdi) answers the registry's change; a snaps
     event: { type: "snapshot", vid: 0x7c2b25, tag: "one", nowMs: 2 },
   });
   assert.equal(snap.result?.vid, 0x7c2b26);
-  assert.deepEqual(snap.effects, []);
+  assert.deepEqual(snap.effects, [{ type: "remember-vdis" }], "the node keeps its table");
   assert.ok(isSnapshot(machine.registry.get(0x7c2b25)!));
   assert.equal(machine.locks.get(0x7c2b25), undefined);
   assert.deepEqual(machine.locks.get(0x7c2b26), {
@@ -209,9 +209,16 @@ Deno.test("ClusterStateMachine.snapshot()/merge() bring a fresh machine up to da
   source.apply({ type: "recovered", node: "n1", epoch: 4 });
   const joiner = new ClusterStateMachine();
   const effects = joiner.merge(source.snapshot());
-  assert.deepEqual(effects, [{ type: "persist-config", config: CONFIG }]);
+  assert.deepEqual(effects, [
+    { type: "persist-config", config: CONFIG },
+    { type: "remember-vdis" },
+  ]);
   assert.deepEqual(joiner.snapshot(), source.snapshot());
-  assert.deepEqual(joiner.merge(source.snapshot()), [], "a config it has is not written again");
+  assert.deepEqual(
+    joiner.merge(source.snapshot()),
+    [],
+    "a config and headers it has are not written again",
+  );
   // The joiner's report completes the epoch it learned of.
   joiner.installView(4, ["n1", "n2"]);
   assert.deepEqual(joiner.apply({ type: "recovered", node: "n2", epoch: 4 }).effects, [
@@ -269,12 +276,15 @@ Deno.test("ClusterStateMachine: found headers are taken in where no newer one is
     headers: encodeFoundHeaders(headers),
   });
   const machine = new ClusterStateMachine();
-  assert.deepEqual(machine.apply(found(alpha, beta)), { result: undefined, effects: [] });
+  assert.deepEqual(machine.apply(found(alpha, beta)), {
+    result: undefined,
+    effects: [{ type: "remember-vdis" }],
+  });
   assert.deepEqual(machine.registry.lookup("alpha"), alpha);
   assert.deepEqual(machine.registry.lookup("beta"), beta);
   // An older copy changes nothing; a newer one (a tombstone) wins, as in a merge.
   machine.apply({ type: "vdi", event: { type: "resize", vid: alpha.vdiId, sizeBytes: 2 ** 31 } });
-  machine.apply(found(alpha));
+  assert.deepEqual(machine.apply(found(alpha)).effects, [], "nothing taken, nothing to keep");
   assert.equal(machine.registry.get(alpha.vdiId)?.vdiSize, 2 ** 31);
   machine.apply(found({ ...alpha, name: "", tag: "" }));
   assert.ok(isDeleted(machine.registry.get(alpha.vdiId)!));

@@ -223,18 +223,20 @@ Deno.test("HeaderDrift: a copy unreadable since the start is repaired at each vi
   drift.changed(lost); // before the first view: nothing happens yet
   await drift.settled();
   assert.deepEqual(node.repaired, []);
-  node.table.set(oidToVid(learned), headerOf(12)); // a peer's state had it: nothing to repair
+  // A peer's state (or the table this node kept) names it: its copies are rotten all the same.
+  node.table.set(oidToVid(learned), headerOf(12));
   drift.retry();
   await drift.settled();
-  assert.deepEqual(node.repaired, [lost], "no good copy to repair it from yet");
+  assert.deepEqual(node.repaired, [lost, learned], "no good copy to repair them from yet");
   node.repairs.set(lost, headerOf(11, "rebuilt"));
+  node.repairs.set(learned, headerOf(12));
   drift.retry();
   await drift.settled();
-  assert.deepEqual(node.repaired, [lost, lost]);
-  assert.deepEqual(node.announced, [["rebuilt"]]);
+  assert.deepEqual(node.repaired, [lost, learned, lost, learned]);
+  assert.deepEqual(node.announced, [["rebuilt"]], "the one the table lacked");
   drift.retry();
   await drift.settled();
-  assert.deepEqual(node.repaired, [lost, lost], "known now: done");
+  assert.deepEqual(node.repaired, [lost, learned, lost, learned], "both read now: done");
 });
 
 Deno.test("HeaderDrift: a found event of FOUND_HEADERS_PER_EVENT headers fits a group proposal", () => {

@@ -25,7 +25,12 @@ import { FsObjectStore } from "../../core/store/fs_object_store.ts";
 import { writeFileDurably } from "../../core/store/fs_disk.ts";
 import { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
-import { decodeInodeHeader, INODE_HEADER_SIZE, type InodeHeader } from "../../core/vdi/inode.ts";
+import {
+  compareHeaders,
+  decodeInodeHeader,
+  INODE_HEADER_SIZE,
+  type InodeHeader,
+} from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import { type ClusterConfig, FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
@@ -76,6 +81,7 @@ import { VdiService } from "./vdi_service.ts";
 import { AllocationCounts } from "./allocation_counts.ts";
 import { OldClientEntries } from "./old_client_entries.ts";
 import { HeaderDrift } from "./header_drift.ts";
+import { VdiTableFile } from "./vdi_table_file.ts";
 import { type FormatOptions, handleRequest } from "./request_handlers.ts";
 import type { SheepStatus } from "./sheep_status.ts";
 import { sameCopy } from "../../core/cluster/copy_choice.ts";
@@ -179,6 +185,12 @@ export class Sheep {
   readonly allocations: AllocationCounts;
   /** Inode headers ahead of the VDI table, announced to the group (header_drift.ts). */
   readonly #headerDrift: HeaderDrift;
+  /** The VDI table as this node last knew it, read at start beside the inodes. */
+  readonly #vdiTable: VdiTableFile;
+  /** Writes and removals of that file, one at a time, in order. */
+  #vdiTableOps: Promise<void> = Promise.resolve();
+  /** A write of it is queued and not started: the next change needs no other. */
+  #vdiTableWriteQueued = false;
   /** The epoch of this process's first group view (`ClusterState.firstEpoch`). */
   #firstEpoch: number | undefined;
   /** Merged peers' states that lacked headers of this table, until the first view is in. */
@@ -261,6 +273,7 @@ export class Sheep {
       repair: (oid) => this.scrubber.repairLocal(oid, "inode could not be read at start"),
       logger: this.logger,
     });
+    this.#vdiTable = new VdiTableFile(this.dir, options.disk);
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
@@ -556,6 +569,12 @@ export class Sheep {
 
   /** Rebuilds the VDI table from the inode objects this node stores. */
   async #loadVdis(): Promise<void> {
+    const known = new Map<Vid, InodeHeader>();
+    try {
+      for (const header of await this.#vdiTable.read()) known.set(header.vdiId, header);
+    } catch (error) {
+      this.logger.warn(`cannot read the VDI table kept here: ${(error as Error).message}`);
+    }
     const headers: InodeHeader[] = [];
     for (const oid of await this.store.list()) {
       if (!isVdiOid(oid)) continue;
@@ -569,9 +588,14 @@ export class Sheep {
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
+    // The inodes, where newer than (or as new as) what the table kept, as a merge would.
+    for (const header of headers) {
+      const kept = known.get(header.vdiId);
+      if (!kept || compareHeaders(header, kept) >= 0) known.set(header.vdiId, header);
+    }
     // A crash in the middle of a snapshot or rollback can leave two working inodes of a name:
     // loading settles that.
-    this.stateMachine.loadHeaders(headers);
+    this.stateMachine.loadHeaders(known.values());
   }
 
   /** Counts the inode copies loaded at start, so the first listing need not read them. */
@@ -637,6 +661,10 @@ export class Sheep {
       switch (effect.type) {
         case "erase-store":
           for (const oid of await this.store.list()) await this.store.remove(oid);
+          await this.#onVdiTable(() => this.#vdiTable.remove());
+          break;
+        case "remember-vdis":
+          this.#rememberVdis();
           break;
         case "persist-config":
           await writeConfig(this.dir, effect.config);
@@ -646,6 +674,31 @@ export class Sheep {
           break;
       }
     }
+  }
+
+  /**
+   * Writes the VDI table to its file, off the event queue (the file helps the next start; no
+   * event waits for it): changes that come while a write waits share it.
+   */
+  #rememberVdis(): void {
+    if (this.#vdiTableWriteQueued) return;
+    this.#vdiTableWriteQueued = true;
+    void this.#onVdiTable(() => {
+      this.#vdiTableWriteQueued = false;
+      return this.#vdiTable.write(this.registry.all());
+    }).catch((error) =>
+      this.logger.warn(
+        `cannot keep the VDI table in ${this.dir}: ${(error as Error).message} (the next start ` +
+          "learns the VDIs this node holds no inode of from its peers only)",
+      )
+    );
+  }
+
+  /** Runs `op` on the VDI table file after those before it: a removal is never overtaken. */
+  #onVdiTable(op: () => Promise<void>): Promise<void> {
+    const run = this.#vdiTableOps.then(op);
+    this.#vdiTableOps = run.catch(() => undefined);
+    return run;
   }
 
   /**

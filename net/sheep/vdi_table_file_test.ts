@@ -1,0 +1,71 @@
+/**
+ * Goal: the VDI table a sheep keeps reads back as written, after a crash too (written whole and
+ * renamed into place); a file that is cut short, rotten or not one at all is refused whole, never
+ * read in part; no file reads as no headers.
+ */
+
+import assert from "node:assert/strict";
+import { MemDisk } from "../../core/store/mem_disk.ts";
+import type { InodeHeader } from "../../core/vdi/inode.ts";
+import { decodeTable, encodeTable, VdiTableFile } from "./vdi_table_file.ts";
+
+function headerOf(vid: number, name: string, fields: Partial<InodeHeader> = {}): InodeHeader {
+  return {
+    name,
+    tag: "",
+    createTime: 1_700_000_000n,
+    snapCtime: 0n,
+    vmClockNsec: 0n,
+    vdiSize: 1 << 30,
+    vmStateSize: 0n,
+    copyPolicy: 0,
+    storePolicy: 0,
+    nrCopies: 2,
+    blockSizeShift: 22,
+    snapId: 1,
+    vdiId: vid,
+    parentVdiId: 0,
+    ...fields,
+  };
+}
+
+const HEADERS = [
+  headerOf(0x10, "alpha"),
+  headerOf(0x11, "alpha", { snapId: 2, parentVdiId: 0x10, tag: "before upgrade", snapCtime: 5n }),
+  headerOf(0x7c2b25, "Bob's Disk", { vdiSize: 2 ** 40 }),
+];
+
+Deno.test("VdiTableFile: what is written reads back, whole, across a crash", async () => {
+  const disk = new MemDisk();
+  await disk.mkdir("/sheep");
+  const file = new VdiTableFile("/sheep", disk);
+  assert.deepEqual(await file.read(), [], "no file: no headers");
+  await file.write(HEADERS);
+  disk.crash();
+  const back = await new VdiTableFile("/sheep", disk).read();
+  assert.deepEqual(back.map((h) => [h.vdiId, h.name, h.tag, h.vdiSize, h.snapId]), [
+    [0x10, "alpha", "", 1 << 30, 1],
+    [0x11, "alpha", "before upgrade", 1 << 30, 2],
+    [0x7c2b25, "Bob's Disk", "", 2 ** 40, 1],
+  ]);
+  await file.write([HEADERS[0]!]);
+  assert.equal((await file.read()).length, 1, "rewritten whole");
+  await file.remove();
+  assert.deepEqual(await file.read(), []);
+  await file.remove(); // none: no error
+});
+
+Deno.test("VdiTableFile: a file cut short, rotten or foreign is refused whole", () => {
+  const bytes = encodeTable(HEADERS);
+  assert.equal(decodeTable(bytes, "t").length, 3);
+  for (const cut of [3, 10, bytes.length - 1, bytes.length - 5]) {
+    assert.throws(() => decodeTable(bytes.subarray(0, cut), "t"), /t: .*; not used/, `cut ${cut}`);
+  }
+  for (const at of [8, 20, bytes.length - 2]) {
+    const rotten = bytes.slice();
+    rotten[at]! ^= 0x10;
+    assert.throws(() => decodeTable(rotten, "t"), /checksum|header of|not a VDI table/, `at ${at}`);
+  }
+  assert.throws(() => decodeTable(new TextEncoder().encode("{}"), "t"), /not a VDI table file/);
+  assert.deepEqual(decodeTable(encodeTable([]), "t"), [], "an empty table");
+});
