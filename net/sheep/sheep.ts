@@ -19,6 +19,7 @@ import {
   COPIES_MAX,
   FOUND_HEADERS_PER_EVENT,
   RECOVERY_BYTES_PER_SECOND_BUSY,
+  VDI_TABLE_WRITE_DELAY_MS,
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
@@ -189,8 +190,8 @@ export class Sheep {
   readonly #vdiTable: VdiTableFile;
   /** Writes and removals of that file, one at a time, in order. */
   #vdiTableOps: Promise<void> = Promise.resolve();
-  /** A write of it is queued and not started: the next change needs no other. */
-  #vdiTableWriteQueued = false;
+  /** The write of it due (`VDI_TABLE_WRITE_DELAY_MS` after a change): later changes share it. */
+  #vdiTableWrite: ReturnType<typeof setTimeout> | undefined;
   /** The epoch of this process's first group view (`ClusterState.firstEpoch`). */
   #firstEpoch: number | undefined;
   /** Merged peers' states that lacked headers of this table, until the first view is in. */
@@ -618,6 +619,11 @@ export class Sheep {
     this.recovery.stop();
     await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
+    // A table write still due is done on a clean stop (a crash, graceful: false, loses it).
+    if (this.#vdiTableWrite !== undefined) {
+      if (options.graceful ?? true) await this.#writeVdiTable();
+      else clearTimeout(this.#vdiTableWrite);
+    }
     await this.#server?.close();
     this.#server = undefined;
     await this.peers.close();
@@ -681,12 +687,14 @@ export class Sheep {
    * event waits for it): changes that come while a write waits share it.
    */
   #rememberVdis(): void {
-    if (this.#vdiTableWriteQueued) return;
-    this.#vdiTableWriteQueued = true;
-    void this.#onVdiTable(() => {
-      this.#vdiTableWriteQueued = false;
-      return this.#vdiTable.write(this.registry.all());
-    }).catch((error) =>
+    if (this.#vdiTableWrite !== undefined) return;
+    this.#vdiTableWrite = setTimeout(() => void this.#writeVdiTable(), VDI_TABLE_WRITE_DELAY_MS);
+  }
+
+  #writeVdiTable(): Promise<void> {
+    clearTimeout(this.#vdiTableWrite);
+    this.#vdiTableWrite = undefined;
+    return this.#onVdiTable(() => this.#vdiTable.write(this.registry.all())).catch((error) =>
       this.logger.warn(
         `cannot keep the VDI table in ${this.dir}: ${(error as Error).message} (the next start ` +
           "learns the VDIs this node holds no inode of from its peers only)",

@@ -107,8 +107,11 @@ export function decodeTable(bytes: Uint8Array, file: string): InodeHeader[] {
     const length = view.getUint32(at, true);
     const blocks = Math.ceil(length / CHECKSUM_BLOCK_BYTES);
     const end = at + 4 + length + 4 * blocks;
-    if (length === 0 || length > INODE_HEADER_SIZE || end > bytes.length) {
+    if (length === 0 || length > INODE_HEADER_SIZE) {
       throw bad(`a header of ${length} bytes at byte ${at}`);
+    }
+    if (end > bytes.length) {
+      throw bad(`cut short: the header at byte ${at} ends past byte ${bytes.length}`);
     }
     const body = bytes.subarray(at + 4, at + 4 + length);
     const sums = blockChecksums(body);
