@@ -102,6 +102,28 @@ export async function readVdi(
   return await io.read(MiB + 17, length);
 }
 
+/** Creates VDIs `names` through node 0; returns those whose inode node 0 holds. */
+async function createOnZero(cluster: TestCluster, names: string[], sizeBytes: number) {
+  for (const name of names) await cluster.admin(0).createVdi({ name, sizeBytes });
+  return (await cluster.node(0).store.list()).filter(isVdiOid)
+    .map((oid) => cluster.node(0).registry.get(oidToVid(oid))!.name);
+}
+
+/**
+ * Stops three nodes one by one, node 0 first, so that the last view is nodes 1 and 2; then
+ * `beforeStart`, and starts nodes 1 and 2, which run without waiting for node 0.
+ */
+async function restartWithoutZero(cluster: TestCluster, beforeStart = async () => {}) {
+  await cluster.kill(0);
+  await cluster.waitForLapse([0]);
+  await cluster.waitForView(2);
+  for (const i of [1, 2]) await cluster.kill(i);
+  await cluster.waitForLapse([1, 2]);
+  await beforeStart();
+  await Promise.all([1, 2].map((i) => cluster.startNode(i)));
+  await cluster.waitForView(2, 30_000);
+}
+
 export const CLUSTER_CASES: ClusterCase[] = [
   {
     name: "mkfs the moment three fresh sheep answer: formatted once, on every node, each time",
@@ -227,25 +249,16 @@ export const CLUSTER_CASES: ClusterCase[] = [
       const cluster = await start({ nodes: 3, copies: 1 });
       try {
         // Enough that node 0's take needs more than one "found" event.
-        const names = Array.from({ length: 40 }, (_, i) => `vm${i}`).sort();
-        for (const name of names) await cluster.admin(0).createVdi({ name, sizeBytes: MiB });
-        const onlyOnZero = (await cluster.node(0).store.list()).filter(isVdiOid)
-          .map((oid) => cluster.node(0).registry.get(oidToVid(oid))!.name);
+        const names = Array.from({ length: 60 }, (_, i) => `vm${i}`).sort();
+        const onlyOnZero = await createOnZero(cluster, names, MiB);
         assert.ok(onlyOnZero.length > FOUND_HEADERS_PER_EVENT, `${onlyOnZero.length} on node 0`);
-        // Stopped one by one, node 0 first: the last view is nodes 1 and 2, which come back
-        // first and run without waiting for node 0.
-        await cluster.kill(0);
-        await cluster.waitForLapse([0]);
-        await cluster.waitForView(2);
-        for (const i of [1, 2]) await cluster.kill(i);
-        await cluster.waitForLapse([1, 2]);
         // Without the VDI tables they kept (vdi_table_file.ts; lost, or from before it existed),
         // their inodes are all nodes 1 and 2 know of at start.
-        for (const i of [1, 2]) {
-          await fsp.rm(path.join(cluster.root, `sheep${i}`, "vdi-table"), { force: true });
-        }
-        await Promise.all([1, 2].map((i) => cluster.startNode(i)));
-        await cluster.waitForView(2, 30_000);
+        await restartWithoutZero(cluster, async () => {
+          for (const i of [1, 2]) {
+            await fsp.rm(path.join(cluster.root, `sheep${i}`, "vdi-table"), { force: true });
+          }
+        });
         await cluster.startNode(0);
         await cluster.waitForView(3, 30_000);
         const listed = (sheep: Sheep) => sheep.registry.live().map((h) => h.name).sort();
@@ -277,22 +290,14 @@ export const CLUSTER_CASES: ClusterCase[] = [
       const cluster = await start({ nodes: 3, copies: 1 });
       try {
         const names = Array.from({ length: 12 }, (_, i) => `vm${i}`).sort();
-        for (const name of names) await cluster.admin(0).createVdi({ name, sizeBytes: 64 * MiB });
-        const onZero = (await cluster.node(0).store.list()).filter(isVdiOid)
-          .map((oid) => cluster.node(0).registry.get(oidToVid(oid))!.name);
+        const onZero = await createOnZero(cluster, names, 64 * MiB);
         assert.ok(onZero.length > 0, "no inode landed on node 0: pick other names");
         const name = onZero[0]!;
         const io = await VdiIo.open(cluster.admin(0).client, name);
         const data = randomBytes(3 * MiB);
         await io.write(MiB + 17, data);
         await io.flush();
-        await cluster.kill(0);
-        await cluster.waitForLapse([0]);
-        await cluster.waitForView(2);
-        for (const i of [1, 2]) await cluster.kill(i);
-        await cluster.waitForLapse([1, 2]);
-        await Promise.all([1, 2].map((i) => cluster.startNode(i)));
-        await cluster.waitForView(2, 30_000);
+        await restartWithoutZero(cluster);
         for (const i of [1, 2]) {
           const listed = cluster.node(i).registry.live().map((h) => h.name).sort();
           assert.deepEqual(listed, names, `node ${i}`);

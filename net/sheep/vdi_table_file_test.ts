@@ -7,26 +7,19 @@
 import assert from "node:assert/strict";
 import { MemDisk } from "../../core/store/mem_disk.ts";
 import type { InodeHeader } from "../../core/vdi/inode.ts";
+import { newInode } from "../../core/vdi/cow.ts";
 import { decodeTable, encodeTable, VdiTableFile } from "./vdi_table_file.ts";
 
 function headerOf(vid: number, name: string, fields: Partial<InodeHeader> = {}): InodeHeader {
-  return {
+  const { dataVdiId: _table, ...header } = newInode({
     name,
-    tag: "",
-    createTime: 1_700_000_000n,
-    snapCtime: 0n,
-    vmClockNsec: 0n,
-    vdiSize: 1 << 30,
-    vmStateSize: 0n,
-    copyPolicy: 0,
-    storePolicy: 0,
-    nrCopies: 2,
+    vid,
+    sizeBytes: 1 << 30,
+    copies: 2,
     blockSizeShift: 22,
-    snapId: 1,
-    vdiId: vid,
-    parentVdiId: 0,
-    ...fields,
-  };
+    nowMs: 1_700_000_000_000,
+  });
+  return { ...header, ...fields };
 }
 
 const HEADERS = [
