@@ -215,6 +215,16 @@ export class HeaderDrift {
       const table = this.#context.tableHeader(header.vdiId);
       const newer = table === undefined ? 1 : compareHeaders(header, table);
       if (newer > 0 || (newer === 0 && this.#behind.has(oid))) ahead.push({ oid, header });
+      else if (newer < 0 && this.#behind.delete(oid)) {
+        // This table took the header from this node's own copy at start, which recovery has
+        // since replaced with an older one: what a change's undo left when this node crashed
+        // before it. Not announced (it is no copy's now); this node keeps it (not fixed).
+        this.#context.logger.warn(
+          `VDI '${table!.name}' (vid ${header.vdiId.toString(16)}): this node's table holds a ` +
+            `newer header than any copy of inode ${oidToHex(oid)} (a change undone while this ` +
+            "node was down); its peers hold the older one until every node restarts",
+        );
+      }
     }
     return ahead;
   }

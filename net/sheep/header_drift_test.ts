@@ -50,6 +50,8 @@ class FakeNode {
   failAnnounce = false;
   /** What a repair makes readable. */
   readonly repairs = new Map<Oid, InodeHeader>();
+  /** Warnings logged. */
+  readonly warnings: string[] = [];
 
   startChange(): void {
     this.#change = Promise.withResolvers<boolean>();
@@ -88,7 +90,7 @@ class FakeNode {
         if (header) this.inodes.set(oid, header);
         return Promise.resolve();
       },
-      logger: silentLogger,
+      logger: { ...silentLogger, warn: (line: string) => this.warnings.push(line) },
     };
   }
 }
@@ -193,6 +195,8 @@ Deno.test("HeaderDrift: what a peer lacks is announced though this table has it,
   drift.retry();
   await drift.settled();
   assert.deepEqual(node.announced, [["solo", "grown"]], "one event");
+  assert.equal(node.warnings.length, 1);
+  assert.match(node.warnings[0]!, /VDI 'gone' \(vid 4\): this node's table holds a newer header/);
   assert.equal(node.locks, 1);
   drift.changed(vdiOid(2)); // announced once: an ordinary change after says nothing
   await drift.settled();
