@@ -568,7 +568,7 @@ export class Sheep {
     }
   }
 
-  /** Rebuilds the VDI table from the inode objects this node stores. */
+  /** Rebuilds the VDI table from the inode objects this node stores and the table it kept. */
   async #loadVdis(): Promise<void> {
     const known = new Map<Vid, InodeHeader>();
     try {
@@ -619,11 +619,13 @@ export class Sheep {
     this.recovery.stop();
     await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
-    // A table write still due is done on a clean stop (a crash, graceful: false, loses it).
+    // A table write still due is done on a clean stop (a crash, graceful: false, loses it); one
+    // under way ends before the directory is let go, so no next start writes beside it.
     if (this.#vdiTableWrite !== undefined) {
       if (options.graceful ?? true) await this.#writeVdiTable();
       else clearTimeout(this.#vdiTableWrite);
     }
+    await this.#vdiTableOps;
     await this.#server?.close();
     this.#server = undefined;
     await this.peers.close();
