@@ -288,9 +288,7 @@ export class VdiRegistry {
     for (const vid of this.#byName.get(header.name) ?? []) {
       const other = this.#headers.get(vid)!;
       if (vid === header.vdiId || isDeleted(other) || isSnapshot(other)) continue;
-      if (other.snapId < header.snapId || (other.snapId === header.snapId && vid < header.vdiId)) {
-        return false;
-      }
+      if (settleOrder(other, header) < 0) return false;
     }
     return true;
   }
@@ -307,7 +305,7 @@ export class VdiRegistry {
     const dropped: InodeHeader[] = [];
     for (const headers of working.values()) {
       if (headers.length < 2) continue;
-      headers.sort((a, b) => a.snapId - b.snapId || a.vdiId - b.vdiId);
+      headers.sort(settleOrder);
       dropped.push(...headers.slice(1));
     }
     for (const header of dropped) {
@@ -459,4 +457,9 @@ export class VdiRegistry {
     const flat = { ...working, parentVdiId: 0, generation: (working.generation ?? 0) + 1 };
     return { vid, created: [], updated: [flat] };
   }
+}
+
+/** Which of two working VDIs of one name `settle` keeps: the lower snap id, then vid (< 0: `a`). */
+function settleOrder(a: InodeHeader, b: InodeHeader): number {
+  return a.snapId - b.snapId || a.vdiId - b.vdiId;
 }

@@ -188,10 +188,6 @@ export class Sheep {
   readonly #headerDrift: HeaderDrift;
   /** The VDI table as this node last knew it, read at start beside the inodes. */
   readonly #vdiTable: VdiTableFile;
-  /** Writes and removals of that file, one at a time, in order. */
-  #vdiTableOps: Promise<void> = Promise.resolve();
-  /** The write of it due (`VDI_TABLE_WRITE_DELAY_MS` after a change): later changes share it. */
-  #vdiTableWrite: ReturnType<typeof setTimeout> | undefined;
   /** The epoch of this process's first group view (`ClusterState.firstEpoch`). */
   #firstEpoch: number | undefined;
   /** Merged peers' states that lacked headers of this table, until the first view is in. */
@@ -274,7 +270,11 @@ export class Sheep {
       repair: (oid) => this.scrubber.repairLocal(oid, "inode could not be read at start"),
       logger: this.logger,
     });
-    this.#vdiTable = new VdiTableFile(this.dir, options.disk);
+    this.#vdiTable = new VdiTableFile(this.dir, {
+      ...(options.disk ? { disk: options.disk } : {}),
+      table: () => this.registry.all(),
+      warn: (line) => this.logger.warn(line),
+    });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
       verifyReads: options.verifyReads ?? true,
@@ -619,13 +619,8 @@ export class Sheep {
     this.recovery.stop();
     await this.scrubber.stop();
     await this.member?.stop({ leave: options.graceful ?? true });
-    // A table write still due is done on a clean stop (a crash, graceful: false, loses it); one
-    // under way ends before the directory is let go, so no next start writes beside it.
-    if (this.#vdiTableWrite !== undefined) {
-      if (options.graceful ?? true) await this.#writeVdiTable();
-      else clearTimeout(this.#vdiTableWrite);
-    }
-    await this.#vdiTableOps;
+    // A table write still due is done on a clean stop (a crash, graceful: false, loses it).
+    await this.#vdiTable.close(options.graceful ?? true);
     await this.#server?.close();
     this.#server = undefined;
     await this.peers.close();
@@ -669,10 +664,10 @@ export class Sheep {
       switch (effect.type) {
         case "erase-store":
           for (const oid of await this.store.list()) await this.store.remove(oid);
-          await this.#onVdiTable(() => this.#vdiTable.remove());
+          await this.#vdiTable.remove();
           break;
         case "remember-vdis":
-          this.#rememberVdis();
+          this.#vdiTable.changed();
           break;
         case "persist-config":
           await writeConfig(this.dir, effect.config);
@@ -682,33 +677,6 @@ export class Sheep {
           break;
       }
     }
-  }
-
-  /**
-   * Writes the VDI table to its file, off the event queue (the file helps the next start; no
-   * event waits for it): changes that come while a write waits share it.
-   */
-  #rememberVdis(): void {
-    if (this.#vdiTableWrite !== undefined) return;
-    this.#vdiTableWrite = setTimeout(() => void this.#writeVdiTable(), VDI_TABLE_WRITE_DELAY_MS);
-  }
-
-  #writeVdiTable(): Promise<void> {
-    clearTimeout(this.#vdiTableWrite);
-    this.#vdiTableWrite = undefined;
-    return this.#onVdiTable(() => this.#vdiTable.write(this.registry.all())).catch((error) =>
-      this.logger.warn(
-        `cannot keep the VDI table in ${this.dir}: ${(error as Error).message} (the next start ` +
-          "learns the VDIs this node holds no inode of from its peers only)",
-      )
-    );
-  }
-
-  /** Runs `op` on the VDI table file after those before it: a removal is never overtaken. */
-  #onVdiTable(op: () => Promise<void>): Promise<void> {
-    const run = this.#vdiTableOps.then(op);
-    this.#vdiTableOps = run.catch(() => undefined);
-    return run;
   }
 
   /**

@@ -10,8 +10,8 @@
  * of every object it had written. With this file they still know them: the name is taken, the
  * vid is not reused, and an open says the copies are away, not that the VDI does not exist.
  *
- * The file is rewritten whole (`writeFileDurably`) whenever the table takes in headers (an
- * event, a merge, a "found" event), and read at start beside the inodes, the newer header of a
+ * The file is rewritten whole (`writeFileDurably`) shortly after the table takes in headers (an
+ * event, a merge, a "found" event: the state machine's `remember-vdis`), and read at start beside the inodes, the newer header of a
  * vid winning (`compareHeaders`, as a merge). Each header is stored as it is in the inode, its
  * zero tail left out, with its block checksums: a file that fails them is not used at all, and
  * the sheep starts as it did before this file existed.
@@ -22,10 +22,10 @@
 import * as path from "node:path";
 import { Buffer } from "node:buffer";
 import { blockChecksums } from "../../core/store/block_checksum.ts";
-import type { Disk } from "../../core/store/disk.ts";
+import { type Disk, errorCode, readFully } from "../../core/store/disk.ts";
 import { fsDisk, writeFileDurably } from "../../core/store/fs_disk.ts";
 import { trimTrailingZeros } from "../../core/bytes.ts";
-import { CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
+import { CHECKSUM_BLOCK_BYTES, VDI_TABLE_WRITE_DELAY_MS } from "../../core/limits.ts";
 import {
   decodeInodeHeader,
   encodeInodeHeader,
@@ -35,13 +35,51 @@ import {
 
 const MAGIC = "SDVT1\n";
 
+export interface VdiTableFileOptions {
+  disk?: Disk;
+  /** The table as it is now: what a write due writes. */
+  table: () => readonly InodeHeader[];
+  /** Says, in one line, that a write failed. */
+  warn: (line: string) => void;
+}
+
 export class VdiTableFile {
+  readonly #dir: string;
   readonly #file: string;
   readonly #disk: Disk;
+  readonly #options: VdiTableFileOptions;
+  /** Writes and removals of the file, one at a time, in order: a removal is never overtaken. */
+  #ops: Promise<void> = Promise.resolve();
+  /** The write due (`VDI_TABLE_WRITE_DELAY_MS` after a change): later changes share it. */
+  #due: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(dir: string, disk: Disk = fsDisk) {
+  constructor(dir: string, options: VdiTableFileOptions) {
+    this.#dir = dir;
     this.#file = path.join(dir, "vdi-table");
-    this.#disk = disk;
+    this.#disk = options.disk ?? fsDisk;
+    this.#options = options;
+  }
+
+  /**
+   * The table changed: it is written `VDI_TABLE_WRITE_DELAY_MS` later, off the event queue (the
+   * file helps the next start; no event waits for it), a burst of changes sharing one write.
+   * Written at each change, its sync queued behind each next create's own (BENCHMARKS.md).
+   */
+  changed(): void {
+    if (this.#due !== undefined) return;
+    this.#due = setTimeout(() => void this.#writeDue(), VDI_TABLE_WRITE_DELAY_MS);
+  }
+
+  /**
+   * Stops writing: a write still due is done if `flush` (a clean stop; a crash loses it), and
+   * one under way ends first, so no next start writes the file beside it.
+   */
+  async close(flush: boolean): Promise<void> {
+    if (this.#due !== undefined) {
+      if (flush) await this.#writeDue();
+      else clearTimeout(this.#due);
+    }
+    await this.#ops;
   }
 
   /** Writes `headers` (the whole table) in place of the file, durably. */
@@ -55,28 +93,42 @@ export class VdiTableFile {
     try {
       handle = await this.#disk.open(this.#file, "r");
     } catch (error) {
-      if ((error as { code?: string }).code === "ENOENT") return [];
+      if (errorCode(error) === "ENOENT") return [];
       throw error;
     }
     try {
       const bytes = new Uint8Array(await handle.size());
-      let at = 0;
-      while (at < bytes.length) {
-        const read = await handle.read(bytes.subarray(at), at);
-        if (read === 0) break;
-        at += read;
-      }
-      return decodeTable(bytes.subarray(0, at), this.#file);
+      return decodeTable(bytes.subarray(0, await readFully(handle, bytes, 0)), this.#file);
     } finally {
       await handle.close();
     }
   }
 
-  /** Removes the file (a forced format forgets the VDIs). */
-  async remove(): Promise<void> {
-    await this.#disk.unlink(this.#file).catch((error) => {
-      if ((error as { code?: string }).code !== "ENOENT") throw error;
-    });
+  /** Removes the file (a forced format forgets the VDIs), after any write under way. */
+  remove(): Promise<void> {
+    return this.#then(() =>
+      this.#disk.unlink(this.#file).catch((error) => {
+        if (errorCode(error) !== "ENOENT") throw error;
+      })
+    );
+  }
+
+  #writeDue(): Promise<void> {
+    clearTimeout(this.#due);
+    this.#due = undefined;
+    return this.#then(() => this.write(this.#options.table())).catch((error) =>
+      this.#options.warn(
+        `cannot keep the VDI table in ${this.#dir}: ${(error as Error).message} (the next start ` +
+          "learns the VDIs this node holds no inode of from its peers only)",
+      )
+    );
+  }
+
+  /** Runs `op` on the file after those before it. */
+  #then(op: () => Promise<void>): Promise<void> {
+    const run = this.#ops.then(op);
+    this.#ops = run.catch(() => undefined);
+    return run;
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Goal: the VDI table a sheep keeps reads back as written, after a crash too (written whole and
  * renamed into place); a file that is cut short, rotten or not one at all is refused whole, never
- * read in part; no file reads as no headers.
+ * read in part; no file reads as no headers. A change is written later, with those after it; a
+ * clean close writes what is due, a crash's does not.
  */
 
 import assert from "node:assert/strict";
@@ -31,11 +32,11 @@ const HEADERS = [
 Deno.test("VdiTableFile: what is written reads back, whole, across a crash", async () => {
   const disk = new MemDisk();
   await disk.mkdir("/sheep");
-  const file = new VdiTableFile("/sheep", disk);
+  const file = new VdiTableFile("/sheep", { disk, table: () => [], warn: () => {} });
   assert.deepEqual(await file.read(), [], "no file: no headers");
   await file.write(HEADERS);
   disk.crash();
-  const back = await new VdiTableFile("/sheep", disk).read();
+  const back = await new VdiTableFile("/sheep", { disk, table: () => [], warn: () => {} }).read();
   assert.deepEqual(back.map((h) => [h.vdiId, h.name, h.tag, h.vdiSize, h.snapId]), [
     [0x10, "alpha", "", 1 << 30, 1],
     [0x11, "alpha", "before upgrade", 1 << 30, 2],
@@ -61,4 +62,35 @@ Deno.test("VdiTableFile: a file cut short, rotten or foreign is refused whole", 
   }
   assert.throws(() => decodeTable(new TextEncoder().encode("{}"), "t"), /not a VDI table file/);
   assert.deepEqual(decodeTable(encodeTable([]), "t"), [], "an empty table");
+});
+
+Deno.test("VdiTableFile: changes share one write; a clean close writes what is due, a crash's not", async () => {
+  const disk = new MemDisk();
+  await disk.mkdir("/sheep");
+  let table: InodeHeader[] = [HEADERS[0]!];
+  const warnings: string[] = [];
+  const options = { disk, table: () => table, warn: (line: string) => warnings.push(line) };
+  const file = new VdiTableFile("/sheep", options);
+  file.changed();
+  table = HEADERS; // a second change before the write: the write takes the table as it is then
+  file.changed();
+  await file.close(true);
+  assert.equal((await file.read()).length, 3);
+  const crashed = new VdiTableFile("/sheep", options);
+  table = [];
+  crashed.changed();
+  await crashed.close(false);
+  assert.equal((await crashed.read()).length, 3, "not written");
+  assert.deepEqual(warnings, []);
+  // Removed after the write under way; a write that fails says so in one line.
+  const removing = new VdiTableFile("/sheep", options);
+  removing.changed();
+  await removing.remove();
+  await removing.close(true);
+  assert.deepEqual(await removing.read(), [], "written empty, after the removal");
+  const failing = new VdiTableFile("/nowhere", options);
+  failing.changed();
+  await failing.close(true);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /^cannot keep the VDI table in \/nowhere: /);
 });
