@@ -19,7 +19,6 @@ import {
   COPIES_MAX,
   FOUND_HEADERS_PER_EVENT,
   RECOVERY_BYTES_PER_SECOND_BUSY,
-  VDI_TABLE_WRITE_DELAY_MS,
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
