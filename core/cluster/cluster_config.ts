@@ -58,3 +58,18 @@ export function decodeConfig(bytes: Uint8Array, file: string): ClusterConfig {
   }
   return config;
 }
+
+/**
+ * How a peer's format stands to this node's: "same", or which of the two is older. A format
+ * (`mkfs`, `--force` again) gives the cluster a new `ctimeMs`; a node away at the time keeps the
+ * old one with its old objects and VDIs, and nothing of one format may mix with the other's.
+ * The older is the one that missed a format: it takes no part (net/sheep/sheep.ts). Without a
+ * config on either side there is nothing to compare ("same": a fresh node takes the cluster's).
+ */
+export function compareFormats(
+  mine: ClusterConfig | undefined | null,
+  theirs: ClusterConfig | undefined | null,
+): "same" | "mine older" | "theirs older" {
+  if (!mine || !theirs || mine.ctimeMs === theirs.ctimeMs) return "same";
+  return mine.ctimeMs < theirs.ctimeMs ? "mine older" : "theirs older";
+}

@@ -19,7 +19,12 @@ export type ClusterEvent =
    * VDI headers read from inodes that the tables lack or hold older versions of (`headers`:
    * their 4,664 bytes each, base64): net/sheep/header_drift.ts says when a node finds them.
    */
-  | { type: "found"; headers: string };
+  | {
+    type: "found";
+    headers: string;
+    /** The proposer's format (`ClusterConfig.ctimeMs`): headers of another are not taken in. */
+    formatMs?: number;
+  };
 
 export function encodeEvent(event: ClusterEvent): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(event));
@@ -53,7 +58,7 @@ const EVENT_FIELDS: Record<string, Record<string, Field>> = {
   lock: { vid: "number", client: "string", node: "string", sinceMs: "number", force: "boolean" },
   unlock: { vid: "number", client: "string?" },
   recovered: { node: "string", epoch: "number" },
-  found: { headers: "string" },
+  found: { headers: "string", formatMs: "number?" },
 };
 const CONFIG_FIELDS: Record<string, Field> = {
   ctimeMs: "number",

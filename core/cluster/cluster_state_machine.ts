@@ -33,7 +33,7 @@ import {
 } from "../vdi/inode.ts";
 import type { Vid } from "../vdi/oid.ts";
 import { type VdiChange, VdiRegistry } from "../vdi/registry.ts";
-import type { ClusterConfig } from "./cluster_config.ts";
+import { type ClusterConfig, compareFormats } from "./cluster_config.ts";
 import type { ClusterEvent } from "./cluster_events.ts";
 
 /** The attach lock that serialises VDI administration cluster-wide (vid 0 is no VDI's). */
@@ -161,6 +161,10 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       case "recovered":
         return { result: undefined, effects: this.#applyRecovered(event) };
       case "found":
+        // Found in a store of another format (a node that missed a format, before it knew).
+        if (event.formatMs !== undefined && event.formatMs !== this.#config?.ctimeMs) {
+          return { result: undefined, effects: [] };
+        }
         return {
           result: undefined,
           effects: this.#learn(decodeFoundHeaders(event.headers))
@@ -288,8 +292,17 @@ export class ClusterStateMachine implements ReplicatedStateReader {
   /**
    * Merges a peer's state in: its config if this node has none, each VDI header newer than this
    * node's (then `settle`), the locks and recovery reports this node lacks. Returns the I/O to do.
+   * Throws, taking in nothing, if the peer's format is not this node's (`compareFormats`).
    */
   merge(state: ReplicatedState): ClusterEffect[] {
+    if (compareFormats(this.#config, state.config) !== "same") {
+      // Another format's VDIs, locks and reports are not this cluster's: none is taken in.
+      throw new SheepdogError(
+        ResultCode.INVALID_PARMS,
+        `its state is of the format of ${new Date(state.config!.ctimeMs).toISOString()}, ` +
+          `this node's of ${new Date(this.#config!.ctimeMs).toISOString()}: not taken in`,
+      );
+    }
     const effects: ClusterEffect[] = [];
     if (!this.#config && state.config) {
       this.#config = state.config;

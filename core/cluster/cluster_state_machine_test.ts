@@ -338,3 +338,39 @@ Deno.test("ClusterStateMachine.merge(): a rename or a shrink a node missed wins 
   current.merge(new ClusterStateMachine().snapshot());
   assert.equal(current.registry.lookup("beta").generation, 2);
 });
+
+Deno.test("ClusterStateMachine: nothing of another format is taken in, merged or found", () => {
+  // A node that missed a `mkfs --force` holds the old format's VDIs: the cluster's nodes take
+  // none of them, and it takes none of theirs (it leaves: net/sheep/sheep.ts).
+  const old = new ClusterStateMachine();
+  old.apply(mkfs());
+  old.apply(create("erased"));
+  const erased = old.registry.lookup("erased");
+  const cluster = new ClusterStateMachine();
+  cluster.apply({ type: "mkfs", config: { ...CONFIG, ctimeMs: 2000 }, force: false });
+  cluster.apply(create("vm"));
+  const before = cluster.snapshot();
+  for (const [into, from] of [[cluster, old], [old, cluster]] as const) {
+    assert.throws(
+      () => into.merge(from.snapshot()),
+      /its state is of the format of 1970-01-01T00:00:0\d\.000Z, this node's of .*: not taken in/,
+    );
+  }
+  assert.deepEqual(cluster.snapshot(), before);
+  assert.deepEqual(old.registry.live().map((h) => h.name), ["erased"]);
+  // Headers found in a store of another format are not taken in; of this one, they are.
+  const found = (formatMs?: number): ClusterEvent => ({
+    type: "found",
+    headers: encodeFoundHeaders([erased]),
+    ...(formatMs === undefined ? {} : { formatMs }),
+  });
+  assert.deepEqual(run(cluster, [found(1000)]), [{ result: undefined, effects: [] }]);
+  assert.equal(cluster.registry.get(erased.vdiId), undefined);
+  assert.deepEqual(decodeEvent(encodeEvent(found(2000))), found(2000));
+  cluster.apply(found(2000));
+  assert.deepEqual(cluster.registry.get(erased.vdiId), erased);
+  // A node without a config yet takes the cluster's as before.
+  const fresh = new ClusterStateMachine();
+  fresh.merge(cluster.snapshot());
+  assert.equal(fresh.config?.ctimeMs, 2000);
+});

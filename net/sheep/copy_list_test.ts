@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { decodeCopyList, encodeCopyList, type ListedCopy } from "./recovery.ts";
+import { ResultCode } from "../../core/errors.ts";
+import {
+  checkListFormat,
+  decodeCopyList,
+  encodeCopyList,
+  encodeListFormat,
+  type ListedCopy,
+} from "./recovery.ts";
 
 const plain = { version: 3, size: 8192, digest: "aa", verified: true };
 
@@ -30,4 +37,18 @@ Deno.test("GET_OBJ_LIST: a row without lost blocks decodes as none lost", () => 
     verified: false,
     changed: [{ block: 5, synced: 7 }],
   });
+});
+
+Deno.test("GET_OBJ_LIST: a node of another format is refused; no format, nothing to compare", () => {
+  const mine = encodeListFormat(1796044388480);
+  checkListFormat(mine, 1796044388480);
+  checkListFormat(new Uint8Array(0), 1796044388480); // a lister without a config
+  checkListFormat(mine, undefined); // a node not formatted yet holds nothing
+  assert.throws(
+    () => checkListFormat(encodeListFormat(1796044300000), 1796044388480),
+    (error: Error & { code?: number }) =>
+      error.code === ResultCode.INVALID_CTIME &&
+      /^Copies not listed: this node's store is of the format of 2026-11-30T\S+, the asking node's of 2026-11-30T/
+        .test(error.message),
+  );
 });

@@ -65,6 +65,8 @@ export interface RecoveryContext {
   /** Paces the pulls while this node's clients are busy. */
   readonly throttle: Pick<RecoveryThrottle, "take">;
   copies(oid: Oid): number;
+  /** This node's format (`ClusterConfig.ctimeMs`), sent with its listings; undefined unformatted. */
+  format(): number | undefined;
   /**
    * The nodes absent from `view` that may hold acknowledged writes this node's copy of `oid` lost
    * in a crash (crash_holds.ts); empty when none. Such a copy is neither trusted nor pulled from.
@@ -157,6 +159,8 @@ interface Run {
    * found current by a later listing. A set, so an object both ways counts once.
    */
   counted: Set<Oid>;
+  /** The format the run began under: a pull that lands after another format lands nothing. */
+  format: number | undefined;
 }
 
 export class Recovery {
@@ -186,7 +190,7 @@ export class Recovery {
   start(view: ClusterView): void {
     if (this.#run) this.#run.cancelled = true;
     if (this.#purgeRun) this.#purgeRun.cancelled = true;
-    const run = newRun(view);
+    const run = newRun(view, this.#context.format());
     this.#run = run;
     this.#status = recoveryStatus({
       state: "gathering",
@@ -209,7 +213,16 @@ export class Recovery {
     if (node.id === this.#context.selfId) return await listLocalCopies(this.#context.store);
     const header = requestHeader(Opcode.GET_OBJ_LIST, { internal: true });
     header.flags |= Flag.RECOVERY;
-    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    const format = this.#context.format();
+    // The lister's format: a node of another refuses to list (`checkListFormat`), so no copy
+    // crosses from a store the cluster formatted away to one it did not, or back.
+    const data = format === undefined ? undefined : encodeListFormat(format);
+    if (data) {
+      header.flags |= Flag.WRITE;
+      header.dataLength = data.length;
+    }
+    const transport = this.#context.peers.get(node).transport;
+    const response = checkResponse(await transport.request(header, data));
     return decodeCopyList(response.data);
   }
 
@@ -473,6 +486,8 @@ export class Recovery {
     // The reads may have taken long (a busy holder paces them): a view that came meanwhile may
     // not place the object here, and its purge may have listed this node already.
     if (run.cancelled && !this.#placedHere(oid)) return;
+    // A format (mkfs --force) came meanwhile: the copy is of a VDI it erased.
+    if (this.#context.format() !== run.format) return;
     // A copy of a crash-suspect copy stays suspect, with the source's uncertain blocks (else it
     // would count every block uncertain, and a merge after a later crash would prefer any other
     // copy's older bytes to the acknowledged writes it takes meanwhile).
@@ -735,7 +750,7 @@ export class Recovery {
       this.#status.purgedEpoch = view.epoch;
       return { removed: 0, kept: 0 };
     }
-    const run = newRun(view);
+    const run = newRun(view, this.#context.format());
     this.#purgeRun = run;
     const holders = await this.#listAll(run);
     if (!holders || run.cancelled) return { removed: 0, kept: leftovers.length };
@@ -867,8 +882,9 @@ export function recoveryStatus(fields: Partial<RecoveryStatus>): RecoveryStatus 
   };
 }
 
-function newRun(view: ClusterView): Run {
+function newRun(view: ClusterView, format: number | undefined): Run {
   return {
+    format,
     epoch: view.epoch,
     view,
     cancelled: false,
@@ -894,6 +910,30 @@ export async function listLocalCopies(store: ObjectStore): Promise<ListedCopy[]>
     if (meta) copies.push({ oid, meta });
   }
   return copies;
+}
+
+/** GET_OBJ_LIST's request payload: the lister's format, 8 bytes little-endian. */
+export function encodeListFormat(formatMs: number): Uint8Array {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(formatMs), true);
+  return bytes;
+}
+
+/**
+ * Throws unless a GET_OBJ_LIST request (`data`, its payload) comes from a node of this node's
+ * format (`formatMs`): a node that missed a format holds objects of VDIs the cluster erased,
+ * and recovery or a scrub would take them in as current copies (or hand current ones to it).
+ */
+export function checkListFormat(data: Uint8Array, formatMs: number | undefined): void {
+  if (data.length !== 8 || formatMs === undefined) return;
+  const theirs = Number(new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true));
+  if (theirs === formatMs) return;
+  const at = (ms: number) => new Date(ms).toISOString();
+  throw new SheepdogError(
+    ResultCode.INVALID_CTIME,
+    `Copies not listed: this node's store is of the format of ${at(formatMs)}, the asking ` +
+      `node's of ${at(theirs)}`,
+  );
 }
 
 /**

@@ -19,7 +19,7 @@ import {
 } from "../../core/vdi/inode.ts";
 import { dataOid, isDataOid, isVdiOid, oidToIndex, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { MESSAGE_BYTES_MAX } from "../../core/limits.ts";
-import { encodeCopyList, listLocalCopies } from "./recovery.ts";
+import { checkListFormat, encodeCopyList, listLocalCopies } from "./recovery.ts";
 import { scrubStatusRequest, startScrubRequest } from "./scrub_ops.ts";
 import type { Changes } from "./changes.ts";
 import { decodeSalvaged, encodeSalvaged } from "./salvaged_copy.ts";
@@ -500,7 +500,10 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.GET_OBJ_LIST]: {
     force: true,
-    handle: async (host) => encodeCopyList(await listLocalCopies(host.store)),
+    handle: async (host, { data }) => {
+      checkListFormat(data, host.config?.ctimeMs);
+      return encodeCopyList(await listLocalCopies(host.store));
+    },
   },
   [Opcode.GET_CLUSTER_STATE]: {
     force: true,

@@ -33,7 +33,11 @@ import {
 } from "../../core/vdi/inode.ts";
 import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
-import { type ClusterConfig, FLAG_STRICT } from "../../core/cluster/cluster_config.ts";
+import {
+  type ClusterConfig,
+  compareFormats,
+  FLAG_STRICT,
+} from "../../core/cluster/cluster_config.ts";
 import type { ClusterEvent } from "../../core/cluster/cluster_events.ts";
 import {
   ADMIN_LOCK_VID,
@@ -260,7 +264,12 @@ export class Sheep {
       announce: async (headers) => {
         for (let at = 0; at < headers.length; at += FOUND_HEADERS_PER_EVENT) {
           const some = headers.slice(at, at + FOUND_HEADERS_PER_EVENT);
-          await this.#submit({ type: "found", headers: encodeFoundHeaders(some) });
+          const formatMs = this.config?.ctimeMs;
+          await this.#submit({
+            type: "found",
+            headers: encodeFoundHeaders(some),
+            ...(formatMs === undefined ? {} : { formatMs }),
+          });
         }
       },
       noChangeInProgress: () =>
@@ -334,6 +343,7 @@ export class Sheep {
       locks: this.objectLocks,
       throttle: this.recoveryThrottle,
       copies: (oid) => this.gateway.copiesOf(oid),
+      format: () => this.config?.ctimeMs,
       heldFor: (oid, view) => this.#holds?.absentHolders(oid, view) ?? [],
       now: () => this.now(),
       completed: (epoch) => void this.#reportRecovered(epoch),
@@ -390,7 +400,7 @@ export class Sheep {
   get status(): SheepStatus {
     if (!this.#running) return "stopped";
     // First: nothing else this node does counts for its cluster any more.
-    if (this.member?.leftReason !== undefined) return "left";
+    if (this.#leftReason() !== undefined) return "left";
     // Unformatted first: it is what a user must act on, whatever the group is doing.
     if (!this.config) return "waiting-for-format";
     if (this.member) {
@@ -617,7 +627,7 @@ export class Sheep {
     this.gateway.close();
     this.recovery.stop();
     await this.scrubber.stop();
-    await this.member?.stop({ leave: options.graceful ?? true });
+    await (this.#leaving ?? this.member?.stop({ leave: options.graceful ?? true }));
     // A table write still due is done on a clean stop (a crash, graceful: false, loses it).
     await this.#vdiTable.close(options.graceful ?? true);
     await this.#server?.close();
@@ -662,8 +672,14 @@ export class Sheep {
     for (const effect of effects) {
       switch (effect.type) {
         case "erase-store":
+          // A recovery under way listed copies of the format erased here: it starts again,
+          // its pulls of them land nothing (`Run.format`).
+          this.recovery.stop();
           for (const oid of await this.store.list()) await this.store.remove(oid);
           await this.#vdiTable.remove();
+          if (this.#view.nodes.some((node) => node.id === this.id)) {
+            this.recovery.start(this.#view);
+          }
           break;
         case "remember-vdis":
           this.#vdiTable.changed();
@@ -946,8 +962,15 @@ export class Sheep {
     };
   }
 
-  /** Merges a peer's state in: its config if we have none, its VDI headers, its locks. */
+  /**
+   * Merges a peer's state in: its config if we have none, its VDI headers, its locks. A state of
+   * another format is refused whole (`ClusterStateMachine.merge` throws); a newer one means this
+   * node missed a format, and it leaves (`#leaveOlderFormat`).
+   */
   async mergeState(state: ClusterState): Promise<void> {
+    if (compareFormats(this.config, state.config) === "mine older") {
+      this.#leaveOlderFormat(state.config!);
+    }
     await this.#perform(this.stateMachine.merge(state));
     const ahead = this.stateMachine.aheadOf(state.headers);
     if (ahead.length > 0 && state.firstEpoch !== undefined) {
@@ -955,6 +978,34 @@ export class Sheep {
       this.#tellPeersBehind();
     }
     this.stateChanges.notify();
+  }
+
+  /** Why this node left its cluster on its own (`#leaveOlderFormat`), if it did. */
+  #olderFormat: string | undefined;
+  /** The driver's stop once this node left on its own: `stop` waits for it. */
+  #leaving: Promise<void> | undefined;
+
+  /**
+   * This node's store is of a format the cluster replaced while it was away (a `mkfs --force`
+   * it missed): its objects, VDIs and attach locks belong to no VDI the cluster has, and taken in
+   * they would bring erased VDIs back or serve their bytes as a new VDI's. As Sheepdog refused
+   * such a node at its join, it takes no part: out of the group (the others' next view is
+   * without it), clients and peers refused, its store left as it is for the operator.
+   */
+  #leaveOlderFormat(theirs: ClusterConfig): void {
+    if (this.#olderFormat !== undefined) return;
+    const at = (config: ClusterConfig) => new Date(config.ctimeMs).toISOString();
+    this.#olderFormat = `its store ${this.dir} holds the format of ${at(this.config!)}; the ` +
+      `cluster was formatted again at ${at(theirs)} while it was away. Move the directory away ` +
+      "and start the sheep on an empty one to rejoin";
+    this.logger.error(`left the cluster: ${this.#olderFormat}`);
+    this.#headerDrift.stop();
+    this.recovery.stop();
+    // Off the driver's own call stack: this runs inside its catch-up from peers.
+    this.#leaving = new Promise<void>((resolve) => setTimeout(resolve, 0))
+      .then(() => Promise.all([this.scrubber.stop(), this.member?.stop({ leave: true })]))
+      .then(() => {}, (error) => this.logger.warn(`leaving: ${(error as Error).message}`));
+    this.viewChanges.notify();
   }
 
   /**
@@ -1089,7 +1140,12 @@ export class Sheep {
 
   /** What clients of a sheep that left its cluster on its own are told (one line). */
   #leftError(): SheepdogError {
-    return leftClusterError(this.member?.leftReason ?? "it stopped");
+    return leftClusterError(this.#leftReason() ?? "it stopped");
+  }
+
+  /** Why this node left its cluster on its own (its format, or its driver's reason), if it did. */
+  #leftReason(): string | undefined {
+    return this.#olderFormat ?? this.member?.leftReason;
   }
 
   /** VDI I/O into this sheep's gateway without an object-protocol hop (the NBD export). */
