@@ -139,24 +139,40 @@ class FsFile implements DiskFile {
    * the kernel sizes the page-cache folios it creates after each `pwrite` (see the constant).
    * Returns the bytes written from `position` on without a gap.
    */
-  async #writePieces(data: Uint8Array, position: number): Promise<number> {
-    const pieces: Promise<number>[] = [];
-    for (let at = 0; at < data.length; at += WRITE_PIECE_BYTES) {
-      const piece = data.subarray(at, at + WRITE_PIECE_BYTES);
-      pieces.push(
-        this.#handle.write(piece, 0, piece.length, position + at).then((r) => r.bytesWritten),
-      );
+  #writePieces(data: Uint8Array, position: number): Promise<number> {
+    // Callbacks, not the FileHandle's promises: a piece is one request to the pool, without a
+    // promise and a turn of the microtask queue of its own (16 per MiB).
+    const fd = this.#handle.fd;
+    // Closed (fd -1): the handle's own write says so, as every other operation does (EBADF).
+    if (fd < 0) {
+      return this.#handle.write(data, 0, data.length, position).then((r) => r.bytesWritten);
     }
-    // Settled, not all: the buffer and the handle stay in use until every piece is done.
-    const outcomes = await Promise.allSettled(pieces);
-    const failed = outcomes.find((outcome) => outcome.status === "rejected");
-    if (failed) throw failed.reason;
-    let written = 0;
-    for (const outcome of outcomes as PromiseFulfilledResult<number>[]) {
-      written += outcome.value;
-      if (outcome.value < WRITE_PIECE_BYTES) break; // a short piece (or the last): a gap after it
-    }
-    return written;
+    const count = Math.ceil(data.length / WRITE_PIECE_BYTES);
+    const written = new Array<number>(count);
+    let pending = count;
+    let failure: unknown;
+    return new Promise((resolve, reject) => {
+      const settle = () => {
+        if (--pending > 0) return;
+        // Settled, not failed fast: the buffer and the handle stay in use until every piece is done.
+        if (failure !== undefined) return reject(failure);
+        let total = 0;
+        for (const bytes of written) {
+          total += bytes;
+          if (bytes < WRITE_PIECE_BYTES) break; // a short piece (or the last): a gap after it
+        }
+        resolve(total);
+      };
+      for (let i = 0; i < count; i++) {
+        const at = i * WRITE_PIECE_BYTES;
+        const length = Math.min(WRITE_PIECE_BYTES, data.length - at);
+        fs.write(fd, data, at, length, position + at, (error, bytes) => {
+          if (error) failure ??= error;
+          else written[i] = bytes;
+          settle();
+        });
+      }
+    });
   }
 
   datasync(): Promise<void> {
