@@ -8,6 +8,7 @@
 
 import { ResultCode, SheepdogError } from "../errors.ts";
 import { BLOCK_SIZE_SHIFT_MAX, BLOCK_SIZE_SHIFT_MIN, COPIES_MAX } from "../limits.ts";
+import { sheepTimeToMs } from "../vdi/inode.ts";
 
 const CONFIG_SIZE = 40;
 const CONFIG_VERSION = 0x0006;
@@ -72,4 +73,20 @@ export function compareFormats(
 ): "same" | "mine older" | "theirs older" {
   if (!mine || !theirs || mine.ctimeMs === theirs.ctimeMs) return "same";
   return mine.ctimeMs < theirs.ctimeMs ? "mine older" : "theirs older";
+}
+
+/**
+ * True when an inode created at `createTime` (Sheepdog time) is older than the format made at
+ * `formatMs` (`ClusterConfig.ctimeMs`; undefined: not formatted): a copy of a VDI that format
+ * erased (one a copy in flight brought back after the erase, or a node that missed the format
+ * kept). Every VDI of a format is created after it: a create, snapshot, clone or rollback never
+ * dates its inode at or before the format's time (`vdiTimeMs`), whatever the nodes' clocks.
+ */
+export function predatesFormat(createTime: bigint, formatMs: number | undefined): boolean {
+  return formatMs !== undefined && sheepTimeToMs(createTime) <= formatMs;
+}
+
+/** The time a VDI change dates its inodes with: now, but always after the format. */
+export function vdiTimeMs(nowMs: number, formatMs: number | undefined): number {
+  return formatMs === undefined ? nowMs : Math.max(nowMs, formatMs + 1);
 }

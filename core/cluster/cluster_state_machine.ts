@@ -33,7 +33,7 @@ import {
 } from "../vdi/inode.ts";
 import type { Vid } from "../vdi/oid.ts";
 import { type VdiChange, VdiRegistry } from "../vdi/registry.ts";
-import { type ClusterConfig, compareFormats } from "./cluster_config.ts";
+import { type ClusterConfig, compareFormats, predatesFormat } from "./cluster_config.ts";
 import type { ClusterEvent } from "./cluster_events.ts";
 
 /** The attach lock that serialises VDI administration cluster-wide (vid 0 is no VDI's). */
@@ -160,17 +160,19 @@ export class ClusterStateMachine implements ReplicatedStateReader {
         return { result: undefined, effects: [] };
       case "recovered":
         return { result: undefined, effects: this.#applyRecovered(event) };
-      case "found":
+      case "found": {
         // Found in a store of another format (a node that missed a format, before it knew).
         if (event.formatMs !== undefined && event.formatMs !== this.#config?.ctimeMs) {
           return { result: undefined, effects: [] };
         }
+        // Copies of VDIs the format erased, brought back by a copy in flight at the erase.
+        const found = decodeFoundHeaders(event.headers)
+          .filter((header) => !predatesFormat(header.createTime, this.#config?.ctimeMs));
         return {
           result: undefined,
-          effects: this.#learn(decodeFoundHeaders(event.headers))
-            ? [{ type: "remember-vdis" }]
-            : [],
+          effects: this.#learn(found) ? [{ type: "remember-vdis" }] : [],
         };
+      }
       default:
         // An event type this version does not know changes nothing, on every node alike.
         return { result: undefined, effects: [] };

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ResultCode, SheepdogError } from "../errors.ts";
-import { isDeleted, isSnapshot } from "../vdi/inode.ts";
-import type { ClusterConfig } from "./cluster_config.ts";
+import { isDeleted, isSnapshot, sheepTime } from "../vdi/inode.ts";
+import { type ClusterConfig, vdiTimeMs } from "./cluster_config.ts";
 import { type ClusterEvent, decodeEvent, encodeEvent } from "./cluster_events.ts";
 import { type Applied, ClusterStateMachine, encodeFoundHeaders } from "./cluster_state_machine.ts";
 
@@ -367,8 +367,18 @@ Deno.test("ClusterStateMachine: nothing of another format is taken in, merged or
   assert.deepEqual(run(cluster, [found(1000)]), [{ result: undefined, effects: [] }]);
   assert.equal(cluster.registry.get(erased.vdiId), undefined);
   assert.deepEqual(decodeEvent(encodeEvent(found(2000))), found(2000));
-  cluster.apply(found(2000));
-  assert.deepEqual(cluster.registry.get(erased.vdiId), erased);
+  // Nor, whoever finds them, are inodes older than the format: copies of VDIs it erased, one
+  // a copy in flight at the erase brought back. Every VDI of a format is dated after it.
+  assert.deepEqual(run(cluster, [found(2000), found()]), [
+    { result: undefined, effects: [] },
+    { result: undefined, effects: [] },
+  ]);
+  assert.equal(cluster.registry.get(erased.vdiId), undefined);
+  assert.equal(vdiTimeMs(1500, cluster.config?.ctimeMs), 2001);
+  assert.equal(vdiTimeMs(2500, cluster.config?.ctimeMs), 2500);
+  const later = { ...erased, createTime: sheepTime(vdiTimeMs(1500, cluster.config?.ctimeMs)) };
+  cluster.apply({ type: "found", headers: encodeFoundHeaders([later]), formatMs: 2000 });
+  assert.deepEqual(cluster.registry.get(erased.vdiId), later);
   // A node without a config yet takes the cluster's as before.
   const fresh = new ClusterStateMachine();
   fresh.merge(cluster.snapshot());

@@ -42,9 +42,14 @@ import { isVdiOid, type Oid, oidToHex, oidToVid, vdiOid, type Vid } from "../../
 import type { CopyChange } from "../../core/store/fs_object_store.ts";
 import type { Logger } from "./logger.ts";
 
+/** Inodes older than the format remembered as said (a bound: they are not expected at all). */
+const PREDATED_REMEMBERED = 1_000;
+
 export interface HeaderDriftContext {
   /** The header `vid` has in this node's VDI table (live, snapshot or deleted). */
   tableHeader(vid: Vid): InodeHeader | undefined;
+  /** True for a header older than the cluster's format (`predatesFormat`): never announced. */
+  predatesFormat(header: InodeHeader): boolean;
   /** The header of inode `oid`, read through the gateway. */
   readHeader(oid: Oid): Promise<InodeHeader>;
   /** Proposes `headers` to the group; resolves once this node applied them. */
@@ -212,6 +217,10 @@ export class HeaderDrift {
     for (const oid of oids) {
       const header = await this.#readable(oid);
       if (header === undefined) continue;
+      if (this.#context.predatesFormat(header)) {
+        this.#predating(oid, header);
+        continue;
+      }
       const table = this.#context.tableHeader(header.vdiId);
       const newer = table === undefined ? 1 : compareHeaders(header, table);
       if (newer > 0 || (newer === 0 && this.#behind.has(oid))) ahead.push({ oid, header });
@@ -227,6 +236,19 @@ export class HeaderDrift {
       }
     }
     return ahead;
+  }
+
+  /** Inodes found older than the format, said once each. */
+  readonly #predated = new Set<Oid>();
+
+  #predating(oid: Oid, header: InodeHeader): void {
+    if (this.#predated.has(oid)) return;
+    if (this.#predated.size >= PREDATED_REMEMBERED) this.#predated.clear();
+    this.#predated.add(oid);
+    this.#context.logger.warn(
+      `inode ${oidToHex(oid)} (VDI '${header.name}') is older than the cluster's format: a copy ` +
+        "of a VDI the format erased, not taken in",
+    );
   }
 
   /**

@@ -52,6 +52,8 @@ class FakeNode {
   readonly repairs = new Map<Oid, InodeHeader>();
   /** Warnings logged. */
   readonly warnings: string[] = [];
+  /** Inodes created before this time are older than the format. */
+  formatTime = 0n;
 
   startChange(): void {
     this.#change = Promise.withResolvers<boolean>();
@@ -65,6 +67,7 @@ class FakeNode {
   context(): HeaderDriftContext {
     return {
       tableHeader: (vid) => this.table.get(vid),
+      predatesFormat: (header) => header.createTime < this.formatTime,
       readHeader: (oid) => {
         const header = this.inodes.get(oid);
         return header
@@ -252,4 +255,25 @@ Deno.test("HeaderDrift: a found event of FOUND_HEADERS_PER_EVENT headers fits a 
   );
   const event = encodeEvent({ type: "found", headers: encodeFoundHeaders(headers) });
   assert.ok(event.length <= proposalBytesMax, `${event.length} bytes`);
+});
+
+Deno.test("HeaderDrift: an inode older than the format is never announced, and said once", async () => {
+  // A copy in flight when `mkfs --force` erased the store landed after the erase.
+  const node = new FakeNode();
+  node.formatTime = 100n;
+  const drift = started(node);
+  node.inodes.set(vdiOid(9), headerOf(9, "erased", { createTime: 50n }));
+  node.inodes.set(vdiOid(7), headerOf(7, "new", { createTime: 150n }));
+  drift.changed(vdiOid(9));
+  drift.changed(vdiOid(7));
+  await drift.settled();
+  assert.deepEqual(node.announced, [["new"]]);
+  drift.changed(vdiOid(9));
+  drift.retry();
+  await drift.settled();
+  assert.deepEqual(node.announced, [["new"]]);
+  assert.deepEqual(node.warnings.filter((line) => line.includes("format")), [
+    "inode 8000000900000000 (VDI 'erased') is older than the cluster's format: a copy of a VDI " +
+    "the format erased, not taken in",
+  ]);
 });

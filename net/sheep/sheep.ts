@@ -37,6 +37,7 @@ import {
   type ClusterConfig,
   compareFormats,
   FLAG_STRICT,
+  predatesFormat,
 } from "../../core/cluster/cluster_config.ts";
 import type { ClusterEvent } from "../../core/cluster/cluster_events.ts";
 import {
@@ -259,6 +260,7 @@ export class Sheep {
     });
     this.#headerDrift = new HeaderDrift({
       tableHeader: (vid) => this.registry.get(vid),
+      predatesFormat: (header) => predatesFormat(header.createTime, this.config?.ctimeMs),
       readHeader: async (oid) =>
         decodeInodeHeader(await this.localAccess.readObject(oid, 0, INODE_HEADER_SIZE)),
       announce: async (headers) => {
@@ -368,6 +370,7 @@ export class Sheep {
       submit: (event) => this.submitVdiEvent(event),
       exclusive: (work) => this.#withAdminLock(work),
       unknownInode: (oid) => this.#headerDrift.changed(oid),
+      formatMs: () => this.config?.ctimeMs,
       // VDI changes need the majority; a strict cluster short of zones still takes them.
       admit: () => {
         if (this.status === "left") throw this.#leftError();
@@ -598,9 +601,17 @@ export class Sheep {
         this.logger.warn(`cannot load VDI from ${oidToHex(oid)}: ${(error as Error).message}`);
       }
     }
-    // The inodes, where newer than (or as new as) what the table kept, as a merge would.
+    // The inodes, where newer than (or as new as) what the table kept, as a merge would. One
+    // older than the format, which the table lacks, is of a VDI the format erased.
     for (const header of headers) {
       const kept = known.get(header.vdiId);
+      if (!kept && predatesFormat(header.createTime, this.config?.ctimeMs)) {
+        this.logger.warn(
+          `inode of VDI '${header.name}' (vid ${header.vdiId.toString(16)}) is older than the ` +
+            "cluster's format: a copy of a VDI the format erased, not loaded",
+        );
+        continue;
+      }
       if (!kept || compareHeaders(header, kept) >= 0) known.set(header.vdiId, header);
     }
     // A crash in the middle of a snapshot or rollback can leave two working inodes of a name:

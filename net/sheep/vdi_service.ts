@@ -21,6 +21,7 @@ import {
   isSnapshot,
 } from "../../core/vdi/inode.ts";
 import { trimTrailingZeros } from "../../core/bytes.ts";
+import { predatesFormat, vdiTimeMs } from "../../core/cluster/cluster_config.ts";
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { DATA_OBJECTS_PER_VDI_MAX } from "../../core/limits.ts";
 import { truncatedTable, unreferencedObjects } from "../../core/vdi/cow.ts";
@@ -96,6 +97,7 @@ export class VdiService {
   readonly #exclusive: Exclusive;
   readonly #admit: AdmitChange;
   readonly #unknownInode: (oid: Oid) => void;
+  readonly #formatMs: () => number | undefined;
   /** VDI administration is serialised per sheep: each step reads what the last one wrote. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -107,7 +109,13 @@ export class VdiService {
     admit?: AdmitChange;
     /** An inode exists that the table lacks (header_drift.ts announces it). */
     unknownInode?: (oid: Oid) => void;
+    /**
+     * The cluster's format time (`ClusterConfig.ctimeMs`): new inodes are dated after it
+     * (`vdiTimeMs`), and an inode older than it (`predatesFormat`) is free to replace.
+     */
+    formatMs?: () => number | undefined;
   }) {
+    this.#formatMs = options.formatMs ?? (() => undefined);
     this.#registry = options.registry;
     this.#gateway = options.gateway;
     this.#submit = options.submit;
@@ -168,7 +176,10 @@ export class VdiService {
   }
 
   /** Create, snapshot, clone and rollback: the new inode is durable before the event. */
-  async #allocate(event: AllocatingEvent): Promise<Vid> {
+  async #allocate(asked: AllocatingEvent): Promise<Vid> {
+    // Dated after the format, whatever this node's clock says: an inode older than the format
+    // is taken for a copy of a VDI the format erased.
+    const event = { ...asked, nowMs: vdiTimeMs(asked.nowMs, this.#formatMs()) };
     for (let attempt = 1;; attempt++) {
       // Refuses (a name that exists, a base that is not a snapshot) before anything is written.
       const plan = this.#registry.plan(event);
@@ -257,6 +268,8 @@ export class VdiService {
     // second working VDI of a name, which the table drops (settle): both leftovers of changes
     // that failed, free to take (simulation, snapshot seed 1813).
     if (existing.vdiId !== vid || !this.#registry.keepsAtSettle(existing)) return;
+    // A copy of a VDI the format erased, which a copy in flight at the erase brought back.
+    if (predatesFormat(existing.createTime, this.#formatMs())) return;
     this.#unknownInode(vdiOid(vid));
     throw new SheepdogError(
       ResultCode.AGAIN,

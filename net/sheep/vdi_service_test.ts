@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { withSheep } from "../../tests/harness.ts";
 import { isResult, ResultCode, SheepdogError } from "../../core/errors.ts";
 import { VdiIo } from "../../core/vdi/io.ts";
-import { decodeInodeHeader, INODE_HEADER_SIZE, isSnapshot } from "../../core/vdi/inode.ts";
+import {
+  decodeInodeHeader,
+  INODE_HEADER_SIZE,
+  isSnapshot,
+  sheepTimeToMs,
+} from "../../core/vdi/inode.ts";
 import { isVdiOid, oidToVid, vdiOid } from "../../core/vdi/oid.ts";
 import { vidHash } from "../../core/vdi/vid.ts";
 import { type VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
@@ -375,6 +380,23 @@ Deno.test("VdiService: a new inode never replaces one the table lacks", async ()
     assert.equal(after.createTime, before.createTime, "the inode was not replaced");
     assert.deepEqual(after.dataVdiId.subarray(0, 2), before.dataVdiId.subarray(0, 2));
     assert.deepEqual(await io.read(OBJ, 3), new Uint8Array([7, 7, 7]));
+    // An inode older than the cluster's format is a copy of a VDI the format erased (one a
+    // copy in flight at the erase brought back): the create takes its vid.
+    let submitted: VdiEvent | undefined;
+    const formatted = new VdiService({
+      admit,
+      registry: new VdiRegistry(),
+      gateway: sheep.gateway,
+      submit: (event) => {
+        submitted = event;
+        return Promise.reject(new SheepdogError(ResultCode.HALT, "stop here"));
+      },
+      unknownInode: (oid) => told.push(oid),
+      formatMs: () => sheepTimeToMs(before.createTime),
+    });
+    await assert.rejects(formatted.change(create(2000)), /stop here/);
+    assert.equal(submitted?.type, "create");
+    assert.deepEqual(told, [vdiOid(vid)], "not told of");
   });
 });
 
