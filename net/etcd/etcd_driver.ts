@@ -122,7 +122,7 @@ export class EtcdDriver implements ClusterDriver {
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
     this.#layout = new EtcdLayout(options.prefix ?? "/sheepdog/");
-    this.epochLog = new EpochLog(host.dir);
+    this.epochLog = new EpochLog(host.dir, undefined, (line) => host.logger.warn(line));
     this.#queue = new ApplyQueue(host.logger);
     this.#lease = new EtcdLease({
       client: this.#client,

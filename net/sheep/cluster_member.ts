@@ -77,7 +77,7 @@ export class ClusterMember implements ClusterDriver {
   constructor(host: MemberHost, options: ClusterOptions) {
     this.#host = host;
     this.#options = options;
-    this.epochLog = new EpochLog(host.dir);
+    this.epochLog = new EpochLog(host.dir, undefined, (line) => host.logger.warn(line));
     this.#queue = new ApplyQueue(host.logger);
   }
 

@@ -22,11 +22,15 @@ export interface StoredEpoch extends EpochRecord {
 export class EpochLog {
   readonly dir: string;
   readonly #disk: Disk;
+  /** Said about each record that cannot be read (once per file). */
+  readonly #warn: (line: string) => void;
+  readonly #unreadable = new Set<string>();
 
   /** The log under `baseDir`, on `disk` (default the real file system). */
-  constructor(baseDir: string, disk: Disk = fsDisk) {
+  constructor(baseDir: string, disk: Disk = fsDisk, warn: (line: string) => void = () => {}) {
     this.dir = path.join(baseDir, "epoch");
     this.#disk = disk;
+    this.#warn = warn;
   }
 
   /** Appends records durably (temp, sync, rename, directory sync). */
@@ -43,10 +47,17 @@ export class EpochLog {
     const names = await this.#disk.readdir(this.dir).catch(() => [] as string[]);
     const records: StoredEpoch[] = [];
     for (const name of names.filter((n) => /^\d{8}$/.test(n)).sort().reverse()) {
+      const file = path.join(this.dir, name);
       try {
-        records.push(JSON.parse(await this.#readText(path.join(this.dir, name))) as StoredEpoch);
-      } catch {
-        // A torn file cannot be the last durable record: the rename makes writes atomic.
+        records.push(parseRecord(await this.#readText(file)));
+      } catch (error) {
+        // Written whole (temp, sync, rename), so not a torn write: the disk lost or changed it.
+        if (this.#unreadable.has(file)) continue;
+        this.#unreadable.add(file);
+        this.#warn(
+          `epoch record ${file} cannot be read (${(error as Error).message}): skipped, this ` +
+            "node's history goes on from the record before it",
+        );
       }
     }
     return records;
@@ -66,4 +77,21 @@ export class EpochLog {
       await handle.close();
     }
   }
+}
+
+/** One record's text as a record; throws if it is not one. */
+function parseRecord(text: string): StoredEpoch {
+  let record: StoredEpoch;
+  try {
+    record = JSON.parse(text) as StoredEpoch;
+  } catch {
+    throw new Error("not an epoch record: not JSON"); // the parser's text quotes the garbage
+  }
+  if (
+    typeof record !== "object" || record === null || !Number.isInteger(record.epoch) ||
+    !Array.isArray(record.members)
+  ) {
+    throw new Error("not an epoch record");
+  }
+  return record;
 }

@@ -90,3 +90,33 @@ Deno.test("EpochLog.append() fails with ENOSPC on a disk the store filled withou
   await assert.rejects(new EpochLog(DIR, disk).append([record(1)], 1000), { code: "ENOSPC" });
   await store.close();
 });
+
+Deno.test("EpochLog: a record the disk lost or changed is skipped, and said once", async () => {
+  const disk = new MemDisk();
+  const warnings: string[] = [];
+  const log = new EpochLog(DIR, disk, (line) => warnings.push(line));
+  for (let epoch = 1; epoch <= 3; epoch++) await log.append([record(epoch)], 1000 + epoch);
+  const file = `${DIR}/epoch/00000003`;
+  for (
+    const [bytes, why] of [[new Uint8Array([0x7b, 0x22]), /\(not an epoch record: not JSON\)/], [
+      enc("[1]"),
+      /not an epoch record/,
+    ]] as const
+  ) {
+    await disk.unlink(file);
+    const handle = await disk.open(file, "wx+");
+    await handle.write(bytes, 0);
+    await handle.close();
+    warnings.length = 0;
+    const fresh = new EpochLog(DIR, disk, (line) => warnings.push(line));
+    assert.equal((await fresh.last())?.epoch, 2, "the record before it");
+    assert.equal((await fresh.list()).length, 2);
+    assert.equal(warnings.length, 1, "said once");
+    assert.match(warnings[0]!, /^epoch record .*\/epoch\/00000003 cannot be read \(/);
+    assert.match(warnings[0]!, why);
+  }
+});
+
+function enc(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
