@@ -33,10 +33,10 @@ export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
  */
 export const FOUND_HEADERS_PER_EVENT = 8;
 /**
- * How long a sheep waits after a change of its VDI table before it writes the table to its file
- * (net/sheep/vdi_table_file.ts): a burst of changes shares one write. Written at once at every
- * write, its sync queued behind each next create's own syncs: 300 creates in a row took 8-10 ms
- * more each (2026-11-30).
+ * The least time between two writes of a sheep's VDI table to its file
+ * (net/sheep/vdi_table_file.ts): a lone change is written at once, a burst shares one write per
+ * this. Written at every change, its sync queued behind each next create's own syncs: 300
+ * creates in a row took 8-10 ms more each (2026-11-30).
  */
 export const VDI_TABLE_WRITE_DELAY_MS = 100;
 /** Requests one object-protocol connection may have in flight before the server stops reading. */

@@ -132,14 +132,15 @@ export class ClusterStateMachine implements ReplicatedStateReader {
 
   /**
    * Loads the VDI headers of the node's own inode objects (at start), then resolves what a crash
-   * in the middle of a VDI change left (`VdiRegistry.settle`).
+   * in the middle of a VDI change left (`VdiRegistry.settle`). Returns the headers settling
+   * dropped.
    */
-  loadHeaders(headers: Iterable<InodeHeader>): void {
+  loadHeaders(headers: Iterable<InodeHeader>): InodeHeader[] {
     for (const header of headers) {
       assert(header.vdiId !== 0, "vid 0 is no VDI's");
       this.registry.load(header);
     }
-    this.registry.settle();
+    return this.registry.settle();
   }
 
   /**

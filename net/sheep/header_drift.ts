@@ -195,8 +195,8 @@ export class HeaderDrift {
         }
         this.#context.logger.warn(
           `the VDI table lacked what inode ${oidToHex(oid)} says (${what}): a change was left ` +
-            "on disk (an undo that failed, or no node could read the inode at start); every node " +
-            "takes it in now",
+            "on disk (an undo that failed, no node could read the inode at start, or a VDI table " +
+            "kept older than the cluster's settled it away); every node takes it in now",
         );
       }
     } catch (error) {

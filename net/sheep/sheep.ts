@@ -31,7 +31,7 @@ import {
   INODE_HEADER_SIZE,
   type InodeHeader,
 } from "../../core/vdi/inode.ts";
-import { isVdiOid, type Vid } from "../../core/vdi/oid.ts";
+import { isVdiOid, type Oid, oidToHex, vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiChange, VdiEvent, VdiRegistry } from "../../core/vdi/registry.ts";
 import {
   type ClusterConfig,
@@ -47,7 +47,6 @@ import {
   encodeFoundHeaders,
   type VdiLock,
 } from "../../core/cluster/cluster_state_machine.ts";
-import type { Oid } from "../../core/vdi/oid.ts";
 import { Metrics } from "../metrics/metrics.ts";
 import { ObjectServer } from "../object/server.ts";
 import { TcpTransport } from "../object/tcp_transport.ts";
@@ -77,7 +76,6 @@ import { Changes } from "./changes.ts";
 import type { OrphanSource } from "./orphans.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
 import { isResult, promiseOf } from "../../core/errors.ts";
-import { oidToHex } from "../../core/vdi/oid.ts";
 import type { ReplacedCopy } from "./salvaged_copy.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { type Connect, Peers } from "./peers.ts";
@@ -284,6 +282,7 @@ export class Sheep {
       ...(options.disk ? { disk: options.disk } : {}),
       table: () => this.registry.all(),
       warn: (line) => this.logger.warn(line),
+      now: () => this.now(),
     });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
@@ -615,8 +614,16 @@ export class Sheep {
       if (!kept || compareHeaders(header, kept) >= 0) known.set(header.vdiId, header);
     }
     // A crash in the middle of a snapshot or rollback can leave two working inodes of a name:
-    // loading settles that.
-    this.stateMachine.loadHeaders(known.values());
+    // loading settles that, by what this node knows now. Its kept table may be older than the
+    // cluster's (a crash before its write): a snapshot the cluster applied is a working VDI in
+    // it, and settling against that drops the new working inode, which every holder then
+    // forgets (simulation, snapshot seed 5873). Those of its own copies are looked at again
+    // once its peers' states are in (HeaderDrift): announced if no node keeps them, dropped
+    // again by every node if they are a failed change's.
+    const held = new Set(headers.map((header) => header.vdiId));
+    for (const dropped of this.stateMachine.loadHeaders(known.values())) {
+      if (held.has(dropped.vdiId)) this.#headerDrift.changed(vdiOid(dropped.vdiId));
+    }
   }
 
   /** Counts the inode copies loaded at start, so the first listing need not read them. */

@@ -41,6 +41,8 @@ export interface VdiTableFileOptions {
   table: () => readonly InodeHeader[];
   /** Says, in one line, that a write failed. */
   warn: (line: string) => void;
+  /** The clock writes are spaced by (ms; the sheep's, which a simulation runs on virtual time). */
+  now?: () => number;
 }
 
 export class VdiTableFile {
@@ -50,24 +52,32 @@ export class VdiTableFile {
   readonly #options: VdiTableFileOptions;
   /** Writes and removals of the file, one at a time, in order: a removal is never overtaken. */
   #ops: Promise<void> = Promise.resolve();
-  /** The write due (`VDI_TABLE_WRITE_DELAY_MS` after a change): later changes share it. */
+  /** The write due (at once, or `VDI_TABLE_WRITE_DELAY_MS` after the last): changes share it. */
   #due: ReturnType<typeof setTimeout> | undefined;
+  /** When the last write started (`#now`). */
+  #lastWriteMs = -Infinity;
+  readonly #now: () => number;
 
   constructor(dir: string, options: VdiTableFileOptions) {
     this.#dir = dir;
     this.#file = path.join(dir, "vdi-table");
     this.#disk = options.disk ?? fsDisk;
     this.#options = options;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /**
-   * The table changed: it is written `VDI_TABLE_WRITE_DELAY_MS` later, off the event queue (the
-   * file helps the next start; no event waits for it), a burst of changes sharing one write.
-   * Written at each change, its sync queued behind each next create's own (BENCHMARKS.md).
+   * The table changed: it is written off the event queue (the file helps the next start; no
+   * event waits for it), at once unless a write started less than `VDI_TABLE_WRITE_DELAY_MS`
+   * ago, then that long after it, the changes meanwhile sharing one write. A lone change is on
+   * disk a sync later, not a delay later (a crash in between loses it); a burst is written once
+   * per delay: written at each change, its sync queued behind each next create's own
+   * (BENCHMARKS.md).
    */
   changed(): void {
     if (this.#due !== undefined) return;
-    this.#due = setTimeout(() => void this.#writeDue(), VDI_TABLE_WRITE_DELAY_MS);
+    const wait = Math.max(0, this.#lastWriteMs + VDI_TABLE_WRITE_DELAY_MS - this.#now());
+    this.#due = setTimeout(() => void this.#writeDue(), wait);
   }
 
   /**
@@ -116,6 +126,7 @@ export class VdiTableFile {
   #writeDue(): Promise<void> {
     clearTimeout(this.#due);
     this.#due = undefined;
+    this.#lastWriteMs = this.#now();
     return this.#then(() => this.write(this.#options.table())).catch((error) =>
       this.#options.warn(
         `cannot keep the VDI table in ${this.#dir}: ${(error as Error).message} (the next start ` +
