@@ -40,7 +40,11 @@ export function encodeConfig(config: ClusterConfig): Uint8Array {
 
 export function decodeConfig(bytes: Uint8Array, file: string): ClusterConfig {
   const corrupt = (why: string) =>
-    new SheepdogError(ResultCode.EIO, `Cannot read cluster config ${file}: ${why}`);
+    new SheepdogError(
+      ResultCode.EIO,
+      `Cannot read cluster config ${file}: ${why} (every node of a cluster holds the same one: ` +
+        "copy another node's in its place)",
+    );
   if (bytes.length !== CONFIG_SIZE) throw corrupt(`${bytes.length} bytes, expected ${CONFIG_SIZE}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, CONFIG_SIZE);
   if (view.getUint16(30, true) !== CONFIG_VERSION) throw corrupt("unknown format version");

@@ -311,7 +311,11 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       this.#config = state.config;
       effects.push({ type: "persist-config", config: state.config });
     }
-    if (this.#learn(state.headers)) effects.push({ type: "remember-vdis" });
+    // A peer that started without its config file took the cluster's beside a store of an
+    // older format: the VDIs of that store are not this format's.
+    const formatMs = this.#config?.ctimeMs;
+    const headers = state.headers.filter((header) => !predatesFormat(header.createTime, formatMs));
+    if (this.#learn(headers)) effects.push({ type: "remember-vdis" });
     for (const lock of state.locks) {
       if (!this.#locks.has(lock.vid)) this.#locks.set(lock.vid, { ...lock });
     }

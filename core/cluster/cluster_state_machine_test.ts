@@ -21,7 +21,8 @@ const mkfs = (force = false, copies = 3): ClusterEvent => ({
 
 const create = (name: string): ClusterEvent => ({
   type: "vdi",
-  event: { type: "create", name, sizeBytes: 1 << 30, copies: 3, blockSizeShift: 22, nowMs: 1 },
+  // After the formats below (1000 and 2000 ms), as VdiService dates every VDI (`vdiTimeMs`).
+  event: { type: "create", name, sizeBytes: 1 << 30, copies: 3, blockSizeShift: 22, nowMs: 5000 },
 });
 
 const lock = (vid: number, client: string, node = "n1", force = false): ClusterEvent => ({
@@ -344,7 +345,17 @@ Deno.test("ClusterStateMachine: nothing of another format is taken in, merged or
   // none of them, and it takes none of theirs (it leaves: net/sheep/sheep.ts).
   const old = new ClusterStateMachine();
   old.apply(mkfs());
-  old.apply(create("erased"));
+  old.apply({
+    type: "vdi",
+    event: {
+      type: "create",
+      name: "erased",
+      sizeBytes: 1 << 30,
+      copies: 3,
+      blockSizeShift: 22,
+      nowMs: 1500,
+    },
+  });
   const erased = old.registry.lookup("erased");
   const cluster = new ClusterStateMachine();
   cluster.apply({ type: "mkfs", config: { ...CONFIG, ctimeMs: 2000 }, force: false });
@@ -383,4 +394,14 @@ Deno.test("ClusterStateMachine: nothing of another format is taken in, merged or
   const fresh = new ClusterStateMachine();
   fresh.merge(cluster.snapshot());
   assert.equal(fresh.config?.ctimeMs, 2000);
+  // One that lost its config file holds its old store's VDIs: its peers take none of them.
+  const configless = new ClusterStateMachine();
+  configless.loadHeaders([erased]);
+  configless.merge(cluster.snapshot());
+  const peer = new ClusterStateMachine();
+  peer.apply({ type: "mkfs", config: { ...CONFIG, ctimeMs: 2000 }, force: false });
+  peer.merge(configless.snapshot());
+  assert.equal(peer.registry.get(erased.vdiId), undefined);
+  const vm = cluster.registry.lookup("vm");
+  assert.deepEqual(peer.registry.get(vm.vdiId), vm, "this format's are taken");
 });
