@@ -307,15 +307,17 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       );
     }
     const effects: ClusterEffect[] = [];
+    let changed = false;
     if (!this.#config && state.config) {
       this.#config = state.config;
       effects.push({ type: "persist-config", config: state.config });
+      changed = this.#forgetOlderThan(state.config.ctimeMs);
     }
     // A peer that started without its config file took the cluster's beside a store of an
     // older format: the VDIs of that store are not this format's.
     const formatMs = this.#config?.ctimeMs;
     const headers = state.headers.filter((header) => !predatesFormat(header.createTime, formatMs));
-    if (this.#learn(headers)) effects.push({ type: "remember-vdis" });
+    if (this.#learn(headers) || changed) effects.push({ type: "remember-vdis" });
     for (const lock of state.locks) {
       if (!this.#locks.has(lock.vid)) this.#locks.set(lock.vid, { ...lock });
     }
@@ -325,6 +327,21 @@ export class ClusterStateMachine implements ReplicatedStateReader {
       this.#recovered.set(Number(epoch), done);
     }
     return effects;
+  }
+
+  /**
+   * Forgets the headers older than the format made at `formatMs`: a node that started without
+   * its config file loaded them from its store before it took the cluster's config, and they are
+   * a format's that the cluster erased. True if it forgot any.
+   */
+  #forgetOlderThan(formatMs: number): boolean {
+    const all = this.registry.all();
+    const kept = all.filter((header) => !predatesFormat(header.createTime, formatMs));
+    if (kept.length === all.length) return false;
+    this.registry.clear();
+    for (const header of kept) this.registry.load(header);
+    this.registry.settle();
+    return true;
   }
 
   /**

@@ -397,11 +397,19 @@ Deno.test("ClusterStateMachine: nothing of another format is taken in, merged or
   // One that lost its config file holds its old store's VDIs: its peers take none of them.
   const configless = new ClusterStateMachine();
   configless.loadHeaders([erased]);
-  configless.merge(cluster.snapshot());
+  const peerState = configless.snapshot();
+  assert.deepEqual(configless.merge(cluster.snapshot()).map((e) => e.type), [
+    "persist-config",
+    "remember-vdis",
+  ]);
+  // Its old 'erased' is forgotten once it has a config; the cluster's VDI of that vid is taken.
+  assert.deepEqual(configless.registry.get(erased.vdiId), later);
   const peer = new ClusterStateMachine();
   peer.apply({ type: "mkfs", config: { ...CONFIG, ctimeMs: 2000 }, force: false });
-  peer.merge(configless.snapshot());
+  peer.merge(peerState); // what it offered before it had a config
   assert.equal(peer.registry.get(erased.vdiId), undefined);
+  peer.merge(configless.snapshot());
+  assert.deepEqual(peer.registry.get(erased.vdiId), later);
   const vm = cluster.registry.lookup("vm");
   assert.deepEqual(peer.registry.get(vm.vdiId), vm, "this format's are taken");
 });
