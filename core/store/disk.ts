@@ -159,3 +159,23 @@ export async function readFully(
   if (done < buffer.length) buffer.fill(0, done);
   return done;
 }
+
+/**
+ * The whole of `path` on `disk` (as long as it is when opened), or undefined when there is no
+ * such file: what the small files a sheep keeps beside its objects are read with.
+ */
+export async function readWholeFile(disk: Disk, path: string): Promise<Uint8Array | undefined> {
+  let file: DiskFile;
+  try {
+    file = await disk.open(path, "r");
+  } catch (error) {
+    if (errorCode(error) === "ENOENT") return undefined;
+    throw error;
+  }
+  try {
+    const bytes = new Uint8Array(await file.size());
+    return bytes.subarray(0, await readFully(file, bytes, 0));
+  } finally {
+    await file.close();
+  }
+}

@@ -70,7 +70,11 @@ export class ObjectClient implements ObjectAccess {
     this.transport = transport;
   }
 
-  async #send(header: Header, data?: Uint8Array): Promise<Message> {
+  /**
+   * Sends `header` with `data` as its payload (flagged and sized here) and returns the response,
+   * or throws the error a failed one carries (`checkResponse`).
+   */
+  async send(header: Header, data?: Uint8Array): Promise<Message> {
     if (data && data.length > 0) {
       header.flags |= Flag.WRITE;
       header.dataLength = data.length;
@@ -81,7 +85,7 @@ export class ObjectClient implements ObjectAccess {
   /** Sends an internal request whose reply is JSON. */
   async json<T>(opcode: number, body?: unknown): Promise<T> {
     const data = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
-    const response = await this.#send(requestHeader(opcode, { internal: true }), data);
+    const response = await this.send(requestHeader(opcode, { internal: true }), data);
     return JSON.parse(new TextDecoder().decode(response.data)) as T;
   }
 
@@ -90,7 +94,7 @@ export class ObjectClient implements ObjectAccess {
     header.oid = oid;
     header.offset = offset;
     header.dataLength = length;
-    const response = await this.#send(header);
+    const response = await this.send(header);
     if (response.data.length === length) return response.data;
     const padded = new Uint8Array(length);
     padded.set(response.data.subarray(0, length));
@@ -101,7 +105,7 @@ export class ObjectClient implements ObjectAccess {
     const header = requestHeader(Opcode.WRITE_OBJ);
     header.oid = oid;
     header.offset = offset;
-    await this.#send(header, data);
+    await this.send(header, data);
   }
 
   async createObject(oid: Oid, data: Uint8Array, offset: number, cowFrom?: Oid): Promise<void> {
@@ -112,20 +116,20 @@ export class ObjectClient implements ObjectAccess {
       header.flags |= Flag.COW;
       header.cowOid = cowFrom;
     }
-    await this.#send(header, data);
+    await this.send(header, data);
   }
 
   async removeObject(oid: Oid): Promise<void> {
     const header = requestHeader(Opcode.REMOVE_OBJ);
     header.oid = oid;
-    await this.#send(header);
+    await this.send(header);
   }
 
   /** FLUSH_VDI: with `vid`, that VDI's writes (named by its inode oid, as QEMU's driver does). */
   async flush(vid?: Vid): Promise<void> {
     const header = requestHeader(Opcode.FLUSH_VDI);
     if (vid !== undefined) header.oid = vdiOid(vid);
-    await this.#send(header);
+    await this.send(header);
   }
 
   async lookupVdi(name: string, ref?: SnapshotRef): Promise<Vid> {
@@ -133,7 +137,7 @@ export class ObjectClient implements ObjectAccess {
     header.snapid = ref && "snapId" in ref ? ref.snapId : 0;
     header.dataLength = 512;
     const tag = ref && "tag" in ref ? ref.tag : "";
-    const response = await this.#send(header, nameTagPayload(name, tag));
+    const response = await this.send(header, nameTagPayload(name, tag));
     return response.header.rspVdiId;
   }
 
@@ -148,7 +152,7 @@ export class ObjectClient implements ObjectAccess {
     const payload = new Uint8Array(request.tag === undefined ? 256 : 512);
     payload.set(encodeName(request.name, 255, "VDI name"), 0);
     if (request.tag !== undefined) payload.set(encodeName(request.tag, 255, "tag"), 256);
-    const response = await this.#send(header, payload);
+    const response = await this.send(header, payload);
     return response.header.rspVdiId;
   }
 
@@ -156,14 +160,14 @@ export class ObjectClient implements ObjectAccess {
   async deleteVdi(name: string, ref?: SnapshotRef): Promise<void> {
     const header = requestHeader(Opcode.DEL_VDI);
     header.snapid = ref && "snapId" in ref ? ref.snapId : 0;
-    await this.#send(header, nameTagPayload(name, ref && "tag" in ref ? ref.tag : ""));
+    await this.send(header, nameTagPayload(name, ref && "tag" in ref ? ref.tag : ""));
   }
 
   /** Takes the VDI's lock for `owner` ("running on ADDR"); returns the vid. */
   async lockVdi(name: string, ref?: SnapshotRef): Promise<Vid> {
     const header = requestHeader(Opcode.LOCK_VDI);
     header.snapid = ref && "snapId" in ref ? ref.snapId : 0;
-    const response = await this.#send(
+    const response = await this.send(
       header,
       nameTagPayload(name, ref && "tag" in ref ? ref.tag : ""),
     );
@@ -173,18 +177,18 @@ export class ObjectClient implements ObjectAccess {
   async releaseVdi(vid: Vid): Promise<void> {
     const header = requestHeader(Opcode.RELEASE_VDI);
     header.baseVdiId = vid;
-    await this.#send(header);
+    await this.send(header);
   }
 
   async readVdis(): Promise<VdiBitmap> {
     const header = requestHeader(Opcode.READ_VDIS);
     header.dataLength = VDI_SPACE / 8;
-    const response = await this.#send(header);
+    const response = await this.send(header);
     return new VdiBitmap(response.data.slice());
   }
 
   async clusterDefault(): Promise<{ copies: number; blockSizeShift: number }> {
-    const response = await this.#send(requestHeader(Opcode.GET_CLUSTER_DEFAULT));
+    const response = await this.send(requestHeader(Opcode.GET_CLUSTER_DEFAULT));
     return {
       copies: response.header.rspDefaultCopies,
       blockSizeShift: response.header.rspDefaultBlockSizeShift,

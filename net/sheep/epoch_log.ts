@@ -11,7 +11,7 @@
 
 import * as path from "node:path";
 import type { EpochRecord } from "../group/mod.ts";
-import { type Disk, readFully } from "../../core/store/disk.ts";
+import { type Disk, diskError, readWholeFile } from "../../core/store/disk.ts";
 import { fsDisk, writeFileDurably } from "../../core/store/fs_disk.ts";
 
 /** A record as stored: the view plus when it was installed. */
@@ -68,14 +68,9 @@ export class EpochLog {
   }
 
   async #readText(file: string): Promise<string> {
-    const handle = await this.#disk.open(file, "r");
-    try {
-      const bytes = new Uint8Array(await handle.size());
-      await readFully(handle, bytes, 0);
-      return new TextDecoder().decode(bytes);
-    } finally {
-      await handle.close();
-    }
+    const bytes = await readWholeFile(this.#disk, file);
+    if (bytes === undefined) throw diskError("ENOENT", "open", file); // listed, then gone
+    return new TextDecoder().decode(bytes);
   }
 }
 

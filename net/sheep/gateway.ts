@@ -33,7 +33,7 @@ import { isDataOid, isVdiOid, type Oid, oidToHex, oidToVid, vdiOid } from "../..
 import type { VdiRegistry } from "../../core/vdi/registry.ts";
 import { Header } from "../object/header.ts";
 import { Flag, Opcode } from "../object/ops.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { requestHeader } from "../object/client.ts";
 import type { Peers } from "./peers.ts";
 import { ObjectLocks } from "./object_locks.ts";
 import { CopyRestorer } from "./copy_restorer.ts";
@@ -334,12 +334,7 @@ export class Gateway {
     header: Header,
     data?: Uint8Array,
   ): Promise<{ header: Header; data: Uint8Array }> {
-    if (data && data.length > 0) {
-      header.flags |= Flag.WRITE;
-      header.dataLength = data.length;
-    }
-    const client = this.#context.peers.get(node);
-    return checkResponse(await client.transport.request(header, data));
+    return await this.#context.peers.get(node).send(header, data);
   }
 
   async write(oid: Oid, data: Uint8Array, offset: number): Promise<void> {

@@ -217,13 +217,7 @@ export class Recovery {
     // The lister's format: a node of another refuses to list (`checkListFormat`), so no copy
     // crosses from a store the cluster formatted away to one it did not, or back.
     const data = format === undefined ? undefined : encodeListFormat(format);
-    if (data) {
-      header.flags |= Flag.WRITE;
-      header.dataLength = data.length;
-    }
-    const transport = this.#context.peers.get(node).transport;
-    const response = checkResponse(await transport.request(header, data));
-    return decodeCopyList(response.data);
+    return decodeCopyList((await this.#context.peers.get(node).send(header, data)).data);
   }
 
   /** Lists every node's copies, retrying (with backoff) until all answer or the run is cancelled. */

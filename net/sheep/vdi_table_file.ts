@@ -22,7 +22,7 @@
 import * as path from "node:path";
 import { Buffer } from "node:buffer";
 import { blockChecksums } from "../../core/store/block_checksum.ts";
-import { type Disk, errorCode, readFully } from "../../core/store/disk.ts";
+import { type Disk, errorCode, readWholeFile } from "../../core/store/disk.ts";
 import { fsDisk, writeFileDurably } from "../../core/store/fs_disk.ts";
 import { trimTrailingZeros } from "../../core/bytes.ts";
 import { CHECKSUM_BLOCK_BYTES, VDI_TABLE_WRITE_DELAY_MS } from "../../core/limits.ts";
@@ -99,19 +99,8 @@ export class VdiTableFile {
 
   /** The headers the file holds; none if there is no file. Throws if it is not whole. */
   async read(): Promise<InodeHeader[]> {
-    let handle;
-    try {
-      handle = await this.#disk.open(this.#file, "r");
-    } catch (error) {
-      if (errorCode(error) === "ENOENT") return [];
-      throw error;
-    }
-    try {
-      const bytes = new Uint8Array(await handle.size());
-      return decodeTable(bytes.subarray(0, await readFully(handle, bytes, 0)), this.#file);
-    } finally {
-      await handle.close();
-    }
+    const bytes = await readWholeFile(this.#disk, this.#file);
+    return bytes === undefined ? [] : decodeTable(bytes, this.#file);
   }
 
   /** Removes the file (a forced format forgets the VDIs), after any write under way. */
