@@ -643,12 +643,18 @@ export class Recovery {
   async #merge(oid: Oid, version: number, rivals: Candidate[]): Promise<void> {
     const fetched: MergeSource[] = [];
     let unreachable: unknown;
+    let stale: SheepdogError | undefined;
     const size = rivals[0]!.meta.size;
     const newest = Math.max(...rivals.map((c) => c.meta.version));
     const reader = this.#reader(false);
     for (const { node, meta } of rivals) {
       const copy = await reader.whole(node, oid, meta.size).then(
-        ({ data }): SalvagedCopy => ({ data, badBlocks: [], expected: [] }),
+        ({ data, version }): SalvagedCopy & { version: number } => ({
+          data,
+          version,
+          badBlocks: [],
+          expected: [],
+        }),
         (error) => {
           if (isResult(error, ...RETRYABLE)) throw error;
           // An older copy's changed blocks are never taken on their own: salvaged as ever,
@@ -670,7 +676,18 @@ export class Recovery {
         }
         return undefined;
       });
-      if (copy && copy.data.length === size) {
+      if (copy && copy.version !== meta.version) {
+        // The copy changed since it was listed (its checksums were rebuilt once its disk read
+        // again, or a repair landed): merged with the listing's version and changed blocks, it
+        // would build other bytes than a node that listed it later (sim seed 17698: a copy
+        // listed as unrebuilt, read whole once rebuilt, two nodes built two objects at one
+        // version). Listed again before merging.
+        stale ??= new SheepdogError(
+          ResultCode.AGAIN,
+          `${node.id}'s copy of ${oidToHex(oid)} changed since it was listed ` +
+            `(version ${meta.version}, now ${copy.version}): listed again before merging`,
+        );
+      } else if (copy && copy.data.length === size) {
         fetched.push({
           data: copy.data,
           version: meta.version,
@@ -680,6 +697,7 @@ export class Recovery {
       }
     }
     if (unreachable !== undefined) throw unreachable;
+    if (stale !== undefined) throw stale;
     if (fetched.length === 0) {
       throw new SheepdogError(ResultCode.EIO, `No copy of ${oidToHex(oid)} can be read`);
     }
