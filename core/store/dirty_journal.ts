@@ -18,7 +18,7 @@
 import * as path from "node:path";
 import { ResultCode, SheepdogError } from "../errors.ts";
 import { type Oid, oidFromHex, oidToHex } from "../vdi/oid.ts";
-import { type Disk, type DiskFile, errorCode, readFully, writeAll } from "./disk.ts";
+import { type Disk, type DiskFile, errorCode, readWholeFile, writeAll } from "./disk.ts";
 
 interface Batch {
   entries: [Oid, number][];
@@ -55,27 +55,15 @@ export class DirtyJournal {
    * epoch its entries carry.
    */
   static async read(disk: Disk, journalPath: string): Promise<Map<Oid, number>> {
-    let file: DiskFile;
-    try {
-      file = await disk.open(journalPath, "r+");
-    } catch (error) {
-      if (errorCode(error) === "ENOENT") return new Map();
-      throw error;
+    const bytes = await readWholeFile(disk, journalPath);
+    const entries = new Map<Oid, number>();
+    if (!bytes) return entries;
+    for (const match of new TextDecoder("latin1").decode(bytes).matchAll(ENTRY)) {
+      const oid = oidFromHex(match[1]!)!;
+      const epoch = Number(match[2] ?? 0);
+      entries.set(oid, Math.min(epoch, entries.get(oid) ?? epoch));
     }
-    try {
-      const bytes = new Uint8Array(await file.size());
-      const length = await readFully(file, bytes, 0);
-      const text = new TextDecoder("latin1").decode(bytes.subarray(0, length));
-      const entries = new Map<Oid, number>();
-      for (const match of text.matchAll(ENTRY)) {
-        const oid = oidFromHex(match[1]!)!;
-        const epoch = Number(match[2] ?? 0);
-        entries.set(oid, Math.min(epoch, entries.get(oid) ?? epoch));
-      }
-      return entries;
-    } finally {
-      await file.close();
-    }
+    return entries;
   }
 
   /**
