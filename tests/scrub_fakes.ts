@@ -12,6 +12,7 @@ import type { RingNode } from "../core/hash/ring.ts";
 import type { BadBlock, ObjectMeta } from "../core/store/object_store.ts";
 import type { Oid } from "../core/vdi/oid.ts";
 import { compareCopies } from "../core/cluster/copy_choice.ts";
+import { ObjectClient } from "../net/object/client.ts";
 import type { Message } from "../net/object/header.ts";
 import { Opcode } from "../net/object/ops.ts";
 import { LocalTransport, type Transport } from "../net/object/transport.ts";
@@ -217,7 +218,7 @@ export class FakeScrubCluster {
         get view() {
           return world.view;
         },
-        peers: { get: (peer) => ({ transport: this.transport(peer.id) }) },
+        peers: { get: (peer) => new ObjectClient(this.transport(peer.id)) },
         scrubber,
       });
     }

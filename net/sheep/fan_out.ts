@@ -9,15 +9,14 @@
 
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ClusterView } from "../../core/cluster/view.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { type ObjectClient, requestHeader } from "../object/client.ts";
 import { Flag } from "../object/ops.ts";
-import type { Transport } from "../object/transport.ts";
 
 /** What a fan-out needs from the sheep. */
 export interface FanOutHost {
   readonly id: string;
   readonly view: ClusterView;
-  readonly peers: { get(node: RingNode): { readonly transport: Transport } };
+  readonly peers: { get(node: RingNode): Pick<ObjectClient, "send"> };
 }
 
 const decoder = new TextDecoder();
@@ -40,12 +39,8 @@ export async function fanOut<Row extends { node: string }>(
     if (node.id === host.id) return await mine;
     const header = requestHeader(opcode, { internal: true });
     header.flags |= Flag.FWD;
-    if (data && data.length > 0) {
-      header.flags |= Flag.WRITE;
-      header.dataLength = data.length;
-    }
     try {
-      const response = checkResponse(await host.peers.get(node).transport.request(header, data));
+      const response = await host.peers.get(node).send(header, data);
       const rows = JSON.parse(decoder.decode(response.data)) as Row[];
       return rows[0] ?? unreachable(node.id, "empty answer");
     } catch (error) {

@@ -7,7 +7,7 @@
  */
 
 import type { RingNode } from "../../core/hash/ring.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { requestHeader } from "../object/client.ts";
 import { Opcode } from "../object/ops.ts";
 import { decodeClusterState } from "./cluster_state.ts";
 import type { MemberHost } from "./cluster_driver.ts";
@@ -29,7 +29,7 @@ export async function mergeFromPeers(
     if (node.id === host.id) continue;
     try {
       const header = requestHeader(Opcode.GET_CLUSTER_STATE, { internal: true });
-      const response = checkResponse(await host.peers.get(node).transport.request(header));
+      const response = await host.peers.get(node).send(header);
       const state = decodeClusterState(response.data);
       const merging = host.mergeState(state);
       reached(state.seq);

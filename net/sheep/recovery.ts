@@ -30,7 +30,7 @@ import { sameCopy, sortCopies, targetRank } from "../../core/cluster/copy_choice
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { isVdiOid, type Oid, oidToHex } from "../../core/vdi/oid.ts";
 import { keepAllocations, keepNewestHeader } from "../../core/vdi/inode_merge.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { requestHeader } from "../object/client.ts";
 import { BUSY_HOLDER_AVOID_MS, CHECKSUM_BLOCK_BYTES } from "../../core/limits.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { type CopyReader, fetchBestCopy } from "./copy_fetch.ts";
@@ -609,7 +609,7 @@ export class Recovery {
    */
   async #request(node: RingNode, header: Header, paced: boolean): Promise<Message> {
     header.flags |= Flag.RECOVERY | (paced ? Flag.BACKGROUND : 0);
-    const response = checkResponse(await this.#context.peers.get(node).transport.request(header));
+    const response = await this.#context.peers.get(node).send(header);
     if (response.header.flags & Flag.BUSY) this.#busy.busy(node.id);
     return response;
   }

@@ -46,7 +46,7 @@ import {
 } from "../../core/cluster/cluster_state_machine.ts";
 import type { ClusterView } from "../../core/cluster/view.ts";
 import { type ClusterState, encodeClusterState } from "./cluster_state.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { requestHeader } from "../object/client.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
 import type { ObjectStore, StoreHealth, StoreSpace } from "../../core/store/object_store.ts";
 import type { Metrics } from "../metrics/metrics.ts";
@@ -757,9 +757,7 @@ async function nodeSpace(host: RequestHost, node: RingNode): Promise<Partial<Nod
     return { ...await host.store.space(), health: host.store.health(), repairs: host.repairs };
   }
   try {
-    const response = checkResponse(
-      await host.peers.get(node).transport.request(requestHeader(Opcode.STAT_SHEEP)),
-    );
+    const response = await host.peers.get(node).send(requestHeader(Opcode.STAT_SHEEP));
     return JSON.parse(new TextDecoder().decode(response.data)) as NodeStoreState;
   } catch {
     return {};
@@ -817,7 +815,7 @@ async function clusterHistory(host: RequestHost, own: EpochRow[]): Promise<Epoch
       const header = requestHeader(Opcode.STAT_CLUSTER, { internal: true });
       header.flags |= Flag.FWD;
       try {
-        const response = checkResponse(await host.peers.get(node).transport.request(header));
+        const response = await host.peers.get(node).send(header);
         const theirs = JSON.parse(new TextDecoder().decode(response.data)) as {
           epochs: EpochRow[];
         };
@@ -926,7 +924,7 @@ const adminOps: Record<number, Op> = {
           const header = requestHeader(Opcode.STAT_RECOVERY, { internal: true });
           header.flags |= Flag.FWD;
           try {
-            const response = checkResponse(await host.peers.get(node).transport.request(header));
+            const response = await host.peers.get(node).send(header);
             return (JSON.parse(new TextDecoder().decode(response.data)) as unknown[])[0];
           } catch (error) {
             return { node: node.id, state: "unreachable", error: (error as Error).message };

@@ -27,7 +27,7 @@ import type { RingNode } from "../../core/hash/ring.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import type { BadBlock, ObjectMeta, ObjectStore } from "../../core/store/object_store.ts";
 import { isDataOid, type Oid, oidToHex, oidToVid, vdiOid, type Vid } from "../../core/vdi/oid.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { requestHeader } from "../object/client.ts";
 import { Flag, Opcode } from "../object/ops.ts";
 import type { Logger } from "./logger.ts";
 import type { ObjectLocks } from "./object_locks.ts";
@@ -700,7 +700,7 @@ async function nodeMeta(
   header.flags |= Flag.RECOVERY;
   header.oid = oid;
   try {
-    const response = checkResponse(await sheep.peers.get(node).transport.request(header));
+    const response = await sheep.peers.get(node).send(header);
     const meta = JSON.parse(new TextDecoder().decode(response.data)) as ObjectMeta | null;
     return meta ?? undefined;
   } catch (error) {

@@ -15,9 +15,8 @@ import { vdiOid, type Vid } from "../../core/vdi/oid.ts";
 import type { VdiRegistryReader } from "../../core/cluster/cluster_state_machine.ts";
 import type { ClusterView } from "../../core/cluster/view.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { checkResponse, requestHeader } from "../object/client.ts";
+import { type ObjectClient, requestHeader } from "../object/client.ts";
 import { Flag, Opcode } from "../object/ops.ts";
-import type { Transport } from "../object/transport.ts";
 import type { AllocationCounts } from "./allocation_counts.ts";
 import type { Gateway } from "./gateway.ts";
 import type { VdiService } from "./vdi_service.ts";
@@ -27,7 +26,7 @@ export interface SummaryHost {
   readonly id: string;
   readonly view: ClusterView;
   readonly registry: VdiRegistryReader;
-  readonly peers: { get(node: RingNode): { readonly transport: Transport } };
+  readonly peers: { get(node: RingNode): Pick<ObjectClient, "send"> };
   readonly allocations: Pick<AllocationCounts, "counts">;
   readonly recovery: { readonly active: boolean };
   readonly gateway: Pick<Gateway, "targets">;
@@ -69,7 +68,7 @@ async function countsByNode(host: SummaryHost): Promise<Map<string, Map<Vid, All
       const header = requestHeader(Opcode.VDI_SUMMARY, { internal: true });
       header.flags |= Flag.FWD;
       try {
-        const response = checkResponse(await host.peers.get(node).transport.request(header));
+        const response = await host.peers.get(node).send(header);
         own = JSON.parse(decoder.decode(response.data)) as OwnCounts;
       } catch {
         return; // the other holders answer, or the inode is read
