@@ -115,6 +115,33 @@ export interface DataPathOptions {
    * as `discards`.
    */
   snapshots?: boolean;
+  /**
+   * Each node's clock is off by its own amount (`clockOffsets`), as machines' clocks are: a few
+   * milliseconds, seconds, or an hour either way. Off by default, as `discards`; drawn from a
+   * stream of its own, so a seed's workload and faults are those it has without it.
+   */
+  clockSkew?: boolean;
+}
+
+/**
+ * Each node's clock offset in milliseconds for a seed: about one node in three exact, the others
+ * off by up to 50 ms, up to 5 s, or about an hour, ahead or behind.
+ */
+export function clockOffsets(seed: number, nodes: number): number[] {
+  const prng = new Prng(seed ^ 0x636c6f63);
+  return Array.from({ length: nodes }, () => {
+    const sign = prng.pick([-1, 1]);
+    switch (prng.int(0, 3)) {
+      case 0:
+        return 0;
+      case 1:
+        return sign * prng.int(1, 50);
+      case 2:
+        return sign * prng.int(51, 5_000);
+      default:
+        return sign * prng.int(3_500_000, 3_700_000);
+    }
+  });
 }
 
 /** What the workload needs of a client. */
@@ -181,6 +208,8 @@ class SimNode {
   away = false;
   /** The views this node installed, across its lives (the group's durable epoch log). */
   readonly views: ClusterView[] = [];
+  /** How far this node's clock is off the simulation's time (`DataPathOptions.clockSkew`). */
+  clockOffsetMs = 0;
 
   constructor(index: number, dir: string, disk: MemDisk) {
     this.index = index;
@@ -336,6 +365,16 @@ export class DataPathSim {
       const disk = this.variant === "volatile-sync" ? new VolatileSyncDisk() : new MemDisk();
       this.nodes.push(new SimNode(i, "", disk));
     }
+    if (options.clockSkew) {
+      clockOffsets(options.seed, nodes).forEach((offset, i) =>
+        this.nodes[i]!.clockOffsetMs = offset
+      );
+    }
+  }
+
+  /** `node`'s clock: the simulation's time, off by the node's offset. */
+  #clockOf(node: SimNode): number {
+    return this.time.now + node.clockOffsetMs;
   }
 
   get prng(): Prng {
@@ -376,7 +415,13 @@ export class DataPathSim {
       `seed ${this.seed}: ${this.nodes.length} nodes, ${this.copies} copies, ` +
         `${this.model.size / OBJECT_BYTES} objects of 1 MiB${
           this.variant ? `, ${this.variant}` : ""
-        }${this.qemuCache ? `, QEMU's driver with cache=${this.qemuCache}` : ""}`,
+        }${this.qemuCache ? `, QEMU's driver with cache=${this.qemuCache}` : ""}${
+          this.nodes.some((n) => n.clockOffsetMs !== 0)
+            ? `; clocks off by ${
+              this.nodes.map((n) => `${n.name} ${n.clockOffsetMs} ms`).join(", ")
+            }`
+            : ""
+        }`,
     );
     const first = this.nodes[0]!.sheep;
     // Formatting writes every node's config file: real I/O, awaited outside the time driver.
@@ -394,7 +439,7 @@ export class DataPathSim {
       sizeBytes: this.model.size,
       copies: this.copies,
       blockSizeShift: OBJECT_SHIFT,
-      nowMs: this.time.now,
+      nowMs: this.#clockOf(this.nodes[0]!),
     });
     this.vid = this.#expectOk(await this.time.run(created, OP_LIMIT_MS), "create the VDI");
     this.#chain.push(this.vid);
@@ -441,7 +486,7 @@ export class DataPathSim {
       port: node.port,
       listen: false,
       disk: node.disk.attach(),
-      now: () => this.time.now,
+      now: () => this.#clockOf(node),
       logger: this.#logger(node),
       connect: this.#connector(node, () => born.life),
       events: this.#bus(node, () => born.life),
@@ -1069,7 +1114,7 @@ export class DataPathSim {
           type: "snapshot",
           vid: node.sheep.registry.lookup(VDI_NAME).vdiId,
           tag,
-          nowMs: this.time.now,
+          nowMs: this.#clockOf(node),
         })
       );
       through = node.name;

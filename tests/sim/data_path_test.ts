@@ -97,6 +97,28 @@ Deno.test("data-path simulation: seeded workloads with snapshots under faults", 
 });
 
 /**
+ * The same workloads, discards and snapshots included, with every node's clock off by its own
+ * amount (`clockSkew`: milliseconds, seconds or an hour, ahead or behind), as the machines of a
+ * cluster keep time: versions, VDI dates and the format's date come from different clocks. Every
+ * other seed's client is QEMU's driver, as in the tests below. `SIM_SKEW_SEEDS=K` runs K.
+ */
+const FOUND_SKEW_SEEDS: number[] = [];
+
+Deno.test("data-path simulation: seeded workloads with skewed clocks under faults", async () => {
+  await runSeeds({
+    count: envInt("SIM_SKEW_SEEDS") ?? 40,
+    found: FOUND_SKEW_SEEDS,
+    // Every other seed with QEMU's driver as the client (its mix of caches and discards).
+    seedOptions: (seed) => ({
+      discards: true,
+      ...(seed % 2 === 0 ? qemuSeedOptions(seed) : {}),
+      snapshots: true,
+      clockSkew: true,
+    }),
+  });
+});
+
+/**
  * The same workloads, discards included, with QEMU 5.2's driver as the client
  * (qemu_driver_client.ts): the object protocol without `Flag.EXTENDED`, the table kept in the
  * driver's memory, the sheep's old-client paths (`oldClientInodeWrite`, `writeThrough`). Every
