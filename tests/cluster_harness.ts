@@ -68,6 +68,11 @@ export interface TestClusterOptions {
    * right after starting the sheep), instead of once they share one view.
    */
   formatAtOnce?: boolean;
+  /**
+   * Node `index`'s wall clock, asked at each start (default: the machine's): a machine whose
+   * clock is off, or was set back while its sheep was down.
+   */
+  clock?: (index: number) => (() => number) | undefined;
 }
 
 /** The cluster driver a test cluster runs on. */
@@ -132,6 +137,7 @@ export class TestCluster {
     const proxy = this.#etcdProxies[index];
     const disk = this.#options.disk?.(index);
     const vnodes = this.#options.vnodes?.(index);
+    const now = this.#options.clock?.(index);
     const sheep = new Sheep({
       dir: path.join(this.root, `sheep${index}`),
       host: "127.0.0.1",
@@ -140,6 +146,7 @@ export class TestCluster {
       security: { key: this.key },
       ...(disk ? { disk } : {}),
       ...(vnodes === undefined ? {} : { vnodes }),
+      ...(now ? { now } : {}),
       ...(this.#options.checksumWorkers ? { checksumWorkers: this.#options.checksumWorkers } : {}),
       ...(this.#options.recoveryRate ? { recoveryRate: this.#options.recoveryRate } : {}),
       ...(this.#options.logger

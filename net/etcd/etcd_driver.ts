@@ -29,6 +29,7 @@ import {
 import { ApplyQueue } from "../sheep/apply_queue.ts";
 import { Changes } from "../sheep/changes.ts";
 import { EpochLog, type StoredEpoch } from "../sheep/epoch_log.ts";
+import { nextIncarnation } from "../sheep/incarnation.ts";
 import { mergeFromPeers } from "../sheep/peer_state.ts";
 import { Proposals } from "../sheep/proposals.ts";
 import { memberInfoOf } from "../sheep/member_info.ts";
@@ -175,10 +176,17 @@ export class EtcdDriver implements ClusterDriver {
   async start(): Promise<void> {
     this.#running = true;
     this.#startedAt = this.#host.now();
+    const incarnation = await nextIncarnation({
+      dir: this.#host.dir,
+      selfId: this.#host.id,
+      nowMs: this.#startedAt,
+      epochLog: this.epochLog,
+      warn: (line) => this.#host.logger.warn(line),
+    });
     const node = this.#host.ringNode();
     this.#self = {
       id: this.#host.id,
-      incarnation: this.#startedAt,
+      incarnation,
       host: node.host,
       port: node.port,
       zone: node.zone,

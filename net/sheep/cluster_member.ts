@@ -15,6 +15,7 @@ import { GroupDriver, type GroupState, type View } from "../group/mod.ts";
 import type { GroupEventDelivery } from "../group/driver.ts";
 import type { DatagramSeal, SealRefusal } from "../auth/datagram_seal.ts";
 import { EpochLog, type StoredEpoch } from "./epoch_log.ts";
+import { nextIncarnation } from "./incarnation.ts";
 import { ResultCode, SheepdogError } from "../../core/errors.ts";
 import { admitProposal, type ClusterDriver, type MemberHost } from "./cluster_driver.ts";
 import { ApplyQueue } from "./apply_queue.ts";
@@ -113,7 +114,13 @@ export class ClusterMember implements ClusterDriver {
   async #startDriver(multicast: ClusterOptions["multicast"]): Promise<void> {
     const host = this.#host;
     const persisted = await this.epochLog.last();
-    this.#incarnation = host.now();
+    this.#incarnation = await nextIncarnation({
+      dir: host.dir,
+      selfId: host.id,
+      nowMs: host.now(),
+      epochLog: this.epochLog,
+      warn: (line) => host.logger.warn(line),
+    });
     const node = host.ringNode();
     const failureTicks = Math.max(
       5,
