@@ -120,6 +120,39 @@ Deno.test({
         }
       });
 
+      await t.step(
+        "a sheep cut off from etcd as its wall clock is set back an hour knows it within a lease",
+        async () => {
+          // Its lease was counted on the wall clock: set back an hour, the sheep would have
+          // counted itself in touch, and taken writes, for an hour after the others moved on.
+          const setBack = { ms: 0 };
+          const cluster = await start({
+            nodes: 3,
+            copies: 2,
+            clock: (index) => index === 2 ? () => Date.now() - setBack.ms : undefined,
+          });
+          try {
+            await writeVdi(cluster, "before", MiB);
+            setBack.ms = 3_600_000;
+            cluster.cutFromEtcd(2);
+            await waitFor(
+              "the cut-off sheep to know it",
+              () => cluster.node(2).status === "minority",
+              15_000,
+            );
+            await assert.rejects(
+              cluster.admin(2).createVdi({ name: "nope", sizeBytes: MiB }),
+              /cut off/,
+            );
+            cluster.cutFromEtcd(2, false);
+            await cluster.waitForView(3, 30_000);
+            assert.ok(!hasVdi(cluster.node(2), "nope"));
+          } finally {
+            await cluster.stop();
+          }
+        },
+      );
+
       await t.step("one sheep cut off from etcd: it refuses writes, the others go on", async () => {
         const cluster = await start({ nodes: 3, copies: 2 });
         try {

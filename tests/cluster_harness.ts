@@ -146,7 +146,8 @@ export class TestCluster {
       security: { key: this.key },
       ...(disk ? { disk } : {}),
       ...(vnodes === undefined ? {} : { vnodes }),
-      ...(now ? { now } : {}),
+      // The wall clock only: the sheep's monotonic clock is the machine's, never set.
+      ...(now ? { now, monotonic: () => performance.now() } : {}),
       ...(this.#options.checksumWorkers ? { checksumWorkers: this.#options.checksumWorkers } : {}),
       ...(this.#options.recoveryRate ? { recoveryRate: this.#options.recoveryRate } : {}),
       ...(this.#options.logger

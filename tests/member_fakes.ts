@@ -68,6 +68,7 @@ export function fakeNode<D extends ClusterDriver>(
     logger: silent,
     peers,
     now: () => Date.now(),
+    monotonic: () => performance.now(),
     ringNode: () => ({ id, host: "127.0.0.1", port, zone: port, vnodes: 128 }),
     applyEvent: (event) => {
       try {

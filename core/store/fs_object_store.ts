@@ -339,7 +339,7 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  create(oid: Oid, data: Uint8Array, offset: number, options: CreateOptions): Promise<void> {
+  create(oid: Oid, data: Uint8Array, offset: number, options: CreateOptions): Promise<number> {
     return this.#changing(oid, () => this.#create(oid, data, offset, options));
   }
 
@@ -359,7 +359,7 @@ export class FsObjectStore implements ObjectStore {
     data: Uint8Array,
     offset: number,
     options: CreateOptions,
-  ): Promise<void> {
+  ): Promise<number> {
     const action = `Cannot create object ${oidToHex(oid)}`;
     this.#refuseWrites(action);
     const { size, version } = options;
@@ -405,6 +405,9 @@ export class FsObjectStore implements ObjectStore {
         ? undefined
         : changed;
       if (before !== undefined) await this.#writeChanged(oid, before);
+      // The version of the copy replaced, for the gateway: a create under a lower one (its clock
+      // behind the one that made that copy) is sent again under a higher one, as a write is.
+      const replaced = (await this.meta(oid).catch(() => undefined))?.version ?? 0;
       await this.#install(oid, dataTemp, metaTemp);
       this.#unrebuilt.delete(oid);
       // Whatever it is, the new copy is not one this node's crash left suspect.
@@ -418,6 +421,7 @@ export class FsObjectStore implements ObjectStore {
           .catch(() => undefined);
       }
       this.#stored();
+      return replaced;
     } catch (error) {
       await this.#unlinkIfPresent(dataTemp);
       await this.#unlinkIfPresent(metaTemp);

@@ -166,13 +166,15 @@ export interface ObjectStore {
    * Creates (or atomically replaces) `oid` so that it is `size` bytes long and holds `data` at
    * `offset` and zeros elsewhere, at `version`. The object becomes visible only complete: a crash
    * leaves the old one or none. Durable when it resolves (temp file synced, renamed, dir synced).
+   * Resolves with the version of the copy it replaced: 0 when there was none, or when its version
+   * is unknown (checksums a crash left unrebuilt), as a write answers with the version it raised.
    */
   create(
     oid: Oid,
     data: Uint8Array,
     offset: number,
     options: CreateOptions,
-  ): Promise<void>;
+  ): Promise<number>;
   /**
    * Writes `data` at `offset` of an existing object and raises its version to `version` (if
    * higher); resolves with the version it had before. NO_OBJ when it does not exist;

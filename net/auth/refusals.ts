@@ -34,7 +34,7 @@ export class Refusals {
   }) {
     this.#log = options.log;
     this.#count = options.count ?? (() => {});
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** Counts a refusal of `peer` ("ip:port") and logs `detail` unless that peer was just logged. */

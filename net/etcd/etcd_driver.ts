@@ -128,7 +128,8 @@ export class EtcdDriver implements ClusterDriver {
     this.#lease = new EtcdLease({
       client: this.#client,
       ttlSeconds: Math.max(1, Math.ceil((options.failureTimeoutMs ?? 5000) / 1000)),
-      now: () => host.now(),
+      // A wall clock set back while cut off would keep this sheep "in touch" that much longer.
+      now: () => host.monotonic(),
       onLost: () => void this.#register(),
       onTouch: (inTouch) => {
         if (!inTouch) {
@@ -175,11 +176,11 @@ export class EtcdDriver implements ClusterDriver {
 
   async start(): Promise<void> {
     this.#running = true;
-    this.#startedAt = this.#host.now();
+    this.#startedAt = this.#host.monotonic();
     const incarnation = await nextIncarnation({
       dir: this.#host.dir,
       selfId: this.#host.id,
-      nowMs: this.#startedAt,
+      nowMs: this.#host.now(),
       epochLog: this.epochLog,
       warn: (line) => this.#host.logger.warn(line),
     });
@@ -543,8 +544,8 @@ export class EtcdDriver implements ClusterDriver {
     if (decision.kind !== "propose") return;
     if (!this.#forced && epochWriter(this.#epoch, live) !== this.#self!.id) return;
     const settled = this.#startedAt + (this.#options.settleMs ?? 3000);
-    if (this.#epoch === null && this.#host.now() < settled) {
-      this.#scheduleEpoch(settled - this.#host.now());
+    if (this.#epoch === null && this.#host.monotonic() < settled) {
+      this.#scheduleEpoch(settled - this.#host.monotonic());
       return;
     }
     try {
@@ -595,7 +596,7 @@ export class EtcdDriver implements ClusterDriver {
    * state, then (`Proposals.skipped`).
    */
   async #append(key: string, envelope: EventEnvelope): Promise<void> {
-    const deadline = this.#host.now() + APPEND_FOR_MS;
+    const deadline = this.#host.monotonic() + APPEND_FOR_MS;
     for (;;) {
       try {
         const written = await this.#client.txn(
@@ -620,7 +621,7 @@ export class EtcdDriver implements ClusterDriver {
         );
         return;
       } catch (error) {
-        if (!this.#running || this.#host.now() > deadline) {
+        if (!this.#running || this.#host.monotonic() > deadline) {
           this.#proposals.fail(
             key,
             new SheepdogError(ResultCode.NETWORK_ERROR, (error as Error).message),

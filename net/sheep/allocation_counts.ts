@@ -155,15 +155,16 @@ export class AllocationCounts {
    * Runs `create` (the local copy of `oid` made anew: `data` at `offset`, zeros elsewhere) and
    * counts the new copy from `data`.
    */
-  create(oid: Oid, data: Uint8Array, offset: number, create: () => Promise<void>): Promise<void> {
+  create<T>(oid: Oid, data: Uint8Array, offset: number, create: () => Promise<T>): Promise<T> {
     if (!isVdiOid(oid)) return create();
     const vid = oidToVid(oid);
     return this.#locks.exclusive(vid, async () => {
       const before = this.#generation(vid);
-      await create();
+      const result = await create();
       if (offset === 0 && this.#generation(vid) === before + 1) {
         this.#known.set(vid, { count: countCopy(vid, data), generation: before + 1 });
       }
+      return result;
     });
   }
 

@@ -54,7 +54,10 @@ export interface MemberHost {
   readonly dir: string;
   readonly logger: Logger;
   readonly peers: Pick<Peers, "get">;
+  /** The wall clock: epoch records' dates, the incarnation. */
   now(): number;
+  /** A clock nobody sets: leases, settling, deadlines (`SheepOptions.monotonic`). */
+  monotonic(): number;
   ringNode(): RingNode;
   /** Applies one delivered event; resolves with this node's result (the proposer's answer). */
   applyEvent(event: ClusterEvent): Promise<unknown>;

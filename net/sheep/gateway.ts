@@ -67,15 +67,16 @@ export interface LocalObjects {
   /** Resolves with the version the copy had before. */
   write(oid: Oid, data: Uint8Array, offset: number, version: number): Promise<number>;
   /**
-   * `ObjectStore.create`. With `replacing` (a repair's copy), only in place of that copy, checked
-   * with writes to the object held off: AGAIN if the copy is another one by then.
+   * `ObjectStore.create` (resolves with the replaced copy's version). With `replacing` (a
+   * repair's copy), only in place of that copy, checked with writes to the object held off: AGAIN
+   * if the copy is another one by then.
    */
   create(
     oid: Oid,
     data: Uint8Array,
     offset: number,
     options: CreateOptions & { replacing?: ReplacedCopy },
-  ): Promise<void>;
+  ): Promise<number>;
   remove(oid: Oid): Promise<void>;
   /** `ObjectStore.healBlocks`: blocks rewritten in place with the bytes their checksums name. */
   healBlocks(oid: Oid, blocks: readonly HealedBlock[]): Promise<number[]>;
@@ -100,7 +101,10 @@ export interface GatewayContext {
   admitWrite(): void;
   defaultCopies(): number;
   defaultBlockSizeShift(): number;
+  /** The wall clock: object versions (see `VersionClock`). */
   now(): number;
+  /** A clock nobody sets, for the retry deadline (`SheepOptions.monotonic`). */
+  monotonic(): number;
   /** Notified at every new view. */
   readonly viewChanges: Changes;
   /** A copy was found bad or missing and replaced by a good one (or removed, when it could not be). */
@@ -239,14 +243,14 @@ export class Gateway {
    */
   #retrying<T>(attempt: () => Promise<T>): Promise<T> {
     // The first attempt without a wrapper (the hot path: nearly every request succeeds at once).
-    const deadline = this.#context.now() + RETRY_FOR_MS;
+    const deadline = this.#context.monotonic() + RETRY_FOR_MS;
     return promiseOf(attempt).catch((error) => this.#retryAfter(error, attempt, deadline));
   }
 
   async #retryAfter<T>(failure: unknown, attempt: () => Promise<T>, deadline: number): Promise<T> {
     let error = failure;
     for (;;) {
-      if (!isResult(error, ...RETRYABLE) || this.#context.now() > deadline) throw error;
+      if (!isResult(error, ...RETRYABLE) || this.#context.monotonic() > deadline) throw error;
       // Resend as soon as a new view is in (the usual cure), else after the retry interval
       // (a lost connection may come back within one view).
       const epoch = this.#context.view().epoch;
@@ -402,7 +406,7 @@ export class Gateway {
     version: number,
     salvaged?: Omit<SalvagedCopy, "data"> & { meta?: ObjectMeta },
     replacing?: ReplacedCopy,
-  ): Promise<unknown> {
+  ): Promise<number> {
     const badBlocks = salvaged?.badBlocks ?? [];
     const unverified = salvaged?.meta !== undefined && !salvaged.meta.verified;
     // A copy of a crash-suspect copy stays suspect with the source's uncertain blocks, as
@@ -426,23 +430,20 @@ export class Gateway {
       header.objVersion = version;
       header.objSize = size;
       if (unverified) header.flags |= Flag.UNVERIFIED;
-      return this.#sendPeer(
-        node,
-        header,
-        encodeSalvaged({
-          badBlocks,
-          expected: salvaged?.expected ?? [],
-          data,
-          ...(changed ? { changed } : {}),
-          ...(replacing !== undefined ? { replacing } : {}),
-        }),
-      );
+      const salvagedCopy = encodeSalvaged({
+        badBlocks,
+        expected: salvaged?.expected ?? [],
+        data,
+        ...(changed ? { changed } : {}),
+        ...(replacing !== undefined ? { replacing } : {}),
+      });
+      return this.#sendPeer(node, header, salvagedCopy).then((r) => r.header.rspObjVersion);
     }
     const header = this.#peerHeader(Opcode.CREATE_AND_WRITE_PEER, oid, offset);
     header.objVersion = version;
     header.objSize = size;
     if (unverified) header.flags |= Flag.UNVERIFIED;
-    return this.#sendPeer(node, header, data);
+    return this.#sendPeer(node, header, data).then((r) => r.header.rspObjVersion);
   }
 
   async remove(oid: Oid): Promise<void> {

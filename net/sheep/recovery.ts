@@ -72,7 +72,10 @@ export interface RecoveryContext {
    * in a crash (crash_holds.ts); empty when none. Such a copy is neither trusted nor pulled from.
    */
   heldFor(oid: Oid, view: ClusterView): readonly string[];
+  /** The wall clock: when a recovery started and finished, as `info -t recovery` shows. */
   now(): number;
+  /** A clock nobody sets, for how long a busy holder is avoided (`SheepOptions.monotonic`). */
+  monotonic(): number;
   /** Called once this node has every object the view puts on it, each matching the newest copy. */
   completed(epoch: number): void;
 }
@@ -175,7 +178,7 @@ export class Recovery {
 
   constructor(context: RecoveryContext) {
     this.#context = context;
-    this.#busy = new BusyHolders(BUSY_HOLDER_AVOID_MS, () => context.now());
+    this.#busy = new BusyHolders(BUSY_HOLDER_AVOID_MS, () => context.monotonic());
   }
 
   status(): RecoveryStatus {

@@ -111,7 +111,10 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly allocations: Pick<AllocationCounts, "counts">;
   /** Old clients' table entries this sheep knows are recorded (`recordOwnObject`). */
   readonly oldClientEntries: OldClientEntries;
+  /** The wall clock: VDI dates. */
   now(): number;
+  /** A clock nobody sets, for waits (`SheepOptions.monotonic`). */
+  monotonic(): number;
   /** This node as the ring sees it. */
   ringNode(): RingNode;
   /** Throws the reason the node cannot serve clients now (unformatted, waiting, stopping). */
@@ -424,7 +427,7 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.CREATE_AND_WRITE_PEER]: {
     force: true,
-    handle: async (host, { header, data }) => {
+    handle: async (host, { header, data }, reply) => {
       if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       const size = header.objSize;
       if (size <= 0 || size > MESSAGE_BYTES_MAX || header.offset + data.length > size) {
@@ -434,7 +437,8 @@ const peerOps: Record<number, Op> = {
         );
       }
       await checkEpoch(host, header);
-      await host.local.create(header.oid, data, header.offset, {
+      // The replaced copy's version, as WRITE_PEER answers (the gateway raises a create under it).
+      reply.rspObjVersion = await host.local.create(header.oid, data, header.offset, {
         size,
         version: header.objVersion,
         unverified: (header.flags & Flag.UNVERIFIED) !== 0,
@@ -471,7 +475,7 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.PUT_SALVAGED_PEER]: {
     force: true,
-    handle: async (sheep, { header, data }) => {
+    handle: async (sheep, { header, data }, reply) => {
       const salvaged = decodeSalvaged(data);
       const size = header.objSize;
       if (size <= 0 || size > MESSAGE_BYTES_MAX || salvaged.data.length !== size) {
@@ -479,7 +483,7 @@ const peerOps: Record<number, Op> = {
       }
       await checkEpoch(sheep, header);
       const unverified = (header.flags & Flag.UNVERIFIED) !== 0;
-      await sheep.local.create(header.oid, salvaged.data, 0, {
+      reply.rspObjVersion = await sheep.local.create(header.oid, salvaged.data, 0, {
         size,
         version: header.objVersion,
         badBlocks: salvaged.badBlocks,
@@ -1046,8 +1050,8 @@ async function untilServing(host: RequestHost, request: Header): Promise<void> {
   const waiting = () => host.status === "waiting-for-nodes";
   const oldClient = !isInternalOpcode(request.opcode) && !(request.flags & Flag.EXTENDED);
   if (oldClient && waiting()) {
-    const deadline = host.now() + RETRY_FOR_MS;
-    while (waiting() && host.now() < deadline) {
+    const deadline = host.monotonic() + RETRY_FOR_MS;
+    while (waiting() && host.monotonic() < deadline) {
       await host.viewChanges.until(() => !waiting(), RETRY_INTERVAL_MS);
     }
   }

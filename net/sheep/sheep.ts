@@ -105,7 +105,14 @@ export interface SheepOptions {
    */
   vnodes?: number;
   logger?: Logger;
+  /** The wall clock: versions, VDI and lock dates, the format's (default Date.now). */
   now?: () => number;
+  /**
+   * Milliseconds on a clock nobody sets (default: `now` when given, else performance.now), for
+   * deadlines, waits and rates: a wall clock set back while a sheep waits on it would stretch
+   * the wait by as much (an etcd lease counted on it kept a sheep cut off "in touch").
+   */
+  monotonic?: () => number;
   /**
    * Join a cluster through the built-in group (multicast and/or seeds). Without it (and without
    * `driver`) the sheep is alone.
@@ -202,6 +209,8 @@ export class Sheep {
   /** Request counters and latencies, bytes moved, state gauges (served at GET /metrics). */
   readonly metrics = new Metrics();
   readonly now: () => number;
+  /** See `SheepOptions.monotonic`. */
+  readonly monotonic: () => number;
   #port: number;
   #zone: number | undefined;
   #vnodes: number;
@@ -227,7 +236,7 @@ export class Sheep {
   readonly objectLocks = new ObjectLocks<Oid>();
   /** Copies found bad or missing and replaced (or removed) since start. */
   repairs = 0;
-  #lastNoSpaceLogMs = 0;
+  #lastNoSpaceLogMs = -Infinity;
   readonly #listenHost: string;
   readonly #security: SheepSecurity | undefined;
   /** Strangers refused (bad MACs, wrong keys, disallowed clients): counted and logged. */
@@ -242,6 +251,7 @@ export class Sheep {
     this.#fixedVnodes = options.vnodes !== undefined;
     this.logger = options.logger ?? silentLogger;
     this.now = options.now ?? Date.now;
+    this.monotonic = options.monotonic ?? options.now ?? (() => performance.now());
     this.checksumWorkers = (options.checksumWorkers ?? 0) > 0
       ? new ChecksumWorkers({
         workers: options.checksumWorkers!,
@@ -252,7 +262,7 @@ export class Sheep {
       bytesPerSecond: options.recoveryRate ?? RECOVERY_BYTES_PER_SECOND_BUSY,
       quietMs: CLIENT_QUIET_MS,
     }, {
-      now: () => this.now(),
+      now: () => this.monotonic(),
       // The global timer: a simulation runs it on virtual time, as it runs `now`.
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     });
@@ -282,7 +292,7 @@ export class Sheep {
       ...(options.disk ? { disk: options.disk } : {}),
       table: () => this.registry.all(),
       warn: (line) => this.logger.warn(line),
-      now: () => this.now(),
+      now: () => this.monotonic(),
     });
     this.store = new FsObjectStore(path.join(this.dir, "obj"), options.disk, {
       log: (line) => this.logger.info(line),
@@ -293,7 +303,7 @@ export class Sheep {
       },
       epoch: () => this.#view.epoch,
       holder: () => this.id,
-      now: () => this.now(),
+      now: () => this.monotonic(),
       ...(this.checksumWorkers ? { hasher: this.checksumWorkers } : {}),
       ...(options.openFiles === undefined ? {} : { openFiles: options.openFiles }),
     });
@@ -327,6 +337,7 @@ export class Sheep {
       defaultCopies: () => this.config?.copies ?? COPIES_DEFAULT,
       defaultBlockSizeShift: () => this.config?.blockSizeShift ?? BLOCK_SIZE_SHIFT_DEFAULT,
       now: () => this.now(),
+      monotonic: () => this.monotonic(),
       viewChanges: this.viewChanges,
       repaired: (oid, node, detail) => {
         this.repairs++;
@@ -347,6 +358,7 @@ export class Sheep {
       format: () => this.config?.ctimeMs,
       heldFor: (oid, view) => this.#holds?.absentHolders(oid, view) ?? [],
       now: () => this.now(),
+      monotonic: () => this.monotonic(),
       completed: (epoch) => void this.#reportRecovered(epoch),
     });
     this.member = options.driver
@@ -722,7 +734,7 @@ export class Sheep {
     // One name per user of the lock on this node: a lock held under this name is taken for
     // this user's own (an answer lost on the way, below).
     const client = `${holder}@${this.id}`;
-    const deadline = this.now() + ADMIN_LOCK_WAIT_MS;
+    const deadline = this.monotonic() + ADMIN_LOCK_WAIT_MS;
     for (;;) {
       try {
         await this.lockVdi(ADMIN_LOCK_VID, client);
@@ -731,11 +743,11 @@ export class Sheep {
         // An answer lost on the way (the lock applied cluster-wide while this node caught up,
         // or etcd's answer lost) may still have taken the lock: the state says.
         if (this.locks.get(ADMIN_LOCK_VID)?.client === client) break;
-        if (!isResult(error, ResultCode.VDI_LOCKED) || this.now() > deadline) throw error;
+        if (!isResult(error, ResultCode.VDI_LOCKED) || this.monotonic() > deadline) throw error;
         // Woken when the state changes (the other change's unlock is applied), not polled.
         await this.stateChanges.until(
           () => !this.locks.has(ADMIN_LOCK_VID),
-          Math.max(0, deadline - this.now()),
+          Math.max(0, deadline - this.monotonic()),
         );
       }
     }
@@ -1127,7 +1139,7 @@ export class Sheep {
 
   /** A full disk is said once in a while in the log (every failed write is counted). */
   #noteNoSpace(oid: Oid, error: Error): void {
-    const now = this.now();
+    const now = this.monotonic();
     if (now - this.#lastNoSpaceLogMs < 10_000) return;
     this.#lastNoSpaceLogMs = now;
     this.logger.error(`disk full on ${this.id}: cannot store ${oidToHex(oid)}: ${error.message}`);

@@ -319,6 +319,8 @@ export class DataPathSim {
   /** The working VDI's vid (a snapshot moves it). */
   vid: Vid = 0;
   readonly snapshotting: boolean;
+  /** Nodes' clocks are off, and are set now and then (`DataPathOptions.clockSkew`). */
+  readonly clockSkew: boolean;
   /** Every vid the working VDI has had, the current one last. */
   readonly #chain: Vid[] = [];
   /** The snapshots taken, with what each may be read as. */
@@ -360,6 +362,7 @@ export class DataPathSim {
     this.discards = options.discards ?? false;
     this.qemuCache = options.qemu?.cache;
     this.snapshotting = options.snapshots ?? false;
+    this.clockSkew = options.clockSkew ?? false;
     this.model = new VdiModel(objects * OBJECT_BYTES, OBJECT_BYTES);
     for (let i = 0; i < nodes; i++) {
       const disk = this.variant === "volatile-sync" ? new VolatileSyncDisk() : new MemDisk();
@@ -487,6 +490,7 @@ export class DataPathSim {
       listen: false,
       disk: node.disk.attach(),
       now: () => this.#clockOf(node),
+      monotonic: () => this.time.now,
       logger: this.#logger(node),
       connect: this.#connector(node, () => born.life),
       events: this.#bus(node, () => born.life),
@@ -1249,7 +1253,7 @@ export class DataPathSim {
       }
       const bad = await node.sheep.store.verify(oid).catch(() => []);
       parts.push(
-        `${node.name} v${meta.version % 100000} ${meta.digest.slice(0, 6)}` +
+        `${node.name} v${meta.version} ${meta.digest.slice(0, 6)}` +
           `${meta.verified ? "" : " unverified"}${
             bad.length ? ` bad[${bad.map((b) => b.index)}]` : ""
           }`,
@@ -1702,6 +1706,7 @@ class Schedule {
     const kinds: string[] = ["rot", "full", "sync", "reads", "net", "power"];
     if (canLose) kinds.push("crash", "crash", "away");
     if (members.length > 1) kinds.push("partition");
+    if (sim.clockSkew) kinds.push("clock");
     const kind = this.#prng.pick(kinds);
     const done = await this.#inject(kind, step, members);
     if (done) this.faults[kind] = (this.faults[kind] ?? 0) + 1;
@@ -1723,6 +1728,16 @@ class Schedule {
         const all = sim.nodes.filter((n) => n.up);
         await sim.crash(all);
         await sim.restart(sim.nodes.filter((n) => !n.up));
+        return true;
+      }
+      case "clock": {
+        // A node's wall clock is set (an NTP step, an operator): back or ahead, by up to an hour.
+        // Its monotonic clock goes on.
+        const node = prng.pick(sim.nodes);
+        const by = prng.pick([-1, 1]) *
+          prng.pick([prng.int(1, 50), prng.int(51, 5_000), 3_600_000]);
+        node.clockOffsetMs += by;
+        sim.note(`clock of ${node.name} set ${by > 0 ? "ahead" : "back"} by ${Math.abs(by)} ms`);
         return true;
       }
       case "away": {
