@@ -350,7 +350,7 @@ export class FsObjectStore implements ObjectStore {
     });
   }
 
-  remove(oid: Oid): Promise<void> {
+  remove(oid: Oid): Promise<number> {
     return this.#changing(oid, () => this.#remove(oid));
   }
 
@@ -968,7 +968,8 @@ export class FsObjectStore implements ObjectStore {
     );
   }
 
-  async #remove(oid: Oid): Promise<void> {
+  async #remove(oid: Oid): Promise<number> {
+    const removed = (await this.meta(oid).catch(() => undefined))?.version ?? 0;
     this.#unrebuilt.delete(oid);
     await this.#dropChanged(oid).catch(() => undefined);
     await this.#whileClosed(oid, async () => {
@@ -982,6 +983,7 @@ export class FsObjectStore implements ObjectStore {
     // Durable before it resolves: a removed copy is often a bad one (a repair fenced it out),
     // and it must not come back after a crash.
     await this.#syncDirectory(`removing ${objectName(oid)}`);
+    return removed;
   }
 
   async list(): Promise<Oid[]> {

@@ -225,9 +225,10 @@ export interface ObjectStore {
   exists(oid: Oid): Promise<boolean>;
   /**
    * Removes `oid` (data and checksums), durably: a removed copy does not come back after a
-   * crash. Removing a missing object is not an error.
+   * crash. Removing a missing object is not an error. Resolves with the removed copy's version
+   * (0: there was none, or its version is unknown), as a write and a create answer.
    */
-  remove(oid: Oid): Promise<void>;
+  remove(oid: Oid): Promise<number>;
   /** Every stored oid. */
   list(): Promise<Oid[]>;
   /**

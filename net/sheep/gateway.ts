@@ -77,7 +77,8 @@ export interface LocalObjects {
     offset: number,
     options: CreateOptions & { replacing?: ReplacedCopy },
   ): Promise<number>;
-  remove(oid: Oid): Promise<void>;
+  /** `ObjectStore.remove` (resolves with the removed copy's version). */
+  remove(oid: Oid): Promise<number>;
   /** `ObjectStore.healBlocks`: blocks rewritten in place with the bytes their checksums name. */
   healBlocks(oid: Oid, blocks: readonly HealedBlock[]): Promise<number[]>;
   /** The copy's version, size and digest as it is (no waiting for recovery). */
@@ -451,6 +452,11 @@ export class Gateway {
       const results = await Promise.allSettled(
         this.targets(oid).map((node) => this.#removeOn(node, oid, true)),
       );
+      // The removed copies' versions: an object created again under this oid (a write after a
+      // discard) must outrank a copy that missed the removal (its node away), or recovery brings
+      // that copy back over the new one (found by hand on the skewed-clock simulation: a create
+      // through a node an hour behind the removed copy's writer).
+      for (const r of results) if (r.status === "fulfilled") this.#clock.observe(r.value);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;
     });
@@ -475,9 +481,8 @@ export class Gateway {
       if (this.#leftoverRemovals >= LEFTOVER_REMOVALS_MAX) break;
       if (targets.has(node.id)) continue;
       this.#leftoverRemovals++;
-      this.#removeOn(node, oid, true).catch(() => undefined).finally(() => {
-        this.#leftoverRemovals--;
-      });
+      this.#removeOn(node, oid, true).then((version) => this.#clock.observe(version))
+        .catch(() => undefined).finally(() => this.#leftoverRemovals--);
     }
   }
 
@@ -939,11 +944,11 @@ export class Gateway {
    * Removes the copy of `oid` on `node`. `checked`: a client's removal, which the peer refuses
    * when it was routed with another view (a repair's is not: it acts on the copies it listed).
    */
-  #removeOn(node: RingNode, oid: Oid, checked = false): Promise<unknown> {
+  #removeOn(node: RingNode, oid: Oid, checked = false): Promise<number> {
     if (node.id === this.#context.selfId) return this.#context.local.remove(oid);
     const header = this.#peerHeader(Opcode.REMOVE_PEER, oid, 0);
     if (!checked) header.flags |= Flag.RECOVERY;
-    return this.#sendPeer(node, header);
+    return this.#sendPeer(node, header).then((r) => r.header.rspObjVersion);
   }
 
   /**

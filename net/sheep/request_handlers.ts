@@ -447,9 +447,9 @@ const peerOps: Record<number, Op> = {
   },
   [Opcode.REMOVE_PEER]: {
     force: true,
-    handle: async (host, { header }) => {
+    handle: async (host, { header }, reply) => {
       await checkEpoch(host, header);
-      await host.local.remove(header.oid);
+      reply.rspObjVersion = await host.local.remove(header.oid);
     },
   },
   [Opcode.FLUSH_PEER]: {

@@ -717,6 +717,39 @@ Deno.test({
 
 Deno.test({
   name:
+    "an object discarded while a holder is away and written again through a gateway whose clock is behind outranks the copy that missed the discard",
+  fn: async () => {
+    // Found by hand after seed 143: the discard removed the copies in the view, the away node
+    // kept its own (written through a node an hour ahead), and the write after the discard
+    // created the object anew under the behind clock's lower version. Back, the away node's copy
+    // was the newest, and recovery put the discarded bytes back. A removal now answers with the
+    // removed copy's version, which the gateway's clock takes in, as for writes and creates.
+    await DataPathSim.with(
+      { seed: 19, nodes: 3, copies: 3, objects: 2, discards: true },
+      async (sim) => {
+        const [ahead, behind, away] = sim.nodes as [SimNode, SimNode, SimNode];
+        ahead.clockOffsetMs = 3_600_000;
+        sim.route = ahead.index;
+        await sim.write(0, pattern(1, 8192));
+        await sim.flush();
+        await sim.time.advance(50);
+        await sim.write(4096, pattern(3, 8192)); // the object's version moves, its inode's not
+        await sim.flush();
+        await sim.leave(away);
+        sim.route = behind.index;
+        await sim.discard(0, OBJECT_BYTES);
+        await sim.write(0, pattern(2, 8192));
+        await sim.flush();
+        await sim.rejoin(away);
+        await sim.heal();
+        await sim.converge(); // lost-flushed when the away node's copy came back
+      },
+    );
+  },
+});
+
+Deno.test({
+  name:
     "a merge of crash-suspect copies never takes a block from a copy older than a flush another copy took",
   fn: async () => {
     // Found by reading recovery's merge: when every copy is crash-suspect, each block came from
