@@ -39,6 +39,15 @@ export const FOUND_HEADERS_PER_EVENT = 8;
  * creates in a row took 8-10 ms more each (2026-11-30).
  */
 export const VDI_TABLE_WRITE_DELAY_MS = 100;
+/**
+ * A version issued this far ahead of a node's own clock (by a node whose clock is ahead, or this
+ * one's behind) is said in its log, at most once per CLOCK_WARN_INTERVAL_MS: writes are ordered
+ * by the clocks of the gateways they go through, and a create through one far behind can be
+ * outranked by a copy it never saw (a failed write's leftover on a node that is down).
+ */
+export const CLOCK_AHEAD_WARN_MS = 1_000;
+/** See CLOCK_AHEAD_WARN_MS. */
+export const CLOCK_WARN_INTERVAL_MS = 60_000;
 /** Requests one object-protocol connection may have in flight before the server stops reading. */
 export const REQUESTS_IN_FLIGHT_MAX = 256;
 /**

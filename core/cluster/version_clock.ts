@@ -31,4 +31,9 @@ export class VersionClock {
   observe(version: number): void {
     if (Number.isSafeInteger(version) && version > this.#last) this.#last = version;
   }
+
+  /** How far the wall-clock part of `version` is ahead of this clock now (negative: behind). */
+  aheadMs(version: number): number {
+    return Math.floor(version / TICKS_PER_MS) - Math.floor(this.#now());
+  }
 }

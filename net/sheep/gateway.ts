@@ -17,7 +17,13 @@
 
 import { isResult, promiseOf, ResultCode, SheepdogError } from "../../core/errors.ts";
 import type { RingNode } from "../../core/hash/ring.ts";
-import { CHECKSUM_BLOCK_BYTES, LEFTOVER_REMOVALS_MAX, objectSize } from "../../core/limits.ts";
+import {
+  CHECKSUM_BLOCK_BYTES,
+  CLOCK_AHEAD_WARN_MS,
+  CLOCK_WARN_INTERVAL_MS,
+  LEFTOVER_REMOVALS_MAX,
+  objectSize,
+} from "../../core/limits.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { VersionClock } from "../../core/cluster/version_clock.ts";
@@ -110,6 +116,8 @@ export interface GatewayContext {
   readonly viewChanges: Changes;
   /** A copy was found bad or missing and replaced by a good one (or removed, when it could not be). */
   repaired(oid: Oid, node: string, detail: string): void;
+  /** A line for the log (a clock far off). */
+  warn(line: string): void;
   /** A client's read, write or create arrived (recovery yields to clients meanwhile). */
   clientRequest(): void;
 }
@@ -198,14 +206,30 @@ export class Gateway {
     }
   }
 
+  /** When the last CLOCK_AHEAD_WARN_MS warning was said (monotonic). */
+  #clockWarnedMs = -Infinity;
+
   /** A version newer than any this node issued or saw (recovery and repairs keep theirs). */
   nextVersion(): number {
     return this.#clock.next();
   }
 
-  /** Takes note of a version seen on a replica, so later writes outrank it. */
-  observeVersion(version: number): void {
+  /**
+   * Takes note of a version seen on a replica, so later writes outrank it; one issued far ahead
+   * of this node's clock is said (CLOCK_AHEAD_WARN_MS), once in a while.
+   */
+  observeVersion(version: number, oid?: Oid): void {
     this.#clock.observe(version);
+    const ahead = this.#clock.aheadMs(version);
+    if (ahead <= CLOCK_AHEAD_WARN_MS) return;
+    const at = this.#context.monotonic();
+    if (at - this.#clockWarnedMs < CLOCK_WARN_INTERVAL_MS) return;
+    this.#clockWarnedMs = at;
+    this.#context.warn(
+      `${oid === undefined ? "a copy" : `a copy of ${oidToHex(oid)}`} carries a version issued ` +
+        `${ahead} ms ahead of this node's clock: a node's clock is ahead, or this one's behind. ` +
+        `Writes are ordered by the clocks of the nodes they go through: keep them in sync (NTP)`,
+    );
   }
 
   /** Writes to a snapshot's objects are refused: the client must reload its inode. */
@@ -395,6 +419,7 @@ export class Gateway {
     await this.#replicate(
       oid,
       (node, version) => this.#createOn(node, oid, data, offset, size, version),
+      "create",
     );
   }
 
@@ -456,7 +481,7 @@ export class Gateway {
       // discard) must outrank a copy that missed the removal (its node away), or recovery brings
       // that copy back over the new one (found by hand on the skewed-clock simulation: a create
       // through a node an hour behind the removed copy's writer).
-      for (const r of results) if (r.status === "fulfilled") this.#clock.observe(r.value);
+      for (const r of results) if (r.status === "fulfilled") this.observeVersion(r.value, oid);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;
     });
@@ -481,7 +506,7 @@ export class Gateway {
       if (this.#leftoverRemovals >= LEFTOVER_REMOVALS_MAX) break;
       if (targets.has(node.id)) continue;
       this.#leftoverRemovals++;
-      this.#removeOn(node, oid, true).then((version) => this.#clock.observe(version))
+      this.#removeOn(node, oid, true).then((version) => this.observeVersion(version, oid))
         .catch(() => undefined).finally(() => this.#leftoverRemovals--);
     }
   }
@@ -490,7 +515,11 @@ export class Gateway {
    * Runs one mutation on every target under a fresh version. If some targets fail, the object
    * is reconciled before the error (or, once every copy has the write, the success) is reported.
    */
-  #replicate(oid: Oid, send: (node: RingNode, version: number) => Promise<unknown>): Promise<void> {
+  #replicate(
+    oid: Oid,
+    send: (node: RingNode, version: number) => Promise<unknown>,
+    kind: "write" | "create" = "write",
+  ): Promise<void> {
     return this.#retrying(async () => {
       if (this.#diverged.has(oid)) await this.#reconcile(oid);
       const failed = await this.#locks.shared(oid, async () => {
@@ -506,7 +535,7 @@ export class Gateway {
         let behind = false;
         for (const r of results) {
           if (r.status !== "fulfilled" || typeof r.value !== "number") continue;
-          this.#clock.observe(r.value);
+          this.observeVersion(r.value, oid);
           answered++;
           if (r.value >= version) behind = true;
         }
@@ -520,7 +549,9 @@ export class Gateway {
         const previous = results.flatMap((r) =>
           r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
         );
-        const before = previous.length === good.length && good.length > 0
+        // Creates answer too (for the version check above), but a create's "before" is no copy a
+        // refuser's may be gone back to: kept unknown, as it always was.
+        const before = kind === "write" && previous.length === good.length && good.length > 0
           ? Math.max(...previous)
           : undefined;
         const divergence: Divergence = before === undefined ? { good } : { good, before };
@@ -913,7 +944,7 @@ export class Gateway {
     header.flags |= Flag.RECOVERY;
     header.dataLength = size;
     const response = await this.#sendPeer(node, header);
-    this.#clock.observe(response.header.rspObjVersion);
+    this.observeVersion(response.header.rspObjVersion, oid);
     return { data: response.data, version: response.header.rspObjVersion };
   }
 

@@ -343,6 +343,7 @@ export class Sheep {
         this.repairs++;
         this.logger.warn(`repaired object ${oidToHex(oid)} on ${node}: ${detail}`);
       },
+      warn: (line) => this.logger.warn(line),
       clientRequest: () => this.recoveryThrottle.client(),
     });
     this.recovery = new Recovery({

@@ -452,6 +452,10 @@ Deno.test("integrity: writes whose flush was acknowledged survive kill -9 of two
       await herd.startSheep(1);
       // Writes go on while sheep 1 rejoins and recovers; then the writer's own sheep dies.
       await stream.waitAcks(Math.min(stream.acked.length + killSheep0After, RECORD_SLOTS), 60_000);
+      // Sheep 1 must be back in the view first: killed before it was (a loaded machine, its join
+      // still settling), sheep 2 alone is a minority of the last view {0, 2} and waits for sheep
+      // 0 by design, which the wait below does not start.
+      await herd.waitView(3);
       await new Promise((resolve) => setTimeout(resolve, random() * 30));
       const atKill0 = stream.acked.length;
       stream.stop();

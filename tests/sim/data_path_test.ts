@@ -711,6 +711,14 @@ Deno.test({
         const copy = await node.sheep.store.read(oid, 0, 4096);
         assert.ok(sameBytes(copy, pattern(2, 4096)), `${node.name} holds the second create`);
       }
+      // The node behind says so, in one line.
+      assert.ok(
+        sim.log.some((line) =>
+          line.includes(`${behind.name} warn:`) &&
+          /carries a version issued \d+ ms ahead of this node's clock.*keep them in sync/.test(line)
+        ),
+        "the clock warning",
+      );
     });
   },
 });
