@@ -95,7 +95,7 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly metrics: Metrics;
   readonly gateway: Pick<
     Gateway,
-    "read" | "write" | "create" | "remove" | "flush" | "checkRange" | "targets"
+    "read" | "write" | "create" | "remove" | "flush" | "checkRange" | "targets" | "observeVersion"
   >;
   readonly local: LocalObjects;
   readonly store: ObjectStore;
@@ -417,6 +417,8 @@ const peerOps: Record<number, Op> = {
       if (!(header.flags & Flag.RECOVERY)) host.recoveryThrottle.client();
       checkPeerRange(host, header, data.length);
       await checkEpoch(host, header);
+      // This node's own writes go above it too (and a version far ahead of its clock is said).
+      host.gateway.observeVersion(header.objVersion, header.oid);
       reply.rspObjVersion = await host.local.write(
         header.oid,
         data,
@@ -437,6 +439,7 @@ const peerOps: Record<number, Op> = {
         );
       }
       await checkEpoch(host, header);
+      host.gateway.observeVersion(header.objVersion, header.oid);
       // The replaced copy's version, as WRITE_PEER answers (the gateway raises a create under it).
       reply.rspObjVersion = await host.local.create(header.oid, data, header.offset, {
         size,
