@@ -72,6 +72,11 @@ export interface RecoveryContext {
    * in a crash (crash_holds.ts); empty when none. Such a copy is neither trusted nor pulled from.
    */
   heldFor(oid: Oid, view: ClusterView): readonly string[];
+  /**
+   * The newest version of the copies a listing found (the gateway's clock takes it in: a sheep
+   * restarted with its clock behind issues its next versions above every copy its members hold).
+   */
+  observeVersion(version: number): void;
   /** The wall clock: when a recovery started and finished, as `info -t recovery` shows. */
   now(): number;
   /** A clock nobody sets, for how long a busy holder is avoided (`SheepOptions.monotonic`). */
@@ -255,6 +260,11 @@ export class Recovery {
   async #gather(run: Run): Promise<void> {
     const holders = await this.#listAll(run);
     if (!holders || run.cancelled) return;
+    let newest = 0;
+    for (const copies of holders.values()) {
+      for (const { meta } of copies) if (meta.version > newest) newest = meta.version;
+    }
+    this.#context.observeVersion(newest);
     const self = this.#context.selfId;
     const wanted = new Map<Oid, Want>();
     const waiting = new Map<Oid, readonly string[]>();

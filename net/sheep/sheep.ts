@@ -358,6 +358,7 @@ export class Sheep {
       copies: (oid) => this.gateway.copiesOf(oid),
       format: () => this.config?.ctimeMs,
       heldFor: (oid, view) => this.#holds?.absentHolders(oid, view) ?? [],
+      observeVersion: (version) => this.gateway.observeVersion(version),
       now: () => this.now(),
       monotonic: () => this.monotonic(),
       completed: (epoch) => void this.#reportRecovered(epoch),
