@@ -410,25 +410,16 @@ export class Gateway {
       payload = source;
       payloadOffset = 0;
     }
-    await this.#createAll(oid, payload, payloadOffset, isDataOid(oid) ? "client-create" : "create");
+    await this.createAt(oid, payload, payloadOffset);
   }
 
   /** Creates the object on every target (no COW, no read-only check: VDI administration). */
   async createAt(oid: Oid, data: Uint8Array, offset: number): Promise<void> {
-    await this.#createAll(oid, data, offset, "create");
-  }
-
-  async #createAll(
-    oid: Oid,
-    data: Uint8Array,
-    offset: number,
-    kind: "create" | "client-create",
-  ): Promise<void> {
     const size = this.objectLimit(oid);
     await this.#replicate(
       oid,
       (node, version) => this.#createOn(node, oid, data, offset, size, version),
-      kind,
+      "create",
     );
   }
 
@@ -527,7 +518,7 @@ export class Gateway {
   #replicate(
     oid: Oid,
     send: (node: RingNode, version: number) => Promise<unknown>,
-    kind: "write" | "create" | "client-create" = "write",
+    kind: "write" | "create" = "write",
   ): Promise<void> {
     return this.#retrying(async () => {
       if (this.#diverged.has(oid)) await this.#reconcile(oid);
@@ -554,9 +545,6 @@ export class Gateway {
         }
         if (results.every((r) => r.status === "fulfilled")) return undefined;
         const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
-        if (kind === "client-create" && await this.#undoCreate(oid, targets, results)) {
-          return { failure: failed[0], undone: true as const };
-        }
         const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
         const previous = results.flatMap((r) =>
           r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
@@ -574,10 +562,9 @@ export class Gateway {
         const failure: unknown = missing
           ? noCopyPresent("write", oid, targets, failed[0])
           : failed[0];
-        return { failure, divergence, undone: false as const };
+        return { failure, divergence };
       });
       if (failed === undefined) return;
-      if (failed.undone) throw failed.failure;
       const { failure, divergence } = failed;
       // Bring the copies back to one value. If every target now holds the copy of a target that
       // took the write, the write stands; otherwise the client hears the failure (an
@@ -596,31 +583,6 @@ export class Gateway {
       }
       throw failure;
     });
-  }
-
-  /**
-   * After a client's create of a new object failed on some targets for good (a full disk, an I/O
-   * error; not a lost connection, after which it may have landed): removes it from the targets
-   * that took it, so nothing of it stays. True once it is gone from every one; false leaves the
-   * failure to the reconcile, as for writes. Only where every target that took it had no copy
-   * before (what a client's create of an object its table does not name finds): a copy that was
-   * there is another matter, and a refuser is never touched. A copy left behind would outrank a
-   * later create of the object through a gateway whose clock is behind (nothing names it, and
-   * its holder may be down while that create runs: simulation, skewed seed 1893).
-   */
-  async #undoCreate(
-    oid: Oid,
-    targets: readonly RingNode[],
-    results: readonly PromiseSettledResult<unknown>[],
-  ): Promise<boolean> {
-    const took = targets.filter((_, i) => results[i]!.status === "fulfilled");
-    if (took.length === 0) return false;
-    if (results.some((r) => r.status === "fulfilled" && r.value !== 0)) return false;
-    if (results.some((r) => r.status === "rejected" && isResult(r.reason, ...RETRYABLE))) {
-      return false;
-    }
-    const removed = await Promise.allSettled(took.map((node) => this.#removeOn(node, oid, true)));
-    return removed.every((r) => r.status === "fulfilled");
   }
 
   /** Registers (or drops) a failed write's divergence as waiting for its outcome. */
