@@ -181,7 +181,7 @@ export class EtcdDriver implements ClusterDriver {
       dir: this.#host.dir,
       selfId: this.#host.id,
       nowMs: this.#host.now(),
-      epochLog: this.epochLog,
+      records: await this.epochLog.list().catch(() => []),
       warn: (line) => this.#host.logger.warn(line),
     });
     const node = this.#host.ringNode();

@@ -113,12 +113,13 @@ export class ClusterMember implements ClusterDriver {
 
   async #startDriver(multicast: ClusterOptions["multicast"]): Promise<void> {
     const host = this.#host;
-    const persisted = await this.epochLog.last();
+    const records = await this.epochLog.list();
+    const persisted = records[0] ?? null;
     this.#incarnation = await nextIncarnation({
       dir: host.dir,
       selfId: host.id,
       nowMs: host.now(),
-      epochLog: this.epochLog,
+      records,
       warn: (line) => host.logger.warn(line),
     });
     const node = host.ringNode();

@@ -17,28 +17,29 @@
 import * as path from "node:path";
 import { readWholeFile } from "../../core/store/disk.ts";
 import { fsDisk, writeFileDurably } from "../../core/store/fs_disk.ts";
-import type { EpochLog } from "./epoch_log.ts";
+import type { MemberRef } from "../group/types.ts";
 
 /** The file, in the sheep's directory, that keeps the last incarnation. */
 export const INCARNATION_FILE = "incarnation";
 
 /**
  * The incarnation of the process starting on `dir` (its id `selfId`): above every earlier one
- * the directory knows of, and the wall clock `nowMs` when that is higher. Kept before returning.
- * A file that cannot be read as a number is said in one line (`warn`) and replaced.
+ * the directory knows of (its file, and `records`, the epoch log's records, which the caller has
+ * read for its start anyway), and the wall clock `nowMs` when that is higher. Kept before
+ * returning. A file that cannot be read as a number is said in one line (`warn`) and replaced.
  */
 export async function nextIncarnation(
   options: {
     dir: string;
     selfId: string;
     nowMs: number;
-    epochLog: EpochLog;
+    records: readonly { readonly members: readonly MemberRef[] }[];
     warn: (line: string) => void;
   },
 ): Promise<number> {
   const file = path.join(options.dir, INCARNATION_FILE);
   const kept = await readKept(file, options.warn);
-  const logged = await lastLogged(options.epochLog, options.selfId);
+  const logged = lastLogged(options.records, options.selfId);
   const previous = Math.max(kept, logged);
   const next = Math.max(Math.floor(options.nowMs), previous + 1);
   if (previous >= Math.floor(options.nowMs)) {
@@ -75,8 +76,10 @@ async function readKept(file: string, warn: (line: string) => void): Promise<num
 }
 
 /** The highest incarnation of `selfId` the epoch log's records name; 0 when none does. */
-async function lastLogged(epochLog: EpochLog, selfId: string): Promise<number> {
-  const records = await epochLog.list().catch(() => []);
+function lastLogged(
+  records: readonly { readonly members: readonly MemberRef[] }[],
+  selfId: string,
+): number {
   let highest = 0;
   for (const record of records) {
     for (const member of record.members) {

@@ -29,8 +29,14 @@ async function withDir(fn: (dir: string, log: EpochLog) => Promise<void>): Promi
 Deno.test("incarnation: the clock when it is ahead of the last start, one above the last when it is behind", async () => {
   await withDir(async (dir, epochLog) => {
     const warnings: string[] = [];
-    const start = (nowMs: number) =>
-      nextIncarnation({ dir, selfId: SELF, nowMs, epochLog, warn: (l) => warnings.push(l) });
+    const start = async (nowMs: number) =>
+      nextIncarnation({
+        dir,
+        selfId: SELF,
+        nowMs,
+        records: await epochLog.list(),
+        warn: (l) => warnings.push(l),
+      });
     const t = 1_800_000_000_000;
     assert.equal(await start(t), t, "a first start: the clock");
     assert.equal(await start(t + 5_000), t + 5_000, "a later start: the clock");
@@ -53,7 +59,7 @@ Deno.test("incarnation: without the file (a directory from an older build), the 
       dir,
       selfId: SELF,
       nowMs: t - HOUR,
-      epochLog,
+      records: await epochLog.list(),
       warn: (l) => warnings.push(l),
     });
     assert.equal(next, t + 8, "one above this node's highest, not another node's");
@@ -72,7 +78,7 @@ Deno.test("incarnation: a damaged file is said once and replaced; the start goes
         dir,
         selfId: SELF,
         nowMs: t,
-        epochLog,
+        records: await epochLog.list(),
         warn: (l) => warnings.push(l),
       });
       assert.equal(next, t, JSON.stringify(content));
