@@ -517,7 +517,7 @@ export class Gateway {
    */
   #replicate(
     oid: Oid,
-    send: (node: RingNode, version: number) => Promise<unknown>,
+    send: (node: RingNode, version: number) => Promise<number>,
     kind: "write" | "create" = "write",
   ): Promise<void> {
     return this.#retrying(async () => {
@@ -534,7 +534,7 @@ export class Gateway {
         let answered = 0;
         let behind = false;
         for (const r of results) {
-          if (r.status !== "fulfilled" || typeof r.value !== "number") continue;
+          if (r.status !== "fulfilled") continue;
           this.observeVersion(r.value, oid);
           answered++;
           if (r.value >= version) behind = true;
@@ -546,14 +546,10 @@ export class Gateway {
         if (results.every((r) => r.status === "fulfilled")) return undefined;
         const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
         const good = targets.filter((_, i) => results[i]!.status === "fulfilled").map((n) => n.id);
-        const previous = results.flatMap((r) =>
-          r.status === "fulfilled" && typeof r.value === "number" ? [r.value] : []
-        );
+        const previous = results.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
         // Creates answer too (for the version check above), but a create's "before" is no copy a
         // refuser's may be gone back to: kept unknown, as it always was.
-        const before = kind === "write" && previous.length === good.length && good.length > 0
-          ? Math.max(...previous)
-          : undefined;
+        const before = kind === "write" && good.length > 0 ? Math.max(...previous) : undefined;
         const divergence: Divergence = before === undefined ? { good } : { good, before };
         this.#diverged.set(oid, divergence);
         this.#await(oid, divergence, true);
