@@ -5,10 +5,10 @@
  *   deno run -A scripts/bench_nbd.ts --verify-cost [--runs=N] [--runtime=SECONDS] [--baseline=OTHER_EXECUTABLE] ...
  *
  * Starts a sheep on a temporary directory (mkfs copies=1) with a VDI served over NBD on
- * 127.0.0.1, the two floor servers of scripts/nbd_floor.ts (sheepdog's NBD session over a raw
- * file, and a bare Node NBD server) and `qemu-nbd`, each on its own raw file in the same
- * directory (same disk); prefills each so reads hit data, and runs 4 KiB random read/write at
- * queue depth 1 and 32 and 1 MiB sequential read/write on all four in turn, N runs (see
+ * 127.0.0.1, the three floor servers of scripts/nbd_floor.ts (sheepdog's NBD session over a raw
+ * file, the same with block checksums, and a bare Node NBD server) and `qemu-nbd`, each on its
+ * own raw file in the same directory (same disk); prefills each so reads hit data, and runs 4 KiB
+ * random read/write at queue depth 1 and 32 and 1 MiB sequential read/write on all five in turn, N runs (see
  * `runInterleaved`). Prints a table and writes the section "## NBD vs qemu-nbd" of
  * BENCHMARKS.md (replacing an older one) unless --no-write.
  * With --verify-cost: only what verifying reads costs (issue 8's jobs, verify on ÷ off, N runs;
@@ -156,25 +156,26 @@ function fmtIops(iops: number): string {
 }
 
 /**
- * The comparison's table: sheepdog (0), sheepdog's NBD session over a file (1), a bare Node
- * NBD server (2) and qemu-nbd (3).
+ * The comparison's table: sheepdog (0), sheepdog's NBD session over a file (1), the same with
+ * the sheep's block checksums (2), a bare Node NBD server (3) and qemu-nbd (4).
  */
 function table(rounds: Rounds): string {
+  const qemu = 4;
   const lines = [
-    "| job | sheepdog IOPS | sheepdog MB/s | NBD session only IOPS | bare Node IOPS | qemu-nbd IOPS | qemu-nbd MB/s | sheepdog ÷ qemu-nbd | per run | session only ÷ qemu-nbd | bare Node ÷ qemu-nbd |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    "| job | sheepdog IOPS | sheepdog MB/s | NBD session only IOPS | session + checksums IOPS | bare Node IOPS | qemu-nbd IOPS | qemu-nbd MB/s | sheepdog ÷ qemu-nbd | per run | session only ÷ qemu-nbd | session + checksums ÷ qemu-nbd | bare Node ÷ qemu-nbd |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
   ];
   JOBS.forEach((job, j) => {
     const iops = (v: number) => fmtIops(median(rounds.iops[j]![v]!));
     const mbps = (v: number) => (median(rounds.bytesPerSec[j]![v]!) / 1e6).toFixed(1);
-    const ratios = runRatios(rounds, j, 0, 3);
-    const ratio = (v: number) => median(runRatios(rounds, j, v, 3)).toFixed(2);
+    const ratios = runRatios(rounds, j, 0, qemu);
+    const ratio = (v: number) => median(runRatios(rounds, j, v, qemu)).toFixed(2);
     lines.push(
       `| ${job.name} | ${iops(0)} | ${mbps(0)} | ${iops(1)} | ${iops(2)} | ${iops(3)} | ${
-        mbps(3)
-      } | ${median(ratios).toFixed(2)} | ${ratios.map((r) => r.toFixed(2)).join(", ")} | ${
-        ratio(1)
-      } | ${ratio(2)} |`,
+        iops(qemu)
+      } | ${mbps(qemu)} | ${median(ratios).toFixed(2)} | ${
+        ratios.map((r) => r.toFixed(2)).join(", ")
+      } | ${ratio(1)} | ${ratio(2)} | ${ratio(3)} |`,
     );
   });
   return lines.join("\n");
@@ -196,7 +197,12 @@ async function startFloorServers(dir: string, sizeMiB: number): Promise<Server[]
     path.join(root, "scripts", "nbd_floor.ts"),
   ], 120_000);
   const servers: Server[] = [];
-  for (const [mode, name] of [["session", "NBD session only"], ["bare", "bare Node"]]) {
+  const modes = [
+    ["session", "NBD session only"],
+    ["checksummed", "session + checksums"],
+    ["bare", "bare Node"],
+  ];
+  for (const [mode, name] of modes) {
     const file = path.join(dir, `${mode}.raw`);
     const handle = await fsp.open(file, "w");
     await handle.truncate(sizeMiB * MiB);
@@ -597,12 +603,14 @@ async function main(): Promise<void> {
       `connection, ${runtime} s per job after a 1 s ramp, over a ${sizeMiB} MiB volume ` +
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
       "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, " +
-      "block_checksum.ts) and verified on read. Where the time goes, two floors on the same " +
+      "block_checksum.ts) and verified on read. Where the time goes, three floors on the same " +
       `Node (${await nodeVersion()}), each over a raw file (scripts/nbd_floor.ts): "NBD session ` +
       "only\" is sheepdog's NBD server (net/nbd) over an export that reads and writes the file " +
-      'directly (no VDI, gateway, store or checksums); "bare Node" is the least a Node NBD ' +
-      "server does (one parse loop, pread/pwrite, replies written at once). qemu-nbd: " +
-      "`qemu-nbd -f raw -t` of a raw file on the same disk. All four run side by side; " +
+      'directly (no VDI, gateway, store or checksums); "session + checksums" is the same with ' +
+      "the sheep's block checksums (each written 4 KiB block hashed into a table in memory, " +
+      'each read block hashed and compared): the least the checksums cost; "bare Node" is the ' +
+      "least a Node NBD server does (one parse loop, pread/pwrite, replies written at once). " +
+      "qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. All five run side by side; " +
       `${runs} runs, in each every job on each server in turn (the order rotating by run). ` +
       "IOPS and MB/s: medians of the runs. Ratios: IOPS ÷ qemu-nbd's within each run, the " +
       "median of the runs (and each run's for sheepdog). Reproduce: `npm run bench`.",

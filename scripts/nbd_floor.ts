@@ -11,6 +11,12 @@
  *                                      ordering, admission, reply coalescing) over an export that
  *                                      reads and writes FILE directly: the sheep minus the VDI,
  *                                      gateway, store and checksums
+ *   node floor.mjs checksummed FILE PORT
+ *                                      the same plus the sheep's block checksums: each written
+ *                                      4 KiB block hashed (block_checksum.ts, as the store does)
+ *                                      into a table in memory, each read block hashed and
+ *                                      compared with it: the least the checksums the sheep must
+ *                                      keep cost on this runtime (no checksum file, no journal)
  *
  * Benchmark scaffolding only: no product code depends on it.
  *
@@ -21,6 +27,8 @@ import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import process from "node:process";
+import { blockChecksums } from "../core/store/block_checksum.ts";
+import { CHECKSUM_BLOCK_BYTES } from "../core/limits.ts";
 import type { BlockExport } from "../net/nbd/export.ts";
 import { NbdServer } from "../net/nbd/server.ts";
 
@@ -127,25 +135,79 @@ function serveBare(fd: number, size: number, port: number): void {
   }).listen(port, "127.0.0.1");
 }
 
-/** Sheepdog's NBD server over the file itself. */
-async function serveSession(fd: number, size: number, port: number): Promise<void> {
+/**
+ * The checksum of every block of the file, kept in memory, as the store keeps them for an open
+ * object: a write records the checksums of the blocks it covers (a block it covers in part is
+ * read and hashed whole, as the store does), a read hashes what it read and compares. Requests
+ * of benchmarks are block-aligned; a mismatch (blocks the prefill wrote around this table) is
+ * counted, not refused: what is measured is the arithmetic and the copies, as in the sheep.
+ */
+class BlockTable {
+  readonly #sums: Uint32Array;
+  mismatches = 0;
+
+  constructor(size: number) {
+    this.#sums = new Uint32Array(Math.ceil(size / CHECKSUM_BLOCK_BYTES));
+  }
+
+  written(fd: number, offset: number, data: Uint8Array): void {
+    const first = Math.floor(offset / CHECKSUM_BLOCK_BYTES);
+    const aligned = offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0;
+    const whole = aligned ? data : this.#blocksAround(fd, offset, data.length);
+    this.#sums.set(blockChecksums(whole), first);
+  }
+
+  read(offset: number, data: Uint8Array): void {
+    const first = Math.floor(offset / CHECKSUM_BLOCK_BYTES);
+    const sums = blockChecksums(data);
+    for (let i = 0; i < sums.length; i++) {
+      if (sums[i] !== this.#sums[first + i]) this.mismatches++;
+    }
+  }
+
+  /** The whole blocks under [offset, offset + length), read back after the write. */
+  #blocksAround(fd: number, offset: number, length: number): Uint8Array {
+    const start = Math.floor(offset / CHECKSUM_BLOCK_BYTES) * CHECKSUM_BLOCK_BYTES;
+    const end = Math.ceil((offset + length) / CHECKSUM_BLOCK_BYTES) * CHECKSUM_BLOCK_BYTES;
+    const blocks = Buffer.alloc(end - start);
+    fs.readSync(fd, blocks, 0, blocks.length, start);
+    return blocks;
+  }
+}
+
+/** Sheepdog's NBD server over the file itself, with block checksums when `table` is given. */
+async function serveSession(
+  fd: number,
+  size: number,
+  port: number,
+  table?: BlockTable,
+): Promise<void> {
   const done = Promise.resolve();
+  const readNow = (offset: number, length: number) => {
+    const data = Buffer.allocUnsafe(length);
+    fs.readSync(fd, data, 0, length, offset);
+    table?.read(offset, data);
+    return data;
+  };
   const file: BlockExport = {
     name: "",
     sizeBytes: size,
     readOnly: false,
-    read: (offset, length) => {
-      const data = Buffer.allocUnsafe(length);
-      fs.readSync(fd, data, 0, length, offset);
-      return Promise.resolve(data);
-    },
-    readNow: (offset, length) => {
-      const data = Buffer.allocUnsafe(length);
-      fs.readSync(fd, data, 0, length, offset);
-      return data;
-    },
+    read: (offset, length) => Promise.resolve(readNow(offset, length)),
+    readNow,
     write: (offset, data) => {
-      fs.writeSync(fd, data, 0, data.length, offset);
+      if (table) {
+        // Hashed before the write, from the bytes meant to be there, as the store does.
+        if (offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0) {
+          table.written(fd, offset, data);
+          fs.writeSync(fd, data, 0, data.length, offset);
+        } else {
+          fs.writeSync(fd, data, 0, data.length, offset);
+          table.written(fd, offset, data);
+        }
+      } else {
+        fs.writeSync(fd, data, 0, data.length, offset);
+      }
       return done;
     },
     flush: () => {
@@ -170,11 +232,16 @@ async function serveSession(fd: number, size: number, port: number): Promise<voi
 }
 
 const [mode, path, portText] = process.argv.slice(2);
-if ((mode !== "bare" && mode !== "session") || !path || !portText) {
-  console.error("usage: node floor.mjs bare|session FILE PORT");
+if ((mode !== "bare" && mode !== "session" && mode !== "checksummed") || !path || !portText) {
+  console.error("usage: node floor.mjs bare|session|checksummed FILE PORT");
   process.exit(2);
 }
 const fd = fs.openSync(path, "r+");
 const size = fs.fstatSync(fd).size;
 if (mode === "bare") serveBare(fd, size, Number(portText));
-else await serveSession(fd, size, Number(portText));
+else {await serveSession(
+    fd,
+    size,
+    Number(portText),
+    mode === "checksummed" ? new BlockTable(size) : undefined,
+  );}
