@@ -62,6 +62,12 @@ export class ChecksumMeta {
   readonly #view: DataView;
   /** The blocks the bad-block slots name (see the module doc). */
   readonly #bad = new Set<number>();
+  /**
+   * The size field, read once: it never changes after `create` writes it, and reading a u64
+   * makes a BigInt (every read checks its range against it: 0.8% of a 4 KiB read's main-thread
+   * time in a profile).
+   */
+  #size = -1;
 
   private constructor(bytes: Uint8Array) {
     this.bytes = bytes;
@@ -155,7 +161,8 @@ export class ChecksumMeta {
   }
 
   get size(): number {
-    return Number(this.#view.getBigUint64(16, true));
+    if (this.#size < 0) this.#size = Number(this.#view.getBigUint64(16, true));
+    return this.#size;
   }
 
   get blockCount(): number {

@@ -243,6 +243,11 @@ export class Gateway {
 
   /** The replicas of `oid` under the current view. */
   targets(oid: Oid): RingNode[] {
+    return [...this.#cachedTargets(oid)];
+  }
+
+  /** `targets`, not copied: the cache's own array, for callers that only look. */
+  #cachedTargets(oid: Oid): readonly RingNode[] {
     // Placement hashes the oid and walks the ring: cache it per view (views are immutable).
     const view = this.#context.view();
     if (this.#cachedView !== view || this.#targetCache.size >= TARGET_CACHE_MAX) {
@@ -259,7 +264,7 @@ export class Gateway {
     if (targets.length === 0) {
       throw new SheepdogError(ResultCode.HALT, "No storage node is alive to hold the object");
     }
-    return [...targets];
+    return targets;
   }
 
   /**
@@ -303,11 +308,22 @@ export class Gateway {
    * nothing done: `read` takes it (and a failure, with its retries, other copies and repairs).
    */
   readNow(oid: Oid, offset: number, length: number): Uint8Array | undefined {
-    if (this.#readOrder(oid)[0]?.id !== this.#context.selfId) return undefined;
+    if (!this.#readsHereFirst(oid)) return undefined;
     this.checkRange(oid, offset, length);
     const data = this.#context.local.readNow(oid, offset, length);
     if (data !== undefined) this.#context.clientRequest();
     return data;
+  }
+
+  /**
+   * Whether `#readOrder` would read this node's copy first, without building the order (every
+   * short client read asks). False in the rare order it cannot tell at once: the read then goes
+   * the usual way.
+   */
+  #readsHereFirst(oid: Oid): boolean {
+    const self = this.#context.selfId;
+    const preferred = this.#diverged.get(oid)?.good[0] ?? self;
+    return preferred === self && this.#cachedTargets(oid).some((n) => n.id === self);
   }
 
   /** Targets in the order to read them: the copy that took the last write, else this node first. */
