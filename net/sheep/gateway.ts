@@ -322,14 +322,19 @@ export class Gateway {
    */
   #readsHereFirst(oid: Oid): boolean {
     const self = this.#context.selfId;
-    const preferred = this.#diverged.get(oid)?.good[0] ?? self;
-    return preferred === self && this.#cachedTargets(oid).some((n) => n.id === self);
+    return this.#preferredReader(oid) === self &&
+      this.#cachedTargets(oid).some((n) => n.id === self);
+  }
+
+  /** The node read first when it holds a copy: the one that took the last write, else this one. */
+  #preferredReader(oid: Oid): string {
+    return this.#diverged.get(oid)?.good[0] ?? this.#context.selfId;
   }
 
   /** Targets in the order to read them: the copy that took the last write, else this node first. */
   #readOrder(oid: Oid): RingNode[] {
     const targets = this.targets(oid);
-    const preferred = this.#diverged.get(oid)?.good[0] ?? this.#context.selfId;
+    const preferred = this.#preferredReader(oid);
     const first = targets.findIndex((n) => n.id === preferred);
     if (first > 0) targets.unshift(...targets.splice(first, 1));
     return targets;
