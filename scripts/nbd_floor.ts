@@ -150,11 +150,20 @@ class BlockTable {
     this.#sums = new Uint32Array(Math.ceil(size / CHECKSUM_BLOCK_BYTES));
   }
 
-  written(fd: number, offset: number, data: Uint8Array): void {
+  /**
+   * Writes `data` at `offset` and records its blocks' checksums: hashed before the write, from the
+   * bytes meant to be there, as the store does; a write covering blocks in part is hashed after,
+   * from the whole blocks read back.
+   */
+  write(fd: number, offset: number, data: Uint8Array): void {
     const first = Math.floor(offset / CHECKSUM_BLOCK_BYTES);
-    const aligned = offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0;
-    const whole = aligned ? data : this.#blocksAround(fd, offset, data.length);
-    this.#sums.set(blockChecksums(whole), first);
+    if (offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0) {
+      this.#sums.set(blockChecksums(data), first);
+      fs.writeSync(fd, data, 0, data.length, offset);
+    } else {
+      fs.writeSync(fd, data, 0, data.length, offset);
+      this.#sums.set(blockChecksums(this.#blocksAround(fd, offset, data.length)), first);
+    }
   }
 
   read(offset: number, data: Uint8Array): void {
@@ -196,18 +205,8 @@ async function serveSession(
     read: (offset, length) => Promise.resolve(readNow(offset, length)),
     readNow,
     write: (offset, data) => {
-      if (table) {
-        // Hashed before the write, from the bytes meant to be there, as the store does.
-        if (offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0) {
-          table.written(fd, offset, data);
-          fs.writeSync(fd, data, 0, data.length, offset);
-        } else {
-          fs.writeSync(fd, data, 0, data.length, offset);
-          table.written(fd, offset, data);
-        }
-      } else {
-        fs.writeSync(fd, data, 0, data.length, offset);
-      }
+      if (table) table.write(fd, offset, data);
+      else fs.writeSync(fd, data, 0, data.length, offset);
       return done;
     },
     flush: () => {
