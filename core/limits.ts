@@ -40,14 +40,27 @@ export const FOUND_HEADERS_PER_EVENT = 8;
  */
 export const VDI_TABLE_WRITE_DELAY_MS = 100;
 /**
- * A version issued this far ahead of a node's own clock (by a node whose clock is ahead, or this
- * one's behind) is said in its log, at most once per CLOCK_WARN_INTERVAL_MS: writes are ordered
- * by the clocks of the gateways they go through, and a create through one far behind can be
- * outranked by a copy it never saw (a failed write's leftover on a node that is down).
+ * A member reporting a clock this far ahead of a node's own (net/sheep/clock_probe.ts), or a
+ * copy carrying a version issued this far ahead of the node's timeline (a node ahead it has not
+ * heard from yet, or one too far ahead to follow), is said in the node's log, at most once per
+ * CLOCK_WARN_INTERVAL_MS: versions follow the latest clock in the cluster, so they stay ordered,
+ * but a write through a node behind can still lose to a copy issued on a clock it never heard of.
  */
 export const CLOCK_AHEAD_WARN_MS = 1_000;
 /** See CLOCK_AHEAD_WARN_MS. */
 export const CLOCK_WARN_INTERVAL_MS = 60_000;
+/**
+ * How often a sheep asks every member for its timeline (net/sheep/clock_probe.ts), besides at
+ * every new view: monotonic clocks drift apart by up to ~100 ppm (0.5 ms in 5 s), and a clock
+ * stepped forward by NTP is heard within this.
+ */
+export const CLOCK_PROBE_INTERVAL_MS = 5_000;
+/**
+ * A peer's timeline further ahead of this node's wall clock than this is not adopted (and is
+ * said in the log): adopting moves every version this node issues, and a clock a day or more
+ * ahead is broken (a wrong date), not skewed; the versions it issues still outrank others.
+ */
+export const CLOCK_ADOPT_MAX_MS = 24 * 60 * 60 * 1000;
 /** Requests one object-protocol connection may have in flight before the server stops reading. */
 export const REQUESTS_IN_FLIGHT_MAX = 256;
 /**

@@ -21,6 +21,7 @@ import { targetsOf } from "../core/cluster/view.ts";
 import { isVdiOid, oidToVid } from "../core/vdi/oid.ts";
 import { FOUND_HEADERS_PER_EVENT } from "../core/limits.ts";
 import type { Sheep } from "../net/sheep/sheep.ts";
+import { silentLogger } from "../net/sheep/logger.ts";
 import { VdiExportProvider } from "../net/sheep/vdi_exports.ts";
 import { MemDisk } from "../core/store/mem_disk.ts";
 import { readConfig } from "../net/sheep/cluster_config.ts";
@@ -217,6 +218,55 @@ export const CLUSTER_CASES: ClusterCase[] = [
             const read = await reader.read(4096, data.length);
             assert.deepEqual(read, data, `written through ${through}, read through ${i}`);
           }
+        }
+        await checkReplicas(cluster.live(), 3);
+      } finally {
+        await cluster.stop();
+      }
+    },
+  },
+  {
+    name:
+      "a node whose clock is an hour behind issues versions on the cluster's latest clock, and says so",
+    run: async (start) => {
+      // Versions ordered by each gateway's own wall clock let a write through a node behind lose
+      // to an earlier write's leftover (tests/sim: seed 1893). Every sheep asks the others for
+      // their timeline (GET_CLOCK) and follows the latest.
+      const lines: string[] = [];
+      const cluster = await start({
+        nodes: 3,
+        copies: 3,
+        clock: (index) => index === 2 ? () => Date.now() - 3_600_000 : undefined,
+        logger: (index) =>
+          index === 2
+            ? { ...silentLogger, warn: (line: string) => lines.push(line) }
+            : silentLogger,
+      });
+      try {
+        const behind = cluster.node(2);
+        await waitFor(
+          "node 2 on the others' timeline",
+          () => behind.gateway.timelineMs() >= Date.now() - 60_000,
+          20_000,
+          () => `(${behind.gateway.timelineMs() - Date.now()} ms off)`,
+        );
+        // Within the time an answer takes to arrive of the others' clocks, not an hour behind.
+        const lag = Date.now() - behind.gateway.nextVersion() / 1024;
+        assert.ok(lag < 1_000, `versions through node 2 lag ${lag} ms`);
+        await waitFor(
+          "the clock warning on node 2",
+          () =>
+            lines.some((line) => /reports a clock 3[56]\d{5} ms ahead of this node.s/.test(line)),
+        );
+        // Writes through it read back through every node.
+        await writeVdi(cluster, "vm", 2 * MiB);
+        const io = await VdiIo.open(cluster.admin(2).client, "vm");
+        const data = new Uint8Array(64 * 1024).fill(0x5a);
+        await io.write(4096, data);
+        await io.flush();
+        for (let i = 0; i < 3; i++) {
+          const reader = await VdiIo.open(cluster.admin(i).client, "vm");
+          assert.deepEqual(await reader.read(4096, data.length), data, `read through ${i}`);
         }
         await checkReplicas(cluster.live(), 3);
       } finally {

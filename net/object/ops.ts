@@ -34,6 +34,11 @@ export const Opcode = {
   STAT_CLUSTER: 0x87,
   FORCE_RECOVER: 0x8a,
   STAT_RECOVERY: 0x97,
+  /**
+   * Ours: the node's version timeline and highest version (JSON `{"timelineMs", "version"}`,
+   * net/sheep/clock_probe.ts), so versions follow one clock across the cluster.
+   */
+  GET_CLOCK: 0xa0,
   // Internal: peer object I/O, the gateway's *_PEER twins.
   GET_OBJ_LIST: 0xa1,
   GET_EPOCH: 0xa2,

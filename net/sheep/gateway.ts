@@ -26,7 +26,7 @@ import {
 } from "../../core/limits.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
-import { VersionClock } from "../../core/cluster/version_clock.ts";
+import { type Adoption, VersionClock } from "../../core/cluster/version_clock.ts";
 import type {
   CreateOptions,
   HealedBlock,
@@ -166,7 +166,7 @@ export class Gateway {
 
   constructor(context: GatewayContext) {
     this.#context = context;
-    this.#clock = new VersionClock(() => context.now());
+    this.#clock = new VersionClock(() => context.now(), () => context.monotonic());
   }
 
   /** Objects waiting for a copy a full or failing disk refused (copy_restorer.ts). */
@@ -212,6 +212,21 @@ export class Gateway {
   /** A version newer than any this node issued or saw (recovery and repairs keep theirs). */
   nextVersion(): number {
     return this.#clock.next();
+  }
+
+  /** The cluster's time as this node knows it (`VersionClock.timelineMs`; GET_CLOCK answers it). */
+  timelineMs(): number {
+    return this.#clock.timelineMs();
+  }
+
+  /** The highest version this node issued or saw (GET_CLOCK answers it). */
+  lastVersion(): number {
+    return this.#clock.last;
+  }
+
+  /** Takes a peer's timeline (net/sheep/clock_probe.ts). */
+  adoptTimeline(timelineMs: number): Adoption {
+    return this.#clock.adoptTimeline(timelineMs);
   }
 
   /**

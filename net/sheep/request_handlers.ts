@@ -61,6 +61,7 @@ import type { VdiService } from "./vdi_service.ts";
 import type { AllocationCounts } from "./allocation_counts.ts";
 import type { OldClientEntries } from "./old_client_entries.ts";
 import { ownCounts, vdiSummary } from "./vdi_summary.ts";
+import type { ClockReading } from "./clock_probe.ts";
 
 /** What STAT_SHEEP says of a node's store: space, health (full disk, failed syncs), repairs. */
 export interface NodeStoreState extends StoreSpace {
@@ -95,7 +96,16 @@ export interface RequestHost extends ReplicatedStateReader, ScrubHost {
   readonly metrics: Metrics;
   readonly gateway: Pick<
     Gateway,
-    "read" | "write" | "create" | "remove" | "flush" | "checkRange" | "targets" | "observeVersion"
+    | "read"
+    | "write"
+    | "create"
+    | "remove"
+    | "flush"
+    | "checkRange"
+    | "targets"
+    | "observeVersion"
+    | "timelineMs"
+    | "lastVersion"
   >;
   readonly local: LocalObjects;
   readonly store: ObjectStore;
@@ -515,6 +525,16 @@ const peerOps: Record<number, Op> = {
   [Opcode.GET_CLUSTER_STATE]: {
     force: true,
     handle: (host) => Promise.resolve(encodeClusterState(host.clusterState())),
+  },
+  [Opcode.GET_CLOCK]: {
+    force: true,
+    handle: (host) => {
+      const reading: ClockReading = {
+        timelineMs: host.gateway.timelineMs(),
+        version: host.gateway.lastVersion(),
+      };
+      return Promise.resolve(json(reading));
+    },
   },
 };
 

@@ -75,6 +75,7 @@ import { ObjectLocks } from "./object_locks.ts";
 import { Changes } from "./changes.ts";
 import type { OrphanSource } from "./orphans.ts";
 import { Scrubber, scrubContextOf, type ScrubOptions } from "./scrub.ts";
+import { ClockProbe } from "./clock_probe.ts";
 import { isResult, promiseOf } from "../../core/errors.ts";
 import type { ReplacedCopy } from "./salvaged_copy.ts";
 import { type Logger, silentLogger } from "./logger.ts";
@@ -232,6 +233,8 @@ export class Sheep {
   readonly recoveryThrottle: RecoveryThrottle;
   /** Verifies every local block and compares replicas: by hand (START_SCRUB) and every interval. */
   readonly scrubber: Scrubber;
+  /** Keeps the gateway's versions on the cluster's latest clock (clock_probe.ts). */
+  readonly #clockProbe: ClockProbe;
   /** Local copies: client writes hold an object shared, a recovery pull holds it alone. */
   readonly objectLocks = new ObjectLocks<Oid>();
   /** Copies found bad or missing and replaced (or removed) since start. */
@@ -377,6 +380,18 @@ export class Sheep {
       })
       : undefined;
     this.scrubber = new Scrubber(scrubContextOf(this), options.scrub);
+    this.#clockProbe = new ClockProbe({
+      get id() {
+        return selfId();
+      },
+      members: () => this.#view.nodes,
+      peers: this.peers,
+      adoptTimeline: (ms) => this.gateway.adoptTimeline(ms),
+      observeVersion: (version) => this.gateway.observeVersion(version),
+      monotonic: () => this.monotonic(),
+      warn: (line) => this.logger.warn(line),
+      debug: (line) => this.logger.debug(line),
+    });
     this.vdis = new VdiService({
       registry: this.registry,
       gateway: this.gateway,
@@ -516,6 +531,7 @@ export class Sheep {
       if (this.member) await this.member.start();
       else if (!this.#events) this.#setView(makeView(this.config ? 1 : 0, [this.ringNode()]));
       this.scrubber.startBackground();
+      void this.#clockProbe.start();
       // With a group, counted at the first view (installView): reading every inode copy (4 MiB
       // each) here would hold that view, and so the first client, back.
       if (!this.member && !this.#events) void this.#countAllocations();
@@ -656,6 +672,7 @@ export class Sheep {
   async stop(options: { graceful?: boolean } = {}): Promise<void> {
     this.#running = false;
     this.#headerDrift.stop();
+    this.#clockProbe.stop();
     this.gateway.close();
     this.recovery.stop();
     await this.scrubber.stop();
@@ -949,6 +966,8 @@ export class Sheep {
     this.#view = view;
     this.stateMachine.installView(view.epoch, view.nodes.map((n) => n.id));
     this.viewChanges.notify();
+    // A member that joined may be ahead: its timeline is taken in before most writes go out.
+    void this.#clockProbe.probe();
   }
 
   /** Notified at every new view. */
