@@ -54,6 +54,11 @@ const RECOVERY_WORKERS = 4;
 /** Pause before re-listing and retrying what could not be pulled (doubles up to the max). */
 const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 5_000;
+/**
+ * Fresh listings a client's `ensure` asks for when the pull it waits for finds a copy changed
+ * since the run listed it (AGAIN): each one follows a change that landed, so a few suffice.
+ */
+const ENSURE_RELISTS_MAX = 3;
 
 export interface RecoveryContext {
   readonly selfId: string;
@@ -162,6 +167,8 @@ interface Run {
   /** Held copies (see `RecoveryStatus.waiting`), with the nodes they wait for. */
   waiting: Map<Oid, readonly string[]>;
   gathered: Promise<void>;
+  /** A listing again in flight (`#regather`), shared by whoever asks meanwhile. */
+  regathering?: Promise<void>;
   /**
    * Objects due in this run that are done: pulled (by the queue or a client's `ensure`), or
    * found current by a later listing. A set, so an object both ways counts once.
@@ -382,13 +389,7 @@ export class Recovery {
       // answer is waited for), so a client touching it still waits for its pull.
       await sleep(delay);
       delay = Math.min(delay * 2, RETRY_MAX_MS);
-      const total = this.#status.total;
-      const due = [...run.wanted.keys()];
-      await this.#gather(run);
-      this.#status = { ...this.#status, total };
-      // Due before and current now (a client's write, a repair or a client's pull still landing
-      // brought them up to date): done too, as `info -t recovery` counts them.
-      for (const oid of due) if (!run.wanted.has(oid)) this.#count(run, oid);
+      await this.#regather(run);
     }
     this.#status = { ...this.#status, state: "done", failed: 0, finishedMs: this.#context.now() };
     this.#context.logger.info(
@@ -744,11 +745,40 @@ export class Recovery {
     const run = this.#run;
     if (!run || run.cancelled || !this.active) return;
     await run.gathered;
-    // A failed pull is the caller's error: the local copy is missing or older than the newest,
-    // so it must not be served (the gateway reads another copy, or reconciles this one).
-    const inFlight = this.#pulling.get(oid);
-    if (inFlight) return await inFlight;
-    if (run.wanted.has(oid)) await this.#recoverOne(run, oid, false);
+    for (let relists = 0;; relists++) {
+      try {
+        // A failed pull is the caller's error: the local copy is missing or older than the
+        // newest, so it must not be served (the gateway reads another copy, or reconciles it).
+        const inFlight = this.#pulling.get(oid);
+        if (inFlight) return await inFlight;
+        if (run.wanted.has(oid)) await this.#recoverOne(run, oid, false);
+        return;
+      } catch (error) {
+        // Except a copy that changed since the run listed it (a repair landed, checksums were
+        // rebuilt): the client waits for a fresh listing rather than hearing "listed again" (sim
+        // seed 25946: both copies of an object were equal again, and a read failed).
+        if (!isResult(error, ResultCode.AGAIN) || relists >= ENSURE_RELISTS_MAX) throw error;
+        if (run.cancelled) throw error;
+        await this.#regather(run);
+      }
+    }
+  }
+
+  /**
+   * Lists every member's copies again for `run` (`#gather`), its progress kept: objects due
+   * before and current now (a client's write, a repair or a client's pull still landing brought
+   * them up to date) are done too, as `info -t recovery` counts them. One listing at a time: the
+   * retry loop and clients waiting in `ensure` share it.
+   */
+  #regather(run: Run): Promise<void> {
+    run.regathering ??= (async () => {
+      const total = this.#status.total;
+      const due = [...run.wanted.keys()];
+      await this.#gather(run);
+      if (run === this.#run) this.#status = { ...this.#status, total };
+      for (const oid of due) if (!run.wanted.has(oid)) this.#count(run, oid);
+    })().finally(() => run.regathering = undefined);
+    return run.regathering;
   }
 
   /** Stops recovering (the sheep is stopping): running pulls finish, nothing new starts. */
