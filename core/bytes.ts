@@ -67,6 +67,41 @@ export function isZero(bytes: Uint8Array): boolean {
   return true;
 }
 
+/** A range of a byte array, [start, end). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * The parts of `bytes`, to be written at `position` of a new (sparse) file, that hold anything
+ * but zeros, in whole `blockBytes` blocks of the file, neighbours joined; as ranges of `bytes`. A
+ * new file reads zeros wherever nothing was written, so the zero blocks need no write and no
+ * space. Each block is compared with zeros natively (`Buffer.equals`: a 4 MiB object in ~0.1 ms).
+ */
+export function nonZeroRanges(
+  bytes: Uint8Array,
+  position: number,
+  blockBytes: number,
+): ByteRange[] {
+  const ranges: ByteRange[] = [];
+  const zeros = Buffer.alloc(blockBytes);
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  // The first block may start before `bytes` does (`position` inside a block).
+  let start = 0;
+  while (start < bytes.length) {
+    const end = Math.min(bytes.length, start + blockBytes - ((position + start) % blockBytes));
+    const block = view.subarray(start, end);
+    if (!block.equals(zeros.subarray(0, block.length))) {
+      const last = ranges[ranges.length - 1];
+      if (last !== undefined && last.end === start) last.end = end;
+      else ranges.push({ start, end });
+    }
+    start = end;
+  }
+  return ranges;
+}
+
 /** Byte-wise equality. */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ByteSlab, isZero } from "./bytes.ts";
+import { ByteSlab, isZero, nonZeroRanges } from "./bytes.ts";
 
 Deno.test("isZero() answers for views at any offset and length", () => {
   const buffer = new Uint8Array(256);
@@ -35,4 +35,32 @@ Deno.test("ByteSlab: short pieces share a slab without overlapping; long ones ge
   // A slab that cannot fit the next piece is replaced; the pieces already handed out stay.
   const pieces = Array.from({ length: ByteSlab.SLAB_BYTES / 4096 + 1 }, () => slab.take(4096));
   assert.notEqual(pieces[0]!.buffer, pieces[pieces.length - 1]!.buffer);
+});
+
+Deno.test("nonZeroRanges() names the file blocks that hold anything but zeros, neighbours joined", () => {
+  const B = 4096;
+  const bytes = new Uint8Array(6 * B);
+  assert.deepEqual(nonZeroRanges(bytes, 0, B), []);
+  bytes[B + 7] = 1; // block 1
+  bytes[2 * B] = 2; // block 2: joined to block 1
+  bytes[5 * B - 1] = 3; // block 4
+  assert.deepEqual(nonZeroRanges(bytes, 0, B), [
+    { start: B, end: 3 * B },
+    { start: 4 * B, end: 5 * B },
+  ]);
+  // Written at 100 bytes into a block: ranges follow the file's blocks, not the array's.
+  const at = 100;
+  const ranges = nonZeroRanges(bytes, at, B);
+  assert.deepEqual(ranges, [
+    { start: B - at, end: 3 * B - at },
+    { start: 5 * B - at, end: 6 * B - at }, // the last byte of block 4 is in the file's block 5
+  ]);
+  // A view into a larger buffer, a short tail.
+  const outer = new Uint8Array(B + 10);
+  outer[B + 9] = 9;
+  assert.deepEqual(nonZeroRanges(outer.subarray(5), 0, B), [{ start: B, end: B + 5 }]);
+  // What the ranges leave out is zeros, so the file reads the same.
+  const file = new Uint8Array(at + bytes.length);
+  for (const r of ranges) file.set(bytes.subarray(r.start, r.end), at + r.start);
+  assert.deepEqual(file.subarray(at), bytes);
 });

@@ -34,7 +34,7 @@
 
 import * as path from "node:path";
 import process from "node:process";
-import { ByteSlab, unfilledBytes } from "../bytes.ts";
+import { type ByteRange, ByteSlab, nonZeroRanges, unfilledBytes } from "../bytes.ts";
 import { assert } from "../assert.ts";
 import { formatSize } from "../size.ts";
 import { CorruptionError, promiseOf, ResultCode, SheepdogError } from "../errors.ts";
@@ -385,13 +385,18 @@ export class FsObjectStore implements ObjectStore {
     const changed = options.unverified && options.changed !== undefined
       ? sortedChanged(changedInRange(options.changed, meta.blockCount))
       : undefined;
-    // At most the pages the data touches and the checksum file (the data file is sparse).
-    const charge = spannedBytes(offset, data.length) + spannedBytes(0, meta.bytes.length);
+    // The data file is sparse: only the blocks of `data` that are not zeros are written (a copy
+    // made by recovery, a repair or a clone's first write carries the whole object, mostly zeros
+    // in a thin VDI). At most their pages and the checksum file's are charged.
+    const written = nonZeroRanges(data, offset, B);
+    const charge =
+      written.reduce((sum, r) => sum + spannedBytes(offset + r.start, r.end - r.start), 0) +
+      spannedBytes(0, meta.bytes.length);
     await this.#admitData(action, charge);
     const dataTemp = this.#tempPath(oidToHex(oid));
     const metaTemp = this.#tempPath(oidToHex(oid) + ".meta");
     try {
-      await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset);
+      await this.#writeNewFile(objectName(oid), dataTemp, size, data, offset, written);
       await this.#writeNewFile(objectName(oid), metaTemp, meta.bytes.length, meta.bytes, 0);
       // The record goes in with the copy (the install syncs the directory). While an older copy
       // may still be there, it must not look more certain than it is: an existing record is
@@ -452,17 +457,24 @@ export class FsObjectStore implements ObjectStore {
     await this.#syncDirectory(`creating ${objectName(oid)}`);
   }
 
+  /**
+   * Writes a new file of `size` bytes holding `data` at `offset` (only the `ranges` of it given:
+   * the rest of a new file reads as zeros), synced.
+   */
   async #writeNewFile(
     what: string,
     file: string,
     size: number,
     data: Uint8Array,
     offset: number,
+    ranges: readonly ByteRange[] = [{ start: 0, end: data.length }],
   ): Promise<void> {
     const handle = await this.#disk.open(file, "wx+");
     try {
       await handle.truncate(size);
-      await writeAll(handle, data, offset);
+      for (const { start, end } of ranges) {
+        await writeAll(handle, data.subarray(start, end), offset + start);
+      }
       await this.#sync(what, handle);
     } finally {
       await handle.close().catch(() => undefined);

@@ -60,7 +60,8 @@ Deno.test("EpochLog.append() persists after client writes filled the disk under 
     code: ResultCode.NO_SPACE,
   });
   await assert.rejects(
-    store.create(5000n, new Uint8Array(MiB), 0, { size: MiB, version: 1 }),
+    // Not zeros: a create stores only the blocks that are not (zeros take no space).
+    store.create(5000n, new Uint8Array(MiB).fill(1), 0, { size: MiB, version: 1 }),
     { code: ResultCode.NO_SPACE },
   );
   assert.equal(await store.exists(5000n), false);
