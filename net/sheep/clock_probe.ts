@@ -61,18 +61,17 @@ export class ClockProbe {
   readonly #host: ClockProbeHost;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running = false;
-  /** A round in flight: another one asked meanwhile runs once it is done. */
-  #round: Promise<void> | undefined;
-  #again = false;
+  /** Members asked whose answer has not come: not asked again meanwhile (one may hang). */
+  readonly #asking = new Set<string>();
   #warnedAt = -Infinity;
 
   constructor(host: ClockProbeHost) {
     this.#host = host;
   }
 
-  /** Probes now and every CLOCK_PROBE_INTERVAL_MS until `stop`; resolves when the first round is done. */
+  /** Probes now and every CLOCK_PROBE_INTERVAL_MS until `stop`; resolves once the first answers are in. */
   start(): Promise<void> {
-    if (this.#running) return this.#round ?? Promise.resolve();
+    if (this.#running) return Promise.resolve();
     this.#running = true;
     this.#schedule();
     return this.probe();
@@ -85,25 +84,19 @@ export class ClockProbe {
   }
 
   /**
-   * Asks every other member for its timeline (a new view: a member that joined may be ahead).
-   * Resolves when the round that covers this call is done; never rejects.
+   * Asks every other member for its timeline (at a new view: a member that joined may be
+   * ahead), except those still to answer the last time. Resolves when the ones asked now have
+   * answered or failed; never rejects.
    */
   probe(): Promise<void> {
     if (!this.#running) return Promise.resolve();
-    if (this.#round) {
-      this.#again = true;
-      return this.#round;
-    }
-    this.#round = this.#rounds().finally(() => this.#round = undefined);
-    return this.#round;
-  }
-
-  async #rounds(): Promise<void> {
-    do {
-      this.#again = false;
-      const others = this.#host.members().filter((n) => n.id !== this.#host.id);
-      await Promise.all(others.map((node) => this.#ask(node)));
-    } while (this.#again && this.#running);
+    const asks = this.#host.members()
+      .filter((node) => node.id !== this.#host.id && !this.#asking.has(node.id))
+      .map((node) => {
+        this.#asking.add(node.id);
+        return this.#ask(node).finally(() => this.#asking.delete(node.id));
+      });
+    return Promise.all(asks).then(() => undefined);
   }
 
   // setTimeout rather than setInterval: a simulation runs the global setTimeout on virtual time.
