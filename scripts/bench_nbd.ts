@@ -6,7 +6,7 @@
  *
  * Starts a sheep on a temporary directory (mkfs copies=1) with a VDI served over NBD on
  * 127.0.0.1, the three floor servers of scripts/nbd_floor.ts (sheepdog's NBD session over a raw
- * file, the same with block checksums, and a bare Node NBD server) and `qemu-nbd`, each on its
+ * file, the same over object files with block checksums, and a bare Node NBD server) and `qemu-nbd`, each on its
  * own raw file in the same directory (same disk); prefills each so reads hit data, and runs 4 KiB
  * random read/write at queue depth 1 and 32 and 1 MiB sequential read/write on all five in turn, N runs (see
  * `runInterleaved`). Prints a table and writes the section "## NBD vs qemu-nbd" of
@@ -156,8 +156,8 @@ function fmtIops(iops: number): string {
 }
 
 /**
- * The comparison's table: sheepdog (0), sheepdog's NBD session over a file (1), the same with
- * the sheep's block checksums (2), a bare Node NBD server (3) and qemu-nbd (4).
+ * The comparison's table: sheepdog (0), sheepdog's NBD session over a file (1), the same over
+ * object files with the sheep's block checksums (2), a bare Node NBD server (3) and qemu-nbd (4).
  */
 function table(rounds: Rounds): string {
   const qemu = 4;
@@ -604,11 +604,12 @@ async function main(): Promise<void> {
       "prefilled with data. sheepdog: the built ./sheepdog (Node), one sheep, copies=1, 4 MiB " +
       "objects, NBD export inside the sheep, every 4 KiB block checksummed (XXH64, " +
       "block_checksum.ts) and verified on read. Where the time goes, three floors on the same " +
-      `Node (${await nodeVersion()}), each over a raw file (scripts/nbd_floor.ts): "NBD session ` +
-      "only\" is sheepdog's NBD server (net/nbd) over an export that reads and writes the file " +
-      'directly (no VDI, gateway, store or checksums); "session + checksums" is the same with ' +
-      "the sheep's block checksums (each written 4 KiB block hashed into a table in memory, " +
-      'each read block hashed and compared): the least the checksums cost; "bare Node" is the ' +
+      `Node (${await nodeVersion()}) (scripts/nbd_floor.ts): "NBD session only" is sheepdog's ` +
+      "NBD server (net/nbd) over an export that reads and writes a raw file directly (no VDI, " +
+      'gateway, store or checksums); "session + checksums" is the same over the store\'s layout ' +
+      "(one file per 4 MiB object, writes over 64 KiB in 64 KiB pieces) with the sheep's block " +
+      "checksums (each written 4 KiB block hashed into a table in memory, each read block hashed " +
+      'and compared): the least the layout and the checksums cost; "bare Node" is the ' +
       "least a Node NBD server does (one parse loop, pread/pwrite, replies written at once). " +
       "qemu-nbd: `qemu-nbd -f raw -t` of a raw file on the same disk. All five run side by side; " +
       `${runs} runs, in each every job on each server in turn (the order rotating by run). ` +

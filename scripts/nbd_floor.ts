@@ -1,5 +1,5 @@
 /**
- * Two NBD servers over one raw file, for `bench_nbd.ts` to find where the time of a sheepdog
+ * Three NBD servers over a raw file, for `bench_nbd.ts` to find where the time of a sheepdog
  * request goes and what this runtime can do at all (issue 11: "the profile that shows the
  * floor"). Run on Node, as the sheep is (bench_nbd.ts bundles this file and starts it with the
  * `node` that built ./sheepdog):
@@ -12,11 +12,14 @@
  *                                      reads and writes FILE directly: the sheep minus the VDI,
  *                                      gateway, store and checksums
  *   node floor.mjs checksummed FILE PORT
- *                                      the same plus the sheep's block checksums: each written
- *                                      4 KiB block hashed (block_checksum.ts, as the store does)
- *                                      into a table in memory, each read block hashed and
- *                                      compared with it: the least the checksums the sheep must
- *                                      keep cost on this runtime (no checksum file, no journal)
+ *                                      the same plus what the store's layout and checksums cost
+ *                                      at least: one file per 4 MiB object (FILE.objects/N, made
+ *                                      from FILE's size) as the store lays a VDI out, writes over
+ *                                      64 KiB in 64 KiB pieces as the store writes them
+ *                                      (fs_disk.ts, WRITE_PIECE_BYTES), each written 4 KiB block
+ *                                      hashed (block_checksum.ts, as the store does) into a table
+ *                                      in memory, each read block hashed and compared with it
+ *                                      (no checksum file, no journal, no layers)
  *
  * Benchmark scaffolding only: no product code depends on it.
  *
@@ -29,6 +32,7 @@ import * as net from "node:net";
 import process from "node:process";
 import { blockChecksums } from "../core/store/block_checksum.ts";
 import { CHECKSUM_BLOCK_BYTES } from "../core/limits.ts";
+import { WRITE_PIECE_BYTES } from "../core/store/fs_disk.ts";
 import type { BlockExport } from "../net/nbd/export.ts";
 import { NbdServer } from "../net/nbd/server.ts";
 
@@ -135,6 +139,70 @@ function serveBare(fd: number, size: number, port: number): void {
   }).listen(port, "127.0.0.1");
 }
 
+/** Where a floor server's bytes live: one raw file, or one file per object. */
+interface Backing {
+  readonly size: number;
+  read(data: Uint8Array, offset: number): void;
+  write(data: Uint8Array, offset: number): void;
+  sync(): void;
+}
+
+/** One raw file, each read or write one call. */
+function fileBacking(fd: number, size: number): Backing {
+  return {
+    size,
+    read: (data, offset) => void fs.readSync(fd, data, 0, data.length, offset),
+    write: (data, offset) => void fs.writeSync(fd, data, 0, data.length, offset),
+    sync: () => fs.fdatasyncSync(fd),
+  };
+}
+
+/** The floor's object size: the store's default (4 MiB). */
+const OBJECT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * One file per `OBJECT_BYTES` of the export, opened once (as the store keeps objects open); a
+ * write in pieces of `WRITE_PIECE_BYTES`, as the store's.
+ */
+function objectBacking(dir: string, size: number): Backing {
+  fs.mkdirSync(dir, { recursive: true });
+  const fds: number[] = [];
+  for (let at = 0; at < size; at += OBJECT_BYTES) {
+    const fd = fs.openSync(`${dir}/${fds.length}`, "w+");
+    fs.ftruncateSync(fd, Math.min(OBJECT_BYTES, size - at));
+    fds.push(fd);
+  }
+  const each = (
+    data: Uint8Array,
+    offset: number,
+    io: (fd: number, part: Uint8Array, at: number) => void,
+  ) => {
+    for (let done = 0; done < data.length;) {
+      const at = offset + done;
+      const inObject = at % OBJECT_BYTES;
+      const part = data.subarray(
+        done,
+        done + Math.min(data.length - done, OBJECT_BYTES - inObject),
+      );
+      io(fds[Math.floor(at / OBJECT_BYTES)]!, part, inObject);
+      done += part.length;
+    }
+  };
+  return {
+    size,
+    read: (data, offset) =>
+      each(data, offset, (fd, part, at) => fs.readSync(fd, part, 0, part.length, at)),
+    write: (data, offset) =>
+      each(data, offset, (fd, part, at) => {
+        for (let done = 0; done < part.length; done += WRITE_PIECE_BYTES) {
+          const length = Math.min(WRITE_PIECE_BYTES, part.length - done);
+          fs.writeSync(fd, part, done, length, at + done);
+        }
+      }),
+    sync: () => fds.forEach((fd) => fs.fdatasyncSync(fd)),
+  };
+}
+
 /**
  * The checksum of every block of the file, kept in memory, as the store keeps them for an open
  * object: a write records the checksums of the blocks it covers (a block it covers in part is
@@ -155,14 +223,14 @@ class BlockTable {
    * bytes meant to be there, as the store does; a write covering blocks in part is hashed after,
    * from the whole blocks read back.
    */
-  write(fd: number, offset: number, data: Uint8Array): void {
+  write(backing: Backing, offset: number, data: Uint8Array): void {
     const first = Math.floor(offset / CHECKSUM_BLOCK_BYTES);
     if (offset % CHECKSUM_BLOCK_BYTES === 0 && data.length % CHECKSUM_BLOCK_BYTES === 0) {
       this.#sums.set(blockChecksums(data), first);
-      fs.writeSync(fd, data, 0, data.length, offset);
+      backing.write(data, offset);
     } else {
-      fs.writeSync(fd, data, 0, data.length, offset);
-      this.#sums.set(blockChecksums(this.#blocksAround(fd, offset, data.length)), first);
+      backing.write(data, offset);
+      this.#sums.set(blockChecksums(this.#blocksAround(backing, offset, data.length)), first);
     }
   }
 
@@ -175,26 +243,22 @@ class BlockTable {
   }
 
   /** The whole blocks under [offset, offset + length), read back after the write. */
-  #blocksAround(fd: number, offset: number, length: number): Uint8Array {
+  #blocksAround(backing: Backing, offset: number, length: number): Uint8Array {
     const start = Math.floor(offset / CHECKSUM_BLOCK_BYTES) * CHECKSUM_BLOCK_BYTES;
     const end = Math.ceil((offset + length) / CHECKSUM_BLOCK_BYTES) * CHECKSUM_BLOCK_BYTES;
-    const blocks = Buffer.alloc(end - start);
-    fs.readSync(fd, blocks, 0, blocks.length, start);
+    const blocks = Buffer.alloc(Math.min(end, backing.size) - start);
+    backing.read(blocks, start);
     return blocks;
   }
 }
 
 /** Sheepdog's NBD server over the file itself, with block checksums when `table` is given. */
-async function serveSession(
-  fd: number,
-  size: number,
-  port: number,
-  table?: BlockTable,
-): Promise<void> {
+async function serveSession(backing: Backing, port: number, table?: BlockTable): Promise<void> {
   const done = Promise.resolve();
+  const size = backing.size;
   const readNow = (offset: number, length: number) => {
     const data = Buffer.allocUnsafe(length);
-    fs.readSync(fd, data, 0, length, offset);
+    backing.read(data, offset);
     table?.read(offset, data);
     return data;
   };
@@ -205,12 +269,12 @@ async function serveSession(
     read: (offset, length) => Promise.resolve(readNow(offset, length)),
     readNow,
     write: (offset, data) => {
-      if (table) table.write(fd, offset, data);
-      else fs.writeSync(fd, data, 0, data.length, offset);
+      if (table) table.write(backing, offset, data);
+      else backing.write(data, offset);
       return done;
     },
     flush: () => {
-      fs.fdatasyncSync(fd);
+      backing.sync();
       return done;
     },
     trim: () => done,
@@ -230,17 +294,15 @@ async function serveSession(
   await server.listen({ host: "127.0.0.1", port });
 }
 
+const MODES = ["bare", "session", "checksummed"];
 const [mode, path, portText] = process.argv.slice(2);
-if ((mode !== "bare" && mode !== "session" && mode !== "checksummed") || !path || !portText) {
-  console.error("usage: node floor.mjs bare|session|checksummed FILE PORT");
+if (!MODES.includes(mode ?? "") || !path || !portText) {
+  console.error(`usage: node floor.mjs ${MODES.join("|")} FILE PORT`);
   process.exit(2);
 }
 const fd = fs.openSync(path, "r+");
 const size = fs.fstatSync(fd).size;
-if (mode === "bare") serveBare(fd, size, Number(portText));
-else {await serveSession(
-    fd,
-    size,
-    Number(portText),
-    mode === "checksummed" ? new BlockTable(size) : undefined,
-  );}
+const port = Number(portText);
+if (mode === "bare") serveBare(fd, size, port);
+else if (mode === "session") await serveSession(fileBacking(fd, size), port);
+else await serveSession(objectBacking(`${path}.objects`, size), port, new BlockTable(size));

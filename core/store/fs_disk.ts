@@ -40,7 +40,7 @@ const INLINE_MAX_BYTES = 64 * 1024;
  * install, an import, recovery) and then overwritten in 4 KiB blocks, so the sheep keeps its
  * folios small; 1 MiB reads and writes measured no slower.
  */
-const WRITE_PIECE_BYTES = 64 * 1024;
+export const WRITE_PIECE_BYTES = 64 * 1024;
 /** The mean inline time (ms) beyond which operations go to the pool. */
 const SLOW_MS = 0.2;
 /** One sample counts for at most this much (ms) in the mean. */
