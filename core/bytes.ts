@@ -45,26 +45,38 @@ export class ByteSlab {
   }
 }
 
-/** `bytes` without its zero tail: sparse objects need not store it, it reads as zeros anyway. */
-export function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
-  return bytes.subarray(0, end);
+/**
+ * Zeros to compare with, natively (`Buffer.equals`: a MiB of zeros in ~9 µs on this repo's 2-core
+ * VM, where a JS loop over 64-bit words took ~130 µs). Never written.
+ */
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** `bytes` as a Buffer over the same memory (no copy). */
+function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
-/**
- * True when every byte is zero: 8 bytes at a time from the first 8-byte boundary (a view into
- * a network buffer may start anywhere), byte by byte around it.
- */
+/** True when every byte is zero. */
 export function isZero(bytes: Uint8Array): boolean {
-  const head = (8 - (bytes.byteOffset % 8)) % 8;
-  if (bytes.length < head + 8) return bytes.every((byte) => byte === 0);
-  for (let i = 0; i < head; i++) if (bytes[i] !== 0) return false;
-  const aligned = Math.floor((bytes.length - head) / 8);
-  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset + head, aligned);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  for (let i = head + aligned * 8; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  const view = bufferView(bytes);
+  for (let at = 0; at < view.length; at += ZEROS.length) {
+    const part = view.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
   return true;
+}
+
+/** `bytes` without its zero tail: sparse objects need not store it, it reads as zeros anyway. */
+export function trimTrailingZeros(bytes: Uint8Array): Uint8Array {
+  // Whole zero pieces from the end compared natively, then the last piece with data byte by byte.
+  let end = bytes.length;
+  while (end > 0) {
+    const start = Math.max(0, end - ZEROS.length);
+    if (!isZero(bytes.subarray(start, end))) break;
+    end = start;
+  }
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return bytes.subarray(0, end);
 }
 
 /** A range of a byte array, [start, end). */
@@ -77,7 +89,7 @@ export interface ByteRange {
  * The parts of `bytes`, to be written at `position` of a new (sparse) file, that hold anything
  * but zeros, in whole `blockBytes` blocks of the file, neighbours joined; as ranges of `bytes`. A
  * new file reads zeros wherever nothing was written, so the zero blocks need no write and no
- * space. Each block is compared with zeros natively (`Buffer.equals`: a 4 MiB object in ~0.1 ms).
+ * space (`isZero`: a 4 MiB object in ~0.1 ms).
  */
 export function nonZeroRanges(
   bytes: Uint8Array,
@@ -85,14 +97,11 @@ export function nonZeroRanges(
   blockBytes: number,
 ): ByteRange[] {
   const ranges: ByteRange[] = [];
-  const zeros = Buffer.alloc(blockBytes);
-  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   // The first block may start before `bytes` does (`position` inside a block).
   let start = 0;
   while (start < bytes.length) {
     const end = Math.min(bytes.length, start + blockBytes - ((position + start) % blockBytes));
-    const block = view.subarray(start, end);
-    if (!block.equals(zeros.subarray(0, block.length))) {
+    if (!isZero(bytes.subarray(start, end))) {
       const last = ranges[ranges.length - 1];
       if (last !== undefined && last.end === start) last.end = end;
       else ranges.push({ start, end });
@@ -102,11 +111,9 @@ export function nonZeroRanges(
   return ranges;
 }
 
-/** Byte-wise equality. */
+/** Byte-wise equality (compared natively, as `isZero`). */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return a.length === b.length && bufferView(a).equals(bufferView(b));
 }
 
 /** `parts` one after the other, in one new array. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ByteSlab, isZero, nonZeroRanges } from "./bytes.ts";
+import { ByteSlab, equalBytes, isZero, nonZeroRanges, trimTrailingZeros } from "./bytes.ts";
 
 Deno.test("isZero() answers for views at any offset and length", () => {
   const buffer = new Uint8Array(256);
@@ -14,6 +14,32 @@ Deno.test("isZero() answers for views at any offset and length", () => {
       }
     }
   }
+});
+
+Deno.test("isZero() and trimTrailingZeros() see a byte anywhere in buffers longer than one compare", () => {
+  // Longer than the 64 KiB of zeros the helpers compare with: the pieces, their seams, the tail.
+  const bytes = new Uint8Array(4 * 65536 + 13);
+  const view = bytes.subarray(3); // not at the start of its buffer
+  assert.equal(isZero(view), true);
+  assert.equal(trimTrailingZeros(view).length, 0);
+  for (const at of [0, 65535, 65536, 65537, 131071, 3 * 65536 + 5, view.length - 1]) {
+    view[at] = 7;
+    assert.equal(isZero(view), false, `a byte at ${at}`);
+    assert.equal(trimTrailingZeros(view).length, at + 1, `trimmed after ${at}`);
+    view[at] = 0;
+  }
+  view[10] = 1;
+  view[70000] = 2;
+  assert.equal(trimTrailingZeros(view).length, 70001, "the last non-zero byte ends it");
+});
+
+Deno.test("equalBytes() compares views, lengths first", () => {
+  const a = new Uint8Array([9, 1, 2, 3, 9]);
+  const b = new Uint8Array([1, 2, 3]);
+  assert.equal(equalBytes(a.subarray(1, 4), b), true);
+  assert.equal(equalBytes(a.subarray(1, 5), b), false);
+  assert.equal(equalBytes(a.subarray(0, 3), b), false);
+  assert.equal(equalBytes(new Uint8Array(0), new Uint8Array(0)), true);
 });
 
 Deno.test("ByteSlab: short pieces share a slab without overlapping; long ones get their own buffer", () => {
