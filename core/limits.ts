@@ -49,6 +49,8 @@ export const VDI_TABLE_WRITE_DELAY_MS = 100;
 export const CLOCK_AHEAD_WARN_MS = 1_000;
 /** See CLOCK_AHEAD_WARN_MS. */
 export const CLOCK_WARN_INTERVAL_MS = 60_000;
+/** A sheep whose disk is full says so at most once per this long (every refused write counts). */
+export const NO_SPACE_LOG_INTERVAL_MS = 10_000;
 /**
  * How often a sheep asks every member for its timeline (net/sheep/clock_probe.ts), besides at
  * every new view: monotonic clocks drift apart by up to ~100 ppm (0.5 ms in 5 s), and a clock

@@ -86,6 +86,7 @@ import {
   nbdErrnoOf,
   NbdIoError,
 } from "./export.ts";
+import { LogThrottle } from "../log/log_throttle.ts";
 import type { NbdLogger } from "./logger.ts";
 import type { NbdTls } from "./tls.ts";
 import {
@@ -182,9 +183,8 @@ export class NbdSession {
   /** The PSK identity the client used. */
   #tlsIdentity: string | null = null;
 
-  /** When a storage failure was last logged, and how many failed since without a line. */
-  #storageFailureLoggedAt = -Infinity;
-  #storageFailuresUnlogged = 0;
+  /** Storage failures: a line per STORAGE_FAILURE_LOG_MS, saying how many failed unlogged. */
+  readonly #storageFailureLog = new LogThrottle(STORAGE_FAILURE_LOG_MS);
   #paused = false;
   /** The socket whose writes are held until the end of this event-loop turn, if any. */
   #corked: Socket | null = null;
@@ -900,15 +900,9 @@ export class NbdSession {
    * STORAGE_FAILURE_LOG_MS, saying how many failed since the last.
    */
   #logStorageFailure(req: NbdRequest, error: string): void {
-    const now = Date.now();
-    if (now - this.#storageFailureLoggedAt < STORAGE_FAILURE_LOG_MS) {
-      this.#storageFailuresUnlogged++;
-      return;
-    }
-    const unlogged = this.#storageFailuresUnlogged;
+    const unlogged = this.#storageFailureLog.say(Date.now());
+    if (unlogged === undefined) return;
     this.#logFailure(req, error, unlogged > 0 ? { notLoggedBefore: unlogged } : {});
-    this.#storageFailureLoggedAt = now;
-    this.#storageFailuresUnlogged = 0;
   }
 
   #replyOk(req: NbdRequest): void {

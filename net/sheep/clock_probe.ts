@@ -17,6 +17,7 @@ import {
   CLOCK_PROBE_INTERVAL_MS,
   CLOCK_WARN_INTERVAL_MS,
 } from "../../core/limits.ts";
+import { LogThrottle } from "../log/log_throttle.ts";
 import type { Adoption } from "../../core/cluster/version_clock.ts";
 import { Opcode } from "../object/ops.ts";
 import type { Peers } from "./peers.ts";
@@ -63,7 +64,7 @@ export class ClockProbe {
   #running = false;
   /** Members asked whose answer has not come: not asked again meanwhile (one may hang). */
   readonly #asking = new Set<string>();
-  #warnedAt = -Infinity;
+  readonly #warning = new LogThrottle(CLOCK_WARN_INTERVAL_MS);
 
   constructor(host: ClockProbeHost) {
     this.#host = host;
@@ -129,9 +130,7 @@ export class ClockProbe {
 
   #report(node: RingNode, { aheadOfWallMs, refused }: Adoption): void {
     if (!refused && aheadOfWallMs <= CLOCK_AHEAD_WARN_MS) return;
-    const at = this.#host.monotonic();
-    if (at - this.#warnedAt < CLOCK_WARN_INTERVAL_MS) return;
-    this.#warnedAt = at;
+    if (this.#warning.say(this.#host.monotonic()) === undefined) return;
     this.#host.warn(
       refused
         ? `${node.id} reports a clock ${aheadOfWallMs} ms ahead of this node's (its own or one ` +

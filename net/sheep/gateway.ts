@@ -24,6 +24,7 @@ import {
   LEFTOVER_REMOVALS_MAX,
   objectSize,
 } from "../../core/limits.ts";
+import { LogThrottle } from "../log/log_throttle.ts";
 import { blockChecksum } from "../../core/store/block_checksum.ts";
 import { type ClusterView, targetsOf } from "../../core/cluster/view.ts";
 import { type Adoption, VersionClock } from "../../core/cluster/version_clock.ts";
@@ -207,7 +208,7 @@ export class Gateway {
   }
 
   /** When the last CLOCK_AHEAD_WARN_MS warning was said (monotonic). */
-  #clockWarnedMs = -Infinity;
+  readonly #clockWarning = new LogThrottle(CLOCK_WARN_INTERVAL_MS);
 
   /** A version newer than any this node issued or saw (recovery and repairs keep theirs). */
   nextVersion(): number {
@@ -237,9 +238,7 @@ export class Gateway {
     this.#clock.observe(version);
     const ahead = this.#clock.aheadMs(version);
     if (ahead <= CLOCK_AHEAD_WARN_MS) return;
-    const at = this.#context.monotonic();
-    if (at - this.#clockWarnedMs < CLOCK_WARN_INTERVAL_MS) return;
-    this.#clockWarnedMs = at;
+    if (this.#clockWarning.say(this.#context.monotonic()) === undefined) return;
     this.#context.warn(
       `${oid === undefined ? "a copy" : `a copy of ${oidToHex(oid)}`} carries a version issued ` +
         `${ahead} ms ahead of this node's clock: a node's clock is ahead, or this one's behind. ` +

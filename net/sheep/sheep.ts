@@ -18,10 +18,12 @@ import {
   COPIES_DEFAULT,
   COPIES_MAX,
   FOUND_HEADERS_PER_EVENT,
+  NO_SPACE_LOG_INTERVAL_MS,
   RECOVERY_BYTES_PER_SECOND_BUSY,
   VNODES_DEFAULT,
 } from "../../core/limits.ts";
 import { FsObjectStore } from "../../core/store/fs_object_store.ts";
+import { LogThrottle } from "../log/log_throttle.ts";
 import { writeFileDurably } from "../../core/store/fs_disk.ts";
 import { ChecksumWorkers } from "../../core/store/checksum_workers.ts";
 import { type ClusterView, makeView } from "../../core/cluster/view.ts";
@@ -239,7 +241,7 @@ export class Sheep {
   readonly objectLocks = new ObjectLocks<Oid>();
   /** Copies found bad or missing and replaced (or removed) since start. */
   repairs = 0;
-  #lastNoSpaceLogMs = -Infinity;
+  readonly #noSpaceLog = new LogThrottle(NO_SPACE_LOG_INTERVAL_MS);
   readonly #listenHost: string;
   readonly #security: SheepSecurity | undefined;
   /** Strangers refused (bad MACs, wrong keys, disallowed clients): counted and logged. */
@@ -1160,10 +1162,12 @@ export class Sheep {
 
   /** A full disk is said once in a while in the log (every failed write is counted). */
   #noteNoSpace(oid: Oid, error: Error): void {
-    const now = this.monotonic();
-    if (now - this.#lastNoSpaceLogMs < 10_000) return;
-    this.#lastNoSpaceLogMs = now;
-    this.logger.error(`disk full on ${this.id}: cannot store ${oidToHex(oid)}: ${error.message}`);
+    const unlogged = this.#noSpaceLog.say(this.monotonic());
+    if (unlogged === undefined) return;
+    this.logger.error(
+      `disk full on ${this.id}: cannot store ${oidToHex(oid)}: ${error.message}` +
+        (unlogged > 0 ? ` (and ${unlogged} more since the last such line)` : ""),
+    );
   }
 
   /** Throws the reason this sheep cannot serve clients now (unformatted, waiting, stopping). */
