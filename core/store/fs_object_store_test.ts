@@ -597,3 +597,37 @@ for (const kind of KINDS) {
     });
   });
 }
+
+for (const kind of KINDS) {
+  Deno.test(`FsObjectStore (${kind}) with verifyReads off (the benchmark's control) reads by the same paths, unchecked`, async () => {
+    await withEnv(kind, async (env) => {
+      const data = patternBytes(3 * B, 3);
+      await env.store.create(OID, data, 0, { size: 3 * B, version: 1 });
+      await env.store.create(0x1n, patternBytes(MIB4, 4), 0, { size: MIB4, version: 1 });
+      await env.store.close();
+      const store = new FsObjectStore(env.dir, env.disk, { verifyReads: false });
+      await store.open();
+      try {
+        await store.read(OID, 0, 1); // open in the cache
+        assert.deepEqual(store.readNow(OID, 10, B), data.subarray(10, 10 + B), "answered at once");
+        await store.read(0x1n, 0, 1);
+        assert.equal(store.readNow(0x1n, 0, MIB4), undefined, "a long read goes to the pool");
+        assert.deepEqual(
+          await store.read(0x1n, 5, MIB4 - 10),
+          patternBytes(MIB4, 4).subarray(5, MIB4 - 5),
+        );
+        // Rot is not checked for: the bytes as they are on disk, and nothing counted.
+        await env.flip(HEX, B + 5);
+        const rotten = data.slice();
+        rotten[B + 5]! ^= 0xff;
+        assert.deepEqual(store.readNow(OID, 0, 3 * B), rotten);
+        assert.deepEqual(await store.read(OID, B, 10), rotten.subarray(B, B + 10));
+        assert.equal(store.health().checksumErrors, 0);
+      } finally {
+        await store.close();
+      }
+      env.store = new FsObjectStore(env.dir, env.disk);
+      await env.store.open();
+    });
+  });
+}
