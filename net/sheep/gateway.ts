@@ -207,7 +207,7 @@ export class Gateway {
     }
   }
 
-  /** When the last CLOCK_AHEAD_WARN_MS warning was said (monotonic). */
+  /** The CLOCK_AHEAD_WARN_MS warning, said at most once per CLOCK_WARN_INTERVAL_MS. */
   readonly #clockWarning = new LogThrottle(CLOCK_WARN_INTERVAL_MS);
 
   /** A version newer than any this node issued or saw (recovery and repairs keep theirs). */
